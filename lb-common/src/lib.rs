@@ -1,0 +1,15 @@
+//! Types shared by xlb's eBPF programs and its userspace daemon.
+//!
+//! Every map key and value is `#[repr(C)]` with explicit widths and explicit
+//! padding, and a compile-time size assertion, so the kernel and userspace
+//! agree on the layout byte for byte.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod counters;
+pub mod maps;
+
+#[cfg(feature = "user")]
+mod pod;

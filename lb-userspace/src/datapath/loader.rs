@@ -1,0 +1,266 @@
+//! Loads the eBPF object, attaches XDP to the configured interfaces, pins the
+//! maps under the instance's folder, and undoes all of it on drop.
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use aya_log::EbpfLogger;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::config::{Config, XdpModeSetting};
+
+use super::{ensure_bpffs, instance_pin_dir, EBPF_OBJECT};
+
+/// Why the datapath could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("bpffs: {0:#}")]
+    Bpffs(anyhow::Error),
+    #[error("instance `{instance}` is already running (lock {lock} is held)", lock = lock.display())]
+    InstanceBusy { instance: String, lock: PathBuf },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program `{name}`: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "attaching XDP to `{iface}` in {mode} mode failed: {source}{hint}",
+        hint = if *mode == "native" {
+            "\n  hint: this driver may lack native XDP; use `xdp_mode: skb` (or `--xdp-mode skb`)"
+        } else { "" }
+    )]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("pinning map {map} at {path}: {source}", path = path.display())]
+    Pin {
+        map: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+}
+
+/// A loaded and attached datapath. Dropping it detaches the programs and
+/// removes the pinned maps.
+pub struct Datapath {
+    // Field order matters: the logger holds the log map, which must outlive
+    // nothing but must be dropped with the object.
+    logger: Option<EbpfLogger<&'static dyn log::Log>>,
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    _lock: Flock<File>,
+    attached: Vec<(String, &'static str)>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("pin_dir", &self.pin_dir)
+            .field("attached", &self.attached)
+            .finish()
+    }
+}
+
+/// Where instance locks live; outside bpffs, which holds no regular files.
+const LOCK_DIR: &str = "/run/xlb";
+
+impl Datapath {
+    /// Loads, attaches and pins according to `config`; `mode_override`
+    /// (from `--xdp-mode`) replaces every interface's configured mode.
+    pub fn start(
+        config: &Config,
+        mode_override: Option<XdpModeSetting>,
+    ) -> Result<Datapath, DatapathError> {
+        let instance = config.instance.as_str();
+        let lock = take_instance_lock(instance)?;
+        ensure_bpffs(&config.bpffs).map_err(DatapathError::Bpffs)?;
+        let pin_dir = instance_pin_dir(&config.bpffs, instance);
+        // We hold the lock, so anything left here is from a crashed run.
+        remove_pins(&pin_dir);
+        std::fs::create_dir_all(&pin_dir).map_err(|source| DatapathError::Io {
+            what: format!("creating {}", pin_dir.display()),
+            source,
+        })?;
+
+        let level = ebpf_log_level();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, false)
+            .load(EBPF_OBJECT)?;
+        // Keep the logger alive for as long as the programs: dropping it
+        // closes the log map the programs write to.
+        let logger = match EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!("eBPF logging unavailable: {e}");
+                None
+            }
+        };
+
+        let mut dp = Datapath {
+            logger,
+            ebpf,
+            pin_dir,
+            _lock: lock,
+            attached: Vec::new(),
+        };
+        dp.pin_maps()?;
+        dp.attach_all(config, mode_override)?;
+        Ok(dp)
+    }
+
+    fn pin_maps(&mut self) -> Result<(), DatapathError> {
+        for (name, map) in self.ebpf.maps() {
+            // Internal maps (.rodata, .bss, the log ring) are not an API.
+            if name.starts_with('.') || name == "AYA_LOGS" {
+                continue;
+            }
+            let path = self.pin_dir.join(name);
+            map.pin(&path).map_err(|source| DatapathError::Pin {
+                map: name.to_string(),
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn attach_all(
+        &mut self,
+        config: &Config,
+        mode_override: Option<XdpModeSetting>,
+    ) -> Result<(), DatapathError> {
+        let name = lb_common::maps::XDP_PROGRAM;
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: aya::programs::ProgramError::NotLoaded,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        for iface in config.interfaces.iter() {
+            let setting = mode_override.unwrap_or(iface.xdp_mode);
+            let iface = iface.name.as_str();
+            let mode = match setting {
+                XdpModeSetting::Native => attach(prog, iface, XdpMode::Driver, "native")?,
+                XdpModeSetting::Skb => attach(prog, iface, XdpMode::Skb, "skb")?,
+                XdpModeSetting::Auto => match attach(prog, iface, XdpMode::Driver, "native") {
+                    Ok(m) => m,
+                    Err(e) => {
+                        log::warn!("{e}; falling back to skb mode on {iface}");
+                        attach(prog, iface, XdpMode::Skb, "skb")?
+                    }
+                },
+            };
+            log::info!("XDP attached to {iface} in {mode} mode");
+            self.attached.push((iface.to_string(), mode));
+        }
+        Ok(())
+    }
+
+    /// Takes the eBPF log reader so the caller can poll it; it must be kept
+    /// alive as long as this datapath.
+    pub fn take_logger(&mut self) -> Option<EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
+    }
+
+    /// The folder holding this instance's pinned maps.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Interfaces and the mode each is attached in.
+    pub fn attached(&self) -> &[(String, &'static str)] {
+        &self.attached
+    }
+
+    /// The loaded object, for map access.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        // The XDP links are owned by `ebpf` and detach when it drops; the
+        // pins would outlive us, so remove them explicitly.
+        remove_pins(&self.pin_dir);
+        for (iface, _) in &self.attached {
+            log::info!("XDP detached from {iface}");
+        }
+    }
+}
+
+fn attach(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: XdpMode,
+    mode_name: &'static str,
+) -> Result<&'static str, DatapathError> {
+    prog.attach(iface, mode)
+        .map(|_| mode_name)
+        .map_err(|source| DatapathError::Attach {
+            iface: iface.to_string(),
+            mode: mode_name,
+            source,
+        })
+}
+
+fn take_instance_lock(instance: &str) -> Result<Flock<File>, DatapathError> {
+    let io = |what: String| move |source| DatapathError::Io { what, source };
+    std::fs::create_dir_all(LOCK_DIR).map_err(io(format!("creating {LOCK_DIR}")))?;
+    let path = Path::new(LOCK_DIR).join(format!("{instance}.lock"));
+    let file = File::create(&path).map_err(io(format!("opening {}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| DatapathError::InstanceBusy {
+        instance: instance.to_string(),
+        lock: path,
+    })
+}
+
+/// Removes the instance's pins and folder, and the `xlb` parent folder if it
+/// is left empty. Errors are ignored: this is cleanup of what may not exist.
+fn remove_pins(pin_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(pin_dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    if let Some(parent) = pin_dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// The eBPF-side log level (aya_log_common::Level: 1 = error … 5 = trace),
+/// taken from the userspace logger so `RUST_LOG=debug` enables both.
+fn ebpf_log_level() -> u8 {
+    match log::max_level() {
+        log::LevelFilter::Off => 0,
+        log::LevelFilter::Error => 1,
+        log::LevelFilter::Warn => 2,
+        log::LevelFilter::Info => 3,
+        log::LevelFilter::Debug => 4,
+        log::LevelFilter::Trace => 5,
+    }
+}

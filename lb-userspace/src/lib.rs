@@ -1,0 +1,6 @@
+//! The xlb daemon as a library: the `xlb` binary is a thin CLI over it, and
+//! the end-to-end tests drive the same code.
+
+pub mod config;
+pub mod daemon;
+pub mod datapath;

@@ -1,0 +1,137 @@
+//! Driving the real `xlb` binary: start it inside a namespace on a config,
+//! wait until it reports ready, read its counters, stop it.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{names, netns::Netns, process::ChildGuard};
+
+/// How long xlb may take to load and attach before a test gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `xlb` binary under test: `$XLB_BIN` (set by `cargo xtask test`), or
+/// the workspace's debug build.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("XLB_BIN") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/xlb")
+}
+
+/// A running `xlb run`, stopped (and its files removed) on drop.
+#[derive(Debug)]
+pub struct Xlb {
+    child: ChildGuard,
+    instance: String,
+    dir: PathBuf,
+    /// The ready line's `pins=` value.
+    pub pin_dir: PathBuf,
+}
+
+impl Xlb {
+    /// Writes `config_yaml` (which must not set `instance`: a unique one is
+    /// added) and starts `xlb run` inside `ns`.
+    pub fn start(ns: &Netns, config_yaml: &str) -> anyhow::Result<Xlb> {
+        let instance = names::unique("xlb");
+        let dir = std::env::temp_dir().join(&instance);
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("xlb.yaml");
+        std::fs::write(&config, format!("instance: {instance}\n{config_yaml}"))?;
+        let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+        let bin = binary();
+        if !bin.is_file() {
+            bail!(
+                "{} does not exist: run `cargo xtask build` (or set XLB_BIN)",
+                bin.display()
+            );
+        }
+        let child = ns
+            .command(&bin)
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut xlb = Xlb {
+            child: ChildGuard::new(child),
+            instance,
+            dir,
+            pin_dir: PathBuf::new(),
+        };
+        let stdout = xlb.child.child_mut().stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("xlb ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => {
+                let pins = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("pins="))
+                    .context("ready line has no pins=")?;
+                xlb.pin_dir = PathBuf::from(pins);
+                Ok(xlb)
+            }
+            Err(_) => bail!(
+                "xlb did not become ready within {READY_TIMEOUT:?}; its stderr:\n{}",
+                xlb.stderr()
+            ),
+        }
+    }
+
+    /// The instance name, unique to this run.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// What the daemon has logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// `xlb stats --json` for this instance, run from the host namespace
+    /// (the pinned maps live in the host's bpffs).
+    pub fn stats(&self) -> anyhow::Result<serde_json::Value> {
+        let out = std::process::Command::new(binary())
+            .args(["stats", "--json", "--instance", &self.instance])
+            .output()?;
+        if !out.status.success() {
+            bail!("xlb stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        Ok(self.child.terminate(Duration::from_secs(10))?)
+    }
+}
+
+impl Drop for Xlb {
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.child, ChildGuard::empty()));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

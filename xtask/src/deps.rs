@@ -1,0 +1,46 @@
+//! System packages the tests and the demo need, installed from Debian when
+//! missing (idempotent: one `dpkg-query` when all are present).
+use std::process::Command;
+
+use crate::exec;
+
+/// Debian packages the end-to-end tests and the demo use.
+pub const TEST_PACKAGES: &[&str] = &[
+    "iproute2",   // ip netns / link / addr / neigh
+    "util-linux", // nsenter
+    "procps",     // sysctl
+];
+
+/// Installs whichever of `packages` are not installed yet.
+pub fn ensure_apt(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix_is_root() {
+        eprintln!("xtask: missing packages {missing:?}, and not root to install them");
+        return Ok(());
+    }
+    eprintln!("xtask: installing {missing:?}");
+    exec::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    exec::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

@@ -1,0 +1,52 @@
+//! `cargo xtask`: one subcommand per module; shared process helpers in `exec`.
+mod build;
+mod demo;
+mod deps;
+mod exec;
+mod test;
+mod toolchain;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "xlb's build, test and demo driver")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install rust-src and bpf-linker if needed, then build the eBPF object.
+    BuildEbpf,
+    /// build-ebpf, then the self-contained `xlb` binary.
+    Build {
+        /// Build userspace in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `xlb` with the given arguments (e.g. `run -c xlb.yaml`).
+    Run {
+        /// Arguments passed to xlb.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, create a namespace topology, run xlb on it with real traffic,
+    /// and print what happened.
+    Demo,
+    /// Unit tests of every crate, then the privileged end-to-end tests.
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::BuildEbpf => build::ebpf(),
+        Cmd::Build { release } => build::all(release).map(|_| ()),
+        Cmd::Run { args } => {
+            let xlb = build::all(false)?;
+            exec::run(std::process::Command::new(xlb).args(args))
+        }
+        Cmd::Demo => demo::run(),
+        Cmd::Test => test::run(),
+    }
+}

@@ -1,0 +1,23 @@
+//! `cargo xtask test`: every crate's unit tests, then the privileged
+//! end-to-end tests against the freshly built `xlb`.
+use crate::{build, deps, exec};
+
+pub fn run() -> anyhow::Result<()> {
+    deps::ensure_apt(deps::TEST_PACKAGES)?;
+    let xlb = build::all(false)?;
+    let root = exec::workspace_root();
+    // Unit and in-process tests of every crate (the e2e crate's tests are
+    // run below, with the binary they drive).
+    exec::run(exec::cargo(None).current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "xlb-tests",
+    ]))?;
+    exec::run(
+        exec::cargo(None)
+            .current_dir(&root)
+            .args(["test", "--package", "xlb-tests"])
+            .env("XLB_BIN", &xlb),
+    )
+}
