@@ -8,8 +8,17 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod backend;
+pub mod conntrack;
+pub mod consts;
 pub mod counters;
+pub mod flow;
+#[cfg(feature = "std")]
+pub mod maglev;
 pub mod maps;
+pub mod reasons;
+pub mod settings;
+pub mod vip;
 
 #[cfg(feature = "user")]
 mod pod;

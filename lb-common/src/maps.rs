@@ -1,9 +1,29 @@
-//! Names and sizes of the BPF maps, shared so that the loader finds exactly
-//! what the eBPF object declares.
+//! Names of the BPF maps and programs, shared so that the loader finds
+//! exactly what the eBPF object declares.
 
 /// Per-CPU array of [`crate::counters::PacketCounter`] indexed by
 /// [`crate::counters::ProtoClass`].
 pub const PROTO_COUNTERS: &str = "PROTO_COUNTERS";
+/// Per-CPU array of `PacketCounter` indexed by [`crate::reasons::Reason`].
+pub const REASONS: &str = "REASONS";
+/// Hash map [`crate::vip::VipKey`] → [`crate::vip::VipMeta`].
+pub const VIPS: &str = "VIPS";
+/// Array of backend indices: `(vip.index * 2 + vip.table) * M + slot`.
+pub const MAGLEV: &str = "MAGLEV";
+/// Array of [`crate::backend::BackendMeta`].
+pub const BACKENDS: &str = "BACKENDS";
+/// LRU hash map `flow::FlowKey` → [`crate::conntrack::ConnValue`].
+pub const CONNTRACK: &str = "CONNTRACK";
+/// Array with one [`crate::settings::Settings`].
+pub const SETTINGS: &str = "SETTINGS";
+/// Per-CPU array with one [`crate::settings::FloodWindow`].
+pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
+/// Per-CPU array of `PacketCounter` per VIP row.
+pub const VIP_STATS: &str = "VIP_STATS";
+/// Per-CPU array of `PacketCounter` per backend index.
+pub const BACKEND_STATS: &str = "BACKEND_STATS";
 
-/// Name of the XDP entry point in the eBPF object.
+/// The XDP balancer entry point.
 pub const XDP_PROGRAM: &str = "xlb_xdp";
+/// The XDP decapsulation program for backends (`xlb decap`).
+pub const XDP_DECAP_PROGRAM: &str = "xlb_decap";

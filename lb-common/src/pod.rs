@@ -1,8 +1,20 @@
 //! `aya::Pod` for every shared map type.
 //!
 //! SAFETY (for every impl below): the type is `#[repr(C)]`, made only of
-//! integers, has no implicit padding (checked by the size assertions beside
-//! each definition), and every bit pattern is a valid value.
-use crate::counters::PacketCounter;
+//! integers and integer arrays, has no implicit padding (checked by the size
+//! assertions beside each definition), and every bit pattern is valid.
+use crate::{
+    backend::BackendMeta,
+    conntrack::ConnValue,
+    counters::PacketCounter,
+    settings::{FloodWindow, Settings},
+    vip::{VipKey, VipMeta},
+};
 
 unsafe impl aya::Pod for PacketCounter {}
+unsafe impl aya::Pod for VipKey {}
+unsafe impl aya::Pod for VipMeta {}
+unsafe impl aya::Pod for BackendMeta {}
+unsafe impl aya::Pod for ConnValue {}
+unsafe impl aya::Pod for Settings {}
+unsafe impl aya::Pod for FloodWindow {}

@@ -59,3 +59,52 @@ const _: () = assert!(core::mem::size_of::<EthHdr>() == 14);
 const _: () = assert!(core::mem::size_of::<VlanHdr>() == 4);
 const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
 const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == 40);
+
+/// The first four bytes of TCP and UDP headers: the ports.
+#[repr(C)]
+pub struct Ports {
+    pub src: [u8; 2],
+    pub dst: [u8; 2],
+}
+
+/// ICMP/ICMPv6 header (RFC 792, RFC 4443 §2.1): type, code, checksum and
+/// the 4-byte rest (unused / next-hop MTU / ...).
+#[repr(C)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: [u8; 2],
+    pub rest: [u8; 4],
+}
+
+/// IPv6 extension header prefix (RFC 8200 §4): next header and length in
+/// 8-octet units not counting the first 8.
+#[repr(C)]
+pub struct Ipv6ExtHdr {
+    pub next_header: u8,
+    pub len: u8,
+    pub _rest: [u8; 6],
+}
+
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPV6: u8 = 41;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+
+/// IPv4 flags/fragment-offset field: Don't Fragment.
+pub const IPV4_DF: u16 = 0x4000;
+/// More Fragments and the 13-bit offset: non-zero means a fragment.
+pub const IPV4_FRAG_MASK: u16 = 0x3fff;
+
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMPV6_DEST_UNREACH: u8 = 1;
+pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+pub const ICMPV6_TIME_EXCEED: u8 = 3;
+
+const _: () = assert!(core::mem::size_of::<Ports>() == 4);
+const _: () = assert!(core::mem::size_of::<IcmpHdr>() == 8);
+const _: () = assert!(core::mem::size_of::<Ipv6ExtHdr>() == 8);

@@ -2,21 +2,43 @@
 #![no_std]
 #![no_main]
 
+mod balancer;
+mod csum;
+mod encap;
 mod hdr;
+mod icmp;
 mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::reasons::Reason;
 
-/// The XDP program attached to every interface named in the config.
-///
-/// Today it classifies and counts every frame and passes it to the stack.
+/// The XDP balancer, attached to every interface named in the config.
 #[xdp]
 pub fn xlb_xdp(ctx: XdpContext) -> u32 {
+    balancer::process(&ctx)
+}
+
+/// The backend-side decapsulation program (`xlb decap --iface IF`): strips
+/// the outer header of IP-in-IP packets and passes the inner packet up, as
+/// this kernel has no IPIP device.
+#[xdp]
+pub fn xlb_decap(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let class = parse::classify(&ctx);
-    maps::count(class, len);
-    xdp_action::XDP_PASS
+    match encap::decap(&ctx) {
+        encap::Decap::Done => {
+            maps::count_reason(Reason::PassDecapsulated, len);
+            xdp_action::XDP_PASS
+        }
+        encap::Decap::NotIpip => {
+            maps::count_reason(Reason::PassNotVip, len);
+            xdp_action::XDP_PASS
+        }
+        encap::Decap::Broken => {
+            maps::count_reason(Reason::DropEncapFailed, len);
+            xdp_action::XDP_DROP
+        }
+    }
 }
 
 #[cfg(not(test))]

@@ -1,78 +1,242 @@
-//! Bounds-checked header access and the frame classifier.
+//! Bounds-checked header access and the packet parser: Ethernet with at most
+//! one 802.1Q tag, IPv4 (options included) or IPv6 (a short extension-header
+//! chain), and the TCP/UDP ports. The parser returns what it found, or why it
+//! stopped, and never touches a byte it has not bounds-checked.
 use aya_ebpf::programs::XdpContext;
-use lb_common::counters::ProtoClass;
+use lb_common::{counters::ProtoClass, flow::FlowKey};
 
-use crate::hdr::{
-    EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_ICMP,
-    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-};
+use crate::hdr::*;
+
+/// Largest offset the parser will form; keeps the verifier's range of
+/// every packet pointer small.
+const MAX_OFFSET: usize = 4096;
+
+/// Most IPv6 extension headers skipped before giving up (Hop-by-Hop,
+/// Routing, Destination Options, Fragment: one each is the normal case).
+const MAX_V6_EXT_HEADERS: usize = 4;
 
 /// Returns a pointer to a `T` at `offset` bytes into the frame, or `None`
 /// when the frame is too short. Every header read goes through here so the
 /// verifier sees the bounds check next to the access.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    if offset > MAX_OFFSET {
+        return None;
+    }
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
         return None;
     }
-    Some((start + offset) as *const T)
+    Some((start + offset) as *mut T)
 }
 
-/// Sorts a frame into its counter bucket: L2 type, IP version, L4 protocol.
-///
-/// A frame whose announced headers do not fit, or whose IP version field
-/// disagrees with its EtherType, is `Malformed`.
+/// An IP packet's layout and flow, as far as the balancer needs it.
+pub struct Pkt {
+    /// Offset of the IP header (14, or 18 behind an 802.1Q tag).
+    pub l3_off: usize,
+    /// Offset of the L4 header (after IPv4 options / IPv6 extensions).
+    pub l4_off: usize,
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// The flow; ports are zero for fragments and for protocols without
+    /// ports.
+    pub key: FlowKey,
+    /// An IP fragment (IPv4 MF/offset, or an IPv6 Fragment header).
+    pub fragment: bool,
+    /// IPv4 Don't Fragment (IPv6 never fragments in flight).
+    pub dont_frag: bool,
+    /// Length of the IP packet by its header (total length / 40 + payload).
+    pub ip_len: u32,
+    /// Counter bucket.
+    pub class: ProtoClass,
+}
+
+/// What the parser made of a frame.
+pub enum Parsed {
+    /// An IPv4/IPv6 packet.
+    Ip(Pkt),
+    /// Not IP: ARP, LLDP, ...
+    NonIp,
+    /// Truncated or invalid headers.
+    Malformed,
+    /// Valid but beyond what the parser follows (long IPv6 extension chain).
+    Unsupported,
+}
+
 #[inline(always)]
-pub fn classify(ctx: &XdpContext) -> ProtoClass {
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// Parses the frame in `ctx`.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Parsed {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return ProtoClass::Malformed;
+        return Parsed::Malformed;
     };
-    let mut offset = core::mem::size_of::<EthHdr>();
-    // SAFETY: ptr_at checked that the header lies inside the frame.
-    let mut ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
+    let mut l3_off = core::mem::size_of::<EthHdr>();
+    // SAFETY (every dereference in this module): the pointer came from
+    // `ptr_at`, which checked that the whole header lies inside the frame.
+    let mut ether_type = be16(unsafe { (*eth).ether_type });
     if ether_type == ETH_P_8021Q {
-        let Some(vlan) = ptr_at::<VlanHdr>(ctx, offset) else {
-            return ProtoClass::Malformed;
+        let Some(vlan) = ptr_at::<VlanHdr>(ctx, l3_off) else {
+            return Parsed::Malformed;
         };
-        // SAFETY: bounds checked by ptr_at.
-        ether_type = u16::from_be_bytes(unsafe { (*vlan).ether_type });
-        offset += core::mem::size_of::<VlanHdr>();
+        ether_type = be16(unsafe { (*vlan).ether_type });
+        l3_off += core::mem::size_of::<VlanHdr>();
     }
     match ether_type {
-        ETH_P_IPV4 => {
-            let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, offset) else {
-                return ProtoClass::Malformed;
-            };
-            // SAFETY: bounds checked by ptr_at.
-            let (version_ihl, protocol) = unsafe { ((*ip).version_ihl, (*ip).protocol) };
-            if version_ihl >> 4 != 4 || version_ihl & 0x0f < 5 {
-                return ProtoClass::Malformed;
-            }
-            match protocol {
-                IPPROTO_TCP => ProtoClass::Tcp4,
-                IPPROTO_UDP => ProtoClass::Udp4,
-                IPPROTO_ICMP => ProtoClass::Icmp4,
-                _ => ProtoClass::OtherIp4,
-            }
+        ETH_P_IPV4 => parse_v4(ctx, l3_off),
+        ETH_P_IPV6 => parse_v6(ctx, l3_off),
+        _ => Parsed::NonIp,
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
+        return Parsed::Malformed;
+    };
+    let ip = unsafe { &*ip };
+    let ihl = (ip.version_ihl & 0x0f) as usize;
+    if ip.version_ihl >> 4 != 4 || ihl < 5 {
+        return Parsed::Malformed;
+    }
+    let hdr_len = ihl * 4;
+    let total_len = be16(ip.total_len) as usize;
+    if total_len < hdr_len {
+        return Parsed::Malformed;
+    }
+    let l4_off = l3_off + hdr_len;
+    let frag = be16(ip.frag_off);
+    let fragment = frag & IPV4_FRAG_MASK != 0;
+    let proto = ip.protocol;
+    let (src_port, dst_port) = if fragment {
+        (0, 0)
+    } else {
+        match ports(ctx, l4_off, proto) {
+            Ok(p) => p,
+            Err(()) => return Parsed::Malformed,
         }
-        ETH_P_IPV6 => {
-            let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, offset) else {
-                return ProtoClass::Malformed;
-            };
-            // SAFETY: bounds checked by ptr_at.
-            let (vtf, next) = unsafe { ((*ip).version_tc_flow[0], (*ip).next_header) };
-            if vtf >> 4 != 6 {
-                return ProtoClass::Malformed;
+    };
+    let key = FlowKey::v4(
+        u32::from_ne_bytes(ip.src),
+        u32::from_ne_bytes(ip.dst),
+        src_port,
+        dst_port,
+        proto,
+    );
+    Parsed::Ip(Pkt {
+        l3_off,
+        l4_off,
+        v6: false,
+        key,
+        fragment,
+        dont_frag: frag & IPV4_DF != 0,
+        ip_len: total_len as u32,
+        class: match proto {
+            IPPROTO_TCP => ProtoClass::Tcp4,
+            IPPROTO_UDP => ProtoClass::Udp4,
+            IPPROTO_ICMP => ProtoClass::Icmp4,
+            _ => ProtoClass::OtherIp4,
+        },
+    })
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3_off) else {
+        return Parsed::Malformed;
+    };
+    let ip = unsafe { &*ip };
+    if ip.version_tc_flow[0] >> 4 != 6 {
+        return Parsed::Malformed;
+    }
+    let mut next = ip.next_header;
+    let mut l4_off = l3_off + core::mem::size_of::<Ipv6Hdr>();
+    let mut fragment = false;
+    for _ in 0..MAX_V6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(ext) = ptr_at::<Ipv6ExtHdr>(ctx, l4_off) else {
+                    return Parsed::Malformed;
+                };
+                let ext = unsafe { &*ext };
+                next = ext.next_header;
+                l4_off += (ext.len as usize + 1) * 8;
             }
-            match next {
-                IPPROTO_TCP => ProtoClass::Tcp6,
-                IPPROTO_UDP => ProtoClass::Udp6,
-                IPPROTO_ICMPV6 => ProtoClass::Icmp6,
-                _ => ProtoClass::OtherIp6,
+            IPPROTO_FRAGMENT => {
+                let Some(ext) = ptr_at::<Ipv6ExtHdr>(ctx, l4_off) else {
+                    return Parsed::Malformed;
+                };
+                next = unsafe { (*ext).next_header };
+                l4_off += 8;
+                fragment = true;
             }
+            _ => break,
         }
-        _ => ProtoClass::NonIp,
+    }
+    if matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
+    ) {
+        return Parsed::Unsupported;
+    }
+    let (src_port, dst_port) = if fragment {
+        (0, 0)
+    } else {
+        match ports(ctx, l4_off, next) {
+            Ok(p) => p,
+            Err(()) => return Parsed::Malformed,
+        }
+    };
+    let key = FlowKey::v6(words(ip.src), words(ip.dst), src_port, dst_port, next);
+    Parsed::Ip(Pkt {
+        l3_off,
+        l4_off,
+        v6: true,
+        key,
+        fragment,
+        dont_frag: true,
+        ip_len: be16(ip.payload_len) as u32 + core::mem::size_of::<Ipv6Hdr>() as u32,
+        class: match next {
+            IPPROTO_TCP => ProtoClass::Tcp6,
+            IPPROTO_UDP => ProtoClass::Udp6,
+            IPPROTO_ICMPV6 => ProtoClass::Icmp6,
+            _ => ProtoClass::OtherIp6,
+        },
+    })
+}
+
+/// TCP/UDP ports as loaded (network byte order); zero for other protocols.
+#[inline(always)]
+fn ports(ctx: &XdpContext, l4_off: usize, proto: u8) -> Result<(u16, u16), ()> {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Ok((0, 0));
+    }
+    let p = ptr_at::<Ports>(ctx, l4_off).ok_or(())?;
+    let p = unsafe { &*p };
+    Ok((u16::from_ne_bytes(p.src), u16::from_ne_bytes(p.dst)))
+}
+
+/// An IPv6 address as four words loaded as-is (network byte order).
+#[inline(always)]
+pub fn words(a: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+/// The counter bucket of a frame that did not parse as IP.
+#[inline(always)]
+pub fn class_of_failure(p: &Parsed) -> ProtoClass {
+    match p {
+        Parsed::Ip(pkt) => pkt.class,
+        Parsed::NonIp => ProtoClass::NonIp,
+        Parsed::Malformed | Parsed::Unsupported => ProtoClass::Malformed,
     }
 }

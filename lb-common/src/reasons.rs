@@ -1,0 +1,89 @@
+//! Why the XDP balancer did what it did to a packet: one per-CPU counter per
+//! reason, so "it doesn't forward" is answered by `xlb stats`.
+
+/// Outcome of one packet. The discriminant indexes `REASONS`: append only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not addressed to a VIP: passed to the stack untouched.
+    PassNotVip = 0,
+    /// Not IPv4/IPv6: passed untouched.
+    PassNonIp = 1,
+    /// L7 VIP (`XDP_PASS` to the local proxy).
+    PassL7 = 2,
+    /// Forwarded, flow found in the connection table.
+    TxConntrackHit = 3,
+    /// Forwarded, new flow placed by the Maglev table.
+    TxNewFlow = 4,
+    /// Forwarded by the Maglev table but not remembered: the new-flow
+    /// budget for this second was spent (flood guard).
+    TxFloodGuard = 5,
+    /// Forwarded ICMP error to the backend owning the embedded flow.
+    TxIcmpToBackend = 6,
+    /// Answered with ICMP "fragmentation needed"/"packet too big".
+    TxIcmpTooBig = 7,
+    /// Passed to the stack (which drops it): headers truncated or invalid.
+    PassMalformed = 8,
+    /// Dropped: the VIP has no backend with weight > 0.
+    DropNoBackend = 9,
+    /// Dropped: the table named a backend slot that is not active.
+    DropBadBackend = 10,
+    /// Dropped: headroom adjustment for encapsulation failed.
+    DropEncapFailed = 11,
+    /// Passed: ICMP error about a flow not in the connection table.
+    PassIcmpUnknownFlow = 12,
+    /// Passed to the stack: an IPv6 extension-header chain longer than the
+    /// parser follows.
+    PassUnsupportedHeader = 13,
+    /// Decap program: outer header removed, inner packet passed up.
+    PassDecapsulated = 14,
+    /// Forwarded an IP fragment by the 3-tuple hash.
+    TxFragment = 15,
+}
+
+/// Number of reasons (entries in `REASONS`).
+pub const REASONS: u32 = 16;
+
+impl Reason {
+    /// All reasons in index order.
+    pub const ALL: [Reason; REASONS as usize] = [
+        Reason::PassNotVip,
+        Reason::PassNonIp,
+        Reason::PassL7,
+        Reason::TxConntrackHit,
+        Reason::TxNewFlow,
+        Reason::TxFloodGuard,
+        Reason::TxIcmpToBackend,
+        Reason::TxIcmpTooBig,
+        Reason::PassMalformed,
+        Reason::DropNoBackend,
+        Reason::DropBadBackend,
+        Reason::DropEncapFailed,
+        Reason::PassIcmpUnknownFlow,
+        Reason::PassUnsupportedHeader,
+        Reason::PassDecapsulated,
+        Reason::TxFragment,
+    ];
+
+    /// Stable snake_case name for CLI output and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::PassNotVip => "pass_not_vip",
+            Reason::PassNonIp => "pass_non_ip",
+            Reason::PassL7 => "pass_l7",
+            Reason::TxConntrackHit => "tx_conntrack_hit",
+            Reason::TxNewFlow => "tx_new_flow",
+            Reason::TxFloodGuard => "tx_flood_guard",
+            Reason::TxIcmpToBackend => "tx_icmp_to_backend",
+            Reason::TxIcmpTooBig => "tx_icmp_too_big",
+            Reason::PassMalformed => "pass_malformed",
+            Reason::DropNoBackend => "drop_no_backend",
+            Reason::DropBadBackend => "drop_bad_backend",
+            Reason::DropEncapFailed => "drop_encap_failed",
+            Reason::PassIcmpUnknownFlow => "pass_icmp_unknown_flow",
+            Reason::PassUnsupportedHeader => "pass_unsupported_header",
+            Reason::PassDecapsulated => "pass_decapsulated",
+            Reason::TxFragment => "tx_fragment",
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Instance-wide datapath settings, the single entry of the `SETTINGS` array.
+
+/// Derive the IPIP outer source from the flow (Katran's scheme), so the
+/// backends' NIC receive queues spread the load; else use `ipip_src_*`.
+pub const SETTINGS_F_IPIP_SRC_FROM_FLOW: u32 = 1 << 0;
+
+/// `SETTINGS[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Maglev table size M (prime); the `MAGLEV` array holds
+    /// `MAX_VIPS * 2 * M` entries.
+    pub maglev_size: u32,
+    /// `SETTINGS_F_*`.
+    pub flags: u32,
+    /// Fixed IPIP outer source for IPv4, network byte order.
+    pub ipip_src_v4: u32,
+    /// Largest IP packet the path to backends carries (bytes).
+    pub backend_mtu: u32,
+    /// Fixed IPIP outer source for IPv6 (or the /96 prefix the derived
+    /// source is placed in), network byte order.
+    pub ipip_src_v6: [u32; 4],
+    /// Connection-table inserts allowed per CPU per second.
+    pub new_flows_per_cpu_sec: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 40);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            maglev_size: crate::consts::DEFAULT_MAGLEV_SIZE,
+            flags: SETTINGS_F_IPIP_SRC_FROM_FLOW,
+            ipip_src_v4: 0,
+            backend_mtu: crate::consts::DEFAULT_BACKEND_MTU,
+            ipip_src_v6: [0; 4],
+            new_flows_per_cpu_sec: crate::consts::DEFAULT_NEW_FLOWS_PER_CPU_SEC,
+            _pad: 0,
+        }
+    }
+}
+
+/// Per-CPU state of the new-flow budget (`FLOOD_GUARD` per-CPU array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodWindow {
+    /// Start of the current one-second window, `bpf_ktime_get_ns` units.
+    pub window_start_ns: u64,
+    /// Inserts made in this window.
+    pub inserts: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FloodWindow>() == 16);

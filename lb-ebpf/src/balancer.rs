@@ -1,0 +1,271 @@
+//! The XDP L4 balancer: VIP lookup → connection table or Maglev slot →
+//! backend → MAC rewrite (DSR) or IP-in-IP encapsulation → `XDP_TX`.
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use lb_common::{
+    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
+    conntrack::ConnValue,
+    consts::NO_BACKEND,
+    flow::{flow_hash, FlowKey},
+    reasons::Reason,
+    settings::Settings,
+    vip::{
+        VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
+        VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
+    },
+};
+
+use crate::{
+    encap::{self, L2},
+    hdr::*,
+    icmp,
+    maps::{self, BACKENDS, CONNTRACK, FLOOD_GUARD, MAGLEV, SETTINGS, VIPS},
+    parse::{self, ptr_at, Parsed, Pkt},
+};
+
+/// Smallest MTU an IPv6 link may have (RFC 8200 §5): never advertise less.
+const IPV6_MIN_MTU: u32 = 1280;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// How the flow to steer was found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An ordinary TCP/UDP/other packet to a VIP.
+    Flow,
+    /// An IP fragment: 3-tuple.
+    Fragment,
+    /// An ICMP error quoting a VIP flow.
+    IcmpError,
+}
+
+#[inline(always)]
+fn finish(reason: Reason, len: u64, action: u32) -> u32 {
+    maps::count_reason(reason, len);
+    action
+}
+
+/// Runs the balancer on one frame and returns the XDP action.
+#[inline(always)]
+pub fn process(ctx: &XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let parsed = parse::parse(ctx);
+    maps::count_class(parse::class_of_failure(&parsed), len);
+    let pkt = match parsed {
+        Parsed::Ip(p) => p,
+        Parsed::NonIp => return finish(Reason::PassNonIp, len, xdp_action::XDP_PASS),
+        Parsed::Malformed => return finish(Reason::PassMalformed, len, xdp_action::XDP_PASS),
+        Parsed::Unsupported => {
+            return finish(Reason::PassUnsupportedHeader, len, xdp_action::XDP_PASS)
+        }
+    };
+    let icmp_proto = if pkt.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
+    let (flow, kind) = if pkt.key.proto == icmp_proto {
+        match icmp::quoted_flow(ctx, &pkt) {
+            Some(f) => (f, Kind::IcmpError),
+            None => return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS),
+        }
+    } else if pkt.fragment {
+        (pkt.key.three_tuple(), Kind::Fragment)
+    } else {
+        (pkt.key, Kind::Flow)
+    };
+    let Some(vip) = lookup_vip(&flow, pkt.v6, kind == Kind::Fragment) else {
+        return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS);
+    };
+    maps::count_vip(vip.index, len);
+    if vip.mode == VIP_MODE_L7 {
+        return finish(Reason::PassL7, len, xdp_action::XDP_PASS);
+    }
+    let Some(settings) = SETTINGS.get(0) else {
+        return finish(Reason::DropNoBackend, len, xdp_action::XDP_DROP);
+    };
+    let key = if vip.flags & VIP_F_HASH_NO_PORTS != 0 {
+        flow.three_tuple()
+    } else {
+        flow
+    };
+    let use_conntrack = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
+    let (index, backend, mut reason) = match select(&key, &vip, settings, use_conntrack) {
+        Ok(s) => s,
+        Err(r) => return finish(r, len, xdp_action::XDP_DROP),
+    };
+    match kind {
+        Kind::Fragment => reason = Reason::TxFragment,
+        Kind::IcmpError => reason = Reason::TxIcmpToBackend,
+        Kind::Flow => {}
+    }
+    maps::count_backend(index, len);
+    forward(ctx, &pkt, &key, &vip, backend, settings, kind, reason, len)
+}
+
+/// Exact (address, port, protocol), then the port wildcard; fragments use
+/// their own entry (see `FAMILY_FRAGMENTS`).
+#[inline(always)]
+fn lookup_vip(flow: &FlowKey, v6: bool, fragment: bool) -> Option<VipMeta> {
+    let family = if v6 { FAMILY_V6 } else { FAMILY_V4 };
+    let mut key = VipKey {
+        addr: flow.dst,
+        port: flow.dst_port,
+        proto: flow.proto,
+        family,
+    };
+    if fragment {
+        key.port = 0;
+        key.family = family | FAMILY_FRAGMENTS;
+        // SAFETY: NO_PREALLOC map; the value is copied out at once.
+        return unsafe { VIPS.get(&key) }.copied();
+    }
+    if let Some(v) = unsafe { VIPS.get(&key) } {
+        return Some(*v);
+    }
+    key.port = 0;
+    unsafe { VIPS.get(&key) }.copied()
+}
+
+/// Picks the backend: the connection table's, if it still stands, else the
+/// Maglev table's (remembered for next time unless the flood guard says no).
+#[inline(always)]
+fn select(
+    key: &FlowKey,
+    vip: &VipMeta,
+    settings: &Settings,
+    use_conntrack: bool,
+) -> Result<(u32, &'static BackendMeta, Reason), Reason> {
+    if use_conntrack {
+        if let Some(c) = CONNTRACK.get_ptr(key) {
+            // SAFETY: copied out immediately; a concurrent LRU eviction can
+            // at worst hand us a stale value, which the checks below reject.
+            let c: ConnValue = unsafe { *c };
+            if c.vip == vip.index {
+                if let Some(b) = BACKENDS.get(c.backend) {
+                    if b.flags & BACKEND_F_ACTIVE != 0 {
+                        return Ok((c.backend, b, Reason::TxConntrackHit));
+                    }
+                }
+            }
+        }
+    }
+    let m = settings.maglev_size;
+    if m == 0 {
+        return Err(Reason::DropNoBackend);
+    }
+    let row = vip.index * 2 + (vip.table & 1);
+    let slot = flow_hash(key) % m;
+    let Some(&index) = MAGLEV.get(row * m + slot) else {
+        return Err(Reason::DropNoBackend);
+    };
+    if index == NO_BACKEND {
+        return Err(Reason::DropNoBackend);
+    }
+    let Some(b) = BACKENDS.get(index) else {
+        return Err(Reason::DropBadBackend);
+    };
+    if b.flags & BACKEND_F_ACTIVE == 0 {
+        return Err(Reason::DropBadBackend);
+    }
+    if !use_conntrack {
+        return Ok((index, b, Reason::TxNewFlow));
+    }
+    if !flood_budget(settings.new_flows_per_cpu_sec) {
+        return Ok((index, b, Reason::TxFloodGuard));
+    }
+    let value = ConnValue {
+        backend: index,
+        vip: vip.index,
+    };
+    let _ = CONNTRACK.insert(key, &value, 0);
+    Ok((index, b, Reason::TxNewFlow))
+}
+
+/// Takes one connection-table insert from this CPU's budget for the
+/// current second; false when it is spent.
+#[inline(always)]
+fn flood_budget(limit: u32) -> bool {
+    let Some(w) = FLOOD_GUARD.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU slot, pointer from a successful lookup.
+    let now = unsafe { bpf_ktime_get_ns() };
+    unsafe {
+        if now.wrapping_sub((*w).window_start_ns) >= NS_PER_SEC {
+            (*w).window_start_ns = now;
+            (*w).inserts = 0;
+        }
+        if (*w).inserts >= limit {
+            return false;
+        }
+        (*w).inserts += 1;
+    }
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    key: &FlowKey,
+    vip: &VipMeta,
+    backend: &BackendMeta,
+    settings: &Settings,
+    kind: Kind,
+    reason: Reason,
+    len: u64,
+) -> u32 {
+    if vip.mode == VIP_MODE_DSR {
+        return match encap::rewrite_macs(ctx, backend.next_hop_mac) {
+            Some(()) => finish(reason, len, xdp_action::XDP_TX),
+            None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
+        };
+    }
+    if vip.mode != VIP_MODE_IPIP || (backend.flags & BACKEND_F_V6 != 0) != pkt.v6 {
+        return finish(Reason::DropBadBackend, len, xdp_action::XDP_DROP);
+    }
+    let outer = if pkt.v6 { 40 } else { 20 };
+    if kind != Kind::IcmpError && pkt.dont_frag && pkt.ip_len + outer > settings.backend_mtu {
+        let done = if pkt.v6 {
+            let mtu = settings.backend_mtu.saturating_sub(outer).max(IPV6_MIN_MTU);
+            icmp::too_big_v6(ctx, pkt, mtu)
+        } else {
+            icmp::too_big_v4(ctx, pkt, settings.backend_mtu.saturating_sub(outer))
+        };
+        return match done {
+            Some(()) => finish(Reason::TxIcmpTooBig, len, xdp_action::XDP_TX),
+            None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
+        };
+    }
+    let Some(l2) = L2::towards(ctx, pkt.l3_off, backend.next_hop_mac) else {
+        return finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP);
+    };
+    let hash = flow_hash(key);
+    let done = if pkt.v6 {
+        let tc = match ptr_at::<Ipv6Hdr>(ctx, pkt.l3_off) {
+            // SAFETY: bounds checked by ptr_at.
+            Some(ip) => unsafe {
+                let v = (*ip).version_tc_flow;
+                (v[0] << 4) | (v[1] >> 4)
+            },
+            None => 0,
+        };
+        encap::ipip_v6(ctx, &l2, backend, settings, hash, pkt.ip_len, tc)
+    } else {
+        let tos = match ptr_at::<Ipv4Hdr>(ctx, pkt.l3_off) {
+            // SAFETY: bounds checked by ptr_at.
+            Some(ip) => unsafe { (*ip).tos },
+            None => 0,
+        };
+        encap::ipip_v4(
+            ctx,
+            &l2,
+            backend,
+            settings,
+            hash,
+            pkt.ip_len,
+            tos,
+            pkt.dont_frag,
+        )
+    };
+    match done {
+        Some(()) => finish(reason, len, xdp_action::XDP_TX),
+        None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
+    }
+}

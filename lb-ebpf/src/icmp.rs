@@ -1,0 +1,222 @@
+//! ICMP for the balancer: finding the flow an ICMP error is about (so it
+//! reaches the backend that owns that flow), and answering "fragmentation
+//! needed" (RFC 792) / "packet too big" (RFC 4443 §3.2) when encapsulation
+//! would push a packet over the path MTU to the backends.
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use lb_common::flow::FlowKey;
+
+use crate::{
+    csum,
+    encap::L2,
+    hdr::*,
+    parse::{ptr_at, words, Pkt},
+};
+
+const ICMP_HDR: usize = core::mem::size_of::<IcmpHdr>();
+const V4_HDR: usize = core::mem::size_of::<Ipv4Hdr>();
+const V6_HDR: usize = core::mem::size_of::<Ipv6Hdr>();
+
+/// Bytes of the offending datagram quoted beyond its IP header (RFC 792:
+/// "the first 64 bits of the original datagram's data").
+const QUOTED_L4: usize = 8;
+
+/// For an ICMP error about a TCP/UDP packet, the flow of the packet it
+/// quotes, turned around: the quoted packet went from the VIP (sent by a
+/// backend) to the client, so the flow is client → VIP, the direction the
+/// connection table and the Maglev table know.
+#[inline(always)]
+pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
+    if pkt.fragment {
+        return None;
+    }
+    let icmp = ptr_at::<IcmpHdr>(ctx, pkt.l4_off)?;
+    // SAFETY (all dereferences here): pointers come from ptr_at.
+    let kind = unsafe { (*icmp).kind };
+    let inner = pkt.l4_off + ICMP_HDR;
+    if !pkt.v6 {
+        if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED {
+            return None;
+        }
+        let ip = ptr_at::<Ipv4Hdr>(ctx, inner)?;
+        let ip = unsafe { &*ip };
+        let ihl = (ip.version_ihl & 0x0f) as usize;
+        if ip.version_ihl >> 4 != 4 || ihl < 5 {
+            return None;
+        }
+        if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
+            return None;
+        }
+        let ports = ptr_at::<Ports>(ctx, inner + ihl * 4)?;
+        let ports = unsafe { &*ports };
+        Some(FlowKey::v4(
+            u32::from_ne_bytes(ip.dst),
+            u32::from_ne_bytes(ip.src),
+            u16::from_ne_bytes(ports.dst),
+            u16::from_ne_bytes(ports.src),
+            ip.protocol,
+        ))
+    } else {
+        if kind != ICMPV6_DEST_UNREACH && kind != ICMPV6_PKT_TOOBIG && kind != ICMPV6_TIME_EXCEED {
+            return None;
+        }
+        let ip = ptr_at::<Ipv6Hdr>(ctx, inner)?;
+        let ip = unsafe { &*ip };
+        if ip.next_header != IPPROTO_TCP && ip.next_header != IPPROTO_UDP {
+            return None;
+        }
+        let ports = ptr_at::<Ports>(ctx, inner + V6_HDR)?;
+        let ports = unsafe { &*ports };
+        Some(FlowKey::v6(
+            words(ip.dst),
+            words(ip.src),
+            u16::from_ne_bytes(ports.dst),
+            u16::from_ne_bytes(ports.src),
+            ip.next_header,
+        ))
+    }
+}
+
+/// The reply goes back where the packet came from: MACs swapped.
+#[inline(always)]
+fn reply_l2(ctx: &XdpContext, l3_off: usize) -> Option<L2> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: bounds checked by ptr_at.
+    let back_to = unsafe { (*eth).src };
+    L2::towards(ctx, l3_off, back_to)
+}
+
+/// Shrinks or grows the frame's tail so it is `len` bytes long.
+#[inline(always)]
+fn set_len(ctx: &XdpContext, len: usize) -> Option<()> {
+    let cur = ctx.data_end() - ctx.data();
+    let delta = len as i32 - cur as i32;
+    // SAFETY: adjust_tail only moves data_end; later accesses re-check it.
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return None;
+    }
+    Some(())
+}
+
+/// Turns the IPv4 packet in `ctx` into an ICMP "fragmentation needed"
+/// (type 3 code 4) to its sender, advertising `mtu`, quoting its IP header
+/// and first 8 bytes of payload. The caller sends it with `XDP_TX`.
+///
+/// Only for headers without options (`None` otherwise): the quote then has
+/// a fixed size, which keeps the checksum a straight-line computation the
+/// verifier accepts. Oversized DF packets with IP options are rare enough
+/// that they are simply dropped (and counted) instead.
+#[inline(always)]
+pub fn too_big_v4(ctx: &XdpContext, pkt: &Pkt, mtu: u32) -> Option<()> {
+    const QUOTE: usize = V4_HDR + QUOTED_L4;
+    if pkt.l4_off - pkt.l3_off != V4_HDR {
+        return None;
+    }
+    let l2 = reply_l2(ctx, pkt.l3_off)?;
+    let orig = ptr_at::<[u8; QUOTE]>(ctx, pkt.l3_off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let quoted: [u8; QUOTE] = unsafe { core::ptr::read_unaligned(orig) };
+    let mut client = [0u8; 4];
+    client.copy_from_slice(&quoted[12..16]);
+    let mut vip = [0u8; 4];
+    vip.copy_from_slice(&quoted[16..20]);
+
+    let prepend = V4_HDR + ICMP_HDR;
+    // SAFETY: see set_len; everything below is re-checked.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(prepend as i32)) } != 0 {
+        return None;
+    }
+    set_len(ctx, pkt.l3_off + prepend + QUOTE)?;
+    let l3 = l2.write(ctx, ETH_P_IPV4)?;
+
+    let mut hdr = [0u8; 20];
+    hdr[0] = 0x45;
+    hdr[2..4].copy_from_slice(&((prepend + QUOTE) as u16).to_be_bytes());
+    hdr[8] = 64;
+    hdr[9] = IPPROTO_ICMP;
+    hdr[12..16].copy_from_slice(&vip);
+    hdr[16..20].copy_from_slice(&client);
+    let check = csum::fold(csum::add(0, &hdr));
+    hdr[10..12].copy_from_slice(&check.to_be_bytes());
+    let ip = ptr_at::<[u8; 20]>(ctx, l3)?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { core::ptr::write_unaligned(ip, hdr) };
+
+    let mtu16 = (mtu.min(0xffff) as u16).to_be_bytes();
+    let mut icmp = [
+        ICMP_DEST_UNREACH,
+        ICMP_FRAG_NEEDED,
+        0,
+        0,
+        0,
+        0,
+        mtu16[0],
+        mtu16[1],
+    ];
+    let check = csum::fold(csum::add(csum::add(0, &icmp), &quoted)).to_be_bytes();
+    icmp[2] = check[0];
+    icmp[3] = check[1];
+    let out = ptr_at::<[u8; ICMP_HDR + QUOTE]>(ctx, l3 + V4_HDR)?;
+    let mut body = [0u8; ICMP_HDR + QUOTE];
+    body[..ICMP_HDR].copy_from_slice(&icmp);
+    body[ICMP_HDR..].copy_from_slice(&quoted);
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { core::ptr::write_unaligned(out, body) };
+    Some(())
+}
+
+/// Turns the IPv6 packet in `ctx` into an ICMPv6 "packet too big" to its
+/// sender advertising `mtu`, quoting the first 48 bytes of the original
+/// (its IPv6 header and 8 bytes more: all a sender needs to find the
+/// connection). The caller sends it with `XDP_TX`.
+#[inline(always)]
+pub fn too_big_v6(ctx: &XdpContext, pkt: &Pkt, mtu: u32) -> Option<()> {
+    const QUOTE: usize = V6_HDR + QUOTED_L4;
+    let l2 = reply_l2(ctx, pkt.l3_off)?;
+    let orig = ptr_at::<[u8; QUOTE]>(ctx, pkt.l3_off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let quoted: [u8; QUOTE] = unsafe { core::ptr::read_unaligned(orig) };
+    let mut client = [0u8; 16];
+    client.copy_from_slice(&quoted[8..24]);
+    let mut vip = [0u8; 16];
+    vip.copy_from_slice(&quoted[24..40]);
+
+    let prepend = V6_HDR + ICMP_HDR;
+    // SAFETY: see set_len; everything below is re-checked.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(prepend as i32)) } != 0 {
+        return None;
+    }
+    set_len(ctx, pkt.l3_off + prepend + QUOTE)?;
+    let l3 = l2.write(ctx, ETH_P_IPV6)?;
+    let ip = ptr_at::<Ipv6Hdr>(ctx, l3)?;
+    let payload_len = (ICMP_HDR + QUOTE) as u16;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*ip).version_tc_flow = [0x60, 0, 0, 0];
+        (*ip).payload_len = payload_len.to_be_bytes();
+        (*ip).next_header = IPPROTO_ICMPV6;
+        (*ip).hop_limit = 64;
+        (*ip).src = vip;
+        (*ip).dst = client;
+    }
+    let m = mtu.to_be_bytes();
+    let mut icmp = [ICMPV6_PKT_TOOBIG, 0, 0, 0, m[0], m[1], m[2], m[3]];
+    // Pseudo-header (RFC 8200 §8.1): addresses, upper-layer length, next header.
+    let mut sum = csum::add(0, &vip);
+    sum = csum::add(sum, &client);
+    sum += payload_len as u32 + IPPROTO_ICMPV6 as u32;
+    sum = csum::add(sum, &icmp);
+    sum = csum::add(sum, &quoted);
+    let check = csum::fold(sum).to_be_bytes();
+    icmp[2] = check[0];
+    icmp[3] = check[1];
+    let out = ptr_at::<[u8; ICMP_HDR + QUOTE]>(ctx, l3 + V6_HDR)?;
+    let mut body = [0u8; ICMP_HDR + QUOTE];
+    body[..ICMP_HDR].copy_from_slice(&icmp);
+    body[ICMP_HDR..].copy_from_slice(&quoted);
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { core::ptr::write_unaligned(out, body) };
+    Some(())
+}
