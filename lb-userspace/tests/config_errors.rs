@@ -1,0 +1,490 @@
+//! What an operator gets for a malformed `xlb.yaml`: `Config::load` must
+//! name the file, the line and column, and the field path, and `xlb check -c
+//! FILE` must print that same error and exit non-zero.
+//!
+//! Positions follow one rule, the one the parser already uses for type and
+//! enum errors: an unknown or missing key is reported at the key (or at its
+//! mapping), a bad value at the value itself.
+//!
+//! Tests marked `#[ignore]` assert what a user needs but the loader does not
+//! give yet; each names the code at fault. Their non-ignored neighbours check
+//! everything about the same error that is already right.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use tempfile::TempDir;
+use xlb::config::{Config, ConfigError, XdpModeSetting};
+
+/// A config file written into its own temporary directory (removed on drop).
+struct File {
+    _dir: TempDir,
+    path: PathBuf,
+    text: String,
+}
+
+fn write(name: &str, text: &str) -> File {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write the config file");
+    File {
+        _dir: dir,
+        path,
+        text: text.to_owned(),
+    }
+}
+
+fn xlb_check(path: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args(["check", "-c"])
+        .arg(path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run `xlb check`")
+}
+
+/// One `ConfigError::Invalid`, copied out (its `Located` type is not
+/// exported), with the rendered message.
+#[derive(Debug)]
+struct Seen {
+    display: String,
+    file: PathBuf,
+    line: Option<usize>,
+    column: Option<usize>,
+    field: String,
+    message: String,
+}
+
+/// Loads a malformed config: `Config::load` and `Config::parse` must both
+/// reject it with the same located error, and `xlb check` must print that
+/// error on stderr and exit with status 1.
+fn malformed(f: &File) -> Seen {
+    let err = match Config::load(&f.path) {
+        Ok(cfg) => panic!("{} was accepted: {cfg:?}", f.path.display()),
+        Err(e) => e,
+    };
+    let seen = match &err {
+        ConfigError::Invalid(l) => Seen {
+            display: err.to_string(),
+            file: l.file.clone(),
+            line: l.line,
+            column: l.column,
+            field: l.field.clone(),
+            message: l.message.clone(),
+        },
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    };
+    assert_eq!(seen.file, f.path, "{seen:?}");
+    assert!(
+        seen.display.starts_with(&f.path.display().to_string()),
+        "the error must start with the file name: {}",
+        seen.display
+    );
+    let parsed = Config::parse(&f.text, &f.path).expect_err("Config::parse accepted it");
+    assert_eq!(parsed.to_string(), seen.display);
+
+    let out = xlb_check(&f.path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`xlb check` must fail; stdout: {stdout} stderr: {stderr}"
+    );
+    assert!(
+        !stdout.contains(": ok"),
+        "`xlb check` said ok for a bad file: {stdout}"
+    );
+    assert!(
+        stderr.contains(&format!("xlb: {}\n", seen.display)),
+        "`xlb check` must print the loader's error; stderr: {stderr}"
+    );
+    seen
+}
+
+/// The error is at `line`:`column` of the file and names `field`, both in its
+/// fields and in what the user reads.
+fn assert_located(seen: &Seen, line: usize, column: usize, field: &str) {
+    assert_eq!(
+        (seen.line, seen.column, seen.field.as_str()),
+        (Some(line), Some(column), field),
+        "wrong position or field in: {}",
+        seen.display
+    );
+    let prefix = format!("{}:{line}:{column}: field `{field}`: ", seen.file.display());
+    assert!(
+        seen.display.starts_with(&prefix),
+        "expected the error to start with {prefix:?}, got {:?}",
+        seen.display
+    );
+}
+
+fn assert_message_contains(seen: &Seen, fragment: &str) {
+    assert!(
+        seen.message.contains(fragment),
+        "expected {fragment:?} in the message of: {}",
+        seen.display
+    );
+}
+
+// ---------------------------------------------------------------- valid files
+
+#[test]
+fn valid_file_parses_to_its_values() {
+    let f = write(
+        "xlb.yaml",
+        "# edge host\n\
+         instance: edge-1_a\n\
+         bpffs: /mnt/bpf\n\
+         interfaces:\n  \
+           - name: eth0\n    \
+             xdp_mode: skb\n  \
+           - name: abcdefghijklmno # 15 bytes, the longest allowed\n    \
+             xdp_mode: auto\n  \
+           - name: ens1f0np1\n    \
+             xdp_mode: native\n  \
+           - name: eth1\n",
+    );
+    let cfg = Config::load(&f.path).expect("valid config");
+    assert_eq!(cfg.instance.as_str(), "edge-1_a");
+    assert_eq!(cfg.bpffs, PathBuf::from("/mnt/bpf"));
+    let ifaces: Vec<(&str, XdpModeSetting)> = cfg
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.xdp_mode))
+        .collect();
+    assert_eq!(
+        ifaces,
+        [
+            ("eth0", XdpModeSetting::Skb),
+            ("abcdefghijklmno", XdpModeSetting::Auto),
+            ("ens1f0np1", XdpModeSetting::Native),
+            ("eth1", XdpModeSetting::Native),
+        ]
+    );
+    assert_eq!(Config::parse(&f.text, &f.path).expect("valid config"), cfg);
+
+    let out = xlb_check(&f.path);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}: ok\n", f.path.display())
+    );
+}
+
+#[test]
+fn defaults_are_applied() {
+    let f = write("xlb.yaml", "interfaces:\n  - name: eth0\n");
+    let cfg = Config::load(&f.path).expect("valid config");
+    assert_eq!(cfg.instance.as_str(), "default");
+    assert_eq!(cfg.bpffs, PathBuf::from("/sys/fs/bpf"));
+    assert_eq!(cfg.interfaces.len(), 1);
+    assert_eq!(cfg.interfaces[0].name.as_str(), "eth0");
+    assert_eq!(cfg.interfaces[0].xdp_mode, XdpModeSetting::Native);
+    assert!(xlb_check(&f.path).status.success());
+
+    // A file with nothing in it is all defaults.
+    let empty = write("empty.yaml", "# nothing set\n");
+    let cfg = Config::load(&empty.path).expect("an empty config is valid");
+    assert_eq!(cfg.instance.as_str(), "default");
+    assert_eq!(cfg.bpffs, PathBuf::from("/sys/fs/bpf"));
+    assert!(cfg.interfaces.is_empty());
+}
+
+// ------------------------------------------------------------- unknown fields
+
+#[test]
+fn unknown_top_level_field() {
+    let f = write("xlb.yaml", "instance: edge1\nbpfs: /sys/fs/bpf\n");
+    let seen = malformed(&f);
+    assert_located(&seen, 2, 1, "bpfs");
+    assert_message_contains(
+        &seen,
+        "unknown field `bpfs`, expected one of `instance`, `bpffs`, `interfaces`",
+    );
+}
+
+#[test]
+fn unknown_field_in_second_interface() {
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\n\
+         interfaces:\n  \
+           - name: eth0\n  \
+           - name: eth1\n    \
+             xdp_mod: skb\n",
+    );
+    let seen = malformed(&f);
+    assert_located(&seen, 5, 5, "interfaces[1].xdp_mod");
+    assert_message_contains(
+        &seen,
+        "unknown field `xdp_mod`, expected `name` or `xdp_mode`",
+    );
+}
+
+// ------------------------------------------------------------ wrong types
+
+#[test]
+fn wrong_type_for_interfaces_list() {
+    let f = write("xlb.yaml", "instance: edge1\ninterfaces: eth0\n");
+    let seen = malformed(&f);
+    assert_located(&seen, 2, 13, "interfaces");
+    assert_message_contains(&seen, "invalid type: string \"eth0\", expected a sequence");
+}
+
+#[test]
+fn wrong_type_for_interface_name() {
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\ninterfaces:\n  - name: [eth0, eth1]\n",
+    );
+    let seen = malformed(&f);
+    assert_located(&seen, 3, 11, "interfaces[0].name");
+    assert_message_contains(&seen, "invalid type: sequence, expected a string");
+}
+
+#[test]
+fn wrong_type_for_bpffs() {
+    let f = write("xlb.yaml", "instance: edge1\nbpffs: {path: /sys/fs/bpf}\n");
+    let seen = malformed(&f);
+    assert_located(&seen, 2, 8, "bpffs");
+    assert_message_contains(&seen, "invalid type: map, expected path string");
+}
+
+// ------------------------------------------------------------ invalid values
+
+#[test]
+fn invalid_xdp_mode() {
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\n\
+         interfaces:\n  \
+           - name: eth0\n    \
+             xdp_mode: turbo\n",
+    );
+    let seen = malformed(&f);
+    assert_located(&seen, 4, 15, "interfaces[0].xdp_mode");
+    assert_message_contains(
+        &seen,
+        "unknown variant `turbo`, expected one of `native`, `skb`, `auto`",
+    );
+}
+
+const TOO_LONG: &str = "abcdefghijklmnop"; // 16 bytes: IFNAMSIZ, one too many
+
+#[test]
+fn interface_name_too_long() {
+    assert_eq!(TOO_LONG.len(), 16);
+    let f = write(
+        "xlb.yaml",
+        &format!(
+            "instance: edge1\n\
+             interfaces:\n  \
+               - name: eth0\n  \
+               - name: {TOO_LONG}\n"
+        ),
+    );
+    let seen = malformed(&f);
+    assert_eq!(seen.line, Some(4), "{}", seen.display);
+    assert_eq!(seen.field, "interfaces[1].name", "{}", seen.display);
+    assert_message_contains(
+        &seen,
+        &format!("`{TOO_LONG}` is not a valid interface name (1-15 bytes, no '/', ':' or blanks)"),
+    );
+}
+
+#[test]
+fn interface_name_with_slash() {
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\ninterfaces:\n  - name: eth/0\n",
+    );
+    let seen = malformed(&f);
+    assert_eq!(seen.line, Some(3), "{}", seen.display);
+    assert_eq!(seen.field, "interfaces[0].name", "{}", seen.display);
+    assert_message_contains(&seen, "`eth/0` is not a valid interface name");
+}
+
+/// The checks in `try_from` (model.rs) run after serde_yaml_ng has finished
+/// with the scalar, so it stamps the error with the position of the enclosing
+/// mapping instead: column 5 (`xdp_mode`) and, worse, line 3 here.
+#[test]
+#[ignore = "gap in lb-userspace/src/config/model.rs (IfName via serde try_from): error is located at the start of the interface entry, not at the name"]
+fn invalid_interface_name_is_located_at_the_name() {
+    let f = write(
+        "xlb.yaml",
+        &format!(
+            "instance: edge1\n\
+             interfaces:\n  \
+               - xdp_mode: skb\n    \
+                 name: {TOO_LONG}\n"
+        ),
+    );
+    let seen = malformed(&f);
+    assert_located(&seen, 4, 11, "interfaces[0].name");
+}
+
+#[test]
+fn duplicate_interface() {
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\n\
+         bpffs: /sys/fs/bpf\n\
+         interfaces:\n  \
+           - name: eth0\n  \
+           - name: eth1\n  \
+           - name: eth0\n    \
+             xdp_mode: skb\n",
+    );
+    let seen = malformed(&f);
+    assert!(seen.field.starts_with("interfaces"), "{}", seen.display);
+    assert_message_contains(&seen, "interface `eth0` is listed twice (entries 0 and 2)");
+}
+
+/// Today: `xlb.yaml:1:1: field `interfaces`: ...`, i.e. the top of the file,
+/// wherever the list and the duplicate are.
+#[test]
+#[ignore = "gap in lb-userspace/src/config/model.rs (Interfaces via serde try_from): duplicate is reported at 1:1, not at the repeated name"]
+fn duplicate_interface_is_located_at_the_repeat() {
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\n\
+         bpffs: /sys/fs/bpf\n\
+         interfaces:\n  \
+           - name: eth0\n  \
+           - name: eth1\n  \
+           - name: eth0\n    \
+             xdp_mode: skb\n",
+    );
+    let seen = malformed(&f);
+    assert_located(&seen, 6, 11, "interfaces[2].name");
+}
+
+const BAD_INSTANCE: &str = "bpffs: /sys/fs/bpf\ninterfaces: []\ninstance: edge/1\n";
+
+#[test]
+fn invalid_instance_name() {
+    let f = write("xlb.yaml", BAD_INSTANCE);
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "instance", "{}", seen.display);
+    assert_message_contains(
+        &seen,
+        "`edge/1` is not a valid instance name (1-64 letters, digits, '-' or '_')",
+    );
+    // Other names that must not become a pin folder.
+    for bad in ["\"\"", "..", "edge.1", "\"a b\"", &"x".repeat(65)] {
+        let f = write("xlb.yaml", &format!("instance: {bad}\n"));
+        let seen = malformed(&f);
+        assert_eq!(seen.field, "instance", "{}", seen.display);
+        assert_message_contains(&seen, "is not a valid instance name");
+    }
+    let ok = write("xlb.yaml", &format!("instance: {}\n", "x".repeat(64)));
+    assert!(Config::load(&ok.path).is_ok());
+}
+
+/// Today: `xlb.yaml:1:1: field `instance`: ...` although `instance` is on
+/// line 3.
+#[test]
+#[ignore = "gap in lb-userspace/src/config/model.rs (InstanceName via serde try_from): error is reported at 1:1, not where `instance` is"]
+fn invalid_instance_name_is_located_at_the_value() {
+    let f = write("xlb.yaml", BAD_INSTANCE);
+    let seen = malformed(&f);
+    assert_located(&seen, 3, 11, "instance");
+}
+
+// --------------------------------------------------------------- YAML syntax
+
+#[test]
+fn yaml_syntax_error() {
+    // `xdp_mode` is indented by 3: neither in the entry nor a new one.
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\n\
+         interfaces:\n  \
+           - name: eth0\n   \
+            xdp_mode: skb\n",
+    );
+    let seen = malformed(&f);
+    assert_located(&seen, 4, 4, "interfaces");
+    assert_message_contains(&seen, "did not find expected '-' indicator");
+}
+
+/// For an unclosed quote the parser only notices at the end of the file (line
+/// 3, column 1, past the last line); the place to fix is in libyaml's context,
+/// "while scanning a quoted scalar at line 1 column 11", which
+/// `ConfigError::from_serde` cuts off with everything after the first
+/// " at line ".
+#[test]
+#[ignore = "gap in lb-userspace/src/config/error.rs:62-63: truncating at \" at line \" drops libyaml's context (where the quote was opened)"]
+fn unclosed_quote_says_where_it_was_opened() {
+    let f = write("xlb.yaml", "instance: \"edge1\nbpffs: /sys/fs/bpf\n");
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "instance", "{}", seen.display);
+    assert_message_contains(&seen, "while scanning a quoted scalar");
+    assert!(
+        seen.message.contains("line 1 column 11") || seen.message.contains("1:11"),
+        "the error must say where the quote was opened (1:11): {}",
+        seen.display
+    );
+}
+
+// -------------------------------------------------------------- missing file
+
+#[test]
+fn missing_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-xlb.yaml");
+    let err = Config::load(&path).expect_err("a missing file was loaded");
+    match &err {
+        ConfigError::Read { file, source } => {
+            assert_eq!(file, &path);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected ConfigError::Read, got {other:?}"),
+    }
+    let display = err.to_string();
+    assert!(
+        display.starts_with(&format!("{}: cannot read: ", path.display())),
+        "{display}"
+    );
+
+    let out = xlb_check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains(&format!("xlb: {display}")),
+        "`xlb check` must name the file: {stderr}"
+    );
+}
+
+// -------------------------------------------------------- several problems
+
+/// `xlb check --help` says "Parse and validate a configuration file; report
+/// every problem", but loading stops at the first error.
+#[test]
+#[ignore = "gap in lb-userspace/src/main.rs:28 / config/mod.rs: `xlb check` promises every problem but reports only the first"]
+fn check_reports_every_problem() {
+    let f = write(
+        "xlb.yaml",
+        "instance: edge1\n\
+         interfaces:\n  \
+           - name: eth0\n    \
+             xdp_mod: skb\n  \
+           - name: eth1\n    \
+             xdp_mode: turbo\n",
+    );
+    let out = xlb_check(&f.path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let file = f.path.display();
+    for expected in [
+        format!("{file}:4:5: field `interfaces[0].xdp_mod`"),
+        format!("{file}:6:15: field `interfaces[1].xdp_mode`"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in: {stderr}"
+        );
+    }
+}
