@@ -12,9 +12,13 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid YAML, or does not fit the schema.
+    /// The file is not valid YAML, does not fit the schema, or has one
+    /// semantic problem.
     #[error("{0}")]
     Invalid(Located),
+    /// Several semantic problems, one per line.
+    #[error("{}", .0.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("\n"))]
+    Multiple(Vec<Located>),
 }
 
 /// One error with its position in the file.
@@ -41,7 +45,7 @@ impl fmt::Display for Located {
                 write!(f, ":{col}")?;
             }
         }
-        if !self.field.is_empty() && self.field != "." {
+        if !self.field.is_empty() && self.field != "." && self.field != "?" {
             write!(f, ": field `{}`", self.field)?;
         }
         write!(f, ": {}", self.message)
@@ -56,11 +60,21 @@ impl ConfigError {
         let field = e.path().to_string();
         let inner = e.into_inner();
         let location = inner.location();
-        // serde_yaml_ng appends " at line L column C" to its message; the
-        // position is reported separately, so strip it.
+        // serde_yaml_ng appends " at line L column C" for the error's own
+        // position, which is reported separately; strip only that suffix so
+        // context such as "while scanning a quoted scalar at line 1 column
+        // 11" stays. It also prefixes the field path, which is reported
+        // separately as well.
         let mut message = inner.to_string();
-        if let Some(idx) = message.find(" at line ") {
-            message.truncate(idx);
+        if let Some(loc) = &location {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_string();
+            }
+        }
+        let prefix = format!("{field}: ");
+        if let Some(stripped) = message.strip_prefix(&prefix) {
+            message = stripped.to_string();
         }
         ConfigError::Invalid(Located {
             file: file.to_path_buf(),

@@ -4,10 +4,14 @@
 //! a bad file can be reported without touching what is running.
 
 mod error;
+pub mod l4;
+mod locate;
 mod model;
+mod validate;
 
-pub use error::ConfigError;
-pub use model::{Config, IfName, InstanceName, InterfaceConfig, Interfaces, XdpModeSetting};
+pub use error::{ConfigError, Located};
+pub use model::{Config, IfName, InstanceName, InterfaceConfig, XdpModeSetting};
+pub use validate::Issue;
 
 use std::path::Path;
 
@@ -22,8 +26,35 @@ impl Config {
     }
 
     /// Parses and validates `text`; `file` is only used in error messages.
+    ///
+    /// Syntax and type errors stop parsing, so only the first is reported;
+    /// every semantic problem is reported, each with its position.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let de = serde_yaml_ng::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::from_serde(file, e))
+        let config: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::from_serde(file, e))?;
+        let issues = config.issues();
+        if issues.is_empty() {
+            return Ok(config);
+        }
+        let positions = locate::Positions::of(text);
+        let mut located: Vec<Located> = issues
+            .into_iter()
+            .map(|i| {
+                let pos = positions.find(&i.path);
+                Located {
+                    file: file.to_path_buf(),
+                    line: pos.map(|p| p.0),
+                    column: pos.map(|p| p.1),
+                    field: i.path,
+                    message: i.message,
+                }
+            })
+            .collect();
+        if located.len() == 1 {
+            Err(ConfigError::Invalid(located.remove(0)))
+        } else {
+            Err(ConfigError::Multiple(located))
+        }
     }
 }

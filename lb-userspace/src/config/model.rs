@@ -1,9 +1,11 @@
 //! The configuration schema. Unknown fields are errors: a typo must not
-//! silently turn a setting off. Checks live in the types (`try_from`), so a
-//! failing check is reported by the parser with its line and column.
+//! silently turn a setting off. Checks that the schema cannot express live
+//! in `validate.rs` and are reported with the same file:line:column.
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use super::l4::L4Config;
 
 /// The whole `xlb.yaml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -18,13 +20,17 @@ pub struct Config {
     pub bpffs: PathBuf,
     /// Interfaces the XDP program is attached to.
     #[serde(default)]
-    pub interfaces: Interfaces,
+    pub interfaces: Vec<InterfaceConfig>,
+    /// L4 (XDP) load balancing.
+    #[serde(default)]
+    pub l4: L4Config,
 }
 
-/// A name made of letters, digits, `-` and `_`, safe as a path component.
+/// A name made of letters, digits, `-` and `_`, safe as a path component
+/// (checked in `validate.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct InstanceName(String);
+#[serde(transparent)]
+pub struct InstanceName(pub(super) String);
 
 impl Default for InstanceName {
     fn default() -> Self {
@@ -32,57 +38,9 @@ impl Default for InstanceName {
     }
 }
 
-impl TryFrom<String> for InstanceName {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if ok {
-            Ok(InstanceName(s))
-        } else {
-            Err(format!(
-                "`{s}` is not a valid instance name (1-64 letters, digits, '-' or '_')"
-            ))
-        }
-    }
-}
-
 impl InstanceName {
     /// The name as a string.
     pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The interfaces list; no interface may appear twice.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(try_from = "Vec<InterfaceConfig>")]
-pub struct Interfaces(Vec<InterfaceConfig>);
-
-impl TryFrom<Vec<InterfaceConfig>> for Interfaces {
-    type Error = String;
-    fn try_from(v: Vec<InterfaceConfig>) -> Result<Self, String> {
-        for (i, iface) in v.iter().enumerate() {
-            if v[..i].iter().any(|o| o.name == iface.name) {
-                return Err(format!(
-                    "interface `{}` is listed twice (entries {} and {i})",
-                    iface.name.0,
-                    v[..i]
-                        .iter()
-                        .position(|o| o.name == iface.name)
-                        .unwrap_or(0)
-                ));
-            }
-        }
-        Ok(Interfaces(v))
-    }
-}
-
-impl std::ops::Deref for Interfaces {
-    type Target = [InterfaceConfig];
-    fn deref(&self) -> &[InterfaceConfig] {
         &self.0
     }
 }
@@ -98,27 +56,11 @@ pub struct InterfaceConfig {
     pub xdp_mode: XdpModeSetting,
 }
 
-/// A kernel interface name: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, no blanks.
+/// A kernel interface name: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, `:` or
+/// blanks (checked in `validate.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct IfName(String);
-
-impl TryFrom<String> for IfName {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 15
-            && !s.contains('/')
-            && !s.chars().any(|c| c.is_whitespace() || c == ':');
-        if ok {
-            Ok(IfName(s))
-        } else {
-            Err(format!(
-                "`{s}` is not a valid interface name (1-15 bytes, no '/', ':' or blanks)"
-            ))
-        }
-    }
-}
+#[serde(transparent)]
+pub struct IfName(pub(super) String);
 
 impl IfName {
     /// The name as a string.

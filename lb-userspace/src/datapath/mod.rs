@@ -4,6 +4,7 @@
 mod bpffs;
 pub mod counters;
 mod loader;
+pub mod neighbour;
 mod object;
 
 pub use bpffs::{ensure_bpffs, instance_pin_dir};

@@ -1,0 +1,179 @@
+//! Checks that the schema cannot express. Every problem is collected (not
+//! just the first) with the path of the field it is about.
+use std::collections::{HashMap, HashSet};
+
+use super::{
+    l4::{parse_mac, ForwardMode},
+    model::Config,
+};
+
+/// One problem: the field's path (serde_path_to_error notation) and what is
+/// wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}
+
+/// Largest backend weight; keeps weight sums far from overflow.
+const MAX_WEIGHT: u32 = 1_000_000;
+
+/// Smallest IPv4 datagram every host must accept (RFC 791).
+const MIN_MTU: u32 = 576;
+
+impl Config {
+    /// Every semantic problem of this config, in file order.
+    pub fn issues(&self) -> Vec<Issue> {
+        let mut out = Vec::new();
+        let mut issue = |path: String, message: String| out.push(Issue { path, message });
+
+        let inst = self.instance.as_str();
+        if inst.is_empty()
+            || inst.len() > 64
+            || !inst
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            issue(
+                "instance".into(),
+                format!("`{inst}` is not a valid instance name (1-64 letters, digits, '-' or '_')"),
+            );
+        }
+
+        let mut seen_ifaces: HashMap<&str, usize> = HashMap::new();
+        for (i, iface) in self.interfaces.iter().enumerate() {
+            let name = iface.name.as_str();
+            let ok = !name.is_empty()
+                && name.len() <= 15
+                && !name.contains('/')
+                && !name.chars().any(|c| c.is_whitespace() || c == ':');
+            if !ok {
+                issue(
+                    format!("interfaces[{i}].name"),
+                    format!("`{name}` is not a valid interface name (1-15 bytes, no '/', ':' or blanks)"),
+                );
+            } else if let Some(first) = seen_ifaces.insert(name, i) {
+                issue(
+                    format!("interfaces[{i}].name"),
+                    format!("interface `{name}` is already listed at interfaces[{first}]"),
+                );
+            }
+        }
+
+        let l4 = &self.l4;
+        if let Err(e) = lb_common::maglev::validate_table_size(l4.maglev_table_size) {
+            issue("l4.maglev_table_size".into(), e.to_string());
+        }
+        for (field, value) in [
+            ("conntrack_size", l4.conntrack_size),
+            ("max_vips", l4.max_vips),
+            ("max_backends", l4.max_backends),
+            ("new_flows_per_cpu_sec", l4.new_flows_per_cpu_sec),
+        ] {
+            if value == 0 {
+                issue(format!("l4.{field}"), "must be at least 1".into());
+            }
+        }
+        if (l4.max_vips as u64) * 2 * (l4.maglev_table_size as u64) > u32::MAX as u64 {
+            issue(
+                "l4.max_vips".into(),
+                format!(
+                    "max_vips × 2 × maglev_table_size = {} exceeds the BPF array limit",
+                    (l4.max_vips as u64) * 2 * (l4.maglev_table_size as u64)
+                ),
+            );
+        }
+        if !(MIN_MTU..=65535).contains(&l4.backend_mtu) {
+            issue(
+                "l4.backend_mtu".into(),
+                format!("{} is outside {MIN_MTU}..=65535", l4.backend_mtu),
+            );
+        }
+        if l4.vips.len() > l4.max_vips as usize {
+            issue(
+                "l4.vips".into(),
+                format!("{} VIPs exceed max_vips = {}", l4.vips.len(), l4.max_vips),
+            );
+        }
+
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut listeners: HashMap<(std::net::IpAddr, u16, u8), usize> = HashMap::new();
+        let mut all_backends = HashSet::new();
+        for (v, vip) in l4.vips.iter().enumerate() {
+            let base = format!("l4.vips[{v}]");
+            if vip.name.is_empty() {
+                issue(format!("{base}.name"), "must not be empty".into());
+            } else if let Some(first) = names.insert(vip.name.as_str(), v) {
+                issue(
+                    format!("{base}.name"),
+                    format!(
+                        "VIP name `{}` is already used by l4.vips[{first}]",
+                        vip.name
+                    ),
+                );
+            }
+            let key = (vip.address, vip.port, vip.protocol.number());
+            if let Some(first) = listeners.insert(key, v) {
+                issue(
+                    format!("{base}.address"),
+                    format!(
+                        "{} port {} {:?} is already served by l4.vips[{first}]",
+                        vip.address, vip.port, vip.protocol
+                    ),
+                );
+            }
+            let mut mine = HashSet::new();
+            for (b, backend) in vip.backends.iter().enumerate() {
+                let bpath = format!("{base}.backends[{b}]");
+                if backend.address.is_ipv4() != vip.address.is_ipv4() {
+                    let why = match vip.mode {
+                        ForwardMode::Ipip => "IPIP encapsulates IPv4 in IPv4 and IPv6 in IPv6",
+                        ForwardMode::Dsr => "DSR forwards the packet unchanged",
+                    };
+                    issue(
+                        format!("{bpath}.address"),
+                        format!(
+                            "backend {} is not of the VIP's address family ({why})",
+                            backend.address
+                        ),
+                    );
+                }
+                if !mine.insert(backend.address) {
+                    issue(
+                        format!("{bpath}.address"),
+                        format!("backend {} is listed twice in this VIP", backend.address),
+                    );
+                }
+                all_backends.insert(backend.address);
+                if backend.weight > MAX_WEIGHT {
+                    issue(
+                        format!("{bpath}.weight"),
+                        format!(
+                            "{} exceeds the largest weight, {MAX_WEIGHT}",
+                            backend.weight
+                        ),
+                    );
+                }
+                if let Some(mac) = &backend.mac {
+                    if parse_mac(mac).is_none() {
+                        issue(
+                            format!("{bpath}.mac"),
+                            format!("`{mac}` is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+                        );
+                    }
+                }
+            }
+        }
+        if all_backends.len() > l4.max_backends as usize {
+            issue(
+                "l4.vips".into(),
+                format!(
+                    "{} distinct backends exceed max_backends = {}",
+                    all_backends.len(),
+                    l4.max_backends
+                ),
+            );
+        }
+        out
+    }
+}
