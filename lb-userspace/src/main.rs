@@ -1,10 +1,10 @@
 //! `xlb`: the command-line entry point of the daemon.
-use std::{io::Write as _, path::PathBuf, process::ExitCode};
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use xlb::{
-    config::{Config, XdpModeSetting},
-    datapath::{counters, instance_pin_dir},
+    cmd,
+    config::{l4::L4Protocol, Config, XdpModeSetting},
 };
 
 #[derive(Parser)]
@@ -16,7 +16,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Attach the datapath and serve until SIGINT/SIGTERM.
+    /// Attach the datapath and serve until SIGINT/SIGTERM; SIGHUP reloads.
     Run {
         /// The YAML configuration file.
         #[arg(short, long)]
@@ -39,9 +39,33 @@ enum Cmd {
         /// Where bpffs is mounted.
         #[arg(long, default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
-        /// Print JSON instead of a table.
+        /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// Say which backend a flow goes to (connection table, else Maglev).
+    Flow {
+        /// The YAML configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Client address and port, e.g. 198.51.100.7:40000 or [2001:db8::7]:40000.
+        #[arg(long)]
+        src: SocketAddr,
+        /// VIP address and port.
+        #[arg(long)]
+        dst: SocketAddr,
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+    },
+    /// Backend side of IPIP: strip the outer header at XDP, until stopped.
+    Decap {
+        /// Interface to attach to.
+        #[arg(long)]
+        iface: String,
+        /// native, skb or auto.
+        #[arg(long, value_enum, default_value = "native")]
+        xdp_mode: XdpModeSetting,
     },
 }
 
@@ -57,28 +81,44 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Prints one line on stdout and flushes it: scripts and tests wait for
+/// these lines.
+fn announce(line: String) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Run { config, xdp_mode } => {
             let cfg = Config::load(&config)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(xlb::daemon::run(cfg, xdp_mode, |dp| {
-                // One machine-readable line on stdout when traffic is being
-                // handled: scripts and tests wait for it.
-                let ifaces: Vec<String> = dp
-                    .attached()
-                    .iter()
-                    .map(|(i, m)| format!("{i}:{m}"))
-                    .collect();
-                println!(
-                    "xlb ready pins={} xdp={}",
-                    dp.pin_dir().display(),
-                    ifaces.join(",")
-                );
-                let _ = std::io::stdout().flush();
-            }))
+            runtime()?.block_on(xlb::daemon::run(
+                cfg,
+                &config,
+                xdp_mode,
+                |dp| {
+                    let ifaces: Vec<String> = dp
+                        .attached()
+                        .iter()
+                        .map(|(i, m)| format!("{i}:{m}"))
+                        .collect();
+                    announce(format!(
+                        "xlb ready pins={} xdp={}",
+                        dp.pin_dir().display(),
+                        ifaces.join(",")
+                    ));
+                },
+                |generation, result| match result {
+                    Ok(_) => announce(format!("xlb reloaded generation={generation}")),
+                    Err(e) => announce(format!("xlb reload failed: {e:#}")),
+                },
+            ))
         }
         Cmd::Check { config } => {
             Config::load(&config)?;
@@ -90,25 +130,34 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             bpffs,
             json,
         } => {
-            let totals = counters::read_pinned(&instance_pin_dir(&bpffs, &instance))?;
+            let v = cmd::stats::collect(&bpffs, &instance)?;
             if json {
-                let obj: serde_json::Map<String, serde_json::Value> = totals
-                    .0
-                    .iter()
-                    .map(|(name, p, b)| {
-                        (
-                            (*name).to_string(),
-                            serde_json::json!({"packets": p, "bytes": b}),
-                        )
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Object(obj));
+                println!("{v}");
             } else {
-                println!("{:<10} {:>14} {:>16}", "class", "packets", "bytes");
-                for (name, p, b) in &totals.0 {
-                    println!("{name:<10} {p:>14} {b:>16}");
-                }
+                cmd::stats::print_table(&v);
             }
+            Ok(())
+        }
+        Cmd::Flow {
+            config,
+            src,
+            dst,
+            proto,
+        } => {
+            let proto = match proto.as_str() {
+                "tcp" => L4Protocol::Tcp,
+                "udp" => L4Protocol::Udp,
+                other => anyhow::bail!("--proto must be tcp or udp, not `{other}`"),
+            };
+            let cfg = Config::load(&config)?;
+            println!("{}", cmd::flow::query(&cfg, src, dst, proto)?);
+            Ok(())
+        }
+        Cmd::Decap { iface, xdp_mode } => {
+            let n = runtime()?.block_on(cmd::decap::run(&iface, xdp_mode, || {
+                announce(format!("xlb decap ready iface={iface}"))
+            }))?;
+            announce(format!("xlb decap done decapsulated={n}"));
             Ok(())
         }
     }

@@ -40,6 +40,7 @@ fn add(c: &mut (u64, u64), frame_len: usize) {
 }
 
 fn counter(stats: &serde_json::Value, class: &str) -> (u64, u64) {
+    let stats = &stats["classes"];
     (
         stats[class]["packets"]
             .as_u64()

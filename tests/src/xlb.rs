@@ -32,6 +32,8 @@ pub struct Xlb {
     dir: PathBuf,
     /// The ready line's `pins=` value.
     pub pin_dir: PathBuf,
+    /// Lines the daemon printed on stdout after `xlb ready` (reload results).
+    lines: mpsc::Receiver<String>,
 }
 
 impl Xlb {
@@ -65,21 +67,23 @@ impl Xlb {
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
+        let (tx, rx) = mpsc::channel();
         let mut xlb = Xlb {
             child: ChildGuard::new(child),
             instance,
             dir,
             pin_dir: PathBuf::new(),
+            lines: rx,
         };
         let stdout = xlb.child.child_mut().stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("xlb ready") {
+                if line.starts_with("xlb ") {
                     let _ = tx.send(line);
                 }
             }
         });
+        let rx = &xlb.lines;
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(line) => {
                 let pins = line
@@ -94,6 +98,42 @@ impl Xlb {
                 xlb.stderr()
             ),
         }
+    }
+
+    /// The config file the daemon runs.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("xlb.yaml")
+    }
+
+    /// Replaces the config file with `config_yaml` (the instance line is
+    /// kept), sends SIGHUP, and returns the daemon's answer line
+    /// (`xlb reloaded …` or `xlb reload failed: …`).
+    pub fn reload(&self, config_yaml: &str) -> anyhow::Result<String> {
+        std::fs::write(
+            self.config_path(),
+            format!("instance: {}\n{config_yaml}", self.instance),
+        )?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+        self.lines
+            .recv_timeout(READY_TIMEOUT)
+            .map_err(|_| anyhow::anyhow!("no reload answer; stderr:\n{}", self.stderr()))
+    }
+
+    /// `xlb flow` for this instance's config: the JSON answer.
+    pub fn flow(&self, src: &str, dst: &str, proto: &str) -> anyhow::Result<serde_json::Value> {
+        let out = std::process::Command::new(binary())
+            .arg("flow")
+            .arg("-c")
+            .arg(self.config_path())
+            .args(["--src", src, "--dst", dst, "--proto", proto])
+            .output()?;
+        if !out.status.success() {
+            bail!("xlb flow failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     /// The instance name, unique to this run.

@@ -10,6 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
+use lb_common::maps;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::{Config, XdpModeSetting};
@@ -83,12 +84,22 @@ impl std::fmt::Debug for Datapath {
 const LOCK_DIR: &str = "/run/xlb";
 
 impl Datapath {
-    /// Loads, attaches and pins according to `config`; `mode_override`
-    /// (from `--xdp-mode`) replaces every interface's configured mode.
+    /// Loads, pins and attaches according to `config` with no L4 VIPs
+    /// written; `mode_override` (from `--xdp-mode`) replaces every
+    /// interface's configured mode.
     pub fn start(
         config: &Config,
         mode_override: Option<XdpModeSetting>,
     ) -> Result<Datapath, DatapathError> {
+        let mut dp = Datapath::load(config)?;
+        dp.attach(config, mode_override)?;
+        Ok(dp)
+    }
+
+    /// Loads the object with maps sized by `config` and pins the maps, but
+    /// attaches nothing: the caller fills the maps first, so the very first
+    /// packet already sees the VIPs.
+    pub fn load(config: &Config) -> Result<Datapath, DatapathError> {
         let instance = config.instance.as_str();
         let lock = take_instance_lock(instance)?;
         ensure_bpffs(&config.bpffs).map_err(DatapathError::Bpffs)?;
@@ -101,8 +112,17 @@ impl Datapath {
         })?;
 
         let level = ebpf_log_level();
+        let l4 = &config.l4;
+        let maglev_entries = l4.max_vips * 2 * l4.maglev_table_size;
+        let vip_entries = l4.max_vips * 2;
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, false)
+            .map_max_entries(maps::MAGLEV, maglev_entries)
+            .map_max_entries(maps::VIPS, vip_entries)
+            .map_max_entries(maps::VIP_STATS, l4.max_vips)
+            .map_max_entries(maps::BACKENDS, l4.max_backends)
+            .map_max_entries(maps::BACKEND_STATS, l4.max_backends)
+            .map_max_entries(maps::CONNTRACK, l4.conntrack_size)
             .load(EBPF_OBJECT)?;
         // Keep the logger alive for as long as the programs: dropping it
         // closes the log map the programs write to.
@@ -122,8 +142,22 @@ impl Datapath {
             attached: Vec::new(),
         };
         dp.pin_maps()?;
-        dp.attach_all(config, mode_override)?;
+        dp.load_program(maps::XDP_PROGRAM)?;
         Ok(dp)
+    }
+
+    fn load_program(&mut self, name: &'static str) -> Result<(), DatapathError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program {
+                name,
+                source: aya::programs::ProgramError::NotLoaded,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| DatapathError::Program { name, source })
     }
 
     fn pin_maps(&mut self) -> Result<(), DatapathError> {
@@ -142,12 +176,13 @@ impl Datapath {
         Ok(())
     }
 
-    fn attach_all(
+    /// Attaches the balancer to every configured interface.
+    pub fn attach(
         &mut self,
         config: &Config,
         mode_override: Option<XdpModeSetting>,
     ) -> Result<(), DatapathError> {
-        let name = lb_common::maps::XDP_PROGRAM;
+        let name = maps::XDP_PROGRAM;
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
@@ -156,8 +191,6 @@ impl Datapath {
                 source: aya::programs::ProgramError::NotLoaded,
             })?
             .try_into()
-            .map_err(|source| DatapathError::Program { name, source })?;
-        prog.load()
             .map_err(|source| DatapathError::Program { name, source })?;
         for iface in config.interfaces.iter() {
             let setting = mode_override.unwrap_or(iface.xdp_mode);

@@ -3,9 +3,13 @@
 
 mod bpffs;
 pub mod counters;
+pub mod l4_tables;
 mod loader;
 pub mod neighbour;
+pub mod next_hops;
 mod object;
+pub mod predict;
+pub mod state_file;
 
 pub use bpffs::{ensure_bpffs, instance_pin_dir};
 pub use loader::{Datapath, DatapathError};

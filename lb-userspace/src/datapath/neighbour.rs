@@ -58,11 +58,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const KICK_INTERVAL: Duration = Duration::from_secs(1);
 
 // Neighbour states (`NUD_*`, a bit mask on the wire).
+const NUD_INCOMPLETE: u16 = 0x01;
 const NUD_REACHABLE: u16 = 0x02;
 const NUD_STALE: u16 = 0x04;
 const NUD_DELAY: u16 = 0x08;
 const NUD_PROBE: u16 = 0x10;
-const NUD_FAILED: u16 = 0x20;
 const NUD_NOARP: u16 = 0x40;
 const NUD_PERMANENT: u16 = 0x80;
 /// States whose link-layer address may be used: the kernel's `NUD_VALID`.
@@ -174,19 +174,27 @@ pub async fn resolve(addr: IpAddr, timeout: Duration) -> Result<NextHop, Neighbo
         return found(e, &handle).await;
     }
 
-    // Ask the kernel to resolve the entry and keep it fresh.
-    let created_managed = match neigh_add_managed(&handle, next_hop, ifindex).await {
-        Ok(()) => true,
-        Err(e) => {
-            log::debug!(
-                "managed neighbour entry for {next_hop} on ifindex {ifindex} refused ({e}); \
-                 kicking resolution with NTF_USE instead"
-            );
-            neigh_kick(&handle, next_hop, ifindex).await?;
-            false
+    // Ask the kernel to resolve the entry and keep it fresh, unless a
+    // concurrent call already did (re-adding would restart its probes).
+    let already_managed = entry
+        .as_ref()
+        .is_some_and(|e| e.managed && e.state & NUD_INCOMPLETE != 0);
+    let mut created_managed = false;
+    // When resolution was last asked for with NTF_USE; `None`: not yet.
+    let mut last_kick = None;
+    if !already_managed {
+        match neigh_add_managed(&handle, next_hop, ifindex).await {
+            Ok(()) => created_managed = true,
+            Err(e) => {
+                log::debug!(
+                    "managed neighbour entry for {next_hop} on ifindex {ifindex} refused ({e}); \
+                     kicking resolution with NTF_USE instead"
+                );
+                neigh_kick(&handle, next_hop, ifindex).await?;
+                last_kick = Some(Instant::now());
+            }
         }
-    };
-    let mut last_kick = Instant::now();
+    }
 
     loop {
         let now = Instant::now();
@@ -198,14 +206,14 @@ pub async fn resolve(addr: IpAddr, timeout: Duration) -> Result<NextHop, Neighbo
         if let Some(e) = entry.take_if(|e| e.usable()) {
             return found(e, &handle).await;
         }
-        // Still being resolved (INCOMPLETE): wait. Missing (deleted under
-        // us), NONE or FAILED: ask again, now and then.
+        // INCOMPLETE: being resolved, wait. Missing (deleted under us), NONE
+        // (a kernel that ignored the managed flag) or FAILED: ask (again).
         let in_progress = entry
             .as_ref()
-            .is_some_and(|e| e.state != 0 && e.state & NUD_FAILED == 0);
-        if !in_progress && last_kick.elapsed() >= KICK_INTERVAL {
+            .is_some_and(|e| e.state & NUD_INCOMPLETE != 0);
+        if !in_progress && last_kick.is_none_or(|t: Instant| t.elapsed() >= KICK_INTERVAL) {
             neigh_kick(&handle, next_hop, ifindex).await?;
-            last_kick = Instant::now();
+            last_kick = Some(Instant::now());
         }
     }
 
@@ -320,6 +328,8 @@ async fn route_get(handle: &Handle, addr: IpAddr) -> Result<Route, NeighbourErro
 struct Neighbour {
     state: u16,
     lladdr: Vec<u8>,
+    /// Carries `NTF_EXT_MANAGED`: the kernel keeps it resolved.
+    managed: bool,
 }
 
 impl Neighbour {
@@ -348,18 +358,20 @@ async fn neigh_get(
     while let Some(reply) = replies.next().await {
         match reply.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                let lladdr = n
-                    .attributes
-                    .iter()
-                    .find_map(|a| match a {
-                        NeighbourAttribute::LinkLayerAddress(l) => Some(l.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                found = Some(Neighbour {
+                let mut entry = Neighbour {
                     state: n.header.state.into(),
-                    lladdr,
-                });
+                    ..Neighbour::default()
+                };
+                for attr in n.attributes {
+                    match attr {
+                        NeighbourAttribute::LinkLayerAddress(l) => entry.lladdr = l,
+                        NeighbourAttribute::ExtFlags(f) => {
+                            entry.managed = f.contains(NeighbourExtFlags::Managed)
+                        }
+                        _ => {}
+                    }
+                }
+                found = Some(entry);
             }
             NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => return Ok(None),
             NetlinkPayload::Error(e) => return Err(netlink_err(rtnetlink::Error::NetlinkError(e))),

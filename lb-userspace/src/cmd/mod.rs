@@ -1,0 +1,5 @@
+//! The `xlb` subcommands other than `run` (which is `crate::daemon`).
+
+pub mod decap;
+pub mod flow;
+pub mod stats;

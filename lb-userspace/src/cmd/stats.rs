@@ -1,0 +1,86 @@
+//! `xlb stats`: a running instance's XDP counters, read from its pinned
+//! maps and labelled with the names in its state file.
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::maps::{Map, MapData, PerCpuArray};
+use lb_common::{counters::PacketCounter, maps, reasons::Reason};
+use serde_json::{json, Map as JsonMap, Value};
+
+use crate::datapath::{counters, instance_pin_dir, state_file::InstanceState};
+
+fn per_cpu(pin_dir: &Path, name: &str) -> anyhow::Result<PerCpuArray<MapData, PacketCounter>> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "opening {} (is an xlb instance running with this name?)",
+            path.display()
+        )
+    })?;
+    Ok(PerCpuArray::try_from(Map::PerCpuArray(data))?)
+}
+
+fn sum(map: &PerCpuArray<MapData, PacketCounter>, index: u32) -> anyhow::Result<PacketCounter> {
+    let mut total = PacketCounter::default();
+    for c in map.get(&index, 0)?.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}
+
+fn entry(c: PacketCounter) -> Value {
+    json!({"packets": c.packets, "bytes": c.bytes})
+}
+
+/// Everything `xlb stats` shows, as JSON:
+/// `{"classes": {..}, "reasons": {..}, "vips": {name: ..}, "backends": {addr: ..}}`.
+pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
+    let pin_dir = instance_pin_dir(bpffs, instance);
+    let classes = counters::read_pinned(&pin_dir)?;
+    let mut class_obj = JsonMap::new();
+    for (name, p, b) in &classes.0 {
+        class_obj.insert((*name).into(), json!({"packets": p, "bytes": b}));
+    }
+    let reasons = per_cpu(&pin_dir, maps::REASONS)?;
+    let mut reason_obj = JsonMap::new();
+    for r in Reason::ALL {
+        reason_obj.insert(r.name().into(), entry(sum(&reasons, r as u32)?));
+    }
+    let state = InstanceState::read(instance).unwrap_or_default();
+    let vip_stats = per_cpu(&pin_dir, maps::VIP_STATS)?;
+    let mut vip_obj = JsonMap::new();
+    for (row, name) in &state.vips {
+        vip_obj.insert(name.clone(), entry(sum(&vip_stats, *row)?));
+    }
+    let backend_stats = per_cpu(&pin_dir, maps::BACKEND_STATS)?;
+    let mut backend_obj = JsonMap::new();
+    for (index, addr) in &state.backends {
+        backend_obj.insert(addr.to_string(), entry(sum(&backend_stats, *index)?));
+    }
+    Ok(json!({
+        "classes": class_obj,
+        "reasons": reason_obj,
+        "vips": vip_obj,
+        "backends": backend_obj,
+    }))
+}
+
+/// Prints the counters as tables; zero rows of reasons are left out.
+pub fn print_table(v: &Value) {
+    let section = |title: &str, obj: &Value, skip_zero: bool| {
+        println!("{title:<24} {:>14} {:>16}", "packets", "bytes");
+        if let Some(o) = obj.as_object() {
+            for (k, c) in o {
+                let p = c["packets"].as_u64().unwrap_or(0);
+                if skip_zero && p == 0 {
+                    continue;
+                }
+                println!("  {k:<22} {p:>14} {:>16}", c["bytes"].as_u64().unwrap_or(0));
+            }
+        }
+    };
+    section("protocol", &v["classes"], false);
+    section("outcome", &v["reasons"], true);
+    section("vip", &v["vips"], false);
+    section("backend", &v["backends"], false);
+}

@@ -1,0 +1,415 @@
+//! Writes the L4 configuration into the XDP maps, and changes it at run
+//! time without any packet seeing a half-written state.
+//!
+//! Each VIP owns two Maglev table halves. A change writes the half that is
+//! not live, then replaces the VIP's `VipMeta` (one hash-map update, atomic
+//! for readers of a `BPF_F_NO_PREALLOC` map) so packets switch tables at
+//! once. Backend slots are allocated in rotation and reused last, so a
+//! connection-table entry left by a removed backend cannot point at a new
+//! backend that happened to take the same index soon after.
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::IpAddr,
+};
+
+use anyhow::{bail, Context as _};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap, MapData},
+    Ebpf,
+};
+use lb_common::{
+    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
+    consts::NO_BACKEND,
+    flow::{wire_addr_v4, wire_addr_v6},
+    maps,
+    settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW},
+    vip::{
+        VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
+        VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP,
+    },
+};
+
+use super::predict;
+use crate::config::l4::{ForwardMode, HashFields, IpipSourceMode, L4Config, VipConfig};
+
+/// What userspace knows about one VIP row.
+#[derive(Debug, Clone)]
+struct VipRow {
+    row: u32,
+    meta: VipMeta,
+    key: VipKey,
+    /// Both halves as written, to write only the slots that change.
+    halves: [Vec<u32>; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BackendSlot {
+    index: u32,
+    mac: [u8; 6],
+}
+
+/// The userspace mirror of the L4 maps.
+#[derive(Debug)]
+pub struct L4Tables {
+    m: u32,
+    vips: BTreeMap<String, VipRow>,
+    free_rows: Vec<u32>,
+    backends: HashMap<IpAddr, BackendSlot>,
+    free_backends: VecDeque<u32>,
+    fragment_aliases: HashMap<VipKey, String>,
+}
+
+/// What one `apply` changed, for the log and the admin reply.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub vips_added: Vec<String>,
+    pub vips_changed: Vec<String>,
+    pub vips_removed: Vec<String>,
+    pub backends_added: Vec<IpAddr>,
+    pub backends_removed: Vec<IpAddr>,
+    /// Table slots written (both halves count).
+    pub slots_written: usize,
+}
+
+fn family(addr: &IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
+}
+
+fn wire_words(addr: &IpAddr) -> [u32; 4] {
+    match addr {
+        IpAddr::V4(a) => [wire_addr_v4(a.octets()), 0, 0, 0],
+        IpAddr::V6(a) => wire_addr_v6(a.octets()),
+    }
+}
+
+fn vip_key(v: &VipConfig) -> VipKey {
+    VipKey {
+        addr: wire_words(&v.address),
+        port: v.port.to_be(),
+        proto: v.protocol.number(),
+        family: family(&v.address),
+    }
+}
+
+fn vip_flags(v: &VipConfig) -> u32 {
+    let mut f = 0;
+    if v.hash == HashFields::ThreeTuple {
+        f |= VIP_F_HASH_NO_PORTS;
+    }
+    if !v.conntrack {
+        f |= VIP_F_NO_CONNTRACK;
+    }
+    f
+}
+
+/// The instance settings for `SETTINGS[0]`.
+pub fn settings(l4: &L4Config) -> Settings {
+    Settings {
+        maglev_size: l4.maglev_table_size,
+        flags: match l4.ipip_source.mode {
+            IpipSourceMode::Flow => SETTINGS_F_IPIP_SRC_FROM_FLOW,
+            IpipSourceMode::Fixed => 0,
+        },
+        ipip_src_v4: wire_addr_v4(l4.ipip_source.v4.octets()),
+        backend_mtu: l4.backend_mtu,
+        ipip_src_v6: wire_addr_v6(l4.ipip_source.v6.octets()),
+        new_flows_per_cpu_sec: l4.new_flows_per_cpu_sec,
+        _pad: 0,
+    }
+}
+
+impl L4Tables {
+    /// An empty mirror for maps sized by `l4` (rows and backend slots).
+    pub fn new(l4: &L4Config) -> L4Tables {
+        L4Tables {
+            m: l4.maglev_table_size,
+            vips: BTreeMap::new(),
+            free_rows: (0..l4.max_vips).rev().collect(),
+            backends: HashMap::new(),
+            free_backends: (0..l4.max_backends).collect(),
+            fragment_aliases: HashMap::new(),
+        }
+    }
+
+    /// Backend index → address, for stats and `xlb flow`.
+    pub fn backend_names(&self) -> BTreeMap<u32, IpAddr> {
+        self.backends.iter().map(|(a, s)| (s.index, *a)).collect()
+    }
+
+    /// VIP row → name.
+    pub fn vip_names(&self) -> BTreeMap<u32, String> {
+        self.vips.iter().map(|(n, r)| (r.row, n.clone())).collect()
+    }
+
+    /// Makes the maps say what `l4` says. `macs` holds the next-hop MAC of
+    /// every backend address in `l4` (resolved by the caller).
+    ///
+    /// Everything that can fail without touching the maps (table builds,
+    /// capacity) is checked first, so an error leaves the running state
+    /// unchanged.
+    pub fn apply(
+        &mut self,
+        ebpf: &mut Ebpf,
+        l4: &L4Config,
+        macs: &HashMap<IpAddr, [u8; 6]>,
+    ) -> anyhow::Result<ApplyReport> {
+        if l4.maglev_table_size != self.m {
+            bail!(
+                "maglev_table_size changed from {} to {}: the maps are sized at start, restart xlb to change it",
+                self.m,
+                l4.maglev_table_size
+            );
+        }
+        let mut report = ApplyReport::default();
+
+        // 1. Plan without side effects.
+        let mut tables = Vec::with_capacity(l4.vips.len());
+        for v in &l4.vips {
+            let t = predict::table(v, self.m)
+                .with_context(|| format!("building the Maglev table of VIP `{}`", v.name))?;
+            tables.push(t);
+        }
+        let new_vips = l4
+            .vips
+            .iter()
+            .filter(|v| !self.vips.contains_key(&v.name))
+            .count();
+        let removed_vips = self
+            .vips
+            .keys()
+            .filter(|n| !l4.vips.iter().any(|v| &v.name == *n))
+            .count();
+        if new_vips > self.free_rows.len() + removed_vips {
+            bail!(
+                "not enough VIP rows: {new_vips} new VIPs, {} free",
+                self.free_rows.len()
+            );
+        }
+        let mut wanted: Vec<IpAddr> = Vec::new();
+        for v in &l4.vips {
+            for b in &v.backends {
+                if !wanted.contains(&b.address) {
+                    wanted.push(b.address);
+                }
+            }
+        }
+        for a in &wanted {
+            if !macs.contains_key(a) {
+                bail!("no next-hop MAC for backend {a}");
+            }
+        }
+        let new_backends = wanted
+            .iter()
+            .filter(|a| !self.backends.contains_key(a))
+            .count();
+        if new_backends > self.free_backends.len() {
+            bail!(
+                "not enough backend slots: {new_backends} new backends, {} free",
+                self.free_backends.len()
+            );
+        }
+
+        // 2. Settings, then backends that are new or whose MAC changed.
+        let mut settings_map: Array<&mut MapData, Settings> =
+            Array::try_from(ebpf.map_mut(maps::SETTINGS).context("SETTINGS map")?)?;
+        settings_map.set(0, settings(l4), 0)?;
+        let mut backends_map: Array<&mut MapData, BackendMeta> =
+            Array::try_from(ebpf.map_mut(maps::BACKENDS).context("BACKENDS map")?)?;
+        for a in &wanted {
+            let mac = macs[a];
+            let slot = match self.backends.get(a) {
+                Some(s) if s.mac == mac => continue,
+                Some(s) => BackendSlot {
+                    index: s.index,
+                    mac,
+                },
+                None => {
+                    let index = self.free_backends.pop_front().expect("capacity checked");
+                    report.backends_added.push(*a);
+                    BackendSlot { index, mac }
+                }
+            };
+            let meta = BackendMeta {
+                addr: wire_words(a),
+                flags: BACKEND_F_ACTIVE | if a.is_ipv6() { BACKEND_F_V6 } else { 0 },
+                next_hop_mac: mac,
+                _pad: [0; 2],
+            };
+            backends_map
+                .set(slot.index, meta, 0)
+                .with_context(|| format!("writing backend {a}"))?;
+            self.backends.insert(*a, slot);
+        }
+
+        // 3. VIPs: write the idle half, then flip.
+        let mut maglev: Array<&mut MapData, u32> =
+            Array::try_from(ebpf.map_mut(maps::MAGLEV).context("MAGLEV map")?)?;
+        let mut pending_meta: Vec<(VipKey, VipMeta)> = Vec::new();
+        for (v, positions) in l4.vips.iter().zip(&tables) {
+            let table: Vec<u32> = positions
+                .iter()
+                .map(|&p| match p {
+                    NO_BACKEND => NO_BACKEND,
+                    p => self.backends[&v.backends[p as usize].address].index,
+                })
+                .collect();
+            let key = vip_key(v);
+            let mode = match v.mode {
+                ForwardMode::Dsr => VIP_MODE_DSR,
+                ForwardMode::Ipip => VIP_MODE_IPIP,
+            };
+            let flags = vip_flags(v);
+            match self.vips.get_mut(&v.name) {
+                Some(row) => {
+                    let live = (row.meta.table & 1) as usize;
+                    let table_same = row.halves[live] == table;
+                    let meta_same =
+                        row.meta.mode == mode && row.meta.flags == flags && row.key == key;
+                    if table_same && meta_same {
+                        continue;
+                    }
+                    let mut meta = row.meta;
+                    meta.mode = mode;
+                    meta.flags = flags;
+                    if !table_same {
+                        let idle = 1 - live;
+                        report.slots_written += write_half(
+                            &mut maglev,
+                            self.m,
+                            row.row,
+                            idle as u32,
+                            &row.halves[idle],
+                            &table,
+                        )?;
+                        row.halves[idle] = table;
+                        meta.table = idle as u32;
+                    }
+                    if row.key != key {
+                        pending_meta.push((row.key, VipMeta::default()));
+                        row.key = key;
+                    }
+                    row.meta = meta;
+                    pending_meta.push((key, meta));
+                    report.vips_changed.push(v.name.clone());
+                }
+                None => {
+                    let row = self.take_row(l4)?;
+                    let empty = Vec::new();
+                    report.slots_written +=
+                        write_half(&mut maglev, self.m, row, 0, &empty, &table)?;
+                    let meta = VipMeta {
+                        index: row,
+                        table: 0,
+                        mode,
+                        flags,
+                    };
+                    self.vips.insert(
+                        v.name.clone(),
+                        VipRow {
+                            row,
+                            meta,
+                            key,
+                            halves: [table, Vec::new()],
+                        },
+                    );
+                    pending_meta.push((key, meta));
+                    report.vips_added.push(v.name.clone());
+                }
+            }
+        }
+
+        let mut vips_map: BpfHashMap<&mut MapData, VipKey, VipMeta> =
+            BpfHashMap::try_from(ebpf.map_mut(maps::VIPS).context("VIPS map")?)?;
+        for (key, meta) in &pending_meta {
+            if *meta == VipMeta::default() {
+                // A VIP whose address/port/protocol changed: drop the old key.
+                let _ = vips_map.remove(key);
+            } else {
+                vips_map.insert(key, meta, 0)?;
+            }
+        }
+        // Removed VIPs.
+        let gone: Vec<String> = self
+            .vips
+            .keys()
+            .filter(|n| !l4.vips.iter().any(|v| &v.name == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let row = self.vips.remove(&name).expect("listed above");
+            let _ = vips_map.remove(&row.key);
+            self.free_rows.push(row.row);
+            report.vips_removed.push(name);
+        }
+        // Fragment aliases: the first VIP (in file order) on each address
+        // and protocol answers its fragments.
+        let mut aliases: HashMap<VipKey, String> = HashMap::new();
+        for v in &l4.vips {
+            let mut k = vip_key(v);
+            k.port = 0;
+            k.family |= FAMILY_FRAGMENTS;
+            aliases.entry(k).or_insert_with(|| v.name.clone());
+        }
+        for (k, name) in &aliases {
+            let meta = self.vips[name].meta;
+            vips_map.insert(k, meta, 0)?;
+        }
+        for k in self.fragment_aliases.keys() {
+            if !aliases.contains_key(k) {
+                let _ = vips_map.remove(k);
+            }
+        }
+        self.fragment_aliases = aliases;
+
+        // 4. Backends no table references any more: deactivate, reuse last.
+        let gone: Vec<IpAddr> = self
+            .backends
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        let mut backends_map: Array<&mut MapData, BackendMeta> =
+            Array::try_from(ebpf.map_mut(maps::BACKENDS).context("BACKENDS map")?)?;
+        for a in gone {
+            let slot = self.backends.remove(&a).expect("listed above");
+            backends_map.set(slot.index, BackendMeta::default(), 0)?;
+            self.free_backends.push_back(slot.index);
+            report.backends_removed.push(a);
+        }
+        Ok(report)
+    }
+
+    fn take_row(&mut self, l4: &L4Config) -> anyhow::Result<u32> {
+        self.free_rows
+            .pop()
+            .with_context(|| format!("more than max_vips = {} VIPs", l4.max_vips))
+    }
+}
+
+/// Writes `new` into half `half` of VIP row `row`, skipping slots that
+/// already hold the same value; returns the number written.
+fn write_half(
+    maglev: &mut Array<&mut MapData, u32>,
+    m: u32,
+    row: u32,
+    half: u32,
+    old: &[u32],
+    new: &[u32],
+) -> anyhow::Result<usize> {
+    let base = (row * 2 + half) * m;
+    let mut written = 0;
+    for (i, &value) in new.iter().enumerate() {
+        if old.get(i) == Some(&value) {
+            continue;
+        }
+        maglev
+            .set(base + i as u32, value, 0)
+            .with_context(|| format!("writing Maglev slot {} of row {row}", i))?;
+        written += 1;
+    }
+    Ok(written)
+}
