@@ -18,7 +18,8 @@ pub enum Reason {
     /// Forwarded by the Maglev table but not remembered: the new-flow
     /// budget for this second was spent (flood guard).
     TxFloodGuard = 5,
-    /// Forwarded ICMP error to the backend owning the embedded flow.
+    /// Forwarded an ICMP error to the backend owning the quoted flow: the
+    /// connection table's, else the Maglev table's (never inserted).
     TxIcmpToBackend = 6,
     /// Answered with ICMP "fragmentation needed"/"packet too big".
     TxIcmpTooBig = 7,
@@ -30,7 +31,9 @@ pub enum Reason {
     DropBadBackend = 10,
     /// Dropped: headroom adjustment for encapsulation failed.
     DropEncapFailed = 11,
-    /// Passed: ICMP error about a flow not in the connection table.
+    /// Passed: an ICMP error whose quote names no VIP flow (not TCP/UDP, a
+    /// later fragment, not from the address the error is sent to, or not
+    /// to a VIP).
     PassIcmpUnknownFlow = 12,
     /// Passed to the stack: an IPv6 extension-header chain longer than the
     /// parser follows.

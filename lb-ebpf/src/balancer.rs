@@ -15,7 +15,7 @@ use lb_common::{
 };
 
 use crate::{
-    encap::{self, L2},
+    encap,
     hdr::*,
     icmp,
     maps::{self, BACKENDS, CONNTRACK, FLOOD_GUARD, MAGLEV, SETTINGS, VIPS},
@@ -60,8 +60,13 @@ pub fn process(ctx: &XdpContext) -> u32 {
     let icmp_proto = if pkt.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
     let (flow, kind) = if pkt.key.proto == icmp_proto {
         match icmp::quoted_flow(ctx, &pkt) {
-            Some(f) => (f, Kind::IcmpError),
-            None => return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS),
+            icmp::Quoted::Flow(f) => (f, Kind::IcmpError),
+            icmp::Quoted::NotAnError => {
+                return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS)
+            }
+            icmp::Quoted::Unusable => {
+                return finish(Reason::PassIcmpUnknownFlow, len, xdp_action::XDP_PASS)
+            }
         }
     } else if pkt.fragment {
         (pkt.key.three_tuple(), Kind::Fragment)
@@ -69,7 +74,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
         (pkt.key, Kind::Flow)
     };
     let Some(vip) = lookup_vip(&flow, pkt.v6, kind == Kind::Fragment) else {
-        return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS);
+        let reason = if kind == Kind::IcmpError {
+            Reason::PassIcmpUnknownFlow
+        } else {
+            Reason::PassNotVip
+        };
+        return finish(reason, len, xdp_action::XDP_PASS);
     };
     maps::count_vip(vip.index, len);
     if vip.mode == VIP_MODE_L7 {
@@ -83,8 +93,13 @@ pub fn process(ctx: &XdpContext) -> u32 {
     } else {
         flow
     };
+    // Fragments never touch the connection table; ICMP errors read it (the
+    // flow's backend, if known) but never add to it: an error about a flow
+    // nobody tracks goes where the Maglev table puts that flow.
     let use_conntrack = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
-    let (index, backend, mut reason) = match select(&key, &vip, settings, use_conntrack) {
+    let may_insert = use_conntrack && kind == Kind::Flow;
+    let (index, backend, mut reason) = match select(&key, &vip, settings, use_conntrack, may_insert)
+    {
         Ok(s) => s,
         Err(r) => return finish(r, len, xdp_action::XDP_DROP),
     };
@@ -129,6 +144,7 @@ fn select(
     vip: &VipMeta,
     settings: &Settings,
     use_conntrack: bool,
+    may_insert: bool,
 ) -> Result<(u32, &'static BackendMeta, Reason), Reason> {
     if use_conntrack {
         if let Some(c) = CONNTRACK.get_ptr(key) {
@@ -162,7 +178,7 @@ fn select(
     if b.flags & BACKEND_F_ACTIVE == 0 {
         return Err(Reason::DropBadBackend);
     }
-    if !use_conntrack {
+    if !may_insert {
         return Ok((index, b, Reason::TxNewFlow));
     }
     if !flood_budget(settings.new_flows_per_cpu_sec) {
@@ -212,7 +228,7 @@ fn forward(
     len: u64,
 ) -> u32 {
     if vip.mode == VIP_MODE_DSR {
-        return match encap::rewrite_macs(ctx, backend.next_hop_mac) {
+        return match encap::rewrite_macs(ctx, &backend.next_hop_mac) {
             Some(()) => finish(reason, len, xdp_action::XDP_TX),
             None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
         };
@@ -233,9 +249,6 @@ fn forward(
             None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
         };
     }
-    let Some(l2) = L2::towards(ctx, pkt.l3_off, backend.next_hop_mac) else {
-        return finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP);
-    };
     let hash = flow_hash(key);
     let done = if pkt.v6 {
         let tc = match ptr_at::<Ipv6Hdr>(ctx, pkt.l3_off) {
@@ -246,7 +259,7 @@ fn forward(
             },
             None => 0,
         };
-        encap::ipip_v6(ctx, &l2, backend, settings, hash, pkt.ip_len, tc)
+        encap::ipip_v6(ctx, pkt.l3_off, backend, settings, hash, pkt.ip_len, tc)
     } else {
         let tos = match ptr_at::<Ipv4Hdr>(ctx, pkt.l3_off) {
             // SAFETY: bounds checked by ptr_at.
@@ -255,7 +268,7 @@ fn forward(
         };
         encap::ipip_v4(
             ctx,
-            &l2,
+            pkt.l3_off,
             backend,
             settings,
             hash,

@@ -16,74 +16,66 @@ const VLAN: usize = core::mem::size_of::<VlanHdr>();
 /// TTL / hop limit of the outer header.
 const OUTER_TTL: u8 = 64;
 
-/// The Ethernet (and VLAN) header to write in front of a rewritten packet.
-#[derive(Clone, Copy)]
-pub struct L2 {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    /// Some(tci) when the frame carried an 802.1Q tag, kept as it was.
-    pub vlan_tci: Option<[u8; 2]>,
-}
-
-impl L2 {
-    /// Reads the current frame's Ethernet header: `dst` will become our
-    /// source (the frame was addressed to us), the new destination is given.
-    #[inline(always)]
-    pub fn towards(ctx: &XdpContext, l3_off: usize, next_hop: [u8; 6]) -> Option<L2> {
-        let eth = ptr_at::<EthHdr>(ctx, 0)?;
-        // SAFETY: bounds checked by ptr_at.
-        let our_mac = unsafe { (*eth).dst };
-        let vlan_tci = if l3_off == ETH + VLAN {
-            let v = ptr_at::<VlanHdr>(ctx, ETH)?;
-            Some(unsafe { (*v).tci })
-        } else {
-            None
-        };
-        Some(L2 {
-            dst: next_hop,
-            src: our_mac,
-            vlan_tci,
-        })
-    }
-
-    /// Writes this header at the start of the frame with `ether_type`;
-    /// returns the L3 offset.
-    #[inline(always)]
-    pub fn write(&self, ctx: &XdpContext, ether_type: u16) -> Option<usize> {
-        let eth = ptr_at::<EthHdr>(ctx, 0)?;
-        // SAFETY: bounds checked by ptr_at.
-        unsafe {
-            (*eth).dst = self.dst;
-            (*eth).src = self.src;
-        }
-        match self.vlan_tci {
-            None => {
-                unsafe { (*eth).ether_type = ether_type.to_be_bytes() };
-                Some(ETH)
-            }
-            Some(tci) => {
-                let v = ptr_at::<VlanHdr>(ctx, ETH)?;
-                unsafe {
-                    (*eth).ether_type = ETH_P_8021Q.to_be_bytes();
-                    (*v).tci = tci;
-                    (*v).ether_type = ether_type.to_be_bytes();
-                }
-                Some(ETH + VLAN)
-            }
-        }
-    }
-}
-
-/// Rewrites only the MACs (DSR): the packet goes to the backend unchanged.
+/// Rewrites the MACs in place for forwarding: the new destination is
+/// `next_hop`, the new source the frame's old destination (our own MAC, as
+/// the frame was addressed to us). DSR needs nothing more.
 #[inline(always)]
-pub fn rewrite_macs(ctx: &XdpContext, next_hop: [u8; 6]) -> Option<()> {
+pub fn rewrite_macs(ctx: &XdpContext, next_hop: &[u8; 6]) -> Option<()> {
     let eth = ptr_at::<EthHdr>(ctx, 0)?;
     // SAFETY: bounds checked by ptr_at.
     unsafe {
         (*eth).src = (*eth).dst;
-        (*eth).dst = next_hop;
+        (*eth).dst = *next_hop;
     }
     Some(())
+}
+
+/// Swaps the MACs in place, to send a reply back where the frame came from.
+#[inline(always)]
+pub fn swap_macs(ctx: &XdpContext) -> Option<()> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        let src = (*eth).src;
+        (*eth).src = (*eth).dst;
+        (*eth).dst = src;
+    }
+    Some(())
+}
+
+/// After `bpf_xdp_adjust_head(-grown)`, moves the L2 header (`l3_off`
+/// bytes: 14, or 18 with an 802.1Q tag, already rewritten in place) from
+/// offset `grown` to the new start of the frame and sets its EtherType.
+/// Returns the new L3 offset (`l3_off`).
+///
+/// Copies in 4- and 2-byte words straight from packet to packet: going
+/// through byte arrays on the stack makes LLVM spill every byte to its own
+/// 8-byte slot, and BPF programs have 512 bytes of stack in all.
+#[inline(always)]
+pub fn move_l2(ctx: &XdpContext, grown: usize, l3_off: usize, ether_type: u16) -> Option<usize> {
+    let ty = ether_type.to_be_bytes();
+    if l3_off == ETH + VLAN {
+        let from = ptr_at::<[u32; 4]>(ctx, grown)?;
+        let to = ptr_at::<[u32; 4]>(ctx, 0)?;
+        let last = ptr_at::<[u8; 2]>(ctx, ETH + VLAN - 2)?;
+        // SAFETY: bounds checked by ptr_at; `grown` ≥ 20 > 18, so source
+        // and destination do not overlap.
+        unsafe {
+            core::ptr::write_unaligned(to, core::ptr::read_unaligned(from));
+            *last = ty;
+        }
+        Some(ETH + VLAN)
+    } else {
+        let from = ptr_at::<[u32; 3]>(ctx, grown)?;
+        let to = ptr_at::<[u32; 3]>(ctx, 0)?;
+        let last = ptr_at::<[u8; 2]>(ctx, ETH - 2)?;
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_unaligned(to, core::ptr::read_unaligned(from));
+            *last = ty;
+        }
+        Some(ETH)
+    }
 }
 
 /// The outer IPv4 source: fixed, or the configured /16 with the low 16
@@ -128,7 +120,7 @@ fn outer_src_v6(settings: &Settings, hash: u32) -> [u8; 16] {
 #[inline(always)]
 pub fn ipip_v4(
     ctx: &XdpContext,
-    l2: &L2,
+    l3_off: usize,
     backend: &BackendMeta,
     settings: &Settings,
     hash: u32,
@@ -138,10 +130,11 @@ pub fn ipip_v4(
 ) -> Option<()> {
     // SAFETY: adjust_head only moves ctx->data; every later access is
     // bounds-checked again against the new data/data_end.
+    rewrite_macs(ctx, &backend.next_hop_mac)?;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(V4_HDR as i32)) } != 0 {
         return None;
     }
-    let l3 = l2.write(ctx, ETH_P_IPV4)?;
+    let l3 = move_l2(ctx, V4_HDR, l3_off, ETH_P_IPV4)?;
     let ip = ptr_at::<Ipv4Hdr>(ctx, l3)?;
     let total = (inner_len as usize + V4_HDR) as u16;
     let mut hdr = [0u8; 20];
@@ -167,7 +160,7 @@ pub fn ipip_v4(
 #[inline(always)]
 pub fn ipip_v6(
     ctx: &XdpContext,
-    l2: &L2,
+    l3_off: usize,
     backend: &BackendMeta,
     settings: &Settings,
     hash: u32,
@@ -175,10 +168,11 @@ pub fn ipip_v6(
     traffic_class: u8,
 ) -> Option<()> {
     // SAFETY: see ipip_v4.
+    rewrite_macs(ctx, &backend.next_hop_mac)?;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(V6_HDR as i32)) } != 0 {
         return None;
     }
-    let l3 = l2.write(ctx, ETH_P_IPV6)?;
+    let l3 = move_l2(ctx, V6_HDR, l3_off, ETH_P_IPV6)?;
     let ip = ptr_at::<Ipv6Hdr>(ctx, l3)?;
     let flow = hash & 0x000f_ffff;
     let vtf: u32 = (6 << 28) | ((traffic_class as u32) << 20) | flow;
@@ -213,20 +207,12 @@ pub fn decap(ctx: &XdpContext) -> Decap {
         return Decap::NotIpip;
     };
     // SAFETY: bounds checked by ptr_at (here and below).
-    let (dst, src, mut ether_type) = unsafe {
-        (
-            (*eth).dst,
-            (*eth).src,
-            u16::from_be_bytes((*eth).ether_type),
-        )
-    };
+    let mut ether_type = u16::from_be_bytes(unsafe { (*eth).ether_type });
     let mut l3 = ETH;
-    let mut tci = None;
     if ether_type == ETH_P_8021Q {
         let Some(v) = ptr_at::<VlanHdr>(ctx, ETH) else {
             return Decap::NotIpip;
         };
-        tci = Some(unsafe { (*v).tci });
         ether_type = u16::from_be_bytes(unsafe { (*v).ether_type });
         l3 = ETH + VLAN;
     }
@@ -235,12 +221,23 @@ pub fn decap(ctx: &XdpContext) -> Decap {
             let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
                 return Decap::NotIpip;
             };
-            let (vihl, proto) = unsafe { ((*ip).version_ihl, (*ip).protocol) };
+            let (vihl, proto, frag) = unsafe {
+                (
+                    (*ip).version_ihl,
+                    (*ip).protocol,
+                    u16::from_be_bytes((*ip).frag_off),
+                )
+            };
             if vihl >> 4 != 4 || vihl & 0x0f < 5 || proto != IPPROTO_IPIP {
                 return Decap::NotIpip;
             }
+            // A fragment of an encapsulated packet holds only part of the
+            // inner one: leave reassembly to the stack.
+            if frag & IPV4_FRAG_MASK != 0 {
+                return Decap::NotIpip;
+            }
             let len = (vihl & 0x0f) as usize * 4;
-            // The inner packet must be IPv4 too: the Ethernet type is kept.
+            // The inner packet must be IPv4 too: the EtherType is kept.
             let Some(inner) = ptr_at::<u8>(ctx, l3 + len) else {
                 return Decap::NotIpip;
             };
@@ -253,7 +250,8 @@ pub fn decap(ctx: &XdpContext) -> Decap {
             let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3) else {
                 return Decap::NotIpip;
             };
-            if unsafe { (*ip).next_header } != IPPROTO_IPV6 {
+            let (version, next) = unsafe { ((*ip).version_tc_flow[0] >> 4, (*ip).next_header) };
+            if version != 6 || next != IPPROTO_IPV6 {
                 return Decap::NotIpip;
             }
             let Some(inner) = ptr_at::<u8>(ctx, l3 + V6_HDR) else {
@@ -266,20 +264,52 @@ pub fn decap(ctx: &XdpContext) -> Decap {
         }
         _ => return Decap::NotIpip,
     };
-    // SAFETY: shrinking the head by the outer header; all later accesses are
-    // bounds-checked against the new frame.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
+    // Move the L2 header forward over the outer header, then drop the bytes
+    // in front of it. The destination starts `outer_len` ≥ 20 bytes after
+    // the source, so the two do not overlap.
+    if !move_l2_forward(ctx, l3, outer_len) {
         return Decap::NotIpip;
     }
-    let l2 = L2 {
-        dst,
-        src,
-        vlan_tci: tci,
-    };
-    match l2.write(ctx, ether_type) {
-        Some(_) => Decap::Done,
-        None => Decap::Broken,
+    // SAFETY: shrinking the head by the outer header; the frame is only
+    // read again through bounds-checked accessors.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
+        return Decap::Broken;
     }
+    Decap::Done
+}
+
+/// Copies the first `l3` bytes (14 or 18) of the frame to offset `by`.
+#[inline(always)]
+fn move_l2_forward(ctx: &XdpContext, l3: usize, by: usize) -> bool {
+    let words = l3 / 4; // 3 or 4 whole words, then the 2-byte EtherType
+    if words == 4 {
+        let (Some(a), Some(c)) = (ptr_at::<[u32; 4]>(ctx, 0), ptr_at::<[u32; 4]>(ctx, by)) else {
+            return false;
+        };
+        let (Some(b), Some(d)) = (ptr_at::<[u8; 2]>(ctx, 16), ptr_at::<[u8; 2]>(ctx, by + 16))
+        else {
+            return false;
+        };
+        // SAFETY: bounds checked by ptr_at; no overlap (by ≥ 20).
+        unsafe {
+            core::ptr::write_unaligned(c, core::ptr::read_unaligned(a));
+            *d = *b;
+        }
+    } else {
+        let (Some(a), Some(c)) = (ptr_at::<[u32; 3]>(ctx, 0), ptr_at::<[u32; 3]>(ctx, by)) else {
+            return false;
+        };
+        let (Some(b), Some(d)) = (ptr_at::<[u8; 2]>(ctx, 12), ptr_at::<[u8; 2]>(ctx, by + 12))
+        else {
+            return false;
+        };
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_unaligned(c, core::ptr::read_unaligned(a));
+            *d = *b;
+        }
+    }
+    true
 }
 
 /// What [`decap`] did.

@@ -9,8 +9,7 @@ use aya_ebpf::{
 use lb_common::flow::FlowKey;
 
 use crate::{
-    csum,
-    encap::L2,
+    csum, encap,
     hdr::*,
     parse::{ptr_at, words, Pkt},
 };
@@ -23,23 +22,49 @@ const V6_HDR: usize = core::mem::size_of::<Ipv6Hdr>();
 /// "the first 64 bits of the original datagram's data").
 const QUOTED_L4: usize = 8;
 
+/// What an ICMP message says about a flow.
+pub enum Quoted {
+    /// Not an error message (echo, neighbour discovery, ...).
+    NotAnError,
+    /// An error, but its quote names no TCP/UDP flow from this address.
+    Unusable,
+    /// An error about this flow (client → VIP direction).
+    Flow(FlowKey),
+}
+
 /// For an ICMP error about a TCP/UDP packet, the flow of the packet it
 /// quotes, turned around: the quoted packet went from the VIP (sent by a
 /// backend) to the client, so the flow is client → VIP, the direction the
-/// connection table and the Maglev table know.
+/// connection table and the Maglev table know. The error must be addressed
+/// to the quoted packet's source, as RFC 792 / RFC 4443 errors are.
 #[inline(always)]
-pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
+pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Quoted {
     if pkt.fragment {
-        return None;
+        return Quoted::NotAnError;
     }
-    let icmp = ptr_at::<IcmpHdr>(ctx, pkt.l4_off)?;
+    let Some(icmp) = ptr_at::<IcmpHdr>(ctx, pkt.l4_off) else {
+        return Quoted::NotAnError;
+    };
     // SAFETY (all dereferences here): pointers come from ptr_at.
     let kind = unsafe { (*icmp).kind };
+    let is_error = if pkt.v6 {
+        kind == ICMPV6_DEST_UNREACH || kind == ICMPV6_PKT_TOOBIG || kind == ICMPV6_TIME_EXCEED
+    } else {
+        kind == ICMP_DEST_UNREACH || kind == ICMP_TIME_EXCEEDED
+    };
+    if !is_error {
+        return Quoted::NotAnError;
+    }
+    match quoted_error_flow(ctx, pkt) {
+        Some(f) => Quoted::Flow(f),
+        None => Quoted::Unusable,
+    }
+}
+
+#[inline(always)]
+fn quoted_error_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
     let inner = pkt.l4_off + ICMP_HDR;
     if !pkt.v6 {
-        if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED {
-            return None;
-        }
         let ip = ptr_at::<Ipv4Hdr>(ctx, inner)?;
         let ip = unsafe { &*ip };
         let ihl = (ip.version_ihl & 0x0f) as usize;
@@ -47,6 +72,13 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
             return None;
         }
         if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
+            return None;
+        }
+        // Only a first fragment (offset 0) quotes the ports.
+        if u16::from_be_bytes(ip.frag_off) & 0x1fff != 0 {
+            return None;
+        }
+        if u32::from_ne_bytes(ip.src) != pkt.key.dst[0] {
             return None;
         }
         let ports = ptr_at::<Ports>(ctx, inner + ihl * 4)?;
@@ -59,12 +91,15 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
             ip.protocol,
         ))
     } else {
-        if kind != ICMPV6_DEST_UNREACH && kind != ICMPV6_PKT_TOOBIG && kind != ICMPV6_TIME_EXCEED {
-            return None;
-        }
         let ip = ptr_at::<Ipv6Hdr>(ctx, inner)?;
         let ip = unsafe { &*ip };
+        if ip.version_tc_flow[0] >> 4 != 6 {
+            return None;
+        }
         if ip.next_header != IPPROTO_TCP && ip.next_header != IPPROTO_UDP {
+            return None;
+        }
+        if words(ip.src) != pkt.key.dst {
             return None;
         }
         let ports = ptr_at::<Ports>(ctx, inner + V6_HDR)?;
@@ -77,15 +112,6 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
             ip.next_header,
         ))
     }
-}
-
-/// The reply goes back where the packet came from: MACs swapped.
-#[inline(always)]
-fn reply_l2(ctx: &XdpContext, l3_off: usize) -> Option<L2> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: bounds checked by ptr_at.
-    let back_to = unsafe { (*eth).src };
-    L2::towards(ctx, l3_off, back_to)
 }
 
 /// Shrinks or grows the frame's tail so it is `len` bytes long.
@@ -108,32 +134,34 @@ fn set_len(ctx: &XdpContext, len: usize) -> Option<()> {
 /// a fixed size, which keeps the checksum a straight-line computation the
 /// verifier accepts. Oversized DF packets with IP options are rare enough
 /// that they are simply dropped (and counted) instead.
-#[inline(always)]
+///
+/// Not inlined: its buffers would otherwise sit in the balancer's stack
+/// frame on every packet (BPF has 512 bytes of stack in all).
+#[inline(never)]
 pub fn too_big_v4(ctx: &XdpContext, pkt: &Pkt, mtu: u32) -> Option<()> {
     const QUOTE: usize = V4_HDR + QUOTED_L4;
+    const PREPEND: usize = V4_HDR + ICMP_HDR;
     if pkt.l4_off - pkt.l3_off != V4_HDR {
         return None;
     }
-    let l2 = reply_l2(ctx, pkt.l3_off)?;
-    let orig = ptr_at::<[u8; QUOTE]>(ctx, pkt.l3_off)?;
+    ptr_at::<[u8; QUOTE]>(ctx, pkt.l3_off)?;
+    encap::swap_macs(ctx)?;
+    let orig = ptr_at::<Ipv4Hdr>(ctx, pkt.l3_off)?;
     // SAFETY: bounds checked by ptr_at.
-    let quoted: [u8; QUOTE] = unsafe { core::ptr::read_unaligned(orig) };
-    let mut client = [0u8; 4];
-    client.copy_from_slice(&quoted[12..16]);
-    let mut vip = [0u8; 4];
-    vip.copy_from_slice(&quoted[16..20]);
+    let (client, vip) = unsafe { ((*orig).src, (*orig).dst) };
 
-    let prepend = V4_HDR + ICMP_HDR;
+    // Prepending the new IP and ICMP headers leaves the original IP header
+    // and the 8 bytes after it exactly where the quote belongs.
     // SAFETY: see set_len; everything below is re-checked.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(prepend as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(PREPEND as i32)) } != 0 {
         return None;
     }
-    set_len(ctx, pkt.l3_off + prepend + QUOTE)?;
-    let l3 = l2.write(ctx, ETH_P_IPV4)?;
+    set_len(ctx, pkt.l3_off + PREPEND + QUOTE)?;
+    let l3 = encap::move_l2(ctx, PREPEND, pkt.l3_off, ETH_P_IPV4)?;
 
     let mut hdr = [0u8; 20];
     hdr[0] = 0x45;
-    hdr[2..4].copy_from_slice(&((prepend + QUOTE) as u16).to_be_bytes());
+    hdr[2..4].copy_from_slice(&((PREPEND + QUOTE) as u16).to_be_bytes());
     hdr[8] = 64;
     hdr[9] = IPPROTO_ICMP;
     hdr[12..16].copy_from_slice(&vip);
@@ -155,68 +183,61 @@ pub fn too_big_v4(ctx: &XdpContext, pkt: &Pkt, mtu: u32) -> Option<()> {
         mtu16[0],
         mtu16[1],
     ];
-    let check = csum::fold(csum::add(csum::add(0, &icmp), &quoted)).to_be_bytes();
+    let sum = csum::add_frame::<QUOTE>(ctx, csum::add(0, &icmp), l3 + PREPEND)?;
+    let check = csum::fold(sum).to_be_bytes();
     icmp[2] = check[0];
     icmp[3] = check[1];
-    let out = ptr_at::<[u8; ICMP_HDR + QUOTE]>(ctx, l3 + V4_HDR)?;
-    let mut body = [0u8; ICMP_HDR + QUOTE];
-    body[..ICMP_HDR].copy_from_slice(&icmp);
-    body[ICMP_HDR..].copy_from_slice(&quoted);
+    let out = ptr_at::<[u8; ICMP_HDR]>(ctx, l3 + V4_HDR)?;
     // SAFETY: bounds checked by ptr_at.
-    unsafe { core::ptr::write_unaligned(out, body) };
+    unsafe { core::ptr::write_unaligned(out, icmp) };
     Some(())
 }
 
 /// Turns the IPv6 packet in `ctx` into an ICMPv6 "packet too big" to its
 /// sender advertising `mtu`, quoting the first 48 bytes of the original
 /// (its IPv6 header and 8 bytes more: all a sender needs to find the
-/// connection). The caller sends it with `XDP_TX`.
-#[inline(always)]
+/// connection). The caller sends it with `XDP_TX`. Not inlined, as above.
+#[inline(never)]
 pub fn too_big_v6(ctx: &XdpContext, pkt: &Pkt, mtu: u32) -> Option<()> {
     const QUOTE: usize = V6_HDR + QUOTED_L4;
-    let l2 = reply_l2(ctx, pkt.l3_off)?;
-    let orig = ptr_at::<[u8; QUOTE]>(ctx, pkt.l3_off)?;
-    // SAFETY: bounds checked by ptr_at.
-    let quoted: [u8; QUOTE] = unsafe { core::ptr::read_unaligned(orig) };
-    let mut client = [0u8; 16];
-    client.copy_from_slice(&quoted[8..24]);
-    let mut vip = [0u8; 16];
-    vip.copy_from_slice(&quoted[24..40]);
+    const PREPEND: usize = V6_HDR + ICMP_HDR;
+    ptr_at::<[u8; QUOTE]>(ctx, pkt.l3_off)?;
+    encap::swap_macs(ctx)?;
 
-    let prepend = V6_HDR + ICMP_HDR;
+    // Prepending the new IPv6 and ICMPv6 headers leaves the original IPv6
+    // header and the 8 bytes after it exactly where the quote belongs.
     // SAFETY: see set_len; everything below is re-checked.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(prepend as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(PREPEND as i32)) } != 0 {
         return None;
     }
-    set_len(ctx, pkt.l3_off + prepend + QUOTE)?;
-    let l3 = l2.write(ctx, ETH_P_IPV6)?;
+    set_len(ctx, pkt.l3_off + PREPEND + QUOTE)?;
+    let l3 = encap::move_l2(ctx, PREPEND, pkt.l3_off, ETH_P_IPV6)?;
     let ip = ptr_at::<Ipv6Hdr>(ctx, l3)?;
+    let quoted = ptr_at::<Ipv6Hdr>(ctx, l3 + PREPEND)?;
     let payload_len = (ICMP_HDR + QUOTE) as u16;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: bounds checked by ptr_at; the two headers do not overlap.
     unsafe {
         (*ip).version_tc_flow = [0x60, 0, 0, 0];
         (*ip).payload_len = payload_len.to_be_bytes();
         (*ip).next_header = IPPROTO_ICMPV6;
         (*ip).hop_limit = 64;
-        (*ip).src = vip;
-        (*ip).dst = client;
+        // From the VIP (the original destination) back to the client.
+        (*ip).src = (*quoted).dst;
+        (*ip).dst = (*quoted).src;
     }
     let m = mtu.to_be_bytes();
     let mut icmp = [ICMPV6_PKT_TOOBIG, 0, 0, 0, m[0], m[1], m[2], m[3]];
-    // Pseudo-header (RFC 8200 §8.1): addresses, upper-layer length, next header.
-    let mut sum = csum::add(0, &vip);
-    sum = csum::add(sum, &client);
+    // Pseudo-header (RFC 8200 §8.1): both addresses (bytes 8..40 of the new
+    // header), upper-layer length, next header; then ICMPv6 and the quote.
+    let mut sum = csum::add_frame::<32>(ctx, 0, l3 + 8)?;
     sum += payload_len as u32 + IPPROTO_ICMPV6 as u32;
     sum = csum::add(sum, &icmp);
-    sum = csum::add(sum, &quoted);
+    sum = csum::add_frame::<QUOTE>(ctx, sum, l3 + PREPEND)?;
     let check = csum::fold(sum).to_be_bytes();
     icmp[2] = check[0];
     icmp[3] = check[1];
-    let out = ptr_at::<[u8; ICMP_HDR + QUOTE]>(ctx, l3 + V6_HDR)?;
-    let mut body = [0u8; ICMP_HDR + QUOTE];
-    body[..ICMP_HDR].copy_from_slice(&icmp);
-    body[ICMP_HDR..].copy_from_slice(&quoted);
+    let out = ptr_at::<[u8; ICMP_HDR]>(ctx, l3 + V6_HDR)?;
     // SAFETY: bounds checked by ptr_at.
-    unsafe { core::ptr::write_unaligned(out, body) };
+    unsafe { core::ptr::write_unaligned(out, icmp) };
     Some(())
 }

@@ -3,6 +3,7 @@
 #![no_main]
 
 mod balancer;
+mod bench;
 mod csum;
 mod encap;
 mod hdr;
@@ -39,6 +40,26 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
     }
+}
+
+/// Benchmark baseline only (never attached by xlb): MAC swap + `XDP_TX`.
+#[xdp]
+pub fn xlb_bench_swap(ctx: XdpContext) -> u32 {
+    bench::mac_swap_tx(&ctx)
+}
+
+/// Benchmark only (never attached by xlb): drops everything.
+#[xdp]
+pub fn xlb_bench_sink(ctx: XdpContext) -> u32 {
+    bench::sink(&ctx)
+}
+
+/// Benchmark only (never attached by xlb): the balancer, after restoring
+/// the timed frame's Ethernet header (see `bench::restore_eth`).
+#[xdp]
+pub fn xlb_bench_balancer(ctx: XdpContext) -> u32 {
+    bench::restore_eth(&ctx);
+    balancer::process(&ctx)
 }
 
 #[cfg(not(test))]

@@ -24,7 +24,12 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
         return None;
     }
     let start = ctx.data();
-    let end = ctx.data_end();
+    // A volatile load of data_end: LLVM may otherwise prove this check
+    // redundant from an earlier, stricter one against a *scalar* bound (the
+    // IP length, say) and delete it, leaving the verifier, which only trusts
+    // comparisons against data_end itself, without a bound.
+    // SAFETY: ctx.ctx points at the kernel's xdp_md for this run.
+    let end = unsafe { core::ptr::read_volatile(&(*ctx.ctx).data_end) } as usize;
     if start + offset + core::mem::size_of::<T>() > end {
         return None;
     }
@@ -105,7 +110,11 @@ fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     }
     let hdr_len = ihl * 4;
     let total_len = be16(ip.total_len) as usize;
-    if total_len < hdr_len {
+    // A datagram longer than the frame that carries it is truncated
+    // (RFC 1812 §5.2.2): never forward it, and never read "its" bytes
+    // from whatever follows in the buffer.
+    let ip_end = l3_off + total_len;
+    if total_len < hdr_len || ip_end > ctx.data_end() - ctx.data() {
         return Parsed::Malformed;
     }
     let l4_off = l3_off + hdr_len;
@@ -115,7 +124,7 @@ fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let (src_port, dst_port) = if fragment {
         (0, 0)
     } else {
-        match ports(ctx, l4_off, proto) {
+        match ports(ctx, l4_off, ip_end, proto) {
             Ok(p) => p,
             Err(()) => return Parsed::Malformed,
         }
@@ -153,6 +162,12 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     if ip.version_tc_flow[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
+    // See parse_v4: the datagram must fit in the frame.
+    let ip_len = be16(ip.payload_len) as usize + core::mem::size_of::<Ipv6Hdr>();
+    let ip_end = l3_off + ip_len;
+    if ip_end > ctx.data_end() - ctx.data() {
+        return Parsed::Malformed;
+    }
     let mut next = ip.next_header;
     let mut l4_off = l3_off + core::mem::size_of::<Ipv6Hdr>();
     let mut fragment = false;
@@ -176,6 +191,12 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
             }
             _ => break,
         }
+        // Behind a Fragment header, a non-first fragment carries data, not
+        // headers (RFC 8200 §4.5): every fragment is keyed by the Fragment
+        // header's next header, so all of a datagram's fragments agree.
+        if fragment {
+            break;
+        }
     }
     if matches!(
         next,
@@ -186,7 +207,7 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let (src_port, dst_port) = if fragment {
         (0, 0)
     } else {
-        match ports(ctx, l4_off, next) {
+        match ports(ctx, l4_off, ip_end, next) {
             Ok(p) => p,
             Err(()) => return Parsed::Malformed,
         }
@@ -199,7 +220,7 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
         key,
         fragment,
         dont_frag: true,
-        ip_len: be16(ip.payload_len) as u32 + core::mem::size_of::<Ipv6Hdr>() as u32,
+        ip_len: ip_len as u32,
         class: match next {
             IPPROTO_TCP => ProtoClass::Tcp6,
             IPPROTO_UDP => ProtoClass::Udp6,
@@ -210,10 +231,14 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
 }
 
 /// TCP/UDP ports as loaded (network byte order); zero for other protocols.
+/// The ports must lie inside the datagram (`ip_end`), not just the frame.
 #[inline(always)]
-fn ports(ctx: &XdpContext, l4_off: usize, proto: u8) -> Result<(u16, u16), ()> {
+fn ports(ctx: &XdpContext, l4_off: usize, ip_end: usize, proto: u8) -> Result<(u16, u16), ()> {
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Ok((0, 0));
+    }
+    if l4_off + core::mem::size_of::<Ports>() > ip_end {
+        return Err(());
     }
     let p = ptr_at::<Ports>(ctx, l4_off).ok_or(())?;
     let p = unsafe { &*p };

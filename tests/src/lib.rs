@@ -3,6 +3,7 @@
 //! from outside. Everything created is removed on drop, also when a test
 //! panics.
 
+pub mod l4bed;
 pub mod names;
 pub mod netns;
 pub mod privilege;

@@ -248,7 +248,8 @@ impl L4Tables {
         // 3. VIPs: write the idle half, then flip.
         let mut maglev: Array<&mut MapData, u32> =
             Array::try_from(ebpf.map_mut(maps::MAGLEV).context("MAGLEV map")?)?;
-        let mut pending_meta: Vec<(VipKey, VipMeta)> = Vec::new();
+        // (key, Some(meta)) to write, (key, None) to remove.
+        let mut pending_meta: Vec<(VipKey, Option<VipMeta>)> = Vec::new();
         for (v, positions) in l4.vips.iter().zip(&tables) {
             let table: Vec<u32> = positions
                 .iter()
@@ -289,11 +290,11 @@ impl L4Tables {
                         meta.table = idle as u32;
                     }
                     if row.key != key {
-                        pending_meta.push((row.key, VipMeta::default()));
+                        pending_meta.push((row.key, None));
                         row.key = key;
                     }
                     row.meta = meta;
-                    pending_meta.push((key, meta));
+                    pending_meta.push((key, Some(meta)));
                     report.vips_changed.push(v.name.clone());
                 }
                 None => {
@@ -316,7 +317,7 @@ impl L4Tables {
                             halves: [table, Vec::new()],
                         },
                     );
-                    pending_meta.push((key, meta));
+                    pending_meta.push((key, Some(meta)));
                     report.vips_added.push(v.name.clone());
                 }
             }
@@ -325,11 +326,12 @@ impl L4Tables {
         let mut vips_map: BpfHashMap<&mut MapData, VipKey, VipMeta> =
             BpfHashMap::try_from(ebpf.map_mut(maps::VIPS).context("VIPS map")?)?;
         for (key, meta) in &pending_meta {
-            if *meta == VipMeta::default() {
+            match meta {
+                Some(meta) => vips_map.insert(key, meta, 0)?,
                 // A VIP whose address/port/protocol changed: drop the old key.
-                let _ = vips_map.remove(key);
-            } else {
-                vips_map.insert(key, meta, 0)?;
+                None => {
+                    let _ = vips_map.remove(key);
+                }
             }
         }
         // Removed VIPs.

@@ -1,0 +1,752 @@
+//! A userspace model of the balancer's decision, written from the
+//! documented semantics (lb-common's docs, the RFCs), not from the eBPF
+//! code: it parses frames by hand, looks VIPs, the connection table and the
+//! Maglev tables up in its own copies, and builds the frame it expects on
+//! the wire. The differential test runs it next to the kernel.
+//!
+//! The model is strict where the RFCs are; [`Quirks`] switch on, one by
+//! one, behaviours of the datapath that the model considers wrong, so that
+//! a disagreement can be attributed to a known cause.
+use std::collections::HashMap;
+
+use lb_common::{
+    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
+    conntrack::ConnValue,
+    consts::{MAX_BACKENDS, MAX_VIPS, NO_BACKEND},
+    flow::{FlowKey, FLOW_HASH_SEED},
+    maglev::murmur3_32,
+    reasons::Reason,
+    settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW},
+    vip::{
+        VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
+        VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
+    },
+};
+
+use super::frame::checksum;
+use super::loader::{XDP_DROP, XDP_PASS, XDP_TX};
+
+/// Datapath behaviours the strict model does not share (see the test's
+/// report for why each is a bug).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// Ignore the IP total length / payload length: read headers up to the
+    /// end of the frame, accept frames shorter than the IP length.
+    pub ip_length_ignored: bool,
+    /// An ICMP error about a VIP flow missing from the connection table is
+    /// forwarded by the Maglev table (and inserted), not passed.
+    pub icmp_unknown_forwarded: bool,
+    /// The IPv6 header chain is followed past a Fragment header — into
+    /// fragment data for non-first fragments (RFC 8200 §4.5) — so the
+    /// fragments of one datagram can be keyed differently.
+    pub v6_fragment_chain_followed: bool,
+    /// The version of the IPv6 header quoted in an ICMPv6 error is not
+    /// checked.
+    pub icmp6_quoted_version_unchecked: bool,
+    /// Ports are read from a quoted IPv4 datagram that is a non-first
+    /// fragment (whose first bytes are not an L4 header).
+    pub icmp4_quoted_fragment_ports: bool,
+    /// The ICMP error's destination is not required to be the quoted
+    /// datagram's source (the VIP).
+    pub icmp_outer_dst_unchecked: bool,
+}
+
+impl Quirks {
+    /// The model as written from the specification.
+    pub const STRICT: Quirks = Quirks {
+        ip_length_ignored: false,
+        icmp_unknown_forwarded: false,
+        v6_fragment_chain_followed: false,
+        icmp6_quoted_version_unchecked: false,
+        icmp4_quoted_fragment_ports: false,
+        icmp_outer_dst_unchecked: false,
+    };
+
+    /// Every quirk on: what the datapath does today.
+    pub const ALL: Quirks = Quirks {
+        ip_length_ignored: true,
+        icmp_unknown_forwarded: true,
+        v6_fragment_chain_followed: true,
+        icmp6_quoted_version_unchecked: true,
+        icmp4_quoted_fragment_ports: true,
+        icmp_outer_dst_unchecked: true,
+    };
+
+    /// Both sets of quirks.
+    pub fn or(&self, o: &Quirks) -> Quirks {
+        Quirks {
+            ip_length_ignored: self.ip_length_ignored || o.ip_length_ignored,
+            icmp_unknown_forwarded: self.icmp_unknown_forwarded || o.icmp_unknown_forwarded,
+            v6_fragment_chain_followed: self.v6_fragment_chain_followed
+                || o.v6_fragment_chain_followed,
+            icmp6_quoted_version_unchecked: self.icmp6_quoted_version_unchecked
+                || o.icmp6_quoted_version_unchecked,
+            icmp4_quoted_fragment_ports: self.icmp4_quoted_fragment_ports
+                || o.icmp4_quoted_fragment_ports,
+            icmp_outer_dst_unchecked: self.icmp_outer_dst_unchecked || o.icmp_outer_dst_unchecked,
+        }
+    }
+
+    /// Each single quirk with its name.
+    pub fn singles() -> Vec<(&'static str, Quirks)> {
+        let s = Quirks::STRICT;
+        vec![
+            (
+                "ip-length-ignored",
+                Quirks {
+                    ip_length_ignored: true,
+                    ..s
+                },
+            ),
+            (
+                "icmp-unknown-flow-forwarded",
+                Quirks {
+                    icmp_unknown_forwarded: true,
+                    ..s
+                },
+            ),
+            (
+                "v6-fragment-chain-followed",
+                Quirks {
+                    v6_fragment_chain_followed: true,
+                    ..s
+                },
+            ),
+            (
+                "icmp6-quoted-version-unchecked",
+                Quirks {
+                    icmp6_quoted_version_unchecked: true,
+                    ..s
+                },
+            ),
+            (
+                "icmp4-quoted-fragment-ports",
+                Quirks {
+                    icmp4_quoted_fragment_ports: true,
+                    ..s
+                },
+            ),
+            (
+                "icmp-outer-dst-unchecked",
+                Quirks {
+                    icmp_outer_dst_unchecked: true,
+                    ..s
+                },
+            ),
+        ]
+    }
+}
+
+/// A flow as the model sees it: wire bytes (IPv4 in the first 4 bytes of
+/// each address, the rest zero).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+}
+
+impl Key {
+    /// The key without ports.
+    pub fn three_tuple(&self) -> Key {
+        Key {
+            sport: [0; 2],
+            dport: [0; 2],
+            ..*self
+        }
+    }
+
+    /// MurmurHash3 x86_32 (bytewise reference) of the 40-byte image
+    /// `src ‖ dst ‖ sport ‖ dport ‖ proto ‖ 0 0 0` with the documented seed.
+    pub fn hash(&self) -> u32 {
+        let mut b = Vec::with_capacity(40);
+        b.extend_from_slice(&self.src);
+        b.extend_from_slice(&self.dst);
+        b.extend_from_slice(&self.sport);
+        b.extend_from_slice(&self.dport);
+        b.extend_from_slice(&[self.proto, 0, 0, 0]);
+        murmur3_32(&b, FLOW_HASH_SEED)
+    }
+
+    /// The same flow as the map key type.
+    pub fn flow_key(&self) -> FlowKey {
+        let w = |a: &[u8; 16]| {
+            [
+                u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+                u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+                u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+                u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+            ]
+        };
+        FlowKey::v6(
+            w(&self.src),
+            w(&self.dst),
+            u16::from_ne_bytes(self.sport),
+            u16::from_ne_bytes(self.dport),
+            self.proto,
+        )
+    }
+}
+
+/// A model address field from IPv4 octets.
+pub fn a4(o: [u8; 4]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&o);
+    a
+}
+
+/// What the model expects the program to do with one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub action: u32,
+    pub reason: Reason,
+    /// The frame after the program (the input itself unless `XDP_TX`).
+    pub out: Vec<u8>,
+    /// The connection-table key the decision consulted, if any.
+    pub ct_key: Option<Key>,
+    /// The entry the decision writes.
+    pub ct_insert: Option<(Key, ConnValue)>,
+}
+
+/// The model's copy of the datapath's configuration and state.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub settings: Settings,
+    pub vips: HashMap<VipKey, VipMeta>,
+    pub backends: HashMap<u32, BackendMeta>,
+    /// Maglev halves by (VIP row, half); a missing one is all zeros, as an
+    /// untouched BPF array is.
+    pub tables: HashMap<(u32, u32), Vec<u32>>,
+    pub conntrack: HashMap<Key, ConnValue>,
+    /// Connection-table inserts made so far (the model assumes the
+    /// configured budget is never reached within one window).
+    pub inserts: u64,
+}
+
+const ETH: usize = 14;
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// The result of parsing, before any lookup.
+enum Parse {
+    Ip(Ip),
+    NonIp,
+    Malformed,
+    Unsupported,
+}
+
+struct Ip {
+    l3: usize,
+    /// Where reads must stop: the end of the IP packet (strict) or of the
+    /// frame (quirk).
+    bound: usize,
+    l4: usize,
+    v6: bool,
+    ihl_bytes: usize,
+    key: Key,
+    fragment: bool,
+    dont_frag: bool,
+    ip_len: u32,
+}
+
+impl Model {
+    fn parse(&self, f: &[u8], q: Quirks) -> Parse {
+        if f.len() < ETH {
+            return Parse::Malformed;
+        }
+        let mut l3 = ETH;
+        let mut et = be16(f, 12);
+        if et == 0x8100 {
+            if f.len() < ETH + 4 {
+                return Parse::Malformed;
+            }
+            et = be16(f, 16);
+            l3 += 4;
+        }
+        match et {
+            0x0800 => self.parse_v4(f, l3, q),
+            0x86dd => self.parse_v6(f, l3, q),
+            _ => Parse::NonIp,
+        }
+    }
+
+    fn parse_v4(&self, f: &[u8], l3: usize, q: Quirks) -> Parse {
+        if f.len() < l3 + 20 {
+            return Parse::Malformed;
+        }
+        let ihl = (f[l3] & 0x0f) as usize;
+        if f[l3] >> 4 != 4 || ihl < 5 {
+            return Parse::Malformed;
+        }
+        let total = be16(f, l3 + 2) as usize;
+        if total < ihl * 4 {
+            return Parse::Malformed;
+        }
+        // RFC 1812 §5.2.2: the link layer must hold the whole datagram.
+        let bound = if q.ip_length_ignored {
+            f.len()
+        } else {
+            if l3 + total > f.len() {
+                return Parse::Malformed;
+            }
+            l3 + total
+        };
+        let l4 = l3 + ihl * 4;
+        let frag = be16(f, l3 + 6);
+        let fragment = frag & 0x3fff != 0;
+        let proto = f[l3 + 9];
+        let mut key = Key {
+            src: a4([f[l3 + 12], f[l3 + 13], f[l3 + 14], f[l3 + 15]]),
+            dst: a4([f[l3 + 16], f[l3 + 17], f[l3 + 18], f[l3 + 19]]),
+            sport: [0; 2],
+            dport: [0; 2],
+            proto,
+        };
+        if !fragment && (proto == 6 || proto == 17) {
+            if l4 + 4 > bound {
+                return Parse::Malformed;
+            }
+            key.sport = [f[l4], f[l4 + 1]];
+            key.dport = [f[l4 + 2], f[l4 + 3]];
+        }
+        Parse::Ip(Ip {
+            l3,
+            bound,
+            l4,
+            v6: false,
+            ihl_bytes: ihl * 4,
+            key,
+            fragment,
+            dont_frag: frag & 0x4000 != 0,
+            ip_len: total as u32,
+        })
+    }
+
+    fn parse_v6(&self, f: &[u8], l3: usize, q: Quirks) -> Parse {
+        if f.len() < l3 + 40 {
+            return Parse::Malformed;
+        }
+        if f[l3] >> 4 != 6 {
+            return Parse::Malformed;
+        }
+        let plen = be16(f, l3 + 4) as usize;
+        let bound = if q.ip_length_ignored {
+            f.len()
+        } else {
+            if l3 + 40 + plen > f.len() {
+                return Parse::Malformed;
+            }
+            l3 + 40 + plen
+        };
+        let mut next = f[l3 + 6];
+        let mut off = l3 + 40;
+        let mut fragment = false;
+        let is_ext = |n: u8| matches!(n, 0 | 43 | 60 | 44);
+        // The datapath follows at most four extension headers.
+        for _ in 0..4 {
+            match next {
+                0 | 43 | 60 => {
+                    if off + 8 > bound {
+                        return Parse::Malformed;
+                    }
+                    next = f[off];
+                    off += (f[off + 1] as usize + 1) * 8;
+                }
+                44 => {
+                    if off + 8 > bound {
+                        return Parse::Malformed;
+                    }
+                    next = f[off];
+                    off += 8;
+                    fragment = true;
+                    // RFC 8200 §4.5: after the Fragment header of a
+                    // non-first fragment comes fragment data, not headers;
+                    // so the chain ends here for every fragment, and all
+                    // fragments of a datagram get the same key (its Next
+                    // Header; an extension header there is unsupported).
+                    if !q.v6_fragment_chain_followed {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if is_ext(next) {
+            return Parse::Unsupported;
+        }
+        let mut key = Key {
+            src: f[l3 + 8..l3 + 24].try_into().unwrap(),
+            dst: f[l3 + 24..l3 + 40].try_into().unwrap(),
+            sport: [0; 2],
+            dport: [0; 2],
+            proto: next,
+        };
+        if !fragment && (next == 6 || next == 17) {
+            if off + 4 > bound {
+                return Parse::Malformed;
+            }
+            key.sport = [f[off], f[off + 1]];
+            key.dport = [f[off + 2], f[off + 3]];
+        }
+        Parse::Ip(Ip {
+            l3,
+            bound,
+            l4: off,
+            v6: true,
+            ihl_bytes: 40,
+            key,
+            fragment,
+            dont_frag: true,
+            ip_len: 40 + plen as u32,
+        })
+    }
+
+    /// The client → VIP flow an ICMP error is about, if it is one.
+    fn quoted_flow(&self, f: &[u8], ip: &Ip, q: Quirks) -> Option<Key> {
+        if ip.fragment || ip.l4 + 8 > ip.bound {
+            return None;
+        }
+        let kind = f[ip.l4];
+        let inner = ip.l4 + 8;
+        let key = if !ip.v6 {
+            if kind != 3 && kind != 11 {
+                return None;
+            }
+            if inner + 20 > ip.bound {
+                return None;
+            }
+            let ihl = (f[inner] & 0x0f) as usize;
+            if f[inner] >> 4 != 4 || ihl < 5 {
+                return None;
+            }
+            let proto = f[inner + 9];
+            if proto != 6 && proto != 17 {
+                return None;
+            }
+            if !q.icmp4_quoted_fragment_ports && be16(f, inner + 6) & 0x1fff != 0 {
+                return None;
+            }
+            let p = inner + ihl * 4;
+            if p + 4 > ip.bound {
+                return None;
+            }
+            Key {
+                src: a4(f[inner + 16..inner + 20].try_into().unwrap()),
+                dst: a4(f[inner + 12..inner + 16].try_into().unwrap()),
+                sport: [f[p + 2], f[p + 3]],
+                dport: [f[p], f[p + 1]],
+                proto,
+            }
+        } else {
+            if kind != 1 && kind != 2 && kind != 3 {
+                return None;
+            }
+            if inner + 40 > ip.bound {
+                return None;
+            }
+            if !q.icmp6_quoted_version_unchecked && f[inner] >> 4 != 6 {
+                return None;
+            }
+            let nh = f[inner + 6];
+            if nh != 6 && nh != 17 {
+                return None;
+            }
+            let p = inner + 40;
+            if p + 4 > ip.bound {
+                return None;
+            }
+            Key {
+                src: f[inner + 24..inner + 40].try_into().unwrap(),
+                dst: f[inner + 8..inner + 24].try_into().unwrap(),
+                sport: [f[p + 2], f[p + 3]],
+                dport: [f[p], f[p + 1]],
+                proto: nh,
+            }
+        };
+        // The error is sent to the source of the quoted datagram: the VIP.
+        if !q.icmp_outer_dst_unchecked && key.dst != ip.key.dst {
+            return None;
+        }
+        Some(key)
+    }
+
+    fn lookup_vip(&self, flow: &Key, v6: bool, fragment: bool) -> Option<VipMeta> {
+        let family = if v6 { FAMILY_V6 } else { FAMILY_V4 };
+        let k = Key::flow_key(flow);
+        let mut vk = VipKey {
+            addr: k.dst,
+            port: k.dst_port,
+            proto: flow.proto,
+            family,
+        };
+        if fragment {
+            vk.port = 0;
+            vk.family |= FAMILY_FRAGMENTS;
+            return self.vips.get(&vk).copied();
+        }
+        if let Some(v) = self.vips.get(&vk) {
+            return Some(*v);
+        }
+        vk.port = 0;
+        self.vips.get(&vk).copied()
+    }
+
+    fn backend(&self, index: u32) -> Option<BackendMeta> {
+        if index >= MAX_BACKENDS {
+            return None;
+        }
+        Some(self.backends.get(&index).copied().unwrap_or_default())
+    }
+
+    /// What the program should do with `f`; does not change the model
+    /// (see [`Model::apply`]).
+    pub fn decide(&self, f: &[u8], q: Quirks) -> Decision {
+        let pass = |reason| Decision {
+            action: XDP_PASS,
+            reason,
+            out: f.to_vec(),
+            ct_key: None,
+            ct_insert: None,
+        };
+        let ip = match self.parse(f, q) {
+            Parse::Ip(ip) => ip,
+            Parse::NonIp => return pass(Reason::PassNonIp),
+            Parse::Malformed => return pass(Reason::PassMalformed),
+            Parse::Unsupported => return pass(Reason::PassUnsupportedHeader),
+        };
+        #[derive(PartialEq)]
+        enum Kind {
+            Flow,
+            Fragment,
+            IcmpError,
+        }
+        let icmp = if ip.v6 { 58 } else { 1 };
+        let (flow, kind) = if ip.key.proto == icmp {
+            match self.quoted_flow(f, &ip, q) {
+                Some(k) => (k, Kind::IcmpError),
+                None => return pass(Reason::PassNotVip),
+            }
+        } else if ip.fragment {
+            (ip.key.three_tuple(), Kind::Fragment)
+        } else {
+            (ip.key, Kind::Flow)
+        };
+        let Some(vip) = self.lookup_vip(&flow, ip.v6, kind == Kind::Fragment) else {
+            return pass(Reason::PassNotVip);
+        };
+        if vip.mode == VIP_MODE_L7 {
+            return pass(Reason::PassL7);
+        }
+        let drop = |reason, ct_insert| Decision {
+            action: XDP_DROP,
+            reason,
+            out: f.to_vec(),
+            ct_key: None,
+            ct_insert,
+        };
+        let key = if vip.flags & VIP_F_HASH_NO_PORTS != 0 {
+            flow.three_tuple()
+        } else {
+            flow
+        };
+        let use_ct = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
+
+        // Connection table first, then the Maglev table.
+        let mut chosen: Option<(u32, BackendMeta, Reason)> = None;
+        if use_ct {
+            if let Some(c) = self.conntrack.get(&key) {
+                if c.vip == vip.index {
+                    if let Some(b) = self.backend(c.backend) {
+                        if b.flags & BACKEND_F_ACTIVE != 0 {
+                            chosen = Some((c.backend, b, Reason::TxConntrackHit));
+                        }
+                    }
+                }
+            }
+        }
+        let mut ct_insert = None;
+        if chosen.is_none() {
+            if kind == Kind::IcmpError && use_ct && !q.icmp_unknown_forwarded {
+                // lb_common::reasons: "ICMP error about a flow not in the
+                // connection table" is passed.
+                let mut d = pass(Reason::PassIcmpUnknownFlow);
+                d.ct_key = Some(key);
+                return d;
+            }
+            let m = self.settings.maglev_size;
+            if m == 0 {
+                return drop(Reason::DropNoBackend, None);
+            }
+            if vip.index >= MAX_VIPS {
+                return drop(Reason::DropNoBackend, None);
+            }
+            let slot = key.hash() % m;
+            let index = self
+                .tables
+                .get(&(vip.index, vip.table & 1))
+                .map(|t| t[slot as usize])
+                .unwrap_or(0);
+            if index == NO_BACKEND {
+                return drop(Reason::DropNoBackend, None);
+            }
+            let b = match self.backend(index) {
+                Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b,
+                _ => return drop(Reason::DropBadBackend, None),
+            };
+            let reason = if !use_ct {
+                Reason::TxNewFlow
+            } else if self.inserts >= u64::from(self.settings.new_flows_per_cpu_sec) {
+                Reason::TxFloodGuard
+            } else {
+                ct_insert = Some((
+                    key,
+                    ConnValue {
+                        backend: index,
+                        vip: vip.index,
+                    },
+                ));
+                Reason::TxNewFlow
+            };
+            chosen = Some((index, b, reason));
+        }
+        let (_, backend, mut reason) = chosen.unwrap();
+        match kind {
+            Kind::Fragment => reason = Reason::TxFragment,
+            Kind::IcmpError => reason = Reason::TxIcmpToBackend,
+            Kind::Flow => {}
+        }
+        let ct_key = if use_ct { Some(key) } else { None };
+        let tx = |out: Vec<u8>, reason| Decision {
+            action: XDP_TX,
+            reason,
+            out,
+            ct_key,
+            ct_insert,
+        };
+        let mut dropped = drop(Reason::DropBadBackend, ct_insert);
+        dropped.ct_key = ct_key;
+
+        // L2 towards the next hop: our MAC (the old destination) becomes the
+        // source; a VLAN tag stays.
+        let l2 = |dst: &[u8]| {
+            let mut h = f[..ip.l3].to_vec();
+            let ours: Vec<u8> = f[..6].to_vec();
+            h[..6].copy_from_slice(dst);
+            h[6..12].copy_from_slice(&ours);
+            h
+        };
+        if vip.mode == VIP_MODE_DSR {
+            let mut out = f.to_vec();
+            out[..ip.l3].copy_from_slice(&l2(&backend.next_hop_mac));
+            return tx(out, reason);
+        }
+        if vip.mode != VIP_MODE_IPIP || (backend.flags & BACKEND_F_V6 != 0) != ip.v6 {
+            return dropped;
+        }
+        let outer = if ip.v6 { 40 } else { 20 };
+        let mtu = self.settings.backend_mtu;
+        if kind != Kind::IcmpError && ip.dont_frag && ip.ip_len + outer > mtu {
+            dropped.reason = Reason::DropEncapFailed;
+            let back = l2(&f[6..12]);
+            if !ip.v6 {
+                // Quotes of a fixed size only: no IPv4 options.
+                if ip.ihl_bytes != 20 || f.len() < ip.l3 + 28 {
+                    return dropped;
+                }
+                let quoted = &f[ip.l3..ip.l3 + 28];
+                let adv = (mtu.saturating_sub(20)).min(0xffff) as u16;
+                let mut icmp = vec![3, 4, 0, 0, 0, 0];
+                icmp.extend_from_slice(&adv.to_be_bytes());
+                let c = checksum(&[&icmp, quoted]);
+                icmp[2..4].copy_from_slice(&c.to_be_bytes());
+                let mut iph = vec![0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0];
+                iph.extend_from_slice(&quoted[16..20]);
+                iph.extend_from_slice(&quoted[12..16]);
+                let c = checksum(&[&iph]);
+                iph[10..12].copy_from_slice(&c.to_be_bytes());
+                let mut out = back;
+                out.extend_from_slice(&iph);
+                out.extend_from_slice(&icmp);
+                out.extend_from_slice(quoted);
+                return tx(out, Reason::TxIcmpTooBig);
+            }
+            if f.len() < ip.l3 + 48 {
+                return dropped;
+            }
+            let quoted = &f[ip.l3..ip.l3 + 48];
+            // RFC 8200 §5: never advertise less than 1280.
+            let adv = mtu.saturating_sub(40).max(1280);
+            let mut icmp = vec![2, 0, 0, 0];
+            icmp.extend_from_slice(&adv.to_be_bytes());
+            let (client, vipa) = (&quoted[8..24], &quoted[24..40]);
+            let mut pseudo = Vec::new();
+            pseudo.extend_from_slice(vipa);
+            pseudo.extend_from_slice(client);
+            pseudo.extend_from_slice(&56u32.to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 58]);
+            let c = checksum(&[&pseudo, &icmp, quoted]);
+            icmp[2..4].copy_from_slice(&c.to_be_bytes());
+            let mut out = back;
+            out.extend_from_slice(&[0x60, 0, 0, 0, 0, 56, 58, 64]);
+            out.extend_from_slice(vipa);
+            out.extend_from_slice(client);
+            out.extend_from_slice(&icmp);
+            out.extend_from_slice(quoted);
+            return tx(out, Reason::TxIcmpTooBig);
+        }
+
+        // IP-in-IP (Katran's scheme).
+        let hash = key.hash();
+        let s = &self.settings;
+        let from_flow = s.flags & SETTINGS_F_IPIP_SRC_FROM_FLOW != 0;
+        let mut out = l2(&backend.next_hop_mac);
+        if !ip.v6 {
+            let mut src = s.ipip_src_v4.to_ne_bytes();
+            if from_flow {
+                src[2..4].copy_from_slice(&hash.to_be_bytes()[2..4]);
+            }
+            let total = (ip.ip_len + 20) as u16;
+            let mut h = vec![0x45, f[ip.l3 + 1]];
+            h.extend_from_slice(&total.to_be_bytes());
+            h.extend_from_slice(&[0, 0]);
+            h.extend_from_slice(&(if ip.dont_frag { 0x4000u16 } else { 0 }).to_be_bytes());
+            h.extend_from_slice(&[64, 4, 0, 0]);
+            h.extend_from_slice(&src);
+            h.extend_from_slice(&backend.addr[0].to_ne_bytes());
+            let c = checksum(&[&h]);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            out.extend_from_slice(&h);
+        } else {
+            let mut src = [0u8; 16];
+            for (i, w) in s.ipip_src_v6.iter().enumerate() {
+                src[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            if from_flow {
+                src[12..16].copy_from_slice(&hash.to_be_bytes());
+            }
+            let tc = (f[ip.l3] << 4) | (f[ip.l3 + 1] >> 4);
+            let vtf = (6u32 << 28) | (u32::from(tc) << 20) | (hash & 0xf_ffff);
+            out.extend_from_slice(&vtf.to_be_bytes());
+            out.extend_from_slice(&(ip.ip_len as u16).to_be_bytes());
+            out.extend_from_slice(&[41, 64]);
+            out.extend_from_slice(&src);
+            for w in backend.addr {
+                out.extend_from_slice(&w.to_ne_bytes());
+            }
+        }
+        out.extend_from_slice(&f[ip.l3..]);
+        tx(out, reason)
+    }
+
+    /// Records a decision's effect on the connection table.
+    pub fn apply(&mut self, d: &Decision) {
+        if let Some((k, v)) = d.ct_insert {
+            self.conntrack.insert(k, v);
+            self.inserts += 1;
+        }
+    }
+}
