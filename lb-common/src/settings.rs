@@ -4,6 +4,10 @@
 /// backends' NIC receive queues spread the load; else use `ipip_src_*`.
 pub const SETTINGS_F_IPIP_SRC_FROM_FLOW: u32 = 1 << 0;
 
+/// No L4 VIP has port 0: the datapath skips the port-wildcard lookup,
+/// which otherwise costs every non-VIP packet a second hash lookup.
+pub const SETTINGS_F_NO_PORT_WILDCARDS: u32 = 1 << 1;
+
 /// `SETTINGS[0]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

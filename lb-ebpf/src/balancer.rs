@@ -1,13 +1,13 @@
 //! The XDP L4 balancer: VIP lookup → connection table or Maglev slot →
 //! backend → MAC rewrite (DSR) or IP-in-IP encapsulation → `XDP_TX`.
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use lb_common::{
     backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
     conntrack::ConnValue,
     consts::NO_BACKEND,
     flow::{flow_hash, FlowKey},
     reasons::Reason,
-    settings::Settings,
+    settings::{Settings, SETTINGS_F_NO_PORT_WILDCARDS},
     vip::{
         VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
         VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
@@ -73,7 +73,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
     } else {
         (pkt.key, Kind::Flow)
     };
-    let Some(vip) = lookup_vip(&flow, pkt.v6, kind == Kind::Fragment) else {
+    let Some(settings) = SETTINGS.get(0) else {
+        // Not configured yet: behave as if no VIP existed.
+        return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS);
+    };
+    let wildcards = settings.flags & SETTINGS_F_NO_PORT_WILDCARDS == 0;
+    let Some(vip) = lookup_vip(&flow, pkt.v6, kind == Kind::Fragment, wildcards) else {
         let reason = if kind == Kind::IcmpError {
             Reason::PassIcmpUnknownFlow
         } else {
@@ -85,9 +90,6 @@ pub fn process(ctx: &XdpContext) -> u32 {
     if vip.mode == VIP_MODE_L7 {
         return finish(Reason::PassL7, len, xdp_action::XDP_PASS);
     }
-    let Some(settings) = SETTINGS.get(0) else {
-        return finish(Reason::DropNoBackend, len, xdp_action::XDP_DROP);
-    };
     let key = if vip.flags & VIP_F_HASH_NO_PORTS != 0 {
         flow.three_tuple()
     } else {
@@ -115,7 +117,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
 /// Exact (address, port, protocol), then the port wildcard; fragments use
 /// their own entry (see `FAMILY_FRAGMENTS`).
 #[inline(always)]
-fn lookup_vip(flow: &FlowKey, v6: bool, fragment: bool) -> Option<VipMeta> {
+fn lookup_vip(flow: &FlowKey, v6: bool, fragment: bool, wildcards: bool) -> Option<VipMeta> {
     let family = if v6 { FAMILY_V6 } else { FAMILY_V4 };
     let mut key = VipKey {
         addr: flow.dst,
@@ -131,6 +133,9 @@ fn lookup_vip(flow: &FlowKey, v6: bool, fragment: bool) -> Option<VipMeta> {
     }
     if let Some(v) = unsafe { VIPS.get(&key) } {
         return Some(*v);
+    }
+    if !wildcards {
+        return None;
     }
     key.port = 0;
     unsafe { VIPS.get(&key) }.copied()
@@ -200,7 +205,7 @@ fn flood_budget(limit: u32) -> bool {
         return true;
     };
     // SAFETY: per-CPU slot, pointer from a successful lookup.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     unsafe {
         if now.wrapping_sub((*w).window_start_ns) >= NS_PER_SEC {
             (*w).window_start_ns = now;

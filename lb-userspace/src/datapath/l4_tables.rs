@@ -22,7 +22,7 @@ use lb_common::{
     consts::NO_BACKEND,
     flow::{wire_addr_v4, wire_addr_v6},
     maps,
-    settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW},
+    settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW, SETTINGS_F_NO_PORT_WILDCARDS},
     vip::{
         VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
         VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP,
@@ -113,6 +113,10 @@ pub fn settings(l4: &L4Config) -> Settings {
         flags: match l4.ipip_source.mode {
             IpipSourceMode::Flow => SETTINGS_F_IPIP_SRC_FROM_FLOW,
             IpipSourceMode::Fixed => 0,
+        } | if l4.vips.iter().any(|v| v.port == 0) {
+            0
+        } else {
+            SETTINGS_F_NO_PORT_WILDCARDS
         },
         ipip_src_v4: wire_addr_v4(l4.ipip_source.v4.octets()),
         backend_mtu: l4.backend_mtu,
