@@ -1,4 +1,5 @@
 //! `cargo xtask`: one subcommand per module; shared process helpers in `exec`.
+mod bench;
 mod build;
 mod demo;
 mod deps;
@@ -36,6 +37,11 @@ enum Cmd {
     Demo,
     /// Unit tests of every crate, then the privileged end-to-end tests.
     Test,
+    /// Run a benchmark (`l4`) and write target/bench/NAME.json.
+    Bench {
+        /// Which benchmark.
+        name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo => demo::run(),
         Cmd::Test => test::run(),
+        Cmd::Bench { name } => bench::run(&name),
     }
 }

@@ -1,0 +1,20 @@
+//! `cargo xtask bench NAME`: build, then run the named benchmark (a
+//! `harness = false` bench of the xlb-tests crate). Each prints a table and
+//! writes `target/bench/NAME.json` (see DESIGN.md for the format).
+use crate::{build, deps, exec};
+
+/// Benchmarks that exist.
+pub const NAMES: &[&str] = &["l4"];
+
+pub fn run(name: &str) -> anyhow::Result<()> {
+    if !NAMES.contains(&name) {
+        anyhow::bail!("unknown benchmark `{name}`; known: {}", NAMES.join(", "));
+    }
+    deps::ensure_apt(deps::TEST_PACKAGES)?;
+    build::ebpf()?;
+    exec::run(
+        exec::cargo(None)
+            .current_dir(exec::workspace_root())
+            .args(["bench", "--package", "xlb-tests", "--bench", name]),
+    )
+}
