@@ -83,7 +83,9 @@ pub struct IcmpHdr {
 pub struct Ipv6ExtHdr {
     pub next_header: u8,
     pub len: u8,
-    pub _rest: [u8; 6],
+    /// Type-specific; in a Fragment header, bytes 0..2 are the offset
+    /// (13 bits), two reserved bits and the M flag.
+    pub rest: [u8; 6],
 }
 
 pub const IPPROTO_HOPOPTS: u8 = 0;

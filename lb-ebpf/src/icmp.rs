@@ -42,6 +42,12 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Quoted {
     if pkt.fragment {
         return Quoted::NotAnError;
     }
+    // The ICMP header and the quote are the datagram's bytes, never the
+    // padding after it.
+    let ip_end = pkt.l3_off + pkt.ip_len as usize;
+    if pkt.l4_off + ICMP_HDR > ip_end {
+        return Quoted::NotAnError;
+    }
     let Some(icmp) = ptr_at::<IcmpHdr>(ctx, pkt.l4_off) else {
         return Quoted::NotAnError;
     };
@@ -55,14 +61,14 @@ pub fn quoted_flow(ctx: &XdpContext, pkt: &Pkt) -> Quoted {
     if !is_error {
         return Quoted::NotAnError;
     }
-    match quoted_error_flow(ctx, pkt) {
+    match quoted_error_flow(ctx, pkt, ip_end) {
         Some(f) => Quoted::Flow(f),
         None => Quoted::Unusable,
     }
 }
 
 #[inline(always)]
-fn quoted_error_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
+fn quoted_error_flow(ctx: &XdpContext, pkt: &Pkt, ip_end: usize) -> Option<FlowKey> {
     let inner = pkt.l4_off + ICMP_HDR;
     if !pkt.v6 {
         let ip = ptr_at::<Ipv4Hdr>(ctx, inner)?;
@@ -79,6 +85,9 @@ fn quoted_error_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
             return None;
         }
         if u32::from_ne_bytes(ip.src) != pkt.key.dst[0] {
+            return None;
+        }
+        if inner + ihl * 4 + core::mem::size_of::<Ports>() > ip_end {
             return None;
         }
         let ports = ptr_at::<Ports>(ctx, inner + ihl * 4)?;
@@ -100,6 +109,9 @@ fn quoted_error_flow(ctx: &XdpContext, pkt: &Pkt) -> Option<FlowKey> {
             return None;
         }
         if words(ip.src) != pkt.key.dst {
+            return None;
+        }
+        if inner + V6_HDR + core::mem::size_of::<Ports>() > ip_end {
             return None;
         }
         let ports = ptr_at::<Ports>(ctx, inner + V6_HDR)?;

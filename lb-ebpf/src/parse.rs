@@ -174,6 +174,9 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     for _ in 0..MAX_V6_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                if l4_off + core::mem::size_of::<Ipv6ExtHdr>() > ip_end {
+                    return Parsed::Malformed;
+                }
                 let Some(ext) = ptr_at::<Ipv6ExtHdr>(ctx, l4_off) else {
                     return Parsed::Malformed;
                 };
@@ -182,12 +185,18 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
                 l4_off += (ext.len as usize + 1) * 8;
             }
             IPPROTO_FRAGMENT => {
+                if l4_off + core::mem::size_of::<Ipv6ExtHdr>() > ip_end {
+                    return Parsed::Malformed;
+                }
                 let Some(ext) = ptr_at::<Ipv6ExtHdr>(ctx, l4_off) else {
                     return Parsed::Malformed;
                 };
-                next = unsafe { (*ext).next_header };
+                let (nh, off_m) = unsafe { ((*ext).next_header, (*ext).rest) };
+                next = nh;
                 l4_off += 8;
-                fragment = true;
+                // An "atomic fragment" (offset 0, M clear) is a whole
+                // datagram and is processed as one (RFC 6946 §4).
+                fragment = u16::from_be_bytes([off_m[0], off_m[1]]) & 0xfff9 != 0;
             }
             _ => break,
         }

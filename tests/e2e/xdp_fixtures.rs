@@ -17,7 +17,7 @@ use lb_common::{
     conntrack::ConnValue,
     flow::{flow_hash, FlowKey},
     reasons::Reason,
-    settings::Settings,
+    settings::{Settings, SETTINGS_F_NO_PORT_WILDCARDS},
 };
 use xdp_harness::{check::verify_checksums, config::*, frame::*, loader::*};
 
@@ -210,6 +210,19 @@ fn rows(h: &Harness) -> Vec<Row> {
         Tx(dsr(pick(row::W_ANY, &kw), &pw)),
         &[TxNewFlow],
     ));
+    let mut no_wild = settings();
+    no_wild.flags |= SETTINGS_F_NO_PORT_WILDCARDS;
+    v.push(
+        row(
+            "SETTINGS_F_NO_PORT_WILDCARDS: the port-wildcard entry is not looked up, passed \
+             (pass_not_vip)",
+            from_client(&pw),
+            Pass,
+            &[PassNotVip],
+        )
+        .setup(Setup::Settings(no_wild))
+        .after(After::ConntrackEmpty),
+    );
     v.push(row(
         "exact port beats the wildcard: VIP_W:443 is an L7 VIP, passed untouched",
         from_client(&ipv4(C4, VIP_W).tcp(40003, 443)),
@@ -561,60 +574,231 @@ fn rows(h: &Harness) -> Vec<Row> {
     );
     v.push(
         row(
-            "icmp error whose quote stops before the ports: passed",
+            "icmp error whose quote stops before the ports: pass_icmp_unknown_flow",
             from_client(
                 &ipv4(ROUTER4, VIP_A)
                     .icmp4_frag_needed(1400)
                     .payload(&quoted4[..22]),
             ),
             Pass,
-            &[PassNotVip],
+            &[PassIcmpUnknownFlow],
         )
         .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
     );
+    v.push(
+        row(
+            "icmpv6 error whose quote stops before the ports (42 bytes): pass_icmp_unknown_flow",
+            from_client(
+                &ipv6(ROUTER6, VIP6_A)
+                    .icmp6_too_big(1280)
+                    .payload(&quoted6[..42]),
+            ),
+            Pass,
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Conntrack(k6, ct(other(b6), row::A6_TCP))),
+    );
     let quoted_n = ipv4(NOT_VIP4, C4).tcp(80, 40001).build();
     v.push(row(
-        "icmp error about a non-VIP flow: passed",
+        "icmp error about a non-VIP flow: passed, pass_icmp_unknown_flow",
         from_client(
             &ipv4(ROUTER4, NOT_VIP4)
                 .icmp4_frag_needed(1400)
                 .payload(&quoted_n[..28]),
         ),
         Pass,
-        &[PassNotVip],
+        &[PassIcmpUnknownFlow],
     ));
     v.push(
         row(
-            "icmp error about a VIP flow not in the connection table: passed, \
-             pass_icmp_unknown_flow, nothing inserted",
+            "icmp error about a VIP flow not in the connection table: to the backend Maglev \
+             gives the flow (DSR), tx_icmp_to_backend, nothing inserted",
             from_client(&icmp4),
-            Pass,
-            &[PassIcmpUnknownFlow],
+            Tx(dsr(b, &icmp4)),
+            &[TxIcmpToBackend],
         )
         .after(After::ConntrackEmpty),
     );
     v.push(
         row(
-            "icmpv6 error about a VIP flow not in the connection table: passed",
+            "icmpv6 error about a VIP flow not in the connection table: to Maglev's backend, \
+             nothing inserted",
             from_client(&icmp6),
-            Pass,
-            &[PassIcmpUnknownFlow],
+            Tx(dsr(b6, &icmp6)),
+            &[TxIcmpToBackend],
         )
         .after(After::ConntrackEmpty),
     );
+    v.push(
+        row(
+            "icmp error, the flow's entry belongs to another VIP row: Maglev's backend, the \
+             entry left as it was",
+            from_client(&icmp4),
+            Tx(dsr(b, &icmp4)),
+            &[TxIcmpToBackend],
+        )
+        .setup(Setup::Conntrack(k, ct(other(b), row::W_ANY)))
+        .after(After::Conntrack(k, Some(ct(other(b), row::W_ANY)))),
+    );
+    v.push(
+        row(
+            "icmp error, the flow's entry names an inactive backend: Maglev's backend, the \
+             entry left as it was",
+            from_client(&icmp4),
+            Tx(dsr(b, &icmp4)),
+            &[TxIcmpToBackend],
+        )
+        .setup(Setup::Conntrack(k, ct(B_INACTIVE, row::A_TCP)))
+        .after(After::Conntrack(k, Some(ct(B_INACTIVE, row::A_TCP)))),
+    );
+    v.push(
+        row(
+            "icmp error to an IPIP VIP about an unknown flow: encapsulated to Maglev's backend, \
+             nothing inserted",
+            from_client(&icmp_i),
+            Tx(ipip4(bt, outer_src4(&kt), &icmp_i, 0, false).build()),
+            &[TxIcmpToBackend],
+        )
+        .after(After::ConntrackEmpty),
+    );
+    // Errors are never answered with "too big" (RFC 1122 §3.2.2: no ICMP
+    // error about an ICMP error): over the backend MTU they are still
+    // encapsulated.
+    let mut tiny_mtu = settings();
+    tiny_mtu.backend_mtu = 64;
+    let icmp_i_df = ipv4(ROUTER4, VIP_I)
+        .df()
+        .icmp4_frag_needed(1400)
+        .payload(&quoted_i[..28]);
+    v.push(
+        row(
+            "icmp error (DF) to an IPIP VIP over backend_mtu 64: encapsulated, never a too-big \
+             reply",
+            from_client(&icmp_i_df),
+            Tx(ipip4(bt, outer_src4(&kt), &icmp_i_df, 0, true).build()),
+            &[TxIcmpToBackend],
+        )
+        .setup(Setup::Settings(tiny_mtu))
+        .after(After::ConntrackEmpty),
+    );
+    let quoted_i6 = ipv6(VIP6_I, C6).tcp(80, 40011).payload_n(40).build();
+    let icmp_i6 = ipv6(ROUTER6, VIP6_I)
+        .icmp6_too_big(1280)
+        .payload(&quoted_i6[..48]);
+    let mut tiny_mtu6 = settings();
+    tiny_mtu6.backend_mtu = 100;
+    v.push(
+        row(
+            "icmpv6 error to an IPIP VIP over backend_mtu 100: encapsulated to Maglev's \
+             backend, never a too-big reply",
+            from_client(&icmp_i6),
+            Tx(ipip6(pick(row::I6_TCP, &kt6), &kt6, &icmp_i6, 0).build()),
+            &[TxIcmpToBackend],
+        )
+        .setup(Setup::Settings(tiny_mtu6))
+        .after(After::ConntrackEmpty),
+    );
+    let knc4 = fk4(C4, VIP_NOCT, 40021, 80, 6);
+    let icmp_nc = ipv4(ROUTER4, VIP_NOCT)
+        .icmp4(11, 0, [0; 4])
+        .payload(&ipv4(VIP_NOCT, C4).tcp(80, 40021).build()[..28]);
+    v.push(
+        row(
+            "icmp error to a VIP_F_NO_CONNTRACK VIP: Maglev's backend, nothing inserted",
+            from_client(&icmp_nc),
+            Tx(dsr(pick(row::NOCT, &knc4), &icmp_nc)),
+            &[TxIcmpToBackend],
+        )
+        .after(After::ConntrackEmpty),
+    );
+    let knp3 = fk4(C4, VIP_NOPORTS, 0, 0, 6);
+    let bnp3 = pick(row::NOPORTS, &knp3);
+    let icmp_np = ipv4(ROUTER4, VIP_NOPORTS)
+        .icmp4_frag_needed(1400)
+        .payload(&ipv4(VIP_NOPORTS, C4).tcp(80, 40022).build()[..28]);
+    v.push(
+        row(
+            "icmp error to a VIP_F_HASH_NO_PORTS VIP: the entry of (client, VIP, proto) wins",
+            from_client(&icmp_np),
+            Tx(dsr(other(bnp3), &icmp_np)),
+            &[TxIcmpToBackend],
+        )
+        .setup(Setup::Conntrack(knp3, ct(other(bnp3), row::NOPORTS)))
+        .after(After::Conntrack(knp3, Some(ct(other(bnp3), row::NOPORTS))))
+        .after(After::Conntrack(fk4(C4, VIP_NOPORTS, 40022, 80, 6), None)),
+    );
+    let kw2 = fk4(C4, VIP_W, 40002, 2222, 6);
+    let icmp_w = ipv4(ROUTER4, VIP_W)
+        .icmp4(3, 1, [0; 4])
+        .payload(&ipv4(VIP_W, C4).tcp(2222, 40002).build()[..28]);
+    v.push(
+        row(
+            "icmp error about a port-wildcard VIP's flow: Maglev's backend of that row",
+            from_client(&icmp_w),
+            Tx(dsr(pick(row::W_ANY, &kw2), &icmp_w)),
+            &[TxIcmpToBackend],
+        )
+        .after(After::ConntrackEmpty),
+    );
+    let mut no_wild_icmp = settings();
+    no_wild_icmp.flags |= SETTINGS_F_NO_PORT_WILDCARDS;
+    v.push(
+        row(
+            "icmp error about a port-wildcard flow with SETTINGS_F_NO_PORT_WILDCARDS: no VIP \
+             found, pass_icmp_unknown_flow",
+            from_client(&icmp_w),
+            Pass,
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Settings(no_wild_icmp)),
+    );
+    v.push(row(
+        "icmp error about an L7 VIP's flow (VIP_W:443): for the local proxy, pass_l7",
+        from_client(
+            &ipv4(ROUTER4, VIP_W)
+                .icmp4_frag_needed(1400)
+                .payload(&ipv4(VIP_W, C4).tcp(443, 40003).build()[..28]),
+        ),
+        Pass,
+        &[PassL7],
+    ));
+    v.push(row(
+        "icmp error about a flow of a VIP without backends: dropped, drop_no_backend",
+        from_client(
+            &ipv4(ROUTER4, VIP_EMPTY)
+                .icmp4_frag_needed(1400)
+                .payload(&ipv4(VIP_EMPTY, C4).tcp(80, 40018).build()[..28]),
+        ),
+        Drop,
+        &[DropNoBackend],
+    ));
     v.push(
         row(
             "icmp error sent to another address than the quoted datagram's source (the VIP): \
-             not a VIP's error, passed",
+             not usable, pass_icmp_unknown_flow",
             from_client(
                 &ipv4(ROUTER4, NOT_VIP4)
                     .icmp4_frag_needed(1400)
                     .payload(&quoted4[..28]),
             ),
             Pass,
-            &[PassNotVip],
+            &[PassIcmpUnknownFlow],
         )
         .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
+    );
+    v.push(
+        row(
+            "icmpv6 error sent to VIP6_I quoting a datagram from VIP6_A: not usable, \
+             pass_icmp_unknown_flow",
+            from_client(
+                &ipv6(ROUTER6, VIP6_I)
+                    .icmp6_too_big(1280)
+                    .payload(&quoted6[..48]),
+            ),
+            Pass,
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Conntrack(k6, ct(other(b6), row::A6_TCP))),
     );
     // A quoted non-first fragment: its first 8 bytes are data, here data
     // that looks like the ports 80 → 40001 of an established flow.
@@ -627,25 +811,110 @@ fn rows(h: &Harness) -> Vec<Row> {
         .build();
     v.push(
         row(
-            "icmp error quoting a non-first fragment (no L4 header in the quote): passed",
+            "icmp error quoting a non-first fragment (no L4 header in the quote): \
+             pass_icmp_unknown_flow",
             from_client(
                 &ipv4(ROUTER4, VIP_A)
                     .icmp4(11, 1, [0; 4])
                     .payload(&quoted_frag[..28]),
             ),
             Pass,
-            &[PassNotVip],
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
+    );
+    let quoted_first = ipv4(VIP_A, C4)
+        .frag(0, true)
+        .tcp(80, 40001)
+        .payload_n(40)
+        .build();
+    let icmp_first = ipv4(ROUTER4, VIP_A)
+        .icmp4(11, 1, [0; 4])
+        .payload(&quoted_first[..28]);
+    v.push(
+        row(
+            "icmp error quoting a first fragment (MF, offset 0): the ports are there, to the \
+             flow's backend",
+            from_client(&icmp_first),
+            Tx(dsr(other(b), &icmp_first)),
+            &[TxIcmpToBackend],
         )
         .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
     );
     let quoted_v4ish = ipv6(VIP6_A, C6).ip_version(4).tcp(80, 40001).build();
     v.push(
         row(
-            "icmpv6 error whose quoted header is not IPv6 (version 4): passed",
+            "icmpv6 error whose quoted header is not IPv6 (version 4): pass_icmp_unknown_flow",
             from_client(
                 &ipv6(ROUTER6, VIP6_A)
                     .icmp6_too_big(1280)
                     .payload(&quoted_v4ish[..48]),
+            ),
+            Pass,
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Conntrack(k6, ct(other(b6), row::A6_TCP))),
+    );
+    v.push(row(
+        "icmp error quoting an ICMP echo reply (not TCP/UDP): pass_icmp_unknown_flow",
+        from_client(
+            &ipv4(ROUTER4, VIP_A)
+                .icmp4(3, 1, [0; 4])
+                .payload(&ipv4(VIP_A, C4).icmp4(0, 0, [0, 1, 0, 1]).build()[..28]),
+        ),
+        Pass,
+        &[PassIcmpUnknownFlow],
+    ));
+    let quoted_hbh = ipv6(VIP6_A, C6).hop_by_hop().tcp(80, 40001).build();
+    v.push(
+        row(
+            "icmpv6 error whose quote has an extension header before TCP: \
+             pass_icmp_unknown_flow",
+            from_client(
+                &ipv6(ROUTER6, VIP6_A)
+                    .icmp6(1, 3, [0; 4])
+                    .payload(&quoted_hbh[..56]),
+            ),
+            Pass,
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Conntrack(k6, ct(other(b6), row::A6_TCP))),
+    );
+    // Only destination unreachable / time exceeded (and ICMPv6 packet too
+    // big) are steered; other types, errors or not, go to the local stack.
+    v.push(
+        row(
+            "icmp parameter problem (type 12) quoting a VIP_A flow: not steered, pass_not_vip",
+            from_client(
+                &ipv4(ROUTER4, VIP_A)
+                    .icmp4(12, 0, [20, 0, 0, 0])
+                    .payload(&quoted4[..28]),
+            ),
+            Pass,
+            &[PassNotVip],
+        )
+        .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
+    );
+    v.push(
+        row(
+            "icmp redirect (type 5) quoting a VIP_A flow: not steered, pass_not_vip",
+            from_client(
+                &ipv4(ROUTER4, VIP_A)
+                    .icmp4(5, 1, ROUTER4)
+                    .payload(&quoted4[..28]),
+            ),
+            Pass,
+            &[PassNotVip],
+        )
+        .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
+    );
+    v.push(
+        row(
+            "icmpv6 parameter problem (type 4) quoting a VIP6_A flow: not steered, pass_not_vip",
+            from_client(
+                &ipv6(ROUTER6, VIP6_A)
+                    .icmp6(4, 0, [0, 0, 0, 6])
+                    .payload(&quoted6[..48]),
             ),
             Pass,
             &[PassNotVip],
@@ -988,6 +1257,102 @@ fn rows(h: &Harness) -> Vec<Row> {
         &[PassMalformed],
     ));
 
+    // Frames longer than their datagram: the rest is link-layer padding
+    // (RFC 1812 §5.2.2 / RFC 894), never part of the packet.
+    let mut padded = from_client(&p);
+    padded.extend_from_slice(&[0u8; 10]);
+    let mut padded_out = dsr(b, &p);
+    padded_out.extend_from_slice(&[0u8; 10]);
+    v.push(
+        row(
+            "v4 tcp to a VIP with 10 bytes of padding after the datagram: forwarded (DSR), the \
+             padding carried along",
+            padded,
+            Tx(padded_out),
+            &[TxNewFlow],
+        )
+        .after(After::Conntrack(k, Some(ct(b, row::A_TCP)))),
+    );
+    v.push(
+        row(
+            "UDP whose IPv4 total length ends 2 bytes into the UDP header (the ports trail in \
+             the padding): malformed",
+            from_client(&ipv4(C4, VIP_A).total_len(22).udp(5353, 53).payload_n(20)),
+            Pass,
+            &[PassMalformed],
+        )
+        .after(After::ConntrackEmpty),
+    );
+    v.push(
+        row(
+            "TCP whose IPv6 payload length (2) ends before the ports (in the padding): malformed",
+            from_client(&ipv6(C6, VIP6_A).payload_len(2).tcp(40034, 80)),
+            Pass,
+            &[PassMalformed],
+        )
+        .after(After::ConntrackEmpty),
+    );
+    // The same for an ICMP error: the quote is the datagram's, not the
+    // padding's.
+    v.push(
+        row(
+            "icmp error whose IPv4 total length (48) ends before the quoted ports, which trail \
+             in the padding: quote too short, pass_icmp_unknown_flow",
+            from_client(
+                &ipv4(ROUTER4, VIP_A)
+                    .total_len(48)
+                    .icmp4_frag_needed(1400)
+                    .payload(&quoted4[..28]),
+            ),
+            Pass,
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
+    );
+    v.push(
+        row(
+            "icmpv6 error whose payload length (8 + 42) ends before the quoted ports: quote too \
+             short, pass_icmp_unknown_flow",
+            from_client(
+                &ipv6(ROUTER6, VIP6_A)
+                    .payload_len(50)
+                    .icmp6_too_big(1280)
+                    .payload(&quoted6[..48]),
+            ),
+            Pass,
+            &[PassIcmpUnknownFlow],
+        )
+        .setup(Setup::Conntrack(k6, ct(other(b6), row::A6_TCP))),
+    );
+    v.push(
+        row(
+            "IPv4 protocol ICMP with total length 20 (no ICMP header in the datagram), an icmp \
+             error in the padding: not an error message, pass_not_vip",
+            from_client(
+                &ipv4(ROUTER4, VIP_A)
+                    .total_len(20)
+                    .icmp4_frag_needed(1400)
+                    .payload(&quoted4[..28]),
+            ),
+            Pass,
+            &[PassNotVip],
+        )
+        .setup(Setup::Conntrack(k, ct(other(b), row::A_TCP))),
+    );
+    v.push(row(
+        "IPv6 payload length 8 holds a Hop-by-Hop header naming Destination Options, which \
+         lie in the padding: malformed",
+        from_client(
+            &ipv6(C6, VIP6_A)
+                .payload_len(8)
+                .hop_by_hop()
+                .dst_opts()
+                .payload_n(8),
+        ),
+        Pass,
+        &[PassMalformed],
+    ));
+
     // ---- Flood guard ----------------------------------------------------
     let mut tight = settings();
     tight.new_flows_per_cpu_sec = 2;
@@ -999,10 +1364,26 @@ fn rows(h: &Harness) -> Vec<Row> {
             )
         })
         .collect();
+    // An ICMP error about an unknown flow opens the window: it is forwarded
+    // but spends none of the budget, so both new flows after it still fit.
+    let icmp_first_flood = ipv4(ROUTER4, VIP_A)
+        .icmp4_frag_needed(1400)
+        .payload(&ipv4(VIP_A, C4B).tcp(80, 41000).build()[..28]);
+    v.push(
+        row(
+            "flood guard at 2 new flows/s: an icmp error about an unknown flow spends no budget \
+             (tx_icmp_to_backend, nothing inserted)",
+            from_client(&icmp_first_flood),
+            Tx(dsr(pick(row::A_TCP, &flows[0].1), &icmp_first_flood)),
+            &[TxIcmpToBackend],
+        )
+        .setup(Setup::Settings(tight))
+        .after(After::ConntrackEmpty),
+    );
     for (i, (p, k)) in flows.iter().enumerate() {
         let bk = pick(row::A_TCP, k);
         let name = [
-            "flood guard at 2 new flows/s: first new flow inserted",
+            "flood guard: first new flow inserted (the icmp error took none of the budget)",
             "flood guard: second new flow inserted",
             "flood guard: third new flow forwarded by Maglev but not inserted (tx_flood_guard)",
         ][i];
@@ -1012,14 +1393,24 @@ fn rows(h: &Harness) -> Vec<Row> {
             Tx(dsr(bk, p)),
             &[if i < 2 { TxNewFlow } else { TxFloodGuard }],
         )
-        .setup(if i == 0 {
-            Setup::Settings(tight)
-        } else {
-            Setup::KeepState
-        })
+        .setup(Setup::KeepState)
         .after(After::Conntrack(*k, (i < 2).then_some(ct(bk, row::A_TCP))));
         v.push(r);
     }
+    let icmp_late_flood = ipv4(ROUTER4, VIP_A)
+        .icmp4_frag_needed(1400)
+        .payload(&ipv4(VIP_A, C4B).tcp(80, 41002).build()[..28]);
+    v.push(
+        row(
+            "flood guard, budget spent: an icmp error about the unremembered third flow still \
+             goes to Maglev's backend (tx_icmp_to_backend, not tx_flood_guard), nothing inserted",
+            from_client(&icmp_late_flood),
+            Tx(dsr(pick(row::A_TCP, &flows[2].1), &icmp_late_flood)),
+            &[TxIcmpToBackend],
+        )
+        .setup(Setup::KeepState)
+        .after(After::Conntrack(flows[2].1, None)),
+    );
 
     // ---- Decap ----------------------------------------------------------
     let inner4 = ipv4(C4, VIP_A).tcp(40001, 80).payload(b"inner");
@@ -1084,6 +1475,20 @@ fn rows(h: &Harness) -> Vec<Row> {
             eth(bmac1, LB_MAC)
                 .ipv4(IPIP_SRC4, baddr4(1))
                 .frag(0, true)
+                .ipip(&inner4.build())
+                .build(),
+            Pass,
+            &[PassNotVip],
+        )
+        .decap(),
+    );
+    v.push(
+        row(
+            "decap: an outer IPv4 last fragment (offset 185, MF clear) is left to the stack: \
+             untouched",
+            eth(bmac1, LB_MAC)
+                .ipv4(IPIP_SRC4, baddr4(1))
+                .frag(185, false)
                 .ipip(&inner4.build())
                 .build(),
             Pass,

@@ -12,9 +12,11 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     }
     deps::ensure_apt(deps::TEST_PACKAGES)?;
     build::ebpf()?;
-    exec::run(
-        exec::cargo(None)
-            .current_dir(exec::workspace_root())
-            .args(["bench", "--package", "xlb-tests", "--bench", name]),
-    )
+    exec::run(exec::cargo(None).current_dir(exec::workspace_root()).args([
+        "bench",
+        "--package",
+        "xlb-tests",
+        "--bench",
+        name,
+    ]))
 }

@@ -4,9 +4,24 @@
 //! Maglev tables up in its own copies, and builds the frame it expects on
 //! the wire. The differential test runs it next to the kernel.
 //!
-//! The model is strict where the RFCs are; [`Quirks`] switch on, one by
-//! one, behaviours of the datapath that the model considers wrong, so that
-//! a disagreement can be attributed to a known cause.
+//! The semantics it encodes (lb-common's `reasons` docs):
+//! - an IP datagram must fit in its frame (RFC 1812 §5.2.2), else
+//!   `pass_malformed`; bytes after it are link-layer padding, never read
+//!   as the packet's: TCP/UDP ports and IPv6 extension headers must lie
+//!   inside the datagram (else `pass_malformed`), and so must an ICMP
+//!   header and the quote (see below);
+//! - the IPv6 header chain ends right after a Fragment header (RFC 8200
+//!   §4.5), whose Next Header is the flow's protocol for every fragment;
+//! - an ICMP/ICMPv6 message that is not an error (v4 types 3 and 11, v6
+//!   types 1, 2 and 3) is for the local stack: `pass_not_vip`;
+//! - an ICMP error whose quote names no TCP/UDP flow from the address the
+//!   error is sent to (not TCP/UDP, a later IPv4 fragment, a quoted IPv6
+//!   header of another version, too short for the ports), or whose flow is
+//!   not to a VIP: `pass_icmp_unknown_flow`;
+//! - an ICMP error about a VIP flow goes to the connection table's backend
+//!   if it has a valid entry, else to the Maglev table's, as
+//!   `tx_icmp_to_backend`; it never adds an entry and never spends the
+//!   flood-guard budget.
 use std::collections::HashMap;
 
 use lb_common::{
@@ -16,7 +31,7 @@ use lb_common::{
     flow::{FlowKey, FLOW_HASH_SEED},
     maglev::murmur3_32,
     reasons::Reason,
-    settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW},
+    settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW, SETTINGS_F_NO_PORT_WILDCARDS},
     vip::{
         VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
         VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
@@ -25,117 +40,6 @@ use lb_common::{
 
 use super::frame::checksum;
 use super::loader::{XDP_DROP, XDP_PASS, XDP_TX};
-
-/// Datapath behaviours the strict model does not share (see the test's
-/// report for why each is a bug).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Quirks {
-    /// Ignore the IP total length / payload length: read headers up to the
-    /// end of the frame, accept frames shorter than the IP length.
-    pub ip_length_ignored: bool,
-    /// An ICMP error about a VIP flow missing from the connection table is
-    /// forwarded by the Maglev table (and inserted), not passed.
-    pub icmp_unknown_forwarded: bool,
-    /// The IPv6 header chain is followed past a Fragment header — into
-    /// fragment data for non-first fragments (RFC 8200 §4.5) — so the
-    /// fragments of one datagram can be keyed differently.
-    pub v6_fragment_chain_followed: bool,
-    /// The version of the IPv6 header quoted in an ICMPv6 error is not
-    /// checked.
-    pub icmp6_quoted_version_unchecked: bool,
-    /// Ports are read from a quoted IPv4 datagram that is a non-first
-    /// fragment (whose first bytes are not an L4 header).
-    pub icmp4_quoted_fragment_ports: bool,
-    /// The ICMP error's destination is not required to be the quoted
-    /// datagram's source (the VIP).
-    pub icmp_outer_dst_unchecked: bool,
-}
-
-impl Quirks {
-    /// The model as written from the specification.
-    pub const STRICT: Quirks = Quirks {
-        ip_length_ignored: false,
-        icmp_unknown_forwarded: false,
-        v6_fragment_chain_followed: false,
-        icmp6_quoted_version_unchecked: false,
-        icmp4_quoted_fragment_ports: false,
-        icmp_outer_dst_unchecked: false,
-    };
-
-    /// Every quirk on: what the datapath does today.
-    pub const ALL: Quirks = Quirks {
-        ip_length_ignored: true,
-        icmp_unknown_forwarded: true,
-        v6_fragment_chain_followed: true,
-        icmp6_quoted_version_unchecked: true,
-        icmp4_quoted_fragment_ports: true,
-        icmp_outer_dst_unchecked: true,
-    };
-
-    /// Both sets of quirks.
-    pub fn or(&self, o: &Quirks) -> Quirks {
-        Quirks {
-            ip_length_ignored: self.ip_length_ignored || o.ip_length_ignored,
-            icmp_unknown_forwarded: self.icmp_unknown_forwarded || o.icmp_unknown_forwarded,
-            v6_fragment_chain_followed: self.v6_fragment_chain_followed
-                || o.v6_fragment_chain_followed,
-            icmp6_quoted_version_unchecked: self.icmp6_quoted_version_unchecked
-                || o.icmp6_quoted_version_unchecked,
-            icmp4_quoted_fragment_ports: self.icmp4_quoted_fragment_ports
-                || o.icmp4_quoted_fragment_ports,
-            icmp_outer_dst_unchecked: self.icmp_outer_dst_unchecked || o.icmp_outer_dst_unchecked,
-        }
-    }
-
-    /// Each single quirk with its name.
-    pub fn singles() -> Vec<(&'static str, Quirks)> {
-        let s = Quirks::STRICT;
-        vec![
-            (
-                "ip-length-ignored",
-                Quirks {
-                    ip_length_ignored: true,
-                    ..s
-                },
-            ),
-            (
-                "icmp-unknown-flow-forwarded",
-                Quirks {
-                    icmp_unknown_forwarded: true,
-                    ..s
-                },
-            ),
-            (
-                "v6-fragment-chain-followed",
-                Quirks {
-                    v6_fragment_chain_followed: true,
-                    ..s
-                },
-            ),
-            (
-                "icmp6-quoted-version-unchecked",
-                Quirks {
-                    icmp6_quoted_version_unchecked: true,
-                    ..s
-                },
-            ),
-            (
-                "icmp4-quoted-fragment-ports",
-                Quirks {
-                    icmp4_quoted_fragment_ports: true,
-                    ..s
-                },
-            ),
-            (
-                "icmp-outer-dst-unchecked",
-                Quirks {
-                    icmp_outer_dst_unchecked: true,
-                    ..s
-                },
-            ),
-        ]
-    }
-}
 
 /// A flow as the model sees it: wire bytes (IPv4 in the first 4 bytes of
 /// each address, the rest zero).
@@ -239,10 +143,20 @@ enum Parse {
     Unsupported,
 }
 
+/// What an ICMP message says about a flow.
+enum Quoted {
+    /// Not an error message (echo, neighbour discovery, ...).
+    NotAnError,
+    /// An error whose quote names no TCP/UDP flow from this address.
+    Unusable,
+    /// An error about this client → VIP flow.
+    Flow(Key),
+}
+
 struct Ip {
     l3: usize,
-    /// Where reads must stop: the end of the IP packet (strict) or of the
-    /// frame (quirk).
+    /// Where reads must stop: the end of the IP datagram (trailing bytes
+    /// of the frame are link-layer padding).
     bound: usize,
     l4: usize,
     v6: bool,
@@ -254,7 +168,7 @@ struct Ip {
 }
 
 impl Model {
-    fn parse(&self, f: &[u8], q: Quirks) -> Parse {
+    fn parse(&self, f: &[u8]) -> Parse {
         if f.len() < ETH {
             return Parse::Malformed;
         }
@@ -268,13 +182,13 @@ impl Model {
             l3 += 4;
         }
         match et {
-            0x0800 => self.parse_v4(f, l3, q),
-            0x86dd => self.parse_v6(f, l3, q),
+            0x0800 => self.parse_v4(f, l3),
+            0x86dd => self.parse_v6(f, l3),
             _ => Parse::NonIp,
         }
     }
 
-    fn parse_v4(&self, f: &[u8], l3: usize, q: Quirks) -> Parse {
+    fn parse_v4(&self, f: &[u8], l3: usize) -> Parse {
         if f.len() < l3 + 20 {
             return Parse::Malformed;
         }
@@ -287,14 +201,10 @@ impl Model {
             return Parse::Malformed;
         }
         // RFC 1812 §5.2.2: the link layer must hold the whole datagram.
-        let bound = if q.ip_length_ignored {
-            f.len()
-        } else {
-            if l3 + total > f.len() {
-                return Parse::Malformed;
-            }
-            l3 + total
-        };
+        if l3 + total > f.len() {
+            return Parse::Malformed;
+        }
+        let bound = l3 + total;
         let l4 = l3 + ihl * 4;
         let frag = be16(f, l3 + 6);
         let fragment = frag & 0x3fff != 0;
@@ -326,7 +236,7 @@ impl Model {
         })
     }
 
-    fn parse_v6(&self, f: &[u8], l3: usize, q: Quirks) -> Parse {
+    fn parse_v6(&self, f: &[u8], l3: usize) -> Parse {
         if f.len() < l3 + 40 {
             return Parse::Malformed;
         }
@@ -334,14 +244,10 @@ impl Model {
             return Parse::Malformed;
         }
         let plen = be16(f, l3 + 4) as usize;
-        let bound = if q.ip_length_ignored {
-            f.len()
-        } else {
-            if l3 + 40 + plen > f.len() {
-                return Parse::Malformed;
-            }
-            l3 + 40 + plen
-        };
+        if l3 + 40 + plen > f.len() {
+            return Parse::Malformed;
+        }
+        let bound = l3 + 40 + plen;
         let mut next = f[l3 + 6];
         let mut off = l3 + 40;
         let mut fragment = false;
@@ -361,16 +267,20 @@ impl Model {
                         return Parse::Malformed;
                     }
                     next = f[off];
+                    let off_m = u16::from_be_bytes([f[off + 2], f[off + 3]]);
                     off += 8;
+                    // RFC 6946 §4: an atomic fragment (offset 0, M clear)
+                    // is a whole datagram; parsing goes on behind it.
+                    if off_m & 0xfff9 == 0 {
+                        continue;
+                    }
                     fragment = true;
                     // RFC 8200 §4.5: after the Fragment header of a
                     // non-first fragment comes fragment data, not headers;
                     // so the chain ends here for every fragment, and all
                     // fragments of a datagram get the same key (its Next
                     // Header; an extension header there is unsupported).
-                    if !q.v6_fragment_chain_followed {
-                        break;
-                    }
+                    break;
                 }
                 _ => break,
             }
@@ -405,34 +315,41 @@ impl Model {
         })
     }
 
-    /// The client → VIP flow an ICMP error is about, if it is one.
-    fn quoted_flow(&self, f: &[u8], ip: &Ip, q: Quirks) -> Option<Key> {
+    /// What an ICMP message says: not an error, an error whose quote names
+    /// no usable flow, or the client → VIP flow of the quoted datagram.
+    fn quoted_flow(&self, f: &[u8], ip: &Ip) -> Quoted {
         if ip.fragment || ip.l4 + 8 > ip.bound {
-            return None;
+            return Quoted::NotAnError;
         }
         let kind = f[ip.l4];
+        let is_error = if ip.v6 {
+            matches!(kind, 1..=3)
+        } else {
+            kind == 3 || kind == 11
+        };
+        if !is_error {
+            return Quoted::NotAnError;
+        }
         let inner = ip.l4 + 8;
         let key = if !ip.v6 {
-            if kind != 3 && kind != 11 {
-                return None;
-            }
             if inner + 20 > ip.bound {
-                return None;
+                return Quoted::Unusable;
             }
             let ihl = (f[inner] & 0x0f) as usize;
             if f[inner] >> 4 != 4 || ihl < 5 {
-                return None;
+                return Quoted::Unusable;
             }
             let proto = f[inner + 9];
             if proto != 6 && proto != 17 {
-                return None;
+                return Quoted::Unusable;
             }
-            if !q.icmp4_quoted_fragment_ports && be16(f, inner + 6) & 0x1fff != 0 {
-                return None;
+            // Only a first fragment (offset 0) starts with the L4 header.
+            if be16(f, inner + 6) & 0x1fff != 0 {
+                return Quoted::Unusable;
             }
             let p = inner + ihl * 4;
             if p + 4 > ip.bound {
-                return None;
+                return Quoted::Unusable;
             }
             Key {
                 src: a4(f[inner + 16..inner + 20].try_into().unwrap()),
@@ -442,22 +359,20 @@ impl Model {
                 proto,
             }
         } else {
-            if kind != 1 && kind != 2 && kind != 3 {
-                return None;
-            }
             if inner + 40 > ip.bound {
-                return None;
+                return Quoted::Unusable;
             }
-            if !q.icmp6_quoted_version_unchecked && f[inner] >> 4 != 6 {
-                return None;
+            if f[inner] >> 4 != 6 {
+                return Quoted::Unusable;
             }
+            // No extension headers in the quote: TCP or UDP right after.
             let nh = f[inner + 6];
             if nh != 6 && nh != 17 {
-                return None;
+                return Quoted::Unusable;
             }
             let p = inner + 40;
             if p + 4 > ip.bound {
-                return None;
+                return Quoted::Unusable;
             }
             Key {
                 src: f[inner + 24..inner + 40].try_into().unwrap(),
@@ -467,11 +382,12 @@ impl Model {
                 proto: nh,
             }
         };
-        // The error is sent to the source of the quoted datagram: the VIP.
-        if !q.icmp_outer_dst_unchecked && key.dst != ip.key.dst {
-            return None;
+        // The error is sent to the source of the quoted datagram (RFC 792,
+        // RFC 4443): the VIP.
+        if key.dst != ip.key.dst {
+            return Quoted::Unusable;
         }
-        Some(key)
+        Quoted::Flow(key)
     }
 
     fn lookup_vip(&self, flow: &Key, v6: bool, fragment: bool) -> Option<VipMeta> {
@@ -491,6 +407,10 @@ impl Model {
         if let Some(v) = self.vips.get(&vk) {
             return Some(*v);
         }
+        // The control plane sets this flag when no VIP has port 0.
+        if self.settings.flags & SETTINGS_F_NO_PORT_WILDCARDS != 0 {
+            return None;
+        }
         vk.port = 0;
         self.vips.get(&vk).copied()
     }
@@ -504,7 +424,7 @@ impl Model {
 
     /// What the program should do with `f`; does not change the model
     /// (see [`Model::apply`]).
-    pub fn decide(&self, f: &[u8], q: Quirks) -> Decision {
+    pub fn decide(&self, f: &[u8]) -> Decision {
         let pass = |reason| Decision {
             action: XDP_PASS,
             reason,
@@ -512,7 +432,7 @@ impl Model {
             ct_key: None,
             ct_insert: None,
         };
-        let ip = match self.parse(f, q) {
+        let ip = match self.parse(f) {
             Parse::Ip(ip) => ip,
             Parse::NonIp => return pass(Reason::PassNonIp),
             Parse::Malformed => return pass(Reason::PassMalformed),
@@ -526,9 +446,10 @@ impl Model {
         }
         let icmp = if ip.v6 { 58 } else { 1 };
         let (flow, kind) = if ip.key.proto == icmp {
-            match self.quoted_flow(f, &ip, q) {
-                Some(k) => (k, Kind::IcmpError),
-                None => return pass(Reason::PassNotVip),
+            match self.quoted_flow(f, &ip) {
+                Quoted::Flow(k) => (k, Kind::IcmpError),
+                Quoted::NotAnError => return pass(Reason::PassNotVip),
+                Quoted::Unusable => return pass(Reason::PassIcmpUnknownFlow),
             }
         } else if ip.fragment {
             (ip.key.three_tuple(), Kind::Fragment)
@@ -536,7 +457,12 @@ impl Model {
             (ip.key, Kind::Flow)
         };
         let Some(vip) = self.lookup_vip(&flow, ip.v6, kind == Kind::Fragment) else {
-            return pass(Reason::PassNotVip);
+            // An error about a flow to no VIP is not ours to steer either.
+            return pass(if kind == Kind::IcmpError {
+                Reason::PassIcmpUnknownFlow
+            } else {
+                Reason::PassNotVip
+            });
         };
         if vip.mode == VIP_MODE_L7 {
             return pass(Reason::PassL7);
@@ -553,7 +479,10 @@ impl Model {
         } else {
             flow
         };
+        // Fragments never touch the connection table; ICMP errors read it
+        // but never add to it (nor spend the new-flow budget).
         let use_ct = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
+        let may_insert = use_ct && kind == Kind::Flow;
 
         // Connection table first, then the Maglev table.
         let mut chosen: Option<(u32, BackendMeta, Reason)> = None;
@@ -570,13 +499,6 @@ impl Model {
         }
         let mut ct_insert = None;
         if chosen.is_none() {
-            if kind == Kind::IcmpError && use_ct && !q.icmp_unknown_forwarded {
-                // lb_common::reasons: "ICMP error about a flow not in the
-                // connection table" is passed.
-                let mut d = pass(Reason::PassIcmpUnknownFlow);
-                d.ct_key = Some(key);
-                return d;
-            }
             let m = self.settings.maglev_size;
             if m == 0 {
                 return drop(Reason::DropNoBackend, None);
@@ -597,7 +519,7 @@ impl Model {
                 Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b,
                 _ => return drop(Reason::DropBadBackend, None),
             };
-            let reason = if !use_ct {
+            let reason = if !may_insert {
                 Reason::TxNewFlow
             } else if self.inserts >= u64::from(self.settings.new_flows_per_cpu_sec) {
                 Reason::TxFloodGuard
