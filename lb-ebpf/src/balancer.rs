@@ -5,7 +5,7 @@ use lb_common::{
     backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
     conntrack::ConnValue,
     consts::NO_BACKEND,
-    flow::{flow_hash, FlowKey},
+    flow::{flow_hash, slot, FlowKey},
     reasons::Reason,
     settings::{Settings, SETTINGS_F_NO_PORT_WILDCARDS},
     vip::{
@@ -170,8 +170,7 @@ fn select(
         return Err(Reason::DropNoBackend);
     }
     let row = vip.index * 2 + (vip.table & 1);
-    let slot = flow_hash(key) % m;
-    let Some(&index) = MAGLEV.get(row * m + slot) else {
+    let Some(&index) = MAGLEV.get(row * m + slot(flow_hash(key), m)) else {
         return Err(Reason::DropNoBackend);
     };
     if index == NO_BACKEND {

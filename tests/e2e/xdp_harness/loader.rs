@@ -258,7 +258,7 @@ impl Harness {
     /// `key`, as `lb_common::flow` documents the lookup.
     pub fn maglev_pick(&self, vip_index: u32, key: &FlowKey) -> u32 {
         let t = &self.tables[&vip_index];
-        t[(flow_hash(key) % self.m) as usize]
+        t[lb_common::flow::slot(flow_hash(key), self.m) as usize]
     }
 
     fn conntrack(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, ConnValue>> {

@@ -506,7 +506,7 @@ impl Model {
             if vip.index >= MAX_VIPS {
                 return drop(Reason::DropNoBackend, None);
             }
-            let slot = key.hash() % m;
+            let slot = lb_common::flow::slot(key.hash(), m);
             let index = self
                 .tables
                 .get(&(vip.index, vip.table & 1))
