@@ -2,8 +2,8 @@
 
 /// Which bucket of the protocol counters a frame falls into.
 ///
-/// The discriminant is the index into the `PROTO_COUNTERS` per-CPU array, so
-/// the order is part of the map's ABI: append, never reorder.
+/// The discriminant is the index into [`GlobalCounters::classes`], so the
+/// order is part of the map's ABI: append, never reorder.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProtoClass {
@@ -30,7 +30,7 @@ pub enum ProtoClass {
     Malformed = 9,
 }
 
-/// Number of buckets in the `PROTO_COUNTERS` array.
+/// Number of protocol classes.
 pub const PROTO_CLASSES: u32 = 10;
 
 impl ProtoClass {
@@ -84,5 +84,34 @@ impl PacketCounter {
     pub fn add(&mut self, other: &PacketCounter) {
         self.packets = self.packets.wrapping_add(other.packets);
         self.bytes = self.bytes.wrapping_add(other.bytes);
+    }
+}
+
+/// The single entry of the per-CPU `COUNTERS` array: every frame's protocol
+/// class and outcome. One value, so the datapath pays one map lookup per
+/// frame for both.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalCounters {
+    /// Indexed by [`ProtoClass`].
+    pub classes: [PacketCounter; PROTO_CLASSES as usize],
+    /// Indexed by [`crate::reasons::Reason`].
+    pub reasons: [PacketCounter; crate::reasons::REASONS as usize],
+}
+
+const _: () = assert!(
+    core::mem::size_of::<GlobalCounters>()
+        == 16 * (PROTO_CLASSES as usize + crate::reasons::REASONS as usize)
+);
+
+impl GlobalCounters {
+    /// Adds another CPU's counters to these.
+    pub fn add(&mut self, other: &GlobalCounters) {
+        for (a, b) in self.classes.iter_mut().zip(&other.classes) {
+            a.add(b);
+        }
+        for (a, b) in self.reasons.iter_mut().zip(&other.reasons) {
+            a.add(b);
+        }
     }
 }

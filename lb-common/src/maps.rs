@@ -1,11 +1,9 @@
 //! Names of the BPF maps and programs, shared so that the loader finds
 //! exactly what the eBPF object declares.
 
-/// Per-CPU array of [`crate::counters::PacketCounter`] indexed by
-/// [`crate::counters::ProtoClass`].
-pub const PROTO_COUNTERS: &str = "PROTO_COUNTERS";
-/// Per-CPU array of `PacketCounter` indexed by [`crate::reasons::Reason`].
-pub const REASONS: &str = "REASONS";
+/// Per-CPU array with one [`crate::counters::GlobalCounters`]: packets and
+/// bytes per protocol class and per outcome.
+pub const COUNTERS: &str = "COUNTERS";
 /// Hash map [`crate::vip::VipKey`] → [`crate::vip::VipMeta`].
 pub const VIPS: &str = "VIPS";
 /// Array of backend indices: `(vip.index * 2 + vip.table) * M + slot`.

@@ -6,12 +6,13 @@
 use crate::{
     backend::BackendMeta,
     conntrack::ConnValue,
-    counters::PacketCounter,
+    counters::{GlobalCounters, PacketCounter},
     settings::{FloodWindow, Settings},
     vip::{VipKey, VipMeta},
 };
 
 unsafe impl aya::Pod for PacketCounter {}
+unsafe impl aya::Pod for GlobalCounters {}
 unsafe impl aya::Pod for VipKey {}
 unsafe impl aya::Pod for VipMeta {}
 unsafe impl aya::Pod for BackendMeta {}

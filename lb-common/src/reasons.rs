@@ -1,7 +1,8 @@
 //! Why the XDP balancer did what it did to a packet: one per-CPU counter per
 //! reason, so "it doesn't forward" is answered by `xlb stats`.
 
-/// Outcome of one packet. The discriminant indexes `REASONS`: append only.
+/// Outcome of one packet. The discriminant indexes
+/// `GlobalCounters::reasons`: append only.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -44,7 +45,7 @@ pub enum Reason {
     TxFragment = 15,
 }
 
-/// Number of reasons (entries in `REASONS`).
+/// Number of reasons.
 pub const REASONS: u32 = 16;
 
 impl Reason {

@@ -5,6 +5,7 @@ use lb_common::{
     backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
     conntrack::ConnValue,
     consts::NO_BACKEND,
+    counters::ProtoClass,
     flow::{flow_hash, slot, FlowKey},
     reasons::Reason,
     settings::{Settings, SETTINGS_F_NO_PORT_WILDCARDS},
@@ -38,8 +39,8 @@ enum Kind {
 }
 
 #[inline(always)]
-fn finish(reason: Reason, len: u64, action: u32) -> u32 {
-    maps::count_reason(reason, len);
+fn finish(class: ProtoClass, reason: Reason, len: u64, action: u32) -> u32 {
+    maps::count(Some(class), reason, len);
     action
 }
 
@@ -48,13 +49,20 @@ fn finish(reason: Reason, len: u64, action: u32) -> u32 {
 pub fn process(ctx: &XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let parsed = parse::parse(ctx);
-    maps::count_class(parse::class_of_failure(&parsed), len);
+    let class = parse::class_of_failure(&parsed);
     let pkt = match parsed {
         Parsed::Ip(p) => p,
-        Parsed::NonIp => return finish(Reason::PassNonIp, len, xdp_action::XDP_PASS),
-        Parsed::Malformed => return finish(Reason::PassMalformed, len, xdp_action::XDP_PASS),
+        Parsed::NonIp => return finish(class, Reason::PassNonIp, len, xdp_action::XDP_PASS),
+        Parsed::Malformed => {
+            return finish(class, Reason::PassMalformed, len, xdp_action::XDP_PASS)
+        }
         Parsed::Unsupported => {
-            return finish(Reason::PassUnsupportedHeader, len, xdp_action::XDP_PASS)
+            return finish(
+                class,
+                Reason::PassUnsupportedHeader,
+                len,
+                xdp_action::XDP_PASS,
+            )
         }
     };
     let icmp_proto = if pkt.v6 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP };
@@ -62,10 +70,15 @@ pub fn process(ctx: &XdpContext) -> u32 {
         match icmp::quoted_flow(ctx, &pkt) {
             icmp::Quoted::Flow(f) => (f, Kind::IcmpError),
             icmp::Quoted::NotAnError => {
-                return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS)
+                return finish(class, Reason::PassNotVip, len, xdp_action::XDP_PASS)
             }
             icmp::Quoted::Unusable => {
-                return finish(Reason::PassIcmpUnknownFlow, len, xdp_action::XDP_PASS)
+                return finish(
+                    class,
+                    Reason::PassIcmpUnknownFlow,
+                    len,
+                    xdp_action::XDP_PASS,
+                )
             }
         }
     } else if pkt.fragment {
@@ -75,7 +88,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
     };
     let Some(settings) = SETTINGS.get(0) else {
         // Not configured yet: behave as if no VIP existed.
-        return finish(Reason::PassNotVip, len, xdp_action::XDP_PASS);
+        return finish(class, Reason::PassNotVip, len, xdp_action::XDP_PASS);
     };
     let wildcards = settings.flags & SETTINGS_F_NO_PORT_WILDCARDS == 0;
     let Some(vip) = lookup_vip(&flow, pkt.v6, kind == Kind::Fragment, wildcards) else {
@@ -84,11 +97,11 @@ pub fn process(ctx: &XdpContext) -> u32 {
         } else {
             Reason::PassNotVip
         };
-        return finish(reason, len, xdp_action::XDP_PASS);
+        return finish(class, reason, len, xdp_action::XDP_PASS);
     };
     maps::count_vip(vip.index, len);
     if vip.mode == VIP_MODE_L7 {
-        return finish(Reason::PassL7, len, xdp_action::XDP_PASS);
+        return finish(class, Reason::PassL7, len, xdp_action::XDP_PASS);
     }
     let key = if vip.flags & VIP_F_HASH_NO_PORTS != 0 {
         flow.three_tuple()
@@ -103,7 +116,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
     let (index, backend, mut reason) = match select(&key, &vip, settings, use_conntrack, may_insert)
     {
         Ok(s) => s,
-        Err(r) => return finish(r, len, xdp_action::XDP_DROP),
+        Err(r) => return finish(class, r, len, xdp_action::XDP_DROP),
     };
     match kind {
         Kind::Fragment => reason = Reason::TxFragment,
@@ -111,7 +124,9 @@ pub fn process(ctx: &XdpContext) -> u32 {
         Kind::Flow => {}
     }
     maps::count_backend(index, len);
-    forward(ctx, &pkt, &key, &vip, backend, settings, kind, reason, len)
+    forward(
+        ctx, &pkt, &key, &vip, backend, settings, kind, reason, len, class,
+    )
 }
 
 /// Exact (address, port, protocol), then the port wildcard; fragments use
@@ -230,15 +245,16 @@ fn forward(
     kind: Kind,
     reason: Reason,
     len: u64,
+    class: ProtoClass,
 ) -> u32 {
     if vip.mode == VIP_MODE_DSR {
         return match encap::rewrite_macs(ctx, &backend.next_hop_mac) {
-            Some(()) => finish(reason, len, xdp_action::XDP_TX),
-            None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
+            Some(()) => finish(class, reason, len, xdp_action::XDP_TX),
+            None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
         };
     }
     if vip.mode != VIP_MODE_IPIP || (backend.flags & BACKEND_F_V6 != 0) != pkt.v6 {
-        return finish(Reason::DropBadBackend, len, xdp_action::XDP_DROP);
+        return finish(class, Reason::DropBadBackend, len, xdp_action::XDP_DROP);
     }
     let outer = if pkt.v6 { 40 } else { 20 };
     if kind != Kind::IcmpError && pkt.dont_frag && pkt.ip_len + outer > settings.backend_mtu {
@@ -249,8 +265,8 @@ fn forward(
             icmp::too_big_v4(ctx, pkt, settings.backend_mtu.saturating_sub(outer))
         };
         return match done {
-            Some(()) => finish(Reason::TxIcmpTooBig, len, xdp_action::XDP_TX),
-            None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
+            Some(()) => finish(class, Reason::TxIcmpTooBig, len, xdp_action::XDP_TX),
+            None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
         };
     }
     let hash = flow_hash(key);
@@ -282,7 +298,7 @@ fn forward(
         )
     };
     match done {
-        Some(()) => finish(reason, len, xdp_action::XDP_TX),
-        None => finish(Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
+        Some(()) => finish(class, reason, len, xdp_action::XDP_TX),
+        None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
     }
 }

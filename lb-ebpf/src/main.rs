@@ -28,15 +28,15 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     match encap::decap(&ctx) {
         encap::Decap::Done => {
-            maps::count_reason(Reason::PassDecapsulated, len);
+            maps::count(None, Reason::PassDecapsulated, len);
             xdp_action::XDP_PASS
         }
         encap::Decap::NotIpip => {
-            maps::count_reason(Reason::PassNotVip, len);
+            maps::count(None, Reason::PassNotVip, len);
             xdp_action::XDP_PASS
         }
         encap::Decap::Broken => {
-            maps::count_reason(Reason::DropEncapFailed, len);
+            maps::count(None, Reason::DropEncapFailed, len);
             xdp_action::XDP_DROP
         }
     }

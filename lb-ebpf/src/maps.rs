@@ -8,9 +8,9 @@ use lb_common::{
     backend::BackendMeta,
     conntrack::ConnValue,
     consts::{CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, MAX_BACKENDS, MAX_VIPS},
-    counters::{PacketCounter, ProtoClass, PROTO_CLASSES},
+    counters::{GlobalCounters, PacketCounter, ProtoClass},
     flow::FlowKey,
-    reasons::{Reason, REASONS as REASON_COUNT},
+    reasons::Reason,
     settings::{FloodWindow, Settings},
     vip::{VipKey, VipMeta},
 };
@@ -20,14 +20,10 @@ use lb_common::{
 /// `VipMeta` (a preallocated map recycles the old element at once).
 const BPF_F_NO_PREALLOC: u32 = 1;
 
-/// Packets and bytes per protocol class, one slot per CPU so the hot path
-/// never contends on a cache line.
-#[map(name = "PROTO_COUNTERS")]
-static PROTO_COUNTERS: PerCpuArray<PacketCounter> = PerCpuArray::with_max_entries(PROTO_CLASSES, 0);
-
-/// Packets and bytes per outcome (`Reason`).
-#[map(name = "REASONS")]
-static REASONS: PerCpuArray<PacketCounter> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
+/// Packets and bytes per protocol class and per outcome, one value per
+/// CPU so the hot path never contends on a cache line.
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-VIP-row traffic.
 #[map(name = "VIP_STATS")]
@@ -75,16 +71,29 @@ fn bump(map: &PerCpuArray<PacketCounter>, index: u32, len: u64) {
     }
 }
 
-/// Counts one frame of `len` bytes in its protocol class.
+/// Counts one frame of `len` bytes in its protocol class and, if given,
+/// under its outcome: one map lookup for both.
 #[inline(always)]
-pub fn count_class(class: ProtoClass, len: u64) {
-    bump(&PROTO_COUNTERS, class as u32, len);
-}
-
-/// Counts one frame of `len` bytes under its outcome.
-#[inline(always)]
-pub fn count_reason(reason: Reason, len: u64) {
-    bump(&REASONS, reason as u32, len);
+pub fn count(class: Option<ProtoClass>, reason: Reason, len: u64) {
+    let Some(c) = COUNTERS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU value: no other program instance writes it
+    // concurrently; the pointer came from a successful lookup. The indices
+    // are enum discriminants, in bounds by construction (checked again so
+    // the verifier sees it).
+    unsafe {
+        if let Some(k) = class {
+            if let Some(e) = (*c).classes.get_mut(k as usize) {
+                e.packets += 1;
+                e.bytes += len;
+            }
+        }
+        if let Some(e) = (*c).reasons.get_mut(reason as usize) {
+            e.packets += 1;
+            e.bytes += len;
+        }
+    }
 }
 
 /// Counts one frame for a VIP row.

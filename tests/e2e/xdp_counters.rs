@@ -235,7 +235,7 @@ fn xdp_counts_real_frames_exactly_and_cleans_up() {
         let pid = xlb.pid();
         let pin_dir = xlb.pin_dir.clone();
         assert!(
-            pin_dir.join("PROTO_COUNTERS").exists(),
+            pin_dir.join("COUNTERS").exists(),
             "map pinned while running"
         );
         let status = xlb.stop().unwrap();

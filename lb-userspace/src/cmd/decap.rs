@@ -7,10 +7,13 @@ use aya::{
     programs::{Xdp, XdpMode},
     EbpfLoader,
 };
-use lb_common::{counters::PacketCounter, maps, reasons::Reason};
+use lb_common::{counters::GlobalCounters, maps, reasons::Reason};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{config::XdpModeSetting, datapath::EBPF_OBJECT};
+use crate::{
+    config::XdpModeSetting,
+    datapath::{counters::read_totals, EBPF_OBJECT},
+};
 
 /// Attaches the decap program to `iface`, calls `ready`, waits for a signal,
 /// and returns how many packets it decapsulated.
@@ -56,13 +59,11 @@ pub async fn run(iface: &str, mode: XdpModeSetting, ready: impl FnOnce()) -> any
         _ = sigterm.recv() => {}
         _ = sigint.recv() => {}
     }
-    let reasons: PerCpuArray<&MapData, PacketCounter> =
-        PerCpuArray::try_from(ebpf.map(maps::REASONS).context("REASONS map")?)?;
-    let done: u64 = reasons
-        .get(&(Reason::PassDecapsulated as u32), 0)?
-        .iter()
-        .map(|c| c.packets)
-        .sum();
+    let counters: PerCpuArray<&MapData, GlobalCounters> =
+        PerCpuArray::try_from(ebpf.map(maps::COUNTERS).context("COUNTERS map")?)?;
+    let done = read_totals(&counters)?
+        .reason(Reason::PassDecapsulated)
+        .packets;
     log::info!("decap on {iface}: {done} packets decapsulated; detaching");
     Ok(done)
 }

@@ -4,7 +4,11 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use aya::maps::{Map, MapData, PerCpuArray};
-use lb_common::{counters::PacketCounter, maps, reasons::Reason};
+use lb_common::{
+    counters::{PacketCounter, ProtoClass},
+    maps,
+    reasons::Reason,
+};
 use serde_json::{json, Map as JsonMap, Value};
 
 use crate::datapath::{counters, instance_pin_dir, state_file::InstanceState};
@@ -36,15 +40,14 @@ fn entry(c: PacketCounter) -> Value {
 /// `{"classes": {..}, "reasons": {..}, "vips": {name: ..}, "backends": {addr: ..}}`.
 pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
     let pin_dir = instance_pin_dir(bpffs, instance);
-    let classes = counters::read_pinned(&pin_dir)?;
+    let totals = counters::read_pinned(&pin_dir)?;
     let mut class_obj = JsonMap::new();
-    for (name, p, b) in &classes.0 {
-        class_obj.insert((*name).into(), json!({"packets": p, "bytes": b}));
+    for c in ProtoClass::ALL {
+        class_obj.insert(c.name().into(), entry(totals.class(c)));
     }
-    let reasons = per_cpu(&pin_dir, maps::REASONS)?;
     let mut reason_obj = JsonMap::new();
     for r in Reason::ALL {
-        reason_obj.insert(r.name().into(), entry(sum(&reasons, r as u32)?));
+        reason_obj.insert(r.name().into(), entry(totals.reason(r)));
     }
     let state = InstanceState::read(instance).unwrap_or_default();
     let vip_stats = per_cpu(&pin_dir, maps::VIP_STATS)?;

@@ -1,41 +1,45 @@
-//! Reading the XDP program's per-CPU protocol counters.
+//! Reading the XDP program's per-CPU global counters (protocol classes and
+//! outcomes), summed over CPUs.
 use std::path::Path;
 
 use anyhow::Context as _;
 use aya::maps::{Map, MapData, PerCpuArray};
-use lb_common::counters::{PacketCounter, ProtoClass};
+use lb_common::{
+    counters::{GlobalCounters, PacketCounter, ProtoClass},
+    maps,
+    reasons::Reason,
+};
 
-/// Totals over all CPUs, one entry per protocol class, in index order.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ProtoTotals(pub Vec<(&'static str, u64, u64)>);
+/// The counters summed over all CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals(pub GlobalCounters);
 
-impl ProtoTotals {
-    /// Packets and bytes of one class.
-    pub fn get(&self, class: ProtoClass) -> PacketCounter {
-        let (_, packets, bytes) = self.0[class as usize];
-        PacketCounter { packets, bytes }
+impl Totals {
+    /// Packets and bytes of one protocol class.
+    pub fn class(&self, class: ProtoClass) -> PacketCounter {
+        self.0.classes[class as usize]
+    }
+
+    /// Packets and bytes of one outcome.
+    pub fn reason(&self, reason: Reason) -> PacketCounter {
+        self.0.reasons[reason as usize]
     }
 }
 
-/// Sums a per-CPU counter array over CPUs.
-pub fn read_totals(map: &PerCpuArray<MapData, PacketCounter>) -> anyhow::Result<ProtoTotals> {
-    let mut out = Vec::with_capacity(ProtoClass::ALL.len());
-    for class in ProtoClass::ALL {
-        let per_cpu = map
-            .get(&(class as u32), 0)
-            .with_context(|| format!("reading counter {}", class.name()))?;
-        let mut total = PacketCounter::default();
-        for c in per_cpu.iter() {
-            total.add(c);
-        }
-        out.push((class.name(), total.packets, total.bytes));
+/// Sums the per-CPU `COUNTERS` values.
+pub fn read_totals<T: std::borrow::Borrow<MapData>>(
+    map: &PerCpuArray<T, GlobalCounters>,
+) -> anyhow::Result<Totals> {
+    let mut total = GlobalCounters::default();
+    for c in map.get(&0, 0).context("reading COUNTERS")?.iter() {
+        total.add(c);
     }
-    Ok(ProtoTotals(out))
+    Ok(Totals(total))
 }
 
-/// Opens the pinned counter map of a running instance and sums it.
-pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<ProtoTotals> {
-    let path = pin_dir.join(lb_common::maps::PROTO_COUNTERS);
+/// Opens the pinned `COUNTERS` map of a running instance and sums it.
+pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<Totals> {
+    let path = pin_dir.join(maps::COUNTERS);
     let data = MapData::from_pin(&path).with_context(|| {
         format!(
             "opening {} (is an xlb instance running with this name?)",

@@ -14,10 +14,10 @@ use lb_common::{
     backend::BackendMeta,
     conntrack::ConnValue,
     consts::{MAX_VIPS, NO_BACKEND},
-    counters::PacketCounter,
+    counters::{GlobalCounters, PacketCounter},
     flow::{flow_hash, FlowKey},
     maglev, maps as names,
-    reasons::{Reason, REASONS},
+    reasons::Reason,
     settings::{FloodWindow, Settings},
     vip::{VipKey, VipMeta, FAMILY_FRAGMENTS},
 };
@@ -313,18 +313,11 @@ impl Harness {
         Ok(())
     }
 
-    /// The `REASONS` counters summed over CPUs, in `Reason` order.
+    /// The outcome counters summed over CPUs, in `Reason` order.
     pub fn reasons(&self) -> anyhow::Result<Vec<PacketCounter>> {
-        let a: PerCpuArray<&MapData, PacketCounter> =
-            PerCpuArray::try_from(self.ebpf.map(names::REASONS).context("REASONS")?)?;
-        let mut out = Vec::with_capacity(REASONS as usize);
-        for r in Reason::ALL {
-            let mut total = PacketCounter::default();
-            for c in a.get(&(r as u32), 0)?.iter() {
-                total.add(c);
-            }
-            out.push(total);
-        }
-        Ok(out)
+        let a: PerCpuArray<&MapData, GlobalCounters> =
+            PerCpuArray::try_from(self.ebpf.map(names::COUNTERS).context("COUNTERS")?)?;
+        let totals = xlb::datapath::counters::read_totals(&a)?;
+        Ok(Reason::ALL.iter().map(|r| totals.reason(*r)).collect())
     }
 }

@@ -66,6 +66,16 @@ impl Key {
     /// `src ‖ dst ‖ sport ‖ dport ‖ proto ‖ 0 0 0` with the documented seed.
     pub fn hash(&self) -> u32 {
         let mut b = Vec::with_capacity(40);
+        // IPv4-shaped keys (nothing past each address's first four bytes)
+        // hash only their significant 16 bytes (lb_common::flow::flow_hash).
+        if self.src[4..] == [0; 12] && self.dst[4..] == [0; 12] {
+            b.extend_from_slice(&self.src[..4]);
+            b.extend_from_slice(&self.dst[..4]);
+            b.extend_from_slice(&self.sport);
+            b.extend_from_slice(&self.dport);
+            b.extend_from_slice(&[self.proto, 0, 0, 0]);
+            return murmur3_32(&b, FLOW_HASH_SEED);
+        }
         b.extend_from_slice(&self.src);
         b.extend_from_slice(&self.dst);
         b.extend_from_slice(&self.sport);
