@@ -14,7 +14,7 @@ pub const BACKENDS: &str = "BACKENDS";
 pub const CONNTRACK: &str = "CONNTRACK";
 /// Array with one [`crate::settings::Settings`].
 pub const SETTINGS: &str = "SETTINGS";
-/// Per-CPU array with one [`crate::settings::FloodWindow`].
+/// Per-CPU array with one [`crate::settings::FloodBudget`].
 pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
 /// Per-CPU array of `PacketCounter` per VIP row.
 pub const VIP_STATS: &str = "VIP_STATS";

@@ -7,7 +7,7 @@ use crate::{
     backend::BackendMeta,
     conntrack::ConnValue,
     counters::{GlobalCounters, PacketCounter},
-    settings::{FloodWindow, Settings},
+    settings::{FloodBudget, Settings},
     vip::{VipKey, VipMeta},
 };
 
@@ -18,4 +18,4 @@ unsafe impl aya::Pod for VipMeta {}
 unsafe impl aya::Pod for BackendMeta {}
 unsafe impl aya::Pod for ConnValue {}
 unsafe impl aya::Pod for Settings {}
-unsafe impl aya::Pod for FloodWindow {}
+unsafe impl aya::Pod for FloodBudget {}

@@ -1,6 +1,6 @@
 //! The XDP L4 balancer: VIP lookup → connection table or Maglev slot →
 //! backend → MAC rewrite (DSR) or IP-in-IP encapsulation → `XDP_TX`.
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
     conntrack::ConnValue,
@@ -25,7 +25,6 @@ use crate::{
 
 /// Smallest MTU an IPv6 link may have (RFC 8200 §5): never advertise less.
 const IPV6_MIN_MTU: u32 = 1280;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// How the flow to steer was found.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -200,7 +199,7 @@ fn select(
     if !may_insert {
         return Ok((index, b, Reason::TxNewFlow));
     }
-    if !flood_budget(settings.new_flows_per_cpu_sec) {
+    if !flood_budget() {
         return Ok((index, b, Reason::TxFloodGuard));
     }
     let value = ConnValue {
@@ -211,24 +210,21 @@ fn select(
     Ok((index, b, Reason::TxNewFlow))
 }
 
-/// Takes one connection-table insert from this CPU's budget for the
-/// current second; false when it is spent.
+/// Takes one connection-table insert from this CPU's budget (refilled by
+/// the daemon, see `FloodBudget`); false when it is spent.
 #[inline(always)]
-fn flood_budget(limit: u32) -> bool {
-    let Some(w) = FLOOD_GUARD.get_ptr_mut(0) else {
+fn flood_budget() -> bool {
+    let Some(b) = FLOOD_GUARD.get_ptr_mut(0) else {
         return true;
     };
-    // SAFETY: per-CPU slot, pointer from a successful lookup.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: per-CPU slot, pointer from a successful lookup. The daemon's
+    // refill may overwrite it concurrently; a lost decrement only lets one
+    // more flow in.
     unsafe {
-        if now.wrapping_sub((*w).window_start_ns) >= NS_PER_SEC {
-            (*w).window_start_ns = now;
-            (*w).inserts = 0;
-        }
-        if (*w).inserts >= limit {
+        if (*b).remaining == 0 {
             return false;
         }
-        (*w).inserts += 1;
+        (*b).remaining -= 1;
     }
     true
 }

@@ -11,7 +11,7 @@ use lb_common::{
     counters::{GlobalCounters, PacketCounter, ProtoClass},
     flow::FlowKey,
     reasons::Reason,
-    settings::{FloodWindow, Settings},
+    settings::{FloodBudget, Settings},
     vip::{VipKey, VipMeta},
 };
 
@@ -57,7 +57,7 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// New-flow budget window per CPU.
 #[map(name = "FLOOD_GUARD")]
-pub static FLOOD_GUARD: PerCpuArray<FloodWindow> = PerCpuArray::with_max_entries(1, 0);
+pub static FLOOD_GUARD: PerCpuArray<FloodBudget> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<PacketCounter>, index: u32, len: u64) {

@@ -1,6 +1,12 @@
 //! `xlb run`: load the datapath, write the L4 tables, attach, then serve
 //! until SIGINT/SIGTERM; SIGHUP reloads the config file.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+};
 
 use anyhow::Context as _;
 use tokio::{
@@ -11,6 +17,7 @@ use tokio::{
 use crate::{
     config::{Config, XdpModeSetting},
     datapath::{
+        flood_refill::FloodRefill,
         l4_tables::{ApplyReport, L4Tables},
         next_hops,
         state_file::InstanceState,
@@ -21,6 +28,8 @@ use crate::{
 /// The running daemon's datapath and what it was configured with.
 pub struct Daemon {
     dp: Datapath,
+    flood_rate: Arc<AtomicU32>,
+    flood_task: tokio::task::JoinHandle<()>,
     tables: L4Tables,
     config: Config,
     config_path: PathBuf,
@@ -35,6 +44,9 @@ impl Daemon {
         mode_override: Option<XdpModeSetting>,
     ) -> anyhow::Result<Daemon> {
         let mut dp = Datapath::load(&config)?;
+        let refill = FloodRefill::new(dp.ebpf_mut(), config.l4.new_flows_per_cpu_sec)?;
+        let flood_rate = refill.rate();
+        let flood_task = tokio::spawn(refill.run());
         let macs = next_hops::resolve_all(&config.l4).await?;
         let mut tables = L4Tables::new(&config.l4);
         let report = tables.apply(dp.ebpf_mut(), &config.l4, &macs)?;
@@ -42,6 +54,8 @@ impl Daemon {
         dp.attach(&config, mode_override)?;
         let d = Daemon {
             dp,
+            flood_rate,
+            flood_task,
             tables,
             config,
             config_path: config_path.to_path_buf(),
@@ -92,6 +106,8 @@ impl Daemon {
         }
         let macs = next_hops::resolve_all(&new.l4).await?;
         let report = self.tables.apply(self.dp.ebpf_mut(), &new.l4, &macs)?;
+        self.flood_rate
+            .store(new.l4.new_flows_per_cpu_sec, Ordering::Relaxed);
         self.config = new;
         self.generation += 1;
         self.write_state();
@@ -181,6 +197,7 @@ pub async fn run(
         t.abort();
         let _ = t.await;
     }
+    daemon.flood_task.abort();
     drop(daemon);
     InstanceState::remove(&instance);
     log::info!("detached; bye");

@@ -18,7 +18,7 @@ use lb_common::{
     flow::{flow_hash, FlowKey},
     maglev, maps as names,
     reasons::Reason,
-    settings::{FloodWindow, Settings},
+    settings::{FloodBudget, Settings},
     vip::{VipKey, VipMeta, FAMILY_FRAGMENTS},
 };
 
@@ -173,11 +173,24 @@ impl Harness {
         })
     }
 
-    /// Writes `SETTINGS[0]`.
+    /// Writes `SETTINGS[0]`, and refills every CPU's new-flow budget to
+    /// `s.new_flows_per_cpu_sec`, as the daemon does when it applies a
+    /// config (the model counts inserts from here).
     pub fn set_settings(&mut self, s: &Settings) -> anyhow::Result<()> {
         let mut a: Array<&mut MapData, Settings> =
             Array::try_from(self.ebpf.map_mut(names::SETTINGS).context("SETTINGS")?)?;
         a.set(0, s, 0)?;
+        let n = self.nr_cpus;
+        let mut f: PerCpuArray<&mut MapData, FloodBudget> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(names::FLOOD_GUARD)
+                .context("FLOOD_GUARD")?,
+        )?;
+        let budget = FloodBudget {
+            remaining: s.new_flows_per_cpu_sec,
+            _pad: 0,
+        };
+        f.set(0, PerCpuValues::try_from(vec![budget; n])?, 0)?;
         Ok(())
     }
 
@@ -297,17 +310,17 @@ impl Harness {
         Ok(())
     }
 
-    /// Zeroes every CPU's new-flow window: the next insert opens a new one.
+    /// Empties every CPU's new-flow budget (`set_settings` refills it).
     pub fn reset_flood_guard(&mut self) -> anyhow::Result<()> {
         let n = self.nr_cpus;
-        let mut a: PerCpuArray<&mut MapData, FloodWindow> = PerCpuArray::try_from(
+        let mut a: PerCpuArray<&mut MapData, FloodBudget> = PerCpuArray::try_from(
             self.ebpf
                 .map_mut(names::FLOOD_GUARD)
                 .context("FLOOD_GUARD")?,
         )?;
         a.set(
             0,
-            PerCpuValues::try_from(vec![FloodWindow::default(); n])?,
+            PerCpuValues::try_from(vec![FloodBudget::default(); n])?,
             0,
         )?;
         Ok(())
