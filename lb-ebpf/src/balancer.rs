@@ -53,7 +53,10 @@ pub fn process(ctx: &XdpContext) -> u32 {
         Parsed::Ip(p) => p,
         Parsed::NonIp => return finish(class, Reason::PassNonIp, len, xdp_action::XDP_PASS),
         Parsed::Malformed => {
-            return finish(class, Reason::PassMalformed, len, xdp_action::XDP_PASS)
+            // Off unless the daemon runs at debug level (the level check is
+            // one load); at debug it says what the counters cannot: when.
+            aya_log_ebpf::debug!(ctx, "malformed frame of {} bytes passed to the stack", len);
+            return finish(class, Reason::PassMalformed, len, xdp_action::XDP_PASS);
         }
         Parsed::Unsupported => {
             return finish(

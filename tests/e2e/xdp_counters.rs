@@ -98,9 +98,11 @@ fn xdp_counts_real_frames_exactly_and_cleans_up() {
             .unwrap();
         }
 
-        let mut xlb = Xlb::start(
+        // At debug level, so the eBPF side's aya-log messages come through.
+        let mut xlb = Xlb::start_logged(
             &lb,
             &format!("interfaces:\n  - name: {lb_dev}\n    xdp_mode: native\n"),
+            "debug",
         )
         .unwrap();
         let before = xlb.stats().unwrap();
@@ -230,6 +232,21 @@ fn xdp_counts_real_frames_exactly_and_cleans_up() {
             counter(&stats, "non_ip"),
             exp.non_ip,
             "non_ip; stats {stats}"
+        );
+
+        // aya-log works end to end: the datapath's message about each
+        // malformed frame reaches the daemon's log (read asynchronously, so
+        // wait for it, bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let logged = |x: &Xlb| x.stderr().matches("malformed frame of").count() as u64;
+        while logged(&xlb) < exp.malformed.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            logged(&xlb),
+            exp.malformed.0,
+            "one eBPF log line per malformed frame; stderr:\n{}",
+            xlb.stderr()
         );
 
         let pid = xlb.pid();

@@ -40,6 +40,13 @@ impl Xlb {
     /// Writes `config_yaml` (which must not set `instance`: a unique one is
     /// added) and starts `xlb run` inside `ns`.
     pub fn start(ns: &Netns, config_yaml: &str) -> anyhow::Result<Xlb> {
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        Xlb::start_logged(ns, config_yaml, &level)
+    }
+
+    /// As [`Xlb::start`], with `RUST_LOG` set to `level` for the daemon
+    /// (which also sets the eBPF programs' log level).
+    pub fn start_logged(ns: &Netns, config_yaml: &str, level: &str) -> anyhow::Result<Xlb> {
         let instance = names::unique("xlb");
         let dir = std::env::temp_dir().join(&instance);
         std::fs::create_dir_all(&dir)?;
@@ -58,10 +65,7 @@ impl Xlb {
             .arg("run")
             .arg("-c")
             .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
