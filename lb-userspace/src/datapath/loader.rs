@@ -147,16 +147,20 @@ impl Datapath {
     }
 
     fn load_program(&mut self, name: &'static str) -> Result<(), DatapathError> {
-        let prog: &mut Xdp = self
-            .ebpf
+        self.xdp_program(name)?
+            .load()
+            .map_err(|source| DatapathError::Program { name, source })
+    }
+
+    /// The XDP program `name` of the object.
+    fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
+        self.ebpf
             .program_mut(name)
             .ok_or(DatapathError::Program {
                 name,
                 source: aya::programs::ProgramError::NotLoaded,
             })?
             .try_into()
-            .map_err(|source| DatapathError::Program { name, source })?;
-        prog.load()
             .map_err(|source| DatapathError::Program { name, source })
     }
 
@@ -182,16 +186,8 @@ impl Datapath {
         config: &Config,
         mode_override: Option<XdpModeSetting>,
     ) -> Result<(), DatapathError> {
-        let name = maps::XDP_PROGRAM;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::Program {
-                name,
-                source: aya::programs::ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(|source| DatapathError::Program { name, source })?;
+        let mut done = Vec::new();
+        let prog = self.xdp_program(maps::XDP_PROGRAM)?;
         for iface in config.interfaces.iter() {
             let setting = mode_override.unwrap_or(iface.xdp_mode);
             let iface = iface.name.as_str();
@@ -207,8 +203,9 @@ impl Datapath {
                 },
             };
             log::info!("XDP attached to {iface} in {mode} mode");
-            self.attached.push((iface.to_string(), mode));
+            done.push((iface.to_string(), mode));
         }
+        self.attached.extend(done);
         Ok(())
     }
 
