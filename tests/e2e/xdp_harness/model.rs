@@ -62,8 +62,8 @@ impl Key {
         }
     }
 
-    /// MurmurHash3 x86_32 (bytewise reference) of the 40-byte image
-    /// `src ‖ dst ‖ sport ‖ dport ‖ proto ‖ 0 0 0` with the documented seed.
+    /// MurmurHash3 x86_32 (bytewise reference) with the documented seed,
+    /// over the short forms `lb_common::flow::flow_hash` documents.
     pub fn hash(&self) -> u32 {
         let mut b = Vec::with_capacity(40);
         // IPv4-shaped keys (nothing past each address's first four bytes)
@@ -76,8 +76,12 @@ impl Key {
             b.extend_from_slice(&[self.proto, 0, 0, 0]);
             return murmur3_32(&b, FLOW_HASH_SEED);
         }
-        b.extend_from_slice(&self.src);
-        b.extend_from_slice(&self.dst);
+        // IPv6: each address folded to 8 bytes by XOR of its halves.
+        for a in [&self.src, &self.dst] {
+            for i in 0..8 {
+                b.push(a[i] ^ a[8 + i]);
+            }
+        }
         b.extend_from_slice(&self.sport);
         b.extend_from_slice(&self.dport);
         b.extend_from_slice(&[self.proto, 0, 0, 0]);
