@@ -17,6 +17,7 @@ pub mod flow;
 pub mod maglev;
 pub mod maps;
 pub mod reasons;
+pub mod reuseport;
 pub mod settings;
 pub mod vip;
 

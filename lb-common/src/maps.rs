@@ -21,7 +21,39 @@ pub const VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU array of `PacketCounter` per backend index.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 
+/// The maps the daemon pins under its instance folder: the L4 datapath's
+/// state and counters, which `xlb stats`/`xlb flow` and operators' tools
+/// read. (Benchmark maps and the L7 worker-steering maps are not pinned.)
+pub const PINNED: &[&str] = &[
+    COUNTERS,
+    VIPS,
+    MAGLEV,
+    BACKENDS,
+    CONNTRACK,
+    SETTINGS,
+    FLOOD_GUARD,
+    VIP_STATS,
+    BACKEND_STATS,
+];
+
 /// The XDP balancer entry point.
 pub const XDP_PROGRAM: &str = "xlb_xdp";
 /// The XDP decapsulation program for backends (`xlb decap`).
 pub const XDP_DECAP_PROGRAM: &str = "xlb_decap";
+
+/// `REUSEPORT_SOCKARRAY`: worker id → that worker's listening socket (one
+/// `SO_REUSEPORT` group).
+pub const REUSEPORT_SOCKARRAY: &str = "REUSEPORT_SOCKARRAY";
+/// Array of `u32` per worker id: `reuseport::WORKER_ACTIVE` or
+/// `reuseport::WORKER_DRAINING`.
+pub const WORKER_STATE: &str = "WORKER_STATE";
+/// Hash map with one [`crate::reuseport::ActiveWorkers`] at
+/// `reuseport::ACTIVE_WORKERS_KEY`, replaced whole.
+pub const ACTIVE_WORKERS: &str = "ACTIVE_WORKERS";
+/// Per-CPU array of `u64` per worker id: connections steered to it.
+pub const WORKER_ACCEPTS: &str = "WORKER_ACCEPTS";
+/// Per-CPU array of `u64` per [`crate::reuseport::Fallback`]: connections
+/// left to the kernel's own reuseport hash.
+pub const REUSEPORT_FALLBACKS: &str = "REUSEPORT_FALLBACKS";
+/// The `sk_reuseport` worker-steering entry point.
+pub const REUSEPORT_PROGRAM: &str = "xlb_reuseport";

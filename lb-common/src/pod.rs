@@ -19,3 +19,4 @@ unsafe impl aya::Pod for BackendMeta {}
 unsafe impl aya::Pod for ConnValue {}
 unsafe impl aya::Pod for Settings {}
 unsafe impl aya::Pod for FloodBudget {}
+unsafe impl aya::Pod for crate::reuseport::ActiveWorkers {}

@@ -10,6 +10,7 @@ mod hdr;
 mod icmp;
 mod maps;
 mod parse;
+mod reuseport;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::reasons::Reason;
@@ -40,6 +41,13 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
     }
+}
+
+/// L7 worker steering, attached to each L7 listener's `SO_REUSEPORT`
+/// group: picks the worker socket for every new connection.
+#[aya_ebpf::macros::sk_reuseport]
+pub fn xlb_reuseport(ctx: aya_ebpf::programs::SkReuseportContext) -> u32 {
+    reuseport::select(&ctx)
 }
 
 /// Benchmark baseline only (never attached by xlb): MAC swap + `XDP_TX`.

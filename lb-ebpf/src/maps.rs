@@ -107,3 +107,41 @@ pub fn count_vip(index: u32, len: u64) {
 pub fn count_backend(index: u32, len: u64) {
     bump(&BACKEND_STATS, index, len);
 }
+
+// L7 worker steering (the `sk_reuseport` program in `reuseport.rs`). Sized
+// by `lb_common::reuseport::MAX_WORKERS`; indexed by worker id.
+
+/// Worker id → that worker's listening socket in the `SO_REUSEPORT` group.
+#[map(name = "REUSEPORT_SOCKARRAY")]
+pub static REUSEPORT_SOCKARRAY: aya_ebpf::maps::ReusePortSockArray =
+    aya_ebpf::maps::ReusePortSockArray::with_max_entries(lb_common::reuseport::MAX_WORKERS, 0);
+
+/// Per worker: `WORKER_ACTIVE` or `WORKER_DRAINING` (written by the daemon).
+#[map(name = "WORKER_STATE")]
+pub static WORKER_STATE: Array<u32> = Array::with_max_entries(lb_common::reuseport::MAX_WORKERS, 0);
+
+/// The active workers, one value replaced whole (`BPF_F_NO_PREALLOC`, so a
+/// replacement is an RCU swap, as for `VIPS`).
+#[map(name = "ACTIVE_WORKERS")]
+pub static ACTIVE_WORKERS: HashMap<u32, lb_common::reuseport::ActiveWorkers> =
+    HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+/// Connections steered to each worker.
+#[map(name = "WORKER_ACCEPTS")]
+pub static WORKER_ACCEPTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(lb_common::reuseport::MAX_WORKERS, 0);
+
+/// Connections left to the kernel's reuseport hash, per `Fallback` reason.
+#[map(name = "REUSEPORT_FALLBACKS")]
+pub static REUSEPORT_FALLBACKS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(lb_common::reuseport::FALLBACK_REASONS, 0);
+
+/// Adds one to a per-CPU `u64` counter.
+#[inline(always)]
+pub fn bump_u64(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot: no other program instance writes it
+        // concurrently; the pointer came from a successful lookup.
+        unsafe { *c += 1 };
+    }
+}

@@ -5,3 +5,4 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod l7;

@@ -16,11 +16,12 @@ pub fn run() -> anyhow::Result<()> {
     ]))?;
     // The benchmarks are not run here (`cargo xtask bench`), but they must
     // keep compiling.
-    exec::run(
-        exec::cargo(None)
-            .current_dir(&root)
-            .args(["build", "--package", "xlb-tests", "--benches"]),
-    )?;
+    exec::run(exec::cargo(None).current_dir(&root).args([
+        "build",
+        "--package",
+        "xlb-tests",
+        "--benches",
+    ]))?;
     exec::run(
         exec::cargo(None)
             .current_dir(&root)

@@ -166,8 +166,9 @@ impl Datapath {
 
     fn pin_maps(&mut self) -> Result<(), DatapathError> {
         for (name, map) in self.ebpf.maps() {
-            // Internal maps (.rodata, .bss, the log ring) are not an API.
-            if name.starts_with('.') || name == "AYA_LOGS" {
+            // Internal maps (.rodata, the log ring), benchmark and L7 maps
+            // are not part of the pinned API.
+            if !maps::PINNED.contains(&name) {
                 continue;
             }
             let path = self.pin_dir.join(name);

@@ -1,0 +1,8 @@
+//! The L7 half of xlb. So far: one `SO_REUSEPORT` listener per worker and
+//! the eBPF steering that picks the worker for each new connection.
+
+pub mod listeners;
+pub mod steering;
+
+pub use listeners::{ListenError, Listeners};
+pub use steering::{FallbackKind, FallbackReason, Steering, SteeringError};
