@@ -1,8 +1,14 @@
 //! The L7 half of xlb. So far: one `SO_REUSEPORT` listener per worker and
 //! the eBPF steering that picks the worker for each new connection.
 
+pub mod balance;
+pub mod forward;
+pub mod headers;
 pub mod listeners;
+pub mod router;
+pub mod server;
 pub mod steering;
+pub mod tls;
 
 pub use listeners::{ListenError, Listeners};
 pub use steering::{FallbackKind, FallbackReason, Steering, SteeringError};

@@ -1,0 +1,234 @@
+//! The header rewrites every proxied request and response gets: hop-by-hop
+//! headers removed (RFC 9110 §7.6.1) and the usual proxy headers added
+//! (X-Forwarded-For/-Proto/-Host, Via, RFC 9110 §7.6.3).
+use std::net::IpAddr;
+
+use http::{
+    header::{self, HeaderName, HeaderValue},
+    HeaderMap,
+};
+
+/// Headers that describe one connection, not the message (RFC 9110
+/// §7.6.1, plus the non-standard but common `Proxy-Connection` and
+/// `Keep-Alive`). `TE` is handled apart: `TE: trailers` must reach gRPC
+/// backends over HTTP/2.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// `Keep-Alive` and `Proxy-Connection` have no constants in `http`.
+const KEEP_ALIVE: &str = "keep-alive";
+const PROXY_CONNECTION: &str = "proxy-connection";
+
+/// Removes hop-by-hop headers, including every header the `Connection`
+/// header names. `TE` is kept only as `TE: trailers` (the one value that
+/// may cross a proxy to an HTTP/2 peer, RFC 9113 §8.2.2).
+///
+/// Upgrades (WebSocket) are re-added by the caller for the upstream leg:
+/// `Upgrade` and `Connection: upgrade` belong to each hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        // Never let `Connection: host` (or similar) strip end-to-end
+        // essentials the proxy relies on.
+        if name != header::HOST {
+            headers.remove(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// What the proxy knows about the downstream leg of a request.
+#[derive(Debug, Clone)]
+pub struct Downstream<'a> {
+    /// The client's address as seen by the proxy.
+    pub client_ip: IpAddr,
+    /// `https` when the client connection is TLS, else `http`.
+    pub proto: &'a str,
+    /// The Host (or :authority) the client asked for, if any.
+    pub host: Option<&'a str>,
+    /// The HTTP version of the downstream request, for `Via`.
+    pub version: http::Version,
+}
+
+/// The pseudonym this proxy uses in `Via` (RFC 9110 §7.6.3 allows one
+/// instead of a host name, which would leak internal names).
+pub const VIA_NAME: &str = "xlb";
+
+/// Adds X-Forwarded-For (appending to what a previous proxy sent),
+/// X-Forwarded-Proto, X-Forwarded-Host and Via to an upstream request.
+///
+/// X-Forwarded-Proto and -Host are set, not appended: the value a client
+/// sends there is untrusted and would otherwise let it pretend the request
+/// arrived over TLS.
+pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
+    let client = down.client_ip.to_string();
+    let xff = match headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
+        prior if prior.is_empty() => client,
+        prior => format!("{}, {client}", prior.join(", ")),
+    };
+    headers.remove("x-forwarded-for");
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(down.proto) {
+        headers.insert("x-forwarded-proto", v);
+    }
+    headers.remove("x-forwarded-host");
+    if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert("x-forwarded-host", host);
+    }
+    append_via(headers, down.version);
+}
+
+/// Appends this hop to `Via` (requests and responses alike).
+pub fn append_via(headers: &mut HeaderMap, version: http::Version) {
+    let hop = format!("{} {VIA_NAME}", via_protocol(version));
+    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {hop}"),
+        None => hop,
+    };
+    if let Ok(v) = HeaderValue::from_str(&via) {
+        headers.insert(header::VIA, v);
+    }
+}
+
+fn via_protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, Upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic abc"),
+            ("te", "gzip"),
+            ("trailer", "x-checksum"),
+            ("x-kept", "yes"),
+            ("host", "example.com"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept", "host"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_alone() {
+        let mut h = map(&[("te", "gzip, trailers;q=1"), ("te", "deflate")]);
+        // "trailers;q=1" is not the bare token: dropped like the rest.
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("te").is_none());
+        let mut h = map(&[("te", "trailers, gzip")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn connection_cannot_strip_host() {
+        let mut h = map(&[("connection", "host"), ("host", "a.example")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("host").unwrap(), "a.example");
+    }
+
+    #[test]
+    fn forwarded_headers_append_for_and_overwrite_proto_and_host() {
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("via", "1.1 edge-cdn"),
+        ]);
+        add_forwarded(
+            &mut h,
+            &Downstream {
+                client_ip: "203.0.113.9".parse().unwrap(),
+                proto: "http",
+                host: Some("www.example.com"),
+                version: http::Version::HTTP_2,
+            },
+        );
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "198.51.100.1, 198.51.100.2, 203.0.113.9"
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "www.example.com");
+        assert_eq!(h.get("via").unwrap(), "1.1 edge-cdn, 2 xlb");
+    }
+
+    #[test]
+    fn first_hop_gets_fresh_headers() {
+        let mut h = HeaderMap::new();
+        add_forwarded(
+            &mut h,
+            &Downstream {
+                client_ip: "2001:db8::7".parse().unwrap(),
+                proto: "https",
+                host: None,
+                version: http::Version::HTTP_11,
+            },
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "2001:db8::7");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert!(h.get("x-forwarded-host").is_none());
+        assert_eq!(h.get("via").unwrap(), "1.1 xlb");
+    }
+}

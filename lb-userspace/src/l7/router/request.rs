@@ -1,0 +1,243 @@
+//! What the router looks at in a request ([`RequestInfo`]), and the path
+//! spellings a guarding route cannot see through ([`path_hazard`]).
+use std::borrow::Cow;
+
+use http::{header::HOST, request::Parts, HeaderMap, Method, StatusCode, Version};
+
+use super::host::{normalize_request_host, split_port, valid_port_part};
+
+/// The parts of a request that routing looks at. The host is normalised
+/// (see [`RequestInfo::new`]); the path is the raw path without the query.
+#[derive(Debug, Clone)]
+pub struct RequestInfo<'a> {
+    host: Option<Cow<'a, str>>,
+    path: &'a str,
+    method: &'a Method,
+    headers: &'a HeaderMap,
+}
+
+/// Why a request cannot be routed at all; every case is a 400 Bad Request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The request target is not origin-form (`/path`): authority form
+    /// (`CONNECT host:port`) or something else.
+    #[error("request target {0:?} is not a path starting with '/'")]
+    NotOriginForm(String),
+    /// `*` is only the target of `OPTIONS`.
+    #[error("request target \"*\" with method {0} (only OPTIONS may use it)")]
+    AsteriskNotOptions(Method),
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+    #[error("HTTP/1.1 request without a Host header")]
+    MissingHost,
+    /// More than one `Host` field line.
+    #[error("more than one Host header")]
+    MultipleHosts,
+    /// A `Host` or authority that is not `host[:port]`.
+    #[error("invalid host {0:?}")]
+    InvalidHost(String),
+    /// HTTP/2 `:authority` and `Host` name different hosts.
+    #[error(":authority {authority:?} and Host {host:?} name different hosts")]
+    HostMismatch {
+        /// The `:authority` pseudo-header.
+        authority: String,
+        /// The `Host` header.
+        host: String,
+    },
+}
+
+impl RequestError {
+    /// The status to answer with.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+impl<'a> RequestInfo<'a> {
+    /// A request with this host (`Host` value or authority, possibly with a
+    /// port), path, method and headers. The host is normalised: port
+    /// stripped, lowercased, one trailing dot removed, IPv6 literals
+    /// canonical in brackets (`[0:0::1]:8080` → `[::1]`); it is not
+    /// validated (use [`RequestInfo::from_parts`] for requests off the
+    /// wire). Anything from a `?` on is cut off the path.
+    pub fn new(
+        host: Option<&'a str>,
+        path: &'a str,
+        method: &'a Method,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        Self {
+            host: host.and_then(normalize_request_host),
+            path,
+            method,
+            headers,
+        }
+    }
+
+    /// The routing view of a request received by the proxy. The host comes
+    /// from the target's authority (HTTP/2 `:authority`, HTTP/1.1 absolute
+    /// form), else from `Host`; see [`RequestError`] for what is refused.
+    pub fn from_parts(parts: &'a Parts) -> Result<Self, RequestError> {
+        let path = parts.uri.path();
+        if path == "*" {
+            if parts.method != Method::OPTIONS {
+                return Err(RequestError::AsteriskNotOptions(parts.method.clone()));
+            }
+        } else if !path.starts_with('/') {
+            return Err(RequestError::NotOriginForm(parts.uri.to_string()));
+        }
+        let host = request_host(parts)?;
+        Ok(Self {
+            host,
+            path,
+            method: &parts.method,
+            headers: &parts.headers,
+        })
+    }
+
+    /// The normalised host, if the request named one.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// The path as received, without the query.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+}
+
+fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, RequestError> {
+    let mut host_lines = parts.headers.get_all(HOST).iter();
+    let header = host_lines.next();
+    if host_lines.next().is_some() {
+        return Err(RequestError::MultipleHosts);
+    }
+    let header = match header {
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| RequestError::InvalidHost(String::from_utf8_lossy(value.as_bytes()).into_owned()))?;
+            Some(checked_host(text, false)?)
+        }
+        None => None,
+    };
+    if header.is_none() && parts.version == Version::HTTP_11 {
+        return Err(RequestError::MissingHost);
+    }
+    let Some(authority) = parts.uri.authority() else {
+        return Ok(header.and_then(normalize_request_host));
+    };
+    let from_target = checked_host(authority.as_str(), true)?;
+    let normalized = normalize_request_host(from_target);
+    if parts.version == Version::HTTP_2 {
+        if let Some(header) = header {
+            if normalize_request_host(header) != normalized {
+                return Err(RequestError::HostMismatch {
+                    authority: authority.as_str().to_owned(),
+                    host: header.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(normalized)
+}
+
+/// `text` when it is `host[:port]` (empty allowed for `Host`); userinfo is
+/// refused (`Host` never has it, and RFC 9110 forbids it in `http(s)` URIs).
+fn checked_host(text: &str, is_authority: bool) -> Result<&str, RequestError> {
+    let invalid = || RequestError::InvalidHost(text.to_owned());
+    if text.is_empty() {
+        return if is_authority { Err(invalid()) } else { Ok(text) };
+    }
+    if text.contains('@') {
+        return Err(invalid());
+    }
+    let authority = http::uri::Authority::try_from(text.as_bytes()).map_err(|_| invalid())?;
+    let (_, port) = split_port(authority.as_str());
+    if !valid_port_part(port) {
+        return Err(invalid());
+    }
+    Ok(text)
+}
+
+/// A spelling of a path that a backend may read as another path than the
+/// router did (the router matches raw bytes; see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathHazard {
+    /// A `.` or `..` segment (`/a/../admin`).
+    DotSegment,
+    /// An empty segment before the end (`//admin`, `/a//b`); some servers
+    /// merge slashes.
+    EmptySegment,
+    /// A backslash, a path separator for some servers.
+    Backslash,
+    /// `%2F` or `%5C`: an encoded separator.
+    EncodedSeparator,
+    /// A percent-encoded unreserved character (`%61` for `a`, `%2E` for
+    /// `.`): decoders make it the plain character.
+    EncodedUnreserved,
+    /// `%` not followed by two hex digits.
+    BadPercentEncoding,
+}
+
+/// The first spelling in `path` that could make a backend see another path
+/// than the router matched, or `None` for a plain path. `*` is plain.
+/// The router does not call this; the proxy decides whether to refuse.
+pub fn path_hazard(path: &str) -> Option<PathHazard> {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Some(PathHazard::Backslash),
+            b'%' => {
+                let hex = |b: u8| char::from(b).to_digit(16);
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Some(PathHazard::BadPercentEncoding);
+                };
+                let decoded = (hi * 16 + lo) as u8;
+                if decoded == b'/' || decoded == b'\\' {
+                    return Some(PathHazard::EncodedSeparator);
+                }
+                if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
+                    return Some(PathHazard::EncodedUnreserved);
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some(rest) = path.strip_prefix('/') {
+        let mut segments = rest.split('/').peekable();
+        while let Some(segment) = segments.next() {
+            if segment == "." || segment == ".." {
+                return Some(PathHazard::DotSegment);
+            }
+            if segment.is_empty() && segments.peek().is_some() {
+                return Some(PathHazard::EmptySegment);
+            }
+        }
+    }
+    None
+}
+
+impl RequestInfo<'_> {
+    /// [`path_hazard`] of this request's path.
+    pub fn path_hazard(&self) -> Option<PathHazard> {
+        path_hazard(self.path)
+    }
+}
