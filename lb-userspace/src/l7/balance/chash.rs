@@ -18,7 +18,9 @@
 //! other key moves. Health changes never rebuild the table; only a change
 //! of the node set or weights (a new [`Upstream`]) does, and Maglev then
 //! moves few keys besides those of the changed nodes (≤ 2 % of the rest at
-//! m = 65537, `lb_common::maglev::REMOVAL_DISRUPTION_BOUND`).
+//! m = 65537, `lb_common::maglev::REMOVAL_DISRUPTION_BOUND`; measured by the
+//! tests when one node of 5 / 20 / 40 leaves: 0.43 / 1.78 / 1.90 % of the
+//! other keys move at m = 4093, 0.13 / – / 0.42 % at m = 65537).
 //!
 //! Table size: [`default_table_size`] picks 4093 for up to 40 nodes and
 //! 65537 (the L4 default) for up to 655, then larger primes — at least 100

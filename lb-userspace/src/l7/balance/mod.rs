@@ -44,10 +44,13 @@
 //! stable across reloads, restarts and every node of a fleet (fixed seeds),
 //! and a value that names no node of the upstream is ignored. It is *not* a
 //! secret or a MAC: whoever can guess a backend's address can compute its
-//! value, and a client can choose its node by forging the cookie. Neither
-//! matters here — the cookie only ever selects among the upstream's own
-//! healthy nodes, which a client could reach anyway by retrying — so an
-//! HMAC and a key to distribute would buy nothing.
+//! value, and a client can choose its node by forging the cookie. That is
+//! accepted: a forged value can only select one of the upstream's own
+//! nodes, and only one that is healthy, not drained and not excluded — the
+//! same choice a genuine cookie gives — so an HMAC, and a key to distribute
+//! across a fleet and rotate, would buy nothing but secrecy of the
+//! backends' addresses against guessing. (Do not use sticky sessions where
+//! clients must not choose their node.)
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
@@ -268,11 +271,48 @@ pub fn build_with(
     })
 }
 
+/// Draws [`weighted_random`] tries before it falls back to the exact scan.
+const DRAWS: usize = 8;
+
 /// An eligible node other than `skip`, at random in proportion to its
-/// effective weight at `ctx.now`; `None` if there is none. Two passes over
-/// the nodes and one random draw; if health changes between the passes the
-/// last eligible node of the second pass is taken.
+/// effective weight at `ctx.now`; `None` if there is none.
+///
+/// Rejection sampling, O(log n) per draw: draw a node by configured weight
+/// (binary search in the cumulative weights), reject it if it may not be
+/// picked or is `skip`, and accept a ramping node with probability
+/// effective / full weight. Each accepted draw is exactly proportional to
+/// the effective weights of the eligible nodes. After [`DRAWS`] rejections
+/// (most of the weight is down, excluded or ramping), one exact O(n) scan,
+/// which has the same distribution, so the mixture is exact too.
 fn weighted_random(
+    up: &Upstream,
+    ctx: &PickContext<'_>,
+    rand: &dyn RandomSource,
+    skip: Option<usize>,
+) -> Option<usize> {
+    let total = up.total_weight();
+    if total == 0 {
+        return None;
+    }
+    for _ in 0..DRAWS {
+        let i = up.node_at_weight(rng::below(rand, total));
+        if Some(i) == skip || !up.is_eligible(i, ctx.exclude) {
+            continue;
+        }
+        let full = u64::from(up.nodes()[i].weight) * WEIGHT_SCALE;
+        let eff = up.effective_weight(i, ctx.now);
+        if eff < full && rng::below(rand, full) >= eff {
+            continue;
+        }
+        return Some(i);
+    }
+    weighted_scan(up, ctx, rand, skip)
+}
+
+/// [`weighted_random`] by a scan: two passes over the nodes and one random
+/// draw; if health changes between the passes the last eligible node of
+/// the second pass is taken.
+fn weighted_scan(
     up: &Upstream,
     ctx: &PickContext<'_>,
     rand: &dyn RandomSource,

@@ -1,7 +1,9 @@
 //! Weighted random: each pick is independent, node `i` with probability
 //! `w_i / Σ w` over the eligible nodes (effective weights, so slow start
-//! applies). One random draw and two passes over the nodes per pick; no
-//! shared mutable state, so no contention between workers.
+//! applies), by rejection sampling over the cumulative configured weights
+//! (O(log n) per pick while most of the weight is eligible; an exact O(n)
+//! scan otherwise, see `weighted_random` in `mod.rs`). No shared mutable
+//! state, so no contention between workers.
 use std::{fmt, sync::Arc};
 
 use super::{

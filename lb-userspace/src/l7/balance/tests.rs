@@ -96,6 +96,16 @@ fn upstream_rejects_bad_ids_and_duplicate_addresses() {
             ..
         }
     ));
+    let mut n = nodes(&[1, 1]);
+    n[1].addr = "[::ffff:10.0.0.1]:8080".parse().unwrap();
+    assert!(matches!(
+        Upstream::new(n, UpstreamConfig::default()).unwrap_err(),
+        BalanceError::DuplicateAddr {
+            first: 0,
+            second: 1,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -772,4 +782,26 @@ fn reload_shares_state_by_address_and_ramps_new_nodes() {
     // Health set through either is seen by both.
     up2.set_healthy(1, true, t0);
     assert!(up.is_healthy(1));
+}
+
+#[test]
+fn weighted_draws_stay_exact_when_most_weight_is_down() {
+    // 49 of 51 nodes down: most draws are rejected and the exact scan
+    // decides; the two left still split 1:3.
+    let mut weights = vec![1; 50];
+    weights.push(3);
+    let up = upstream(&weights);
+    let t = Instant::now();
+    for i in 0..49 {
+        up.set_healthy(i, false, t);
+    }
+    for alg in [Algorithm::Random, Algorithm::P2cEwma] {
+        let b = balancer(&up, alg, false);
+        let c = counts(&*b, &PickContext::at(CLIENT, t), 100_000);
+        assert_eq!(c[..49].iter().sum::<usize>(), 0);
+        if alg == Algorithm::Random {
+            eprintln!("random, 2 of 51 up (1:3): {:?}", &c[49..]);
+            assert_shares(&c[49..], &[1, 3], 0.02);
+        }
+    }
 }

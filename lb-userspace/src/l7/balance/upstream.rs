@@ -19,6 +19,7 @@
 //! ramps), so that a ramp is smooth even for weight 1 and all arithmetic
 //! stays integral (`u32::MAX · 1000 < 2⁴²`, sums of 2²⁰ nodes fit a `u64`).
 use std::{
+    collections::HashMap,
     fmt,
     net::{IpAddr, SocketAddr},
     sync::{
@@ -76,8 +77,8 @@ impl Node {
     }
 }
 
-/// Latency-EWMA parameters (the peak-EWMA of Finagle and tower/Linkerd,
-/// whose defaults these are).
+/// Latency-EWMA parameters: the peak EWMA of Finagle and tower/Linkerd
+/// (whose 10 s decay is the default here).
 ///
 /// A node without a sample (new, or readmitted after being unhealthy: its
 /// old estimate described the node before it went down) has no estimate;
@@ -124,13 +125,26 @@ pub struct UpstreamConfig {
 pub struct NodeState {
     /// Origin of the nanosecond timestamps below.
     base: Instant,
-    in_flight: AtomicU64,
+    /// Read on every pick, written only by health changes.
     healthy: AtomicBool,
-    /// Start of the slow-start ramp, ns since `base`, or `NO_RAMP`.
+    /// Start of the slow-start ramp, ns since `base`, or `NO_RAMP`. Read on
+    /// every pick, written on readmission and once when the ramp ends.
     ramp_from: AtomicU64,
+    /// Written on every request: on cache lines of their own, so that
+    /// round robin and random, which only read the fields above, do not
+    /// miss on lines that other cores keep writing.
+    hot: Hot,
+}
+
+/// The per-request counters of a [`NodeState`]. 128-byte aligned: x86
+/// prefetches cache lines in pairs (the size crossbeam's `CachePadded`
+/// uses there).
+#[repr(align(128))]
+struct Hot {
+    in_flight: AtomicU64,
     /// Latency estimate in microseconds (`f64` bits).
     ewma_us: AtomicU64,
-    /// Time of the last sample (or of creation), ns since `base`.
+    /// Time of the last sample, ns since `base`.
     ewma_at: AtomicU64,
     /// Whether there is an estimate (set by the first sample, cleared on
     /// readmission).
@@ -146,10 +160,10 @@ impl fmt::Debug for NodeState {
                 "ramping",
                 &(self.ramp_from.load(Ordering::Relaxed) != NO_RAMP),
             )
-            .field("sampled", &self.sampled.load(Ordering::Relaxed))
+            .field("sampled", &self.hot.sampled.load(Ordering::Relaxed))
             .field(
                 "ewma_us",
-                &f64::from_bits(self.ewma_us.load(Ordering::Relaxed)),
+                &f64::from_bits(self.hot.ewma_us.load(Ordering::Relaxed)),
             )
             .finish()
     }
@@ -163,12 +177,14 @@ impl NodeState {
     fn new() -> NodeState {
         NodeState {
             base: Instant::now(),
-            in_flight: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             ramp_from: AtomicU64::new(NO_RAMP),
-            ewma_us: AtomicU64::new(0f64.to_bits()),
-            ewma_at: AtomicU64::new(0),
-            sampled: AtomicBool::new(false),
+            hot: Hot {
+                in_flight: AtomicU64::new(0),
+                ewma_us: AtomicU64::new(0f64.to_bits()),
+                ewma_at: AtomicU64::new(0),
+                sampled: AtomicBool::new(false),
+            },
         }
     }
 
@@ -178,11 +194,13 @@ impl NodeState {
     }
 
     /// Requests started and not yet finished.
+    #[inline]
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.hot.in_flight.load(Ordering::Relaxed)
     }
 
     /// The health flag (true until a health check says otherwise).
+    #[inline]
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -194,12 +212,20 @@ impl NodeState {
     }
 
     /// `weight · WEIGHT_SCALE`, scaled down while ramping.
+    #[inline]
     fn effective_weight(&self, weight: u32, now: Instant, window: Duration) -> u64 {
         let full = u64::from(weight) * WEIGHT_SCALE;
         let from = self.ramp_from.load(Ordering::Relaxed);
         if from == NO_RAMP || full == 0 {
             return full;
         }
+        self.ramped_weight(weight, from, now, window)
+    }
+
+    /// [`NodeState::effective_weight`] of a node whose ramp started at
+    /// `from`.
+    #[cold]
+    fn ramped_weight(&self, weight: u32, from: u64, now: Instant, window: Duration) -> u64 {
         let elapsed = u128::from(self.ns(now).saturating_sub(from));
         let window = window.as_nanos();
         if elapsed >= window {
@@ -211,11 +237,11 @@ impl NodeState {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
-            return full;
+            return u64::from(weight) * WEIGHT_SCALE;
         }
         let span = u128::from(WEIGHT_SCALE - SLOW_START_FLOOR_PERMILLE);
         let permille = u128::from(SLOW_START_FLOOR_PERMILLE) + span * elapsed / window;
-        // permille < 1000, so the product is below `full`.
+        // permille < 1000, so the product is below the full weight.
         (u128::from(weight) * permille) as u64
     }
 
@@ -228,16 +254,16 @@ impl NodeState {
 
     /// [`NodeState::ewma`] in microseconds.
     pub(super) fn ewma_us_at(&self, now: Instant, cfg: &EwmaConfig) -> Option<f64> {
-        if !self.sampled.load(Ordering::Acquire) {
+        if !self.hot.sampled.load(Ordering::Acquire) {
             return None;
         }
-        let est = f64::from_bits(self.ewma_us.load(Ordering::Relaxed));
+        let est = f64::from_bits(self.hot.ewma_us.load(Ordering::Relaxed));
         if cfg.decay.is_zero() {
             return Some(est);
         }
         let idle = self
             .ns(now)
-            .saturating_sub(self.ewma_at.load(Ordering::Relaxed));
+            .saturating_sub(self.hot.ewma_at.load(Ordering::Relaxed));
         Some(est * (-(idle as f64) / cfg.decay.as_nanos() as f64).exp())
     }
 
@@ -248,12 +274,12 @@ impl NodeState {
             micros(latency.max(cfg.failure_penalty))
         };
         let now_ns = self.ns(now);
-        let prev = self.ewma_at.fetch_max(now_ns, Ordering::Relaxed);
-        if !self.sampled.load(Ordering::Relaxed) {
+        let prev = self.hot.ewma_at.fetch_max(now_ns, Ordering::Relaxed);
+        if !self.hot.sampled.load(Ordering::Relaxed) {
             // The first sample is the estimate. (Stored before the flag, so
             // that no reader sees the flag with an older value.)
-            self.ewma_us.store(sample.to_bits(), Ordering::Relaxed);
-            self.sampled.store(true, Ordering::Release);
+            self.hot.ewma_us.store(sample.to_bits(), Ordering::Relaxed);
+            self.hot.sampled.store(true, Ordering::Release);
             return;
         }
         let keep = if cfg.decay.is_zero() {
@@ -265,6 +291,7 @@ impl NodeState {
         // Peak-sensitive: a slower sample is taken at once, a faster one is
         // blended in by the time since the previous sample.
         let _ = self
+            .hot
             .ewma_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
                 let cur = f64::from_bits(cur);
@@ -287,6 +314,8 @@ pub struct Upstream {
     cookies: Vec<String>,
     /// `(cookie id, node)`, sorted by id.
     cookie_index: Vec<(u64, usize)>,
+    /// `cumulative[i]`: the sum of the configured weights of nodes `0..=i`.
+    cumulative: Vec<u64>,
 }
 
 impl fmt::Debug for Upstream {
@@ -343,21 +372,25 @@ impl Upstream {
         previous: &Upstream,
         now: Instant,
     ) -> Result<Upstream, BalanceError> {
+        let old: HashMap<SocketAddr, &Arc<NodeState>> = previous
+            .nodes
+            .iter()
+            .map(|p| p.addr)
+            .zip(&previous.states)
+            .collect();
         let states = nodes
             .iter()
-            .map(
-                |n| match previous.nodes.iter().position(|p| p.addr == n.addr) {
-                    Some(i) => Arc::clone(&previous.states[i]),
-                    None => {
-                        let s = NodeState::new();
-                        if !config.slow_start.is_zero() {
-                            let t = s.ns(now);
-                            s.ramp_from.store(t, Ordering::Relaxed);
-                        }
-                        Arc::new(s)
+            .map(|n| match old.get(&n.addr) {
+                Some(&state) => Arc::clone(state),
+                None => {
+                    let s = NodeState::new();
+                    if !config.slow_start.is_zero() {
+                        let t = s.ns(now);
+                        s.ramp_from.store(t, Ordering::Relaxed);
                     }
-                },
-            )
+                    Arc::new(s)
+                }
+            })
             .collect();
         Upstream::assemble(nodes, config, states)
     }
@@ -372,27 +405,42 @@ impl Upstream {
                 return Err(BalanceError::NodeId { index, id: n.id });
             }
         }
-        let mut by_addr: Vec<(SocketAddr, usize)> = nodes.iter().map(|n| (n.addr, n.id)).collect();
-        by_addr.sort_unstable();
-        for pair in by_addr.windows(2) {
+        // Same identity, same address (`10.0.0.1:80` and
+        // `[::ffff:10.0.0.1]:80` included).
+        let mut by_identity: Vec<(Vec<u8>, usize)> =
+            nodes.iter().map(|n| (n.identity(), n.id)).collect();
+        by_identity.sort_unstable();
+        for pair in by_identity.windows(2) {
             if pair[0].0 == pair[1].0 {
+                let (first, second) = (pair[0].1, pair[1].1);
                 return Err(BalanceError::DuplicateAddr {
-                    addr: pair[0].0,
-                    first: pair[0].1,
-                    second: pair[1].1,
+                    addr: nodes[first].addr,
+                    first,
+                    second,
                 });
             }
         }
-        let ids: Vec<u64> = nodes.iter().map(|n| cookie_id(&n.identity())).collect();
+        let mut ids: Vec<u64> = vec![0; nodes.len()];
+        for (identity, node) in &by_identity {
+            ids[*node] = cookie_id(identity);
+        }
         let cookies = ids.iter().map(|id| format!("{id:016x}")).collect();
         let mut cookie_index: Vec<(u64, usize)> = ids.into_iter().zip(0..).collect();
         cookie_index.sort_unstable();
+        let cumulative = nodes
+            .iter()
+            .scan(0u64, |sum, n| {
+                *sum += u64::from(n.weight);
+                Some(*sum)
+            })
+            .collect();
         Ok(Upstream {
             nodes,
             states,
             config,
             cookies,
             cookie_index,
+            cumulative,
         })
     }
 
@@ -409,6 +457,17 @@ impl Upstream {
     /// Whether the upstream has no node.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// The sum of the configured weights.
+    pub fn total_weight(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// The node that a uniform `r` in `0..total_weight()` falls on when each
+    /// node owns a range as wide as its configured weight (binary search).
+    pub fn node_at_weight(&self, r: u64) -> usize {
+        self.cumulative.partition_point(|&c| c <= r)
     }
 
     /// The settings.
@@ -432,7 +491,7 @@ impl Upstream {
         let s = &self.states[node];
         let was = s.healthy.swap(healthy, Ordering::Relaxed);
         if healthy && !was {
-            s.sampled.store(false, Ordering::Relaxed);
+            s.hot.sampled.store(false, Ordering::Relaxed);
             if !self.config.slow_start.is_zero() {
                 // Stored after the flag: a pick in between sees the node
                 // healthy at full weight for an instant, which is harmless.
@@ -450,6 +509,7 @@ impl Upstream {
     /// Node `node`'s weight at `now` in units of 1/[`WEIGHT_SCALE`]:
     /// `weight · WEIGHT_SCALE`, less while it ramps. Health is not
     /// considered.
+    #[inline]
     pub fn effective_weight(&self, node: usize, now: Instant) -> u64 {
         self.states[node].effective_weight(self.nodes[node].weight, now, self.config.slow_start)
     }
@@ -494,7 +554,10 @@ impl Upstream {
     /// returned guard is finished or dropped (a cancelled request is
     /// uncounted and leaves no latency sample).
     pub fn begin(self: &Arc<Self>, node: usize) -> InFlight {
-        self.states[node].in_flight.fetch_add(1, Ordering::Relaxed);
+        self.states[node]
+            .hot
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
         InFlight {
             upstream: Arc::clone(self),
             node,
@@ -570,6 +633,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.upstream.states[self.node]
+            .hot
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
     }
