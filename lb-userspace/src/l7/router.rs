@@ -105,11 +105,12 @@
 //! (the exact name, the one wildcard that can match, any host) and skips a
 //! group whose best priority cannot win. In a group: exact paths are one
 //! hash lookup; patterns live in a few `matchit` routers ("layers") built
-//! so that no two patterns in a layer can match the same path, so each
-//! layer answers with the only pattern of that layer that matches and the
-//! layers together give every matching pattern (usually one or two
-//! layers); prefixes are one hash lookup per distinct prefix length, longest
-//! first. Routes sharing a (host, path) entry are kept in precedence order
+//! so that no two patterns in a layer can match the same path (nor put
+//! parameters of different shapes side by side, which matchit 0.9 does not
+//! backtrack between), so each layer answers with the only pattern of that
+//! layer that matches and the layers together give every matching pattern
+//! (usually one to three layers); prefixes are one hash lookup per distinct
+//! prefix length, longest first. Routes sharing a (host, path) entry are kept in precedence order
 //! and scanned until the first whose method and headers match. Nothing
 //! scans all routes.
 

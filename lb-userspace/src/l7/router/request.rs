@@ -124,9 +124,9 @@ fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, RequestError> {
     }
     let header = match header {
         Some(value) => {
-            let text = value
-                .to_str()
-                .map_err(|_| RequestError::InvalidHost(String::from_utf8_lossy(value.as_bytes()).into_owned()))?;
+            let text = value.to_str().map_err(|_| {
+                RequestError::InvalidHost(String::from_utf8_lossy(value.as_bytes()).into_owned())
+            })?;
             Some(checked_host(text, false)?)
         }
         None => None,
@@ -157,7 +157,11 @@ fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, RequestError> {
 fn checked_host(text: &str, is_authority: bool) -> Result<&str, RequestError> {
     let invalid = || RequestError::InvalidHost(text.to_owned());
     if text.is_empty() {
-        return if is_authority { Err(invalid()) } else { Ok(text) };
+        return if is_authority {
+            Err(invalid())
+        } else {
+            Ok(text)
+        };
     }
     if text.contains('@') {
         return Err(invalid());

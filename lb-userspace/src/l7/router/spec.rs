@@ -245,12 +245,13 @@ pub enum RouteError {
         /// matchit's reason.
         source: matchit::InsertError,
     },
-    /// Two different patterns for one host that `matchit` cannot order.
+    /// Two different patterns for one host that one path can match, with
+    /// neither more specific than the other.
     #[error(
         "route {id:?}: path pattern {pattern:?} conflicts with pattern {other_pattern:?} of route \
-         {other_id:?} on host {host}: they overlap ambiguously (the same shape with other \
-         parameter names, or a catch-all beside a parameter with a suffix); spell both the same \
-         way or make one more specific"
+         {other_id:?} on host {host}: one path can match both and neither is more specific \
+         (such as the same shape with other parameter names); spell both the same way or make \
+         one more specific"
     )]
     PatternConflict {
         /// The route whose pattern was refused (the later one).

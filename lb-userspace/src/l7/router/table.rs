@@ -154,6 +154,9 @@ impl RouteTable {
 
     /// Compiles `specs` (in configuration order, which breaks ties), or
     /// says what is wrong with the first route that has a problem.
+    // The error is large (a conflict names two routes and patterns), but
+    // a table is built once per configuration load.
+    #[allow(clippy::result_large_err)]
     pub fn build(specs: Vec<RouteSpec>) -> Result<Self, RouteError> {
         Self::build_all(specs).map_err(|mut errors| errors.swap_remove(0))
     }
@@ -206,14 +209,12 @@ impl RouteTable {
                         path: path.as_str().to_owned(),
                         reason,
                     }),
-                    Err(PathProblem::Pattern(source)) => {
-                        errors.push(RouteError::InvalidPattern {
-                            id: spec.id.clone(),
-                            index,
-                            pattern: path.as_str().to_owned(),
-                            source,
-                        })
-                    }
+                    Err(PathProblem::Pattern(source)) => errors.push(RouteError::InvalidPattern {
+                        id: spec.id.clone(),
+                        index,
+                        pattern: path.as_str().to_owned(),
+                        source,
+                    }),
                 }
             }
             paths_of.push(paths);
@@ -370,9 +371,7 @@ impl Bucket {
                 e.route.index(),
             )
         });
-        let max_priority = entries
-            .first()
-            .map_or(i32::MIN, |e| e.route.priority());
+        let max_priority = entries.first().map_or(i32::MIN, |e| e.route.priority());
         Self {
             entries,
             max_priority,
