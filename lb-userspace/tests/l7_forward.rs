@@ -74,7 +74,7 @@ async fn proxy(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
                     host: host.as_deref(),
                     version: req.version(),
                 };
-                match forwarder.forward(req, node, &down).await {
+                match forwarder.forward(req.map(|b| b.boxed()), node, &down).await {
                     Ok(r) => r,
                     Err(e) => e.into_response(),
                 }
@@ -126,11 +126,20 @@ async fn http1_request_reaches_the_backend_with_proxy_headers() {
     assert!(body.starts_with("POST /echo?x=1\n"), "{body}");
     assert!(body.contains("host: www.example.com\n"), "{body}");
     assert!(body.contains("x-forwarded-for: 127.0.0.1\n"), "{body}");
-    assert!(body.contains("x-forwarded-proto: http\n"), "client's claim replaced: {body}");
-    assert!(body.contains("x-forwarded-host: www.example.com\n"), "{body}");
+    assert!(
+        body.contains("x-forwarded-proto: http\n"),
+        "client's claim replaced: {body}"
+    );
+    assert!(
+        body.contains("x-forwarded-host: www.example.com\n"),
+        "{body}"
+    );
     assert!(body.contains("via: 1.1 xlb\n"), "{body}");
     assert!(body.contains("x-end-to-end: kept\n"), "{body}");
-    assert!(!body.contains("x-hop"), "Connection-named header leaked: {body}");
+    assert!(
+        !body.contains("x-hop"),
+        "Connection-named header leaked: {body}"
+    );
     assert!(body.contains("body: payload\n"), "{body}");
     assert_eq!(headers.get("via").unwrap(), "1.1 xlb");
 }
@@ -182,5 +191,8 @@ async fn shutdown_stops_accepting() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(refused, "the proxy still accepts connections after shutdown");
+    assert!(
+        refused,
+        "the proxy still accepts connections after shutdown"
+    );
 }

@@ -7,7 +7,6 @@ use std::{net::SocketAddr, time::Duration};
 use bytes::Bytes;
 use http::{header, uri::PathAndQuery, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
@@ -83,6 +82,13 @@ pub fn error_response(status: StatusCode, reason: &'static str) -> Response<Prox
     resp
 }
 
+/// An empty body, for requests replayed on another node.
+pub fn empty_body() -> ProxyBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// Upstream connection settings.
 #[derive(Debug, Clone)]
 pub struct ForwarderConfig {
@@ -110,13 +116,15 @@ impl Default for ForwarderConfig {
 /// Forwards requests to upstream nodes over pooled HTTP/1.1 connections.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, ProxyBody>,
     config: ForwarderConfig,
 }
 
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarder").field("config", &self.config).finish()
+        f.debug_struct("Forwarder")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -134,10 +142,11 @@ impl Forwarder {
     }
 
     /// Sends `req` to `node` and returns the upstream's response with the
-    /// proxy's header rewrites applied both ways.
+    /// proxy's header rewrites applied both ways. (A downstream body is
+    /// passed as `incoming.boxed()`; see [`empty_body`] for replays.)
     pub async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
         node: SocketAddr,
         down: &Downstream<'_>,
     ) -> Result<Response<ProxyBody>, ForwardError> {

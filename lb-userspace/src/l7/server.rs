@@ -111,13 +111,19 @@ pub async fn serve<H, F>(
             });
             match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         log::debug!("connection from {peer}: {e}");
                     }
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             log::debug!("TLS handshake with {peer}: {e}");
@@ -128,7 +134,8 @@ pub async fn serve<H, F>(
                             return;
                         }
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         log::debug!("connection from {peer}: {e}");
                     }
