@@ -40,6 +40,10 @@ pub enum ForwardError {
     /// The request could not be turned into an upstream request.
     #[error("bad request target: {0}")]
     BadTarget(String),
+    /// The client's request body was malformed (e.g. a bad chunk size)
+    /// while it was being streamed upstream: the client's fault.
+    #[error("malformed request body: {0}")]
+    BadRequestBody(String),
 }
 
 impl ForwardError {
@@ -49,6 +53,7 @@ impl ForwardError {
             ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream-unreachable"),
             ForwardError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
             ForwardError::BadTarget(_) => (StatusCode::BAD_REQUEST, "bad-target"),
+            ForwardError::BadRequestBody(_) => (StatusCode::BAD_REQUEST, "bad-request-body"),
         };
         error_response(status, reason)
     }
@@ -58,7 +63,7 @@ impl ForwardError {
     pub fn never_sent(&self) -> bool {
         match self {
             ForwardError::Upstream { sent, .. } => !sent,
-            ForwardError::Timeout { .. } => false,
+            ForwardError::Timeout { .. } | ForwardError::BadRequestBody(_) => false,
             ForwardError::BadTarget(_) => true,
         }
     }
@@ -177,6 +182,9 @@ impl Forwarder {
         let timeout = self.config.read_timeout;
         let resp = match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
             Err(_) => return Err(ForwardError::Timeout { node, timeout }),
+            Ok(Err(e)) if downstream_body_failed(&e) => {
+                return Err(ForwardError::BadRequestBody(format!("{e:?}")))
+            }
             Ok(Err(e)) => {
                 return Err(ForwardError::Upstream {
                     node,
@@ -191,4 +199,20 @@ impl Forwarder {
         headers::append_via(&mut parts.headers, http::Version::HTTP_11);
         Ok(Response::from_parts(parts, body.boxed()))
     }
+}
+
+/// True when the client's body, not the upstream, failed: hyper reports
+/// it as a "user" error (the request body stream it was given) whose cause
+/// is the downstream connection's own parse error.
+fn downstream_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_user() {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
