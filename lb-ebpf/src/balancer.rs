@@ -115,20 +115,28 @@ pub fn process(ctx: &XdpContext) -> u32 {
     // nobody tracks goes where the Maglev table puts that flow.
     let use_conntrack = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
     let may_insert = use_conntrack && kind == Kind::Flow;
-    let (index, backend, mut reason) = match select(&key, &vip, settings, use_conntrack, may_insert)
-    {
+    let mut sel = match select(&key, &vip, settings, use_conntrack, may_insert) {
         Ok(s) => s,
         Err(r) => return finish(class, r, len, xdp_action::XDP_DROP),
     };
     match kind {
-        Kind::Fragment => reason = Reason::TxFragment,
-        Kind::IcmpError => reason = Reason::TxIcmpToBackend,
+        Kind::Fragment => sel.reason = Reason::TxFragment,
+        Kind::IcmpError => sel.reason = Reason::TxIcmpToBackend,
         Kind::Flow => {}
     }
-    maps::count_backend(index, len);
-    forward(
-        ctx, &pkt, &key, &vip, backend, settings, kind, reason, len, class,
-    )
+    maps::count_backend(sel.index, len);
+    forward(ctx, &pkt, &key, &vip, &sel, settings, kind, len, class)
+}
+
+/// The backend a packet goes to, and what was learnt choosing it.
+struct Selected {
+    /// Index into `BACKENDS`.
+    index: u32,
+    backend: &'static BackendMeta,
+    reason: Reason,
+    /// The flow hash, when the Maglev table was consulted (so IPIP need
+    /// not compute it again for the outer source).
+    hash: Option<u32>,
 }
 
 /// Exact (address, port, protocol), then the port wildcard; fragments use
@@ -167,7 +175,7 @@ fn select(
     settings: &Settings,
     use_conntrack: bool,
     may_insert: bool,
-) -> Result<(u32, &'static BackendMeta, Reason), Reason> {
+) -> Result<Selected, Reason> {
     if use_conntrack {
         if let Some(c) = CONNTRACK.get_ptr(key) {
             // SAFETY: copied out immediately; a concurrent LRU eviction can
@@ -176,7 +184,12 @@ fn select(
             if c.vip == vip.index {
                 if let Some(b) = BACKENDS.get(c.backend) {
                     if b.flags & BACKEND_F_ACTIVE != 0 {
-                        return Ok((c.backend, b, Reason::TxConntrackHit));
+                        return Ok(Selected {
+                            index: c.backend,
+                            backend: b,
+                            reason: Reason::TxConntrackHit,
+                            hash: None,
+                        });
                     }
                 }
             }
@@ -187,7 +200,8 @@ fn select(
         return Err(Reason::DropNoBackend);
     }
     let row = vip.index * 2 + (vip.table & 1);
-    let Some(&index) = MAGLEV.get(row * m + slot(flow_hash(key), m)) else {
+    let hash = flow_hash(key);
+    let Some(&index) = MAGLEV.get(row * m + slot(hash, m)) else {
         return Err(Reason::DropNoBackend);
     };
     if index == NO_BACKEND {
@@ -199,18 +213,24 @@ fn select(
     if b.flags & BACKEND_F_ACTIVE == 0 {
         return Err(Reason::DropBadBackend);
     }
+    let placed = |reason| Selected {
+        index,
+        backend: b,
+        reason,
+        hash: Some(hash),
+    };
     if !may_insert {
-        return Ok((index, b, Reason::TxNewFlow));
+        return Ok(placed(Reason::TxNewFlow));
     }
     if !flood_budget() {
-        return Ok((index, b, Reason::TxFloodGuard));
+        return Ok(placed(Reason::TxFloodGuard));
     }
     let value = ConnValue {
         backend: index,
         vip: vip.index,
     };
     let _ = CONNTRACK.insert(key, &value, 0);
-    Ok((index, b, Reason::TxNewFlow))
+    Ok(placed(Reason::TxNewFlow))
 }
 
 /// Takes one connection-table insert from this CPU's budget (refilled by
@@ -239,13 +259,13 @@ fn forward(
     pkt: &Pkt,
     key: &FlowKey,
     vip: &VipMeta,
-    backend: &BackendMeta,
+    sel: &Selected,
     settings: &Settings,
     kind: Kind,
-    reason: Reason,
     len: u64,
     class: ProtoClass,
 ) -> u32 {
+    let (backend, reason) = (sel.backend, sel.reason);
     if vip.mode == VIP_MODE_DSR {
         return match encap::rewrite_macs(ctx, &backend.next_hop_mac) {
             Some(()) => finish(class, reason, len, xdp_action::XDP_TX),
@@ -268,7 +288,7 @@ fn forward(
             None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
         };
     }
-    let hash = flow_hash(key);
+    let hash = sel.hash.unwrap_or_else(|| flow_hash(key));
     let done = if pkt.v6 {
         let tc = match ptr_at::<Ipv6Hdr>(ctx, pkt.l3_off) {
             // SAFETY: bounds checked by ptr_at.

@@ -84,18 +84,6 @@ impl std::fmt::Debug for Datapath {
 const LOCK_DIR: &str = "/run/xlb";
 
 impl Datapath {
-    /// Loads, pins and attaches according to `config` with no L4 VIPs
-    /// written; `mode_override` (from `--xdp-mode`) replaces every
-    /// interface's configured mode.
-    pub fn start(
-        config: &Config,
-        mode_override: Option<XdpModeSetting>,
-    ) -> Result<Datapath, DatapathError> {
-        let mut dp = Datapath::load(config)?;
-        dp.attach(config, mode_override)?;
-        Ok(dp)
-    }
-
     /// Loads the object with maps sized by `config` and pins the maps, but
     /// attaches nothing: the caller fills the maps first, so the very first
     /// packet already sees the VIPs.
