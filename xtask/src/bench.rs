@@ -4,19 +4,21 @@
 use crate::{build, deps, exec};
 
 /// Benchmarks that exist.
-pub const NAMES: &[&str] = &["l4"];
+pub const NAMES: &[&str] = &["l4", "l7"];
 
 pub fn run(name: &str) -> anyhow::Result<()> {
     if !NAMES.contains(&name) {
         anyhow::bail!("unknown benchmark `{name}`; known: {}", NAMES.join(", "));
     }
     deps::ensure_apt(deps::TEST_PACKAGES)?;
-    build::ebpf()?;
+    deps::ensure_apt(deps::BENCH_PACKAGES)?;
+    let xlb = build::all(true)?;
     exec::run(exec::cargo(None).current_dir(exec::workspace_root()).args([
         "bench",
         "--package",
         "xlb-tests",
         "--bench",
         name,
-    ]))
+    ])
+    .env("XLB_BIN", &xlb))
 }

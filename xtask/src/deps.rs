@@ -9,6 +9,17 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",   // ip netns / link / addr / neigh
     "util-linux", // nsenter
     "procps",     // sysctl
+    "curl",       // L7 end-to-end clients (HTTP/1.1, h2, TLS)
+    "python3-grpcio",     // gRPC peers for the L7 tests
+    "python3-websockets", // WebSocket peers for the L7 tests
+];
+
+/// Debian packages `cargo xtask bench l7` compares xlb with and drives it by.
+pub const BENCH_PACKAGES: &[&str] = &[
+    "nginx-light",    // the nginx baseline
+    "haproxy",        // the HAProxy baseline
+    "wrk",            // HTTP/1.1 load
+    "nghttp2-client", // h2load: HTTP/2 over TLS load
 ];
 
 /// Installs whichever of `packages` are not installed yet.

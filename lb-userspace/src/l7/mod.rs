@@ -5,6 +5,7 @@ pub mod balance;
 pub mod forward;
 pub mod headers;
 pub mod listeners;
+pub mod options;
 pub mod proxy;
 pub mod router;
 pub mod server;
