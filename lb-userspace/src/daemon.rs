@@ -1,6 +1,7 @@
 //! `xlb run`: load the datapath, write the L4 tables, attach, then serve
 //! until SIGINT/SIGTERM; SIGHUP reloads the config file.
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -15,7 +16,10 @@ use tokio::{
 };
 
 use crate::{
-    config::{Config, XdpModeSetting},
+    config::{
+        l7_plan::{self, L7Plan},
+        Config, XdpModeSetting,
+    },
     datapath::{
         flood_refill::FloodRefill,
         l4_tables::{ApplyReport, L4Tables},
@@ -23,40 +27,99 @@ use crate::{
         state_file::InstanceState,
         Datapath,
     },
+    l7::service::L7Service,
 };
 
-/// The running daemon's datapath and what it was configured with.
-pub struct Daemon {
+/// The XDP half: the datapath and the tables written into it.
+struct L4Half {
     dp: Datapath,
     flood_rate: Arc<AtomicU32>,
     flood_task: tokio::task::JoinHandle<()>,
     tables: L4Tables,
+}
+
+/// The running daemon: the XDP datapath, the L7 proxy, or both, and what
+/// they were configured with.
+pub struct Daemon {
+    l4: Option<L4Half>,
+    l7: Option<L7Service>,
     config: Config,
     config_path: PathBuf,
     generation: u64,
 }
 
+/// What a started daemon serves, for the ready line.
+#[derive(Debug, Clone, Default)]
+pub struct ReadyInfo {
+    /// Where the L4 maps are pinned (no L4 half: `None`).
+    pub pins: Option<PathBuf>,
+    /// `iface:mode` of every XDP attachment.
+    pub xdp: Vec<String>,
+    /// `(name, address)` of every L7 listener.
+    pub l7: Vec<(String, SocketAddr)>,
+}
+
+/// Whether `config` needs the XDP datapath: it has interfaces or VIPs, or
+/// it has no proxy either (an empty config still pins the maps, which
+/// `xlb stats` reads).
+fn wants_l4(config: &Config) -> bool {
+    !config.interfaces.is_empty() || !config.l4.vips.is_empty() || config.l7.listeners.is_empty()
+}
+
+fn plan_l7(config: &Config) -> anyhow::Result<Option<L7Plan>> {
+    if config.l7.listeners.is_empty() {
+        return Ok(None);
+    }
+    // Config::load validated the plan already; an error here is a bug,
+    // reported rather than unwrapped.
+    l7_plan::plan(&config.l7).map(Some).map_err(|issues| {
+        anyhow::anyhow!(
+            "l7: {}",
+            issues
+                .iter()
+                .map(|i| format!("{}: {}", i.path, i.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
 impl Daemon {
-    /// Loads the datapath, fills the L4 tables from `config`, and attaches.
+    /// Starts the halves `config` asks for: loads the datapath, fills the
+    /// L4 tables and attaches; binds the proxy's listeners and starts its
+    /// workers.
     pub async fn start(
         config: Config,
         config_path: &Path,
         mode_override: Option<XdpModeSetting>,
     ) -> anyhow::Result<Daemon> {
-        let mut dp = Datapath::load(&config)?;
-        let refill = FloodRefill::new(dp.ebpf_mut(), config.l4.new_flows_per_cpu_sec)?;
-        let flood_rate = refill.rate();
-        let flood_task = tokio::spawn(refill.run());
-        let macs = next_hops::resolve_all(&config.l4).await?;
-        let mut tables = L4Tables::new(&config.l4);
-        let report = tables.apply(dp.ebpf_mut(), &config.l4, &macs)?;
-        log_report(&report);
-        dp.attach(&config, mode_override)?;
+        let l7_plan = plan_l7(&config)?;
+        let l4 = if wants_l4(&config) {
+            let mut dp = Datapath::load(&config)?;
+            let refill = FloodRefill::new(dp.ebpf_mut(), config.l4.new_flows_per_cpu_sec)?;
+            let flood_rate = refill.rate();
+            let flood_task = tokio::spawn(refill.run());
+            let macs = next_hops::resolve_all(&config.l4).await?;
+            let mut tables = L4Tables::new(&config.l4);
+            let report = tables.apply(dp.ebpf_mut(), &config.l4, &macs)?;
+            log_report(&report);
+            dp.attach(&config, mode_override)?;
+            Some(L4Half {
+                dp,
+                flood_rate,
+                flood_task,
+                tables,
+            })
+        } else {
+            None
+        };
+        let l7 = match l7_plan {
+            Some(plan) => Some(L7Service::start(plan).await?),
+            None => None,
+        };
         let d = Daemon {
-            dp,
-            flood_rate,
-            flood_task,
-            tables,
+            l4,
+            l7,
             config,
             config_path: config_path.to_path_buf(),
             generation: 1,
@@ -65,13 +128,40 @@ impl Daemon {
         Ok(d)
     }
 
-    /// The datapath.
-    pub fn datapath(&self) -> &Datapath {
-        &self.dp
+    /// The XDP datapath, when this daemon runs one.
+    pub fn datapath(&self) -> Option<&Datapath> {
+        self.l4.as_ref().map(|h| &h.dp)
+    }
+
+    /// The proxy, when this daemon runs one.
+    pub fn l7(&self) -> Option<&L7Service> {
+        self.l7.as_ref()
+    }
+
+    /// What is being served.
+    pub fn ready_info(&self) -> ReadyInfo {
+        ReadyInfo {
+            pins: self.l4.as_ref().map(|h| h.dp.pin_dir().to_path_buf()),
+            xdp: self
+                .l4
+                .as_ref()
+                .map(|h| {
+                    h.dp.attached()
+                        .iter()
+                        .map(|(i, m)| format!("{i}:{m}"))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            l7: self.l7.as_ref().map(|s| s.addresses()).unwrap_or_default(),
+        }
     }
 
     /// Re-reads the config file and applies what changed. On any error the
-    /// running configuration stays exactly as it was.
+    /// running configuration stays as it was: everything that can fail
+    /// (parsing, validation, next-hop and DNS lookups, certificate files,
+    /// balancer construction) happens before the first swap; the proxy is
+    /// swapped before the L4 tables, whose writes do not fail short of a
+    /// kernel error.
     pub async fn reload(&mut self) -> anyhow::Result<ApplyReport> {
         let new = Config::load(&self.config_path)?;
         let restart_only = [
@@ -91,6 +181,11 @@ impl Daemon {
                 "l4.max_backends",
                 new.l4.max_backends != self.config.l4.max_backends,
             ),
+            ("the L4 half (on/off)", wants_l4(&new) != self.l4.is_some()),
+            (
+                "the L7 half (on/off)",
+                new.l7.listeners.is_empty() != self.l7.is_none(),
+            ),
         ];
         let changed: Vec<&str> = restart_only
             .iter()
@@ -104,10 +199,24 @@ impl Daemon {
                 changed.join(", ")
             );
         }
-        let macs = next_hops::resolve_all(&new.l4).await?;
-        let report = self.tables.apply(self.dp.ebpf_mut(), &new.l4, &macs)?;
-        self.flood_rate
-            .store(new.l4.new_flows_per_cpu_sec, Ordering::Relaxed);
+        let macs = match &self.l4 {
+            Some(_) => Some(next_hops::resolve_all(&new.l4).await?),
+            None => None,
+        };
+        if let (Some(svc), Some(plan)) = (&mut self.l7, plan_l7(&new)?) {
+            svc.reload(plan)
+                .await
+                .with_context(|| format!("{}: l7", self.config_path.display()))?;
+        }
+        let report = match (&mut self.l4, macs) {
+            (Some(h), Some(macs)) => {
+                let report = h.tables.apply(h.dp.ebpf_mut(), &new.l4, &macs)?;
+                h.flood_rate
+                    .store(new.l4.new_flows_per_cpu_sec, Ordering::Relaxed);
+                report
+            }
+            _ => ApplyReport::default(),
+        };
         self.config = new;
         self.generation += 1;
         self.write_state();
@@ -115,9 +224,12 @@ impl Daemon {
     }
 
     fn write_state(&self) {
+        let Some(h) = &self.l4 else {
+            return;
+        };
         let state = InstanceState {
-            vips: self.tables.vip_names(),
-            backends: self.tables.backend_names(),
+            vips: h.tables.vip_names(),
+            backends: h.tables.backend_names(),
             config: self.config_path.clone(),
         };
         if let Err(e) = state.write(self.config.instance.as_str()) {
@@ -146,7 +258,7 @@ pub async fn run(
     config: Config,
     config_path: &Path,
     mode_override: Option<XdpModeSetting>,
-    ready: impl FnOnce(&Datapath),
+    ready: impl FnOnce(&ReadyInfo),
     mut reloaded: impl FnMut(u64, &anyhow::Result<ApplyReport>),
 ) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -155,51 +267,134 @@ pub async fn run(
 
     let instance = config.instance.as_str().to_string();
     let mut daemon = Daemon::start(config, config_path, mode_override).await?;
-    let log_task = daemon.dp.take_logger().map(|logger| {
-        tokio::spawn(async move {
-            // SAFETY: the logger owns its ring-buffer fd and never closes or
-            // replaces it while the AsyncFd holds it.
-            let registered = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
-            let Ok(mut fd) = registered else {
-                log::warn!("cannot poll the eBPF log ring; eBPF logs are off");
-                return;
-            };
-            loop {
-                let Ok(mut guard) = fd.readable_mut().await else {
+    let log_task = daemon
+        .l4
+        .as_mut()
+        .and_then(|h| h.dp.take_logger())
+        .map(|logger| {
+            tokio::spawn(async move {
+                // SAFETY: the logger owns its ring-buffer fd and never closes or
+                // replaces it while the AsyncFd holds it.
+                let registered =
+                    unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+                let Ok(mut fd) = registered else {
+                    log::warn!("cannot poll the eBPF log ring; eBPF logs are off");
                     return;
                 };
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-            }
-        })
-    });
+                loop {
+                    let Ok(mut guard) = fd.readable_mut().await else {
+                        return;
+                    };
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+            })
+        });
+    let info = daemon.ready_info();
     log::info!(
-        "instance {instance} running; maps pinned in {}",
-        daemon.dp.pin_dir().display()
+        "instance {instance} running; L4 maps: {}; L7 listeners: {:?}",
+        info.pins
+            .as_ref()
+            .map_or("none".to_string(), |p| format!("pinned in {}", p.display())),
+        info.l7
     );
-    ready(&daemon.dp);
+    ready(&info);
 
+    let mut watch = ConfigWatch::new(&daemon.config_path, daemon.config.watch);
+    let mut dns_tick = daemon
+        .l7
+        .as_ref()
+        .and_then(|s| s.dns_refresh_every())
+        .map(tokio::time::interval);
     loop {
-        tokio::select! {
+        let reason = tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
-            _ = sighup.recv() => {
-                let result = daemon.reload().await;
-                match &result {
-                    Ok(r) => { log::info!("SIGHUP: config reloaded (generation {})", daemon.generation); log_report(r); }
-                    Err(e) => log::error!("SIGHUP: reload failed, running config unchanged: {e:#}"),
+            _ = sighup.recv() => "SIGHUP",
+            true = watch.changed() => "config file changed",
+            _ = async { match &mut dns_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                if let Some(svc) = &mut daemon.l7 {
+                    svc.refresh_dns().await;
                 }
-                reloaded(daemon.generation, &result);
+                continue;
             }
+        };
+        {
+            let result = daemon.reload().await;
+            match &result {
+                Ok(r) => {
+                    log::info!(
+                        "{reason}: config reloaded (generation {})",
+                        daemon.generation
+                    );
+                    if daemon.l4.is_some() {
+                        log_report(r);
+                    }
+                }
+                Err(e) => log::error!("{reason}: reload failed, running config unchanged: {e:#}"),
+            }
+            reloaded(daemon.generation, &result);
+            watch.seen();
+            dns_tick = daemon
+                .l7
+                .as_ref()
+                .and_then(|s| s.dns_refresh_every())
+                .map(tokio::time::interval);
         }
     }
     if let Some(t) = log_task {
         t.abort();
         let _ = t.await;
     }
-    daemon.flood_task.abort();
+    if let Some(svc) = daemon.l7.take() {
+        svc.shutdown().await;
+    }
+    if let Some(h) = &daemon.l4 {
+        h.flood_task.abort();
+    }
     drop(daemon);
     InstanceState::remove(&instance);
     log::info!("detached; bye");
     Ok(())
+}
+
+/// Notices changes of the config file by content (every second), for
+/// `watch: true`. Comparing bytes, not mtimes, catches editors that write
+/// a new file and rename it over the old one within the same second.
+struct ConfigWatch {
+    path: PathBuf,
+    enabled: bool,
+    last: Option<Vec<u8>>,
+    tick: tokio::time::Interval,
+}
+
+impl ConfigWatch {
+    fn new(path: &Path, enabled: bool) -> ConfigWatch {
+        ConfigWatch {
+            path: path.to_path_buf(),
+            enabled,
+            last: std::fs::read(path).ok(),
+            tick: tokio::time::interval(std::time::Duration::from_secs(1)),
+        }
+    }
+
+    /// Takes the file as it is now as seen (after a reload by signal).
+    fn seen(&mut self) {
+        self.last = std::fs::read(&self.path).ok();
+    }
+
+    /// Resolves to `true` once the file differs from what was last seen.
+    async fn changed(&mut self) -> bool {
+        if !self.enabled {
+            return std::future::pending().await;
+        }
+        loop {
+            self.tick.tick().await;
+            let now = std::fs::read(&self.path).ok();
+            if now.is_some() && now != self.last {
+                self.last = now;
+                return true;
+            }
+        }
+    }
 }

@@ -102,16 +102,19 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 cfg,
                 &config,
                 xdp_mode,
-                |dp| {
-                    let ifaces: Vec<String> = dp
-                        .attached()
+                |info| {
+                    let l7: Vec<String> = info
+                        .l7
                         .iter()
-                        .map(|(i, m)| format!("{i}:{m}"))
+                        .map(|(name, addr)| format!("{name}@{addr}"))
                         .collect();
                     announce(format!(
-                        "xlb ready pins={} xdp={}",
-                        dp.pin_dir().display(),
-                        ifaces.join(",")
+                        "xlb ready pins={} xdp={} l7={}",
+                        info.pins
+                            .as_ref()
+                            .map_or("-".to_string(), |p| p.display().to_string()),
+                        info.xdp.join(","),
+                        l7.join(",")
                     ));
                 },
                 |generation, result| match result {

@@ -477,3 +477,117 @@ fn check_reports_every_problem() {
         );
     }
 }
+
+// ------------------------------------------------------------------ l7 section
+
+const L7_OK: &str = "\
+l7:
+  workers: 2
+  listeners:
+    - name: web
+      address: 127.0.0.1:8080
+  routes:
+    - id: api
+      paths: [\"/api/*\", \"/users/{id}\"]
+      upstream: api
+      timeouts: {read: 5s}
+      request_headers: {set: {x-env: prod}}
+  upstreams:
+    - id: api
+      nodes:
+        - {address: \"127.0.0.1:9001\", weight: 3}
+        - {address: \"localhost:9002\"}
+";
+
+#[test]
+fn valid_l7_section_plans_to_its_values() {
+    let f = write("xlb.yaml", L7_OK);
+    let cfg = Config::load(&f.path).expect("valid");
+    let plan = xlb::config::l7_plan::plan(&cfg.l7).expect("plans");
+    assert_eq!(plan.workers, 2);
+    assert_eq!(plan.listeners.len(), 1);
+    assert_eq!(plan.listeners[0].routes.len(), 1);
+    let opts = plan.listeners[0].routes[0]
+        .extensions
+        .get::<xlb::l7::options::RouteOptions>()
+        .expect("route options travel with the route");
+    assert_eq!(opts.timeouts.read, std::time::Duration::from_secs(5));
+    assert_eq!(opts.request_headers.set.len(), 1);
+    assert_eq!(plan.upstreams[0].nodes.len(), 2);
+    assert_eq!(plan.upstreams[0].nodes[0].weight, 3);
+}
+
+#[test]
+fn route_with_unknown_upstream_is_located_at_the_value() {
+    let f = write("xlb.yaml", &L7_OK.replace("upstream: api", "upstream: apo"));
+    let seen = malformed(&f);
+    assert_located(&seen, 9, 17, "l7.routes[0].upstream");
+    assert_message_contains(&seen, "no upstream has id `apo`");
+}
+
+#[test]
+fn duration_without_unit_is_located() {
+    let f = write("xlb.yaml", &L7_OK.replace("read: 5s", "read: \"5\""));
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "l7.routes[0].timeouts.read", "{}", seen.display);
+    assert_eq!(seen.line, Some(10), "{}", seen.display);
+    assert_message_contains(&seen, "write it with a unit");
+}
+
+#[test]
+fn bad_listener_address_is_located() {
+    let f = write("xlb.yaml", &L7_OK.replace("127.0.0.1:8080", "127.0.0.1"));
+    let seen = malformed(&f);
+    assert_located(&seen, 5, 16, "l7.listeners[0].address");
+    assert_message_contains(&seen, "is not ip:port");
+}
+
+#[test]
+fn bad_header_name_in_edits_is_located() {
+    let f = write("xlb.yaml", &L7_OK.replace("x-env: prod", "\"x env\": prod"));
+    let seen = malformed(&f);
+    assert_eq!(
+        seen.field, "l7.routes[0].request_headers.set.x env",
+        "{}",
+        seen.display
+    );
+    assert_message_contains(&seen, "not a valid header name");
+}
+
+#[test]
+fn every_l7_problem_is_reported_at_once() {
+    let text = L7_OK
+        .replace("upstream: api", "upstream: nope")
+        .replace("127.0.0.1:9001", "127.0.0.1:0x")
+        .replace("workers: 2", "workers: 0");
+    let f = write("xlb.yaml", &text);
+    let err = Config::load(&f.path).expect_err("three problems");
+    let ConfigError::Multiple(all) = &err else {
+        panic!("expected several errors, got {err}");
+    };
+    let fields: Vec<&str> = all.iter().map(|l| l.field.as_str()).collect();
+    for want in [
+        "l7.workers",
+        "l7.routes[0].upstream",
+        "l7.upstreams[0].nodes[0].address",
+    ] {
+        assert!(fields.contains(&want), "{want} missing from {fields:?}");
+    }
+    assert!(all.iter().all(|l| l.line.is_some()), "{err}");
+}
+
+#[test]
+fn tls_listener_naming_a_missing_certificate() {
+    let text = L7_OK.replace(
+        "      address: 127.0.0.1:8080\n",
+        "      address: 127.0.0.1:8080\n      tls: {certificates: [site]}\n",
+    );
+    let f = write("xlb.yaml", &text);
+    let seen = malformed(&f);
+    assert_eq!(
+        seen.field, "l7.listeners[0].tls.certificates[0]",
+        "{}",
+        seen.display
+    );
+    assert_message_contains(&seen, "no certificate has id `site`");
+}

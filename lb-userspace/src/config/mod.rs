@@ -5,6 +5,8 @@
 
 mod error;
 pub mod l4;
+pub mod l7;
+pub mod l7_plan;
 mod locate;
 mod model;
 mod validate;

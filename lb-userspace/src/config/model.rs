@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::l4::L4Config;
+use super::{l4::L4Config, l7::L7Config};
 
 /// The whole `xlb.yaml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -24,6 +24,12 @@ pub struct Config {
     /// L4 (XDP) load balancing.
     #[serde(default)]
     pub l4: L4Config,
+    /// The L7 proxy.
+    #[serde(default)]
+    pub l7: L7Config,
+    /// Reload when the file changes (checked every second), as on SIGHUP.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// A name made of letters, digits, `-` and `_`, safe as a path component

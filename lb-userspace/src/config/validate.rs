@@ -174,6 +174,9 @@ impl Config {
                 ),
             );
         }
+        if let Err(l7) = super::l7_plan::plan(&self.l7) {
+            out.extend(l7);
+        }
         out
     }
 }

@@ -7,8 +7,10 @@ pub mod headers;
 pub mod listeners;
 pub mod options;
 pub mod proxy;
+pub mod resolve;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod steering;
 pub mod tls;
 

@@ -27,30 +27,48 @@ pub struct Pool {
     pub upstream: Arc<Upstream>,
     /// How a node is picked.
     pub balancer: Box<dyn Balancer>,
+    /// How its nodes are reached.
+    pub options: super::options::UpstreamOptions,
+    forwarder: Forwarder,
+}
+
+impl Pool {
+    /// A pool over `upstream`; reuses `previous`'s connections.
+    pub fn new(
+        _id: String,
+        upstream: Arc<Upstream>,
+        balancer: Box<dyn Balancer>,
+        options: super::options::UpstreamOptions,
+        previous: Option<&Pool>,
+    ) -> Result<Pool, std::convert::Infallible> {
+        let forwarder = match previous {
+            Some(p) => p.forwarder.clone(),
+            None => Forwarder::new(super::forward::ForwarderConfig::default()),
+        };
+        Ok(Pool {
+            upstream,
+            balancer,
+            options,
+            forwarder,
+        })
+    }
 }
 
 /// The routing table, the upstreams and the forwarder, as one handler.
 pub struct Proxy {
     routes: Arc<dyn Resolver>,
-    pools: HashMap<String, Pool>,
-    forwarder: Forwarder,
+    pools: HashMap<String, Arc<Pool>>,
     /// Further nodes tried after the first, when retrying is safe.
     retries: usize,
 }
 
 impl Proxy {
     /// A proxy over `routes` and `pools`.
-    pub fn new(
-        routes: Arc<dyn Resolver>,
-        pools: HashMap<String, Pool>,
-        forwarder: Forwarder,
-        retries: usize,
-    ) -> Proxy {
+    pub fn new(routes: Arc<dyn Resolver>, pools: HashMap<String, Arc<Pool>>) -> Proxy {
         Proxy {
             routes,
             pools,
-            forwarder,
-            retries,
+            retries: 2,
         }
     }
 
@@ -114,7 +132,7 @@ impl Proxy {
             let request = attempt.map(|()| b);
             let started = Instant::now();
             let flight = pool.upstream.begin(node);
-            match self.forwarder.forward(request, addr, &down).await {
+            match pool.forwarder.forward(request, addr, &down).await {
                 Ok(resp) => {
                     flight.finish(started.elapsed(), !resp.status().is_server_error());
                     return resp;

@@ -1,0 +1,397 @@
+//! The `l7:` section: listeners, certificates, routes and upstreams of the
+//! proxy (reference: docs/l7-config.md). Fields whose syntax serde cannot
+//! check (addresses that may be DNS names, header names, path patterns)
+//! are kept as strings here and checked, with their position, when the
+//! section is planned (`l7_plan.rs`).
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use serde::{de, Deserialize, Deserializer};
+
+/// The proxy half of the config. Absent: no proxy.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct L7Config {
+    /// Worker threads, each with one SO_REUSEPORT socket per listener.
+    /// Default: the number of CPUs.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub certificates: Vec<CertificateConfig>,
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamYaml>,
+}
+
+/// Protocol limits every listener applies.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub header_read_timeout: Dur,
+    pub max_header_bytes: Size,
+    pub max_headers: usize,
+    /// 0: unlimited.
+    pub max_body_bytes: Size,
+    pub idle_timeout: Dur,
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
+    pub max_pending_reset_streams: usize,
+    pub tls_handshake_timeout: Dur,
+    pub drain_timeout: Dur,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            max_header_bytes: Size(64 * 1024),
+            max_headers: 100,
+            max_body_bytes: Size(0),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            max_connections: 10_000,
+            max_concurrent_streams: 256,
+            max_pending_reset_streams: 20,
+            tls_handshake_timeout: Dur(Duration::from_secs(10)),
+            drain_timeout: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A certificate (chain + key) and the SNI names it answers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    pub id: String,
+    #[serde(default)]
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// One address the proxy accepts connections on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    /// `ip:port` (`[v6]:port`).
+    pub address: String,
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// Answer every request with a 308 to `https://` on this port.
+    #[serde(default)]
+    pub redirect_https: Option<u16>,
+}
+
+/// TLS of a listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificate ids; empty: every certificate.
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    /// Default `[h2, http/1.1]`.
+    #[serde(default)]
+    pub alpn: Option<Vec<String>>,
+    /// `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert_required: Option<bool>,
+}
+
+/// One route.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub id: String,
+    /// Listener names; empty: every listener.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `/x*`: prefix; `/{p}`: matchit pattern; otherwise exact.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+    /// Required unless the route only redirects.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub pass_host: PassHostConfig,
+    #[serde(default)]
+    pub upstream_host: Option<String>,
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    #[serde(default)]
+    pub replace_prefix: Option<String>,
+    #[serde(default)]
+    pub request_headers: HeaderEditsConfig,
+    #[serde(default)]
+    pub response_headers: HeaderEditsConfig,
+    #[serde(default)]
+    pub retries: Option<usize>,
+    #[serde(default)]
+    pub retry_backoff: Option<Dur>,
+    #[serde(default)]
+    pub max_body_bytes: Option<Size>,
+    #[serde(default)]
+    pub redirect_https: Option<u16>,
+}
+
+/// A header condition: `value` (exact), `prefix`, or neither (present).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// Per-route timeouts; absent ones take the defaults of
+/// `l7::options::Timeouts`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default)]
+    pub connect: Option<Dur>,
+    #[serde(default)]
+    pub send: Option<Dur>,
+    #[serde(default)]
+    pub read: Option<Dur>,
+    #[serde(default)]
+    pub idle: Option<Dur>,
+}
+
+/// See `l7::options::PassHost`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PassHostConfig {
+    #[default]
+    Pass,
+    Node,
+    Rewrite,
+}
+
+/// Header edits (names and values checked when planned).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEditsConfig {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// One upstream (pool of nodes).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamYaml {
+    pub id: String,
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub sticky_cookie: Option<String>,
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
+    #[serde(default)]
+    pub tls: UpstreamTlsConfig,
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+    #[serde(default)]
+    pub dns_refresh: Option<Dur>,
+    #[serde(default)]
+    pub slow_start: Option<Dur>,
+    #[serde(default)]
+    pub max_requests_per_node: u32,
+    #[serde(default)]
+    pub keepalive: KeepaliveConfig,
+    #[serde(default)]
+    pub retry_budget: RetryBudgetYaml,
+}
+
+fn default_algorithm() -> String {
+    "round_robin".into()
+}
+
+/// See `l7::options::UpstreamProtocol`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolConfig {
+    #[default]
+    Http1,
+    H2c,
+    Https,
+    Https1,
+    Https2,
+}
+
+/// TLS towards the nodes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsConfig {
+    pub server_name: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub verify: bool,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl Default for UpstreamTlsConfig {
+    fn default() -> Self {
+        UpstreamTlsConfig {
+            server_name: None,
+            ca: None,
+            verify: true,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+/// One node: `ip:port` or `dns-name:port`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub address: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Pooled upstream connections.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    pub max_idle_per_node: usize,
+    pub idle_timeout: Dur,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            max_idle_per_node: 64,
+            idle_timeout: Dur(Duration::from_secs(90)),
+        }
+    }
+}
+
+/// See `l7::options::RetryBudgetConfig`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetYaml {
+    pub ratio: f64,
+    pub min_per_sec: u32,
+    pub window: Dur,
+}
+
+impl Default for RetryBudgetYaml {
+    fn default() -> Self {
+        RetryBudgetYaml {
+            ratio: 0.2,
+            min_per_sec: 10,
+            window: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// A duration written with its unit (`250ms`, `3s`, `5m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            de::Error::custom(format!(
+                "`{s}` is not a duration ({e}); write it with a unit, e.g. `250ms`, `3s`, `5m`"
+            ))
+        })
+    }
+}
+
+/// A size in bytes: a number, or a string with `KiB`/`MiB`/`GiB`
+/// (binary units; `KB`/`MB`/`GB` are accepted as the same, since nobody
+/// setting a header limit means a power of ten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, e.g. 65536 or \"64KiB\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not a size (a number of bytes, or with KiB, MiB or GiB)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("1 MiB"), Some(1 << 20));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("3 parsecs"), None);
+        assert_eq!(parse_size("99999999999999GiB"), None);
+    }
+}

@@ -1,0 +1,409 @@
+//! The running proxy: worker threads, each serving its SO_REUSEPORT socket
+//! of every listener, and the state they share — per listener a proxy
+//! (routes + pools) behind an atomic pointer and a certificate store — that
+//! a reload replaces.
+//!
+//! Workers are OS threads with a single-threaded tokio runtime each (the
+//! nginx/Pingora model): a connection lives on the worker the kernel (or
+//! the `sk_reuseport` program) gave it to, so its tasks never migrate and
+//! share no run queue with other workers.
+//!
+//! Reload builds everything new first (DNS lookups, balancers, route
+//! tables, certificates loaded from disk); only when all of it succeeded is
+//! each listener's proxy swapped and its certificates replaced. A request
+//! keeps the proxy it started with, so in-flight requests finish on the old
+//! configuration and new ones see the new one, with no request lost.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::{
+    balance::{self, Node, Upstream, UpstreamConfig},
+    proxy::{Pool, Proxy},
+    resolve,
+    router::RouteTable,
+    server::serve,
+    tls::{self, CertStore},
+    Listeners, Steering,
+};
+use crate::config::l7_plan::{L7Plan, ListenerPlan, UpstreamPlan};
+
+/// How often certificate files are checked for changes.
+const CERT_WATCH_INTERVAL: Duration = tls::DEFAULT_WATCH_INTERVAL;
+
+/// One listener's live state.
+struct RunningListener {
+    plan: ListenerPlan,
+    addr: SocketAddr,
+    proxy: Arc<ArcSwap<Proxy>>,
+    certs: Option<Arc<CertStore>>,
+    cert_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Kept so that workers can be drained; `None`: kernel hashing.
+    steering: Option<Steering>,
+}
+
+/// The proxy half of the daemon.
+pub struct L7Service {
+    plan: L7Plan,
+    listeners: Vec<RunningListener>,
+    pools: HashMap<String, Arc<Pool>>,
+    /// Resolved addresses of each upstream, to see whether a DNS refresh
+    /// changed anything.
+    resolved: HashMap<String, Vec<(SocketAddr, u32)>>,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for L7Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L7Service")
+            .field("listeners", &self.addresses())
+            .field("workers", &self.plan.workers)
+            .finish()
+    }
+}
+
+impl L7Service {
+    /// Builds the proxy of `plan`, binds its listeners and starts its
+    /// workers. Must be called inside a tokio runtime (DNS lookups and
+    /// the certificate watchers run on it).
+    pub async fn start(plan: L7Plan) -> anyhow::Result<L7Service> {
+        let (resolved, pools) = build_pools(&plan, &HashMap::new()).await?;
+        let mut listeners = Vec::new();
+        let mut sockets = Vec::new();
+        for lp in &plan.listeners {
+            let proxy = Arc::new(ArcSwap::from_pointee(build_proxy(lp, &pools)?));
+            let certs = match &lp.tls {
+                Some(t) => Some(Arc::new(
+                    CertStore::load(t.certs.clone())
+                        .with_context(|| format!("listener {}: certificates", lp.name))?,
+                )),
+                None => None,
+            };
+            let acceptor = match (&lp.tls, &certs) {
+                (Some(t), Some(store)) => Some(TlsAcceptor::from(
+                    tls::build_server_config(t, store.clone())
+                        .with_context(|| format!("listener {}: TLS", lp.name))?,
+                )),
+                _ => None,
+            };
+            let group = Listeners::bind(lp.addr, plan.workers)
+                .with_context(|| format!("listener {} on {}", lp.name, lp.addr))?;
+            let steering = Steering::attach(&group).ok();
+            let addr = group.local_addr();
+            let per_worker: Vec<Option<std::net::TcpListener>> =
+                group.into_vec().into_iter().map(Some).collect();
+            sockets.push((per_worker, acceptor, proxy.clone()));
+            let cert_watch = certs.as_ref().map(|s| tls::watch(s, CERT_WATCH_INTERVAL));
+            listeners.push(RunningListener {
+                plan: lp.clone(),
+                addr,
+                proxy,
+                certs,
+                cert_watch,
+                steering,
+            });
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut workers = Vec::with_capacity(plan.workers);
+        for w in 0..plan.workers {
+            let mine: Vec<_> = sockets
+                .iter_mut()
+                .filter_map(|(socks, acceptor, proxy)| {
+                    Some((socks[w].take()?, acceptor.clone(), proxy.clone()))
+                })
+                .collect();
+            let limits = plan.limits.clone();
+            let rx = shutdown.subscribe();
+            let handle = std::thread::Builder::new()
+                .name(format!("xlb-worker-{w}"))
+                .spawn(move || worker(w, mine, limits, rx))
+                .context("starting a worker thread")?;
+            workers.push(handle);
+        }
+        Ok(L7Service {
+            plan,
+            listeners,
+            pools,
+            resolved,
+            shutdown,
+            workers,
+        })
+    }
+
+    /// `(listener name, bound address)` of every listener.
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|l| (l.plan.name.clone(), l.addr))
+            .collect()
+    }
+
+    /// Whether `name`'s connections are steered by the eBPF program.
+    pub fn steered(&self, name: &str) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.plan.name == name && l.steering.is_some())
+    }
+
+    /// What in `new` cannot be applied without a restart (empty: all can).
+    pub fn restart_only(&self, new: &L7Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        if new.workers != self.plan.workers {
+            out.push("l7.workers".to_string());
+        }
+        if format!("{:?}", new.limits) != format!("{:?}", self.plan.limits) {
+            out.push("l7.limits".to_string());
+        }
+        let old: Vec<_> = self
+            .plan
+            .listeners
+            .iter()
+            .map(|l| (&l.name, l.addr, l.tls.as_ref().map(tls_shape)))
+            .collect();
+        let now: Vec<_> = new
+            .listeners
+            .iter()
+            .map(|l| (&l.name, l.addr, l.tls.as_ref().map(tls_shape)))
+            .collect();
+        if old != now {
+            out.push(
+                "l7.listeners (names, addresses, TLS on/off, ALPN, versions, client CA)"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
+    /// Applies `new` (a plan that passed validation). On error nothing has
+    /// changed.
+    pub async fn reload(&mut self, new: L7Plan) -> anyhow::Result<()> {
+        let restart = self.restart_only(&new);
+        if !restart.is_empty() {
+            anyhow::bail!(
+                "{} cannot change while running (restart xlb); nothing was changed",
+                restart.join(", ")
+            );
+        }
+        let (resolved, pools) = build_pools(&new, &self.pools).await?;
+        let mut proxies = Vec::with_capacity(new.listeners.len());
+        for lp in &new.listeners {
+            proxies.push(build_proxy(lp, &pools)?);
+        }
+        // Certificates: load the new sets on the side first, so that a bad
+        // file fails the reload before anything is swapped.
+        let mut cert_changes = Vec::new();
+        for (running, lp) in self.listeners.iter().zip(&new.listeners) {
+            if let (Some(store), Some(t)) = (&running.certs, &lp.tls) {
+                if store.specs() != t.certs {
+                    CertStore::load(t.certs.clone())
+                        .with_context(|| format!("listener {}: certificates", lp.name))?;
+                    cert_changes.push((store.clone(), t.certs.clone()));
+                }
+            }
+        }
+        for (running, (lp, proxy)) in self
+            .listeners
+            .iter_mut()
+            .zip(new.listeners.iter().zip(proxies))
+        {
+            running.proxy.store(Arc::new(proxy));
+            running.plan = lp.clone();
+        }
+        for (store, specs) in cert_changes {
+            // Loaded fine a moment ago; a file replaced in between is the
+            // only way this fails, and then the old certificates stay.
+            if let Err(e) = store.replace(specs) {
+                log::error!("certificates changed on disk during the reload: {e}");
+            }
+        }
+        self.pools = pools;
+        self.resolved = resolved;
+        self.plan = new;
+        Ok(())
+    }
+
+    /// Re-resolves DNS node names; rebuilds the pools whose addresses
+    /// changed (keeping the state of nodes that stayed). Returns the ids of
+    /// the upstreams that changed.
+    pub async fn refresh_dns(&mut self) -> Vec<String> {
+        let mut changed = Vec::new();
+        for up in &self.plan.upstreams {
+            if !resolve::has_names(up) {
+                continue;
+            }
+            match resolve::resolve(up).await {
+                Ok(addrs) if self.resolved.get(&up.id) != Some(&addrs) => {
+                    changed.push(up.id.clone())
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("{e:#}; keeping the previous addresses"),
+            }
+        }
+        if changed.is_empty() {
+            return changed;
+        }
+        let plan = self.plan.clone();
+        match self.reload(plan).await {
+            Ok(()) => log::info!("DNS refresh: upstreams {changed:?} have new addresses"),
+            Err(e) => {
+                log::warn!("DNS refresh: {e:#}");
+                changed.clear();
+            }
+        }
+        changed
+    }
+
+    /// The shortest DNS refresh period among upstreams with names.
+    pub fn dns_refresh_every(&self) -> Option<Duration> {
+        self.plan
+            .upstreams
+            .iter()
+            .filter(|u| resolve::has_names(u))
+            .map(|u| u.dns_refresh)
+            .min()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain
+    /// timeout) and joins the workers.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for l in &mut self.listeners {
+            if let Some(t) = l.cert_watch.take() {
+                t.abort();
+            }
+        }
+        let workers = std::mem::take(&mut self.workers);
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// The parts of a listener's TLS that are fixed while it runs.
+fn tls_shape(t: &tls::ListenerTls) -> String {
+    format!("{:?} {:?} {:?}", t.alpn, t.min_version, t.client_auth)
+}
+
+/// One worker: its sockets of every listener, served until shutdown.
+fn worker(
+    id: usize,
+    sockets: Vec<(
+        std::net::TcpListener,
+        Option<TlsAcceptor>,
+        Arc<ArcSwap<Proxy>>,
+    )>,
+    limits: super::server::ServerLimits,
+    shutdown: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("worker {id}: cannot start its runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut serving = Vec::new();
+        for (sock, acceptor, proxy) in sockets {
+            let listener = match tokio::net::TcpListener::from_std(sock) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("worker {id}: listener: {e}");
+                    continue;
+                }
+            };
+            let handler = move |req, conn| {
+                let p = proxy.load_full();
+                async move { p.handle(req, conn).await }
+            };
+            serving.push(tokio::spawn(serve(
+                listener,
+                acceptor,
+                limits.clone(),
+                handler,
+                shutdown.clone(),
+            )));
+        }
+        for s in serving {
+            let _ = s.await;
+        }
+    });
+}
+
+/// Resolves and builds every upstream's pool of `plan`, reusing the node
+/// state and connections of `previous` pools of the same id.
+async fn build_pools(
+    plan: &L7Plan,
+    previous: &HashMap<String, Arc<Pool>>,
+) -> anyhow::Result<(
+    HashMap<String, Vec<(SocketAddr, u32)>>,
+    HashMap<String, Arc<Pool>>,
+)> {
+    let mut resolved = HashMap::new();
+    let mut pools = HashMap::new();
+    for up in &plan.upstreams {
+        let addrs = resolve::resolve(up).await?;
+        let pool = build_pool(up, &addrs, previous.get(&up.id).map(|p| &**p))?;
+        resolved.insert(up.id.clone(), addrs);
+        pools.insert(up.id.clone(), Arc::new(pool));
+    }
+    Ok((resolved, pools))
+}
+
+fn build_pool(
+    up: &UpstreamPlan,
+    addrs: &[(SocketAddr, u32)],
+    previous: Option<&Pool>,
+) -> anyhow::Result<Pool> {
+    let nodes: Vec<Node> = addrs
+        .iter()
+        .enumerate()
+        .map(|(id, &(addr, weight))| Node { id, addr, weight })
+        .collect();
+    let config = UpstreamConfig {
+        slow_start: up.slow_start,
+        ..UpstreamConfig::default()
+    };
+    let upstream = match previous {
+        Some(p) => Upstream::with_previous(nodes, config, &p.upstream, Instant::now()),
+        None => Upstream::new(nodes, config),
+    }
+    .with_context(|| format!("upstream {}", up.id))?;
+    let upstream = Arc::new(upstream);
+    let balancer = balance::build(
+        upstream.clone(),
+        up.algorithm,
+        up.options.sticky_cookie.is_some(),
+    )
+    .with_context(|| format!("upstream {}", up.id))?;
+    Pool::new(
+        up.id.clone(),
+        upstream,
+        balancer,
+        up.options.clone(),
+        previous,
+    )
+    .with_context(|| format!("upstream {}", up.id))
+}
+
+fn build_proxy(lp: &ListenerPlan, pools: &HashMap<String, Arc<Pool>>) -> anyhow::Result<Proxy> {
+    let table = RouteTable::build(lp.routes.clone())
+        .map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
+    Ok(Proxy::new(Arc::new(table), pools.clone()))
+}
