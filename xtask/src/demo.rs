@@ -137,7 +137,8 @@ pub fn run() -> anyhow::Result<()> {
     let status = xlb.stop().context("stopping xlb")?;
     println!("\nxlb stopped ({status}); XDP detached, pins removed; namespaces are deleted now.");
     println!("=======================================================================");
-    Ok(())
+    drop(bed);
+    crate::demo_l7::run()
 }
 
 /// The YAML for one DSR VIP with backends 1..3 at `weights`; `u32::MAX`
