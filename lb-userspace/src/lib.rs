@@ -5,4 +5,5 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod health;
 pub mod l7;

@@ -1,42 +1,90 @@
-//! Sending a request to an upstream node and bringing its response back:
-//! pooled hyper client, proxy header rewrites, and failures turned into the
-//! status a client should see (502 when the node could not be reached, 504
-//! when it did not answer in time), each with a reason header.
-use std::{net::SocketAddr, time::Duration};
-
-use bytes::Bytes;
-use http::{header, uri::PathAndQuery, HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
+//! One attempt at one node: send the request, bounded by the route's
+//! timeouts, and bring the response head back; failures become the status
+//! a client should see, each with a reason header.
+//!
+//! Timeouts watch progress, not totals: `send` is the longest stall while
+//! the request body is written, `read` runs from the end of the request
+//! body to the response head, and `idle` is the longest silence while the
+//! response body streams ([`response_body`]). A gRPC stream or an SSE feed
+//! that keeps talking lives as long as it likes.
+//!
+//! [`Forwarder`] is the same path for callers with one node and no route
+//! (plain HTTP/1.1, default timeouts).
+use std::{
+    future::Future as _,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
 };
 
-use super::headers::{self, Downstream};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::{sync::Notify, time::Sleep};
+
+pub use super::upstream_client::BoxError;
+use super::{
+    headers::{self, Downstream},
+    options::{Timeouts, UpstreamOptions},
+    upstream_client::{SendError, UpBody, UpstreamClient},
+};
 
 /// The body type the proxy answers with: the upstream's streamed body, or a
-/// short error text.
+/// short text of xlb's own. (Its error is hyper's because the server's
+/// body wrappers are written for it; see [`cut_off`].)
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// The header that says why xlb itself answered (not the upstream).
 pub const ERROR_HEADER: &str = "x-xlb-error";
 
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The node stopped taking the request body.
+    Send,
+    /// No response head after the request was sent.
+    Read,
+}
+
 /// Why a request did not get an upstream response.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// Connecting to or talking with the node failed before a response.
+    /// TCP or TLS connect failed or timed out: nothing reached the node.
+    #[error("upstream {node}: connect: {source}")]
+    Connect {
+        node: SocketAddr,
+        timed_out: bool,
+        /// The TLS handshake failed (e.g. certificate verification).
+        tls: bool,
+        #[source]
+        source: BoxError,
+    },
+    /// The connection failed before a response head.
     #[error("upstream {node}: {source}")]
     Upstream {
         node: SocketAddr,
-        /// Whether the request may have reached the node (retries of
-        /// non-idempotent requests are only safe when it did not).
+        /// Whether the request may have reached the node.
         sent: bool,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
-    /// No response headers within the read timeout.
-    #[error("upstream {node} did not answer within {timeout:?}")]
-    Timeout { node: SocketAddr, timeout: Duration },
+    /// A timeout of the route ran out.
+    #[error("upstream {node}: no progress for {timeout:?} ({phase:?})")]
+    Timeout {
+        node: SocketAddr,
+        phase: Phase,
+        timeout: Duration,
+    },
+    /// The client stopped sending its body for the `send` timeout.
+    #[error("client sent no body data for {0:?}")]
+    ClientStalled(Duration),
     /// The request could not be turned into an upstream request.
     #[error("bad request target: {0}")]
     BadTarget(String),
@@ -44,39 +92,66 @@ pub enum ForwardError {
     /// while it was being streamed upstream: the client's fault.
     #[error("malformed request body: {0}")]
     BadRequestBody(String),
+    /// The request body grew past the route's `max_body_bytes`.
+    #[error("request body over {0} bytes")]
+    BodyTooLarge(u64),
+    /// The upstream cannot carry this request (e.g. an upgrade over h2).
+    #[error("upstream cannot carry the request: {0}")]
+    Unsupported(&'static str),
 }
 
 impl ForwardError {
     /// The response a client gets for this failure.
     pub fn into_response(self) -> Response<ProxyBody> {
         let (status, reason) = match &self {
-            ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream-unreachable"),
-            ForwardError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+            ForwardError::Connect { tls: true, .. } => (StatusCode::BAD_GATEWAY, "upstream-tls"),
+            ForwardError::Connect {
+                timed_out: true, ..
+            } => (StatusCode::GATEWAY_TIMEOUT, "upstream-connect-timeout"),
+            ForwardError::Connect { .. } => (StatusCode::BAD_GATEWAY, "upstream-unreachable"),
+            ForwardError::Upstream { sent: false, .. } => {
+                (StatusCode::BAD_GATEWAY, "upstream-unreachable")
+            }
+            ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream-reset"),
+            ForwardError::Timeout {
+                phase: Phase::Read, ..
+            } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+            ForwardError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-send-timeout"),
+            ForwardError::ClientStalled(_) => (StatusCode::REQUEST_TIMEOUT, "request-body-timeout"),
             ForwardError::BadTarget(_) => (StatusCode::BAD_REQUEST, "bad-target"),
             ForwardError::BadRequestBody(_) => (StatusCode::BAD_REQUEST, "bad-request-body"),
+            ForwardError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
+            ForwardError::Unsupported(reason) => (StatusCode::BAD_GATEWAY, *reason),
         };
         error_response(status, reason)
     }
 
     /// True when the request certainly never reached the node, so any
-    /// request (even a POST) may be retried elsewhere.
+    /// request (even a POST) may be tried elsewhere.
     pub fn never_sent(&self) -> bool {
-        match self {
-            ForwardError::Upstream { sent, .. } => !sent,
-            ForwardError::Timeout { .. } | ForwardError::BadRequestBody(_) => false,
-            ForwardError::BadTarget(_) => true,
-        }
+        matches!(
+            self,
+            ForwardError::Connect { .. } | ForwardError::Upstream { sent: false, .. }
+        )
+    }
+
+    /// Whether another node may get this request: always when it never
+    /// reached this one; after it did, only if `replayable` (idempotent and
+    /// without body) and the node, not the client, failed.
+    pub fn retryable(&self, replayable: bool) -> bool {
+        self.never_sent()
+            || (replayable
+                && matches!(
+                    self,
+                    ForwardError::Upstream { .. } | ForwardError::Timeout { .. }
+                ))
     }
 }
 
 /// A short response made by xlb itself, with the reason in
 /// [`ERROR_HEADER`].
 pub fn error_response(status: StatusCode, reason: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(format!("{} {reason}\n", status.as_u16())))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut resp = Response::new(text_body(format!("{} {reason}\n", status.as_u16())));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(ERROR_HEADER, HeaderValue::from_static(reason));
@@ -87,14 +162,388 @@ pub fn error_response(status: StatusCode, reason: &'static str) -> Response<Prox
     resp
 }
 
-/// An empty body, for requests replayed on another node.
+/// A body of xlb's own.
+pub fn text_body(text: impl Into<Bytes>) -> ProxyBody {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty response body.
 pub fn empty_body() -> ProxyBody {
     http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
 }
 
-/// Upstream connection settings.
+/// An empty request body (for a replay, or an upgrade).
+pub fn empty_up_body() -> UpBody {
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// Progress of one request body on its way upstream, shared between the
+/// body (which stamps it) and the attempt (which watches it).
+#[derive(Debug)]
+pub struct BodyWatch {
+    base: Instant,
+    /// Nanoseconds from `base` of the last progress (attempt start, a
+    /// frame, the end of the body).
+    last: AtomicU64,
+    done: AtomicBool,
+    waiting_on_client: AtomicBool,
+    armed: AtomicBool,
+    arm: Notify,
+}
+
+impl BodyWatch {
+    fn new(done: bool) -> BodyWatch {
+        BodyWatch {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            done: AtomicBool::new(done),
+            waiting_on_client: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            arm: Notify::new(),
+        }
+    }
+
+    fn stamp(&self) {
+        let n = self.base.elapsed().as_nanos() as u64;
+        self.last.fetch_max(n, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+
+    /// Starts the clocks: the request is about to be written (the connect
+    /// before it has its own timeout).
+    fn start(&self) {
+        self.stamp();
+        self.armed.store(true, Ordering::Release);
+        self.arm.notify_one();
+    }
+
+    fn reset(&self) {
+        self.armed.store(false, Ordering::Release);
+    }
+
+    /// Resolves when a timeout of `t` runs out for the current attempt.
+    async fn expired(&self, t: &Timeouts) -> (Phase, bool, Duration) {
+        while !self.armed.load(Ordering::Acquire) {
+            self.arm.notified().await;
+        }
+        loop {
+            let (phase, timeout) = match self.done.load(Ordering::Acquire) {
+                true => (Phase::Read, t.read),
+                false => (Phase::Send, t.send),
+            };
+            let deadline = self.last() + timeout;
+            if Instant::now() >= deadline {
+                return (
+                    phase,
+                    self.waiting_on_client.load(Ordering::Relaxed),
+                    timeout,
+                );
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// Why the request body stopped (carried through hyper's error chain).
+#[derive(Debug, thiserror::Error)]
+enum RequestBodyError {
+    #[error("request body over {0} bytes")]
+    TooLarge(u64),
+    #[error("client body: {0}")]
+    Client(BoxError),
+}
+
+/// The client's body on its way upstream: counted against `limit` and
+/// stamping its progress.
+struct RequestBody<B> {
+    inner: B,
+    limit: Option<u64>,
+    seen: u64,
+    watch: Arc<BodyWatch>,
+}
+
+/// Wraps a client body for sending upstream, cut off past `limit` bytes.
+pub fn request_body<B>(body: B, limit: Option<u64>) -> (UpBody, Arc<BodyWatch>)
+where
+    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let watch = Arc::new(BodyWatch::new(body.is_end_stream()));
+    let body = RequestBody {
+        inner: body,
+        limit,
+        seen: 0,
+        watch: watch.clone(),
+    };
+    (body.boxed(), watch)
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let watch = self.watch.clone();
+        watch
+            .waiting_on_client
+            .store(polled.is_pending(), Ordering::Relaxed);
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                watch.done.store(true, Ordering::Release);
+                watch.stamp();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(Box::new(RequestBodyError::Client(e.into())))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.seen += data.len() as u64;
+                    if let Some(limit) = self.limit.filter(|&l| self.seen > l) {
+                        return Poll::Ready(Some(Err(Box::new(RequestBodyError::TooLarge(limit)))));
+                    }
+                }
+                if self.inner.is_end_stream() {
+                    watch.done.store(true, Ordering::Release);
+                }
+                watch.stamp();
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that fails (so the client sees a broken, not a short
+/// but complete, response) when the node is silent for `idle`, and keeps
+/// `guard` until it ends.
+struct ResponseBody<G> {
+    inner: Incoming,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    waiting: bool,
+    _guard: G,
+}
+
+/// Wraps an upstream body with the `idle` timeout; `guard` (the node's
+/// in-flight count) is held until the body ends or is dropped.
+pub fn response_body<G: Send + Sync + Unpin + 'static>(
+    body: Incoming,
+    idle: Duration,
+    guard: G,
+) -> ProxyBody {
+    ResponseBody {
+        inner: body,
+        idle,
+        timer: Box::pin(tokio::time::sleep(idle)),
+        waiting: false,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+impl<G: Unpin> Body for ResponseBody<G> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        // The clock measures the node's silence only: it starts when the
+        // client asks for more, not while the client is slow to read.
+        if !this.waiting {
+            this.waiting = true;
+            let at = tokio::time::Instant::now() + this.idle;
+            this.timer.as_mut().reset(at);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    log::debug!(
+                        "upstream sent nothing for {:?}: response cut off",
+                        this.idle
+                    );
+                    Poll::Ready(Some(Err(cut_off())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A genuine `hyper::Error` for a response body xlb cuts off (idle
+/// timeout): the body must fail, not end, or an HTTP/1.1 client would take
+/// a chunked response cut short for a complete one. hyper has no public
+/// constructor, so one is obtained by asking a connection that is already
+/// gone to send; both steps complete on their first poll, without I/O.
+/// (With `ProxyBody`'s error a boxed error, this would be a plain value.)
+pub fn cut_off() -> hyper::Error {
+    let mut cx = Context::from_waker(Waker::noop());
+    let (io, _peer) = tokio::io::duplex(1);
+    let mut handshake = std::pin::pin!(hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<Bytes>,
+    >(TokioIo::new(io)));
+    let Poll::Ready(Ok((mut sender, conn))) = handshake.as_mut().poll(&mut cx) else {
+        unreachable!("an HTTP/1.1 client handshake does no I/O");
+    };
+    drop(conn);
+    let mut send = std::pin::pin!(sender.send_request(Request::new(http_body_util::Empty::new())));
+    match send.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => e,
+        _ => unreachable!("a request to a dropped connection fails at once"),
+    }
+}
+
+/// A failed attempt: why, and the request when it can be sent again as is
+/// (it never left, body included).
+pub type Failed = (ForwardError, Option<Request<UpBody>>);
+
+/// Sends `req` (origin-form target, final headers) to `node` over
+/// `client`, within `timeouts`; `watch` is the one [`request_body`] gave
+/// for its body.
+pub async fn send(
+    client: &UpstreamClient,
+    node: SocketAddr,
+    req: Request<UpBody>,
+    upgrade: bool,
+    timeouts: &Timeouts,
+    watch: &BodyWatch,
+) -> Result<Response<Incoming>, Failed> {
+    watch.reset();
+    let sending = client.send(node, req, upgrade, timeouts.connect, || watch.start());
+    tokio::select! {
+        sent = sending => sent.map_err(|e| classify(node, e)),
+        (phase, on_client, timeout) = watch.expired(timeouts) => Err(match (phase, on_client) {
+            (Phase::Send, true) => ForwardError::ClientStalled(timeout),
+            _ => ForwardError::Timeout { node, phase, timeout },
+        }).map_err(|e| (e, None)),
+    }
+}
+
+fn classify(node: SocketAddr, e: SendError) -> Failed {
+    match e {
+        SendError::Connect {
+            request,
+            timed_out,
+            error,
+        } => {
+            let tls = is_tls_error(&*error);
+            (
+                ForwardError::Connect {
+                    node,
+                    timed_out,
+                    tls,
+                    source: error,
+                },
+                Some(request),
+            )
+        }
+        SendError::NotSent { request, error } => (
+            ForwardError::Upstream {
+                node,
+                sent: false,
+                source: error.into(),
+            },
+            Some(request),
+        ),
+        SendError::Unsupported { request, reason } => {
+            (ForwardError::Unsupported(reason), Some(request))
+        }
+        SendError::Sent(error) => {
+            let err = match body_error(&error) {
+                Some(RequestBodyError::TooLarge(limit)) => ForwardError::BodyTooLarge(*limit),
+                Some(RequestBodyError::Client(e)) => ForwardError::BadRequestBody(e.to_string()),
+                None => ForwardError::Upstream {
+                    node,
+                    sent: true,
+                    source: error.into(),
+                },
+            };
+            (err, None)
+        }
+    }
+}
+
+/// Our request body's own error, if that is what failed the exchange.
+fn body_error(e: &hyper::Error) -> Option<&RequestBodyError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<RequestBodyError>() {
+            return Some(b);
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Hop-by-hop headers out and this hop in `Via`, on a response head from
+/// upstream.
+pub fn response_head(parts: &mut http::response::Parts) {
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::append_via(&mut parts.headers, parts.version);
+    parts.version = http::Version::HTTP_11;
+}
+
+/// Upstream connection settings of a [`Forwarder`].
 #[derive(Debug, Clone)]
 pub struct ForwarderConfig {
     /// TCP connect timeout.
@@ -118,57 +567,46 @@ impl Default for ForwarderConfig {
     }
 }
 
-/// Forwards requests to upstream nodes over pooled HTTP/1.1 connections.
-#[derive(Clone)]
+/// Forwards requests to given nodes over pooled HTTP/1.1 connections, with
+/// the proxy headers and no route options.
+#[derive(Clone, Debug)]
 pub struct Forwarder {
-    client: Client<HttpConnector, ProxyBody>,
-    config: ForwarderConfig,
-}
-
-impl std::fmt::Debug for Forwarder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarder")
-            .field("config", &self.config)
-            .finish()
-    }
+    client: UpstreamClient,
+    timeouts: Timeouts,
 }
 
 impl Forwarder {
     /// A forwarder with its own connection pool.
     pub fn new(config: ForwarderConfig) -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.max_idle_per_node)
-            .pool_idle_timeout(config.idle_timeout)
-            .build(connector);
-        Forwarder { client, config }
+        let options = UpstreamOptions {
+            max_idle_per_node: config.max_idle_per_node,
+            idle_timeout: config.idle_timeout,
+            ..UpstreamOptions::default()
+        };
+        Forwarder {
+            client: UpstreamClient::new(&options).expect("plain HTTP needs no TLS material"),
+            timeouts: Timeouts {
+                connect: config.connect_timeout,
+                read: config.read_timeout,
+                ..Timeouts::default()
+            },
+        }
     }
 
     /// Sends `req` to `node` and returns the upstream's response with the
-    /// proxy's header rewrites applied both ways. (A downstream body is
-    /// passed as `incoming.boxed()`; see [`empty_body`] for replays.)
-    pub async fn forward(
+    /// proxy's header rewrites applied both ways.
+    pub async fn forward<B>(
         &self,
-        req: Request<ProxyBody>,
+        req: Request<B>,
         node: SocketAddr,
         down: &Downstream<'_>,
-    ) -> Result<Response<ProxyBody>, ForwardError> {
+    ) -> Result<Response<ProxyBody>, ForwardError>
+    where
+        B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(node.to_string())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| ForwardError::BadTarget(e.to_string()))?;
-        // An HTTP/2 request has no Host header, only :authority: give the
-        // upstream HTTP/1.1 request the name the client asked for.
+        // An HTTP/2 request has no Host header, only :authority.
         if !parts.headers.contains_key(header::HOST) {
             if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
                 parts.headers.insert(header::HOST, host);
@@ -176,43 +614,28 @@ impl Forwarder {
         }
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::add_forwarded(&mut parts.headers, down);
-        parts.version = http::Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, body);
-
-        let timeout = self.config.read_timeout;
-        let resp = match tokio::time::timeout(timeout, self.client.request(upstream_req)).await {
-            Err(_) => return Err(ForwardError::Timeout { node, timeout }),
-            Ok(Err(e)) if downstream_body_failed(&e) => {
-                return Err(ForwardError::BadRequestBody(format!("{e:?}")))
-            }
-            Ok(Err(e)) => {
-                return Err(ForwardError::Upstream {
-                    node,
-                    sent: !e.is_connect(),
-                    source: e,
-                })
-            }
-            Ok(Ok(r)) => r,
-        };
+        parts.extensions = http::Extensions::new();
+        let (body, watch) = request_body(body, None);
+        let req = Request::from_parts(parts, body);
+        let resp = send(&self.client, node, req, false, &self.timeouts, &watch)
+            .await
+            .map_err(|(e, _)| e)?;
         let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        headers::append_via(&mut parts.headers, http::Version::HTTP_11);
-        Ok(Response::from_parts(parts, body.boxed()))
+        response_head(&mut parts);
+        Ok(Response::from_parts(
+            parts,
+            response_body(body, self.timeouts.idle, ()),
+        ))
     }
 }
 
-/// True when the client's body, not the upstream, failed: hyper reports
-/// it as a "user" error (the request body stream it was given) whose cause
-/// is the downstream connection's own parse error.
-fn downstream_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_user() {
-                return true;
-            }
-        }
-        source = s.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_error_can_be_made_outside_a_runtime() {
+        let e = cut_off();
+        assert!(e.is_canceled(), "{e}");
     }
-    false
 }

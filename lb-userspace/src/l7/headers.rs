@@ -1,12 +1,15 @@
 //! The header rewrites every proxied request and response gets: hop-by-hop
 //! headers removed (RFC 9110 §7.6.1) and the usual proxy headers added
-//! (X-Forwarded-For/-Proto/-Host, Via, RFC 9110 §7.6.3).
+//! (X-Forwarded-For/-Proto/-Host, Via, RFC 9110 §7.6.3); a route's own
+//! header edits; reading and setting cookies.
 use std::net::IpAddr;
 
 use http::{
     header::{self, HeaderName, HeaderValue},
     HeaderMap,
 };
+
+use super::options::HeaderEdits;
 
 /// Headers that describe one connection, not the message (RFC 9110
 /// §7.6.1, plus the non-standard but common `Proxy-Connection` and
@@ -133,6 +136,47 @@ fn via_protocol(v: http::Version) -> &'static str {
     }
 }
 
+/// Applies a route's edits: removals, then replacements, then additions.
+pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
+    for name in &edits.remove {
+        headers.remove(name);
+    }
+    for (name, value) in &edits.set {
+        headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in &edits.add {
+        headers.append(name.clone(), value.clone());
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers (the first
+/// one; surrounding double quotes removed).
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            if pair[..eq].trim_ascii() != name.as_bytes() {
+                return None;
+            }
+            let value = pair[eq + 1..].trim_ascii();
+            Some(
+                value
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(value),
+            )
+        })
+}
+
+/// `Set-Cookie: name=value; Path=/; HttpOnly` (a session cookie).
+pub fn session_cookie(name: &str, value: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +274,40 @@ mod tests {
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert!(h.get("x-forwarded-host").is_none());
         assert_eq!(h.get("via").unwrap(), "1.1 xlb");
+    }
+
+    #[test]
+    fn edits_remove_then_set_then_add() {
+        let mut h = map(&[("server", "nginx"), ("x-env", "dev"), ("x-tag", "a")]);
+        apply_edits(
+            &mut h,
+            &HeaderEdits {
+                remove: vec![HeaderName::from_static("server")],
+                set: vec![(
+                    HeaderName::from_static("x-env"),
+                    HeaderValue::from_static("prod"),
+                )],
+                add: vec![(
+                    HeaderName::from_static("x-tag"),
+                    HeaderValue::from_static("b"),
+                )],
+            },
+        );
+        assert!(h.get("server").is_none());
+        assert_eq!(h.get("x-env").unwrap(), "prod");
+        let tags: Vec<_> = h.get_all("x-tag").iter().collect();
+        assert_eq!(tags, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let h = map(&[
+            ("cookie", "a=1; xlb_node=\"abc\"; b=2"),
+            ("cookie", "xlb_node=later"),
+        ]);
+        assert_eq!(cookie(&h, "xlb_node").unwrap(), b"abc");
+        assert_eq!(cookie(&h, "b").unwrap(), b"2");
+        assert!(cookie(&h, "xlb").is_none());
+        assert!(cookie(&HeaderMap::new(), "a").is_none());
     }
 }

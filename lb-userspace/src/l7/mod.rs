@@ -7,12 +7,16 @@ pub mod headers;
 pub mod listeners;
 pub mod options;
 pub mod proxy;
+pub mod retry_budget;
+pub mod rewrite;
 pub mod resolve;
 pub mod router;
 pub mod server;
 pub mod service;
 pub mod steering;
 pub mod tls;
+pub mod upgrade;
+pub mod upstream_client;
 
 pub use listeners::{ListenError, Listeners};
 pub use steering::{FallbackKind, FallbackReason, Steering, SteeringError};

@@ -1,158 +1,422 @@
 //! One request's life in the proxy: parse and check the request target,
-//! route it, pick a node of the route's upstream, forward, and retry on
-//! another node when that is safe. Every way this can fail is a response
-//! with a status and an `x-xlb-error` reason, never a hang or a panic.
+//! route it, apply the route's options, pick a node of the route's
+//! upstream, forward, and retry on another node when that is safe. Every
+//! way this can fail is a response with a status and an `x-xlb-error`
+//! reason, never a hang or a panic.
 //!
-//! Phases, in order: target check (400) → route (404) → upstream lookup
-//! (502 when the config names an unknown upstream, which validation
-//! prevents) → node pick (503 with the pool's reason) → forward (502/504,
-//! with retries on other nodes).
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Instant};
+//! Phases, in order: target check (400) → route (404) → `redirect_https`
+//! (308) → upstream lookup (502 when the config names an unknown upstream,
+//! which validation prevents) → body size by `Content-Length` (413) → node
+//! pick (503 with the pool's reason, or `upstream-busy` when every
+//! eligible node is at `max_requests_per_node`) → forward (502/504/413,
+//! with retries on other nodes within the route's policy and the
+//! upstream's retry budget).
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
 
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Incoming};
+use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::{
+    body::{Body as _, Incoming},
+    upgrade::OnUpgrade,
+};
 
 use super::{
     balance::{Balancer, PickContext, Upstream},
-    forward::{empty_body, error_response, ForwardError, Forwarder, ProxyBody},
-    headers::Downstream,
-    router::{path_hazard, RequestInfo, Resolver},
+    forward::{
+        self, empty_body, empty_up_body, error_response, request_body, response_body,
+        response_head, ForwardError, ProxyBody,
+    },
+    headers::{self, Downstream},
+    options::{HashOn, RetryPolicy, RouteOptions, UpstreamOptions},
+    retry_budget::RetryBudget,
+    rewrite,
+    router::{path_hazard, RequestInfo, Resolver, Route},
     server::ConnInfo,
+    upgrade,
+    upstream_client::{ClientError, UpstreamClient},
 };
 
-/// One named upstream: its nodes' shared state and its picking algorithm.
+/// One named upstream: its nodes' shared state, its picking algorithm, how
+/// its nodes are reached, and its connections and retry budget.
 pub struct Pool {
+    /// The upstream's id (for logs).
+    pub id: String,
     /// Nodes and their live state.
     pub upstream: Arc<Upstream>,
-    /// How a node is picked.
+    /// How a node is picked. With `options.sticky_cookie` set it should be
+    /// a sticky balancer (`balance::build(.., sticky: true)`): the proxy
+    /// only passes the cookie in and sets it on responses.
     pub balancer: Box<dyn Balancer>,
-    /// How its nodes are reached.
-    pub options: super::options::UpstreamOptions,
-    forwarder: Forwarder,
+    /// How nodes are reached.
+    pub options: UpstreamOptions,
+    client: UpstreamClient,
+    budget: Arc<RetryBudget>,
 }
 
-impl Pool {
-    /// A pool over `upstream`; reuses `previous`'s connections.
-    pub fn new(
-        _id: String,
-        upstream: Arc<Upstream>,
-        balancer: Box<dyn Balancer>,
-        options: super::options::UpstreamOptions,
-        previous: Option<&Pool>,
-    ) -> Result<Pool, std::convert::Infallible> {
-        let forwarder = match previous {
-            Some(p) => p.forwarder.clone(),
-            None => Forwarder::new(super::forward::ForwarderConfig::default()),
-        };
-        Ok(Pool {
-            upstream,
-            balancer,
-            options,
-            forwarder,
-        })
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("id", &self.id)
+            .field("upstream", &self.upstream)
+            .field("options", &self.options)
+            .finish()
     }
 }
 
-/// The routing table, the upstreams and the forwarder, as one handler.
+impl Pool {
+    /// A pool; `previous` is the pool this one replaces on a reload: its
+    /// client (and so its warm connections) is kept when the options that
+    /// shape connections are unchanged (and the TLS files too), and its
+    /// retry budget when the budget settings are.
+    ///
+    /// Errors: TLS material that cannot be loaded (CA, client certificate,
+    /// no trust roots at all).
+    pub fn new(
+        id: impl Into<String>,
+        upstream: Arc<Upstream>,
+        balancer: Box<dyn Balancer>,
+        options: UpstreamOptions,
+        previous: Option<&Pool>,
+    ) -> Result<Pool, ClientError> {
+        let client = UpstreamClient::reuse_or_new(previous.map(|p| &p.client), &options)?;
+        let budget = match previous {
+            Some(p) if p.options.retry_budget == options.retry_budget => p.budget.clone(),
+            _ => Arc::new(RetryBudget::new(options.retry_budget)),
+        };
+        Ok(Pool {
+            id: id.into(),
+            upstream,
+            balancer,
+            options,
+            client,
+            budget,
+        })
+    }
+
+    /// The connections to the nodes.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    /// The retry budget.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+}
+
+/// The routing table and the upstreams, as one handler.
 pub struct Proxy {
     routes: Arc<dyn Resolver>,
     pools: HashMap<String, Arc<Pool>>,
-    /// Further nodes tried after the first, when retrying is safe.
-    retries: usize,
+}
+
+fn default_options() -> &'static RouteOptions {
+    static DEFAULT: OnceLock<RouteOptions> = OnceLock::new();
+    DEFAULT.get_or_init(RouteOptions::default)
+}
+
+/// Methods whose replay cannot do harm (RFC 9110 §9.2.2).
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The wait before retry number `retry` (0 for the first): doubled each
+/// time up to the cap, then "equal jitter" (half fixed, half random) so
+/// that clients that failed together do not come back together.
+fn backoff(policy: &RetryPolicy, retry: usize) -> Duration {
+    let full = policy
+        .backoff
+        .saturating_mul(1u32 << retry.min(16))
+        .min(policy.max_backoff);
+    let half = full / 2;
+    half + half.mul_f64(rand::random::<f64>())
 }
 
 impl Proxy {
-    /// A proxy over `routes` and `pools`.
+    /// A proxy over `routes` and `pools` (by upstream id; pools may be
+    /// shared by the proxies of several listeners).
     pub fn new(routes: Arc<dyn Resolver>, pools: HashMap<String, Arc<Pool>>) -> Proxy {
-        Proxy {
-            routes,
-            pools,
-            retries: 2,
-        }
+        Proxy { routes, pools }
     }
 
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
-        let info = match RequestInfo::from_parts(&parts) {
-            Ok(i) => i,
-            Err(e) => {
-                log::debug!("{}: bad request target: {e}", conn.peer);
-                return error_response(e.status(), "bad-request-target");
+        let (mut parts, body) = req.into_parts();
+        let (host, route): (Option<String>, Arc<Route>) = {
+            let info = match RequestInfo::from_parts(&parts) {
+                Ok(i) => i,
+                Err(e) => {
+                    log::debug!("{}: bad request target: {e}", conn.peer);
+                    return error_response(e.status(), "bad-request-target");
+                }
+            };
+            // Routing matches the raw path: a path spelled to dodge a
+            // route (dot segments, encoded slashes) is refused rather than
+            // guessed.
+            if path_hazard(info.path()).is_some() {
+                return error_response(StatusCode::BAD_REQUEST, "ambiguous-path");
             }
+            let Some(matched) = self.routes.resolve(&info) else {
+                return error_response(StatusCode::NOT_FOUND, "no-route");
+            };
+            (info.host().map(str::to_string), matched.route)
         };
-        // Routing matches the raw path: a path spelled to dodge a route
-        // (dot segments, encoded slashes) is refused rather than guessed.
-        if path_hazard(info.path()).is_some() {
-            return error_response(StatusCode::BAD_REQUEST, "ambiguous-path");
+        let opts = route
+            .spec()
+            .extensions
+            .get::<RouteOptions>()
+            .unwrap_or_else(|| default_options());
+        if let Some(port) = opts.redirect_https {
+            return redirect(host.as_deref(), port, &parts.uri);
         }
-        let Some(matched) = self.routes.resolve(&info) else {
-            return error_response(StatusCode::NOT_FOUND, "no-route");
-        };
-        let host = info.host().map(str::to_string);
-        let Some(pool) = self.pools.get(matched.route.upstream()) else {
+        let Some(pool) = self.pools.get(route.upstream()) else {
             return error_response(StatusCode::BAD_GATEWAY, "no-upstream");
         };
+        // A declared length over the limit is refused before any node is
+        // bothered; a body that only grows past it is cut off on the way.
+        if let Some(limit) = opts.max_body_bytes {
+            if body.size_hint().lower() > limit {
+                return error_response(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large");
+            }
+        }
+
+        let upgrade = upgrade::requested(&parts.headers, parts.version);
+        let on_upgrade = match upgrade {
+            Some(_) => parts.extensions.remove::<OnUpgrade>(),
+            None => None,
+        };
+        let hash_key: Option<Vec<u8>> = match &pool.options.hash_on {
+            HashOn::ClientIp => None,
+            HashOn::Header(name) => parts.headers.get(name).map(|v| v.as_bytes().to_vec()),
+            HashOn::Cookie(name) => headers::cookie(&parts.headers, name).map(<[u8]>::to_vec),
+            HashOn::Uri => parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().as_bytes().to_vec()),
+        };
+        let sticky_in: Option<Vec<u8>> = pool
+            .options
+            .sticky_cookie
+            .as_deref()
+            .and_then(|name| headers::cookie(&parts.headers, name))
+            .map(<[u8]>::to_vec);
+        // What the client asked for, port included (`pass_host: pass`).
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        // Only a bodiless idempotent request may be sent twice: its whole
+        // content is the head, which is still here, and doing it twice is
+        // harmless.
+        let replayable = idempotent(&parts.method) && body.is_end_stream();
+
+        let target = opts
+            .path_rewrite
+            .as_ref()
+            .and_then(|rw| rewrite::rewrite_path(&parts.uri, rw))
+            .or_else(|| parts.uri.path_and_query().cloned())
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let down = Downstream {
             client_ip: conn.peer.ip(),
             proto: if conn.tls { "https" } else { "http" },
             host: host.as_deref(),
             version: parts.version,
         };
-        // Only a request without a body can be sent again: its whole
-        // content is the head, which is still here.
-        let replayable = body.is_end_stream();
-        let mut body = Some(body.boxed());
+        parts.uri = Uri::from(target);
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, &down);
+        headers::apply_edits(&mut parts.headers, &opts.request_headers);
+        parts.headers.remove(header::HOST);
+        parts.extensions = http::Extensions::new();
+        parts.version = http::Version::HTTP_11;
+        let (up_body, watch) = request_body(body, opts.max_body_bytes);
+
+        pool.budget.record_request();
+        let mut body = Some(up_body);
         let mut tried: Vec<usize> = Vec::new();
-        let mut last_error = None;
+        let mut busy: Vec<usize> = Vec::new();
+        let mut last_error: Option<ForwardError> = None;
+        let mut retries = 0;
         loop {
-            let Some(node) = pick(pool, conn.peer.ip(), &tried) else {
+            let exclude: Vec<usize> = tried.iter().chain(&busy).copied().collect();
+            let ctx = PickContext::new(conn.peer.ip())
+                .with_exclude(&exclude)
+                .with_hash_key(hash_key.as_deref())
+                .with_sticky(sticky_in.as_deref());
+            let Some(node) = pool.balancer.pick(&ctx) else {
                 // Every node was tried: the client gets the last failure
                 // (a 502 says more than "no node" would).
                 if let Some(e) = last_error {
-                    return ForwardError::into_response(e);
+                    return e.into_response();
+                }
+                if !busy.is_empty() {
+                    log::debug!(
+                        "upstream {}: every node is at max_requests_per_node",
+                        pool.id
+                    );
+                    return unavailable("upstream-busy");
                 }
                 let reason = pool
                     .upstream
-                    .unavailable(&tried)
+                    .unavailable(&exclude)
                     .map(|u| u.to_string())
                     .unwrap_or_else(|| "no node available".into());
-                log::debug!("upstream {}: {reason}", matched.route.upstream());
-                let mut resp = error_response(StatusCode::SERVICE_UNAVAILABLE, "no-healthy-node");
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
+                log::debug!("upstream {}: {reason}", pool.id);
+                return unavailable("no-healthy-node");
             };
+            let flight = pool.upstream.begin(node);
+            if let Some(max) = pool.options.max_requests_per_node {
+                // Counted first, checked after: concurrent requests cannot
+                // all slip under the limit together.
+                if pool.upstream.state(node).in_flight() > u64::from(max) {
+                    drop(flight);
+                    busy.push(node);
+                    continue;
+                }
+            }
+            if let Some(e) = last_error.take() {
+                if !pool.budget.try_retry() {
+                    log::debug!("upstream {}: retry budget exhausted: {e}", pool.id);
+                    return e.into_response();
+                }
+                tokio::time::sleep(backoff(&opts.retry, retries - 1)).await;
+            }
             tried.push(node);
             let addr = pool.upstream.nodes()[node].addr;
-            let mut attempt = Request::from_parts(parts.clone(), ());
-            *attempt.extensions_mut() = http::Extensions::new();
-            let b = body.take().unwrap_or_else(empty_body);
-            let request = attempt.map(|()| b);
+            let mut head = parts.clone();
+            if let Some(h) = rewrite::upstream_host(&opts.pass_host, client_host.as_ref(), addr) {
+                head.headers.insert(header::HOST, h);
+            }
+            if let Some(protocol) = &upgrade {
+                upgrade::restore(&mut head.headers, protocol.clone());
+            }
+            let req = Request::from_parts(head, body.take().unwrap_or_else(empty_up_body));
             let started = Instant::now();
-            let flight = pool.upstream.begin(node);
-            match pool.forwarder.forward(request, addr, &down).await {
-                Ok(resp) => {
-                    flight.finish(started.elapsed(), !resp.status().is_server_error());
-                    return resp;
+            let sent = forward::send(
+                &pool.client,
+                addr,
+                req,
+                upgrade.is_some(),
+                &opts.timeouts,
+                &watch,
+            )
+            .await;
+            match sent {
+                Ok(mut resp) => {
+                    let ok = !resp.status().is_server_error();
+                    pool.upstream
+                        .observe(node, started.elapsed(), ok, Instant::now());
+                    let upgraded = match (&on_upgrade, resp.status()) {
+                        (Some(_), StatusCode::SWITCHING_PROTOCOLS) => {
+                            Some(hyper::upgrade::on(&mut resp))
+                        }
+                        _ => None,
+                    };
+                    let (mut parts, incoming) = resp.into_parts();
+                    let protocol = parts.headers.get(header::UPGRADE).cloned();
+                    response_head(&mut parts);
+                    let body = match (upgraded, on_upgrade) {
+                        (Some(up), Some(down)) => {
+                            if let Some(p) = protocol {
+                                upgrade::restore(&mut parts.headers, p);
+                            }
+                            let label = format!("{} ↔ {addr}", conn.peer);
+                            upgrade::splice(down, up, opts.timeouts.idle, label, flight);
+                            empty_body()
+                        }
+                        _ => response_body(incoming, opts.timeouts.idle, flight),
+                    };
+                    headers::apply_edits(&mut parts.headers, &opts.response_headers);
+                    if let Some(name) = &pool.options.sticky_cookie {
+                        let value = pool.upstream.cookie_value(node);
+                        if sticky_in.as_deref() != Some(value.as_bytes()) {
+                            if let Some(c) = headers::session_cookie(name, value) {
+                                parts.headers.append(header::SET_COOKIE, c);
+                            }
+                        }
+                    }
+                    return Response::from_parts(parts, body);
                 }
-                Err(e) => {
-                    flight.finish(started.elapsed(), false);
-                    let retry = replayable && e.never_sent() && tried.len() <= self.retries;
+                Err((e, back)) => {
+                    let node_failed = matches!(
+                        e,
+                        ForwardError::Connect { .. }
+                            | ForwardError::Upstream { .. }
+                            | ForwardError::Timeout { .. }
+                    );
+                    if node_failed {
+                        pool.upstream
+                            .observe(node, started.elapsed(), false, Instant::now());
+                    }
+                    drop(flight);
+                    let retry = retries < opts.retry.attempts
+                        && e.retryable(replayable)
+                        && (back.is_some() || replayable);
                     log::debug!("{addr}: {e}{}", if retry { "; retrying" } else { "" });
                     if !retry {
                         return e.into_response();
                     }
+                    retries += 1;
+                    body = back.map(Request::into_body);
                     last_error = Some(e);
-                    body = Some(empty_body());
                 }
             }
         }
     }
 }
 
-fn pick(pool: &Pool, client: IpAddr, tried: &[usize]) -> Option<usize> {
-    pool.balancer
-        .pick(&PickContext::new(client).with_exclude(tried))
+fn unavailable(reason: &'static str) -> Response<ProxyBody> {
+    let mut resp = error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// `308 Permanent Redirect` to the same host and target over `https`.
+fn redirect(host: Option<&str>, port: u16, uri: &Uri) -> Response<ProxyBody> {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let Some(location) = host.and_then(|h| rewrite::https_location(h, port, target)) else {
+        return error_response(StatusCode::BAD_REQUEST, "no-host-to-redirect");
+    };
+    let mut resp = Response::new(empty_body());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let p = RetryPolicy {
+            attempts: 5,
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        };
+        for (retry, full) in [(0, 10), (1, 20), (2, 40), (3, 50), (9, 50), (100, 50)] {
+            let d = backoff(&p, retry);
+            let full = Duration::from_millis(full);
+            assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn only_safe_methods_are_replayed() {
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+            assert!(idempotent(&m));
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!idempotent(&m));
+        }
+    }
 }

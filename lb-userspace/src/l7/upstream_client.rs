@@ -1,0 +1,740 @@
+//! Connections to one upstream's nodes, as its [`UpstreamOptions`] say:
+//! plain HTTP/1.1, h2c with prior knowledge, or TLS (ALPN `h2`+`http/1.1`,
+//! HTTP/1.1 only, HTTP/2 only).
+//!
+//! This is a small pool over hyper's connection-level client rather than
+//! hyper-util's pooled `Client`, because the proxy needs three things that
+//! one hides: the TLS server name chosen per request (the `Host` sent
+//! upstream can be the SNI, so connections are keyed by node *and* name);
+//! knowing whether a failed request was written at all (hyper's
+//! `try_send_request` gives an unsent request back, which is what makes a
+//! retry of a POST safe); and HTTP/1.1 connections that can be upgraded
+//! (WebSocket).
+//!
+//! HTTP/1.1 connections are kept idle per (node, name), newest first, up to
+//! `max_idle_per_node`, and dropped after `idle_timeout`; an idle one that
+//! the node closed meanwhile is noticed when its request comes back unsent,
+//! and the request goes out on a fresh connection. HTTP/2 keeps one shared
+//! connection per (node, name), replaced when it closes.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use http::{header, uri::PathAndQuery, HeaderValue, Request, Response, Uri};
+use http_body_util::combinators::BoxBody;
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::{
+    options::{UpstreamOptions, UpstreamProtocol, UpstreamTls},
+    tls::{crypto_provider, upstream_server_name, ALPN_H2, ALPN_HTTP11},
+};
+
+/// Any error, boxed (bodies and connectors fail in many ways).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a request sent upstream.
+pub type UpBody = BoxBody<Bytes, BoxError>;
+
+/// Why an upstream's client could not be built (bad TLS material).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no certificate in file", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: invalid CA certificate: {source}", path.display())]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error(
+        "upstream TLS: no `ca` is configured and no system trust roots could be loaded{0}; set `tls.ca`"
+    )]
+    NoRoots(String),
+    #[error("upstream TLS client certificate {}: {source}", path.display())]
+    ClientCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("upstream TLS server_name {0:?} is not a DNS name or an IP address")]
+    BadServerName(String),
+    #[error("upstream TLS configuration: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Why a request did not get a response head from a node.
+#[derive(Debug)]
+pub enum SendError {
+    /// TCP connect, TLS or the HTTP/2 handshake failed: nothing was sent,
+    /// and the request is given back.
+    Connect {
+        request: Request<UpBody>,
+        timed_out: bool,
+        error: BoxError,
+    },
+    /// The connection failed before the request was written; given back.
+    NotSent {
+        request: Request<UpBody>,
+        error: hyper::Error,
+    },
+    /// The connection failed after the request was (maybe partly) written.
+    Sent(hyper::Error),
+    /// This upstream cannot carry the request (an upgrade over HTTP/2).
+    Unsupported {
+        request: Request<UpBody>,
+        reason: &'static str,
+    },
+}
+
+enum Conn {
+    H1(http1::SendRequest<UpBody>),
+    H2(http2::SendRequest<UpBody>),
+}
+
+type Key = (SocketAddr, Option<ServerName<'static>>);
+
+#[derive(Default)]
+struct NodeConns {
+    /// Idle HTTP/1.1 connections, oldest first.
+    idle: Vec<(http1::SendRequest<UpBody>, Instant)>,
+    h2: Option<http2::SendRequest<UpBody>>,
+}
+
+struct TlsSetup {
+    /// ALPN as the protocol says.
+    main: TlsConnector,
+    /// ALPN `http/1.1` only: for upgrades on an `https` upstream.
+    http1: TlsConnector,
+    /// The configured server name, if any.
+    server_name: Option<ServerName<'static>>,
+    /// Modification stamps of the CA and client-certificate files, so that
+    /// a reload with the same paths but rotated files builds a new client.
+    stamps: Vec<Option<(SystemTime, u64)>>,
+}
+
+struct Inner {
+    protocol: UpstreamProtocol,
+    tls: Option<TlsSetup>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    conns: Mutex<HashMap<Key, NodeConns>>,
+}
+
+/// The client of one upstream; cheap to clone (one shared pool).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+    options: Arc<UpstreamOptions>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("protocol", &self.inner.protocol)
+            .field("idle", &self.idle_connections())
+            .finish()
+    }
+}
+
+impl UpstreamClient {
+    /// A client for `options` (reads the TLS files now).
+    pub fn new(options: &UpstreamOptions) -> Result<UpstreamClient, ClientError> {
+        let tls = match options.protocol.is_tls() {
+            false => None,
+            true => Some(tls_setup(options.protocol, &options.tls)?),
+        };
+        Ok(UpstreamClient {
+            inner: Arc::new(Inner {
+                protocol: options.protocol,
+                tls,
+                max_idle: options.max_idle_per_node,
+                idle_timeout: options.idle_timeout,
+                conns: Mutex::new(HashMap::new()),
+            }),
+            options: Arc::new(options.clone()),
+        })
+    }
+
+    /// This client if it serves `options` just as well (so its warm
+    /// connections survive a reload), else a new one.
+    pub fn reuse_or_new(
+        previous: Option<&UpstreamClient>,
+        options: &UpstreamOptions,
+    ) -> Result<UpstreamClient, ClientError> {
+        match previous {
+            Some(p) if p.serves(options) => Ok(p.clone()),
+            _ => UpstreamClient::new(options),
+        }
+    }
+
+    /// Whether this client connects as `options` say: same protocol, TLS
+    /// settings and files, and pool settings.
+    pub fn serves(&self, options: &UpstreamOptions) -> bool {
+        let o = &self.options;
+        o.protocol == options.protocol
+            && o.tls == options.tls
+            && o.max_idle_per_node == options.max_idle_per_node
+            && o.idle_timeout == options.idle_timeout
+            && self
+                .inner
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.stamps == file_stamps(&options.tls))
+    }
+
+    /// The protocol.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.inner.protocol
+    }
+
+    /// Idle HTTP/1.1 connections plus open HTTP/2 connections.
+    pub fn idle_connections(&self) -> usize {
+        let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns
+            .values()
+            .map(|c| c.idle.len() + usize::from(c.h2.is_some()))
+            .sum()
+    }
+
+    /// The TLS server name for a request to `node` carrying `host` (the
+    /// `Host` sent upstream): the configured name, else that host without
+    /// its port, else the node's IP address. `None` without TLS.
+    pub fn server_name(&self, node: SocketAddr, host: Option<&str>) -> Option<ServerName<'static>> {
+        let tls = self.inner.tls.as_ref()?;
+        if let Some(name) = &tls.server_name {
+            return Some(name.clone());
+        }
+        host.map(strip_port)
+            .and_then(|h| upstream_server_name(h).ok())
+            .or_else(|| Some(ServerName::IpAddress(node.ip().into())))
+    }
+
+    /// Sends `req` (origin-form target, `Host` header) to `node`; an
+    /// upgrade request goes over HTTP/1.1 with upgrades enabled. The request
+    /// is converted to the form the connection needs (absolute target and
+    /// no `Host` for HTTP/2). `on_send` is called when a connection is in
+    /// hand and the request is about to be written (the request timeouts
+    /// start there; the connect has its own).
+    pub async fn send(
+        &self,
+        node: SocketAddr,
+        mut req: Request<UpBody>,
+        upgrade: bool,
+        connect_timeout: Duration,
+        on_send: impl Fn(),
+    ) -> Result<Response<Incoming>, SendError> {
+        if upgrade
+            && matches!(
+                self.inner.protocol,
+                UpstreamProtocol::H2c | UpstreamProtocol::Https2
+            )
+        {
+            return Err(SendError::Unsupported {
+                request: req,
+                reason: "upgrade-unsupported",
+            });
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        let key: Key = (node, self.server_name(node, host.as_deref()));
+        // Pooled connections first; one the node closed gives the request
+        // back and the next is tried.
+        while let Some(conn) = self.checkout(&key, upgrade) {
+            on_send();
+            match self.try_send(&key, conn, req).await {
+                Ok(resp) => return Ok(resp),
+                Err(SendError::NotSent { request, error }) => {
+                    log::debug!("{node}: pooled connection unusable ({error}); reconnecting");
+                    req = request;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let conn = match tokio::time::timeout(connect_timeout, self.connect(&key, upgrade)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(error)) => {
+                return Err(SendError::Connect {
+                    request: req,
+                    timed_out: false,
+                    error,
+                })
+            }
+            Err(_) => {
+                return Err(SendError::Connect {
+                    request: req,
+                    timed_out: true,
+                    error: format!("connect timed out after {connect_timeout:?}").into(),
+                })
+            }
+        };
+        on_send();
+        self.try_send(&key, conn, req).await
+    }
+
+    async fn try_send(
+        &self,
+        key: &Key,
+        conn: Conn,
+        req: Request<UpBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let tls = self.inner.tls.is_some();
+        match conn {
+            Conn::H1(mut s) => {
+                let req = to_http1(req, key.0);
+                match s.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.recycle(key.clone(), s);
+                        Ok(resp)
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(request) => Err(SendError::NotSent {
+                            request,
+                            error: e.into_error(),
+                        }),
+                        None => Err(SendError::Sent(e.into_error())),
+                    },
+                }
+            }
+            Conn::H2(mut s) => {
+                let req = match to_http2(req, key.0, tls) {
+                    Ok(r) => r,
+                    Err(request) => {
+                        return Err(SendError::Unsupported {
+                            request,
+                            reason: "bad-target",
+                        })
+                    }
+                };
+                match s.try_send_request(req).await {
+                    Ok(resp) => Ok(resp),
+                    Err(mut e) => match e.take_message() {
+                        Some(request) => Err(SendError::NotSent {
+                            request,
+                            error: e.into_error(),
+                        }),
+                        None => Err(SendError::Sent(e.into_error())),
+                    },
+                }
+            }
+        }
+    }
+
+    fn checkout(&self, key: &Key, http1_only: bool) -> Option<Conn> {
+        let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = conns.get_mut(key)?;
+        if !http1_only {
+            match &entry.h2 {
+                Some(h2) if !h2.is_closed() => return Some(Conn::H2(h2.clone())),
+                Some(_) => entry.h2 = None,
+                None => {}
+            }
+        }
+        let timeout = self.inner.idle_timeout;
+        while let Some((c, at)) = entry.idle.pop() {
+            if at.elapsed() < timeout && c.is_ready() {
+                return Some(Conn::H1(c));
+            }
+        }
+        None
+    }
+
+    /// Puts an HTTP/1.1 connection back once its response is read; a
+    /// connection upgraded, closed or abandoned mid-body never comes back.
+    fn recycle(&self, key: Key, mut sender: http1::SendRequest<UpBody>) {
+        if self.inner.max_idle == 0 {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let timeout = {
+                let Some(inner) = weak.upgrade() else { return };
+                let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = conns.entry(key.clone()).or_default();
+                entry
+                    .idle
+                    .retain(|(c, at)| at.elapsed() < inner.idle_timeout && !c.is_closed());
+                if entry.idle.len() >= inner.max_idle {
+                    entry.idle.remove(0);
+                }
+                entry.idle.push((sender, Instant::now()));
+                inner.idle_timeout
+            };
+            // Closes it if nobody took it in time.
+            tokio::time::sleep(timeout).await;
+            if let Some(inner) = weak.upgrade() {
+                let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(entry) = conns.get_mut(&key) {
+                    entry
+                        .idle
+                        .retain(|(c, at)| at.elapsed() < timeout && !c.is_closed());
+                    if entry.idle.is_empty() && entry.h2.is_none() {
+                        conns.remove(&key);
+                    }
+                }
+            }
+        });
+    }
+
+    async fn connect(&self, key: &Key, http1_only: bool) -> Result<Conn, BoxError> {
+        let (node, name) = key;
+        let tcp = TcpStream::connect(node).await?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.inner.tls else {
+            let h2 = self.inner.protocol == UpstreamProtocol::H2c && !http1_only;
+            return self.handshake(key, TokioIo::new(tcp), h2).await;
+        };
+        let connector = if http1_only { &tls.http1 } else { &tls.main };
+        let name = name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(node.ip().into()));
+        let stream = connector.connect(name, tcp).await?;
+        let h2 = !http1_only
+            && match self.inner.protocol {
+                UpstreamProtocol::Https2 => true,
+                UpstreamProtocol::Https1 => false,
+                _ => stream.get_ref().1.alpn_protocol() == Some(ALPN_H2),
+            };
+        self.handshake(key, TokioIo::new(stream), h2).await
+    }
+
+    async fn handshake<I>(&self, key: &Key, io: I, h2: bool) -> Result<Conn, BoxError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let node = key.0;
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .handshake(io)
+                .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    log::debug!("{node}: HTTP/2 connection: {e}");
+                }
+            });
+            let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.entry(key.clone()).or_default().h2 = Some(sender.clone());
+            return Ok(Conn::H2(sender));
+        }
+        let (sender, conn) = http1::Builder::new().handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                log::debug!("{node}: HTTP/1.1 connection: {e}");
+            }
+        });
+        Ok(Conn::H1(sender))
+    }
+}
+
+/// Origin-form target and a `Host` header (from the target's authority
+/// when it has one and no `Host` was set).
+fn to_http1(req: Request<UpBody>, node: SocketAddr) -> Request<UpBody> {
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(header::HOST) {
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(|| node.to_string());
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    parts.version = http::Version::HTTP_11;
+    Request::from_parts(parts, body)
+}
+
+/// Absolute target whose authority is the `Host` header (which HTTP/2
+/// carries as `:authority`, never beside it). A `Host` that is no valid
+/// authority gives the request back whole, unsent.
+#[allow(clippy::result_large_err)]
+fn to_http2(
+    req: Request<UpBody>,
+    node: SocketAddr,
+    tls: bool,
+) -> Result<Request<UpBody>, Request<UpBody>> {
+    let (mut parts, body) = req.into_parts();
+    let authority = match parts.headers.remove(header::HOST) {
+        Some(h) => h.to_str().map(str::to_string).ok(),
+        None => parts.uri.authority().map(|a| a.as_str().to_string()),
+    }
+    .unwrap_or_else(|| node.to_string());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query(path)
+        .build();
+    match uri {
+        Ok(uri) => {
+            parts.uri = uri;
+            parts.version = http::Version::HTTP_2;
+            Ok(Request::from_parts(parts, body))
+        }
+        Err(_) => Err(Request::from_parts(parts, body)),
+    }
+}
+
+/// `host` without a `:port` (IPv6 literals keep their brackets).
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn tls_setup(protocol: UpstreamProtocol, tls: &UpstreamTls) -> Result<TlsSetup, ClientError> {
+    let alpn = match protocol {
+        UpstreamProtocol::Https1 => vec![ALPN_HTTP11.to_vec()],
+        UpstreamProtocol::Https2 => vec![ALPN_H2.to_vec()],
+        _ => vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+    };
+    let server_name = match &tls.server_name {
+        None => None,
+        Some(n) => {
+            Some(upstream_server_name(n).map_err(|_| ClientError::BadServerName(n.clone()))?)
+        }
+    };
+    if !tls.verify {
+        log::warn!(
+            "upstream TLS certificate verification is off{}: use this in labs and tests only",
+            tls.server_name
+                .as_deref()
+                .map(|n| format!(" (server_name {n})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(TlsSetup {
+        main: TlsConnector::from(client_config(tls, alpn)?),
+        http1: TlsConnector::from(client_config(tls, vec![ALPN_HTTP11.to_vec()])?),
+        server_name,
+        stamps: file_stamps(tls),
+    })
+}
+
+fn client_config(tls: &UpstreamTls, alpn: Vec<Vec<u8>>) -> Result<Arc<ClientConfig>, ClientError> {
+    let provider = crypto_provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError::Tls)?;
+    let builder = match tls.verify {
+        true => builder.with_root_certificates(roots(tls.ca.as_deref())?),
+        false => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider))),
+    };
+    let mut config = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = read_certs(cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|source| ClientError::Pem {
+                path: key.clone(),
+                source,
+            })?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|source| ClientError::ClientCert {
+                    path: cert.clone(),
+                    source,
+                })?
+        }
+    };
+    config.alpn_protocols = alpn;
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| ClientError::Pem {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(ClientError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The CA bundle at `ca`, else the system's roots.
+fn roots(ca: Option<&Path>) -> Result<RootCertStore, ClientError> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in read_certs(path)? {
+                roots.add(cert).map_err(|source| ClientError::BadCa {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
+                return Err(ClientError::NoRoots(why));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+fn file_stamps(tls: &UpstreamTls) -> Vec<Option<(SystemTime, u64)>> {
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    };
+    let mut files: Vec<&Path> = tls.ca.iter().map(PathBuf::as_path).collect();
+    if let Some((c, k)) = &tls.client_cert {
+        files.push(c);
+        files.push(k);
+    }
+    files.into_iter().map(stamp).collect()
+}
+
+/// `verify: false`: any certificate is accepted, but the handshake
+/// signatures are still checked (so the peer at least holds the key of the
+/// certificate it shows).
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("a.example:8443"), "a.example");
+        assert_eq!(strip_port("a.example"), "a.example");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(strip_port("10.0.0.1:80"), "10.0.0.1");
+    }
+
+    #[test]
+    fn requests_take_the_form_of_their_connection() {
+        let node: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let empty = || {
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|n| match n {})
+                .boxed()
+        };
+        let req = Request::get("/a?b=1")
+            .header("host", "www.example.com")
+            .body(empty())
+            .unwrap();
+        let h2 = to_http2(req, node, true).unwrap();
+        assert_eq!(h2.uri(), "https://www.example.com/a?b=1");
+        assert!(h2.headers().get("host").is_none());
+        let h1 = to_http1(h2, node);
+        assert_eq!(h1.uri(), "/a?b=1");
+        assert_eq!(h1.headers().get("host").unwrap(), "www.example.com");
+        let bare = Request::get("/").body(empty()).unwrap();
+        assert_eq!(
+            to_http2(bare, node, false).unwrap().uri(),
+            "http://10.0.0.1:80/"
+        );
+    }
+}
