@@ -2,6 +2,8 @@
 //! (`GET /smuggled`) behind ambiguous HTTP/1.1 framing. Whatever xlb does
 //! with the first request (reject it with a 4xx, or forward it with one
 //! unambiguous framing), the hidden request must never reach the backend.
+//! The HTTP/2 downgrade variants (H2.CL, H2.TE, CR/LF in fields) are in
+//! `l7_hostile.rs`: they need hand-made HTTP/2 frames.
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -160,6 +162,34 @@ async fn no_smuggled_request_ever_reaches_the_backend() {
         (
             "bare LF line endings in the head",
             format!("POST /a HTTP/1.1\nHost: x\nContent-Length: 4\n\nabcd{SMUGGLED}"),
+        ),
+        (
+            "Transfer-Encoding folded onto a continuation line (obs-fold)",
+            format!(
+                "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n{SMUGGLED}"
+            ),
+        ),
+        (
+            "Content-Length with a sign",
+            format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\nabcd{SMUGGLED}"),
+        ),
+        (
+            "Content-Length as a list of different values",
+            format!(
+                "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 40\r\n\r\nabcd{SMUGGLED}"
+            ),
+        ),
+        (
+            "chunked not the final transfer coding",
+            format!(
+                "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{SMUGGLED}"
+            ),
+        ),
+        (
+            "bare LF after a chunk size",
+            format!(
+                "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\nabcd\r\n0\r\n\r\n{SMUGGLED}"
+            ),
         ),
     ];
     let (node, seen) = recording_backend().await;

@@ -4,6 +4,7 @@
 //! panics.
 
 pub mod l4bed;
+pub mod l7bed;
 pub mod names;
 pub mod netns;
 pub mod privilege;

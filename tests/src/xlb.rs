@@ -171,6 +171,103 @@ impl Xlb {
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         Ok(self.child.terminate(Duration::from_secs(10))?)
     }
+
+    /// Starts `xlb run` inside `ns` on a config without XDP (only `l7:`):
+    /// as [`Xlb::start`], but the `xlb ready` line need not carry `pins=`
+    /// (then [`Xlb::pin_dir`] stays empty), and a daemon that exits before
+    /// it is ready fails at once with its stderr instead of after the
+    /// timeout.
+    pub fn start_l7(ns: &Netns, config_yaml: &str) -> anyhow::Result<Xlb> {
+        let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        let mut bin = binary();
+        // A relative `XLB_BIN` (`XLB_BIN=target/debug/xlb cargo test …`
+        // from the workspace) is relative to the workspace, not to this
+        // package's folder where cargo runs the tests.
+        if bin.is_relative() && !bin.is_file() {
+            let in_workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&bin);
+            if in_workspace.is_file() {
+                bin = in_workspace;
+            }
+        }
+        if !bin.is_file() {
+            bail!(
+                "{} does not exist: run `cargo xtask build` (or set XLB_BIN)",
+                bin.display()
+            );
+        }
+        let instance = names::unique("xlb");
+        let dir = std::env::temp_dir().join(&instance);
+        let spawned = (|| {
+            std::fs::create_dir_all(&dir)?;
+            let config = dir.join("xlb.yaml");
+            std::fs::write(&config, format!("instance: {instance}\n{config_yaml}"))?;
+            let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+            ns.command(&bin)
+                .arg("run")
+                .arg("-c")
+                .arg(&config)
+                .env("RUST_LOG", level)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(stderr)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))
+        })();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        let mut xlb = Xlb {
+            child: ChildGuard::new(child),
+            instance,
+            dir,
+            pin_dir: PathBuf::new(),
+            lines: rx,
+        };
+        let stdout = xlb.child.child_mut().stdout.take().context("no stdout")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("xlb ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            match xlb.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) if line.starts_with("xlb ready") => {
+                    if let Some(pins) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("pins="))
+                    {
+                        xlb.pin_dir = PathBuf::from(pins);
+                    }
+                    return Ok(xlb);
+                }
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed: the daemon is gone (or going); it is
+                    // not reaped yet, so signalling its pid is safe.
+                    let status = xlb.child.terminate(Duration::from_secs(2));
+                    bail!(
+                        "xlb exited before it was ready ({status:?}); its stderr:\n{}",
+                        xlb.stderr()
+                    );
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "xlb did not become ready within {READY_TIMEOUT:?}; its stderr:\n{}",
+                    xlb.stderr()
+                );
+            }
+        }
+    }
 }
 
 impl Drop for Xlb {

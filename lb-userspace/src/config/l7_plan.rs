@@ -183,6 +183,9 @@ impl Planner {
             max_pending_reset_streams: l.max_pending_reset_streams,
             tls_handshake_timeout: l.tls_handshake_timeout.0,
             drain_timeout: l.drain_timeout.0,
+            max_headers: l.max_headers,
+            idle_timeout: l.idle_timeout.0,
+            max_connections: l.max_connections,
             ..ServerLimits::default()
         }
     }

@@ -1,16 +1,56 @@
 //! Serving HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN over TLS) on one
 //! worker's listener: hyper's auto server with protocol limits, a handler
-//! per request, and graceful shutdown (stop accepting, let in-flight
-//! requests finish, up to a deadline).
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+//! per request, a cap on open connections, an idle watchdog per connection,
+//! and graceful shutdown (stop accepting, let in-flight requests finish, up
+//! to a deadline).
+//!
+//! Who enforces what (hyper 1.12, hyper-util 0.1.21, h2 0.4):
+//! - hyper's HTTP/1 header timer starts as soon as the connection is ready
+//!   for a request head, so it also bounds a keep-alive connection's idle
+//!   time between requests;
+//! - hyper-util's auto builder first reads up to 24 bytes to tell HTTP/2's
+//!   preface from HTTP/1.1, with no deadline of its own: the watchdog here
+//!   closes a connection whose first request has not started within
+//!   `header_read_timeout` (a client that connects and sends nothing, or
+//!   trickles the preface);
+//! - HTTP/2 has no idle close in hyper: the watchdog sends GOAWAY once no
+//!   request has been in flight for `idle_timeout`;
+//! - hyper's graceful HTTP/2 close waits for the client to answer a PING:
+//!   a close that stalls with nothing in flight is forced after
+//!   `CLOSE_GRACE`;
+//! - h2 closes a connection that resets too many streams before hyper
+//!   accepted them (`max_pending_reset_streams`); streams reset *after*
+//!   acceptance (so after the request may have been forwarded) are counted
+//!   here, per connection (`max_cancelled_requests`).
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::{pin, Pin},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::{body::Incoming, service::service_fn};
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    service::service_fn,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::{mpsc, watch, Notify, Semaphore},
+    time::Instant,
+};
 use tokio_rustls::TlsAcceptor;
 
 use super::forward::ProxyBody;
@@ -19,14 +59,69 @@ use super::forward::ProxyBody;
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// A client must send a request's whole header within this (slowloris).
+    /// Also the deadline for a new connection's first request to start
+    /// (HTTP/1.1 and HTTP/2), and, because hyper's HTTP/1 header timer
+    /// starts when the previous response is done, the longest an HTTP/1.1
+    /// keep-alive connection may sit idle. Default 10 s: a real client
+    /// sends its head in one round trip; 10 s leaves room for lossy mobile
+    /// links while a slowloris holds a socket for at most that long.
     pub header_read_timeout: Duration,
-    /// Largest HTTP/1.1 request head (bytes).
+    /// Largest HTTP/1.1 request head (bytes); over it the client gets 431.
+    /// Default 64 KiB, the order of nginx's `large_client_header_buffers`
+    /// (4 × 8 KiB) with room for big cookies.
     pub max_header_bytes: usize,
-    /// Most concurrent HTTP/2 streams per connection.
+    /// Most header fields in one HTTP/1.1 request; over it the client gets
+    /// 431. Default 100 (hyper's own default, and what real browsers stay
+    /// far below); each field costs parser memory per request.
+    pub max_headers: usize,
+    /// Largest decoded HTTP/2 header list (SETTINGS_MAX_HEADER_LIST_SIZE:
+    /// names + values + 32 bytes per field, RFC 9113 §6.5.2); over it the
+    /// stream gets 431 and is reset. Default 64 KiB, like
+    /// `max_header_bytes`, so that a request allowed over HTTP/1.1 is
+    /// allowed over HTTP/2 (hyper's default is 16 KiB).
+    pub max_header_list_size: u32,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this (HTTP/2: GOAWAY, then close once open streams finish). Default
+    /// 60 s. For HTTP/1.1 the shorter `header_read_timeout` applies first
+    /// (see above).
+    pub idle_timeout: Duration,
+    /// Most open connections per `serve()` call (per worker); further
+    /// connections wait in the kernel's accept queue until one closes.
+    /// 0: no limit. Default 10 000: with ~20 KiB of kernel and proxy state
+    /// per idle connection, about 200 MiB per worker at the cap, well under
+    /// a typical `ulimit -n` of 65 536 for two workers.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection; streams beyond it
+    /// are refused (REFUSED_STREAM). Default 256.
     pub max_concurrent_streams: u32,
     /// HTTP/2 streams a client may reset before the connection is closed
-    /// (rapid-reset protection, CVE-2023-44487).
+    /// (rapid-reset protection, CVE-2023-44487). h2 counts only streams
+    /// reset before hyper accepted them; see `max_cancelled_requests` for
+    /// the rest.
     pub max_pending_reset_streams: usize,
+    /// A connection whose client has cancelled this many requests before
+    /// their response began (HTTP/2 RST_STREAM after the request was
+    /// accepted, i.e. after it may have been forwarded), and more than half
+    /// of all its requests, is dropped at once. 0: no limit. Default 100:
+    /// a rapid-reset client that paces itself past h2's pending-reset count
+    /// gets at most about this many requests to the backends, while a
+    /// client that cancels now and then (a browser leaving a page, gRPC
+    /// deadlines) never reaches half. In the spirit of Envoy's
+    /// premature-reset check.
+    pub max_cancelled_requests: usize,
+    /// Response bytes buffered per HTTP/2 stream before the body is no
+    /// longer polled (backpressure). Default 128 KiB: with 256 streams a
+    /// slow reader can pin at most 32 MiB per connection (hyper's 400 KiB
+    /// default would allow 100 MiB).
+    pub max_send_buf_size: usize,
+    /// HTTP/2 PING interval while the connection is open; `None` disables
+    /// pings. Default 30 s: finds peers that vanished (half-open TCP) with
+    /// streams still open, which the idle close does not (the streams are
+    /// in flight).
+    pub h2_keepalive_interval: Option<Duration>,
+    /// A PING not acknowledged within this closes the connection. Default
+    /// 20 s (hyper's default).
+    pub h2_keepalive_timeout: Duration,
     /// TLS handshake deadline.
     pub tls_handshake_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
@@ -38,8 +133,16 @@ impl Default for ServerLimits {
         ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_header_list_size: 64 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
             max_concurrent_streams: 256,
             max_pending_reset_streams: 20,
+            max_cancelled_requests: 100,
+            max_send_buf_size: 128 * 1024,
+            h2_keepalive_interval: Some(Duration::from_secs(30)),
+            h2_keepalive_timeout: Duration::from_secs(20),
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }
@@ -55,8 +158,15 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// Serves `listener` until `shutdown` turns true, then drains. `handler`
-/// answers every request; it never fails (errors are responses).
+/// A connection being closed gracefully (shutdown, idle, no first
+/// request) that has had nothing in flight for this long is dropped: an
+/// HTTP/2 client that does not answer the GOAWAY/PING exchange would
+/// otherwise keep it open (hyper waits for the PING's ACK).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves `listener` until `shutdown` turns true (or its sender is
+/// dropped), then drains: in-flight requests get `drain_timeout`, after
+/// which the connections still open are dropped.
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -68,20 +178,33 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.max_pending_reset_streams);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&limits));
+    let policy = Policy {
+        first_request: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+        max_cancelled: limits.max_cancelled_requests,
+    };
+    // Taken before `accept`: at the cap, new connections stay in the
+    // kernel's accept queue (and beyond its backlog, SYNs go unanswered
+    // and are retried by the client) instead of being accepted and dropped.
+    let permits =
+        (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    // Every connection task holds a clone; `recv` answers `None` once the
+    // last one has ended, which is when draining is over.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    // Turns true at the drain deadline: every connection still open drops.
+    let (force, forced) = watch::channel(false);
     loop {
+        let permit = match &permits {
+            Some(permits) => tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => break, // never closed
+                },
+                _ = shutdown_requested(&mut shutdown) => break,
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -92,62 +215,313 @@ pub async fn serve<H, F>(
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = shutdown_requested(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
         let tls = tls.clone();
-        let watcher = graceful.watcher();
+        let shutdown = shutdown.clone();
+        let alive = alive.clone();
+        let mut forced = forced.clone();
         let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
+            let _permit = permit;
+            let _alive = alive;
             let info = ConnInfo {
                 peer,
                 tls: tls.is_some(),
             };
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req, info).await) }
-            });
-            match tls {
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        log::debug!("connection from {peer}: {e}");
+            let connection = async move {
+                match tls {
+                    None => {
+                        serve_connection(stream, info, &builder, handler, policy, shutdown).await
+                    }
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    log::debug!("TLS handshake with {peer}: {e}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    log::debug!("TLS handshake with {peer} timed out");
+                                    return;
+                                }
+                            };
+                        serve_connection(stream, info, &builder, handler, policy, shutdown).await
                     }
                 }
-                Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            log::debug!("TLS handshake with {peer}: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            log::debug!("TLS handshake with {peer} timed out");
-                            return;
-                        }
-                    };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        log::debug!("connection from {peer}: {e}");
-                    }
+            };
+            tokio::select! {
+                _ = connection => {}
+                _ = forced.wait_for(|f| *f) => {
+                    log::debug!("connection from {peer} dropped at the drain deadline");
                 }
             }
         });
     }
     drop(listener);
+    drop(alive);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = all_closed.recv() => {}
         _ = tokio::time::sleep(limits.drain_timeout) => {
             log::warn!("drain deadline passed with requests still in flight");
+            force.send_replace(true);
         }
+    }
+}
+
+/// hyper's builder with every protocol limit applied.
+fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // A head that does not fit the read buffer is a 431 (hyper's
+        // minimum buffer is 8 KiB).
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.max_pending_reset_streams)
+        .max_header_list_size(limits.max_header_list_size)
+        // hyper panics above u32::MAX.
+        .max_send_buf_size(limits.max_send_buf_size.min(u32::MAX as usize))
+        .keep_alive_interval(limits.h2_keepalive_interval)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
+    builder
+}
+
+/// Resolves once shutdown is asked for (the value turns true, or the
+/// sender is gone).
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// When the watchdog closes a connection.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    /// The first request must start within this of the connection's start.
+    first_request: Duration,
+    /// Longest time with no request in flight, after the first.
+    idle: Duration,
+    /// Cancelled-request budget (see `ServerLimits::max_cancelled_requests`).
+    max_cancelled: usize,
+}
+
+/// Serves one connection until it ends: closes it gracefully when
+/// shutdown begins or it overstays (no first request in time, idle too
+/// long), drops it when a graceful close stalls with nothing in flight, or
+/// at once when its client cancels too many requests.
+async fn serve_connection<I, H, F>(
+    io: I,
+    info: ConnInfo,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: Arc<H>,
+    policy: Policy,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let activity = Arc::new(Activity::new(policy.max_cancelled));
+    let act = activity.clone();
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        let mut in_flight = act.begin();
+        async move {
+            let resp = handler(req, info).await;
+            in_flight.answered = true;
+            Ok::<_, Infallible>(resp.map(|body| TrackedBody {
+                body,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    log::debug!("connection from {}: {e}", info.peer);
+                }
+                return;
+            }
+            _ = activity.abused.notified() => {
+                log::info!(
+                    "connection from {}: {} requests cancelled by the client, dropped",
+                    info.peer,
+                    activity.cancelled.load(Ordering::SeqCst)
+                );
+                return;
+            }
+            _ = shutdown_requested(&mut shutdown), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            why = activity.expired(policy), if !closing => {
+                log::debug!("connection from {}: {why}, closing", info.peer);
+                closing = true;
+                // HTTP/1.1: closes at once (nothing is in flight);
+                // HTTP/2: GOAWAY, then close when open streams finish;
+                // still sniffing the protocol: close.
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = activity.quiet_for(CLOSE_GRACE), if closing => {
+                log::debug!("connection from {}: graceful close stalled, dropped", info.peer);
+                return;
+            }
+        }
+    }
+}
+
+/// What one connection is doing, for its watchdog.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// Requests started.
+    requests: AtomicUsize,
+    /// Requests whose handler was dropped before it answered: the client
+    /// reset the stream (or went away).
+    cancelled: AtomicUsize,
+    /// 0: no cancelled-request budget.
+    max_cancelled: usize,
+    /// Requests whose response body has not been fully sent (or dropped).
+    in_flight: AtomicUsize,
+    /// When `in_flight` last fell to zero, in nanoseconds since `opened`.
+    idle_since: AtomicU64,
+    /// Wakes the watchdog: the first request started, or the connection
+    /// went idle.
+    changed: Notify,
+    /// Wakes the connection: the cancelled-request budget is spent.
+    abused: Notify,
+}
+
+impl Activity {
+    fn new(max_cancelled: usize) -> Activity {
+        Activity {
+            opened: Instant::now(),
+            requests: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            max_cancelled,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            changed: Notify::new(),
+            abused: Notify::new(),
+        }
+    }
+
+    /// A request starts; it ends when the guard drops.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        if self.requests.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.changed.notify_one();
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight {
+            activity: self.clone(),
+            answered: false,
+        }
+    }
+
+    /// Resolves when the connection has overstayed: no first request in
+    /// time, or idle too long since the last one.
+    async fn expired(&self, policy: Policy) -> &'static str {
+        loop {
+            let now = Instant::now();
+            let (deadline, why) = if self.requests.load(Ordering::SeqCst) == 0 {
+                (self.opened + policy.first_request, "no request in time")
+            } else if self.in_flight.load(Ordering::SeqCst) > 0 {
+                // Busy: woken when it goes idle.
+                (now + policy.idle, "idle")
+            } else {
+                let since = Duration::from_nanos(self.idle_since.load(Ordering::SeqCst));
+                (self.opened + since + policy.idle, "idle")
+            };
+            if deadline <= now {
+                return why;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.changed.notified() => {}
+            }
+        }
+    }
+
+    /// Resolves once nothing has been in flight for `grace` (checked every
+    /// `grace`).
+    async fn quiet_for(&self, grace: Duration) {
+        loop {
+            tokio::time::sleep(grace).await;
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// One request in flight, from the handler's call until its response body
+/// is done or dropped (the client reset the stream, or went away).
+#[derive(Debug)]
+struct InFlight {
+    activity: Arc<Activity>,
+    /// Whether the handler produced a response.
+    answered: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.activity;
+        if !self.answered {
+            let cancelled = a.cancelled.fetch_add(1, Ordering::SeqCst) + 1;
+            if a.max_cancelled > 0
+                && cancelled >= a.max_cancelled
+                && cancelled * 2 > a.requests.load(Ordering::SeqCst)
+            {
+                a.abused.notify_one();
+            }
+        }
+        // The idle clock is set before the count falls, so a watchdog that
+        // sees zero also sees when.
+        let since = u64::try_from(a.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        a.idle_since.store(since, Ordering::SeqCst);
+        if a.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            a.changed.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it
+/// has been sent.
+struct TrackedBody {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
