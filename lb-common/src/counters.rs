@@ -95,7 +95,8 @@ impl PacketCounter {
 pub struct GlobalCounters {
     /// Indexed by [`ProtoClass`].
     pub classes: [PacketCounter; PROTO_CLASSES as usize],
-    /// Indexed by [`crate::reasons::Reason`].
+    /// Indexed by [`crate::reasons::Reason`]; `REASONS` (32) slots, of
+    /// which the first `Reason::COUNT` are in use.
     pub reasons: [PacketCounter; crate::reasons::REASONS as usize],
 }
 
@@ -103,6 +104,7 @@ const _: () = assert!(
     core::mem::size_of::<GlobalCounters>()
         == 16 * (PROTO_CLASSES as usize + crate::reasons::REASONS as usize)
 );
+const _: () = assert!(core::mem::size_of::<GlobalCounters>() == 16 * (10 + 32));
 
 impl GlobalCounters {
     /// Adds another CPU's counters to these.

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod conntrack;
 pub mod consts;
 pub mod counters;
+pub mod deny;
 pub mod flow;
 #[cfg(feature = "std")]
 pub mod maglev;

@@ -20,10 +20,17 @@ pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
 pub const VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU array of `PacketCounter` per backend index.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
+/// LPM trie of denied IPv4 source prefixes → [`crate::deny::DenyValue`].
+pub const DENY_V4: &str = "DENY_V4";
+/// LPM trie of denied IPv6 source prefixes → [`crate::deny::DenyValue`].
+pub const DENY_V6: &str = "DENY_V6";
+/// Array with one `u32` of `deny::DENY_*_PRESENT` bits.
+pub const DENY_STATE: &str = "DENY_STATE";
 
 /// The maps the daemon pins under its instance folder: the L4 datapath's
 /// state and counters, which `xlb stats`/`xlb flow` and operators' tools
-/// read. (Benchmark maps and the L7 worker-steering maps are not pinned.)
+/// read, and the deny list that the daemon's L7 rate limiter and `xlb`
+/// subcommands write. (Benchmark maps and the L7 worker-steering maps are not pinned.)
 pub const PINNED: &[&str] = &[
     COUNTERS,
     VIPS,
@@ -34,6 +41,9 @@ pub const PINNED: &[&str] = &[
     FLOOD_GUARD,
     VIP_STATS,
     BACKEND_STATS,
+    DENY_V4,
+    DENY_V6,
+    DENY_STATE,
 ];
 
 /// The XDP balancer entry point.

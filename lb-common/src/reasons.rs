@@ -43,14 +43,22 @@ pub enum Reason {
     PassDecapsulated = 14,
     /// Forwarded an IP fragment by the 3-tuple hash.
     TxFragment = 15,
+    /// Dropped: the source address lies in a denied prefix (the deny
+    /// list, `lb_common::deny`), checked before anything else.
+    DropDenied = 16,
 }
 
-/// Number of reasons.
-pub const REASONS: u32 = 16;
+/// Counter slots per outcome in `GlobalCounters::reasons`: room for
+/// reasons yet to be appended without changing the map's layout. Only the
+/// first [`Reason::COUNT`] are in use.
+pub const REASONS: u32 = 32;
 
 impl Reason {
+    /// Number of defined reasons (the used prefix of the counter slots).
+    pub const COUNT: usize = 17;
+
     /// All reasons in index order.
-    pub const ALL: [Reason; REASONS as usize] = [
+    pub const ALL: [Reason; Reason::COUNT] = [
         Reason::PassNotVip,
         Reason::PassNonIp,
         Reason::PassL7,
@@ -67,6 +75,7 @@ impl Reason {
         Reason::PassUnsupportedHeader,
         Reason::PassDecapsulated,
         Reason::TxFragment,
+        Reason::DropDenied,
     ];
 
     /// Stable snake_case name for CLI output and metric labels.
@@ -88,6 +97,25 @@ impl Reason {
             Reason::PassUnsupportedHeader => "pass_unsupported_header",
             Reason::PassDecapsulated => "pass_decapsulated",
             Reason::TxFragment => "tx_fragment",
+            Reason::DropDenied => "drop_denied",
         }
+    }
+}
+
+const _: () = assert!(Reason::COUNT <= REASONS as usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_index_order_and_names_are_unique() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+            for other in &Reason::ALL[..i] {
+                assert_ne!(r.name(), other.name());
+            }
+        }
+        assert_eq!(Reason::ALL[Reason::COUNT - 1], Reason::DropDenied);
     }
 }

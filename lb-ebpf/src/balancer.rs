@@ -51,6 +51,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
     let class = parse::class_of_failure(&parsed);
     let pkt = match parsed {
         Parsed::Ip(p) => p,
+        Parsed::Denied(_) => return finish(class, Reason::DropDenied, len, xdp_action::XDP_DROP),
         Parsed::NonIp => return finish(class, Reason::PassNonIp, len, xdp_action::XDP_PASS),
         Parsed::Malformed => {
             // Off unless the daemon runs at debug level (the level check is

@@ -5,6 +5,7 @@
 mod balancer;
 mod bench;
 mod csum;
+mod deny;
 mod encap;
 mod hdr;
 mod icmp;

@@ -2,13 +2,14 @@
 //! defaults the loader may override.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     backend::BackendMeta,
     conntrack::ConnValue,
     consts::{CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, MAX_BACKENDS, MAX_VIPS},
     counters::{GlobalCounters, PacketCounter, ProtoClass},
+    deny::{DenyValue, DENY_MAX_ENTRIES},
     flow::FlowKey,
     reasons::Reason,
     settings::{FloodBudget, Settings},
@@ -58,6 +59,20 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// New-flow budget window per CPU.
 #[map(name = "FLOOD_GUARD")]
 pub static FLOOD_GUARD: PerCpuArray<FloodBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Denied IPv4 source prefixes (`lb_common::deny`). LPM tries are always
+/// `BPF_F_NO_PREALLOC` (aya-ebpf adds the flag).
+#[map(name = "DENY_V4")]
+pub static DENY_V4: LpmTrie<u32, DenyValue> = LpmTrie::with_max_entries(DENY_MAX_ENTRIES, 0);
+
+/// Denied IPv6 source prefixes.
+#[map(name = "DENY_V6")]
+pub static DENY_V6: LpmTrie<[u32; 4], DenyValue> = LpmTrie::with_max_entries(DENY_MAX_ENTRIES, 0);
+
+/// Which deny trie holds entries (`DENY_*_PRESENT` bits), so an empty deny
+/// list costs no trie lookup.
+#[map(name = "DENY_STATE")]
+pub static DENY_STATE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<PacketCounter>, index: u32, len: u64) {

@@ -67,6 +67,10 @@ pub enum Parsed {
     Malformed,
     /// Valid but beyond what the parser follows (long IPv6 extension chain).
     Unsupported,
+    /// The source address lies in a denied prefix: to be dropped. Found
+    /// right after the IP header, before ports or extension headers; the
+    /// class is by the IP header's protocol / next-header field.
+    Denied(ProtoClass),
 }
 
 #[inline(always)]
@@ -117,10 +121,19 @@ fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     if total_len < hdr_len || ip_end > ctx.data_end() - ctx.data() {
         return Parsed::Malformed;
     }
+    let proto = ip.protocol;
+    let class = match proto {
+        IPPROTO_TCP => ProtoClass::Tcp4,
+        IPPROTO_UDP => ProtoClass::Udp4,
+        IPPROTO_ICMP => ProtoClass::Icmp4,
+        _ => ProtoClass::OtherIp4,
+    };
+    if crate::deny::denied_v4(u32::from_ne_bytes(ip.src)) {
+        return Parsed::Denied(class);
+    }
     let l4_off = l3_off + hdr_len;
     let frag = be16(ip.frag_off);
     let fragment = frag & IPV4_FRAG_MASK != 0;
-    let proto = ip.protocol;
     let (src_port, dst_port) = if fragment {
         (0, 0)
     } else {
@@ -144,12 +157,7 @@ fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
         fragment,
         dont_frag: frag & IPV4_DF != 0,
         ip_len: total_len as u32,
-        class: match proto {
-            IPPROTO_TCP => ProtoClass::Tcp4,
-            IPPROTO_UDP => ProtoClass::Udp4,
-            IPPROTO_ICMP => ProtoClass::Icmp4,
-            _ => ProtoClass::OtherIp4,
-        },
+        class,
     })
 }
 
@@ -169,6 +177,9 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
         return Parsed::Malformed;
     }
     let mut next = ip.next_header;
+    if crate::deny::denied_v6(words(ip.src)) {
+        return Parsed::Denied(class_v6(next));
+    }
     let mut l4_off = l3_off + core::mem::size_of::<Ipv6Hdr>();
     let mut fragment = false;
     for _ in 0..MAX_V6_EXT_HEADERS {
@@ -230,13 +241,19 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
         fragment,
         dont_frag: true,
         ip_len: ip_len as u32,
-        class: match next {
-            IPPROTO_TCP => ProtoClass::Tcp6,
-            IPPROTO_UDP => ProtoClass::Udp6,
-            IPPROTO_ICMPV6 => ProtoClass::Icmp6,
-            _ => ProtoClass::OtherIp6,
-        },
+        class: class_v6(next),
     })
+}
+
+/// The counter bucket of an IPv6 packet whose upper-layer header is `next`.
+#[inline(always)]
+fn class_v6(next: u8) -> ProtoClass {
+    match next {
+        IPPROTO_TCP => ProtoClass::Tcp6,
+        IPPROTO_UDP => ProtoClass::Udp6,
+        IPPROTO_ICMPV6 => ProtoClass::Icmp6,
+        _ => ProtoClass::OtherIp6,
+    }
 }
 
 /// TCP/UDP ports as loaded (network byte order); zero for other protocols.
@@ -270,6 +287,7 @@ pub fn words(a: [u8; 16]) -> [u32; 4] {
 pub fn class_of_failure(p: &Parsed) -> ProtoClass {
     match p {
         Parsed::Ip(pkt) => pkt.class,
+        Parsed::Denied(class) => *class,
         Parsed::NonIp => ProtoClass::NonIp,
         Parsed::Malformed | Parsed::Unsupported => ProtoClass::Malformed,
     }

@@ -5,21 +5,24 @@
 //! deltas; each row runs once through `BPF_PROG_TEST_RUN`. After the table
 //! the `REASONS` totals must equal the sum of the rows' deltas.
 //!
-//! Every row runs on a clean connection table and flood-guard window with
-//! the default settings, unless it says `KeepState` (the flood-guard rows
-//! form a sequence). All rows run even when one fails; the failures are
+//! Every row runs on a clean connection table, flood-guard window and deny
+//! list with the default settings, unless it says `KeepState` (the
+//! flood-guard rows form a sequence). All rows run even when one fails; the failures are
 //! listed together at the end.
 
 #[path = "xdp_harness/mod.rs"]
 mod xdp_harness;
 
+use aya::maps::{Map, MapData};
 use lb_common::{
     conntrack::ConnValue,
+    deny::DENY_FOREVER,
     flow::{flow_hash, FlowKey},
     reasons::Reason,
     settings::{Settings, SETTINGS_F_NO_PORT_WILDCARDS},
 };
 use xdp_harness::{check::verify_checksums, config::*, frame::*, loader::*};
+use xlb::datapath::deny::{DenyList, Prefix};
 
 /// What the program must do.
 enum Expect {
@@ -43,6 +46,9 @@ enum Setup {
     Conntrack(FlowKey, ConnValue),
     /// Replace the settings.
     Settings(Settings),
+    /// Deny a source prefix until this CLOCK_MONOTONIC time (ns), through
+    /// the daemon's `DenyList`.
+    Deny(Prefix, u64),
 }
 
 /// State a row checks after it ran.
@@ -1412,6 +1418,272 @@ fn rows(h: &Harness) -> Vec<Row> {
         .after(After::Conntrack(flows[2].1, None)),
     );
 
+    // ---- Deny list ------------------------------------------------------
+    // Checked right after the IP header (before ports, extension headers
+    // and the VIP lookup), for every destination. A neighbour just outside
+    // a denied prefix gets the verdict it gets without a deny list.
+    let deny = |s: &str| Setup::Deny(s.parse().unwrap(), DENY_FOREVER);
+    let expired = |s: &str| Setup::Deny(s.parse().unwrap(), 1);
+    v.push(
+        row(
+            "deny 203.0.113.7/32: the client's SYN to VIP_A is dropped (drop_denied), nothing \
+             inserted",
+            from_client(&p),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.113.7/32"))
+        .after(After::ConntrackEmpty),
+    );
+    let pb = ipv4(C4B, VIP_A).tcp_syn(40001, 80).payload(b"hello");
+    let kb = fk4(C4B, VIP_A, 40001, 80, 6);
+    v.push(
+        row(
+            "deny 203.0.113.7/32: the neighbour 203.0.113.8 is untouched (forwarded, new flow)",
+            from_client(&pb),
+            Tx(dsr(pick(row::A_TCP, &kb), &pb)),
+            &[TxNewFlow],
+        )
+        .setup(deny("203.0.113.7/32"))
+        .after(After::Conntrack(
+            kb,
+            Some(ct(pick(row::A_TCP, &kb), row::A_TCP)),
+        )),
+    );
+    v.push(
+        row(
+            "deny /32: the client's UDP to a non-VIP address (the local stack) is dropped too",
+            from_client(&ipv4(C4, NOT_VIP4).udp(5353, 53).payload(b"q")),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.113.7/32")),
+    );
+    v.push(
+        row(
+            "deny /32: the client's SYN to the L7 VIP VIP_W:443 (the proxy's listener) is dropped",
+            from_client(&ipv4(C4, VIP_W).tcp_syn(40003, 443)),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.113.7/32")),
+    );
+    v.push(
+        row(
+            "deny /32 behind VLAN 42: dropped",
+            from_client_vlan(&p),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.113.7/32")),
+    );
+    v.push(
+        row(
+            "deny /32 of 203.0.113.7 written as IPv4-mapped ::ffff:203.0.113.7: the IPv4 \
+             packet is dropped",
+            from_client(&p),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("::ffff:203.0.113.7")),
+    );
+    v.push(
+        row(
+            "deny 203.0.113.0/24: 203.0.113.8 inside it is dropped",
+            from_client(&pb),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.113.0/24"))
+        .after(After::ConntrackEmpty),
+    );
+    v.push(
+        row(
+            "deny 203.0.113.0/24: 203.0.113.254 (top of the prefix), an ICMP echo to a non-VIP, \
+             dropped",
+            from_client(&ipv4(ROUTER4, NOT_VIP4).icmp4_echo(1, 1).payload(b"ping")),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.113.0/24")),
+    );
+    for (name, src) in [
+        (
+            "deny 203.0.113.0/24: 203.0.114.0, just above it, is untouched (forwarded)",
+            [203, 0, 114, 0],
+        ),
+        (
+            "deny 203.0.113.0/24: 203.0.112.255, just below it, is untouched (forwarded)",
+            [203, 0, 112, 255],
+        ),
+    ] {
+        let pn = ipv4(src, VIP_A).tcp_syn(40001, 80);
+        let kn = fk4(src, VIP_A, 40001, 80, 6);
+        v.push(
+            row(
+                name,
+                from_client(&pn),
+                Tx(dsr(pick(row::A_TCP, &kn), &pn)),
+                &[TxNewFlow],
+            )
+            .setup(deny("203.0.113.0/24")),
+        );
+    }
+    v.push(
+        row(
+            "deny 203.0.113.0/24: a non-VIP packet from outside it passes as before \
+             (pass_not_vip)",
+            from_client(&ipv4([203, 0, 114, 0], NOT_VIP4).udp(5353, 53)),
+            Pass,
+            &[PassNotVip],
+        )
+        .setup(deny("203.0.113.0/24")),
+    );
+    v.push(
+        row(
+            "deny 2001:db8:c::/64: the client's SYN to VIP6_A is dropped",
+            from_client(&p6),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("2001:db8:c::/64"))
+        .after(After::ConntrackEmpty),
+    );
+    v.push(
+        row(
+            "deny 2001:db8:c::/64: 2001:db8:c::ffff:ffff:ffff:ffff (top of the prefix) to a \
+             non-VIP, dropped",
+            from_client(
+                &ipv6(v6(0x2001_0db8_000c_0000, u64::MAX), NOT_VIP6)
+                    .udp(5353, 53)
+                    .payload(b"q6"),
+            ),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("2001:db8:c::/64")),
+    );
+    v.push(
+        row(
+            "deny 2001:db8:c::/64: five extension headers from inside it are dropped (the check \
+             comes before them; without it: pass_unsupported_header)",
+            from_client(
+                &ipv6(C6, VIP6_A)
+                    .hop_by_hop()
+                    .dst_opts()
+                    .v6_ext(IPPROTO_ROUTING, 0)
+                    .dst_opts()
+                    .dst_opts()
+                    .tcp(40030, 80),
+            ),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("2001:db8:c::/64")),
+    );
+    for (name, src) in [
+        (
+            "deny 2001:db8:c::/64: 2001:db8:c:1::7 in the next /64 is untouched (forwarded)",
+            v6(0x2001_0db8_000c_0001, 7),
+        ),
+        (
+            "deny 2001:db8:c::/64: 2001:db8:b:ffff:ffff:ffff:ffff:ffff just below is untouched",
+            v6(0x2001_0db8_000b_ffff, u64::MAX),
+        ),
+    ] {
+        let pn = ipv6(src, VIP6_A).tcp_syn(40001, 80);
+        let kn = fk6(src, VIP6_A, 40001, 80, 6);
+        v.push(
+            row(
+                name,
+                from_client(&pn),
+                Tx(dsr(pick(row::A6_TCP, &kn), &pn)),
+                &[TxNewFlow],
+            )
+            .setup(deny("2001:db8:c::/64")),
+        );
+    }
+    v.push(
+        row(
+            "deny 2001:db8:c::/64 (IPv6 only): the IPv4 client is untouched",
+            from_client(&p),
+            Tx(dsr(b, &p)),
+            &[TxNewFlow],
+        )
+        .setup(deny("2001:db8:c::/64")),
+    );
+    v.push(
+        row(
+            "deny 203.0.113.0/24 (IPv4 only): the IPv6 client is untouched",
+            from_client(&p6),
+            Tx(dsr(b6, &p6)),
+            &[TxNewFlow],
+        )
+        .setup(deny("203.0.113.0/24")),
+    );
+    v.push(
+        row(
+            "an expired deny of 203.0.113.7/32 (not yet removed by userspace) drops nothing: \
+             forwarded as before",
+            from_client(&p),
+            Tx(dsr(b, &p)),
+            &[TxNewFlow],
+        )
+        .setup(expired("203.0.113.7/32"))
+        .after(After::Conntrack(k, Some(ct(b, row::A_TCP)))),
+    );
+    v.push(
+        row(
+            "an expired deny of 2001:db8:c::/64 drops nothing: forwarded as before",
+            from_client(&p6),
+            Tx(dsr(b6, &p6)),
+            &[TxNewFlow],
+        )
+        .setup(expired("2001:db8:c::/64")),
+    );
+    v.push(
+        row(
+            "an expired /32 inside a live /24: the /24 still drops (the lookup goes on to the \
+             covering prefix)",
+            from_client(&p),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.113.0/24"))
+        .setup(expired("203.0.113.7/32")),
+    );
+    v.push(
+        row(
+            "an expired /64 inside a live /48 (IPv6): the /48 still drops",
+            from_client(&p6),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("2001:db8:c::/48"))
+        .setup(expired("2001:db8:c::/64")),
+    );
+    v.push(
+        row(
+            "expired /32, expired /24 around it, live /8 around both: the /8 drops (3 lookups)",
+            from_client(&p),
+            Drop,
+            &[DropDenied],
+        )
+        .setup(deny("203.0.0.0/8"))
+        .setup(expired("203.0.113.0/24"))
+        .setup(expired("203.0.113.7/32")),
+    );
+    v.push(
+        row(
+            "a live /32 inside an expired /24: the neighbour 203.0.113.8 is forwarded",
+            from_client(&pb),
+            Tx(dsr(pick(row::A_TCP, &kb), &pb)),
+            &[TxNewFlow],
+        )
+        .setup(expired("203.0.113.0/24"))
+        .setup(deny("203.0.113.7/32")),
+    );
+
     // ---- Decap ----------------------------------------------------------
     let inner4 = ipv4(C4, VIP_A).tcp(40001, 80).payload(b"inner");
     let inner6 = ipv6(C6, VIP6_A).udp(5353, 53).payload(b"inner6");
@@ -1546,18 +1818,65 @@ fn rows(h: &Harness) -> Vec<Row> {
     v
 }
 
+/// The deny list over the harness's maps. The harness keeps its `Ebpf`
+/// private, so the maps are found among this process's file descriptors by
+/// name (this test binary loads one object; the newest map wins should
+/// there be more).
+fn harness_deny_list() -> anyhow::Result<DenyList> {
+    use std::os::fd::BorrowedFd;
+    let names = [
+        lb_common::maps::DENY_V4,
+        lb_common::maps::DENY_V6,
+        lb_common::maps::DENY_STATE,
+    ];
+    let mut found: [Option<(u32, MapData)>; 3] = [None, None, None];
+    for e in std::fs::read_dir("/proc/self/fd")? {
+        let e = e?;
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        match std::fs::read_link(e.path()) {
+            Ok(t) if t.to_string_lossy() == "anon_inode:bpf-map" => {}
+            _ => continue,
+        }
+        // SAFETY: `fd` is open (just listed) and stays open for the dup.
+        let Ok(dup) = nix::unistd::dup(unsafe { BorrowedFd::borrow_raw(fd) }) else {
+            continue;
+        };
+        let Ok(data) = MapData::from_fd(dup) else {
+            continue;
+        };
+        let info = data.info()?;
+        let Some(i) = names.iter().position(|n| info.name_as_str() == Some(*n)) else {
+            continue;
+        };
+        if found[i].as_ref().is_none_or(|(id, _)| *id < info.id()) {
+            found[i] = Some((info.id(), data));
+        }
+    }
+    let [Some((_, v4)), Some((_, v6)), Some((_, state))] = found else {
+        anyhow::bail!("the harness's deny maps are not among this process's descriptors");
+    };
+    DenyList::from_maps(Map::LpmTrie(v4), Map::LpmTrie(v6), Map::Array(state))
+}
+
 /// Runs one row; `Err` says what differed.
-fn run_row(h: &mut Harness, r: &Row) -> Result<(), String> {
+fn run_row(h: &mut Harness, deny: &mut DenyList, r: &Row) -> Result<(), String> {
     if !r.setup.iter().any(|s| matches!(s, Setup::KeepState)) {
         h.ct_clear().map_err(|e| e.to_string())?;
         h.reset_flood_guard().map_err(|e| e.to_string())?;
         h.set_settings(&settings()).map_err(|e| e.to_string())?;
+        deny.clear().map_err(|e| e.to_string())?;
     }
     for s in &r.setup {
         match s {
             Setup::KeepState => {}
             Setup::Conntrack(k, v) => h.ct_insert(*k, *v).map_err(|e| e.to_string())?,
             Setup::Settings(s) => h.set_settings(s).map_err(|e| e.to_string())?,
+            Setup::Deny(p, until) => {
+                deny.deny_until(*p, *until, 7)
+                    .map_err(|e| format!("deny {p}: {e:#}"))?;
+            }
         }
     }
     let before = h.reasons().map_err(|e| e.to_string())?;
@@ -1644,6 +1963,7 @@ fn xdp_fixture_table() {
     let mut h = Harness::load(M, 4096).expect("loading xlb's eBPF object");
     h.set_settings(&settings()).unwrap();
     h.install(&backends(), &vips()).unwrap();
+    let mut deny = harness_deny_list().expect("the harness's deny maps");
     let table = rows(&h);
     eprintln!("running {} fixture rows on CPU {cpu}", table.len());
 
@@ -1655,7 +1975,7 @@ fn xdp_fixture_table() {
             t.0 += 1;
             t.1 += r.input.len() as u64;
         }
-        match run_row(&mut h, r) {
+        match run_row(&mut h, &mut deny, r) {
             Ok(()) => eprintln!("  ok   {i:2} {}", r.name),
             Err(e) => {
                 eprintln!("  FAIL {i:2} {}\n      {e}", r.name);

@@ -3,6 +3,7 @@
 
 mod bpffs;
 pub mod counters;
+pub mod deny;
 pub mod flood_refill;
 pub mod l4_tables;
 mod loader;

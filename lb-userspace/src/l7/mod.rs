@@ -7,6 +7,7 @@ pub mod headers;
 pub mod listeners;
 pub mod options;
 pub mod proxy;
+pub mod ratelimit;
 pub mod retry_budget;
 pub mod rewrite;
 pub mod resolve;
