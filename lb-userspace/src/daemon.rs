@@ -1,7 +1,8 @@
 //! `xlb run`: load the datapath, write the L4 tables, attach, then serve
 //! until SIGINT/SIGTERM; SIGHUP reloads the config file.
 use std::{
-    net::SocketAddr,
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -13,13 +14,16 @@ use anyhow::Context as _;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
+    sync::mpsc,
 };
 
 use crate::{
+    config::l4::L4Config,
     config::{
         l7_plan::{self, L7Plan},
         Config, XdpModeSetting,
     },
+    datapath::deny::{monotonic_now_ns, DenyList, Prefix},
     datapath::{
         flood_refill::FloodRefill,
         l4_tables::{ApplyReport, L4Tables},
@@ -27,7 +31,8 @@ use crate::{
         state_file::InstanceState,
         Datapath,
     },
-    l7::service::L7Service,
+    health::{CheckerConfig, HealthChecker, HealthEvent, HealthView, Target},
+    l7::{ratelimit::Escalation, service::L7Service},
 };
 
 /// The XDP half: the datapath and the tables written into it.
@@ -36,6 +41,10 @@ struct L4Half {
     flood_rate: Arc<AtomicU32>,
     flood_task: tokio::task::JoinHandle<()>,
     tables: L4Tables,
+    /// Next-hop MACs of the last apply, for health-driven re-applies.
+    macs: HashMap<IpAddr, [u8; 6]>,
+    /// Sources denied at the NIC (rate-limit escalations).
+    deny: Option<DenyList>,
 }
 
 /// The running daemon: the XDP datapath, the L7 proxy, or both, and what
@@ -43,6 +52,13 @@ struct L4Half {
 pub struct Daemon {
     l4: Option<L4Half>,
     l7: Option<L7Service>,
+    /// Active health checks of L4 backends and L7 nodes (`None` until a
+    /// config asks for one).
+    checker: Option<HealthChecker>,
+    health_tx: mpsc::UnboundedSender<HealthEvent>,
+    health_rx: Option<mpsc::UnboundedReceiver<HealthEvent>>,
+    /// Verdicts about L4 backends (ids `l4/<vip>/<ip>`).
+    l4_health: HealthView,
     config: Config,
     config_path: PathBuf,
     generation: u64,
@@ -104,11 +120,20 @@ impl Daemon {
             let report = tables.apply(dp.ebpf_mut(), &config.l4, &macs)?;
             log_report(&report);
             dp.attach(&config, mode_override)?;
+            let deny = match DenyList::open(dp.pin_dir()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    log::warn!("deny list unavailable (rate-limit escalations only logged): {e:#}");
+                    None
+                }
+            };
             Some(L4Half {
                 dp,
                 flood_rate,
                 flood_task,
                 tables,
+                macs,
+                deny,
             })
         } else {
             None
@@ -117,13 +142,19 @@ impl Daemon {
             Some(plan) => Some(L7Service::start(plan).await?),
             None => None,
         };
-        let d = Daemon {
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
+        let mut d = Daemon {
             l4,
             l7,
+            checker: None,
+            health_tx,
+            health_rx: Some(health_rx),
+            l4_health: HealthView::default(),
             config,
             config_path: config_path.to_path_buf(),
             generation: 1,
         };
+        d.update_health_targets()?;
         d.write_state();
         Ok(d)
     }
@@ -208,19 +239,131 @@ impl Daemon {
                 .await
                 .with_context(|| format!("{}: l7", self.config_path.display()))?;
         }
+        let effective = effective_l4(&new.l4, &self.l4_health);
         let report = match (&mut self.l4, macs) {
             (Some(h), Some(macs)) => {
-                let report = h.tables.apply(h.dp.ebpf_mut(), &new.l4, &macs)?;
+                let report = h.tables.apply(h.dp.ebpf_mut(), &effective, &macs)?;
                 h.flood_rate
                     .store(new.l4.new_flows_per_cpu_sec, Ordering::Relaxed);
+                h.macs = macs;
                 report
             }
             _ => ApplyReport::default(),
         };
         self.config = new;
         self.generation += 1;
+        if let Err(e) = self.update_health_targets() {
+            log::error!("health checks not updated: {e:#}");
+        }
         self.write_state();
         Ok(report)
+    }
+
+    /// Every active health check the running config asks for.
+    fn health_targets(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        if self.l4.is_some() {
+            for vip in &self.config.l4.vips {
+                let Some(hc) = &vip.health_check else {
+                    continue;
+                };
+                let Ok(spec) = hc.to_spec() else { continue };
+                let port = hc.port.unwrap_or(vip.port);
+                for b in &vip.backends {
+                    out.push(Target::new(
+                        l4_health_id(&vip.name, b.address),
+                        SocketAddr::new(b.address, port),
+                        spec.clone(),
+                    ));
+                }
+            }
+        }
+        if let Some(svc) = &self.l7 {
+            out.extend(svc.health_targets());
+        }
+        out
+    }
+
+    fn update_health_targets(&mut self) -> anyhow::Result<()> {
+        let targets = self.health_targets();
+        if targets.is_empty() && self.checker.is_none() {
+            return Ok(());
+        }
+        let checker = self.checker.get_or_insert_with(|| {
+            HealthChecker::new(CheckerConfig::default(), self.health_tx.clone())
+        });
+        checker
+            .set_targets(targets)
+            .map_err(|e| anyhow::anyhow!("health checks: {e}"))
+    }
+
+    /// A health verdict: an L7 node leaves or rejoins its pool; an L4
+    /// backend leaves or rejoins its VIP's Maglev table (re-applied with
+    /// the backend at weight 0: established flows stay through the
+    /// connection table, as when draining).
+    async fn apply_health(&mut self, ev: HealthEvent) {
+        if ev.target.starts_with("l7/") {
+            if let Some(svc) = &mut self.l7 {
+                svc.apply_health(&ev);
+            }
+            return;
+        }
+        let Some(eligible) = self.l4_health.apply(&ev) else {
+            return;
+        };
+        log::info!(
+            "L4 backend {} {} ({})",
+            ev.target,
+            if eligible {
+                "back in its VIP's table"
+            } else {
+                "out of its VIP's table"
+            },
+            ev.reason
+        );
+        let effective = effective_l4(&self.config.l4, &self.l4_health);
+        if let Some(h) = &mut self.l4 {
+            match h.tables.apply(h.dp.ebpf_mut(), &effective, &h.macs) {
+                Ok(r) => log_report(&r),
+                Err(e) => log::error!("re-applying the L4 tables after a health change: {e:#}"),
+            }
+        }
+    }
+
+    /// A source over a rate limit's hard limit: denied at the NIC.
+    fn escalate(&mut self, esc: Escalation) {
+        let ttl = esc
+            .until
+            .saturating_duration_since(std::time::Instant::now());
+        match self.l4.as_mut().and_then(|h| h.deny.as_mut()) {
+            Some(deny) => match deny.deny(Prefix::host(esc.source), ttl, ESCALATION_REASON) {
+                Ok(outcome) => log::warn!(
+                    "rate limit {}: {} over the hard limit, dropped at the NIC for {ttl:?} ({outcome:?})",
+                    esc.rule,
+                    esc.source
+                ),
+                Err(e) => log::error!("denying {}: {e:#}", esc.source),
+            },
+            None => log::warn!(
+                "rate limit {}: {} over the hard limit; no XDP datapath, rejected by the proxy only",
+                esc.rule,
+                esc.source
+            ),
+        }
+    }
+
+    /// Releases deny-list entries whose time passed.
+    fn expire_denials(&mut self) {
+        if let Some(deny) = self.l4.as_mut().and_then(|h| h.deny.as_mut()) {
+            match deny.expire(monotonic_now_ns()) {
+                Ok(released) => {
+                    for e in released {
+                        log::info!("deny of {} expired: let back in", e.prefix);
+                    }
+                }
+                Err(e) => log::warn!("expiring the deny list: {e:#}"),
+            }
+        }
     }
 
     fn write_state(&self) {
@@ -236,6 +379,27 @@ impl Daemon {
             log::warn!("writing the instance state file: {e}");
         }
     }
+}
+
+/// The `deny` reason recorded for rate-limit escalations.
+const ESCALATION_REASON: u32 = 1;
+
+/// The health-check id of backend `addr` of VIP `vip`.
+fn l4_health_id(vip: &str, addr: IpAddr) -> String {
+    format!("l4/{vip}/{addr}")
+}
+
+/// `l4` with every backend that health says is down at weight 0.
+fn effective_l4(l4: &L4Config, health: &HealthView) -> L4Config {
+    let mut out = l4.clone();
+    for vip in &mut out.vips {
+        for b in &mut vip.backends {
+            if !health.is_eligible(&l4_health_id(&vip.name, b.address)) {
+                b.weight = 0;
+            }
+        }
+    }
+    out
 }
 
 fn log_report(r: &ApplyReport) {
@@ -301,6 +465,9 @@ pub async fn run(
     ready(&info);
 
     let mut watch = ConfigWatch::new(&daemon.config_path, daemon.config.watch);
+    let mut health_rx = daemon.health_rx.take();
+    let mut escalations = daemon.l7.as_mut().and_then(|s| s.take_escalations());
+    let mut expire_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut dns_tick = daemon
         .l7
         .as_ref()
@@ -312,6 +479,18 @@ pub async fn run(
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => "SIGHUP",
             true = watch.changed() => "config file changed",
+            Some(ev) = recv_opt(&mut health_rx) => {
+                daemon.apply_health(ev).await;
+                continue;
+            }
+            Some(esc) = recv_opt(&mut escalations) => {
+                daemon.escalate(esc);
+                continue;
+            }
+            _ = expire_tick.tick() => {
+                daemon.expire_denials();
+                continue;
+            }
             _ = async { match &mut dns_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
                 if let Some(svc) = &mut daemon.l7 {
                     svc.refresh_dns().await;
@@ -356,6 +535,14 @@ pub async fn run(
     InstanceState::remove(&instance);
     log::info!("detached; bye");
     Ok(())
+}
+
+/// Receives from `rx`, or waits forever when there is none.
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Notices changes of the config file by content (every second), for

@@ -104,6 +104,10 @@ pub struct VipConfig {
     /// The backends.
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// Active health check of the backends: an unhealthy backend leaves
+    /// the Maglev table (as with weight 0) until it recovers.
+    #[serde(default)]
+    pub health_check: Option<super::middleware::HealthCheckYaml>,
 }
 
 fn yes() -> bool {

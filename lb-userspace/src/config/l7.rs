@@ -7,6 +7,8 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use serde::{de, Deserialize, Deserializer};
 
+use super::middleware::{ColdStartYaml, HealthCheckYaml, PassiveYaml, RateLimitYaml};
+
 /// The proxy half of the config. Absent: no proxy.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +27,9 @@ pub struct L7Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub upstreams: Vec<UpstreamYaml>,
+    /// Named rate-limit rules, referenced by routes.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitYaml>,
 }
 
 /// Protocol limits every listener applies.
@@ -151,6 +156,11 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<Size>,
     #[serde(default)]
     pub redirect_https: Option<u16>,
+    /// Names of `l7.rate_limits` rules; all must pass.
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
+    #[serde(default)]
+    pub cold_start: Option<ColdStartYaml>,
 }
 
 /// A header condition: `value` (exact), `prefix`, or neither (present).
@@ -228,6 +238,10 @@ pub struct UpstreamYaml {
     pub keepalive: KeepaliveConfig,
     #[serde(default)]
     pub retry_budget: RetryBudgetYaml,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckYaml>,
+    #[serde(default)]
+    pub passive: Option<PassiveYaml>,
 }
 
 fn default_algorithm() -> String {

@@ -16,11 +16,13 @@ use super::{
     l7::{HeaderEditsConfig, L7Config, PassHostConfig, ProtocolConfig, RouteConfig, UpstreamYaml},
     validate::Issue,
 };
+use crate::health::{CheckSpec, PassiveConfig};
+use crate::l7::ratelimit::RuleConfig;
 use crate::l7::{
     balance::Algorithm,
     options::{
-        HashOn, HeaderEdits, PassHost, PathRewrite, RetryBudgetConfig, RetryPolicy, RouteOptions,
-        Timeouts, UpstreamOptions, UpstreamProtocol, UpstreamTls,
+        ColdStart, HashOn, HeaderEdits, PassHost, PathRewrite, RetryBudgetConfig, RetryPolicy,
+        RouteOptions, Timeouts, UpstreamOptions, UpstreamProtocol, UpstreamTls,
     },
     router::{HeaderMatch, HeaderValueMatch, PathMatch, RouteSpec, RouteTable},
     server::ServerLimits,
@@ -34,6 +36,8 @@ const MAX_WEIGHT: u32 = 1_000_000;
 #[derive(Debug, Clone)]
 pub struct L7Plan {
     pub workers: usize,
+    /// Rate-limit rules by name (routes name them in [`RouteRateLimits`]).
+    pub rate_rules: Vec<RuleConfig>,
     pub limits: ServerLimits,
     pub listeners: Vec<ListenerPlan>,
     pub upstreams: Vec<UpstreamPlan>,
@@ -45,6 +49,12 @@ impl L7Plan {
         self.listeners.is_empty()
     }
 }
+
+/// The rate-limit rule names of a route, carried in its `extensions`; the
+/// runtime turns them into the route's limiter (sharing each rule's
+/// buckets between routes and across reloads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRateLimits(pub Vec<String>);
 
 /// One listener and the routes it serves (in config order).
 #[derive(Debug, Clone)]
@@ -82,6 +92,8 @@ pub struct UpstreamPlan {
     pub nodes: Vec<NodePlan>,
     pub dns_refresh: Duration,
     pub slow_start: Duration,
+    pub health: Option<CheckSpec>,
+    pub passive: Option<PassiveConfig>,
 }
 
 /// Plans `l7`, or returns every problem found (paths start with `l7.`).
@@ -124,6 +136,8 @@ impl Planner {
             None => cpus.min(max_workers),
         };
         let limits = self.limits(l7);
+        let rate_rules = self.rate_rules(l7);
+        let rule_names: HashSet<&str> = rate_rules.iter().map(|r| r.name.as_str()).collect();
         let upstreams = self.upstreams(l7);
         let upstream_ids: HashSet<&str> = l7.upstreams.iter().map(|u| u.id.as_str()).collect();
         let default_body = match l7.limits.max_body_bytes.0 {
@@ -135,7 +149,19 @@ impl Planner {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let spec = self.route(i, r, &upstream_ids, default_body);
+                let mut spec = self.route(i, r, &upstream_ids, default_body);
+                for (j, n) in r.rate_limits.iter().enumerate() {
+                    if !rule_names.contains(n.as_str()) {
+                        self.issue(
+                            format!("l7.routes[{i}].rate_limits[{j}]"),
+                            format!("no rule in l7.rate_limits is named `{n}`"),
+                        );
+                    }
+                }
+                if !r.rate_limits.is_empty() {
+                    spec.extensions
+                        .insert(RouteRateLimits(r.rate_limits.clone()));
+                }
                 (r.listeners.clone(), spec)
             })
             .collect();
@@ -150,10 +176,42 @@ impl Planner {
         let listeners = self.listeners(l7, &routes);
         L7Plan {
             workers,
+            rate_rules,
             limits,
             listeners,
             upstreams,
         }
+    }
+
+    fn rate_rules(&mut self, l7: &L7Config) -> Vec<RuleConfig> {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, r) in l7.rate_limits.iter().enumerate() {
+            let path = format!("l7.rate_limits[{i}]");
+            if r.name.is_empty() {
+                self.issue(format!("{path}.name"), "must not be empty");
+            } else if let Some(first) = names.insert(&r.name, i) {
+                self.issue(
+                    format!("{path}.name"),
+                    format!(
+                        "`{}` is already the name of l7.rate_limits[{first}]",
+                        r.name
+                    ),
+                );
+            }
+            match r.to_rule() {
+                Ok(rule) => out.push(rule),
+                Err((field, msg)) => {
+                    let at = if field.is_empty() {
+                        path
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                    self.issue(at, msg);
+                }
+            }
+        }
+        out
     }
 
     fn limits(&mut self, l7: &L7Config) -> ServerLimits {
@@ -553,6 +611,23 @@ impl Planner {
                 Some(s) => Some(s.0),
                 None => default_body,
             },
+            rate_limit: None,
+            cold_start: r.cold_start.as_ref().map(|c| {
+                let d = ColdStart::default();
+                let cs = ColdStart {
+                    deadline: c.deadline.0,
+                    max_body_bytes: c.max_body_bytes.map_or(d.max_body_bytes, |s| s.0),
+                    backoff: c.backoff.map_or(d.backoff, |b| b.0),
+                    max_backoff: c.max_backoff.map_or(d.max_backoff, |b| b.0),
+                };
+                if cs.deadline.is_zero() || cs.backoff.is_zero() || cs.max_backoff < cs.backoff {
+                    self.issue(
+                        format!("{path}.cold_start"),
+                        "deadline and backoff must not be zero, max_backoff ≥ backoff",
+                    );
+                }
+                cs
+            }),
         }
     }
 
@@ -753,6 +828,24 @@ impl Planner {
         if dns_refresh < Duration::from_secs(1) {
             self.issue(format!("{path}.dns_refresh"), "at least 1s");
         }
+        let health = u.health_check.as_ref().and_then(|h| match h.to_spec() {
+            Ok(spec) => Some(spec),
+            Err((field, msg)) => {
+                let at = if field.is_empty() {
+                    format!("{path}.health_check")
+                } else {
+                    format!("{path}.health_check.{field}")
+                };
+                self.issue(at, msg);
+                None
+            }
+        });
+        if u.health_check.as_ref().is_some_and(|h| h.port.is_some()) {
+            self.issue(
+                format!("{path}.health_check.port"),
+                "an upstream's nodes are checked on their own port",
+            );
+        }
         Some(UpstreamPlan {
             id: u.id.clone(),
             algorithm,
@@ -760,6 +853,8 @@ impl Planner {
             nodes,
             dns_refresh,
             slow_start: u.slow_start.map_or(Duration::ZERO, |d| d.0),
+            health,
+            passive: u.passive.as_ref().map(|p| p.to_config()),
         })
     }
 }

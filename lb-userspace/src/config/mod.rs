@@ -8,6 +8,7 @@ pub mod l4;
 pub mod l7;
 pub mod l7_plan;
 mod locate;
+pub mod middleware;
 mod model;
 mod validate;
 

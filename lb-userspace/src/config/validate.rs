@@ -174,6 +174,28 @@ impl Config {
                 ),
             );
         }
+        for (i, vip) in self.l4.vips.iter().enumerate() {
+            let Some(hc) = &vip.health_check else {
+                continue;
+            };
+            if let Err((field, msg)) = hc.to_spec() {
+                let at = if field.is_empty() {
+                    format!("l4.vips[{i}].health_check")
+                } else {
+                    format!("l4.vips[{i}].health_check.{field}")
+                };
+                out.push(Issue {
+                    path: at,
+                    message: msg,
+                });
+            }
+            if vip.port == 0 && hc.port.is_none() {
+                out.push(Issue {
+                    path: format!("l4.vips[{i}].health_check"),
+                    message: "the VIP serves every port: say which one to check (port:)".into(),
+                });
+            }
+        }
         if let Err(l7) = super::l7_plan::plan(&self.l7) {
             out.extend(l7);
         }

@@ -3,7 +3,7 @@
 //! `config::l7`). A route's [`RouteOptions`] travels in its
 //! `RouteSpec::extensions`; an upstream's [`UpstreamOptions`] sits in its
 //! pool.
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
@@ -141,6 +141,56 @@ pub struct RouteOptions {
     /// Largest request body accepted (bytes): larger gets 413. `None`: no
     /// limit (the body streams).
     pub max_body_bytes: Option<u64>,
+    /// The route's rate-limit rules (downstream ones checked after routing,
+    /// upstream ones after the node pick).
+    pub rate_limit: Option<SharedLimiter>,
+    /// Hold requests while the backend is starting (cold start).
+    pub cold_start: Option<ColdStart>,
+}
+
+/// A route's rate limiter, shared (compared by identity: two routes naming
+/// the same rules share one limiter and its buckets).
+#[derive(Clone)]
+pub struct SharedLimiter(pub Arc<super::ratelimit::RateLimiter>);
+
+impl PartialEq for SharedLimiter {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for SharedLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedLimiter")
+    }
+}
+
+/// Request buffering for cold starts (the Rivet Guard model): when the
+/// picked node refuses the connection (or is marked starting), the request
+/// — body included, up to `max_body_bytes` — is held and the connection
+/// retried with backoff until `deadline`; then 503 with Retry-After.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdStart {
+    /// How long a request may be held in all.
+    pub deadline: Duration,
+    /// Largest body buffered to make the request replayable; a larger body
+    /// is streamed and not held.
+    pub max_body_bytes: u64,
+    /// First wait between connection attempts (doubled up to
+    /// `max_backoff`).
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ColdStart {
+    fn default() -> Self {
+        ColdStart {
+            deadline: Duration::from_secs(10),
+            max_body_bytes: 1 << 20,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The scheme and HTTP version used towards an upstream's nodes.

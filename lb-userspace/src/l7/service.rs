@@ -28,14 +28,19 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
+    options::{RouteOptions, SharedLimiter},
     proxy::{Pool, Proxy},
+    ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
     resolve,
     router::RouteTable,
     server::serve,
     tls::{self, CertStore},
     Listeners, Steering,
 };
-use crate::config::l7_plan::{L7Plan, ListenerPlan, UpstreamPlan};
+use crate::{
+    config::l7_plan::{L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan},
+    health::{HealthEvent, HealthView, Target},
+};
 
 /// How often certificate files are checked for changes.
 const CERT_WATCH_INTERVAL: Duration = tls::DEFAULT_WATCH_INTERVAL;
@@ -61,6 +66,18 @@ pub struct L7Service {
     resolved: HashMap<String, Vec<(SocketAddr, u32)>>,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
+    /// Rate-limit rules by name with the config they were built from: a
+    /// rule whose config did not change keeps its buckets across reloads.
+    rules: HashMap<String, (RuleConfig, Arc<Rule>)>,
+    escalation_sink: EscalationSink,
+    escalations: Option<tokio::sync::mpsc::UnboundedReceiver<Escalation>>,
+    /// Active and passive verdicts of the L7 nodes (ids `l7/<upstream>/<addr>`).
+    health: HealthView,
+}
+
+/// The health-check id of node `addr` of upstream `upstream`.
+pub fn health_id(upstream: &str, addr: SocketAddr) -> String {
+    format!("l7/{upstream}/{addr}")
 }
 
 impl std::fmt::Debug for L7Service {
@@ -78,10 +95,17 @@ impl L7Service {
     /// the certificate watchers run on it).
     pub async fn start(plan: L7Plan) -> anyhow::Result<L7Service> {
         let (resolved, pools) = build_pools(&plan, &HashMap::new()).await?;
+        let (escalation_sink, escalations) = ratelimit::escalation_channel();
+        let rules = build_rules(&plan, &HashMap::new())?;
         let mut listeners = Vec::new();
         let mut sockets = Vec::new();
         for lp in &plan.listeners {
-            let proxy = Arc::new(ArcSwap::from_pointee(build_proxy(lp, &pools)?));
+            let proxy = Arc::new(ArcSwap::from_pointee(build_proxy(
+                lp,
+                &pools,
+                &rules,
+                &escalation_sink,
+            )?));
             let certs = match &lp.tls {
                 Some(t) => Some(Arc::new(
                     CertStore::load(t.certs.clone())
@@ -137,7 +161,62 @@ impl L7Service {
             resolved,
             shutdown,
             workers,
+            rules,
+            escalation_sink,
+            escalations: Some(escalations),
+            health: HealthView::default(),
         })
+    }
+
+    /// The stream of sources that went over a rule's hard limit (taken
+    /// once, by the daemon, which denies them at the NIC).
+    pub fn take_escalations(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Escalation>> {
+        self.escalations.take()
+    }
+
+    /// The active health checks of every upstream node that has one.
+    pub fn health_targets(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        for up in &self.plan.upstreams {
+            let (Some(spec), Some(addrs)) = (&up.health, self.resolved.get(&up.id)) else {
+                continue;
+            };
+            for (addr, _) in addrs {
+                out.push(Target::new(health_id(&up.id, *addr), *addr, spec.clone()));
+            }
+        }
+        out
+    }
+
+    /// Applies a health verdict about an L7 node (`l7/…` ids): the node
+    /// leaves or rejoins its pool. Returns whether eligibility changed.
+    pub fn apply_health(&mut self, ev: &HealthEvent) -> bool {
+        let Some(changed) = self.health.apply(ev) else {
+            return false;
+        };
+        let Some((up, addr)) = ev
+            .target
+            .strip_prefix("l7/")
+            .and_then(|rest| rest.rsplit_once('/'))
+            .and_then(|(up, a)| Some((up, a.parse::<SocketAddr>().ok()?)))
+        else {
+            return false;
+        };
+        if let Some(pool) = self.pools.get(up) {
+            if let Some(i) = pool.upstream.nodes().iter().position(|n| n.addr == addr) {
+                pool.upstream.set_healthy(i, changed, Instant::now());
+                log::info!(
+                    "upstream {up}: node {addr} {} ({})",
+                    if changed {
+                        "back in the pool"
+                    } else {
+                        "out of the pool"
+                    },
+                    ev.reason
+                );
+            }
+        }
+        true
     }
 
     /// `(listener name, bound address)` of every listener.
@@ -195,9 +274,10 @@ impl L7Service {
             );
         }
         let (resolved, pools) = build_pools(&new, &self.pools).await?;
+        let rules = build_rules(&new, &self.rules)?;
         let mut proxies = Vec::with_capacity(new.listeners.len());
         for lp in &new.listeners {
-            proxies.push(build_proxy(lp, &pools)?);
+            proxies.push(build_proxy(lp, &pools, &rules, &self.escalation_sink)?);
         }
         // Certificates: load the new sets on the side first, so that a bad
         // file fails the reload before anything is swapped.
@@ -228,6 +308,7 @@ impl L7Service {
         }
         self.pools = pools;
         self.resolved = resolved;
+        self.rules = rules;
         self.plan = new;
         Ok(())
     }
@@ -402,8 +483,49 @@ fn build_pool(
     .with_context(|| format!("upstream {}", up.id))
 }
 
-fn build_proxy(lp: &ListenerPlan, pools: &HashMap<String, Arc<Pool>>) -> anyhow::Result<Proxy> {
-    let table = RouteTable::build(lp.routes.clone())
-        .map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
+/// The rules of `plan`, reusing `previous` ones whose config is unchanged.
+fn build_rules(
+    plan: &L7Plan,
+    previous: &HashMap<String, (RuleConfig, Arc<Rule>)>,
+) -> anyhow::Result<HashMap<String, (RuleConfig, Arc<Rule>)>> {
+    let mut out = HashMap::new();
+    for cfg in &plan.rate_rules {
+        let rule = match previous.get(&cfg.name) {
+            Some((old, rule)) if old == cfg => rule.clone(),
+            _ => Arc::new(
+                Rule::new(cfg.clone()).with_context(|| format!("rate limit {}", cfg.name))?,
+            ),
+        };
+        out.insert(cfg.name.clone(), (cfg.clone(), rule));
+    }
+    Ok(out)
+}
+
+fn build_proxy(
+    lp: &ListenerPlan,
+    pools: &HashMap<String, Arc<Pool>>,
+    rules: &HashMap<String, (RuleConfig, Arc<Rule>)>,
+    sink: &EscalationSink,
+) -> anyhow::Result<Proxy> {
+    let mut routes = lp.routes.clone();
+    for spec in &mut routes {
+        let Some(RouteRateLimits(names)) = spec.extensions.get::<RouteRateLimits>().cloned() else {
+            continue;
+        };
+        let mine: Vec<Arc<Rule>> = names
+            .iter()
+            .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
+            .collect();
+        let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
+        let mut options = spec
+            .extensions
+            .get::<RouteOptions>()
+            .cloned()
+            .unwrap_or_default();
+        options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
+        spec.extensions.insert(options);
+    }
+    let table =
+        RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
     Ok(Proxy::new(Arc::new(table), pools.clone()))
 }
