@@ -3,6 +3,7 @@
 //! from outside. Everything created is removed on drop, also when a test
 //! panics.
 
+pub mod bench_l7;
 pub mod l4bed;
 pub mod l7bed;
 pub mod names;

@@ -1,0 +1,235 @@
+//! The configuration files of the L7 bench: one small-response backend and
+//! three proxies (xlb, nginx, HAProxy) set up alike — one worker, plain
+//! HTTP/1.1 and TLS (h2 and http/1.1 by ALPN) listeners on loopback, the
+//! same ECDSA P-256 certificate, a pool of idle keep-alive connections to
+//! the backend at least as large as the load's concurrency (so no proxy
+//! opens a connection per request), no access logs, and the same request
+//! headers added on the way to the backend (what xlb adds by default:
+//! X-Forwarded-For/-Proto/-Host and Via).
+use std::{fmt::Write as _, path::Path};
+
+/// The backend's response body: small and fixed (64 bytes).
+pub const BODY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+
+/// Where one proxy listens (both on 127.0.0.1).
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    /// Plain HTTP/1.1 (driven by wrk).
+    pub plain: u16,
+    /// TLS with ALPN h2, http/1.1 (driven by h2load).
+    pub tls: u16,
+}
+
+/// The certificate files every proxy serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Cert<'a> {
+    /// PEM certificate.
+    pub cert: &'a Path,
+    /// PEM private key (PKCS#8).
+    pub key: &'a Path,
+    /// Certificate then key in one file (HAProxy's `crt`).
+    pub combined: &'a Path,
+}
+
+/// Idle keep-alive connections each proxy may keep to the backend: above
+/// the largest number of requests in flight (wrk's connections, h2load's
+/// connections × streams), so that every request finds one.
+pub const UPSTREAM_IDLE: u32 = 512;
+
+/// The backend: nginx answering `return 200` from memory, one worker,
+/// no logs, keep-alive connections kept open for the whole run.
+pub fn backend_nginx(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes 1;
+daemon off;
+pid {d}/backend.pid;
+error_log {d}/backend-error.log warn;
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8000; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/backend-body;
+    proxy_temp_path {d}/backend-proxy;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 \"{body}\"; }}
+    }}
+}}
+",
+        body = BODY.replace('\n', "\\n"),
+    )
+}
+
+/// nginx as the proxy: one worker process (plus its idle master), an
+/// upstream `keepalive` pool with HTTP/1.1 and the `Connection` header
+/// cleared (without them nginx closes every upstream connection), and
+/// client keep-alive without a request limit (nginx's default closes a
+/// client connection after 1000 requests; xlb and HAProxy have no limit).
+pub fn nginx_proxy(dir: &Path, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+worker_rlimit_nofile 16384;
+events {{ worker_connections 8000; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/nginx-body;
+    proxy_temp_path {d}/nginx-proxy;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    upstream backend {{
+        server 127.0.0.1:{backend};
+        keepalive {idle};
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{plain} backlog=4096;
+        listen 127.0.0.1:{tls} ssl http2 backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header Via \"1.1 nginx\";
+        }}
+    }}
+}}
+",
+        idle = UPSTREAM_IDLE,
+        plain = listen.plain,
+        tls = listen.tls,
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+    )
+}
+
+/// HAProxy as the proxy: one thread, `http-reuse always` (idle backend
+/// connections shared by every client, as nginx's and xlb's pools are;
+/// HAProxy's default `safe` keeps each client's first request on a new
+/// connection), no `log` lines (so no logging at all).
+pub fn haproxy(listen: Listen, cert: Cert<'_>, backend: u16) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "global
+    nbthread 1
+    maxconn 8000
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+
+frontend plain
+    bind 127.0.0.1:{plain} backlog 4096
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Via \"1.1 haproxy\"
+    default_backend backend
+
+frontend tls
+    bind 127.0.0.1:{tls} backlog 4096 ssl crt {combined} alpn h2,http/1.1
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Via \"1.1 haproxy\"
+    default_backend backend
+
+backend backend
+    server s1 127.0.0.1:{backend} pool-max-conn {idle}
+",
+        plain = listen.plain,
+        tls = listen.tls,
+        combined = cert.combined.display(),
+        idle = UPSTREAM_IDLE,
+    );
+    s
+}
+
+/// xlb as the proxy (the `l7:` section of docs/l7-config.md): one worker,
+/// the same two listeners, one route to one upstream with a keep-alive pool.
+pub fn xlb(instance: &str, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
+    format!(
+        "instance: {instance}
+l7:
+  workers: 1
+  limits:
+    idle_timeout: 300s
+  certificates:
+    - id: bench
+      names: [localhost]
+      cert: {cert}
+      key: {key}
+      default: true
+  listeners:
+    - name: plain
+      address: \"127.0.0.1:{plain}\"
+    - name: tls
+      address: \"127.0.0.1:{tls}\"
+      tls:
+        certificates: [bench]
+        alpn: [h2, http/1.1]
+  routes:
+    - id: all
+      upstream: backend
+  upstreams:
+    - id: backend
+      nodes:
+        - address: \"127.0.0.1:{backend}\"
+      keepalive: {{max_idle_per_node: {idle}, idle_timeout: 300s}}
+",
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+        plain = listen.plain,
+        tls = listen.tls,
+        idle = UPSTREAM_IDLE,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_name_their_ports() {
+        let dir = Path::new("/tmp/x");
+        let cert = Cert {
+            cert: Path::new("/tmp/x/c.pem"),
+            key: Path::new("/tmp/x/k.pem"),
+            combined: Path::new("/tmp/x/ck.pem"),
+        };
+        let l = Listen {
+            plain: 1001,
+            tls: 1002,
+        };
+        for c in [
+            nginx_proxy(dir, l, cert, 1003),
+            haproxy(l, cert, 1003),
+            xlb("b", l, cert, 1003),
+        ] {
+            for p in ["1001", "1002", "1003"] {
+                assert!(c.contains(p), "{p} missing from\n{c}");
+            }
+        }
+        assert!(backend_nginx(dir, 1003).contains("\\n\";"));
+    }
+}

@@ -1,0 +1,359 @@
+//! Processes, ports and CPUs for the L7 bench: free loopback ports checked by
+//! binding them, commands pinned to a CPU with `taskset`, tools run to
+//! completion under a deadline, readiness probes, and CPU busy time read
+//! from /proc/stat. Every child is owned by a [`Proc`], so nothing
+//! outlives the bench, also when it panics.
+use std::{
+    collections::HashSet,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use nix::{sys::signal, unistd::Pid};
+
+/// Owns a child process: dropping it stops the child (SIGTERM, SIGKILL
+/// after 5 s) unless it has already exited. Unlike signalling a stored pid,
+/// this never signals a pid the child has given back (std's `Child`
+/// remembers that it was reaped).
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    /// Takes ownership of `child`; `name` is for messages.
+    pub fn new(name: impl Into<String>, child: Child) -> Proc {
+        Proc {
+            name: name.into(),
+            child,
+        }
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the child has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The child itself (for its pipes).
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; returns the exit status.
+    pub fn stop(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+        if let Some(s) = self.child.try_wait()? {
+            return Ok(s);
+        }
+        let _ = signal::kill(
+            Pid::from_raw(self.child.id() as i32),
+            signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("bench l7: {} ignored SIGTERM; killing it", self.name);
+        self.child.kill()?;
+        self.child.wait()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.stop(Duration::from_secs(5));
+    }
+}
+
+/// Hands out 127.0.0.1 ports the kernel says are free (bound to port 0,
+/// then released), never the same one twice.
+#[derive(Debug, Default)]
+pub struct Ports {
+    given: HashSet<u16>,
+}
+
+impl Ports {
+    /// A port that was free a moment ago and that this allocator has not
+    /// handed out before.
+    pub fn free(&mut self) -> anyhow::Result<u16> {
+        for _ in 0..100 {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+            let port = l.local_addr()?.port();
+            drop(l);
+            // Bind again: the port must be bindable by someone else now.
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() && self.given.insert(port) {
+                return Ok(port);
+            }
+        }
+        bail!("no free 127.0.0.1 port after 100 tries")
+    }
+}
+
+/// `program` run through `taskset -c CPU` when `cpu` is given.
+pub fn pinned(cpu: Option<usize>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Starts `cmd` (called `name` in messages) with stdout and stderr going
+/// to `log` (appended).
+pub fn spawn_logged(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {name} ({cmd:?})"))?;
+    Ok(Proc::new(name, child))
+}
+
+/// Runs `cmd` to completion (killed after `limit`), with stdout and stderr
+/// in `out` (overwritten); returns what it printed, or an error naming the
+/// exit status and its output.
+pub fn run_tool(cmd: &mut Command, out: &Path, limit: Duration) -> anyhow::Result<String> {
+    let _ = std::fs::remove_file(out);
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let mut guard = spawn_logged(&name, cmd, out)?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = guard.exited() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = guard.stop(Duration::from_secs(2));
+            bail!(
+                "{:?} did not finish within {limit:?}; its output:\n{}",
+                cmd.get_program(),
+                std::fs::read_to_string(out).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(out)?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status}):\n{text}");
+    }
+    Ok(text)
+}
+
+/// One `GET /` over plain HTTP/1.1 with `Connection: close`; returns the
+/// status code.
+pub fn http_get_status(port: u16) -> anyhow::Result<u16> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let code = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("not an HTTP/1.1 response: {:?}", text.lines().next()))?;
+    Ok(code)
+}
+
+/// Waits until a `GET /` on `port` is answered with 200, or fails after
+/// `limit` (also when `alive` says the server exited).
+pub fn wait_http_ok(
+    port: u16,
+    limit: Duration,
+    mut alive: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if !alive() {
+            bail!("the server exited before answering on port {port}");
+        }
+        match http_get_status(port) {
+            Ok(200) => return Ok(()),
+            Ok(code) => last = format!("status {code}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("no 200 from 127.0.0.1:{port} within {limit:?} (last: {last})")
+}
+
+/// Busy and total jiffies of one CPU, from /proc/stat.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    busy: u64,
+    total: u64,
+}
+
+impl CpuTimes {
+    /// Reads the line of `cpu` in /proc/stat.
+    pub fn read(cpu: usize) -> anyhow::Result<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let tag = format!("cpu{cpu} ");
+        let line = stat
+            .lines()
+            .find(|l| l.starts_with(&tag))
+            .with_context(|| format!("no {tag} in /proc/stat"))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        anyhow::ensure!(v.len() >= 5, "short /proc/stat line `{line}`");
+        // user nice system idle iowait irq softirq steal (guest is in user).
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v[3] + v[4];
+        Ok(CpuTimes {
+            busy: total - idle,
+            total,
+        })
+    }
+
+    /// The busy fraction (0‥1) between `earlier` and `self`.
+    pub fn busy_since(&self, earlier: &CpuTimes) -> f64 {
+        let t = self.total.saturating_sub(earlier.total);
+        if t == 0 {
+            return f64::NAN;
+        }
+        self.busy.saturating_sub(earlier.busy) as f64 / t as f64
+    }
+}
+
+/// CPU time (user + system, in seconds) used so far by process `pid` and
+/// its descendants (nginx's worker is its master's child), from
+/// /proc/PID/stat. Exited descendants are not counted.
+pub fn tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    // /proc counts in USER_HZ ticks, which the kernel fixes at 100 for
+    // userspace on every architecture (include/asm-generic/param.h).
+    let tck = 100.0;
+    let mut procs = Vec::new();
+    for e in std::fs::read_dir("/proc")? {
+        let Ok(e) = e else { continue };
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Processes come and go while we read: skip the ones that went.
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            if let Some((ppid, ticks)) = parse_stat(&stat) {
+                procs.push((p, ppid, ticks));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut total = 0u64;
+    let mut i = 0;
+    while i < tree.len() {
+        let cur = tree[i];
+        for &(p, ppid, ticks) in &procs {
+            if p == cur {
+                total += ticks;
+            }
+            if ppid == cur && !tree.contains(&p) {
+                tree.push(p);
+            }
+        }
+        i += 1;
+    }
+    anyhow::ensure!(
+        procs.iter().any(|&(p, _, _)| p == pid),
+        "no process {pid} in /proc"
+    );
+    Ok(total as f64 / tck)
+}
+
+/// The parent pid and utime + stime (ticks) of a /proc/PID/stat line. The
+/// command name (field 2) may hold spaces and parentheses: fields are
+/// counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_and_bindable() {
+        let mut p = Ports::default();
+        let a = p.free().unwrap();
+        let b = p.free().unwrap();
+        assert_ne!(a, b);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, a)).unwrap();
+    }
+
+    #[test]
+    fn cpu_times_read() {
+        let a = CpuTimes::read(0).unwrap();
+        let mut x = 0u64;
+        for i in 0..10_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        let b = CpuTimes::read(0).unwrap();
+        let f = b.busy_since(&a);
+        assert!(f.is_nan() || (0.0..=1.0).contains(&f), "{f}");
+    }
+
+    #[test]
+    fn stat_lines() {
+        let l = "42 (a b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(parse_stat(l), Some((7, 300)));
+        let me = tree_cpu_seconds(std::process::id()).unwrap();
+        assert!(me >= 0.0);
+    }
+
+    #[test]
+    fn run_tool_reports_failure_and_output() {
+        let dir = std::env::temp_dir().join(format!("bench-l7-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("o.txt");
+        let ok = run_tool(
+            Command::new("sh").args(["-c", "echo hi"]),
+            &out,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(ok.trim(), "hi");
+        let err = run_tool(
+            Command::new("sh").args(["-c", "echo bad; exit 3"]),
+            &out,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("bad"));
+        let slow = run_tool(
+            Command::new("sleep").arg("10"),
+            &out,
+            Duration::from_millis(200),
+        );
+        assert!(slow.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
