@@ -35,6 +35,7 @@ use super::{
     options::{Timeouts, UpstreamOptions},
     upstream_client::{SendError, UpBody, UpstreamClient},
 };
+use crate::health::FailureKind;
 
 /// The body type the proxy answers with: the upstream's streamed body, or a
 /// short text of xlb's own. (Its error is hyper's because the server's
@@ -133,6 +134,40 @@ impl ForwardError {
             self,
             ForwardError::Connect { .. } | ForwardError::Upstream { sent: false, .. }
         )
+    }
+
+    /// True when the node refused the connection (or was unreachable):
+    /// the TCP connect failed at once, without timing out and before any
+    /// TLS. Nothing reached the node; it is most likely not listening yet
+    /// (starting) or gone. Cold-start holding waits on exactly this.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::Connect {
+                timed_out: false,
+                tls: false,
+                ..
+            }
+        )
+    }
+
+    /// The node's share of this failure, for passive health: `None` when
+    /// the client (its body, its target) or xlb (an upgrade the upstream
+    /// cannot carry) is at fault, which says nothing about the node.
+    pub fn node_failure(&self) -> Option<FailureKind> {
+        match self {
+            ForwardError::Connect {
+                timed_out: true, ..
+            } => Some(FailureKind::Timeout),
+            ForwardError::Connect { .. } => Some(FailureKind::Connect),
+            ForwardError::Upstream { .. } => Some(FailureKind::Reset),
+            ForwardError::Timeout { .. } => Some(FailureKind::Timeout),
+            ForwardError::ClientStalled(_)
+            | ForwardError::BadTarget(_)
+            | ForwardError::BadRequestBody(_)
+            | ForwardError::BodyTooLarge(_)
+            | ForwardError::Unsupported(_) => None,
+        }
     }
 
     /// Whether another node may get this request: always when it never
@@ -501,6 +536,19 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
             };
             (err, None)
         }
+    }
+}
+
+/// What a failure of a [`request_body`] body, read by xlb itself (e.g.
+/// to buffer it), means for the client: over `max_body_bytes` (413) or a
+/// malformed or broken client body (400).
+pub fn body_failure(e: BoxError) -> ForwardError {
+    match e.downcast::<RequestBodyError>() {
+        Ok(b) => match *b {
+            RequestBodyError::TooLarge(limit) => ForwardError::BodyTooLarge(limit),
+            RequestBodyError::Client(e) => ForwardError::BadRequestBody(e.to_string()),
+        },
+        Err(e) => ForwardError::BadRequestBody(e.to_string()),
     }
 }
 

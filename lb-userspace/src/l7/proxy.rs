@@ -4,33 +4,53 @@
 //! way this can fail is a response with a status and an `x-xlb-error`
 //! reason, never a hang or a panic.
 //!
-//! Phases, in order: target check (400) → route (404) → `redirect_https`
-//! (308) → upstream lookup (502 when the config names an unknown upstream,
-//! which validation prevents) → body size by `Content-Length` (413) → node
-//! pick (503 with the pool's reason, or `upstream-busy` when every
-//! eligible node is at `max_requests_per_node`) → forward (502/504/413,
+//! Phases, in order: target check (400) → route (404) → the route's
+//! downstream rate-limit rules (429/503 `rate-limited`, `denied` or
+//! `rate-limit-table-full`, with `Retry-After`; a delay verdict just waits)
+//! → `redirect_https` (308) → upstream lookup (502 when the config names an
+//! unknown upstream, which validation prevents) → body size by
+//! `Content-Length` (413) → node pick (503 with the pool's reason, or
+//! `upstream-busy` when every eligible node is at `max_requests_per_node`)
+//! → the route's upstream rate-limit rules, once per node the request is
+//! sent to (keys may use `$upstream` and `$node`) → forward (502/504/413,
 //! with retries on other nodes within the route's policy and the
 //! upstream's retry budget).
+//!
+//! Every attempt's outcome on a node is reported to the pool's passive
+//! health tracker, when it has one ([`Pool::with_passive`]): a refused,
+//! reset or timed-out connection and a 502/503/504 from the node count as
+//! failures, any other response as a success; failures that are the
+//! client's (a stalled or malformed body, a body over the limit) are not
+//! reported.
+//!
+//! With the route's `cold_start` set, a refused connection or an upstream
+//! whose nodes are all unhealthy holds the request instead of failing it:
+//! see [`super::cold_start`]. Held connection attempts are not retries
+//! (they consume neither `RetryPolicy` attempts nor the retry budget).
 use std::{
     collections::HashMap,
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
-use http::{header, uri::PathAndQuery, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{
+    header, uri::PathAndQuery, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri,
+};
 use hyper::{
     body::{Body as _, Incoming},
     upgrade::OnUpgrade,
 };
 
 use super::{
-    balance::{Balancer, PickContext, Upstream},
+    balance::{Balancer, PickContext, Unavailable, Upstream},
+    cold_start::{self, Buffered, Hold, Replay},
     forward::{
         self, empty_body, empty_up_body, error_response, request_body, response_body,
         response_head, ForwardError, ProxyBody,
     },
     headers::{self, Downstream},
     options::{HashOn, RetryPolicy, RouteOptions, UpstreamOptions},
+    ratelimit::{RejectReason, Rejection, RequestFacts, Side},
     retry_budget::RetryBudget,
     rewrite,
     router::{path_hazard, RequestInfo, Resolver, Route},
@@ -38,6 +58,7 @@ use super::{
     upgrade,
     upstream_client::{ClientError, UpstreamClient},
 };
+use crate::health::{FailureKind, Outcome, PassiveTracker};
 
 /// One named upstream: its nodes' shared state, its picking algorithm, how
 /// its nodes are reached, and its connections and retry budget.
@@ -54,6 +75,7 @@ pub struct Pool {
     pub options: UpstreamOptions,
     client: UpstreamClient,
     budget: Arc<RetryBudget>,
+    passive: Option<Arc<PassiveTracker>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -62,6 +84,7 @@ impl std::fmt::Debug for Pool {
             .field("id", &self.id)
             .field("upstream", &self.upstream)
             .field("options", &self.options)
+            .field("passive", &self.passive.is_some())
             .finish()
     }
 }
@@ -93,7 +116,41 @@ impl Pool {
             options,
             client,
             budget,
+            passive: None,
         })
+    }
+
+    /// The same pool reporting every attempt's outcome to `tracker`
+    /// (passive health). The tracker's node `i` must be the upstream's
+    /// node `i` (outcomes of nodes beyond the tracker's are dropped). A
+    /// pool built on a reload does not inherit its predecessor's tracker:
+    /// give it one built with `PassiveTracker::with_previous`.
+    pub fn with_passive(mut self, tracker: Arc<PassiveTracker>) -> Pool {
+        if tracker.ids().len() != self.upstream.len() {
+            log::warn!(
+                "upstream {}: passive tracker has {} nodes, the upstream {}",
+                self.id,
+                tracker.ids().len(),
+                self.upstream.len()
+            );
+        }
+        self.passive = Some(tracker);
+        self
+    }
+
+    /// The passive health tracker, if any.
+    pub fn passive(&self) -> Option<&Arc<PassiveTracker>> {
+        self.passive.as_ref()
+    }
+
+    /// Reports one attempt's outcome on `node` to the passive tracker.
+    #[inline]
+    fn record(&self, node: usize, outcome: Outcome) {
+        if let Some(p) = &self.passive {
+            if node < p.ids().len() {
+                p.record(node, outcome);
+            }
+        }
     }
 
     /// The connections to the nodes.
@@ -172,6 +229,33 @@ impl Proxy {
             .extensions
             .get::<RouteOptions>()
             .unwrap_or_else(|| default_options());
+        // A cold-start hold's deadline counts from here (a rate-limit delay
+        // included); the clock is read only for routes that hold.
+        let arrived = opts.cold_start.map(|_| Instant::now());
+
+        // Downstream rate limiting: every request the route matched counts
+        // (as received: host without port, target before any rewrite).
+        let limiter = opts.rate_limit.as_ref().map(|l| &*l.0);
+        // What the upstream-side rules key on, kept from before the headers
+        // are rewritten for the node (only when there are such rules).
+        let mut up_facts: Option<(HeaderMap, String)> = None;
+        if let Some(limiter) = limiter {
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let facts = RequestFacts::new(
+                conn.peer.ip(),
+                host.as_deref().unwrap_or(""),
+                target,
+                &parts.headers,
+            );
+            if let Err(r) = limiter.admit(Side::Downstream, &facts).await {
+                log::debug!("{}: {r}", conn.peer);
+                return rate_limited(&r);
+            }
+            if limiter.has_side(Side::Upstream) {
+                up_facts = Some((parts.headers.clone(), target.to_string()));
+            }
+        }
+
         if let Some(port) = opts.redirect_https {
             return redirect(host.as_deref(), port, &parts.uri);
         }
@@ -237,7 +321,7 @@ impl Proxy {
         parts.headers.remove(header::HOST);
         parts.extensions = http::Extensions::new();
         parts.version = http::Version::HTTP_11;
-        let (up_body, watch) = request_body(body, opts.max_body_bytes);
+        let (up_body, mut watch) = request_body(body, opts.max_body_bytes);
 
         pool.budget.record_request();
         let mut body = Some(up_body);
@@ -245,16 +329,73 @@ impl Proxy {
         let mut busy: Vec<usize> = Vec::new();
         let mut last_error: Option<ForwardError> = None;
         let mut retries = 0;
+        let cold = opts.cold_start;
+        let mut hold: Option<Hold> = None;
+        // The buffered body, once the request is held.
+        let mut replay: Option<Replay> = None;
+        // Nodes that refused the connection since the last wait.
+        let mut refused: Vec<usize> = Vec::new();
+        let mut refusal: Option<ForwardError> = None;
+        // Nodes the upstream-side rate limit admitted this request to.
+        let mut admitted: Vec<usize> = Vec::new();
         loop {
-            let exclude: Vec<usize> = tried.iter().chain(&busy).copied().collect();
+            let exclude: Vec<usize> = tried.iter().chain(&busy).chain(&refused).copied().collect();
             let ctx = PickContext::new(conn.peer.ip())
                 .with_exclude(&exclude)
                 .with_hash_key(hash_key.as_deref())
                 .with_sticky(sticky_in.as_deref());
             let Some(node) = pool.balancer.pick(&ctx) else {
+                if let Some(cfg) = cold {
+                    // Nodes refuse or are all down: they may be starting.
+                    let starting = !refused.is_empty()
+                        || pool.upstream.unavailable(&exclude) == Some(Unavailable::AllUnhealthy);
+                    if starting {
+                        let hold = hold.get_or_insert_with(|| {
+                            Hold::new(cfg, arrived.unwrap_or_else(Instant::now))
+                        });
+                        let held = match (&replay, body.take()) {
+                            (Some(_), _) => true,
+                            // The body went to a node that failed after it
+                            // was sent: nothing left to hold.
+                            (None, None) if !replayable => false,
+                            (None, b) => {
+                                let b = b.unwrap_or_else(empty_up_body);
+                                let buffering =
+                                    cold_start::buffer(b, cfg.max_body_bytes, opts.timeouts.send);
+                                match tokio::time::timeout_at(hold.deadline(), buffering).await {
+                                    Err(_) => return hold.timeout_response(),
+                                    Ok(Buffered::Failed(e)) => return e.into_response(),
+                                    Ok(Buffered::Whole(r)) => {
+                                        replay = Some(r);
+                                        true
+                                    }
+                                    Ok(Buffered::TooLarge(b)) => {
+                                        body = Some(b);
+                                        false
+                                    }
+                                }
+                            }
+                        };
+                        if held {
+                            if !hold.wait().await {
+                                log::debug!(
+                                    "upstream {}: no node up within {:?} (cold start)",
+                                    pool.id,
+                                    cfg.deadline
+                                );
+                                return hold.timeout_response();
+                            }
+                            refused.clear();
+                            busy.clear();
+                            continue;
+                        }
+                        // Not held (a body too large to buffer): as
+                        // without cold start.
+                    }
+                }
                 // Every node was tried: the client gets the last failure
                 // (a 502 says more than "no node" would).
-                if let Some(e) = last_error {
+                if let Some(e) = last_error.or(refusal) {
                     return e.into_response();
                 }
                 if !busy.is_empty() {
@@ -282,6 +423,23 @@ impl Proxy {
                     continue;
                 }
             }
+            let addr = pool.upstream.nodes()[node].addr;
+            if let (Some(limiter), Some((headers, target))) = (limiter, &up_facts) {
+                if !admitted.contains(&node) {
+                    let facts = RequestFacts::new(
+                        conn.peer.ip(),
+                        host.as_deref().unwrap_or(""),
+                        target,
+                        headers,
+                    )
+                    .with_upstream(&pool.id, addr);
+                    if let Err(r) = limiter.admit(Side::Upstream, &facts).await {
+                        log::debug!("{} → {addr}: {r}", conn.peer);
+                        return rate_limited(&r);
+                    }
+                    admitted.push(node);
+                }
+            }
             if let Some(e) = last_error.take() {
                 if !pool.budget.try_retry() {
                     log::debug!("upstream {}: retry budget exhausted: {e}", pool.id);
@@ -290,7 +448,6 @@ impl Proxy {
                 tokio::time::sleep(backoff(&opts.retry, retries - 1)).await;
             }
             tried.push(node);
-            let addr = pool.upstream.nodes()[node].addr;
             let mut head = parts.clone();
             if let Some(h) = rewrite::upstream_host(&opts.pass_host, client_host.as_ref(), addr) {
                 head.headers.insert(header::HOST, h);
@@ -298,7 +455,15 @@ impl Proxy {
             if let Some(protocol) = &upgrade {
                 upgrade::restore(&mut head.headers, protocol.clone());
             }
-            let req = Request::from_parts(head, body.take().unwrap_or_else(empty_up_body));
+            let attempt_body = match &replay {
+                Some(r) => {
+                    let (b, w) = request_body(r.body(), None);
+                    watch = w;
+                    b
+                }
+                None => body.take().unwrap_or_else(empty_up_body),
+            };
+            let req = Request::from_parts(head, attempt_body);
             let started = Instant::now();
             let sent = forward::send(
                 &pool.client,
@@ -311,10 +476,15 @@ impl Proxy {
             .await;
             match sent {
                 Ok(mut resp) => {
-                    let ok = !resp.status().is_server_error();
-                    pool.upstream
-                        .observe(node, started.elapsed(), ok, Instant::now());
-                    let upgraded = match (&on_upgrade, resp.status()) {
+                    let status = resp.status();
+                    pool.upstream.observe(
+                        node,
+                        started.elapsed(),
+                        !status.is_server_error(),
+                        Instant::now(),
+                    );
+                    pool.record(node, response_outcome(status));
+                    let upgraded = match (&on_upgrade, status) {
                         (Some(_), StatusCode::SWITCHING_PROTOCOLS) => {
                             Some(hyper::upgrade::on(&mut resp))
                         }
@@ -345,32 +515,69 @@ impl Proxy {
                     }
                     return Response::from_parts(parts, body);
                 }
+                Err((e, back)) if cold.is_some() && e.is_refusal() => {
+                    // Cold start: nothing was sent; another node now, or
+                    // a wait when every node refuses. Not a retry, and
+                    // not a passive-health failure (the node may be
+                    // starting).
+                    pool.upstream
+                        .observe(node, started.elapsed(), false, Instant::now());
+                    drop(flight);
+                    log::debug!("{addr}: {e}; cold start");
+                    tried.pop();
+                    refused.push(node);
+                    if replay.is_none() {
+                        body = back.map(Request::into_body);
+                    }
+                    refusal = Some(e);
+                }
                 Err((e, back)) => {
-                    let node_failed = matches!(
-                        e,
-                        ForwardError::Connect { .. }
-                            | ForwardError::Upstream { .. }
-                            | ForwardError::Timeout { .. }
-                    );
-                    if node_failed {
+                    if let Some(kind) = e.node_failure() {
                         pool.upstream
                             .observe(node, started.elapsed(), false, Instant::now());
+                        pool.record(node, Outcome::Failure(kind));
                     }
                     drop(flight);
                     let retry = retries < opts.retry.attempts
                         && e.retryable(replayable)
-                        && (back.is_some() || replayable);
+                        && (back.is_some() || replayable || replay.is_some());
                     log::debug!("{addr}: {e}{}", if retry { "; retrying" } else { "" });
                     if !retry {
                         return e.into_response();
                     }
                     retries += 1;
-                    body = back.map(Request::into_body);
+                    if replay.is_none() {
+                        body = back.map(Request::into_body);
+                    }
                     last_error = Some(e);
                 }
             }
         }
     }
+}
+
+/// The passive-health reading of a node's response: a gateway error
+/// (502/503/504: the node, or a proxy in front of it, could not serve)
+/// is a failure; anything else, a 500 included (the application
+/// answered), is a success.
+fn response_outcome(status: StatusCode) -> Outcome {
+    match status.as_u16() {
+        s @ (502..=504) => Outcome::Failure(FailureKind::Status(s)),
+        _ => Outcome::Success,
+    }
+}
+
+/// The answer to a request a rate limit rejected.
+fn rate_limited(r: &Rejection) -> Response<ProxyBody> {
+    let reason = match r.reason {
+        RejectReason::OverLimit => "rate-limited",
+        RejectReason::Denied => "denied",
+        RejectReason::TableFull => "rate-limit-table-full",
+    };
+    let mut resp = error_response(r.status, reason);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs()));
+    resp
 }
 
 fn unavailable(reason: &'static str) -> Response<ProxyBody> {
@@ -407,6 +614,21 @@ mod tests {
             let d = backoff(&p, retry);
             let full = Duration::from_millis(full);
             assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn only_gateway_errors_count_against_a_node() {
+        for s in [502, 503, 504] {
+            let status = StatusCode::from_u16(s).unwrap();
+            assert_eq!(
+                response_outcome(status),
+                Outcome::Failure(FailureKind::Status(s))
+            );
+        }
+        for s in [200, 101, 304, 404, 429, 500, 501, 505] {
+            let status = StatusCode::from_u16(s).unwrap();
+            assert_eq!(response_outcome(status), Outcome::Success, "{s}");
         }
     }
 
