@@ -2,6 +2,7 @@
 //! the eBPF steering that picks the worker for each new connection.
 
 pub mod balance;
+pub mod cache;
 pub mod cold_start;
 pub mod forward;
 pub mod headers;
