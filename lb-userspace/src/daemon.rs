@@ -138,11 +138,11 @@ impl Daemon {
         } else {
             None
         };
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
         let l7 = match l7_plan {
-            Some(plan) => Some(L7Service::start(plan).await?),
+            Some(plan) => Some(L7Service::start(plan, health_tx.clone()).await?),
             None => None,
         };
-        let (health_tx, health_rx) = mpsc::unbounded_channel();
         let mut d = Daemon {
             l4,
             l7,

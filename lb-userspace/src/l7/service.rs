@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::{
@@ -39,7 +39,7 @@ use super::{
 };
 use crate::{
     config::l7_plan::{L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan},
-    health::{HealthEvent, HealthView, Target},
+    health::{EventSource, HealthEvent, HealthView, PassiveTracker, Target},
 };
 
 /// How often certificate files are checked for changes.
@@ -73,6 +73,8 @@ pub struct L7Service {
     escalations: Option<tokio::sync::mpsc::UnboundedReceiver<Escalation>>,
     /// Active and passive verdicts of the L7 nodes (ids `l7/<upstream>/<addr>`).
     health: HealthView,
+    /// Where passive trackers report.
+    health_events: mpsc::UnboundedSender<HealthEvent>,
 }
 
 /// The health-check id of node `addr` of upstream `upstream`.
@@ -93,8 +95,11 @@ impl L7Service {
     /// Builds the proxy of `plan`, binds its listeners and starts its
     /// workers. Must be called inside a tokio runtime (DNS lookups and
     /// the certificate watchers run on it).
-    pub async fn start(plan: L7Plan) -> anyhow::Result<L7Service> {
-        let (resolved, pools) = build_pools(&plan, &HashMap::new()).await?;
+    pub async fn start(
+        plan: L7Plan,
+        health_events: mpsc::UnboundedSender<HealthEvent>,
+    ) -> anyhow::Result<L7Service> {
+        let (resolved, pools) = build_pools(&plan, &HashMap::new(), &health_events).await?;
         let (escalation_sink, escalations) = ratelimit::escalation_channel();
         let rules = build_rules(&plan, &HashMap::new())?;
         let mut listeners = Vec::new();
@@ -165,6 +170,7 @@ impl L7Service {
             escalation_sink,
             escalations: Some(escalations),
             health: HealthView::default(),
+            health_events,
         })
     }
 
@@ -191,6 +197,15 @@ impl L7Service {
     /// Applies a health verdict about an L7 node (`l7/…` ids): the node
     /// leaves or rejoins its pool. Returns whether eligibility changed.
     pub fn apply_health(&mut self, ev: &HealthEvent) -> bool {
+        if ev.source == EventSource::Active {
+            // The passive side's max-ejection guard counts nodes the
+            // active checks hold down.
+            for pool in self.pools.values() {
+                if let Some(t) = pool.passive() {
+                    t.set_active_healthy(&ev.target, ev.healthy);
+                }
+            }
+        }
         let Some(changed) = self.health.apply(ev) else {
             return false;
         };
@@ -273,7 +288,7 @@ impl L7Service {
                 restart.join(", ")
             );
         }
-        let (resolved, pools) = build_pools(&new, &self.pools).await?;
+        let (resolved, pools) = build_pools(&new, &self.pools, &self.health_events).await?;
         let rules = build_rules(&new, &self.rules)?;
         let mut proxies = Vec::with_capacity(new.listeners.len());
         for lp in &new.listeners {
@@ -432,6 +447,7 @@ fn worker(
 async fn build_pools(
     plan: &L7Plan,
     previous: &HashMap<String, Arc<Pool>>,
+    events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> anyhow::Result<(
     HashMap<String, Vec<(SocketAddr, u32)>>,
     HashMap<String, Arc<Pool>>,
@@ -440,7 +456,7 @@ async fn build_pools(
     let mut pools = HashMap::new();
     for up in &plan.upstreams {
         let addrs = resolve::resolve(up).await?;
-        let pool = build_pool(up, &addrs, previous.get(&up.id).map(|p| &**p))?;
+        let pool = build_pool(up, &addrs, previous.get(&up.id).map(|p| &**p), events)?;
         resolved.insert(up.id.clone(), addrs);
         pools.insert(up.id.clone(), Arc::new(pool));
     }
@@ -451,6 +467,7 @@ fn build_pool(
     up: &UpstreamPlan,
     addrs: &[(SocketAddr, u32)],
     previous: Option<&Pool>,
+    events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> anyhow::Result<Pool> {
     let nodes: Vec<Node> = addrs
         .iter()
@@ -473,14 +490,28 @@ fn build_pool(
         up.options.sticky_cookie.is_some(),
     )
     .with_context(|| format!("upstream {}", up.id))?;
-    Pool::new(
+    let pool = Pool::new(
         up.id.clone(),
         upstream,
         balancer,
         up.options.clone(),
         previous,
     )
-    .with_context(|| format!("upstream {}", up.id))
+    .with_context(|| format!("upstream {}", up.id))?;
+    let Some(cfg) = &up.passive else {
+        return Ok(pool);
+    };
+    let ids: Vec<String> = addrs.iter().map(|(a, _)| health_id(&up.id, *a)).collect();
+    let tracker = match previous.and_then(|p| p.passive()) {
+        Some(old) => PassiveTracker::with_previous(ids, cfg.clone(), events.clone(), old),
+        None => PassiveTracker::new(ids, cfg.clone(), events.clone()),
+    }
+    .map_err(|e| anyhow::anyhow!("upstream {}: passive health: {e}", up.id))?;
+    let tracker = Arc::new(tracker);
+    // The driver readmits ejected nodes; it ends once the tracker is
+    // dropped (after a reload replaced this pool and its requests ended).
+    tracker.spawn_driver();
+    Ok(pool.with_passive(tracker))
 }
 
 /// The rules of `plan`, reusing `previous` ones whose config is unchanged.
