@@ -380,7 +380,9 @@ where
 struct ResponseBody<G> {
     inner: Incoming,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Made on the first wait: a body already buffered (most small
+    /// responses) never costs a clock read or a timer registration.
+    timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
     _guard: G,
 }
@@ -395,7 +397,7 @@ pub fn response_body<G: Send + Sync + Unpin + 'static>(
     ResponseBody {
         inner: body,
         idle,
-        timer: Box::pin(tokio::time::sleep(idle)),
+        timer: None,
         waiting: false,
         _guard: guard,
     }
@@ -411,28 +413,38 @@ impl<G: Unpin> Body for ResponseBody<G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        // The clock measures the node's silence only: it starts when the
-        // client asks for more, not while the client is slow to read.
-        if !this.waiting {
-            this.waiting = true;
-            let at = tokio::time::Instant::now() + this.idle;
-            this.timer.as_mut().reset(at);
-        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
                 Poll::Ready(frame)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    log::debug!(
-                        "upstream sent nothing for {:?}: response cut off",
-                        this.idle
-                    );
-                    Poll::Ready(Some(Err(cut_off())))
+            // The clock measures the node's silence only: it starts when
+            // the client asked for more and the node had nothing, not
+            // while the client is slow to read.
+            Poll::Pending => {
+                let idle = this.idle;
+                let at = || tokio::time::Instant::now() + idle;
+                let timer = match &mut this.timer {
+                    Some(t) => {
+                        if !this.waiting {
+                            t.as_mut().reset(at());
+                        }
+                        t
+                    }
+                    None => this.timer.insert(Box::pin(tokio::time::sleep_until(at()))),
+                };
+                this.waiting = true;
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        log::debug!(
+                            "upstream sent nothing for {:?}: response cut off",
+                            this.idle
+                        );
+                        Poll::Ready(Some(Err(cut_off())))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

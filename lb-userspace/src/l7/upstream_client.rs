@@ -141,6 +141,8 @@ struct Inner {
     max_idle: usize,
     idle_timeout: Duration,
     conns: Mutex<HashMap<Key, NodeConns>>,
+    /// Whether the idle sweeper task runs.
+    sweeper: std::sync::atomic::AtomicBool,
 }
 
 /// The client of one upstream; cheap to clone (one shared pool).
@@ -173,6 +175,7 @@ impl UpstreamClient {
                 max_idle: options.max_idle_per_node,
                 idle_timeout: options.idle_timeout,
                 conns: Mutex::new(HashMap::new()),
+                sweeper: std::sync::atomic::AtomicBool::new(false),
             }),
             options: Arc::new(options.clone()),
         })
@@ -366,40 +369,64 @@ impl UpstreamClient {
 
     /// Puts an HTTP/1.1 connection back once its response is read; a
     /// connection upgraded, closed or abandoned mid-body never comes back.
+    ///
+    /// The task only lives until the response body is done. Idle expiry
+    /// is lazy (checked at checkout, newest first) plus one sweeper per
+    /// client: a timer per pooled request would keep `rate × idle_timeout`
+    /// sleeping tasks alive under load (millions at 30k req/s).
     fn recycle(&self, key: Key, mut sender: http1::SendRequest<UpBody>) {
         if self.inner.max_idle == 0 {
             return;
         }
+        self.ensure_sweeper();
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
                 return;
             }
-            let timeout = {
+            let Some(inner) = weak.upgrade() else { return };
+            let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = conns.entry(key).or_default();
+            if entry.idle.len() >= inner.max_idle {
+                // The oldest is the likeliest to be closed by the node.
+                entry.idle.remove(0);
+            }
+            entry.idle.push((sender, Instant::now()));
+        });
+    }
+
+    /// Starts this client's idle sweeper once: every `idle_timeout / 2`
+    /// (at most 10 s) it closes connections idle longer than
+    /// `idle_timeout` or closed by their node. It ends with the client.
+    fn ensure_sweeper(&self) {
+        if self
+            .inner
+            .sweeper
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let every = (self.inner.idle_timeout / 2)
+            .min(Duration::from_secs(10))
+            .max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
+                let timeout = inner.idle_timeout;
                 let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-                let entry = conns.entry(key.clone()).or_default();
-                entry
-                    .idle
-                    .retain(|(c, at)| at.elapsed() < inner.idle_timeout && !c.is_closed());
-                if entry.idle.len() >= inner.max_idle {
-                    entry.idle.remove(0);
-                }
-                entry.idle.push((sender, Instant::now()));
-                inner.idle_timeout
-            };
-            // Closes it if nobody took it in time.
-            tokio::time::sleep(timeout).await;
-            if let Some(inner) = weak.upgrade() {
-                let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(entry) = conns.get_mut(&key) {
+                conns.retain(|_, entry| {
                     entry
                         .idle
                         .retain(|(c, at)| at.elapsed() < timeout && !c.is_closed());
-                    if entry.idle.is_empty() && entry.h2.is_none() {
-                        conns.remove(&key);
+                    if entry.h2.as_ref().is_some_and(|h| h.is_closed()) {
+                        entry.h2 = None;
                     }
-                }
+                    !(entry.idle.is_empty() && entry.h2.is_none())
+                });
             }
         });
     }
