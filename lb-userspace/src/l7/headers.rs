@@ -116,6 +116,20 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
 
 /// Appends this hop to `Via` (requests and responses alike).
 pub fn append_via(headers: &mut HeaderMap, version: http::Version) {
+    if !headers.contains_key(header::VIA) {
+        // The usual case, without formatting or copying (every proxied
+        // request and response passes here).
+        let hop = match version {
+            http::Version::HTTP_2 => "2 xlb",
+            http::Version::HTTP_10 => "1.0 xlb",
+            http::Version::HTTP_11 => "1.1 xlb",
+            _ => "",
+        };
+        if !hop.is_empty() {
+            headers.insert(header::VIA, HeaderValue::from_static(hop));
+            return;
+        }
+    }
     let hop = format!("{} {VIA_NAME}", via_protocol(version));
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {hop}"),
