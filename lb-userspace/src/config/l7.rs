@@ -30,6 +30,33 @@ pub struct L7Config {
     /// Named rate-limit rules, referenced by routes.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitYaml>,
+    /// The response cache's store (one, shared by the routes with
+    /// `cache: true`). Absent: defaults, when a route caches.
+    #[serde(default)]
+    pub cache: Option<CacheYaml>,
+}
+
+/// `l7.cache`: the shared response store and who may purge it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheYaml {
+    /// Bound of the store (bodies + headers + keys).
+    pub max_bytes: Size,
+    /// Larger responses stream through uncached.
+    pub max_object_bytes: Size,
+    /// Source prefixes (`ADDR/LEN` or `ADDR`) whose `PURGE` requests are
+    /// honoured; empty: `PURGE` is refused on caching routes.
+    pub purge_from: Vec<String>,
+}
+
+impl Default for CacheYaml {
+    fn default() -> Self {
+        CacheYaml {
+            max_bytes: Size(256 << 20),
+            max_object_bytes: Size(8 << 20),
+            purge_from: Vec::new(),
+        }
+    }
 }
 
 /// Protocol limits every listener applies.
@@ -161,6 +188,9 @@ pub struct RouteConfig {
     pub rate_limits: Vec<String>,
     #[serde(default)]
     pub cold_start: Option<ColdStartYaml>,
+    /// GET/HEAD answered from the shared response cache (`l7.cache`).
+    #[serde(default)]
+    pub cache: bool,
 }
 
 /// A header condition: `value` (exact), `prefix`, or neither (present).

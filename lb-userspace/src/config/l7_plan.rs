@@ -13,9 +13,13 @@ use std::{
 use http::{HeaderName, HeaderValue, Method};
 
 use super::{
-    l7::{HeaderEditsConfig, L7Config, PassHostConfig, ProtocolConfig, RouteConfig, UpstreamYaml},
+    l7::{
+        CacheYaml, HeaderEditsConfig, L7Config, PassHostConfig, ProtocolConfig, RouteConfig,
+        UpstreamYaml,
+    },
     validate::Issue,
 };
+use crate::datapath::deny::Prefix;
 use crate::health::{CheckSpec, PassiveConfig};
 use crate::l7::ratelimit::RuleConfig;
 use crate::l7::{
@@ -41,7 +45,35 @@ pub struct L7Plan {
     pub limits: ServerLimits,
     pub listeners: Vec<ListenerPlan>,
     pub upstreams: Vec<UpstreamPlan>,
+    /// The response cache's store: `Some` when `l7.cache` is set or a
+    /// route caches (then with the defaults).
+    pub cache: Option<CachePlan>,
 }
+
+/// `l7.cache`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePlan {
+    pub max_bytes: u64,
+    pub max_object_bytes: u64,
+    /// Sources whose `PURGE` is honoured (empty: none).
+    pub purge_from: Vec<Prefix>,
+}
+
+impl CachePlan {
+    /// Whether a store built for `self` can serve `other` (the purge list
+    /// is not part of the store).
+    pub fn same_store(&self, other: &CachePlan) -> bool {
+        self.max_bytes == other.max_bytes && self.max_object_bytes == other.max_object_bytes
+    }
+}
+
+/// Marks a route with `cache: true` in its `extensions`; the runtime
+/// attaches the shared store (`RouteOptions::cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedRoute;
+
+/// Largest `l7.cache.max_object_bytes` (an entry's weight is a `u32`).
+const MAX_OBJECT_BYTES: u64 = 1 << 30;
 
 impl L7Plan {
     /// True when there is nothing to serve.
@@ -162,6 +194,15 @@ impl Planner {
                     spec.extensions
                         .insert(RouteRateLimits(r.rate_limits.clone()));
                 }
+                if r.cache {
+                    if r.redirect_https.is_some() {
+                        self.issue(
+                            format!("l7.routes[{i}].cache"),
+                            "a route that only redirects has nothing to cache",
+                        );
+                    }
+                    spec.extensions.insert(CachedRoute);
+                }
                 (r.listeners.clone(), spec)
             })
             .collect();
@@ -174,12 +215,46 @@ impl Planner {
             }
         }
         let listeners = self.listeners(l7, &routes);
+        let cache = match &l7.cache {
+            Some(c) => Some(self.cache(c)),
+            None if l7.routes.iter().any(|r| r.cache) => Some(self.cache(&CacheYaml::default())),
+            None => None,
+        };
         L7Plan {
             workers,
             rate_rules,
             limits,
             listeners,
             upstreams,
+            cache,
+        }
+    }
+
+    fn cache(&mut self, c: &CacheYaml) -> CachePlan {
+        if c.max_bytes.0 < 1 << 20 {
+            self.issue("l7.cache.max_bytes".into(), "must be at least 1MiB");
+        }
+        if c.max_object_bytes.0 == 0 {
+            self.issue("l7.cache.max_object_bytes".into(), "must not be zero");
+        } else if c.max_object_bytes.0 > MAX_OBJECT_BYTES {
+            self.issue("l7.cache.max_object_bytes".into(), "at most 1GiB");
+        } else if c.max_object_bytes.0 > c.max_bytes.0 {
+            self.issue(
+                "l7.cache.max_object_bytes".into(),
+                "larger than max_bytes: such an object could never be stored",
+            );
+        }
+        let mut purge_from = Vec::new();
+        for (j, p) in c.purge_from.iter().enumerate() {
+            match p.trim().parse::<Prefix>() {
+                Ok(p) => purge_from.push(p),
+                Err(e) => self.issue(format!("l7.cache.purge_from[{j}]"), e.to_string()),
+            }
+        }
+        CachePlan {
+            max_bytes: c.max_bytes.0,
+            max_object_bytes: c.max_object_bytes.0,
+            purge_from,
         }
     }
 
@@ -612,6 +687,7 @@ impl Planner {
                 None => default_body,
             },
             rate_limit: None,
+            cache: None,
             cold_start: r.cold_start.as_ref().map(|c| {
                 let d = ColdStart::default();
                 let cs = ColdStart {

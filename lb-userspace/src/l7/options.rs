@@ -7,6 +7,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
+use crate::datapath::deny::Prefix;
+
 /// Per-route timeouts. Long-lived exchanges (WebSocket, gRPC streams, SSE)
 /// are bounded by `idle`, never by a whole-request deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +148,10 @@ pub struct RouteOptions {
     pub rate_limit: Option<SharedLimiter>,
     /// Hold requests while the backend is starting (cold start).
     pub cold_start: Option<ColdStart>,
+    /// The response cache this route's requests go through (GET/HEAD
+    /// answered from it; other methods pass and invalidate), and who may
+    /// `PURGE` it. `None`: the route does not cache.
+    pub cache: Option<SharedCache>,
 }
 
 /// A route's rate limiter, shared (compared by identity: two routes naming
@@ -162,6 +168,48 @@ impl PartialEq for SharedLimiter {
 impl std::fmt::Debug for SharedLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SharedLimiter")
+    }
+}
+
+/// A route's view of the response cache: the store (one per service,
+/// shared by every caching route and kept across reloads) and the source
+/// prefixes allowed to `PURGE` it. Compared by identity, like
+/// [`SharedLimiter`].
+#[derive(Clone)]
+pub struct SharedCache(pub Arc<RouteCache>);
+
+impl SharedCache {
+    /// `cache`, purgeable from `purge_from` (empty: `PURGE` is refused).
+    pub fn new(cache: super::cache::Cache, purge_from: Vec<Prefix>) -> SharedCache {
+        SharedCache(Arc::new(RouteCache { cache, purge_from }))
+    }
+}
+
+impl PartialEq for SharedCache {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for SharedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedCache")
+    }
+}
+
+/// See [`SharedCache`].
+#[derive(Debug)]
+pub struct RouteCache {
+    /// The store (cheap to clone; clones share it).
+    pub cache: super::cache::Cache,
+    /// Sources allowed to `PURGE`.
+    pub purge_from: Vec<Prefix>,
+}
+
+impl RouteCache {
+    /// Whether `ip` may purge.
+    pub fn may_purge(&self, ip: std::net::IpAddr) -> bool {
+        self.purge_from.iter().any(|p| p.contains(ip))
     }
 }
 

@@ -16,6 +16,20 @@
 //! with retries on other nodes within the route's policy and the
 //! upstream's retry budget).
 //!
+//! On a route with a cache ([`RouteOptions::cache`]), after the body size
+//! check: a `PURGE` is answered by the cache and never forwarded (see
+//! [`purge`]); an upgrade request bypasses the cache; every other request
+//! goes through [`cache::Cache::serve_keyed`], keyed by [`route_key`] on
+//! the request as received, with the node pick, forwarding and retries as
+//! its `fetch` ([`forward_exchange`], an owned future). Rate limits come
+//! before the cache, as in nginx (`limit_req` runs before `proxy_cache`):
+//! a rejected client gets its 429 even for a cached URL, and a cache hit
+//! still counts against its rules; upstream-side rules only see the
+//! requests that reach a node. The route's response header edits and the
+//! sticky cookie are applied outside the cache ([`finish`]): edits to
+//! every response from a node or from the store, the cookie only when a
+//! node was picked for this request.
+//!
 //! Every attempt's outcome on a node is reported to the pool's passive
 //! health tracker, when it has one ([`Pool::with_passive`]): a refused,
 //! reset or timed-out connection and a 502/503/504 from the node count as
@@ -29,12 +43,14 @@
 //! (they consume neither `RetryPolicy` attempts nor the retry budget).
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
 use http::{
-    header, uri::PathAndQuery, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri,
+    header, request, uri::PathAndQuery, HeaderMap, HeaderValue, Method, Request, Response,
+    StatusCode, Uri,
 };
 use hyper::{
     body::{Body as _, Incoming},
@@ -43,13 +59,14 @@ use hyper::{
 
 use super::{
     balance::{Balancer, PickContext, Unavailable, Upstream},
+    cache::{self, x_cache, X_CACHE},
     cold_start::{self, Buffered, Hold, Replay},
     forward::{
         self, empty_body, empty_up_body, error_response, request_body, response_body,
-        response_head, ForwardError, ProxyBody,
+        response_head, text_body, ForwardError, ProxyBody, ERROR_HEADER,
     },
     headers::{self, Downstream},
-    options::{HashOn, RetryPolicy, RouteOptions, UpstreamOptions},
+    options::{HashOn, RetryPolicy, RouteCache, RouteOptions, UpstreamOptions},
     ratelimit::{RejectReason, Rejection, RequestFacts, Side},
     retry_budget::RetryBudget,
     rewrite,
@@ -204,7 +221,7 @@ impl Proxy {
 
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let (host, route): (Option<String>, Arc<Route>) = {
             let info = match RequestInfo::from_parts(&parts) {
                 Ok(i) => i,
@@ -270,290 +287,475 @@ impl Proxy {
             }
         }
 
-        let upgrade = upgrade::requested(&parts.headers, parts.version);
-        let on_upgrade = match upgrade {
-            Some(_) => parts.extensions.remove::<OnUpgrade>(),
-            None => None,
-        };
-        let hash_key: Option<Vec<u8>> = match &pool.options.hash_on {
-            HashOn::ClientIp => None,
-            HashOn::Header(name) => parts.headers.get(name).map(|v| v.as_bytes().to_vec()),
-            HashOn::Cookie(name) => headers::cookie(&parts.headers, name).map(<[u8]>::to_vec),
-            HashOn::Uri => parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().as_bytes().to_vec()),
-        };
+        let pool = pool.clone();
         let sticky_in: Option<Vec<u8>> = pool
             .options
             .sticky_cookie
             .as_deref()
             .and_then(|name| headers::cookie(&parts.headers, name))
             .map(<[u8]>::to_vec);
-        // What the client asked for, port included (`pass_host: pass`).
-        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        // Only a bodiless idempotent request may be sent twice: its whole
-        // content is the head, which is still here, and doing it twice is
-        // harmless.
-        let replayable = idempotent(&parts.method) && body.is_end_stream();
-
-        let target = opts
-            .path_rewrite
-            .as_ref()
-            .and_then(|rw| rewrite::rewrite_path(&parts.uri, rw))
-            .or_else(|| parts.uri.path_and_query().cloned())
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let down = Downstream {
-            client_ip: conn.peer.ip(),
-            proto: if conn.tls { "https" } else { "http" },
-            host: host.as_deref(),
-            version: parts.version,
+        let exchange = Exchange {
+            pool: pool.clone(),
+            route: route.clone(),
+            conn,
+            host,
+            arrived,
+            up_facts,
+            sticky_in: sticky_in.clone(),
         };
-        parts.uri = Uri::from(target);
-        headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_forwarded(&mut parts.headers, &down);
-        headers::apply_edits(&mut parts.headers, &opts.request_headers);
-        parts.headers.remove(header::HOST);
-        parts.extensions = http::Extensions::new();
-        parts.version = http::Version::HTTP_11;
-        let (up_body, mut watch) = request_body(body, opts.max_body_bytes);
+        let sticky_in = sticky_in.as_deref();
+        let Some(rc) = &opts.cache else {
+            let resp = forward_exchange(exchange, parts, body).await;
+            return finish(resp, opts, &pool, sticky_in, false);
+        };
+        let rc = &rc.0;
+        if parts.method.as_str() == "PURGE" {
+            return purge(rc, route.id(), &parts, conn.peer.ip());
+        }
+        if upgrade::requested(&parts.headers, parts.version).is_some() {
+            // A protocol switch is an exchange, not a representation.
+            let mut resp = forward_exchange(exchange, parts, body).await;
+            resp.headers_mut()
+                .insert(X_CACHE, HeaderValue::from_static(x_cache::BYPASS));
+            return finish(resp, opts, &pool, sticky_in, false);
+        }
+        // The key and the cache's view are the request as the client sent
+        // it (before any rewrite); the owned parts go to `fetch`.
+        let view = head_view(&parts);
+        let key = route_key(route.id(), &view);
+        let resp = rc
+            .cache
+            .serve_keyed(key.as_bytes(), &view, move |cond: Option<HeaderMap>| {
+                let mut parts = parts;
+                cache::apply_conditional(&mut parts.headers, cond.as_ref());
+                forward_exchange(exchange, parts, body)
+            })
+            .await;
+        finish(resp, opts, &pool, sticky_in, true)
+    }
+}
 
-        pool.budget.record_request();
-        let mut body = Some(up_body);
-        let mut tried: Vec<usize> = Vec::new();
-        let mut busy: Vec<usize> = Vec::new();
-        let mut last_error: Option<ForwardError> = None;
-        let mut retries = 0;
-        let cold = opts.cold_start;
-        let mut hold: Option<Hold> = None;
-        // The buffered body, once the request is held.
-        let mut replay: Option<Replay> = None;
-        // Nodes that refused the connection since the last wait.
-        let mut refused: Vec<usize> = Vec::new();
-        let mut refusal: Option<ForwardError> = None;
-        // Nodes the upstream-side rate limit admitted this request to.
-        let mut admitted: Vec<usize> = Vec::new();
-        loop {
-            let exclude: Vec<usize> = tried.iter().chain(&busy).chain(&refused).copied().collect();
-            let ctx = PickContext::new(conn.peer.ip())
-                .with_exclude(&exclude)
-                .with_hash_key(hash_key.as_deref())
-                .with_sticky(sticky_in.as_deref());
-            let Some(node) = pool.balancer.pick(&ctx) else {
-                if let Some(cfg) = cold {
-                    // Nodes refuse or are all down: they may be starting.
-                    let starting = !refused.is_empty()
-                        || pool.upstream.unavailable(&exclude) == Some(Unavailable::AllUnhealthy);
-                    if starting {
-                        let hold = hold.get_or_insert_with(|| {
-                            Hold::new(cfg, arrived.unwrap_or_else(Instant::now))
-                        });
-                        let held = match (&replay, body.take()) {
-                            (Some(_), _) => true,
-                            // The body went to a node that failed after it
-                            // was sent: nothing left to hold.
-                            (None, None) if !replayable => false,
-                            (None, b) => {
-                                let b = b.unwrap_or_else(empty_up_body);
-                                let buffering =
-                                    cold_start::buffer(b, cfg.max_body_bytes, opts.timeouts.send);
-                                match tokio::time::timeout_at(hold.deadline(), buffering).await {
-                                    Err(_) => return hold.timeout_response(),
-                                    Ok(Buffered::Failed(e)) => return e.into_response(),
-                                    Ok(Buffered::Whole(r)) => {
-                                        replay = Some(r);
-                                        true
-                                    }
-                                    Ok(Buffered::TooLarge(b)) => {
-                                        body = Some(b);
-                                        false
-                                    }
+/// What [`forward_exchange`] needs besides the request: owned, so that the
+/// forwarding can run as a `'static` future (the cache runs it after the
+/// client has its answer when it refreshes in the background).
+struct Exchange {
+    pool: Arc<Pool>,
+    route: Arc<Route>,
+    conn: ConnInfo,
+    /// The request's host (without port), as routed.
+    host: Option<String>,
+    /// When a cold-start hold's deadline counts from.
+    arrived: Option<Instant>,
+    /// What upstream-side rate-limit rules key on (headers and target as
+    /// received), when the route has such rules.
+    up_facts: Option<(HeaderMap, String)>,
+    /// The sticky cookie's value the client sent.
+    sticky_in: Option<Vec<u8>>,
+}
+
+/// The node a response came from (a response extension set by
+/// [`forward_exchange`], taken off by [`finish`]).
+#[derive(Debug, Clone, Copy)]
+struct FromNode(usize);
+
+/// Picks a node of the route's upstream and forwards the request, retrying
+/// on other nodes within the route's policy (and holding it for a cold
+/// start): everything after the route's checks. The response is the
+/// node's (with [`FromNode`]) or one of xlb's errors; response header
+/// edits and the sticky cookie are not applied yet.
+async fn forward_exchange(
+    x: Exchange,
+    mut parts: request::Parts,
+    body: Incoming,
+) -> Response<ProxyBody> {
+    let Exchange {
+        pool,
+        route,
+        conn,
+        host,
+        arrived,
+        up_facts,
+        sticky_in,
+    } = x;
+    let pool = &*pool;
+    let opts = route
+        .spec()
+        .extensions
+        .get::<RouteOptions>()
+        .unwrap_or_else(|| default_options());
+    let limiter = opts.rate_limit.as_ref().map(|l| &*l.0);
+    let upgrade = upgrade::requested(&parts.headers, parts.version);
+    let on_upgrade = match upgrade {
+        Some(_) => parts.extensions.remove::<OnUpgrade>(),
+        None => None,
+    };
+    let hash_key: Option<Vec<u8>> = match &pool.options.hash_on {
+        HashOn::ClientIp => None,
+        HashOn::Header(name) => parts.headers.get(name).map(|v| v.as_bytes().to_vec()),
+        HashOn::Cookie(name) => headers::cookie(&parts.headers, name).map(<[u8]>::to_vec),
+        HashOn::Uri => parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().as_bytes().to_vec()),
+    };
+    // What the client asked for, port included (`pass_host: pass`).
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    // Only a bodiless idempotent request may be sent twice: its whole
+    // content is the head, which is still here, and doing it twice is
+    // harmless.
+    let replayable = idempotent(&parts.method) && body.is_end_stream();
+
+    let target = opts
+        .path_rewrite
+        .as_ref()
+        .and_then(|rw| rewrite::rewrite_path(&parts.uri, rw))
+        .or_else(|| parts.uri.path_and_query().cloned())
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let down = Downstream {
+        client_ip: conn.peer.ip(),
+        proto: if conn.tls { "https" } else { "http" },
+        host: host.as_deref(),
+        version: parts.version,
+    };
+    parts.uri = Uri::from(target);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarded(&mut parts.headers, &down);
+    headers::apply_edits(&mut parts.headers, &opts.request_headers);
+    parts.headers.remove(header::HOST);
+    parts.extensions = http::Extensions::new();
+    parts.version = http::Version::HTTP_11;
+    let (up_body, mut watch) = request_body(body, opts.max_body_bytes);
+
+    pool.budget.record_request();
+    let mut body = Some(up_body);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut busy: Vec<usize> = Vec::new();
+    let mut last_error: Option<ForwardError> = None;
+    let mut retries = 0;
+    let cold = opts.cold_start;
+    let mut hold: Option<Hold> = None;
+    // The buffered body, once the request is held.
+    let mut replay: Option<Replay> = None;
+    // Nodes that refused the connection since the last wait.
+    let mut refused: Vec<usize> = Vec::new();
+    let mut refusal: Option<ForwardError> = None;
+    // Nodes the upstream-side rate limit admitted this request to.
+    let mut admitted: Vec<usize> = Vec::new();
+    loop {
+        let exclude: Vec<usize> = tried.iter().chain(&busy).chain(&refused).copied().collect();
+        let ctx = PickContext::new(conn.peer.ip())
+            .with_exclude(&exclude)
+            .with_hash_key(hash_key.as_deref())
+            .with_sticky(sticky_in.as_deref());
+        let Some(node) = pool.balancer.pick(&ctx) else {
+            if let Some(cfg) = cold {
+                // Nodes refuse or are all down: they may be starting.
+                let starting = !refused.is_empty()
+                    || pool.upstream.unavailable(&exclude) == Some(Unavailable::AllUnhealthy);
+                if starting {
+                    let hold = hold.get_or_insert_with(|| {
+                        Hold::new(cfg, arrived.unwrap_or_else(Instant::now))
+                    });
+                    let held = match (&replay, body.take()) {
+                        (Some(_), _) => true,
+                        // The body went to a node that failed after it
+                        // was sent: nothing left to hold.
+                        (None, None) if !replayable => false,
+                        (None, b) => {
+                            let b = b.unwrap_or_else(empty_up_body);
+                            let buffering =
+                                cold_start::buffer(b, cfg.max_body_bytes, opts.timeouts.send);
+                            match tokio::time::timeout_at(hold.deadline(), buffering).await {
+                                Err(_) => return hold.timeout_response(),
+                                Ok(Buffered::Failed(e)) => return e.into_response(),
+                                Ok(Buffered::Whole(r)) => {
+                                    replay = Some(r);
+                                    true
+                                }
+                                Ok(Buffered::TooLarge(b)) => {
+                                    body = Some(b);
+                                    false
                                 }
                             }
-                        };
-                        if held {
-                            if !hold.wait().await {
-                                log::debug!(
-                                    "upstream {}: no node up within {:?} (cold start)",
-                                    pool.id,
-                                    cfg.deadline
-                                );
-                                return hold.timeout_response();
-                            }
-                            refused.clear();
-                            busy.clear();
-                            continue;
                         }
-                        // Not held (a body too large to buffer): as
-                        // without cold start.
-                    }
-                }
-                // Every node was tried: the client gets the last failure
-                // (a 502 says more than "no node" would).
-                if let Some(e) = last_error.or(refusal) {
-                    return e.into_response();
-                }
-                if !busy.is_empty() {
-                    log::debug!(
-                        "upstream {}: every node is at max_requests_per_node",
-                        pool.id
-                    );
-                    return unavailable("upstream-busy");
-                }
-                let reason = pool
-                    .upstream
-                    .unavailable(&exclude)
-                    .map(|u| u.to_string())
-                    .unwrap_or_else(|| "no node available".into());
-                log::debug!("upstream {}: {reason}", pool.id);
-                return unavailable("no-healthy-node");
-            };
-            let flight = pool.upstream.begin(node);
-            if let Some(max) = pool.options.max_requests_per_node {
-                // Counted first, checked after: concurrent requests cannot
-                // all slip under the limit together.
-                if pool.upstream.state(node).in_flight() > u64::from(max) {
-                    drop(flight);
-                    busy.push(node);
-                    continue;
-                }
-            }
-            let addr = pool.upstream.nodes()[node].addr;
-            if let (Some(limiter), Some((headers, target))) = (limiter, &up_facts) {
-                if !admitted.contains(&node) {
-                    let facts = RequestFacts::new(
-                        conn.peer.ip(),
-                        host.as_deref().unwrap_or(""),
-                        target,
-                        headers,
-                    )
-                    .with_upstream(&pool.id, addr);
-                    if let Err(r) = limiter.admit(Side::Upstream, &facts).await {
-                        log::debug!("{} → {addr}: {r}", conn.peer);
-                        return rate_limited(&r);
-                    }
-                    admitted.push(node);
-                }
-            }
-            if let Some(e) = last_error.take() {
-                if !pool.budget.try_retry() {
-                    log::debug!("upstream {}: retry budget exhausted: {e}", pool.id);
-                    return e.into_response();
-                }
-                tokio::time::sleep(backoff(&opts.retry, retries - 1)).await;
-            }
-            tried.push(node);
-            let mut head = parts.clone();
-            if let Some(h) = rewrite::upstream_host(&opts.pass_host, client_host.as_ref(), addr) {
-                head.headers.insert(header::HOST, h);
-            }
-            if let Some(protocol) = &upgrade {
-                upgrade::restore(&mut head.headers, protocol.clone());
-            }
-            let attempt_body = match &replay {
-                Some(r) => {
-                    let (b, w) = request_body(r.body(), None);
-                    watch = w;
-                    b
-                }
-                None => body.take().unwrap_or_else(empty_up_body),
-            };
-            let req = Request::from_parts(head, attempt_body);
-            let started = Instant::now();
-            let sent = forward::send(
-                &pool.client,
-                addr,
-                req,
-                upgrade.is_some(),
-                &opts.timeouts,
-                &watch,
-            )
-            .await;
-            match sent {
-                Ok(mut resp) => {
-                    let status = resp.status();
-                    pool.upstream.observe(
-                        node,
-                        started.elapsed(),
-                        !status.is_server_error(),
-                        Instant::now(),
-                    );
-                    pool.record(node, response_outcome(status));
-                    let upgraded = match (&on_upgrade, status) {
-                        (Some(_), StatusCode::SWITCHING_PROTOCOLS) => {
-                            Some(hyper::upgrade::on(&mut resp))
-                        }
-                        _ => None,
                     };
-                    let (mut parts, incoming) = resp.into_parts();
-                    let protocol = parts.headers.get(header::UPGRADE).cloned();
-                    response_head(&mut parts);
-                    let body = match (upgraded, on_upgrade) {
-                        (Some(up), Some(down)) => {
-                            if let Some(p) = protocol {
-                                upgrade::restore(&mut parts.headers, p);
-                            }
-                            let label = format!("{} ↔ {addr}", conn.peer);
-                            upgrade::splice(down, up, opts.timeouts.idle, label, flight);
-                            empty_body()
+                    if held {
+                        if !hold.wait().await {
+                            log::debug!(
+                                "upstream {}: no node up within {:?} (cold start)",
+                                pool.id,
+                                cfg.deadline
+                            );
+                            return hold.timeout_response();
                         }
-                        _ => response_body(incoming, opts.timeouts.idle, flight),
-                    };
-                    headers::apply_edits(&mut parts.headers, &opts.response_headers);
-                    if let Some(name) = &pool.options.sticky_cookie {
-                        let value = pool.upstream.cookie_value(node);
-                        if sticky_in.as_deref() != Some(value.as_bytes()) {
-                            if let Some(c) = headers::session_cookie(name, value) {
-                                parts.headers.append(header::SET_COOKIE, c);
-                            }
-                        }
+                        refused.clear();
+                        busy.clear();
+                        continue;
                     }
-                    return Response::from_parts(parts, body);
+                    // Not held (a body too large to buffer): as
+                    // without cold start.
                 }
-                Err((e, back)) if cold.is_some() && e.is_refusal() => {
-                    // Cold start: nothing was sent; another node now, or
-                    // a wait when every node refuses. Not a retry, and
-                    // not a passive-health failure (the node may be
-                    // starting).
+            }
+            // Every node was tried: the client gets the last failure
+            // (a 502 says more than "no node" would).
+            if let Some(e) = last_error.or(refusal) {
+                return e.into_response();
+            }
+            if !busy.is_empty() {
+                log::debug!(
+                    "upstream {}: every node is at max_requests_per_node",
+                    pool.id
+                );
+                return unavailable("upstream-busy");
+            }
+            let reason = pool
+                .upstream
+                .unavailable(&exclude)
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "no node available".into());
+            log::debug!("upstream {}: {reason}", pool.id);
+            return unavailable("no-healthy-node");
+        };
+        let flight = pool.upstream.begin(node);
+        if let Some(max) = pool.options.max_requests_per_node {
+            // Counted first, checked after: concurrent requests cannot
+            // all slip under the limit together.
+            if pool.upstream.state(node).in_flight() > u64::from(max) {
+                drop(flight);
+                busy.push(node);
+                continue;
+            }
+        }
+        let addr = pool.upstream.nodes()[node].addr;
+        if let (Some(limiter), Some((headers, target))) = (limiter, &up_facts) {
+            if !admitted.contains(&node) {
+                let facts = RequestFacts::new(
+                    conn.peer.ip(),
+                    host.as_deref().unwrap_or(""),
+                    target,
+                    headers,
+                )
+                .with_upstream(&pool.id, addr);
+                if let Err(r) = limiter.admit(Side::Upstream, &facts).await {
+                    log::debug!("{} → {addr}: {r}", conn.peer);
+                    return rate_limited(&r);
+                }
+                admitted.push(node);
+            }
+        }
+        if let Some(e) = last_error.take() {
+            if !pool.budget.try_retry() {
+                log::debug!("upstream {}: retry budget exhausted: {e}", pool.id);
+                return e.into_response();
+            }
+            tokio::time::sleep(backoff(&opts.retry, retries - 1)).await;
+        }
+        tried.push(node);
+        let mut head = parts.clone();
+        if let Some(h) = rewrite::upstream_host(&opts.pass_host, client_host.as_ref(), addr) {
+            head.headers.insert(header::HOST, h);
+        }
+        if let Some(protocol) = &upgrade {
+            upgrade::restore(&mut head.headers, protocol.clone());
+        }
+        let attempt_body = match &replay {
+            Some(r) => {
+                let (b, w) = request_body(r.body(), None);
+                watch = w;
+                b
+            }
+            None => body.take().unwrap_or_else(empty_up_body),
+        };
+        let req = Request::from_parts(head, attempt_body);
+        let started = Instant::now();
+        let sent = forward::send(
+            &pool.client,
+            addr,
+            req,
+            upgrade.is_some(),
+            &opts.timeouts,
+            &watch,
+        )
+        .await;
+        match sent {
+            Ok(mut resp) => {
+                let status = resp.status();
+                pool.upstream.observe(
+                    node,
+                    started.elapsed(),
+                    !status.is_server_error(),
+                    Instant::now(),
+                );
+                pool.record(node, response_outcome(status));
+                let upgraded = match (&on_upgrade, status) {
+                    (Some(_), StatusCode::SWITCHING_PROTOCOLS) => {
+                        Some(hyper::upgrade::on(&mut resp))
+                    }
+                    _ => None,
+                };
+                let (mut parts, incoming) = resp.into_parts();
+                let protocol = parts.headers.get(header::UPGRADE).cloned();
+                response_head(&mut parts);
+                let body = match (upgraded, on_upgrade) {
+                    (Some(up), Some(down)) => {
+                        if let Some(p) = protocol {
+                            upgrade::restore(&mut parts.headers, p);
+                        }
+                        let label = format!("{} ↔ {addr}", conn.peer);
+                        upgrade::splice(down, up, opts.timeouts.idle, label, flight);
+                        empty_body()
+                    }
+                    _ => response_body(incoming, opts.timeouts.idle, flight),
+                };
+                // Response header edits and the sticky cookie are the
+                // caller's (outside the cache): see `finish`.
+                parts.extensions.insert(FromNode(node));
+                return Response::from_parts(parts, body);
+            }
+            Err((e, back)) if cold.is_some() && e.is_refusal() => {
+                // Cold start: nothing was sent; another node now, or
+                // a wait when every node refuses. Not a retry, and
+                // not a passive-health failure (the node may be
+                // starting).
+                pool.upstream
+                    .observe(node, started.elapsed(), false, Instant::now());
+                drop(flight);
+                log::debug!("{addr}: {e}; cold start");
+                tried.pop();
+                refused.push(node);
+                if replay.is_none() {
+                    body = back.map(Request::into_body);
+                }
+                refusal = Some(e);
+            }
+            Err((e, back)) => {
+                if let Some(kind) = e.node_failure() {
                     pool.upstream
                         .observe(node, started.elapsed(), false, Instant::now());
-                    drop(flight);
-                    log::debug!("{addr}: {e}; cold start");
-                    tried.pop();
-                    refused.push(node);
-                    if replay.is_none() {
-                        body = back.map(Request::into_body);
-                    }
-                    refusal = Some(e);
+                    pool.record(node, Outcome::Failure(kind));
                 }
-                Err((e, back)) => {
-                    if let Some(kind) = e.node_failure() {
-                        pool.upstream
-                            .observe(node, started.elapsed(), false, Instant::now());
-                        pool.record(node, Outcome::Failure(kind));
-                    }
-                    drop(flight);
-                    let retry = retries < opts.retry.attempts
-                        && e.retryable(replayable)
-                        && (back.is_some() || replayable || replay.is_some());
-                    log::debug!("{addr}: {e}{}", if retry { "; retrying" } else { "" });
-                    if !retry {
-                        return e.into_response();
-                    }
-                    retries += 1;
-                    if replay.is_none() {
-                        body = back.map(Request::into_body);
-                    }
-                    last_error = Some(e);
+                drop(flight);
+                let retry = retries < opts.retry.attempts
+                    && e.retryable(replayable)
+                    && (back.is_some() || replayable || replay.is_some());
+                log::debug!("{addr}: {e}{}", if retry { "; retrying" } else { "" });
+                if !retry {
+                    return e.into_response();
                 }
+                retries += 1;
+                if replay.is_none() {
+                    body = back.map(Request::into_body);
+                }
+                last_error = Some(e);
             }
         }
     }
+}
+
+/// Applies what comes after forwarding, outside the cache: the route's
+/// response header edits (on a node's response, or one from the store;
+/// not on xlb's own errors) and the sticky cookie (only when a node was
+/// picked for this request).
+fn finish(
+    mut resp: Response<ProxyBody>,
+    opts: &RouteOptions,
+    pool: &Pool,
+    sticky_in: Option<&[u8]>,
+    cached: bool,
+) -> Response<ProxyBody> {
+    let node = resp.extensions_mut().remove::<FromNode>();
+    let content = node.is_some() || (cached && !resp.headers().contains_key(ERROR_HEADER));
+    if content {
+        headers::apply_edits(resp.headers_mut(), &opts.response_headers);
+    }
+    if let (Some(name), Some(FromNode(node))) = (&pool.options.sticky_cookie, node) {
+        let value = pool.upstream.cookie_value(node);
+        if sticky_in != Some(value.as_bytes()) {
+            if let Some(c) = headers::session_cookie(name, value) {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+        }
+    }
+    resp
+}
+
+/// A copy of the request head without its extensions (what the cache
+/// reads: method, target, version, fields).
+fn head_view(parts: &request::Parts) -> request::Parts {
+    let (mut view, ()) = Request::new(()).into_parts();
+    view.method = parts.method.clone();
+    view.uri = parts.uri.clone();
+    view.version = parts.version;
+    view.headers = parts.headers.clone();
+    view
+}
+
+/// The cache key of a request on a route: the route's id, a NUL, then
+/// [`cache::cache_key`] (host + path and query). Naming the route keeps
+/// apart two routes that see the same URL (header-matched canaries,
+/// listeners with their own routes) and so different upstreams.
+pub fn route_key(route: &str, parts: &request::Parts) -> String {
+    let mut key = String::with_capacity(route.len() + 64);
+    key.push_str(route);
+    key.push('\0');
+    key.push_str(&cache::cache_key(parts));
+    key
+}
+
+/// The header that turns a `PURGE` into a purge of every key starting
+/// with the request's host and path.
+pub const PURGE_PREFIX_HEADER: &str = "x-purge-prefix";
+
+/// A `PURGE` on a caching route: never forwarded. From a source in
+/// `l7.cache.purge_from`, removes the URL's entry (all its variants), or
+/// with `x-purge-prefix: 1` every entry under it, and answers 200 with a
+/// JSON line saying what; else 405 (`purge_from` empty) or 403.
+fn purge(rc: &RouteCache, route: &str, parts: &request::Parts, ip: IpAddr) -> Response<ProxyBody> {
+    if rc.purge_from.is_empty() {
+        let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "purge-disabled");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    if !rc.may_purge(ip) {
+        log::debug!("{ip}: PURGE refused (not in l7.cache.purge_from)");
+        return error_response(StatusCode::FORBIDDEN, "purge-forbidden");
+    }
+    let url = cache::cache_key(parts);
+    let key = route_key(route, parts);
+    let by_prefix = parts
+        .headers
+        .get(PURGE_PREFIX_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1");
+    let js = |s: &str| serde_json::Value::from(s).to_string();
+    let text = if by_prefix {
+        rc.cache.purge_prefix(&key);
+        format!(
+            r#"{{"purged":"prefix","route":{},"prefix":{}}}"#,
+            js(route),
+            js(&url)
+        )
+    } else {
+        let removed = rc.cache.purge_key(&key);
+        format!(
+            r#"{{"purged":"key","route":{},"key":{},"removed":{}}}"#,
+            js(route),
+            js(&url),
+            u8::from(removed)
+        )
+    };
+    log::info!("{ip}: PURGE {text}");
+    let mut resp = Response::new(text_body(format!("{text}\n")));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The passive-health reading of a node's response: a gateway error

@@ -28,7 +28,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
-    options::{RouteOptions, SharedLimiter},
+    cache::{Cache, CacheConfig},
+    options::{RouteOptions, SharedCache, SharedLimiter},
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
     resolve,
@@ -38,7 +39,9 @@ use super::{
     Listeners, Steering,
 };
 use crate::{
-    config::l7_plan::{L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan},
+    config::l7_plan::{
+        CachePlan, CachedRoute, L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan,
+    },
     health::{EventSource, HealthEvent, HealthView, PassiveTracker, Target},
 };
 
@@ -75,6 +78,9 @@ pub struct L7Service {
     health: HealthView,
     /// Where passive trackers report.
     health_events: mpsc::UnboundedSender<HealthEvent>,
+    /// The response cache and the settings its store was built with (kept
+    /// across reloads while they do not change).
+    cache: Option<(CachePlan, Cache)>,
 }
 
 /// The health-check id of node `addr` of upstream `upstream`.
@@ -102,6 +108,8 @@ impl L7Service {
         let (resolved, pools) = build_pools(&plan, &HashMap::new(), &health_events).await?;
         let (escalation_sink, escalations) = ratelimit::escalation_channel();
         let rules = build_rules(&plan, &HashMap::new())?;
+        let cache = build_cache(&plan, None);
+        let shared = shared_cache(&cache);
         let mut listeners = Vec::new();
         let mut sockets = Vec::new();
         for lp in &plan.listeners {
@@ -110,6 +118,7 @@ impl L7Service {
                 &pools,
                 &rules,
                 &escalation_sink,
+                shared.as_ref(),
             )?));
             let certs = match &lp.tls {
                 Some(t) => Some(Arc::new(
@@ -171,7 +180,13 @@ impl L7Service {
             escalations: Some(escalations),
             health: HealthView::default(),
             health_events,
+            cache,
         })
+    }
+
+    /// The response cache (`None`: no route caches).
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref().map(|(_, c)| c)
     }
 
     /// The stream of sources that went over a rule's hard limit (taken
@@ -290,9 +305,17 @@ impl L7Service {
         }
         let (resolved, pools) = build_pools(&new, &self.pools, &self.health_events).await?;
         let rules = build_rules(&new, &self.rules)?;
+        let cache = build_cache(&new, self.cache.as_ref());
+        let shared = shared_cache(&cache);
         let mut proxies = Vec::with_capacity(new.listeners.len());
         for lp in &new.listeners {
-            proxies.push(build_proxy(lp, &pools, &rules, &self.escalation_sink)?);
+            proxies.push(build_proxy(
+                lp,
+                &pools,
+                &rules,
+                &self.escalation_sink,
+                shared.as_ref(),
+            )?);
         }
         // Certificates: load the new sets on the side first, so that a bad
         // file fails the reload before anything is swapped.
@@ -324,6 +347,7 @@ impl L7Service {
         self.pools = pools;
         self.resolved = resolved;
         self.rules = rules;
+        self.cache = cache;
         self.plan = new;
         Ok(())
     }
@@ -532,28 +556,60 @@ fn build_rules(
     Ok(out)
 }
 
+/// The response cache of `plan`: `previous` when its store was built
+/// with the same settings (entries and counters survive the reload), else
+/// a new one.
+fn build_cache(plan: &L7Plan, previous: Option<&(CachePlan, Cache)>) -> Option<(CachePlan, Cache)> {
+    let cp = plan.cache.as_ref()?;
+    let cache = match previous {
+        Some((old, cache)) if old.same_store(cp) => cache.clone(),
+        _ => Cache::new(CacheConfig {
+            max_bytes: cp.max_bytes,
+            max_object_bytes: cp.max_object_bytes,
+            ..CacheConfig::default()
+        }),
+    };
+    Some((cp.clone(), cache))
+}
+
+/// What every caching route of one generation holds: the store and the
+/// purge list.
+fn shared_cache(cache: &Option<(CachePlan, Cache)>) -> Option<SharedCache> {
+    cache
+        .as_ref()
+        .map(|(cp, c)| SharedCache::new(c.clone(), cp.purge_from.clone()))
+}
+
 fn build_proxy(
     lp: &ListenerPlan,
     pools: &HashMap<String, Arc<Pool>>,
     rules: &HashMap<String, (RuleConfig, Arc<Rule>)>,
     sink: &EscalationSink,
+    cache: Option<&SharedCache>,
 ) -> anyhow::Result<Proxy> {
     let mut routes = lp.routes.clone();
     for spec in &mut routes {
-        let Some(RouteRateLimits(names)) = spec.extensions.get::<RouteRateLimits>().cloned() else {
+        let limits = spec.extensions.get::<RouteRateLimits>().cloned();
+        let cached = spec.extensions.get::<CachedRoute>().is_some();
+        if limits.is_none() && !cached {
             continue;
-        };
-        let mine: Vec<Arc<Rule>> = names
-            .iter()
-            .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
-            .collect();
-        let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
+        }
         let mut options = spec
             .extensions
             .get::<RouteOptions>()
             .cloned()
             .unwrap_or_default();
-        options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
+        if let Some(RouteRateLimits(names)) = limits {
+            let mine: Vec<Arc<Rule>> = names
+                .iter()
+                .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
+                .collect();
+            let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
+            options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
+        }
+        if cached {
+            options.cache = cache.cloned();
+        }
         spec.extensions.insert(options);
     }
     let table =
