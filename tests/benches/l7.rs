@@ -11,6 +11,14 @@
 //! a warm-up; rounds alternate the proxies' order, and medians are reported.
 //! See docs/bench/l7.md for the reasoning and the numbers.
 //!
+//! Two further measurements in the same run, over HTTP/1.1 with wrk, each
+//! as a pair alternated every round: the rate limiter's cost (xlb with a
+//! route carrying three rules at rates nothing reaches, against the same
+//! xlb config without them), and cache hits (xlb with the route's cache on,
+//! against nginx with `proxy_cache`, both on a path the backend marks
+//! `Cache-Control: max-age=60`). The cache pair is skipped, and says why,
+//! when `xlb check` rejects the cache config or a hit cannot be seen.
+//!
 //! Environment: `XLB_BIN` (the release `xlb`, set by `cargo xtask bench`),
 //! `XLB_BENCH_SECONDS` (measured seconds per run, default 10),
 //! `XLB_BENCH_ROUNDS` (default 3), `XLB_BENCH_PROXIES` (comma-separated
@@ -28,7 +36,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use xlb_tests::bench_l7::{
-    configs::{self, Cert, Listen},
+    configs::{self, Cert, Listen, XlbExtras},
     parse::{self, LoadResult},
     procs::{self, CpuTimes, Ports, Proc},
 };
@@ -54,9 +62,16 @@ enum Kind {
     Xlb,
     Nginx,
     Haproxy,
+    /// xlb with three rate-limit rules on its route (HTTP/1.1 only).
+    XlbLimited,
+    /// xlb with the route's cache on (HTTP/1.1 on the cached path only).
+    XlbCache,
+    /// nginx with `proxy_cache` (HTTP/1.1 on the cached path only).
+    NginxCache,
 }
 
 impl Kind {
+    /// The proxies compared over both protocols (the main matrix).
     const ALL: [Kind; 3] = [Kind::Xlb, Kind::Nginx, Kind::Haproxy];
 
     fn name(self) -> &'static str {
@@ -64,6 +79,9 @@ impl Kind {
             Kind::Xlb => "xlb",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
+            Kind::XlbLimited => "xlb-ratelimit",
+            Kind::XlbCache => "xlb-cache",
+            Kind::NginxCache => "nginx-cache",
         }
     }
 }
@@ -165,6 +183,48 @@ struct Sample {
     /// processes: shows whether anything else competed for them).
     proxy_busy: f64,
     load_busy: f64,
+    /// Requests that reached the backend on the cached path during the
+    /// measured run (cache runs only).
+    backend_requests: Option<u64>,
+}
+
+/// One HTTP/1.1 load on one proxy: which path, and what else to check.
+#[derive(Clone, Copy)]
+struct H1Load<'a> {
+    path: &'a str,
+    /// Added to the output files' names (runs of one proxy that differ).
+    label: &'a str,
+    /// The backend's access log of `path`: its lines are counted around the
+    /// measured run.
+    backend_log: Option<&'a Path>,
+    /// Any non-2xx response (or socket error) fails the run.
+    no_errors: bool,
+}
+
+const H1_ROOT: H1Load<'static> = H1Load {
+    path: "/",
+    label: "",
+    backend_log: None,
+    no_errors: false,
+};
+
+/// The instances of the two further measurements, started next to the
+/// main proxies.
+struct Extras {
+    /// xlb with the three rules (None: xlb is not measured).
+    limited: Option<Running>,
+    /// xlb and nginx with their caches, or why the pair is skipped.
+    cache: Result<(Running, Running), String>,
+}
+
+/// Their samples over rounds.
+#[derive(Default)]
+struct ExtraSamples {
+    /// xlb without rules (paired runs of the main instance), with rules.
+    unlimited: Vec<Sample>,
+    limited: Vec<Sample>,
+    xlb_cache: Vec<Sample>,
+    nginx_cache: Vec<Sample>,
 }
 
 fn main() {
@@ -217,15 +277,24 @@ fn run() -> anyhow::Result<()> {
             tls: ports.free()?,
         };
         let proc = match kind {
-            Kind::Xlb => start_xlb(&dir, listen, cert, backend_port, s.proxy_cpu),
+            Kind::Xlb => start_xlb(
+                &dir,
+                kind.name(),
+                &configs::xlb(&xlb_instance(""), listen, cert, backend_port),
+                listen,
+                s.proxy_cpu,
+            ),
             Kind::Nginx => start_nginx(&dir, listen, cert, backend_port, s.proxy_cpu),
             Kind::Haproxy => start_haproxy(&dir, listen, cert, backend_port, s.proxy_cpu),
+            _ => unreachable!("not in the main matrix"),
         }
         .with_context(|| format!("{} could not start", kind.name()))?;
         let mut r = Running { kind, listen, proc };
         check_proxy(&dir, &mut r).with_context(|| format!("{} does not proxy", kind.name()))?;
         running.push(r);
     }
+    let mut extras = start_extras(&s, &dir, &mut ports, cert, backend_port)?;
+    let backend_log = dir.join(configs::CACHED_LOG);
 
     println!(
         "bench l7: {} s measured after {} s warm-up, {} round(s), proxies on CPU {}, \
@@ -239,6 +308,7 @@ fn run() -> anyhow::Result<()> {
     );
     // samples[kind][proto] over rounds.
     let mut samples: Vec<[Vec<Sample>; 2]> = running.iter().map(|_| [vec![], vec![]]).collect();
+    let mut extra_samples = ExtraSamples::default();
     for round in 0..s.rounds {
         let mut order: Vec<usize> = (0..running.len()).collect();
         if round % 2 == 1 {
@@ -272,12 +342,271 @@ fn run() -> anyhow::Result<()> {
                 samples[i][proto as usize].push(sample);
             }
         }
+        measure_extras(
+            &s,
+            &dir,
+            round,
+            &mut running,
+            &mut extras,
+            &backend_log,
+            &mut extra_samples,
+        )?;
     }
     let kinds: Vec<Kind> = running.iter().map(|r| r.kind).collect();
+    let cache_skipped = extras.cache.as_ref().err().cloned();
     // Stop the proxies and the backend before reporting.
+    drop(extras);
     drop(running);
     drop(backend);
-    report(&s, &kinds, &samples)
+    report(
+        &s,
+        &kinds,
+        &samples,
+        &extra_samples,
+        cache_skipped.as_deref(),
+    )
+}
+
+/// Starts the rate-limited xlb (when xlb is measured) and the cache pair
+/// (when xlb and nginx are). The cache pair is skipped, not an error, when
+/// `xlb check` refuses the cache config or no hit is seen.
+fn start_extras(
+    s: &Settings,
+    dir: &Path,
+    ports: &mut Ports,
+    cert: Cert<'_>,
+    backend: u16,
+) -> anyhow::Result<Extras> {
+    let mut listen = || -> anyhow::Result<Listen> {
+        Ok(Listen {
+            plain: ports.free()?,
+            tls: ports.free()?,
+        })
+    };
+    let has = |k| s.kinds.contains(&k);
+    let limited = if has(Kind::Xlb) {
+        let l = listen()?;
+        let extras = XlbExtras {
+            rate_limits: true,
+            cache: false,
+        };
+        let conf = configs::xlb_with(&xlb_instance("rl"), l, cert, backend, extras);
+        let proc = start_xlb(dir, Kind::XlbLimited.name(), &conf, l, s.proxy_cpu)
+            .context("xlb with rate limits could not start")?;
+        Some(Running {
+            kind: Kind::XlbLimited,
+            listen: l,
+            proc,
+        })
+    } else {
+        None
+    };
+    let cache = if has(Kind::Xlb) && has(Kind::Nginx) {
+        start_cache_pair(s, dir, (listen()?, listen()?), cert, backend)?
+    } else {
+        Err("needs xlb and nginx (XLB_BENCH_PROXIES)".to_string())
+    };
+    if let Err(why) = &cache {
+        println!("bench l7: cache hits skipped: {why}");
+    }
+    Ok(Extras { limited, cache })
+}
+
+/// `Ok(Err(why))`: skipped.
+fn start_cache_pair(
+    s: &Settings,
+    dir: &Path,
+    (xl, nl): (Listen, Listen),
+    cert: Cert<'_>,
+    backend: u16,
+) -> anyhow::Result<Result<(Running, Running), String>> {
+    let extras = XlbExtras {
+        rate_limits: false,
+        cache: true,
+    };
+    let conf = configs::xlb_with(&xlb_instance("cache"), xl, cert, backend, extras);
+    let name = Kind::XlbCache.name();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, &conf)?;
+    let checked = procs::run_tool(
+        Command::new(xlb_binary()).arg("check").arg("-c").arg(&path),
+        &dir.join(format!("{name}-check.txt")),
+        Duration::from_secs(20),
+    );
+    if let Err(e) = checked {
+        let why = format!("{e:#}");
+        let last = why
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Ok(Err(format!(
+            "xlb has no cache config yet (`xlb check` rejects it: {})",
+            last.trim()
+        )));
+    }
+    let xproc = start_xlb(dir, name, &conf, xl, s.proxy_cpu).context("xlb with a cache")?;
+    let mut x = Running {
+        kind: Kind::XlbCache,
+        listen: xl,
+        proc: xproc,
+    };
+    let nproc = start_nginx_conf(
+        dir,
+        Kind::NginxCache.name(),
+        &configs::nginx_cache(dir, nl, cert, backend),
+        nl.plain,
+        s.proxy_cpu,
+    )
+    .context("nginx with proxy_cache")?;
+    let mut n = Running {
+        kind: Kind::NginxCache,
+        listen: nl,
+        proc: nproc,
+    };
+    if let Err(e) = check_cache_hit(dir, &mut n, "x-cache-status") {
+        bail!("nginx's proxy_cache does not hit: {e:#}");
+    }
+    if let Err(e) = check_cache_hit(dir, &mut x, "x-cache") {
+        return Ok(Err(format!("xlb's cache does not hit: {e:#}")));
+    }
+    Ok(Ok((x, n)))
+}
+
+fn xlb_instance(suffix: &str) -> String {
+    match suffix {
+        "" => format!("bench-l7-{}", std::process::id()),
+        s => format!("bench-l7-{}-{s}", std::process::id()),
+    }
+}
+
+/// Two `curl`s of the cached path: both 200, the second with `header:
+/// HIT`.
+fn check_cache_hit(dir: &Path, r: &mut Running, header: &str) -> anyhow::Result<()> {
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        r.listen.plain,
+        configs::CACHED_PATH
+    );
+    let mut last = String::new();
+    for i in 0..2 {
+        last = procs::run_tool(
+            Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-D", "-", "--max-time", "5"])
+                .arg(&url),
+            &dir.join(format!("{}-curl-{i}.txt", r.kind.name())),
+            Duration::from_secs(10),
+        )?;
+    }
+    let status = last.lines().next().unwrap_or("no response").trim();
+    let value = last.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case(header))
+            .map(|(_, v)| v.trim().to_string())
+    });
+    anyhow::ensure!(
+        status.starts_with("HTTP/1.1 200") && value.as_deref() == Some("HIT"),
+        "the second GET {} got `{status}` with {}",
+        configs::CACHED_PATH,
+        match &value {
+            Some(v) => format!("`{header}: {v}`"),
+            None => format!("no `{header}` header"),
+        }
+    );
+    println!(
+        "bench l7: {} answers the second GET {} with {header}: HIT",
+        r.kind.name(),
+        configs::CACHED_PATH
+    );
+    anyhow::ensure!(r.proc.exited().is_none(), "exited during the check");
+    Ok(())
+}
+
+/// One round of the two further measurements: [xlb, xlb with rules] and
+/// [xlb with cache, nginx with cache], HTTP/1.1, each pair's order
+/// reversed every other round.
+fn measure_extras(
+    s: &Settings,
+    dir: &Path,
+    round: usize,
+    running: &mut [Running],
+    extras: &mut Extras,
+    backend_log: &Path,
+    out: &mut ExtraSamples,
+) -> anyhow::Result<()> {
+    let flip = round % 2 == 1;
+    let print = |kind: &str, what: &str, x: &Sample| {
+        let backend = x
+            .backend_requests
+            .map(|n| format!("  backend saw {n}"))
+            .unwrap_or_default();
+        println!(
+            "  round {} {:<13} {:<20} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  \
+             proxy {:>3.0}% of a CPU, {:>5.1} µs/req, {} non-2xx{backend}",
+            round + 1,
+            kind,
+            what,
+            x.load.rps,
+            x.load.p50_us / 1e3,
+            x.load.p99_us / 1e3,
+            x.proxy_share * 100.0,
+            x.cpu_us_per_req,
+            x.load.errors,
+        );
+    };
+    if let Some(limited) = extras.limited.as_mut() {
+        let xlb = running
+            .iter_mut()
+            .find(|r| r.kind == Kind::Xlb)
+            .context("no xlb")?;
+        let strict = H1Load {
+            label: "-pair",
+            no_errors: true,
+            ..H1_ROOT
+        };
+        for lim in [flip, !flip] {
+            let (r, v) = if lim {
+                (&mut *limited, &mut out.limited)
+            } else {
+                (&mut *xlb, &mut out.unlimited)
+            };
+            let x = measure_h1(s, dir, r, strict)
+                .with_context(|| format!("{} (rate limits), round {}", r.kind.name(), round + 1))?;
+            print(r.kind.name(), "http/1.1 GET /", &x);
+            v.push(x);
+        }
+    }
+    if let Ok((x, n)) = extras.cache.as_mut() {
+        let load = H1Load {
+            path: configs::CACHED_PATH,
+            label: "-cached",
+            backend_log: Some(backend_log),
+            no_errors: false,
+        };
+        for nginx in [flip, !flip] {
+            let (r, v) = if nginx {
+                (&mut *n, &mut out.nginx_cache)
+            } else {
+                (&mut *x, &mut out.xlb_cache)
+            };
+            let sample = measure_h1(s, dir, r, load)
+                .with_context(|| format!("{} (cache), round {}", r.kind.name(), round + 1))?;
+            let reached = sample.backend_requests.unwrap_or(0);
+            // Hits only: an entry that expires (max-age=60) during a run
+            // is fetched again once; more than 0.1 % of the requests
+            // reaching the backend would not be a measurement of hits.
+            anyhow::ensure!(
+                reached as f64 <= MAX_ERROR_SHARE * sample.load.requests as f64 + 2.0,
+                "{}: {reached} of {} requests on {} reached the backend: not cache hits",
+                r.kind.name(),
+                sample.load.requests,
+                configs::CACHED_PATH
+            );
+            print(r.kind.name(), "http/1.1 GET /cached", &sample);
+            v.push(sample);
+        }
+    }
+    Ok(())
 }
 
 /// Puts this process (and so everything it starts) at nice -20: on a shared
@@ -490,9 +819,9 @@ fn xlb_binary() -> PathBuf {
 /// `xlb ready` and answers 200 on the plain listener.
 fn start_xlb(
     dir: &Path,
+    name: &str,
+    config: &str,
     listen: Listen,
-    cert: Cert<'_>,
-    backend: u16,
     cpu: Option<usize>,
 ) -> anyhow::Result<Proc> {
     let bin = xlb_binary();
@@ -502,10 +831,9 @@ fn start_xlb(
             bin.display()
         );
     }
-    let instance = format!("bench-l7-{}", std::process::id());
-    let path = dir.join("xlb.yaml");
-    std::fs::write(&path, configs::xlb(&instance, listen, cert, backend))?;
-    let log = dir.join("xlb-stderr.log");
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config)?;
+    let log = dir.join(format!("{name}-stderr.log"));
     let stderr = std::fs::File::create(&log)?;
     let child = procs::pinned(cpu, &bin)
         .arg("run")
@@ -518,7 +846,7 @@ fn start_xlb(
         .stderr(stderr)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    let mut proc = Proc::new("xlb", child);
+    let mut proc = Proc::new(name, child);
     let stdout = proc.child_mut().stdout.take().context("no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -584,18 +912,49 @@ fn check_proxy(dir: &Path, r: &mut Running) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One warm-up and one measured run of `proto` against `r`.
+/// One warm-up and one measured run of `proto` against `r` (`GET /`).
 fn measure(s: &Settings, dir: &Path, r: &mut Running, proto: Proto) -> anyhow::Result<Sample> {
+    measure_load(s, dir, r, proto, H1_ROOT)
+}
+
+/// One warm-up and one measured HTTP/1.1 run of `load` against `r`.
+fn measure_h1(
+    s: &Settings,
+    dir: &Path,
+    r: &mut Running,
+    load: H1Load<'_>,
+) -> anyhow::Result<Sample> {
+    measure_load(s, dir, r, Proto::H1, load)
+}
+
+/// Lines in `path` (0 when it does not exist yet).
+fn count_lines(path: &Path) -> anyhow::Result<u64> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b.iter().filter(|&&c| c == b'\n').count() as u64),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// `h1` applies to HTTP/1.1 only (h2load always asks for `/`).
+fn measure_load(
+    s: &Settings,
+    dir: &Path,
+    r: &mut Running,
+    proto: Proto,
+    h1: H1Load<'_>,
+) -> anyhow::Result<Sample> {
     let tag = format!(
-        "{}-{}",
+        "{}-{}{}",
         r.kind.name(),
-        if proto == Proto::H1 { "h1" } else { "h2" }
+        if proto == Proto::H1 { "h1" } else { "h2" },
+        h1.label
     );
     let out = dir.join(format!("{tag}.txt"));
     let limit = Duration::from_secs(s.seconds + s.warmup + 60);
     let (mut cmd, main_starts) = match proto {
         Proto::H1 => {
-            let url = format!("http://127.0.0.1:{}/", r.listen.plain);
+            let url = format!("http://127.0.0.1:{}{}", r.listen.plain, h1.path);
             // wrk has no warm-up option: a separate run first.
             procs::run_tool(
                 Command::new("wrk")
@@ -631,6 +990,7 @@ fn measure(s: &Settings, dir: &Path, r: &mut Running, proto: Proto) -> anyhow::R
     // in the background meanwhile). h2load appends to its log.
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(dir.join(format!("{tag}.log")));
+    let backend_before = h1.backend_log.map(count_lines).transpose()?;
     let mut tool = procs::spawn_logged(&tag, &mut cmd, &out)?;
     let started = Instant::now();
     let edge = Duration::from_millis(if s.seconds >= 4 { 500 } else { 100 });
@@ -661,6 +1021,10 @@ fn measure(s: &Settings, dir: &Path, r: &mut Running, proto: Proto) -> anyhow::R
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let backend_requests = match (h1.backend_log, backend_before) {
+        (Some(log), Some(before)) => Some(count_lines(log)?.saturating_sub(before)),
+        _ => None,
+    };
     let text = std::fs::read_to_string(&out)?;
     anyhow::ensure!(status.success(), "{tag} failed ({status}):\n{text}");
     let load = match proto {
@@ -686,6 +1050,11 @@ fn measure(s: &Settings, dir: &Path, r: &mut Running, proto: Proto) -> anyhow::R
         load.requests
     );
     anyhow::ensure!(
+        !h1.no_errors || load.errors == 0,
+        "{} requests failed or were not 2xx/3xx (none may be):\n{text}",
+        load.errors
+    );
+    anyhow::ensure!(
         r.proc.exited().is_none(),
         "{} exited during the run",
         r.kind.name()
@@ -698,6 +1067,7 @@ fn measure(s: &Settings, dir: &Path, r: &mut Running, proto: Proto) -> anyhow::R
         load,
         proxy_busy: busy(&before.0, &after.0),
         load_busy: busy(&before.1, &after.1),
+        backend_requests,
     })
 }
 
@@ -754,7 +1124,13 @@ fn medians(v: &[Sample]) -> Med {
     }
 }
 
-fn report(s: &Settings, kinds: &[Kind], samples: &[[Vec<Sample>; 2]]) -> anyhow::Result<()> {
+fn report(
+    s: &Settings,
+    kinds: &[Kind],
+    samples: &[[Vec<Sample>; 2]],
+    extra: &ExtraSamples,
+    cache_skipped: Option<&str>,
+) -> anyhow::Result<()> {
     println!(
         "\nmedians of {} round(s) of {} s; {} wrk connections; {} h2load connections × {} \
          streams",
@@ -842,6 +1218,8 @@ fn report(s: &Settings, kinds: &[Kind], samples: &[[Vec<Sample>; 2]]) -> anyhow:
             }
         }
     }
+    cases.extend(report_rate_limits(extra));
+    cases.extend(report_cache(extra, cache_skipped));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let out = serde_json::json!({"machine": machine(), "cases": cases});
@@ -849,6 +1227,130 @@ fn report(s: &Settings, kinds: &[Kind], samples: &[[Vec<Sample>; 2]]) -> anyhow:
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// One line of an extra measurement's table.
+fn print_med(label: &str, m: &Med, tail: &str) {
+    println!(
+        "{:<22} {:>9.0} {:>8.3} {:>8.3} {:>8.0}% {:>8.1} {:>4.0}/{:>3.0}%  {tail}",
+        label,
+        m.rps,
+        m.p50 / 1e3,
+        m.p99 / 1e3,
+        m.proxy_share * 100.0,
+        m.cpu_us_per_req,
+        m.proxy_busy * 100.0,
+        m.load_busy * 100.0,
+    );
+}
+
+fn print_med_header(first: &str, last: &str) {
+    println!(
+        "{:<22} {:>9} {:>8} {:>8} {:>9} {:>8} {:>9}  {last}",
+        first, "req/s", "p50 ms", "p99 ms", "proxy CPU", "µs/req", "CPUs busy"
+    );
+}
+
+/// JSON cases of `x` against `b` (DESIGN.md's schema).
+fn json_cases(case: &str, baseline: &str, x: &Med, b: &Med) -> Vec<serde_json::Value> {
+    [
+        ("requests per second", "req/s", x.rps, b.rps),
+        ("p50 latency", "us", x.p50, b.p50),
+        ("p99 latency", "us", x.p99, b.p99),
+        (
+            "proxy CPU time per request",
+            "us",
+            x.cpu_us_per_req,
+            b.cpu_us_per_req,
+        ),
+    ]
+    .into_iter()
+    .map(|(metric, unit, xv, bv)| {
+        serde_json::json!({
+            "case": case, "metric": metric, "unit": unit,
+            "value": xv, "baseline": baseline, "baseline_value": bv,
+            "ratio": xv / bv,
+        })
+    })
+    .collect()
+}
+
+/// The rate limiter's cost: xlb with three rules ÷ the same xlb without.
+fn report_rate_limits(extra: &ExtraSamples) -> Vec<serde_json::Value> {
+    if extra.limited.is_empty() {
+        return Vec::new();
+    }
+    let u = medians(&extra.unlimited);
+    let l = medians(&extra.limited);
+    let non2xx: u64 = extra.limited.iter().map(|x| x.load.errors).sum();
+    println!(
+        "\nrate limiter cost: http/1.1 (wrk, {H1_CONNECTIONS} conns) GET /, one route with {} \
+         rules (keys {}; {} each), paired runs",
+        configs::RATE_LIMIT_KEYS.len(),
+        configs::RATE_LIMIT_KEYS.join(", "),
+        configs::RATE_LIMIT_RATE
+    );
+    print_med_header("xlb route", "non-2xx");
+    print_med("without rules", &u, "");
+    print_med(
+        &format!("{} rules", configs::RATE_LIMIT_KEYS.len()),
+        &l,
+        &non2xx.to_string(),
+    );
+    println!(
+        "limited / unlimited: rps {:.3}, CPU µs/req {:.3}, p50 {:.2}, p99 {:.2}",
+        l.rps / u.rps,
+        l.cpu_us_per_req / u.cpu_us_per_req,
+        l.p50 / u.p50,
+        l.p99 / u.p99
+    );
+    json_cases(
+        "http/1.1 (wrk) xlb with 3 rate-limit rules vs without",
+        "xlb without rate limits",
+        &l,
+        &u,
+    )
+}
+
+/// Cache hits: xlb's cache ÷ nginx's proxy_cache.
+fn report_cache(extra: &ExtraSamples, skipped: Option<&str>) -> Vec<serde_json::Value> {
+    println!(
+        "\ncache hits: http/1.1 (wrk, {H1_CONNECTIONS} conns) GET {} (backend: Cache-Control: \
+         max-age=60)",
+        configs::CACHED_PATH
+    );
+    if let Some(why) = skipped {
+        println!("skipped: {why}");
+        return Vec::new();
+    }
+    if extra.xlb_cache.is_empty() {
+        return Vec::new();
+    }
+    let x = medians(&extra.xlb_cache);
+    let n = medians(&extra.nginx_cache);
+    let backend = |v: &[Sample]| -> String {
+        let per: Vec<String> = v
+            .iter()
+            .map(|x| x.backend_requests.unwrap_or(0).to_string())
+            .collect();
+        per.join("/")
+    };
+    print_med_header("proxy", "backend requests per measured run");
+    print_med("xlb cache", &x, &backend(&extra.xlb_cache));
+    print_med("nginx proxy_cache", &n, &backend(&extra.nginx_cache));
+    println!(
+        "xlb / nginx: rps {:.2}, p50 {:.2}, p99 {:.2}, CPU µs/req {:.2}",
+        x.rps / n.rps,
+        x.p50 / n.p50,
+        x.p99 / n.p99,
+        x.cpu_us_per_req / n.cpu_us_per_req
+    );
+    json_cases(
+        "http/1.1 (wrk) cache hits xlb vs nginx",
+        "nginx proxy_cache",
+        &x,
+        &n,
+    )
 }
 
 fn machine() -> String {

@@ -57,12 +57,26 @@ http {{
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{ return 200 \"{body}\"; }}
+        # The cache measurement's path: cacheable for 60 s, and logged, so
+        # that the bench can count what reaches the backend.
+        location = {cached} {{
+            access_log {d}/{CACHED_LOG};
+            add_header Cache-Control \"max-age=60\";
+            return 200 \"{body}\";
+        }}
     }}
 }}
 ",
         body = BODY.replace('\n', "\\n"),
+        cached = CACHED_PATH,
     )
 }
+
+/// The path the backend answers with `Cache-Control: max-age=60` (the
+/// cache measurement's), and its access log in the scratch directory (one
+/// line per request that reached the backend on that path).
+pub const CACHED_PATH: &str = "/cached";
+pub const CACHED_LOG: &str = "backend-cached.log";
 
 /// nginx as the proxy: one worker process (plus its idle master), an
 /// upstream `keepalive` pool with HTTP/1.1 and the `Connection` header
@@ -70,22 +84,58 @@ http {{
 /// client keep-alive without a request limit (nginx's default closes a
 /// client connection after 1000 requests; xlb and HAProxy have no limit).
 pub fn nginx_proxy(dir: &Path, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
+    nginx_conf(dir, "nginx", listen, cert, backend, false)
+}
+
+/// [`nginx_proxy`] with `proxy_cache` (the cache measurement's baseline,
+/// files prefixed `nginx-cache`): a cache zone in the scratch directory,
+/// freshness from the backend's `Cache-Control` (nginx honours it by
+/// default; no `proxy_cache_valid` needed), `proxy_cache_lock` (one fill
+/// per key, as xlb coalesces), and `X-Cache-Status` on every response (as
+/// xlb's `X-Cache`), so that hits can be checked.
+pub fn nginx_cache(dir: &Path, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
+    nginx_conf(dir, "nginx-cache", listen, cert, backend, true)
+}
+
+fn nginx_conf(
+    dir: &Path,
+    name: &str,
+    listen: Listen,
+    cert: Cert<'_>,
+    backend: u16,
+    cache: bool,
+) -> String {
     let d = dir.display();
+    let (zone, use_zone) = if cache {
+        (
+            format!(
+                "proxy_cache_path {d}/{name}-store levels=1:2 keys_zone=bench:10m \
+                 max_size=256m inactive=10m use_temp_path=off;\n    "
+            ),
+            "proxy_cache bench;
+            proxy_cache_lock on;
+            add_header X-Cache-Status $upstream_cache_status;
+            "
+            .to_string(),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     format!(
         "worker_processes 1;
 daemon off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
 worker_rlimit_nofile 16384;
 events {{ worker_connections 8000; }}
 http {{
     access_log off;
-    client_body_temp_path {d}/nginx-body;
-    proxy_temp_path {d}/nginx-proxy;
+    client_body_temp_path {d}/{name}-body;
+    proxy_temp_path {d}/{name}-proxy;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
     ssl_protocols TLSv1.2 TLSv1.3;
-    upstream backend {{
+    {zone}upstream backend {{
         server 127.0.0.1:{backend};
         keepalive {idle};
         keepalive_requests 100000000;
@@ -97,7 +147,7 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         location / {{
-            proxy_pass http://backend;
+            {use_zone}proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
             proxy_set_header Host $host;
@@ -165,9 +215,55 @@ backend backend
     s
 }
 
+/// What an xlb instance adds to the plain proxy config of [`xlb`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XlbExtras {
+    /// The route carries [`RATE_LIMIT_KEYS`]' rules, at [`RATE_LIMIT_RATE`]
+    /// (far above what one worker serves: nothing is delayed or rejected,
+    /// so what is measured is the limiter's bookkeeping).
+    pub rate_limits: bool,
+    /// The route caches (`cache: true`, with an `l7.cache` store).
+    pub cache: bool,
+}
+
+/// The rate-limit measurement's rules: their keys (one rule each).
+pub const RATE_LIMIT_KEYS: [&str; 3] = ["$src_ip", "$uri", "$src_ip/$host"];
+/// Their rate: one request per microsecond, 30× what a worker serves.
+pub const RATE_LIMIT_RATE: &str = "1000000/s";
+
 /// xlb as the proxy (the `l7:` section of docs/l7-config.md): one worker,
 /// the same two listeners, one route to one upstream with a keep-alive pool.
 pub fn xlb(instance: &str, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
+    xlb_with(instance, listen, cert, backend, XlbExtras::default())
+}
+
+/// [`xlb`] plus `extras`; everything else is the same.
+pub fn xlb_with(
+    instance: &str,
+    listen: Listen,
+    cert: Cert<'_>,
+    backend: u16,
+    extras: XlbExtras,
+) -> String {
+    let mut top = String::new();
+    let mut route = String::new();
+    if extras.rate_limits {
+        top.push_str("  rate_limits:\n");
+        let mut names = Vec::new();
+        for (i, key) in RATE_LIMIT_KEYS.iter().enumerate() {
+            let name = format!("rule{}", i + 1);
+            let _ = writeln!(
+                top,
+                "    - {{name: {name}, key: \"{key}\", rate: {RATE_LIMIT_RATE}, allowance: 1000}}"
+            );
+            names.push(name);
+        }
+        let _ = writeln!(route, "      rate_limits: [{}]", names.join(", "));
+    }
+    if extras.cache {
+        top.push_str("  cache: {max_bytes: 64MiB, max_object_bytes: 1MiB}\n");
+        route.push_str("      cache: true\n");
+    }
     format!(
         "instance: {instance}
 l7:
@@ -188,10 +284,10 @@ l7:
       tls:
         certificates: [bench]
         alpn: [h2, http/1.1]
-  routes:
+{top}  routes:
     - id: all
       upstream: backend
-  upstreams:
+{route}  upstreams:
     - id: backend
       nodes:
         - address: \"127.0.0.1:{backend}\"
@@ -231,5 +327,57 @@ mod tests {
             }
         }
         assert!(backend_nginx(dir, 1003).contains("\\n\";"));
+    }
+
+    #[test]
+    fn extras_differ_only_where_asked() {
+        let cert = Cert {
+            cert: Path::new("/tmp/x/c.pem"),
+            key: Path::new("/tmp/x/k.pem"),
+            combined: Path::new("/tmp/x/ck.pem"),
+        };
+        let l = Listen {
+            plain: 1001,
+            tls: 1002,
+        };
+        let plain = xlb("b", l, cert, 1003);
+        assert!(!plain.contains("rate_limits") && !plain.contains("cache"));
+        let rl = xlb_with(
+            "b",
+            l,
+            cert,
+            1003,
+            XlbExtras {
+                rate_limits: true,
+                cache: false,
+            },
+        );
+        assert!(rl.contains("rate_limits: [rule1, rule2, rule3]"), "{rl}");
+        assert!(rl.contains("key: \"$src_ip/$host\""), "{rl}");
+        assert!(!rl.contains("cache"));
+        // Without the additions, the same lines in the same order.
+        let kept: Vec<&str> = rl
+            .lines()
+            .filter(|x| !x.contains("rate_limits") && !x.contains("name: rule"))
+            .collect();
+        assert_eq!(kept, plain.lines().collect::<Vec<_>>());
+        let c = xlb_with(
+            "b",
+            l,
+            cert,
+            1003,
+            XlbExtras {
+                rate_limits: false,
+                cache: true,
+            },
+        );
+        assert!(c.contains("  cache: {max_bytes") && c.contains("      cache: true"));
+        let dir = Path::new("/tmp/x");
+        let n = nginx_cache(dir, l, cert, 1003);
+        assert!(n.contains("proxy_cache bench;") && n.contains("/tmp/x/nginx-cache-store"));
+        assert!(n.contains("pid /tmp/x/nginx-cache.pid;"));
+        let n = nginx_proxy(dir, l, cert, 1003);
+        assert!(!n.contains("proxy_cache") && n.contains("pid /tmp/x/nginx.pid;"));
+        assert!(backend_nginx(dir, 1003).contains("location = /cached"));
     }
 }
