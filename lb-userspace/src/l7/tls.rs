@@ -24,6 +24,7 @@
 
 mod config;
 mod store;
+pub mod unverified;
 #[cfg(test)]
 mod tests;
 

@@ -33,10 +33,8 @@ use hyper::{
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::{
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-    pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, ServerName},
+    ClientConfig, RootCertStore,
 };
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -595,7 +593,9 @@ fn client_config(tls: &UpstreamTls, alpn: Vec<Vec<u8>>) -> Result<Arc<ClientConf
         true => builder.with_root_certificates(roots(tls.ca.as_deref())?),
         false => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider))),
+            .with_custom_certificate_verifier(Arc::new(
+                crate::l7::tls::unverified::AnyCertificate(provider),
+            )),
     };
     let mut config = match &tls.client_cert {
         None => builder.with_no_client_auth(),
@@ -672,57 +672,6 @@ fn file_stamps(tls: &UpstreamTls) -> Vec<Option<(SystemTime, u64)>> {
         files.push(k);
     }
     files.into_iter().map(stamp).collect()
-}
-
-/// `verify: false`: any certificate is accepted, but the handshake
-/// signatures are still checked (so the peer at least holds the key of the
-/// certificate it shows).
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
