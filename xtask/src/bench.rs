@@ -13,12 +13,10 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     deps::ensure_apt(deps::TEST_PACKAGES)?;
     deps::ensure_apt(deps::BENCH_PACKAGES)?;
     let xlb = build::all(true)?;
-    exec::run(exec::cargo(None).current_dir(exec::workspace_root()).args([
-        "bench",
-        "--package",
-        "xlb-tests",
-        "--bench",
-        name,
-    ])
-    .env("XLB_BIN", &xlb))
+    exec::run(
+        exec::cargo(None)
+            .current_dir(exec::workspace_root())
+            .args(["bench", "--package", "xlb-tests", "--bench", name])
+            .env("XLB_BIN", &xlb),
+    )
 }

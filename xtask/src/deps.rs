@@ -6,10 +6,10 @@ use crate::exec;
 
 /// Debian packages the end-to-end tests and the demo use.
 pub const TEST_PACKAGES: &[&str] = &[
-    "iproute2",   // ip netns / link / addr / neigh
-    "util-linux", // nsenter
-    "procps",     // sysctl
-    "curl",       // L7 end-to-end clients (HTTP/1.1, h2, TLS)
+    "iproute2",           // ip netns / link / addr / neigh
+    "util-linux",         // nsenter
+    "procps",             // sysctl
+    "curl",               // L7 end-to-end clients (HTTP/1.1, h2, TLS)
     "python3-grpcio",     // gRPC peers for the L7 tests
     "python3-websockets", // WebSocket peers for the L7 tests
 ];

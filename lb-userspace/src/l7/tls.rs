@@ -24,9 +24,9 @@
 
 mod config;
 mod store;
-pub mod unverified;
 #[cfg(test)]
 mod tests;
+pub mod unverified;
 
 use std::{io, path::PathBuf, sync::Arc};
 
