@@ -9,6 +9,10 @@
 //! keep-alive HTTP/1.1 connections to the backend larger than the load's
 //! concurrency and adds the same forwarding headers. Each run is preceded by
 //! a warm-up; rounds alternate the proxies' order, and medians are reported.
+//! The proxy's CPU time per request is also split into user and kernel
+//! time, and xlb's kernel time per request gives a "kernel floor" against
+//! nginx (HTTP/1.1) and HAProxy (HTTP/2): the most xlb's req/s could be
+//! relative to theirs with no user time at all.
 //! See docs/bench/l7.md for the reasoning and the numbers.
 //!
 //! Two further measurements in the same run, over HTTP/1.1 with wrk, each
@@ -176,9 +180,12 @@ struct Running {
 struct Sample {
     load: LoadResult,
     /// The proxy's processes' CPU time as a share of one CPU, and per
-    /// request (µs), over the middle of the measured interval.
+    /// request (µs), over the middle of the measured interval; the latter
+    /// also split into user and kernel (system) time.
     proxy_share: f64,
     cpu_us_per_req: f64,
+    cpu_user_us_per_req: f64,
+    cpu_kernel_us_per_req: f64,
     /// Busy share of the proxy's CPU and of the load generator's CPU (all
     /// processes: shows whether anything else competed for them).
     proxy_busy: f64,
@@ -327,7 +334,8 @@ fn run() -> anyhow::Result<()> {
                 })?;
                 println!(
                     "  round {} {:<8} {:<16} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  \
-                     proxy {:>3.0}% of a CPU, {:>5.1} µs/req  CPUs busy {:>3.0}%/{:>3.0}%",
+                     proxy {:>3.0}% of a CPU, {:>5.1} µs/req ({:.1} user, {:.1} kernel)  \
+                     CPUs busy {:>3.0}%/{:>3.0}%",
                     round + 1,
                     r.kind.name(),
                     proto.name(),
@@ -336,6 +344,8 @@ fn run() -> anyhow::Result<()> {
                     sample.load.p99_us / 1e3,
                     sample.proxy_share * 100.0,
                     sample.cpu_us_per_req,
+                    sample.cpu_user_us_per_req,
+                    sample.cpu_kernel_us_per_req,
                     sample.proxy_busy * 100.0,
                     sample.load_busy * 100.0,
                 );
@@ -542,7 +552,8 @@ fn measure_extras(
             .unwrap_or_default();
         println!(
             "  round {} {:<13} {:<20} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  \
-             proxy {:>3.0}% of a CPU, {:>5.1} µs/req, {} non-2xx{backend}",
+             proxy {:>3.0}% of a CPU, {:>5.1} µs/req ({:.1} user, {:.1} kernel), {} \
+             non-2xx{backend}",
             round + 1,
             kind,
             what,
@@ -551,6 +562,8 @@ fn measure_extras(
             x.load.p99_us / 1e3,
             x.proxy_share * 100.0,
             x.cpu_us_per_req,
+            x.cpu_user_us_per_req,
+            x.cpu_kernel_us_per_req,
             x.load.errors,
         );
     };
@@ -1061,9 +1074,12 @@ fn measure_load(
     );
     let window = (after.3 - before.3).as_secs_f64();
     let proxy_cpu = after.2 - before.2;
+    let per_req = |secs: f64| secs * 1e6 / (load.rps * window);
     Ok(Sample {
-        proxy_share: proxy_cpu / window,
-        cpu_us_per_req: proxy_cpu * 1e6 / (load.rps * window),
+        proxy_share: proxy_cpu.total() / window,
+        cpu_us_per_req: per_req(proxy_cpu.total()),
+        cpu_user_us_per_req: per_req(proxy_cpu.user),
+        cpu_kernel_us_per_req: per_req(proxy_cpu.system),
         load,
         proxy_busy: busy(&before.0, &after.0),
         load_busy: busy(&before.1, &after.1),
@@ -1107,6 +1123,10 @@ struct Med {
     p99: f64,
     proxy_share: f64,
     cpu_us_per_req: f64,
+    /// Medians of each part on its own: they need not add up to the
+    /// median of the total exactly.
+    cpu_user_us_per_req: f64,
+    cpu_kernel_us_per_req: f64,
     proxy_busy: f64,
     load_busy: f64,
 }
@@ -1119,6 +1139,8 @@ fn medians(v: &[Sample]) -> Med {
         p99: m(&|x| x.load.p99_us),
         proxy_share: m(&|x| x.proxy_share),
         cpu_us_per_req: m(&|x| x.cpu_us_per_req),
+        cpu_user_us_per_req: m(&|x| x.cpu_user_us_per_req),
+        cpu_kernel_us_per_req: m(&|x| x.cpu_kernel_us_per_req),
         proxy_busy: m(&|x| x.proxy_busy),
         load_busy: m(&|x| x.load_busy),
     }
@@ -1137,15 +1159,25 @@ fn report(
         s.rounds, s.seconds, H1_CONNECTIONS, H2_CONNECTIONS, H2_STREAMS
     );
     println!(
-        "{:<16} {:<8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>9}  negotiated",
-        "protocol", "proxy", "req/s", "p50 ms", "p99 ms", "proxy CPU", "µs/req", "CPUs busy"
+        "{:<16} {:<8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>12} {:>14} {:>9}  negotiated",
+        "protocol",
+        "proxy",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "proxy CPU",
+        "µs/req",
+        "user µs/req",
+        "kernel µs/req",
+        "CPUs busy"
     );
     for proto in Proto::ALL {
         for (i, k) in kinds.iter().enumerate() {
             let v = &samples[i][proto as usize];
             let m = medians(v);
             println!(
-                "{:<16} {:<8} {:>9.0} {:>8.3} {:>8.3} {:>8.0}% {:>8.1} {:>4.0}/{:>3.0}%  {}",
+                "{:<16} {:<8} {:>9.0} {:>8.3} {:>8.3} {:>8.0}% {:>8.1} {:>12.1} {:>14.1} \
+                 {:>4.0}/{:>3.0}%  {}",
                 proto.name(),
                 k.name(),
                 m.rps,
@@ -1153,6 +1185,8 @@ fn report(
                 m.p99 / 1e3,
                 m.proxy_share * 100.0,
                 m.cpu_us_per_req,
+                m.cpu_user_us_per_req,
+                m.cpu_kernel_us_per_req,
                 m.proxy_busy * 100.0,
                 m.load_busy * 100.0,
                 v.first().map(|x| x.load.negotiated.as_str()).unwrap_or(""),
@@ -1163,6 +1197,18 @@ fn report(
         println!("\nxlb was not measured (XLB_BENCH_PROXIES): no ratios, no JSON written");
         return Ok(());
     };
+    let mut floors = Vec::new();
+    for (proto, baseline, target) in FLOORS {
+        let Some(bi) = kinds.iter().position(|k| *k == baseline) else {
+            continue;
+        };
+        let x = medians(&samples[xi][proto as usize]);
+        let b = medians(&samples[bi][proto as usize]);
+        if floors.is_empty() {
+            println!();
+        }
+        floors.push(kernel_floor(proto, baseline, target, &x, &b));
+    }
     println!("\nxlb / baseline (rps: higher is better; latency: lower is better)");
     println!(
         "{:<16} {:<9} {:>8} {:>8} {:>8}  target",
@@ -1199,25 +1245,10 @@ fn report(
                 x.p99 / m.p99
             );
             let case = format!("{} xlb vs {}", proto.name(), b.name());
-            for (metric, unit, xv, bv) in [
-                ("requests per second", "req/s", x.rps, m.rps),
-                ("p50 latency", "us", x.p50, m.p50),
-                ("p99 latency", "us", x.p99, m.p99),
-                (
-                    "proxy CPU time per request",
-                    "us",
-                    x.cpu_us_per_req,
-                    m.cpu_us_per_req,
-                ),
-            ] {
-                cases.push(serde_json::json!({
-                    "case": case, "metric": metric, "unit": unit,
-                    "value": xv, "baseline": b.name(), "baseline_value": bv,
-                    "ratio": xv / bv,
-                }));
-            }
+            cases.extend(json_cases(&case, b.name(), &x, &m));
         }
     }
+    cases.extend(floors);
     cases.extend(report_rate_limits(extra));
     cases.extend(report_cache(extra, cache_skipped));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
@@ -1232,13 +1263,16 @@ fn report(
 /// One line of an extra measurement's table.
 fn print_med(label: &str, m: &Med, tail: &str) {
     println!(
-        "{:<22} {:>9.0} {:>8.3} {:>8.3} {:>8.0}% {:>8.1} {:>4.0}/{:>3.0}%  {tail}",
+        "{:<22} {:>9.0} {:>8.3} {:>8.3} {:>8.0}% {:>8.1} {:>12.1} {:>14.1} {:>4.0}/{:>3.0}%  \
+         {tail}",
         label,
         m.rps,
         m.p50 / 1e3,
         m.p99 / 1e3,
         m.proxy_share * 100.0,
         m.cpu_us_per_req,
+        m.cpu_user_us_per_req,
+        m.cpu_kernel_us_per_req,
         m.proxy_busy * 100.0,
         m.load_busy * 100.0,
     );
@@ -1246,8 +1280,16 @@ fn print_med(label: &str, m: &Med, tail: &str) {
 
 fn print_med_header(first: &str, last: &str) {
     println!(
-        "{:<22} {:>9} {:>8} {:>8} {:>9} {:>8} {:>9}  {last}",
-        first, "req/s", "p50 ms", "p99 ms", "proxy CPU", "µs/req", "CPUs busy"
+        "{:<22} {:>9} {:>8} {:>8} {:>9} {:>8} {:>12} {:>14} {:>9}  {last}",
+        first,
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "proxy CPU",
+        "µs/req",
+        "user µs/req",
+        "kernel µs/req",
+        "CPUs busy"
     );
 }
 
@@ -1263,6 +1305,18 @@ fn json_cases(case: &str, baseline: &str, x: &Med, b: &Med) -> Vec<serde_json::V
             x.cpu_us_per_req,
             b.cpu_us_per_req,
         ),
+        (
+            "proxy user CPU time per request",
+            "us",
+            x.cpu_user_us_per_req,
+            b.cpu_user_us_per_req,
+        ),
+        (
+            "proxy kernel CPU time per request",
+            "us",
+            x.cpu_kernel_us_per_req,
+            b.cpu_kernel_us_per_req,
+        ),
     ]
     .into_iter()
     .map(|(metric, unit, xv, bv)| {
@@ -1273,6 +1327,54 @@ fn json_cases(case: &str, baseline: &str, x: &Med, b: &Med) -> Vec<serde_json::V
         })
     })
     .collect()
+}
+
+/// The kernel floors printed after the main table: protocol, baseline, and
+/// the xlb ÷ baseline req/s target.
+const FLOORS: [(Proto, Kind, f64); 2] = [
+    (Proto::H1, Kind::Nginx, 1.2),
+    (Proto::H2, Kind::Haproxy, 1.0),
+];
+
+/// Prints the kernel floor of xlb against `baseline` and returns it as a
+/// JSON case. The floor is the baseline's total CPU µs/req ÷ xlb's kernel
+/// µs/req: with each proxy saturating its one CPU, req/s is about
+/// 1 / (CPU per request), so this is the most xlb ÷ baseline req/s could
+/// be if xlb spent no user time at all and kept this kernel work per
+/// request. In the JSON, value and baseline_value are those two inverses
+/// (requests per CPU second), so `ratio` is the floor.
+fn kernel_floor(proto: Proto, baseline: Kind, target: f64, x: &Med, b: &Med) -> serde_json::Value {
+    let floor = b.cpu_us_per_req / x.cpu_kernel_us_per_req;
+    // xlb's user time per request at which xlb ÷ baseline reaches `target`
+    // (same kernel time): negative when even none is not enough.
+    let budget = b.cpu_us_per_req / target - x.cpu_kernel_us_per_req;
+    let verdict = if budget >= 0.0 {
+        format!(
+            "{target:.1}× needs xlb's user time at ≤ {budget:.1} µs/req (now {:.1})",
+            x.cpu_user_us_per_req
+        )
+    } else {
+        format!("{target:.1}× is out of reach with this kernel work")
+    };
+    println!(
+        "kernel floor {} vs {}: {} {:.1} CPU µs/req ÷ xlb {:.1} kernel µs/req = {floor:.2}, \
+         the most xlb/{} req/s could be if xlb spent no user time at all, with this kernel \
+         work per request; {verdict}",
+        proto.name(),
+        baseline.name(),
+        baseline.name(),
+        b.cpu_us_per_req,
+        x.cpu_kernel_us_per_req,
+        baseline.name(),
+    );
+    let (xv, bv) = (1e6 / x.cpu_kernel_us_per_req, 1e6 / b.cpu_us_per_req);
+    serde_json::json!({
+        "case": format!("{} xlb kernel floor vs {}", proto.name(), baseline.name()),
+        "metric": "requests per CPU second (xlb: kernel time only; baseline: all CPU time)",
+        "unit": "req/s per CPU",
+        "value": xv, "baseline": baseline.name(), "baseline_value": bv,
+        "ratio": xv / bv,
+    })
 }
 
 /// The rate limiter's cost: xlb with three rules ÷ the same xlb without.

@@ -1,8 +1,9 @@
 //! Processes, ports and CPUs for the L7 bench: free loopback ports checked by
 //! binding them, commands pinned to a CPU with `taskset`, tools run to
-//! completion under a deadline, readiness probes, and CPU busy time read
-//! from /proc/stat. Every child is owned by a [`Proc`], so nothing
-//! outlives the bench, also when it panics.
+//! completion under a deadline, readiness probes, CPU busy time read from
+//! /proc/stat, and a process tree's user and system time from
+//! /proc/PID/stat. Every child is owned by a [`Proc`], so nothing outlives
+//! the bench, also when it panics.
 use std::{
     collections::HashSet,
     io::{Read as _, Write as _},
@@ -240,10 +241,37 @@ impl CpuTimes {
     }
 }
 
-/// CPU time (user + system, in seconds) used so far by process `pid` and
+/// CPU time of a process tree in seconds, split into user and system
+/// (kernel) time as /proc/PID/stat reports them (utime and stime).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSplit {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuSplit {
+    /// User + system.
+    pub fn total(&self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuSplit {
+    type Output = CpuSplit;
+
+    /// The time used between `rhs` (earlier) and `self`.
+    fn sub(self, rhs: CpuSplit) -> CpuSplit {
+        CpuSplit {
+            user: self.user - rhs.user,
+            system: self.system - rhs.system,
+        }
+    }
+}
+
+/// CPU time (user and system, in seconds) used so far by process `pid` and
 /// its descendants (nginx's worker is its master's child), from
 /// /proc/PID/stat. Exited descendants are not counted.
-pub fn tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub fn tree_cpu_seconds(pid: u32) -> anyhow::Result<CpuSplit> {
     // /proc counts in USER_HZ ticks, which the kernel fixes at 100 for
     // userspace on every architecture (include/asm-generic/param.h).
     let tck = 100.0;
@@ -255,44 +283,58 @@ pub fn tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         };
         // Processes come and go while we read: skip the ones that went.
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-            if let Some((ppid, ticks)) = parse_stat(&stat) {
-                procs.push((p, ppid, ticks));
+            if let Some(st) = parse_stat(&stat) {
+                procs.push((p, st));
             }
         }
     }
     let mut tree = vec![pid];
-    let mut total = 0u64;
+    let (mut user, mut system) = (0u64, 0u64);
     let mut i = 0;
     while i < tree.len() {
         let cur = tree[i];
-        for &(p, ppid, ticks) in &procs {
+        for &(p, st) in &procs {
             if p == cur {
-                total += ticks;
+                user += st.utime;
+                system += st.stime;
             }
-            if ppid == cur && !tree.contains(&p) {
+            if st.ppid == cur && !tree.contains(&p) {
                 tree.push(p);
             }
         }
         i += 1;
     }
     anyhow::ensure!(
-        procs.iter().any(|&(p, _, _)| p == pid),
+        procs.iter().any(|&(p, _)| p == pid),
         "no process {pid} in /proc"
     );
-    Ok(total as f64 / tck)
+    Ok(CpuSplit {
+        user: user as f64 / tck,
+        system: system as f64 / tck,
+    })
 }
 
-/// The parent pid and utime + stime (ticks) of a /proc/PID/stat line. The
+/// The fields of a /proc/PID/stat line the bench uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ppid: u32,
+    /// User and system time, in ticks.
+    utime: u64,
+    stime: u64,
+}
+
+/// The parent pid, utime and stime (ticks) of a /proc/PID/stat line. The
 /// command name (field 2) may hold spaces and parentheses: fields are
 /// counted from the last `)`.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-    let ppid = f.get(1)?.parse().ok()?;
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    Some(Stat {
+        ppid: f.get(1)?.parse().ok()?,
+        utime: f.get(11)?.parse().ok()?,
+        stime: f.get(12)?.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -324,9 +366,51 @@ mod tests {
     #[test]
     fn stat_lines() {
         let l = "42 (a b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
-        assert_eq!(parse_stat(l), Some((7, 300)));
+        assert_eq!(
+            parse_stat(l),
+            Some(Stat {
+                ppid: 7,
+                utime: 250,
+                stime: 50
+            })
+        );
+        // A real line (a shell), fields 14 and 15 distinct.
+        let l = "1234 (bash) S 1200 1234 1234 34816 1250 4194304 5012 30811 0 3 \
+                 117 42 61 20 20 0 1 0 102938 9093120 1322 18446744073709551615 1 1 0 0 0 0 \
+                 65536 3686404 1266761467 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(
+            parse_stat(l),
+            Some(Stat {
+                ppid: 1200,
+                utime: 117,
+                stime: 42
+            })
+        );
+        assert_eq!(parse_stat("1 (short) S 0 1"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
         let me = tree_cpu_seconds(std::process::id()).unwrap();
-        assert!(me >= 0.0);
+        assert!(me.user >= 0.0 && me.system >= 0.0, "{me:?}");
+        assert_eq!(me.total(), me.user + me.system);
+    }
+
+    #[test]
+    fn own_cpu_time_is_counted() {
+        // Burn CPU (bounded) until at least one tick has been charged.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut x = 0u64;
+        let me = loop {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_add(std::hint::black_box(i) * i);
+            }
+            let me = tree_cpu_seconds(std::process::id()).unwrap();
+            if me.total() > 0.0 || Instant::now() >= deadline {
+                break me;
+            }
+        };
+        std::hint::black_box(x);
+        assert!(me.total() > 0.0, "{me:?}");
+        let d = me - CpuSplit::default();
+        assert_eq!(d, me);
     }
 
     #[test]
