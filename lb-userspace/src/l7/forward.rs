@@ -497,8 +497,14 @@ pub async fn send(
     watch: &BodyWatch,
 ) -> Result<Response<Incoming>, Failed> {
     watch.reset();
-    let sending = client.send(node, req, upgrade, timeouts.connect, || watch.start());
+    // Pinned in place: `select!` on a future held by value would keep a
+    // second copy of it in this future's state.
+    let sending =
+        std::pin::pin!(client.send(node, req, upgrade, timeouts.connect, || { watch.start() }));
     tokio::select! {
+        // The send first: it arms the watch (`on_send`) before the
+        // timeouts are looked at, so no wake-up is needed to start them.
+        biased;
         sent = sending => sent.map_err(|e| classify(node, e)),
         (phase, on_client, timeout) = watch.expired(timeouts) => Err(match (phase, on_client) {
             (Phase::Send, true) => ForwardError::ClientStalled(timeout),

@@ -14,7 +14,8 @@
 //!   `header_read_timeout` (a client that connects and sends nothing, or
 //!   trickles the preface);
 //! - HTTP/2 has no idle close in hyper: the watchdog sends GOAWAY once no
-//!   request has been in flight for `idle_timeout`;
+//!   request has been in flight for `idle_timeout` (checked lazily while
+//!   requests are in flight, so the close comes within 1.25 × the limit);
 //! - hyper's graceful HTTP/2 close waits for the client to answer a PING:
 //!   a close that stalls with nothing in flight is forced after
 //!   `CLOSE_GRACE`;
@@ -163,6 +164,10 @@ pub struct ConnInfo {
 /// HTTP/2 client that does not answer the GOAWAY/PING exchange would
 /// otherwise keep it open (hyper waits for the PING's ACK).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The shortest pause between two looks at a busy connection's idle
+/// clock (`Activity::expired`), for very short idle timeouts.
+const BUSY_RECHECK_MIN: Duration = Duration::from_millis(10);
 
 /// Serves `listener` until `shutdown` turns true (or its sender is
 /// dropped), then drains: in-flight requests get `drain_timeout`, after
@@ -399,8 +404,10 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When `in_flight` last fell to zero, in nanoseconds since `opened`.
     idle_since: AtomicU64,
-    /// Wakes the watchdog: the first request started, or the connection
-    /// went idle.
+    /// Wakes the watchdog: the first request started. Going idle does not
+    /// wake it (that would cost a wake-up and a new timer per request):
+    /// a busy connection's watchdog looks again every quarter of the idle
+    /// timeout, so an idle connection is closed within 1.25 × `idle`.
     changed: Notify,
     /// Wakes the connection: the cancelled-request budget is spent.
     abused: Notify,
@@ -440,8 +447,8 @@ impl Activity {
             let (deadline, why) = if self.requests.load(Ordering::SeqCst) == 0 {
                 (self.opened + policy.first_request, "no request in time")
             } else if self.in_flight.load(Ordering::SeqCst) > 0 {
-                // Busy: woken when it goes idle.
-                (now + policy.idle, "idle")
+                // Busy: look again later (see `changed`).
+                (now + (policy.idle / 4).max(BUSY_RECHECK_MIN), "idle")
             } else {
                 let since = Duration::from_nanos(self.idle_since.load(Ordering::SeqCst));
                 (self.opened + since + policy.idle, "idle")
@@ -493,9 +500,7 @@ impl Drop for InFlight {
         // sees zero also sees when.
         let since = u64::try_from(a.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
         a.idle_since.store(since, Ordering::SeqCst);
-        if a.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            a.changed.notify_one();
-        }
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -11,11 +11,17 @@
 //! retry of a POST safe); and HTTP/1.1 connections that can be upgraded
 //! (WebSocket).
 //!
-//! HTTP/1.1 connections are kept idle per (node, name), newest first, up to
+//! HTTP/1.1 connections are kept per (node, name), newest first, up to
 //! `max_idle_per_node`, and dropped after `idle_timeout`; an idle one that
 //! the node closed meanwhile is noticed when its request comes back unsent,
 //! and the request goes out on a fresh connection. HTTP/2 keeps one shared
 //! connection per (node, name), replaced when it closes.
+//!
+//! A connection goes back to its list as soon as its response head is in,
+//! while the body may still be streaming: checkout takes the newest one
+//! that is ready and steps over busy ones. Waiting for readiness instead
+//! (a task per request awaiting `SendRequest::ready`) cost a task spawn,
+//! a wake-up and a lock per proxied request.
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -216,7 +222,10 @@ impl UpstreamClient {
         let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns
             .values()
-            .map(|c| c.idle.len() + usize::from(c.h2.is_some()))
+            .map(|c| {
+                let ready = c.idle.iter().filter(|(s, _)| s.is_ready()).count();
+                ready + usize::from(c.h2.is_some())
+            })
             .sum()
     }
 
@@ -277,7 +286,14 @@ impl UpstreamClient {
                 Err(e) => return Err(e),
             }
         }
-        let conn = match tokio::time::timeout(connect_timeout, self.connect(&key, upgrade)).await {
+        // Boxed: a connect (TLS, HTTP/2 handshake) is a large future that
+        // most requests, on pooled connections, never run; inline it would
+        // be copied with every request's future.
+        let connecting = Box::pin(tokio::time::timeout(
+            connect_timeout,
+            self.connect(&key, upgrade),
+        ));
+        let conn = match connecting.await {
             Ok(Ok(c)) => c,
             Ok(Err(error)) => {
                 return Err(SendError::Connect {
@@ -310,7 +326,9 @@ impl UpstreamClient {
                 let req = to_http1(req, key.0);
                 match s.try_send_request(req).await {
                     Ok(resp) => {
-                        self.recycle(key.clone(), s);
+                        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                            self.recycle(key.clone(), s);
+                        }
                         Ok(resp)
                     }
                     Err(mut e) => match e.take_message() {
@@ -357,40 +375,51 @@ impl UpstreamClient {
             }
         }
         let timeout = self.inner.idle_timeout;
-        while let Some((c, at)) = entry.idle.pop() {
-            if at.elapsed() < timeout && c.is_ready() {
+        let mut now: Option<Instant> = None;
+        // Newest first; busy ones (a body still streaming) stay. Their
+        // stamp is when the head came in, so a connection's idle time is
+        // never underestimated.
+        let mut i = entry.idle.len();
+        while i > 0 {
+            i -= 1;
+            let (c, at) = (&entry.idle[i].0, entry.idle[i].1);
+            if c.is_closed() {
+                entry.idle.remove(i);
+                continue;
+            }
+            if !c.is_ready() {
+                continue;
+            }
+            let now = *now.get_or_insert_with(Instant::now);
+            let (c, _) = entry.idle.remove(i);
+            if now.duration_since(at) < timeout {
                 return Some(Conn::H1(c));
             }
         }
         None
     }
 
-    /// Puts an HTTP/1.1 connection back once its response is read; a
-    /// connection upgraded, closed or abandoned mid-body never comes back.
+    /// Puts an HTTP/1.1 connection back when its response head is in (see
+    /// the module doc); one upgraded never comes back, and one closed or
+    /// abandoned mid-body is dropped when checkout or the sweeper sees it
+    /// closed. Dropping a busy connection's sender (the list is full) lets
+    /// its response finish, then closes it.
     ///
-    /// The task only lives until the response body is done. Idle expiry
-    /// is lazy (checked at checkout, newest first) plus one sweeper per
-    /// client: a timer per pooled request would keep `rate × idle_timeout`
-    /// sleeping tasks alive under load (millions at 30k req/s).
-    fn recycle(&self, key: Key, mut sender: http1::SendRequest<UpBody>) {
+    /// Idle expiry is lazy (checked at checkout, newest first) plus one
+    /// sweeper per client: a timer per pooled request would keep
+    /// `rate × idle_timeout` sleeping tasks alive under load.
+    fn recycle(&self, key: Key, sender: http1::SendRequest<UpBody>) {
         if self.inner.max_idle == 0 {
             return;
         }
         self.ensure_sweeper();
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(inner) = weak.upgrade() else { return };
-            let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = conns.entry(key).or_default();
-            if entry.idle.len() >= inner.max_idle {
-                // The oldest is the likeliest to be closed by the node.
-                entry.idle.remove(0);
-            }
-            entry.idle.push((sender, Instant::now()));
-        });
+        let mut conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = conns.entry(key).or_default();
+        if entry.idle.len() >= self.inner.max_idle {
+            // The oldest is the likeliest to be closed by the node.
+            entry.idle.remove(0);
+        }
+        entry.idle.push((sender, Instant::now()));
     }
 
     /// Starts this client's idle sweeper once: every `idle_timeout / 2`
@@ -416,10 +445,17 @@ impl UpstreamClient {
                 let Some(inner) = weak.upgrade() else { return };
                 let timeout = inner.idle_timeout;
                 let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
                 conns.retain(|_, entry| {
+                    for (c, at) in entry.idle.iter_mut() {
+                        // Busy means not idle: its idle time starts later.
+                        if !c.is_ready() {
+                            *at = now;
+                        }
+                    }
                     entry
                         .idle
-                        .retain(|(c, at)| at.elapsed() < timeout && !c.is_closed());
+                        .retain(|(c, at)| now.duration_since(*at) < timeout && !c.is_closed());
                     if entry.h2.as_ref().is_some_and(|h| h.is_closed()) {
                         entry.h2 = None;
                     }
@@ -679,6 +715,122 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
+
+    /// A backend on loopback counting the connections it accepted: `/slow`
+    /// answers a head at once and its body when `release` is sent, any
+    /// other path a whole 200.
+    async fn counting_backend() -> (
+        SocketAddr,
+        Arc<std::sync::atomic::AtomicUsize>,
+        tokio::sync::mpsc::UnboundedSender<()>,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let released = Arc::new(tokio::sync::Mutex::new(released));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let released = released.clone();
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let released = released.clone();
+                    async move {
+                        let body: UpBody = if req.uri().path() == "/slow" {
+                            let (tx, rx) = tokio::sync::mpsc::channel::<
+                                Result<hyper::body::Frame<Bytes>, BoxError>,
+                            >(1);
+                            tokio::spawn(async move {
+                                let _ = tx.send(Ok(hyper::body::Frame::data("a".into()))).await;
+                                released.lock().await.recv().await;
+                                let _ = tx.send(Ok(hyper::body::Frame::data("b".into()))).await;
+                            });
+                            http_body_util::StreamBody::new(tokio_stream_from(rx)).boxed()
+                        } else {
+                            http_body_util::Full::new(Bytes::from_static(b"ok"))
+                                .map_err(|n| match n {})
+                                .boxed()
+                        };
+                        Ok::<_, std::convert::Infallible>(Response::new(body))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (addr, accepted, release)
+    }
+
+    /// The frames of a channel as a stream.
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    async fn get(client: &UpstreamClient, node: SocketAddr, path: &str) -> Response<Incoming> {
+        let req = Request::get(path)
+            .header("host", "backend")
+            .body(
+                http_body_util::Empty::<Bytes>::new()
+                    .map_err(|n| match n {})
+                    .boxed(),
+            )
+            .unwrap();
+        match client
+            .send(node, req, false, Duration::from_secs(2), || ())
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => panic!("{path}: not sent"),
+        }
+    }
+
+    /// A connection goes back to the pool with its head, but is not used
+    /// again while its body streams; once the body is done it is.
+    #[tokio::test]
+    async fn busy_connections_are_stepped_over_and_reused_when_done() {
+        use std::sync::atomic::Ordering;
+        let (node, accepted, release) = counting_backend().await;
+        let options = UpstreamOptions::default();
+        let client = UpstreamClient::new(&options).unwrap();
+        let mut slow = get(&client, node, "/slow").await.into_body();
+        let first = slow.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"a");
+        // The slow connection is pooled but busy: a new one is opened.
+        for _ in 0..3 {
+            let fast = get(&client, node, "/fast").await;
+            assert_eq!(fast.into_body().collect().await.unwrap().to_bytes(), "ok");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "one extra connection, reused"
+        );
+        release.send(()).unwrap();
+        let rest = slow.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"b");
+        // Both connections are idle now and serve two requests at once.
+        let mut ready = 0;
+        for _ in 0..100 {
+            ready = client.idle_connections();
+            if ready == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ready, 2);
+        let (a, b) = tokio::join!(get(&client, node, "/x"), get(&client, node, "/y"));
+        assert_eq!(a.status(), 200);
+        assert_eq!(b.status(), 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "no third connection");
+    }
 
     #[test]
     fn ports_are_stripped_from_hosts() {
