@@ -367,7 +367,7 @@ impl Planner {
                     format!("{addr} is already the address of l7.listeners[{first}]"),
                 );
             }
-            let tls = l.tls.as_ref().and_then(|t| {
+            let tls = l.tls.as_ref().map(|t| {
                 let ids: Vec<usize> = if t.certificates.is_empty() {
                     (0..l7.certificates.len()).collect()
                 } else {
@@ -435,7 +435,7 @@ impl Planner {
                         "needs client_ca (the CAs client certificates are checked against)",
                     );
                 }
-                Some(lt)
+                lt
             });
             if l.redirect_https == Some(0) {
                 self.issue(format!("{path}.redirect_https"), "port 0 is not a port");

@@ -594,11 +594,12 @@ async fn forward_exchange(
         match sent {
             Ok(mut resp) => {
                 let status = resp.status();
+                let now = Instant::now();
                 pool.upstream.observe(
                     node,
-                    started.elapsed(),
+                    now.saturating_duration_since(started),
                     !status.is_server_error(),
-                    Instant::now(),
+                    now,
                 );
                 pool.record(node, response_outcome(status));
                 let upgraded = match (&on_upgrade, status) {

@@ -450,7 +450,10 @@ fn worker(
             };
             let handler = move |req, conn| {
                 let p = proxy.load_full();
-                async move { p.handle(req, conn).await }
+                // Boxed: hyper moves the service's future around (into
+                // its dispatcher, or a task per HTTP/2 stream); a pointer
+                // moves cheaper than the future itself.
+                Box::pin(async move { p.handle(req, conn).await })
             };
             serving.push(tokio::spawn(serve(
                 listener,
@@ -527,8 +530,8 @@ fn build_pool(
     };
     let ids: Vec<String> = addrs.iter().map(|(a, _)| health_id(&up.id, *a)).collect();
     let tracker = match previous.and_then(|p| p.passive()) {
-        Some(old) => PassiveTracker::with_previous(ids, cfg.clone(), events.clone(), old),
-        None => PassiveTracker::new(ids, cfg.clone(), events.clone()),
+        Some(old) => PassiveTracker::with_previous(ids, *cfg, events.clone(), old),
+        None => PassiveTracker::new(ids, *cfg, events.clone()),
     }
     .map_err(|e| anyhow::anyhow!("upstream {}: passive health: {e}", up.id))?;
     let tracker = Arc::new(tracker);
