@@ -519,6 +519,27 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("xlb.yaml"))
 }
 
+/// `l7.trusted_proxies` plans to prefixes; a bad entry is reported with
+/// its position and index, like `purge_from`'s.
+#[test]
+fn trusted_proxies_plan_to_prefixes_and_bad_ones_are_named() {
+    let yaml = YAML.replace("BACKEND", "127.0.0.1:9").replace(
+        "l7:\n  workers: 1\n",
+        "l7:\n  workers: 1\n  trusted_proxies: [\"127.0.0.1/32\", \"::1\"]\n",
+    );
+    let plan = l7_plan::plan(&parse(&yaml).expect("valid").l7).expect("plans");
+    assert_eq!(plan.trusted_proxies, loopback());
+    let bad = yaml.replace("\"::1\"", "\"10.0.0.0/33\"");
+    let text = match parse(&bad) {
+        Ok(_) => panic!("a /33 was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        text.contains("xlb.yaml:3:") && text.contains("l7.trusted_proxies[1]"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_cache_section_plans_to_one_store_and_marked_routes() {
     let cfg = parse(&YAML.replace("BACKEND", "127.0.0.1:9")).expect("valid");

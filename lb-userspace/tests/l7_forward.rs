@@ -73,6 +73,7 @@ async fn proxy(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
                     proto: "http",
                     host: host.as_deref(),
                     version: req.version(),
+                    trusted: false,
                 };
                 match forwarder.forward(req.map(|b| b.boxed()), node, &down).await {
                     Ok(r) => r,

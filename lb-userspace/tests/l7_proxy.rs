@@ -254,3 +254,87 @@ async fn no_route_is_a_404() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("no-healthy-node"))
     );
 }
+
+/// A backend answering with the forwarding headers it was sent.
+async fn forwarding_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    let h = |n: &str| {
+                        let all: Vec<&str> = req
+                            .headers()
+                            .get_all(n)
+                            .iter()
+                            .map(|v| v.to_str().unwrap())
+                            .collect();
+                        all.join("|")
+                    };
+                    let seen = format!(
+                        "xff={};proto={};real={};fwd={}",
+                        h("x-forwarded-for"),
+                        h("x-forwarded-proto"),
+                        h("x-real-ip"),
+                        h("forwarded")
+                    );
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(seen))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Only a source in `trusted_proxies` passes its X-Forwarded-For chain
+/// (and X-Forwarded-Proto, Forwarded, X-Real-IP) on; from anyone else the
+/// backend sees the peer's address alone, whatever the client wrote.
+#[tokio::test]
+async fn only_trusted_proxies_pass_their_forwarding_headers() {
+    let echo = forwarding_echo().await;
+    let cases: [(&[&str], &str); 3] = [
+        (&[], "xff=127.0.0.1;proto=http;real=;fwd="),
+        (
+            &["10.0.0.0/8", "127.0.0.1"],
+            "xff=198.51.100.7, 127.0.0.1;proto=https;real=198.51.100.7;fwd=for=198.51.100.7",
+        ),
+        (&["::1/128"], "xff=127.0.0.1;proto=http;real=;fwd="),
+    ];
+    for (trusted, want) in cases {
+        let mut route = RouteSpec::new("all", "echo");
+        route.paths = vec![PathMatch::Prefix("/".into())];
+        let table = RouteTable::build(vec![route]).unwrap();
+        let mut pools = HashMap::new();
+        pools.insert("echo".to_string(), pool(&[echo]));
+        let prefixes = trusted.iter().map(|p| p.parse().unwrap()).collect();
+        let proxy = Arc::new(Proxy::new(Arc::new(table), pools).with_trusted_proxies(prefixes));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, rx) = watch::channel(false);
+        tokio::spawn(serve(
+            listener,
+            None,
+            ServerLimits::default(),
+            move |req: Request<Incoming>, info: ConnInfo| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, info).await }
+            },
+            rx,
+        ));
+        let req = Request::get("/")
+            .header("host", "www.example.com")
+            .header("x-forwarded-for", "198.51.100.7")
+            .header("x-forwarded-proto", "https")
+            .header("x-real-ip", "198.51.100.7")
+            .header("forwarded", "for=198.51.100.7")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, _, body) = send(addr, req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, want, "trusted {trusted:?}");
+    }
+}

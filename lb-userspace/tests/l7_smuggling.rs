@@ -77,6 +77,7 @@ async fn proxy_to(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
                     proto: "http",
                     host: Some("x"),
                     version: req.version(),
+                    trusted: false,
                 };
                 match forwarder.forward(req.map(|b| b.boxed()), node, &down).await {
                     Ok(r) => r,

@@ -34,6 +34,15 @@ pub struct L7Config {
     /// `cache: true`). Absent: defaults, when a route caches.
     #[serde(default)]
     pub cache: Option<CacheYaml>,
+    /// Sources (`ADDR/LEN` or `ADDR`) trusted to have written the
+    /// forwarding headers of their requests: proxies and CDNs in front of
+    /// xlb. Their X-Forwarded-For chain is kept and the peer appended;
+    /// from any other source the chain (and `Forwarded`, `X-Real-IP`) is
+    /// dropped and X-Forwarded-For is the peer alone, so a client cannot
+    /// choose the address a backend reads first. Empty (the default): no
+    /// source is trusted, as befits an edge.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `l7.cache`: the shared response store and who may purge it.

@@ -48,6 +48,8 @@ pub struct L7Plan {
     /// The response cache's store: `Some` when `l7.cache` is set or a
     /// route caches (then with the defaults).
     pub cache: Option<CachePlan>,
+    /// Sources whose forwarding headers are kept (`l7.trusted_proxies`).
+    pub trusted_proxies: Vec<Prefix>,
 }
 
 /// `l7.cache`, checked.
@@ -220,6 +222,7 @@ impl Planner {
             None if l7.routes.iter().any(|r| r.cache) => Some(self.cache(&CacheYaml::default())),
             None => None,
         };
+        let trusted_proxies = self.prefixes("l7.trusted_proxies", &l7.trusted_proxies);
         L7Plan {
             workers,
             rate_rules,
@@ -227,7 +230,20 @@ impl Planner {
             listeners,
             upstreams,
             cache,
+            trusted_proxies,
         }
+    }
+
+    /// Source prefixes (`ADDR/LEN` or `ADDR`) of the list at `path`.
+    fn prefixes(&mut self, path: &str, list: &[String]) -> Vec<Prefix> {
+        let mut out = Vec::new();
+        for (j, p) in list.iter().enumerate() {
+            match p.trim().parse::<Prefix>() {
+                Ok(p) => out.push(p),
+                Err(e) => self.issue(format!("{path}[{j}]"), e.to_string()),
+            }
+        }
+        out
     }
 
     fn cache(&mut self, c: &CacheYaml) -> CachePlan {
@@ -244,13 +260,7 @@ impl Planner {
                 "larger than max_bytes: such an object could never be stored",
             );
         }
-        let mut purge_from = Vec::new();
-        for (j, p) in c.purge_from.iter().enumerate() {
-            match p.trim().parse::<Prefix>() {
-                Ok(p) => purge_from.push(p),
-                Err(e) => self.issue(format!("l7.cache.purge_from[{j}]"), e.to_string()),
-            }
-        }
+        let purge_from = self.prefixes("l7.cache.purge_from", &c.purge_from);
         CachePlan {
             max_bytes: c.max_bytes.0,
             max_object_bytes: c.max_object_bytes.0,

@@ -90,39 +90,64 @@ pub struct Downstream<'a> {
     pub host: Option<&'a str>,
     /// The HTTP version of the downstream request, for `Via`.
     pub version: http::Version,
+    /// Whether the client is a trusted proxy (`l7.trusted_proxies`),
+    /// whose X-Forwarded-For chain is kept.
+    pub trusted: bool,
 }
+
+/// Forwarding claims only a trusted proxy may pass on: a client could
+/// otherwise pick the address a backend takes for its own.
+const CLIENT_CLAIMS: [&str; 2] = ["forwarded", "x-real-ip"];
 
 /// The pseudonym this proxy uses in `Via` (RFC 9110 §7.6.3 allows one
 /// instead of a host name, which would leak internal names).
 pub const VIA_NAME: &str = "xlb";
 
-/// Adds X-Forwarded-For (appending to what a previous proxy sent),
-/// X-Forwarded-Proto, X-Forwarded-Host and Via to an upstream request.
+/// Adds X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Via to
+/// an upstream request.
 ///
-/// X-Forwarded-Proto and -Host are set, not appended: the value a client
-/// sends there is untrusted and would otherwise let it pretend the request
-/// arrived over TLS.
+/// From a trusted proxy ([`Downstream::trusted`]) the X-Forwarded-For
+/// chain gets the peer appended, and its X-Forwarded-Proto and -Host, when
+/// present, are kept (it terminated the client's connection). From anyone
+/// else, X-Forwarded-For is the peer alone, -Proto and -Host describe
+/// xlb's own connection, and `Forwarded` and `X-Real-IP` are removed:
+/// what a client writes there would let it pick the address a backend
+/// logs and rate-limits, or pretend it came over TLS.
 pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
     let client = down.client_ip.to_string();
-    let xff = match headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-    {
-        prior if prior.is_empty() => client,
-        prior => format!("{}, {client}", prior.join(", ")),
+    let prior: Vec<&str> = match down.trusted {
+        true => headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
+        false => Vec::new(),
     };
+    let xff = match prior.is_empty() {
+        true => client,
+        false => format!("{}, {client}", prior.join(", ")),
+    };
+    if !down.trusted {
+        for name in CLIENT_CLAIMS {
+            headers.remove(name);
+        }
+    }
     headers.remove("x-forwarded-for");
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert("x-forwarded-for", v);
     }
-    if let Ok(v) = HeaderValue::from_str(down.proto) {
-        headers.insert("x-forwarded-proto", v);
+    let keep_proto = down.trusted && headers.contains_key("x-forwarded-proto");
+    let keep_host = down.trusted && headers.contains_key("x-forwarded-host");
+    if !keep_proto {
+        if let Ok(v) = HeaderValue::from_str(down.proto) {
+            headers.insert("x-forwarded-proto", v);
+        }
     }
-    headers.remove("x-forwarded-host");
-    if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert("x-forwarded-host", host);
+    if !keep_host {
+        headers.remove("x-forwarded-host");
+        if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert("x-forwarded-host", host);
+        }
     }
     append_via(headers, down.version);
 }
@@ -257,31 +282,54 @@ mod tests {
         assert_eq!(h.get("host").unwrap(), "a.example");
     }
 
-    #[test]
-    fn forwarded_headers_append_for_and_overwrite_proto_and_host() {
-        let mut h = map(&[
+    fn claims() -> HeaderMap {
+        map(&[
             ("x-forwarded-for", "198.51.100.1"),
             ("x-forwarded-for", "198.51.100.2"),
             ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-host", "cdn.example"),
+            ("forwarded", "for=198.51.100.1"),
+            ("x-real-ip", "198.51.100.1"),
             ("via", "1.1 edge-cdn"),
-        ]);
-        add_forwarded(
-            &mut h,
-            &Downstream {
-                client_ip: "203.0.113.9".parse().unwrap(),
-                proto: "http",
-                host: Some("www.example.com"),
-                version: http::Version::HTTP_2,
-            },
-        );
+        ])
+    }
+
+    fn from(trusted: bool) -> Downstream<'static> {
+        Downstream {
+            client_ip: "203.0.113.9".parse().unwrap(),
+            proto: "http",
+            host: Some("www.example.com"),
+            version: http::Version::HTTP_2,
+            trusted,
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_appended_to_and_its_claims_kept() {
+        let mut h = claims();
+        add_forwarded(&mut h, &from(true));
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "198.51.100.1, 198.51.100.2, 203.0.113.9"
         );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "cdn.example");
+        assert_eq!(h.get("forwarded").unwrap(), "for=198.51.100.1");
+        assert_eq!(h.get("x-real-ip").unwrap(), "198.51.100.1");
+        assert_eq!(h.get("via").unwrap(), "1.1 edge-cdn, 2 xlb");
+    }
+
+    #[test]
+    fn a_client_cannot_choose_its_forwarded_address_or_protocol() {
+        let mut h = claims();
+        add_forwarded(&mut h, &from(false));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "www.example.com");
+        assert!(h.get("forwarded").is_none());
+        assert!(h.get("x-real-ip").is_none());
         assert_eq!(h.get("via").unwrap(), "1.1 edge-cdn, 2 xlb");
     }
 
@@ -295,6 +343,7 @@ mod tests {
                 proto: "https",
                 host: None,
                 version: http::Version::HTTP_11,
+                trusted: false,
             },
         );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "2001:db8::7");

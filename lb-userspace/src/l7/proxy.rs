@@ -57,6 +57,8 @@ use hyper::{
     upgrade::OnUpgrade,
 };
 
+use crate::datapath::deny::Prefix;
+
 use super::{
     balance::{Balancer, PickContext, Unavailable, Upstream},
     cache::{self, x_cache, X_CACHE},
@@ -185,6 +187,9 @@ impl Pool {
 pub struct Proxy {
     routes: Arc<dyn Resolver>,
     pools: HashMap<String, Arc<Pool>>,
+    /// Sources whose forwarding headers are kept (see
+    /// [`headers::add_forwarded`]).
+    trusted_proxies: Vec<Prefix>,
 }
 
 fn default_options() -> &'static RouteOptions {
@@ -216,7 +221,18 @@ impl Proxy {
     /// A proxy over `routes` and `pools` (by upstream id; pools may be
     /// shared by the proxies of several listeners).
     pub fn new(routes: Arc<dyn Resolver>, pools: HashMap<String, Arc<Pool>>) -> Proxy {
-        Proxy { routes, pools }
+        Proxy {
+            routes,
+            pools,
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    /// This proxy, keeping the forwarding headers of requests from
+    /// `trusted` sources (`l7.trusted_proxies`); none by default.
+    pub fn with_trusted_proxies(mut self, trusted: Vec<Prefix>) -> Proxy {
+        self.trusted_proxies = trusted;
+        self
     }
 
     /// Answers one request.
@@ -294,10 +310,15 @@ impl Proxy {
             .as_deref()
             .and_then(|name| headers::cookie(&parts.headers, name))
             .map(<[u8]>::to_vec);
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .any(|p| p.contains(conn.peer.ip()));
         let exchange = Exchange {
             pool: pool.clone(),
             route: route.clone(),
             conn,
+            trusted,
             host,
             arrived,
             up_facts,
@@ -349,6 +370,8 @@ struct Exchange {
     pool: Arc<Pool>,
     route: Arc<Route>,
     conn: ConnInfo,
+    /// Whether the client is a trusted proxy.
+    trusted: bool,
     /// The request's host (without port), as routed.
     host: Option<String>,
     /// When a cold-start hold's deadline counts from.
@@ -379,6 +402,7 @@ async fn forward_exchange(
         pool,
         route,
         conn,
+        trusted,
         host,
         arrived,
         up_facts,
@@ -428,6 +452,7 @@ async fn forward_exchange(
         proto: if conn.tls { "https" } else { "http" },
         host: host.as_deref(),
         version: parts.version,
+        trusted,
     };
     parts.uri = Uri::from(target);
     headers::strip_hop_by_hop(&mut parts.headers);

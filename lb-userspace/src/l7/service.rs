@@ -26,6 +26,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::datapath::deny::Prefix;
+
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
     cache::{Cache, CacheConfig},
@@ -119,6 +121,7 @@ impl L7Service {
                 &rules,
                 &escalation_sink,
                 shared.as_ref(),
+                &plan.trusted_proxies,
             )?));
             let certs = match &lp.tls {
                 Some(t) => Some(Arc::new(
@@ -315,6 +318,7 @@ impl L7Service {
                 &rules,
                 &self.escalation_sink,
                 shared.as_ref(),
+                &new.trusted_proxies,
             )?);
         }
         // Certificates: load the new sets on the side first, so that a bad
@@ -589,6 +593,7 @@ fn build_proxy(
     rules: &HashMap<String, (RuleConfig, Arc<Rule>)>,
     sink: &EscalationSink,
     cache: Option<&SharedCache>,
+    trusted: &[Prefix],
 ) -> anyhow::Result<Proxy> {
     let mut routes = lp.routes.clone();
     for spec in &mut routes {
@@ -617,5 +622,5 @@ fn build_proxy(
     }
     let table =
         RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
-    Ok(Proxy::new(Arc::new(table), pools.clone()))
+    Ok(Proxy::new(Arc::new(table), pools.clone()).with_trusted_proxies(trusted.to_vec()))
 }
