@@ -32,7 +32,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::{
         tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpListener, TcpStream,
+        TcpListener, TcpSocket, TcpStream,
     },
     sync::watch,
 };
@@ -1250,6 +1250,70 @@ async fn oversized_heads_and_too_many_fields_are_431() {
     assert_eq!(bed.backend.count("/big"), 0);
     assert_eq!(bed.backend.count("/many"), 1);
     assert_eq!(bed.backend.count("/after"), 2);
+}
+
+/// One HTTP/1.1 GET on a new connection from `from`: the status, or
+/// `None` when the connection was closed without an answer.
+async fn get_from(from: &str, to: SocketAddr, path: &str) -> Option<u16> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(to).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return None;
+    }
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    match read.expect("an answer or a close within 5 s") {
+        Ok(_) => h1_status(&String::from_utf8_lossy(&got)),
+        Err(_) => None, // reset
+    }
+}
+
+/// With `max_connections_per_source: N`, a source's connection N+1 is
+/// closed unserved, another source is served meanwhile, and the source
+/// gets a slot back when one of its connections closes.
+#[tokio::test]
+async fn connections_beyond_the_per_source_cap_are_closed() {
+    let bed = bed(ServerLimits {
+        max_connections_per_source: 2,
+        ..ServerLimits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(bed.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = Request::get("/held")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.unwrap();
+        held.push((send, conn));
+    }
+    assert_eq!(get_from("127.0.0.1", bed.addr, "/third").await, None);
+    assert_eq!(bed.backend.count("/third"), 0);
+    assert_eq!(get_from("127.0.0.2", bed.addr, "/other").await, Some(200));
+    // One of the two closes: the source may connect again (the server
+    // notices the close asynchronously; a few tries at most).
+    let (send, conn) = held.remove(0);
+    drop(send);
+    let _ = conn.await;
+    let mut again = None;
+    for _ in 0..50 {
+        again = get_from("127.0.0.1", bed.addr, "/again").await;
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, Some(200));
+    assert_eq!(bed.backend.count("/again"), 1);
 }
 
 /// With `max_connections: N`, connection N+1 waits in the accept queue,

@@ -79,6 +79,8 @@ pub struct LimitsConfig {
     pub max_body_bytes: Size,
     pub idle_timeout: Dur,
     pub max_connections: usize,
+    /// 0: no cap (see `ServerLimits::max_connections_per_source`).
+    pub max_connections_per_source: u32,
     pub max_concurrent_streams: u32,
     pub max_pending_reset_streams: usize,
     pub tls_handshake_timeout: Dur,
@@ -94,6 +96,7 @@ impl Default for LimitsConfig {
             max_body_bytes: Size(0),
             idle_timeout: Dur(Duration::from_secs(60)),
             max_connections: 10_000,
+            max_connections_per_source: 0,
             max_concurrent_streams: 256,
             max_pending_reset_streams: 20,
             tls_handshake_timeout: Dur(Duration::from_secs(10)),

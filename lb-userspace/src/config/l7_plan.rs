@@ -329,6 +329,7 @@ impl Planner {
             max_headers: l.max_headers,
             idle_timeout: l.idle_timeout.0,
             max_connections: l.max_connections,
+            max_connections_per_source: l.max_connections_per_source,
             ..ServerLimits::default()
         }
     }
@@ -972,4 +973,50 @@ fn cookie_name_ok(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    /// Every `l7.limits` key reaches the server's limits.
+    #[test]
+    fn limits_reach_the_server() {
+        let yaml = "\
+l7:
+  workers: 1
+  limits:
+    max_connections: 77
+    max_connections_per_source: 5
+    max_headers: 40
+    idle_timeout: 7s
+  listeners:
+    - {name: web, address: 127.0.0.1:0}
+  routes:
+    - {id: all, upstream: app}
+  upstreams:
+    - {id: app, nodes: [{address: \"127.0.0.1:9\"}]}
+";
+        let cfg = Config::parse(yaml, Path::new("x.yaml")).expect("valid");
+        let plan = super::plan(&cfg.l7).expect("plans");
+        let l = &plan.limits;
+        assert_eq!(l.max_connections, 77);
+        assert_eq!(l.max_connections_per_source, 5);
+        assert_eq!(l.max_headers, 40);
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(7));
+        let plain = Config::parse(
+            &yaml.replace("    max_connections_per_source: 5\n", ""),
+            Path::new("x.yaml"),
+        )
+        .expect("valid");
+        assert_eq!(
+            super::plan(&plain.l7)
+                .unwrap()
+                .limits
+                .max_connections_per_source,
+            0
+        );
+    }
 }

@@ -16,6 +16,7 @@ pub mod rewrite;
 pub mod router;
 pub mod server;
 pub mod service;
+pub mod source_cap;
 pub mod steering;
 pub mod tls;
 pub mod upgrade;

@@ -54,7 +54,7 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::forward::ProxyBody;
+use super::{forward::ProxyBody, source_cap::SourceCap};
 
 /// Limits every connection gets; the defaults are the edge-safe ones.
 #[derive(Debug, Clone)]
@@ -92,6 +92,13 @@ pub struct ServerLimits {
     /// per idle connection, about 200 MiB per worker at the cap, well under
     /// a typical `ulimit -n` of 65 536 for two workers.
     pub max_connections: usize,
+    /// Most open connections per source (an IPv4 address or an IPv6 /64)
+    /// per `serve()` call (per worker); a connection beyond it is closed
+    /// at once (see [`super::source_cap`]). 0 (the default): no cap.
+    /// Off by default because carrier-grade NAT and corporate proxies put
+    /// thousands of users behind one address; abusive sources are the
+    /// rate limiter's and the XDP deny list's to stop.
+    pub max_connections_per_source: u32,
     /// Most concurrent HTTP/2 streams per connection; streams beyond it
     /// are refused (REFUSED_STREAM). Default 256.
     pub max_concurrent_streams: u32,
@@ -138,6 +145,7 @@ impl Default for ServerLimits {
             max_header_list_size: 64 * 1024,
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_connections_per_source: 0,
             max_concurrent_streams: 256,
             max_pending_reset_streams: 20,
             max_cancelled_requests: 100,
@@ -194,6 +202,8 @@ pub async fn serve<H, F>(
     // and are retried by the client) instead of being accepted and dropped.
     let permits =
         (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+    let per_source = (limits.max_connections_per_source > 0)
+        .then(|| SourceCap::new(limits.max_connections_per_source));
     // Every connection task holds a clone; `recv` answers `None` once the
     // last one has ended, which is when draining is over.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -222,6 +232,18 @@ pub async fn serve<H, F>(
             },
             _ = shutdown_requested(&mut shutdown) => break,
         };
+        let slot = match &per_source {
+            None => None,
+            Some(cap) => match cap.try_open(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    log::debug!(
+                        "connection from {peer} closed: its source is at max_connections_per_source"
+                    );
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
@@ -232,6 +254,7 @@ pub async fn serve<H, F>(
         let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let _alive = alive;
             let info = ConnInfo {
                 peer,
