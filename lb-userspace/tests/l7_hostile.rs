@@ -1430,6 +1430,60 @@ async fn idle_connections_are_closed_busy_ones_are_not() {
     eprintln!("h1 idle close after {h1_after:?}, h2 GOAWAY+close after {h2_after:?}");
 }
 
+/// An HTTP/1.1 keep-alive connection lives for `idle_timeout` between
+/// requests, not `header_read_timeout` (a proxy in front that keeps its
+/// connections longer must not race the close); a later head that
+/// trickles is still cut `header_read_timeout` after its first byte.
+#[tokio::test]
+async fn keep_alive_outlives_the_header_timeout_but_a_slow_head_does_not() {
+    let header = Duration::from_secs(1);
+    let bed = bed(ServerLimits {
+        header_read_timeout: header,
+        idle_timeout: Duration::from_secs(3),
+        ..ServerLimits::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(bed.addr).await.unwrap();
+    let mut buf = [0u8; 4096];
+    for (i, pause) in [0u64, 2000].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        s.write_all(format!("GET /ka{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(
+            h1_status(&text),
+            Some(200),
+            "after {pause} ms idle: {text:?}"
+        );
+    }
+    assert_eq!(bed.backend.count("/ka1"), 1, "served after 2 s idle");
+    // Now a head that trickles, one byte per 100 ms.
+    let start = Instant::now();
+    let head = b"GET /trickled HTTP/1.1\r\nHost: x\r\nx-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        for b in head {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        wr
+    });
+    let end = tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await;
+    let after = start.elapsed();
+    assert!(matches!(end, Ok(Ok(0)) | Ok(Err(_))), "{end:?}");
+    assert!(after >= header && after < header * 2, "cut after {after:?}");
+    assert_eq!(bed.backend.count("/trickled"), 0);
+    drop(writer.await);
+    eprintln!("trickled head cut after {after:?}");
+}
+
 /// HTTP/2 keep-alive PINGs find a peer that stopped answering, even with
 /// a stream open (which the idle close leaves alone); a peer that answers
 /// keeps its connection.

@@ -5,9 +5,14 @@
 //! to a deadline).
 //!
 //! Who enforces what (hyper 1.12, hyper-util 0.1.21, h2 0.4):
-//! - hyper's HTTP/1 header timer starts as soon as the connection is ready
-//!   for a request head, so it also bounds a keep-alive connection's idle
-//!   time between requests;
+//! - hyper's own HTTP/1 header timer is off: it starts as soon as the
+//!   connection is ready for the next head, so it would close keep-alive
+//!   connections after `header_read_timeout` (10 s) instead of
+//!   `idle_timeout`, and a proxy or load balancer in front of xlb that
+//!   keeps connections longer (60 s is common) would race the close and
+//!   fail requests. Here the header clock starts with a head's first byte
+//!   ([`HeadClock`]) and the watchdog cuts the connection when the head is
+//!   not complete in time; between requests, `idle_timeout` applies;
 //! - hyper-util's auto builder first reads up to 24 bytes to tell HTTP/2's
 //!   preface from HTTP/1.1, with no deadline of its own: the watchdog here
 //!   closes a connection whose first request has not started within
@@ -29,7 +34,7 @@ use std::{
     net::SocketAddr,
     pin::{pin, Pin},
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     task::{Context, Poll},
@@ -59,13 +64,11 @@ use super::{forward::ProxyBody, source_cap::SourceCap};
 /// Limits every connection gets; the defaults are the edge-safe ones.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// A client must send a request's whole header within this (slowloris).
-    /// Also the deadline for a new connection's first request to start
-    /// (HTTP/1.1 and HTTP/2), and, because hyper's HTTP/1 header timer
-    /// starts when the previous response is done, the longest an HTTP/1.1
-    /// keep-alive connection may sit idle. Default 10 s: a real client
-    /// sends its head in one round trip; 10 s leaves room for lossy mobile
-    /// links while a slowloris holds a socket for at most that long.
+    /// A client must send a request's whole header within this of its
+    /// first byte (slowloris); also the deadline for a new connection's
+    /// first request to start (HTTP/1.1 and HTTP/2). Default 10 s: a real
+    /// client sends its head in one round trip; 10 s leaves room for lossy
+    /// mobile links while a slowloris holds a socket for at most that long.
     pub header_read_timeout: Duration,
     /// Largest HTTP/1.1 request head (bytes); over it the client gets 431.
     /// Default 64 KiB, the order of nginx's `large_client_header_buffers`
@@ -82,9 +85,8 @@ pub struct ServerLimits {
     /// allowed over HTTP/2 (hyper's default is 16 KiB).
     pub max_header_list_size: u32,
     /// A keep-alive connection with no request in flight is closed after
-    /// this (HTTP/2: GOAWAY, then close once open streams finish). Default
-    /// 60 s. For HTTP/1.1 the shorter `header_read_timeout` applies first
-    /// (see above).
+    /// this (HTTP/1.1: closed; HTTP/2: GOAWAY, then close once open streams
+    /// finish). Default 60 s.
     pub idle_timeout: Duration,
     /// Most open connections per `serve()` call (per worker); further
     /// connections wait in the kernel's accept queue until one closes.
@@ -309,7 +311,8 @@ fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Off: the watchdog keeps the header clock (see the module doc).
+        .header_read_timeout(None)
         // A head that does not fit the read buffer is a 431 (hyper's
         // minimum buffer is 8 KiB).
         .max_buf_size(limits.max_header_bytes.max(8192))
@@ -374,6 +377,7 @@ async fn serve_connection<I, H, F>(
             }))
         }
     });
+    let io = HeadClock::new(io, activity.clone());
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
     loop {
@@ -398,6 +402,12 @@ async fn serve_connection<I, H, F>(
             }
             why = activity.expired(policy), if !closing => {
                 log::debug!("connection from {}: {why}, closing", info.peer);
+                if why == HEAD_TIMEOUT || !activity.http2.load(Ordering::SeqCst) {
+                    // HTTP/1.1 (or not known yet) with nothing in flight,
+                    // maybe half a head: nothing to finish, and hyper's
+                    // graceful close would wait for the head.
+                    return;
+                }
                 closing = true;
                 // HTTP/1.1: closes at once (nothing is in flight);
                 // HTTP/2: GOAWAY, then close when open streams finish;
@@ -427,6 +437,12 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When `in_flight` last fell to zero, in nanoseconds since `opened`.
     idle_since: AtomicU64,
+    /// When the first byte of an HTTP/1.1 request head arrived with
+    /// nothing in flight, in nanoseconds since `opened` plus one; 0: no
+    /// head is being read (set by [`HeadClock`], cleared by `begin`).
+    head_since: AtomicU64,
+    /// The client spoke HTTP/2 (set by [`HeadClock`]).
+    http2: AtomicBool,
     /// Wakes the watchdog: the first request started. Going idle does not
     /// wake it (that would cost a wake-up and a new timer per request):
     /// a busy connection's watchdog looks again every quarter of the idle
@@ -445,6 +461,8 @@ impl Activity {
             max_cancelled,
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
+            head_since: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
             changed: Notify::new(),
             abused: Notify::new(),
         }
@@ -455,6 +473,7 @@ impl Activity {
         if self.requests.fetch_add(1, Ordering::SeqCst) == 0 {
             self.changed.notify_one();
         }
+        self.head_since.store(0, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight {
             activity: self.clone(),
@@ -462,16 +481,37 @@ impl Activity {
         }
     }
 
+    /// An HTTP/1.1 head's first byte arrived while nothing was in flight:
+    /// its clock starts (once per head) and the watchdog is told.
+    fn head_started(&self) {
+        if self.requests.load(Ordering::Relaxed) == 0
+            || self.in_flight.load(Ordering::SeqCst) > 0
+            || self.head_since.load(Ordering::SeqCst) != 0
+        {
+            // The first request has its own deadline; bytes read while a
+            // request is in flight are its body or a pipelined head.
+            return;
+        }
+        let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.head_since.store(since + 1, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
     /// Resolves when the connection has overstayed: no first request in
-    /// time, or idle too long since the last one.
+    /// time, a later HTTP/1.1 head not complete in time, or idle too long
+    /// since the last request.
     async fn expired(&self, policy: Policy) -> &'static str {
         loop {
             let now = Instant::now();
+            let head = self.head_since.load(Ordering::SeqCst);
             let (deadline, why) = if self.requests.load(Ordering::SeqCst) == 0 {
                 (self.opened + policy.first_request, "no request in time")
             } else if self.in_flight.load(Ordering::SeqCst) > 0 {
                 // Busy: look again later (see `changed`).
                 (now + (policy.idle / 4).max(BUSY_RECHECK_MIN), "idle")
+            } else if head != 0 {
+                let since = Duration::from_nanos(head - 1);
+                (self.opened + since + policy.first_request, HEAD_TIMEOUT)
             } else {
                 let since = Duration::from_nanos(self.idle_since.load(Ordering::SeqCst));
                 (self.opened + since + policy.idle, "idle")
@@ -524,6 +564,99 @@ impl Drop for InFlight {
         let since = u64::try_from(a.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
         a.idle_since.store(since, Ordering::SeqCst);
         a.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Why the watchdog cut a connection whose request head was not complete
+/// within `header_read_timeout` of its first byte.
+const HEAD_TIMEOUT: &str = "request head not complete in time";
+
+/// The connection's reads, watched for the first byte of each HTTP/1.1
+/// request head after the first (whose deadline counts from the accept):
+/// that starts the head's clock in [`Activity`]. An HTTP/2 connection
+/// (its preface starts with `PRI `) is not watched: its frames between
+/// requests (PING, SETTINGS) are no request heads, and its idle close is
+/// the watchdog's.
+struct HeadClock<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    /// The connection's first bytes, until there are enough to tell.
+    first: [u8; 4],
+    seen: usize,
+    /// The connection speaks HTTP/2: reads are passed through unwatched.
+    http2: bool,
+}
+
+impl<I> HeadClock<I> {
+    fn new(inner: I, activity: Arc<Activity>) -> HeadClock<I> {
+        HeadClock {
+            inner,
+            activity,
+            first: [0; 4],
+            seen: 0,
+            http2: false,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for HeadClock<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if read.is_empty() || this.http2 {
+            return polled;
+        }
+        if this.seen < this.first.len() {
+            let n = read.len().min(this.first.len() - this.seen);
+            this.first[this.seen..this.seen + n].copy_from_slice(&read[..n]);
+            this.seen += n;
+            if !b"PRI ".starts_with(&this.first[..this.seen]) {
+                // Not HTTP/2: watched from now on.
+                this.seen = this.first.len();
+            } else if this.seen == this.first.len() {
+                this.http2 = true;
+                this.activity.http2.store(true, Ordering::SeqCst);
+                return polled;
+            }
+        }
+        this.activity.head_started();
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for HeadClock<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
