@@ -443,6 +443,64 @@ async fn a_refusing_node_is_recorded_even_when_retries_hide_it() {
     assert!(e.reason.contains("connect"), "{}", e.reason);
 }
 
+/// A backend that answers every request with a 200 head promising 1000
+/// bytes, sends 10, and closes: the node fails after its head.
+async fn breaking_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A node whose responses break after the head is ejected like one that
+/// answers 502: each broken body is one failure (its success is only
+/// recorded once a body is done), while whole bodies count as successes.
+#[tokio::test]
+async fn a_node_breaking_its_bodies_is_ejected_by_passive_health() {
+    let broken = breaking_backend().await;
+    let (good, _) = backend("good", StatusCode::OK).await;
+    let (passive, mut events) = tracker(2);
+    let pool = pool_of(upstream(&[broken, good]), UpstreamOptions::default())
+        .with_passive(passive.clone());
+    let bed = start(Arc::new(pool), RouteOptions::default()).await;
+    let mut broken_bodies = 0;
+    for _ in 0..6 {
+        let io = TokioIo::new(TcpStream::connect(bed.addr).await.unwrap());
+        let (mut s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let resp = s.send_request(get("/")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        if resp.into_body().collect().await.is_err() {
+            broken_bodies += 1;
+        }
+    }
+    assert_eq!(broken_bodies, 3, "round robin: every other request");
+    let now = std::time::Instant::now();
+    assert!(passive.is_ejected(0), "{:?}", passive.status(0, now));
+    let good = passive.status(1, now);
+    assert_eq!(good.state, PassiveState::Admitted);
+    assert_eq!(good.consecutive_failures, 0);
+    let e = events.try_recv().expect("an ejection event");
+    assert_eq!((e.target.as_str(), e.healthy), ("n0", false));
+}
+
 // -------------------------------------------------------------- cold start
 
 fn cold(deadline: Duration) -> RouteOptions {

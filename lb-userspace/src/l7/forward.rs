@@ -374,9 +374,20 @@ where
     }
 }
 
+/// What holds a response body (with the node's in-flight count) and is
+/// told when the node fails the body after its head: the connection broke
+/// or the node fell silent for the idle timeout.
+pub trait OnBodyFailure {
+    fn body_failed(&mut self, kind: FailureKind);
+}
+
+impl OnBodyFailure for () {
+    fn body_failed(&mut self, _: FailureKind) {}
+}
+
 /// A response body that fails (so the client sees a broken, not a short
 /// but complete, response) when the node is silent for `idle`, and keeps
-/// `guard` until it ends.
+/// `guard` until it ends, telling it when the node fails the body.
 struct ResponseBody<G> {
     inner: Incoming,
     idle: Duration,
@@ -389,7 +400,7 @@ struct ResponseBody<G> {
 
 /// Wraps an upstream body with the `idle` timeout; `guard` (the node's
 /// in-flight count) is held until the body ends or is dropped.
-pub fn response_body<G: Send + Sync + Unpin + 'static>(
+pub fn response_body<G: OnBodyFailure + Send + Sync + Unpin + 'static>(
     body: Incoming,
     idle: Duration,
     guard: G,
@@ -404,7 +415,7 @@ pub fn response_body<G: Send + Sync + Unpin + 'static>(
     .boxed()
 }
 
-impl<G: Unpin> Body for ResponseBody<G> {
+impl<G: OnBodyFailure + Unpin> Body for ResponseBody<G> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -416,6 +427,9 @@ impl<G: Unpin> Body for ResponseBody<G> {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.waiting = false;
+                if let Some(Err(_)) = &frame {
+                    this._guard.body_failed(FailureKind::Reset);
+                }
                 Poll::Ready(frame)
             }
             // The clock measures the node's silence only: it starts when
@@ -440,6 +454,7 @@ impl<G: Unpin> Body for ResponseBody<G> {
                             "upstream sent nothing for {:?}: response cut off",
                             this.idle
                         );
+                        this._guard.body_failed(FailureKind::Timeout);
                         Poll::Ready(Some(Err(cut_off())))
                     }
                     Poll::Pending => Poll::Pending,

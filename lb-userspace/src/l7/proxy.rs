@@ -60,7 +60,7 @@ use hyper::{
 use crate::datapath::deny::Prefix;
 
 use super::{
-    balance::{Balancer, PickContext, Unavailable, Upstream},
+    balance::{Balancer, InFlight, PickContext, Unavailable, Upstream},
     cache::{self, x_cache, X_CACHE},
     cold_start::{self, Buffered, Hold, Replay},
     forward::{
@@ -408,7 +408,8 @@ async fn forward_exchange(
         up_facts,
         sticky_in,
     } = x;
-    let pool = &*pool;
+    let pool_ref = &pool;
+    let pool = &**pool_ref;
     let opts = route
         .spec()
         .extensions
@@ -626,7 +627,21 @@ async fn forward_exchange(
                     !status.is_server_error(),
                     now,
                 );
-                pool.record(node, response_outcome(status));
+                let outcome = response_outcome(status);
+                // A success is recorded when the body is done (or the
+                // client leaves), so that a node failing mid-body counts
+                // as one failure, not a success and a failure.
+                let deferred = match (outcome, pool.passive.is_some()) {
+                    (Outcome::Success, true) if upgrade.is_none() => Some(BodyOutcome {
+                        pool: pool_ref.clone(),
+                        node,
+                        failed: false,
+                    }),
+                    _ => {
+                        pool.record(node, outcome);
+                        None
+                    }
+                };
                 let upgraded = match (&on_upgrade, status) {
                     (Some(_), StatusCode::SWITCHING_PROTOCOLS) => {
                         Some(hyper::upgrade::on(&mut resp))
@@ -645,7 +660,7 @@ async fn forward_exchange(
                         upgrade::splice(down, up, opts.timeouts.idle, label, flight);
                         empty_body()
                     }
-                    _ => response_body(incoming, opts.timeouts.idle, flight),
+                    _ => response_body(incoming, opts.timeouts.idle, (flight, deferred)),
                 };
                 // Response header edits and the sticky cookie are the
                 // caller's (outside the cache): see `finish`.
@@ -687,6 +702,35 @@ async fn forward_exchange(
                     body = back.map(Request::into_body);
                 }
                 last_error = Some(e);
+            }
+        }
+    }
+}
+
+/// A node's successful response head, whose passive-health outcome is
+/// recorded when its body ends: a failure if the node breaks the body or
+/// falls silent (the idle timeout), else a success when the body is done
+/// or dropped (a client leaving is not the node's fault).
+struct BodyOutcome {
+    pool: Arc<Pool>,
+    node: usize,
+    failed: bool,
+}
+
+impl Drop for BodyOutcome {
+    fn drop(&mut self) {
+        if !self.failed {
+            self.pool.record(self.node, Outcome::Success);
+        }
+    }
+}
+
+impl forward::OnBodyFailure for (InFlight, Option<BodyOutcome>) {
+    fn body_failed(&mut self, kind: FailureKind) {
+        if let Some(o) = &mut self.1 {
+            if !o.failed {
+                o.failed = true;
+                o.pool.record(o.node, Outcome::Failure(kind));
             }
         }
     }
