@@ -1252,6 +1252,35 @@ async fn oversized_heads_and_too_many_fields_are_431() {
     assert_eq!(bed.backend.count("/after"), 2);
 }
 
+/// `n` keep-alive connections, each with one request answered 200: the
+/// senders and the connection tasks (dropping a sender closes its
+/// connection).
+async fn hold_connections(
+    addr: SocketAddr,
+    n: usize,
+) -> Vec<(
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = Request::get("/held")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.into_body().collect().await.unwrap();
+        held.push((send, conn));
+    }
+    held
+}
+
 /// One HTTP/1.1 GET on a new connection from `from`: the status, or
 /// `None` when the connection was closed without an answer.
 async fn get_from(from: &str, to: SocketAddr, path: &str) -> Option<u16> {
@@ -1280,22 +1309,7 @@ async fn connections_beyond_the_per_source_cap_are_closed() {
         ..ServerLimits::default()
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let stream = TcpStream::connect(bed.addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        let conn = tokio::spawn(conn);
-        let req = Request::get("/held")
-            .header("host", "x")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.into_body().collect().await.unwrap();
-        held.push((send, conn));
-    }
+    let mut held = hold_connections(bed.addr, 2).await;
     assert_eq!(get_from("127.0.0.1", bed.addr, "/third").await, None);
     assert_eq!(bed.backend.count("/third"), 0);
     assert_eq!(get_from("127.0.0.2", bed.addr, "/other").await, Some(200));
@@ -1325,22 +1339,7 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
         ..ServerLimits::default()
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let stream = TcpStream::connect(bed.addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        let conn = tokio::spawn(conn);
-        let req = Request::get("/held")
-            .header("host", "x")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.into_body().collect().await.unwrap();
-        held.push((send, conn));
-    }
+    let mut held = hold_connections(bed.addr, 2).await;
     // The third connects (the kernel completes the handshake) and asks...
     let mut third = TcpStream::connect(bed.addr).await.unwrap();
     third

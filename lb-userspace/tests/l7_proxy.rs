@@ -81,7 +81,12 @@ async fn bed(api: Vec<SocketAddr>, web: Vec<SocketAddr>) -> Bed {
     let mut pools = HashMap::new();
     pools.insert("api".to_string(), pool(&api));
     pools.insert("web".to_string(), pool(&web));
-    let proxy = Arc::new(Proxy::new(Arc::new(table), pools));
+    serve_proxy(Proxy::new(Arc::new(table), pools)).await
+}
+
+/// `proxy` served on a loopback port with the default limits.
+async fn serve_proxy(proxy: Proxy) -> Bed {
+    let proxy = Arc::new(proxy);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(false);
@@ -227,20 +232,8 @@ async fn no_route_is_a_404() {
     drained.hosts = vec!["drained.example.com".into()];
     let table = RouteTable::build(vec![table.routes()[0].spec().clone(), drained]).unwrap();
     pools.insert("drained".to_string(), weighted_pool(&[b], 0));
-    let proxy = Arc::new(Proxy::new(Arc::new(table), pools));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_tx, rx) = watch::channel(false);
-    tokio::spawn(serve(
-        listener,
-        None,
-        ServerLimits::default(),
-        move |req, info| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, info).await }
-        },
-        rx,
-    ));
+    let bed = serve_proxy(Proxy::new(Arc::new(table), pools)).await;
+    let addr = bed.proxy;
     let (status, reason, _) = send(addr, get("other.example.com", "/")).await;
     assert_eq!(
         (status, reason.as_deref()),
@@ -311,20 +304,8 @@ async fn only_trusted_proxies_pass_their_forwarding_headers() {
         let mut pools = HashMap::new();
         pools.insert("echo".to_string(), pool(&[echo]));
         let prefixes = trusted.iter().map(|p| p.parse().unwrap()).collect();
-        let proxy = Arc::new(Proxy::new(Arc::new(table), pools).with_trusted_proxies(prefixes));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (_stop, rx) = watch::channel(false);
-        tokio::spawn(serve(
-            listener,
-            None,
-            ServerLimits::default(),
-            move |req: Request<Incoming>, info: ConnInfo| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, info).await }
-            },
-            rx,
-        ));
+        let bed =
+            serve_proxy(Proxy::new(Arc::new(table), pools).with_trusted_proxies(prefixes)).await;
         let req = Request::get("/")
             .header("host", "www.example.com")
             .header("x-forwarded-for", "198.51.100.7")
@@ -333,7 +314,7 @@ async fn only_trusted_proxies_pass_their_forwarding_headers() {
             .header("forwarded", "for=198.51.100.7")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let (status, _, body) = send(addr, req).await;
+        let (status, _, body) = send(bed.proxy, req).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, want, "trusted {trusted:?}");
     }
