@@ -19,16 +19,26 @@ use xlb::l7::{
     server::{serve, ConnInfo, ServerLimits},
 };
 
-/// A backend answering every request with its name.
-async fn named_backend(name: &'static str) -> SocketAddr {
+/// A backend answering every request (its body read first) with what
+/// `answer` makes of its header fields.
+async fn backend<F>(answer: F) -> SocketAddr
+where
+    F: Fn(&http::HeaderMap) -> String + Clone + Send + Sync + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let _ = body.collect().await;
+                        let text = answer(&parts.headers);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -37,6 +47,11 @@ async fn named_backend(name: &'static str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A backend answering every request with its name.
+async fn named_backend(name: &'static str) -> SocketAddr {
+    backend(move |_| name.to_string()).await
 }
 
 async fn dead_addr() -> SocketAddr {
@@ -250,37 +265,24 @@ async fn no_route_is_a_404() {
 
 /// A backend answering with the forwarding headers it was sent.
 async fn forwarding_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| async move {
-                    let h = |n: &str| {
-                        let all: Vec<&str> = req
-                            .headers()
-                            .get_all(n)
-                            .iter()
-                            .map(|v| v.to_str().unwrap())
-                            .collect();
-                        all.join("|")
-                    };
-                    let seen = format!(
-                        "xff={};proto={};real={};fwd={}",
-                        h("x-forwarded-for"),
-                        h("x-forwarded-proto"),
-                        h("x-real-ip"),
-                        h("forwarded")
-                    );
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(seen))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    backend(|headers| {
+        let h = |n: &str| {
+            let all: Vec<&str> = headers
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            all.join("|")
+        };
+        format!(
+            "xff={};proto={};real={};fwd={}",
+            h("x-forwarded-for"),
+            h("x-forwarded-proto"),
+            h("x-real-ip"),
+            h("forwarded")
+        )
+    })
+    .await
 }
 
 /// Only a source in `trusted_proxies` passes its X-Forwarded-For chain

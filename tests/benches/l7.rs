@@ -1159,17 +1159,10 @@ fn report(
         s.rounds, s.seconds, H1_CONNECTIONS, H2_CONNECTIONS, H2_STREAMS
     );
     println!(
-        "{:<16} {:<8} {:>9} {:>8} {:>8} {:>9} {:>8} {:>12} {:>14} {:>9}  negotiated",
+        "{:<16} {:<8} {}  negotiated",
         "protocol",
         "proxy",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "proxy CPU",
-        "µs/req",
-        "user µs/req",
-        "kernel µs/req",
-        "CPUs busy"
+        stat_columns()
     );
     for proto in Proto::ALL {
         for (i, k) in kinds.iter().enumerate() {
@@ -1279,9 +1272,13 @@ fn print_med(label: &str, m: &Med, tail: &str) {
 }
 
 fn print_med_header(first: &str, last: &str) {
-    println!(
-        "{:<22} {:>9} {:>8} {:>8} {:>9} {:>8} {:>12} {:>14} {:>9}  {last}",
-        first,
+    println!("{:<22} {}  {last}", first, stat_columns());
+}
+
+/// The headings of the measured columns every table shares.
+fn stat_columns() -> String {
+    format!(
+        "{:>9} {:>8} {:>8} {:>9} {:>8} {:>12} {:>14} {:>9}",
         "req/s",
         "p50 ms",
         "p99 ms",
@@ -1290,7 +1287,7 @@ fn print_med_header(first: &str, last: &str) {
         "user µs/req",
         "kernel µs/req",
         "CPUs busy"
-    );
+    )
 }
 
 /// JSON cases of `x` against `b` (DESIGN.md's schema).
