@@ -5,6 +5,7 @@ mod demo;
 mod demo_l7;
 mod deps;
 mod exec;
+mod imports;
 mod test;
 mod toolchain;
 
@@ -38,6 +39,8 @@ enum Cmd {
     Demo,
     /// Unit tests of every crate, then the privileged end-to-end tests.
     Test,
+    /// Fail on import circles or upward imports in lb-userspace.
+    CheckImports,
     /// Run a benchmark (`l4`) and write target/bench/NAME.json.
     Bench {
         /// Which benchmark.
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Demo => demo::run(),
         Cmd::Test => test::run(),
+        Cmd::CheckImports => imports::run(),
         Cmd::Bench { name } => bench::run(&name),
     }
 }
