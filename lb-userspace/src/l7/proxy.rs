@@ -338,7 +338,10 @@ impl Proxy {
         if parts.method.as_str() == "PURGE" {
             return purge(rc, route.id(), &parts, conn.peer.ip());
         }
-        if upgrade::requested(&parts.headers, parts.version).is_some() {
+        if matches!(
+            upgrade::offer(&parts.headers, parts.version, &opts.upgrades),
+            upgrade::Offer::Forward(_)
+        ) {
             // A protocol switch is an exchange, not a representation.
             let mut resp = Box::pin(forward_exchange(exchange, parts, body)).await;
             resp.headers_mut()
@@ -416,7 +419,18 @@ async fn forward_exchange(
         .get::<RouteOptions>()
         .unwrap_or_else(|| default_options());
     let limiter = opts.rate_limit.as_ref().map(|l| &*l.0);
-    let upgrade = upgrade::requested(&parts.headers, parts.version);
+    let upgrade = match upgrade::offer(&parts.headers, parts.version, &opts.upgrades) {
+        upgrade::Offer::Forward(p) => Some(p),
+        upgrade::Offer::Dropped(p) => {
+            log::debug!(
+                "{}: upgrade to {p:?} not allowed on route {}: forwarded as a plain request",
+                conn.peer,
+                route.id()
+            );
+            None
+        }
+        upgrade::Offer::None => None,
+    };
     let on_upgrade = match upgrade {
         Some(_) => parts.extensions.remove::<OnUpgrade>(),
         None => None,
@@ -620,6 +634,23 @@ async fn forward_exchange(
         match sent {
             Ok(mut resp) => {
                 let status = resp.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    let offered = match (&upgrade, &on_upgrade) {
+                        (Some(p), Some(_)) => {
+                            upgrade::switched_to_offered(resp.headers().get(header::UPGRADE), p)
+                        }
+                        _ => false,
+                    };
+                    if !offered {
+                        // A tunnel the route did not allow (h2c to a node
+                        // that switches on its own): never relayed.
+                        log::debug!(
+                            "{addr}: 101 to {:?} not offered to it: 502",
+                            resp.headers().get(header::UPGRADE)
+                        );
+                        return error_response(StatusCode::BAD_GATEWAY, "unexpected-upgrade");
+                    }
+                }
                 let now = Instant::now();
                 pool.upstream.observe(
                     node,
