@@ -19,6 +19,7 @@ pub mod server;
 pub mod service;
 pub mod source_cap;
 pub mod steering;
+pub mod target;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream_client;

@@ -4,7 +4,9 @@
 //! way this can fail is a response with a status and an `x-xlb-error`
 //! reason, never a hang or a panic.
 //!
-//! Phases, in order: target check (400) → route (404) → the route's
+//! Phases, in order: target check (400; an absolute-form target's
+//! authority replaces `Host`, see [`super::target`]) → route (404, or 421
+//! for an absolute-form target) → the route's
 //! downstream rate-limit rules (429/503 `rate-limited`, `denied` or
 //! `rate-limit-table-full`, with `Retry-After`; a delay verdict just waits)
 //! → `redirect_https` (308) → upstream lookup (502 when the config names an
@@ -74,7 +76,7 @@ use super::{
     rewrite,
     router::{path_hazard, RequestInfo, Resolver, Route},
     server::ConnInfo,
-    upgrade,
+    target, upgrade,
     upstream_client::{ClientError, UpstreamClient},
 };
 use crate::health::{FailureKind, Outcome, PassiveTracker};
@@ -237,7 +239,10 @@ impl Proxy {
 
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if !target::scheme_served(&parts.uri) {
+            return error_response(StatusCode::BAD_REQUEST, "unsupported-scheme");
+        }
         let (host, route): (Option<String>, Arc<Route>) = {
             let info = match RequestInfo::from_parts(&parts) {
                 Ok(i) => i,
@@ -253,10 +258,22 @@ impl Proxy {
                 return error_response(StatusCode::BAD_REQUEST, "ambiguous-path");
             }
             let Some(matched) = self.routes.resolve(&info) else {
+                if target::is_absolute_form(&parts) {
+                    return error_response(StatusCode::MISDIRECTED_REQUEST, "misdirected-request");
+                }
                 return error_response(StatusCode::NOT_FOUND, "no-route");
             };
             (info.host().map(str::to_string), matched.route)
         };
+        // Routing and the cache key used the target's authority; the node
+        // gets it as `Host` too (RFC 9112 §3.2.2).
+        if let Some(received) = target::adopt_authority(&mut parts) {
+            log::debug!(
+                "{}: absolute-form target {} with Host {received:?}: Host replaced",
+                conn.peer,
+                parts.uri
+            );
+        }
         let opts = route
             .spec()
             .extensions
