@@ -693,3 +693,94 @@ async fn measure_hits_against_forwarding() {
     );
     assert_eq!(bed.cache.stats().misses, 1);
 }
+
+/// Raw request bytes on a fresh connection (the request must ask for
+/// `Connection: close`); the whole answer.
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "no close: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Cache poisoning by absolute-form target (RFC 9112 §3.2.2): for
+/// `GET http://victim.test/c/p` with `Host: attacker.test`, the node is
+/// asked for victim.test's page (the target's authority replaces `Host`),
+/// so the entry stored under victim.test is victim.test's and a victim
+/// then gets that as a HIT. A scheme xlb does not serve is a 400; an
+/// absolute-form target no route serves, a 421 (origin form: 404).
+#[tokio::test]
+async fn absolute_form_targets_cannot_poison_the_cache() {
+    let hosts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let h = hosts.clone();
+    let be = Backend::start(Duration::ZERO, move |_, _, headers, _| {
+        let host = headers
+            .get(header::HOST)
+            .map_or("", |v| v.to_str().unwrap())
+            .to_string();
+        h.lock().unwrap().push(host.clone());
+        let cc = ("cache-control", "max-age=600".to_string());
+        (200, vec![cc], format!("page of {host}"))
+    })
+    .await;
+    let bed = start(be.addr, loopback()).await;
+
+    let attack = raw(
+        bed.addr,
+        b"GET http://victim.test/c/p HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(attack.starts_with("HTTP/1.1 200 "), "{attack:?}");
+    assert!(attack.ends_with("page of victim.test"), "{attack:?}");
+    let victim = send(
+        bed.addr,
+        Request::get("/c/p")
+            .header("host", "victim.test")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((victim.status, victim.x_cache()), (StatusCode::OK, "HIT"));
+    assert_eq!(victim.body, "page of victim.test");
+    // Without the cache too: the node sees the target's host, port kept.
+    let plain = raw(
+        bed.addr,
+        b"GET http://victim.test:8080/p/q HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(plain.ends_with("page of victim.test:8080"), "{plain:?}");
+    assert_eq!(
+        *hosts.lock().unwrap(),
+        vec!["victim.test", "victim.test:8080"],
+        "the node never saw attacker.test"
+    );
+
+    let ftp = raw(
+        bed.addr,
+        b"GET ftp://victim.test/c/p HTTP/1.1\r\nHost: victim.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ftp.starts_with("HTTP/1.1 400 "), "{ftp:?}");
+    assert!(ftp.contains("unsupported-scheme"), "{ftp:?}");
+    let elsewhere = raw(
+        bed.addr,
+        b"GET http://victim.test/none HTTP/1.1\r\nHost: victim.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(elsewhere.starts_with("HTTP/1.1 421 "), "{elsewhere:?}");
+    let origin = raw(
+        bed.addr,
+        b"GET /none HTTP/1.1\r\nHost: victim.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(origin.starts_with("HTTP/1.1 404 "), "{origin:?}");
+    assert_eq!(be.calls(), 2);
+    assert_eq!(bed.cache.stats().stored, 1);
+}

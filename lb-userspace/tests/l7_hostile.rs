@@ -194,7 +194,23 @@ async fn bed(limits: ServerLimits) -> Bed {
 
 async fn bed_with(limits: ServerLimits, tls: Option<TlsAcceptor>) -> Bed {
     let backend = Backend::start().await;
-    let proxy = Arc::new(proxy_to(backend.addr));
+    let (addr, stop, serving) = serve_proxy(backend.addr, limits, tls).await;
+    Bed {
+        addr,
+        backend,
+        stop,
+        serving,
+    }
+}
+
+/// xlb's server and proxy ([`proxy_to`] `node`) on a loopback port: its
+/// address, the switch that shuts it down, and `serve()` itself.
+async fn serve_proxy(
+    node: SocketAddr,
+    limits: ServerLimits,
+    tls: Option<TlsAcceptor>,
+) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let proxy = Arc::new(proxy_to(node));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
@@ -208,16 +224,12 @@ async fn bed_with(limits: ServerLimits, tls: Option<TlsAcceptor>) -> Bed {
         },
         stopped,
     ));
-    Bed {
-        addr,
-        backend,
-        stop,
-        serving,
-    }
+    (addr, stop, serving)
 }
 
 /// A TLS acceptor with a fresh self-signed certificate for `x`, and a
-/// connector that trusts it.
+/// connector that trusts it; the server offers ALPN `h2` and `http/1.1`
+/// (xlb's default), the client none (see [`with_alpn`]).
 fn tls_pair() -> (TlsAcceptor, TlsConnector) {
     let ck = rcgen::generate_simple_self_signed(vec!["x".to_string()]).unwrap();
     let cert = ck.cert.der().clone();
@@ -229,6 +241,8 @@ fn tls_pair() -> (TlsAcceptor, TlsConnector) {
         .with_no_client_auth()
         .with_single_cert(vec![cert.clone()], key)
         .unwrap();
+    let mut server = server;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     let client = rustls::ClientConfig::builder_with_provider(provider)
@@ -240,6 +254,13 @@ fn tls_pair() -> (TlsAcceptor, TlsConnector) {
         TlsAcceptor::from(Arc::new(server)),
         TlsConnector::from(Arc::new(client)),
     )
+}
+
+/// `connector` offering the ALPN protocols `alpn`.
+fn with_alpn(connector: &TlsConnector, alpn: &[&[u8]]) -> TlsConnector {
+    let mut config = (**connector.config()).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
 }
 
 // ------------------------------------------------------------ plain clients
@@ -1646,4 +1667,338 @@ async fn shutdown_drains_in_flight_requests_and_drops_stragglers() {
     eprintln!("straggler: {read:?} after {took:?}");
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
     assert!(took >= drain && took < drain * 3, "{took:?}");
+}
+
+// ------------------------------------------- protocol choice and prefaces
+
+/// Reads until the server closes (or 5 s pass): every byte it sent.
+async fn read_to_close<S: AsyncRead + Unpin>(s: &mut S) -> (Vec<u8>, &'static str) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Err(_) => break "open",
+            Ok(Ok(0)) => break "closed",
+            Ok(Err(_)) => break "reset",
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    };
+    (out, end)
+}
+
+/// The HTTP/2 frames in `bytes` as (type, stream, payload), read by their
+/// 9-byte headers (RFC 9113 §4.1); `None` when the bytes are not frames.
+fn raw_frames(bytes: &[u8]) -> Option<Vec<(u8, u32, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let head = bytes.get(at..at + 9)?;
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let payload = bytes.get(at + 9..at + 9 + len)?.to_vec();
+        out.push((head[3], stream, payload));
+        at += 9 + len;
+    }
+    Some(out)
+}
+
+/// The error code of the GOAWAY (type 0x7) among the server's bytes, if
+/// they are HTTP/2 frames ending in one.
+fn goaway_code(bytes: &[u8]) -> Option<u32> {
+    let frames = raw_frames(bytes)?;
+    let (kind, stream, payload) = frames.last()?;
+    if *kind != 0x7 || *stream != 0 || payload.len() < 8 {
+        return None;
+    }
+    Some(u32::from_be_bytes([
+        payload[4], payload[5], payload[6], payload[7],
+    ]))
+}
+
+/// A TLS connection to `addr` with the client's ALPN `alpn`, and what
+/// ALPN the server picked.
+async fn tls_connect(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+) -> (tokio_rustls::client::TlsStream<TcpStream>, Option<Vec<u8>>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("x").unwrap(), tcp)
+        .await
+        .unwrap();
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    (tls, alpn)
+}
+
+/// Over TLS, ALPN decides the protocol: HTTP/1.1 bytes on an `h2`
+/// connection get SETTINGS + GOAWAY(PROTOCOL_ERROR) and a close, never an
+/// HTTP/1.1 answer, and never reach the backend; an HTTP/2 preface on a
+/// connection that negotiated `http/1.1`, or nothing, gets
+/// GOAWAY(HTTP_1_1_REQUIRED) (RFC 9113 §3.3: no prior knowledge over TLS).
+/// Controls: a real HTTP/2 client on `h2` and HTTP/1.1 on `http/1.1` are
+/// served.
+#[tokio::test]
+async fn the_protocol_over_tls_is_the_one_alpn_chose() {
+    let (acceptor, connector) = tls_pair();
+    let h2_only = with_alpn(&connector, &[b"h2"]);
+    let bed = bed_with(ServerLimits::default(), Some(acceptor)).await;
+    let h1_bytes = b"GET /alpn-h1 HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    let (mut tls, alpn) = tls_connect(bed.addr, &h2_only).await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    tls.write_all(h1_bytes).await.unwrap();
+    let (got, end) = read_to_close(&mut tls).await;
+    eprintln!("HTTP/1.1 on h2: {got:02x?} ({end})");
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(goaway_code(&got), Some(0x1), "{got:02x?}");
+    assert_eq!(raw_frames(&got).unwrap()[0].0, 0x4, "SETTINGS first");
+    assert_ne!(end, "open");
+
+    // Control: a real HTTP/2 client on the same kind of connection.
+    let (tls, _) = tls_connect(bed.addr, &h2_only).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let (status, body) = h2_get(&client, "/alpn-h2").await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+
+    // ALPN http/1.1 (and no ALPN): HTTP/1.1 served, a preface refused.
+    let h1_alpn = with_alpn(&connector, &[b"http/1.1"]);
+    let no_alpn = connector;
+    for (name, connector, want) in [
+        ("http/1.1", &h1_alpn, Some(&b"http/1.1"[..])),
+        ("none", &no_alpn, None),
+    ] {
+        let (mut tls, alpn) = tls_connect(bed.addr, connector).await;
+        assert_eq!(alpn.as_deref(), want, "{name}");
+        tls.write_all(h1_bytes).await.unwrap();
+        let mut head = [0u8; 12];
+        tls.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "ALPN {name}");
+
+        let (mut tls, _) = tls_connect(bed.addr, connector).await;
+        tls.write_all(PREFACE).await.unwrap();
+        tls.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+        let (got, _) = read_to_close(&mut tls).await;
+        assert_eq!(goaway_code(&got), Some(0xd), "ALPN {name}: {got:02x?}");
+    }
+    assert_eq!(
+        bed.backend.count("/alpn-h1"),
+        2,
+        "only the two HTTP/1.1 controls"
+    );
+    assert_eq!(bed.backend.count("/alpn-h2"), 1);
+}
+
+/// Cleartext: bytes that start like the HTTP/2 preface (`PRI `) but are
+/// not it get SETTINGS + GOAWAY(PROTOCOL_ERROR) and a close, not an
+/// HTTP/1.1 400. Controls: the real preface is served as h2c, a plain
+/// HTTP/1.1 request (and an 18-byte HTTP/1.0 one, shorter than the
+/// preface) as HTTP/1.
+#[tokio::test]
+async fn a_bad_h2c_preface_gets_goaway() {
+    let bed = bed(ServerLimits::default()).await;
+    for bad in [
+        &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+        &b"PRI * HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let mut s = TcpStream::connect(bed.addr).await.unwrap();
+        s.write_all(bad).await.unwrap();
+        let (got, end) = read_to_close(&mut s).await;
+        eprintln!("{:?}: {got:02x?} ({end})", String::from_utf8_lossy(bad));
+        assert!(
+            !got.starts_with(b"HTTP/"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(goaway_code(&got), Some(0x1), "{got:02x?}");
+        assert_ne!(end, "open");
+    }
+    let client = h2_client(bed.addr).await;
+    assert_eq!(h2_get(&client, "/h2c").await.unwrap().0, StatusCode::OK);
+    assert_eq!(h1_get(bed.addr, "/h1").await.unwrap().0, StatusCode::OK);
+    let (text, _) = raw_h1(
+        bed.addr,
+        b"GET /h10 HTTP/1.0\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.0 200 "), "{text:?}");
+}
+
+// ------------------------------------------------------- h2c upgrade tunnel
+
+/// One HTTP/1.1 request as the h2c backend saw it: path, `Upgrade`, and
+/// whether `HTTP2-Settings` came along.
+type UpgradeSeen = (String, Option<String>, bool);
+
+/// A backend that takes up h2c upgrades as Go's h2c handler, Jetty or
+/// Tomcat do: a request with `Upgrade: h2c` gets 101, then the connection
+/// speaks HTTP/2, where `/secret` answers `secret` (past any proxy's
+/// route rules). `/always` switches to h2c whatever was asked.
+struct H2cBackend {
+    addr: SocketAddr,
+    secrets: Arc<Mutex<usize>>,
+    seen: Arc<Mutex<Vec<UpgradeSeen>>>,
+}
+
+impl H2cBackend {
+    async fn start() -> H2cBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let secrets: Arc<Mutex<usize>> = Arc::default();
+        let seen: Arc<Mutex<Vec<UpgradeSeen>>> = Arc::default();
+        let (sec, sn) = (secrets.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (sec, sn) = (sec.clone(), sn.clone());
+                let svc = service_fn(move |mut req: Request<Incoming>| {
+                    let (sec, sn) = (sec.clone(), sn.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let upgrade = req
+                            .headers()
+                            .get("upgrade")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                        let settings = req.headers().contains_key("http2-settings");
+                        sn.lock()
+                            .unwrap()
+                            .push((path.clone(), upgrade.clone(), settings));
+                        let asked = upgrade.is_some_and(|u| u.eq_ignore_ascii_case("h2c"));
+                        if !asked && path != "/always" {
+                            return Ok::<_, Infallible>(Response::new(Full::new(
+                                Bytes::from_static(b"plain"),
+                            )));
+                        }
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(io) = on.await else { return };
+                            let svc = service_fn(move |r: Request<Incoming>| {
+                                let secret = r.uri().path() == "/secret";
+                                if secret {
+                                    *sec.lock().unwrap() += 1;
+                                }
+                                let body: &'static [u8] = if secret { b"secret" } else { b"h2" };
+                                async move {
+                                    Ok::<_, Infallible>(Response::new(Full::new(
+                                        Bytes::from_static(body),
+                                    )))
+                                }
+                            });
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(io, svc)
+                            .await;
+                        });
+                        let mut resp = Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                        resp.headers_mut()
+                            .insert("connection", "Upgrade".parse().unwrap());
+                        resp.headers_mut().insert("upgrade", "h2c".parse().unwrap());
+                        Ok(resp)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        H2cBackend {
+            addr,
+            secrets,
+            seen,
+        }
+    }
+
+    fn secrets(&self) -> usize {
+        *self.secrets.lock().unwrap()
+    }
+}
+
+/// The h2c smuggling attempt: `GET path` asking to upgrade to `upgrade`
+/// (with `HTTP2-Settings`, as curl sends it); on a 101, HTTP/2 on the
+/// tunnel for `/secret`. Returns the first answer's status and the
+/// secret, if it was reached.
+async fn h2c_smuggle(addr: SocketAddr, path: &str, upgrade: &str) -> (u16, Option<String>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The response head, byte by byte: nothing of the tunnel is read.
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") && got.len() < 8192 {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await {
+            Ok(Ok(1)) => got.push(byte[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let Some(status) = h1_status(&text) else {
+        panic!("no response head: {text:?}");
+    };
+    if status != 101 {
+        return (status, None);
+    }
+    let secret = tokio::time::timeout(Duration::from_secs(5), async move {
+        let (client, conn) = h2::client::handshake(s).await.ok()?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        h2_get(&client, "/secret").await.ok().map(|(_, body)| body)
+    })
+    .await
+    .ok()
+    .flatten();
+    (status, secret)
+}
+
+/// An h2c upgrade never becomes a tunnel: xlb drops the `h2c` offer (and
+/// `HTTP2-Settings`) and forwards a plain request, and a node that
+/// switches protocols unasked (or to another protocol than offered) gets
+/// the client a 502. Control: the same attack straight at the backend
+/// reaches its secret.
+#[tokio::test]
+async fn h2c_upgrades_never_open_a_tunnel_to_the_backend() {
+    let be = H2cBackend::start().await;
+    assert_eq!(
+        h2c_smuggle(be.addr, "/", "h2c").await,
+        (101, Some("secret".to_string())),
+        "control: the backend is exposed when reached directly"
+    );
+    assert_eq!(be.secrets(), 1);
+    be.seen.lock().unwrap().clear();
+
+    let (proxy, _stop, _serving) = serve_proxy(be.addr, ServerLimits::default(), None).await;
+    assert_eq!(h2c_smuggle(proxy, "/", "h2c").await, (200, None));
+    assert_eq!(h2c_smuggle(proxy, "/", "H2C").await, (200, None));
+    // A node switching on its own, to h2c whatever was offered.
+    assert_eq!(h2c_smuggle(proxy, "/always", "h2c").await, (502, None));
+    assert_eq!(
+        h2c_smuggle(proxy, "/always", "websocket").await,
+        (502, None)
+    );
+    assert_eq!(be.secrets(), 1, "the secret was reached through xlb");
+    let seen = be.seen.lock().unwrap().clone();
+    eprintln!("backend saw {seen:?}");
+    assert_eq!(
+        seen,
+        vec![
+            ("/".to_string(), None, false),
+            ("/".to_string(), None, false),
+            ("/always".to_string(), None, false),
+            ("/always".to_string(), Some("websocket".to_string()), false),
+        ]
+    );
 }

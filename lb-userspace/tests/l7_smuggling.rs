@@ -221,3 +221,35 @@ async fn no_smuggled_request_ever_reaches_the_backend() {
     }
     eprintln!("{}", report.join("\n"));
 }
+
+/// Bare LF is framing only inside chunked bodies, where it is refused
+/// (400); in a request head it is read as a line end (RFC 9112 §2.2 lets a
+/// recipient do so) and the head reaches the node re-serialised with CRLF,
+/// so a bare-LF head followed by a second request is plain pipelining:
+/// both sides see the same two requests, and the client gets both answers.
+#[tokio::test]
+async fn bare_lf_is_refused_in_chunked_framing_and_reframed_in_heads() {
+    let (node, seen) = recording_backend().await;
+    let (proxy, _stop) = proxy_to(node).await;
+    let head = raw(
+        proxy,
+        format!("POST /a HTTP/1.1\nHost: x\nContent-Length: 4\n\nabcd{SMUGGLED}").as_bytes(),
+    )
+    .await;
+    assert_eq!(statuses(&head), vec![200, 200], "{head:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            "POST /a body=Ok(\"abcd\")".to_string(),
+            "GET /smuggled body=Ok(\"\")".to_string()
+        ]
+    );
+    seen.lock().unwrap().clear();
+    let chunked = raw(
+        proxy,
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\nabcd\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&chunked), vec![400], "{chunked:?}");
+    assert!(seen.lock().unwrap().iter().all(|s| !s.contains("abcd")));
+}

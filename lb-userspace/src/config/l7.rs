@@ -203,6 +203,10 @@ pub struct RouteConfig {
     /// GET/HEAD answered from the shared response cache (`l7.cache`).
     #[serde(default)]
     pub cache: bool,
+    /// `Upgrade` protocols forwarded; absent: `[websocket]`; `[]`: none.
+    /// `h2c` is refused (see `l7::upgrade`).
+    #[serde(default)]
+    pub upgrades: Option<Vec<String>>,
 }
 
 /// A header condition: `value` (exact), `prefix`, or neither (present).

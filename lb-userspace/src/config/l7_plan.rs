@@ -22,6 +22,7 @@ use super::{
 use crate::datapath::deny::Prefix;
 use crate::health::{CheckSpec, PassiveConfig};
 use crate::l7::ratelimit::RuleConfig;
+use crate::l7::upgrade::AllowedUpgrades;
 use crate::l7::{
     balance::Algorithm,
     options::{
@@ -684,7 +685,16 @@ impl Planner {
         if r.redirect_https == Some(0) {
             self.issue(format!("{path}.redirect_https"), "port 0 is not a port");
         }
+        let upgrades = match r.upgrades.as_deref().map(AllowedUpgrades::new) {
+            None => AllowedUpgrades::default(),
+            Some(Ok(u)) => u,
+            Some(Err(e)) => {
+                self.issue(format!("{path}.upgrades"), e);
+                AllowedUpgrades::default()
+            }
+        };
         RouteOptions {
+            upgrades,
             timeouts,
             pass_host,
             request_headers: self.edits(&format!("{path}.request_headers"), &r.request_headers),
@@ -969,10 +979,7 @@ fn node_target(s: &str) -> Option<NodeTarget> {
 
 /// RFC 6265 cookie-name: a token.
 fn cookie_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    crate::l7::headers::is_token(name)
 }
 
 #[cfg(test)]
@@ -1018,5 +1025,45 @@ l7:
                 .max_connections_per_source,
             0
         );
+    }
+
+    /// `upgrades:` reaches the route; `h2c` is refused with the field named.
+    #[test]
+    fn route_upgrades_are_checked_and_reach_the_route() {
+        let yaml = |upgrades: &str| {
+            format!(
+                "\
+l7:
+  listeners:
+    - {{name: web, address: 127.0.0.1:0}}
+  routes:
+    - {{id: all, upstream: app{upgrades}}}
+  upstreams:
+    - {{id: app, nodes: [{{address: \"127.0.0.1:9\"}}]}}
+"
+            )
+        };
+        let allowed = |upgrades: &str| {
+            let cfg = Config::parse(&yaml(upgrades), Path::new("x.yaml")).expect("valid");
+            let plan = super::plan(&cfg.l7).expect("plans");
+            let spec = &plan.listeners[0].routes[0];
+            let opts = spec.extensions.get::<super::RouteOptions>().unwrap();
+            opts.upgrades.names().to_vec()
+        };
+        assert_eq!(allowed(""), vec!["websocket"]);
+        assert_eq!(allowed(", upgrades: []"), Vec::<String>::new());
+        assert_eq!(
+            allowed(", upgrades: [WebSocket, foo]"),
+            vec!["websocket", "foo"]
+        );
+        let cfg = Config::parse(&yaml(", upgrades: [websocket, h2c]"), Path::new("x.yaml"));
+        let err = match cfg {
+            Err(e) => e.to_string(),
+            Ok(cfg) => match super::plan(&cfg.l7) {
+                Err(e) => format!("{e:?}"),
+                Ok(_) => panic!("h2c was accepted"),
+            },
+        };
+        assert!(err.contains("upgrades") && err.contains("h2c"), "{err}");
     }
 }

@@ -27,6 +27,18 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// `Keep-Alive` and `Proxy-Connection` have no constants in `http`.
 const KEEP_ALIVE: &str = "keep-alive";
 const PROXY_CONNECTION: &str = "proxy-connection";
+/// The settings of an `h2c` upgrade (RFC 7540 §3.2.1): connection-specific,
+/// and meaningless once the upgrade is dropped (xlb never forwards `h2c`,
+/// see `upgrade`), so removed even when `Connection` does not name it.
+const HTTP2_SETTINGS: &str = "http2-settings";
+
+/// Whether `s` is an HTTP token (RFC 9110 §5.6.2): a field name, a
+/// protocol or cookie name.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
 
 /// Whether [`strip_hop_by_hop`] has anything to do about `name`.
 fn connection_specific(name: &HeaderName) -> bool {
@@ -34,6 +46,7 @@ fn connection_specific(name: &HeaderName) -> bool {
         || name == header::TE
         || name.as_str() == KEEP_ALIVE
         || name.as_str() == PROXY_CONNECTION
+        || name.as_str() == HTTP2_SETTINGS
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection`
@@ -67,6 +80,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove(KEEP_ALIVE);
     headers.remove(PROXY_CONNECTION);
+    headers.remove(HTTP2_SETTINGS);
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
@@ -256,6 +270,7 @@ mod tests {
             ("proxy-authorization", "Basic abc"),
             ("te", "gzip"),
             ("trailer", "x-checksum"),
+            ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
             ("x-kept", "yes"),
             ("host", "example.com"),
         ]);

@@ -152,6 +152,9 @@ pub struct RouteOptions {
     /// answered from it; other methods pass and invalidate), and who may
     /// `PURGE` it. `None`: the route does not cache.
     pub cache: Option<SharedCache>,
+    /// The `Upgrade` protocols forwarded (default `websocket`); others are
+    /// dropped from the request (see [`super::upgrade`]).
+    pub upgrades: super::upgrade::AllowedUpgrades,
 }
 
 /// A route's rate limiter, shared (compared by identity: two routes naming

@@ -4,7 +4,9 @@
 //! way this can fail is a response with a status and an `x-xlb-error`
 //! reason, never a hang or a panic.
 //!
-//! Phases, in order: target check (400) → route (404) → the route's
+//! Phases, in order: target check (400; an absolute-form target's
+//! authority replaces `Host`, see [`super::target`]) → route (404, or 421
+//! for an absolute-form target) → the route's
 //! downstream rate-limit rules (429/503 `rate-limited`, `denied` or
 //! `rate-limit-table-full`, with `Retry-After`; a delay verdict just waits)
 //! → `redirect_https` (308) → upstream lookup (502 when the config names an
@@ -74,7 +76,7 @@ use super::{
     rewrite,
     router::{path_hazard, RequestInfo, Resolver, Route},
     server::ConnInfo,
-    upgrade,
+    target, upgrade,
     upstream_client::{ClientError, UpstreamClient},
 };
 use crate::health::{FailureKind, Outcome, PassiveTracker};
@@ -237,7 +239,10 @@ impl Proxy {
 
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if !target::scheme_served(&parts.uri) {
+            return error_response(StatusCode::BAD_REQUEST, "unsupported-scheme");
+        }
         let (host, route): (Option<String>, Arc<Route>) = {
             let info = match RequestInfo::from_parts(&parts) {
                 Ok(i) => i,
@@ -253,10 +258,22 @@ impl Proxy {
                 return error_response(StatusCode::BAD_REQUEST, "ambiguous-path");
             }
             let Some(matched) = self.routes.resolve(&info) else {
+                if target::is_absolute_form(&parts) {
+                    return error_response(StatusCode::MISDIRECTED_REQUEST, "misdirected-request");
+                }
                 return error_response(StatusCode::NOT_FOUND, "no-route");
             };
             (info.host().map(str::to_string), matched.route)
         };
+        // Routing and the cache key used the target's authority; the node
+        // gets it as `Host` too (RFC 9112 §3.2.2).
+        if let Some(received) = target::adopt_authority(&mut parts) {
+            log::debug!(
+                "{}: absolute-form target {} with Host {received:?}: Host replaced",
+                conn.peer,
+                parts.uri
+            );
+        }
         let opts = route
             .spec()
             .extensions
@@ -338,7 +355,10 @@ impl Proxy {
         if parts.method.as_str() == "PURGE" {
             return purge(rc, route.id(), &parts, conn.peer.ip());
         }
-        if upgrade::requested(&parts.headers, parts.version).is_some() {
+        if matches!(
+            upgrade::offer(&parts.headers, parts.version, &opts.upgrades),
+            upgrade::Offer::Forward(_)
+        ) {
             // A protocol switch is an exchange, not a representation.
             let mut resp = Box::pin(forward_exchange(exchange, parts, body)).await;
             resp.headers_mut()
@@ -416,7 +436,18 @@ async fn forward_exchange(
         .get::<RouteOptions>()
         .unwrap_or_else(|| default_options());
     let limiter = opts.rate_limit.as_ref().map(|l| &*l.0);
-    let upgrade = upgrade::requested(&parts.headers, parts.version);
+    let upgrade = match upgrade::offer(&parts.headers, parts.version, &opts.upgrades) {
+        upgrade::Offer::Forward(p) => Some(p),
+        upgrade::Offer::Dropped(p) => {
+            log::debug!(
+                "{}: upgrade to {p:?} not allowed on route {}: forwarded as a plain request",
+                conn.peer,
+                route.id()
+            );
+            None
+        }
+        upgrade::Offer::None => None,
+    };
     let on_upgrade = match upgrade {
         Some(_) => parts.extensions.remove::<OnUpgrade>(),
         None => None,
@@ -620,6 +651,23 @@ async fn forward_exchange(
         match sent {
             Ok(mut resp) => {
                 let status = resp.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    let offered = match (&upgrade, &on_upgrade) {
+                        (Some(p), Some(_)) => {
+                            upgrade::switched_to_offered(resp.headers().get(header::UPGRADE), p)
+                        }
+                        _ => false,
+                    };
+                    if !offered {
+                        // A tunnel the route did not allow (h2c to a node
+                        // that switches on its own): never relayed.
+                        log::debug!(
+                            "{addr}: 101 to {:?} not offered to it: 502",
+                            resp.headers().get(header::UPGRADE)
+                        );
+                        return error_response(StatusCode::BAD_GATEWAY, "unexpected-upgrade");
+                    }
+                }
                 let now = Instant::now();
                 pool.upstream.observe(
                     node,

@@ -1,5 +1,6 @@
-//! Serving HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN over TLS) on one
-//! worker's listener: hyper's auto server with protocol limits, a handler
+//! Serving HTTP/1.1 and HTTP/2 (prior knowledge over cleartext, ALPN over
+//! TLS; which one a connection may speak is [`super::preface`]'s rule) on
+//! one worker's listener: hyper's auto server with protocol limits, a handler
 //! per request, a cap on open connections, an idle watchdog per connection,
 //! and graceful shutdown (stop accepting, let in-flight requests finish, up
 //! to a deadline).
@@ -14,11 +15,12 @@
 //!   ([`HeadClock`]) and the watchdog cuts the connection when the head is
 //!   not complete in time (it looks every half header timeout, so within
 //!   1.5 × the limit); between requests, `idle_timeout` applies;
-//! - hyper-util's auto builder first reads up to 24 bytes to tell HTTP/2's
-//!   preface from HTTP/1.1, with no deadline of its own: the watchdog here
-//!   closes a connection whose first request has not started within
+//! - the first up to 24 bytes are read here ([`super::preface`]) to tell
+//!   HTTP/2's preface from HTTP/1.1 and check it against ALPN, within
 //!   `header_read_timeout` (a client that connects and sends nothing, or
-//!   trickles the preface);
+//!   trickles the preface, is closed); the watchdog then closes a
+//!   connection whose first request has not started within the same
+//!   deadline, counted from the same start;
 //! - HTTP/2 has no idle close in hyper: the watchdog sends GOAWAY once no
 //!   request has been in flight for `idle_timeout` (checked lazily while
 //!   requests are in flight, so the close comes within 1.25 × the limit);
@@ -60,7 +62,11 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
-use super::{forward::ProxyBody, source_cap::SourceCap};
+use super::{
+    forward::ProxyBody,
+    preface::{self, Allowed, Rewind, Verdict, PREFACE},
+    source_cap::SourceCap,
+};
 
 /// Limits every connection gets; the defaults are the edge-safe ones.
 #[derive(Debug, Clone)]
@@ -266,7 +272,9 @@ pub async fn serve<H, F>(
             let connection = async move {
                 match tls {
                     None => {
-                        serve_connection(stream, info, &builder, handler, policy, shutdown).await
+                        let allowed = Allowed::Either;
+                        serve_connection(stream, info, allowed, &builder, handler, policy, shutdown)
+                            .await
                     }
                     Some(acceptor) => {
                         let stream =
@@ -283,7 +291,9 @@ pub async fn serve<H, F>(
                                     return;
                                 }
                             };
-                        serve_connection(stream, info, &builder, handler, policy, shutdown).await
+                        let allowed = Allowed::for_alpn(stream.get_ref().1.alpn_protocol());
+                        serve_connection(stream, info, allowed, &builder, handler, policy, shutdown)
+                            .await
                     }
                 }
             };
@@ -353,8 +363,9 @@ struct Policy {
 /// long), drops it when a graceful close stalls with nothing in flight, or
 /// at once when its client cancels too many requests.
 async fn serve_connection<I, H, F>(
-    io: I,
+    mut io: I,
     info: ConnInfo,
+    allowed: Allowed,
     builder: &auto::Builder<TokioExecutor>,
     handler: Arc<H>,
     policy: Policy,
@@ -365,6 +376,35 @@ async fn serve_connection<I, H, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let activity = Arc::new(Activity::new(policy.max_cancelled));
+    // The protocol is chosen here, not by hyper-util's sniffing (see
+    // `preface`); the first request's deadline covers this read too.
+    let mut first = Vec::with_capacity(PREFACE.len());
+    let sniffed = tokio::select! {
+        s = tokio::time::timeout(policy.first_request, preface::sniff(&mut io, allowed, &mut first)) => s,
+        _ = shutdown_requested(&mut shutdown) => return,
+    };
+    let http2 = match sniffed {
+        Err(_) => {
+            log::debug!("connection from {}: no request in time, closing", info.peer);
+            return;
+        }
+        Ok(Err(e)) => {
+            log::debug!("connection from {}: {e}", info.peer);
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(Verdict::Refuse(code)))) => {
+            log::debug!(
+                "connection from {}: {:?} connection sent {:?}: GOAWAY({code:#x})",
+                info.peer,
+                allowed,
+                String::from_utf8_lossy(&first)
+            );
+            let _ = tokio::time::timeout(CLOSE_GRACE, preface::refuse(&mut io, code)).await;
+            return;
+        }
+        Ok(Ok(Some(verdict))) => verdict == Verdict::Http2,
+    };
     let act = activity.clone();
     let service = service_fn(move |req| {
         let handler = handler.clone();
@@ -378,7 +418,7 @@ async fn serve_connection<I, H, F>(
             }))
         }
     });
-    let io = HeadClock::new(io, activity.clone());
+    let io = HeadClock::new(Rewind::new(first, io), activity.clone(), http2);
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
     loop {
@@ -442,7 +482,7 @@ struct Activity {
     /// nothing in flight, in nanoseconds since `opened` plus one; 0: no
     /// head is being read (set by [`HeadClock`], cleared by `begin`).
     head_since: AtomicU64,
-    /// The client spoke HTTP/2 (set by [`HeadClock`]).
+    /// The connection speaks HTTP/2 (set by [`HeadClock`]).
     http2: AtomicBool,
     /// Wakes the watchdog: the first request started. Going idle does not
     /// wake it (that would cost a wake-up and a new timer per request):
@@ -584,28 +624,23 @@ const HEAD_TIMEOUT: &str = "request head not complete in time";
 
 /// The connection's reads, watched for the first byte of each HTTP/1.1
 /// request head after the first (whose deadline counts from the accept):
-/// that starts the head's clock in [`Activity`]. An HTTP/2 connection
-/// (its preface starts with `PRI `) is not watched: its frames between
-/// requests (PING, SETTINGS) are no request heads, and its idle close is
-/// the watchdog's.
+/// that starts the head's clock in [`Activity`]. An HTTP/2 connection is
+/// not watched: its frames between requests (PING, SETTINGS) are no
+/// request heads, and its idle close is the watchdog's.
 struct HeadClock<I> {
     inner: I,
     activity: Arc<Activity>,
-    /// The connection's first bytes, until there are enough to tell.
-    first: [u8; 4],
-    seen: usize,
     /// The connection speaks HTTP/2: reads are passed through unwatched.
     http2: bool,
 }
 
 impl<I> HeadClock<I> {
-    fn new(inner: I, activity: Arc<Activity>) -> HeadClock<I> {
+    fn new(inner: I, activity: Arc<Activity>, http2: bool) -> HeadClock<I> {
+        activity.http2.store(http2, Ordering::SeqCst);
         HeadClock {
             inner,
             activity,
-            first: [0; 4],
-            seen: 0,
-            http2: false,
+            http2,
         }
     }
 }
@@ -619,24 +654,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for HeadClock<I> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let read = &buf.filled()[before..];
-        if read.is_empty() || this.http2 {
-            return polled;
+        if !this.http2 && buf.filled().len() > before {
+            this.activity.head_started();
         }
-        if this.seen < this.first.len() {
-            let n = read.len().min(this.first.len() - this.seen);
-            this.first[this.seen..this.seen + n].copy_from_slice(&read[..n]);
-            this.seen += n;
-            if !b"PRI ".starts_with(&this.first[..this.seen]) {
-                // Not HTTP/2: watched from now on.
-                this.seen = this.first.len();
-            } else if this.seen == this.first.len() {
-                this.http2 = true;
-                this.activity.http2.store(true, Ordering::SeqCst);
-                return polled;
-            }
-        }
-        this.activity.head_started();
         polled
     }
 }
