@@ -350,7 +350,7 @@ impl Default for KeepaliveConfig {
     fn default() -> Self {
         KeepaliveConfig {
             max_idle_per_node: 64,
-            idle_timeout: Dur(Duration::from_secs(90)),
+            idle_timeout: Dur(crate::l7::upstream_keepalive::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
