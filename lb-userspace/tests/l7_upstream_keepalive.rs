@@ -126,6 +126,98 @@ async fn short_keepalive_backend() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, served)
 }
 
+/// A raw HTTP/1.1 backend that answers the first request on each
+/// connection and, on the second, reads it whole and closes without an
+/// answer: from xlb's side just what a node closing an idle connection
+/// under an arriving request looks like. Counts connections and the
+/// requests it read, by method.
+async fn closes_on_second_request() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut conn_no = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            conn_no += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for n in 0..2 {
+                    let mut first = [0u8; 8];
+                    let k = s.peek(&mut first).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&first[..k]).to_string();
+                    let method = head.split(' ').next().unwrap_or("").to_string();
+                    if read_request(&mut s, &mut buf).await.is_none() {
+                        return;
+                    }
+                    log.lock()
+                        .unwrap()
+                        .push(format!("conn {conn_no}: {method}"));
+                    if n == 1 {
+                        return;
+                    }
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A GET whose pooled connection the node closes under it is sent again
+/// on a new connection (the client gets its 200); a POST in the same spot
+/// gets 502 `upstream-reset` and is not sent again.
+#[tokio::test]
+async fn a_get_goes_again_on_a_closed_pooled_connection_and_a_post_does_not() {
+    let (node, seen) = closes_on_second_request().await;
+    let (addr, _stop) = proxy_to(node).await;
+    let send = |method: &'static str, path: &'static str| async move {
+        let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let body: TBody = Full::new(Bytes::from_static(b"form=1"))
+            .map_err(|n| match n {})
+            .boxed();
+        let body = if method == "GET" {
+            http_body_util::Empty::new().map_err(|n| match n {}).boxed()
+        } else {
+            body
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "app")
+            .body(body)
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let reason = resp
+            .headers()
+            .get("x-xlb-error")
+            .map(|v| v.to_str().unwrap().to_string());
+        (resp.status(), reason)
+    };
+    assert_eq!(send("GET", "/a").await, (StatusCode::OK, None));
+    // Pooled connection 1 closes under the second GET: sent again on 2.
+    assert_eq!(send("GET", "/b").await, (StatusCode::OK, None));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["conn 1: GET", "conn 1: GET", "conn 2: GET"]
+    );
+    // Pooled connection 2 closes under the POST: not sent again.
+    assert_eq!(
+        send("POST", "/c").await,
+        (StatusCode::BAD_GATEWAY, Some("upstream-reset".to_string()))
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["conn 1: GET", "conn 1: GET", "conn 2: GET", "conn 2: POST"]
+    );
+}
+
 /// xlb's server and proxy with one route to `node` (default upstream
 /// options); the server stops when the sender is dropped.
 async fn proxy_to(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
