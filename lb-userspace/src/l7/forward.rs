@@ -588,7 +588,9 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
             ForwardError::Upstream {
                 node,
                 sent: false,
-                reused: true,
+                // Pooled connections that fail unsent are replaced inside
+                // the client; one that comes back here was fresh.
+                reused: false,
                 source: error.into(),
             },
             Some(request),

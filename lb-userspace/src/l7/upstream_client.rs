@@ -452,6 +452,9 @@ impl UpstreamClient {
             entry.idle.remove(0);
         }
         let at = Instant::now();
+        // Only ever shorter than `idle_timeout` (which also keeps a
+        // node's `timeout=<huge>` from overflowing the clock).
+        let keep = keep.filter(|k| *k < self.inner.idle_timeout);
         entry.idle.push(Idle {
             sender,
             at,
@@ -879,6 +882,77 @@ mod tests {
         assert_eq!(a.status(), 200);
         assert_eq!(b.status(), 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "no third connection");
+    }
+
+    /// A backend answering every request with `keep_alive` as its
+    /// `Keep-Alive` header; counts accepted connections.
+    async fn announcing_backend(
+        keep_alive: &'static str,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let service =
+                    hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                        let mut resp =
+                            Response::new(http_body_util::Full::new(Bytes::from_static(b"ok")));
+                        resp.headers_mut()
+                            .insert("keep-alive", HeaderValue::from_static(keep_alive));
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// `Keep-Alive: timeout=` shortens reuse: `timeout=0` is never
+    /// reused, `timeout=1` is reused at once but not after 750 ms, and a
+    /// huge one is just `idle_timeout`.
+    #[tokio::test]
+    async fn the_announced_keep_alive_bounds_reuse() {
+        use std::sync::atomic::Ordering;
+        let options = UpstreamOptions::default();
+        for (header, reused_at_once, reused_after_800ms) in [
+            ("timeout=0", false, false),
+            ("timeout=1", true, false),
+            ("timeout=99999999999, max=100", true, true),
+        ] {
+            let (node, accepted) = announcing_backend(header).await;
+            let client = UpstreamClient::new(&options).unwrap();
+            let mut expected = 1;
+            for (pause, reused) in [(0, reused_at_once), (800, reused_after_800ms)] {
+                let r = get(&client, node, "/").await;
+                r.into_body().collect().await.unwrap();
+                // Until hyper has the connection idle (bounded).
+                for _ in 0..100 {
+                    if client.idle_connections() > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let r = get(&client, node, "/").await;
+                r.into_body().collect().await.unwrap();
+                expected += usize::from(!reused);
+                assert_eq!(
+                    accepted.load(Ordering::SeqCst),
+                    expected,
+                    "{header}, {pause} ms"
+                );
+                // The next round starts on a connection of its own.
+                expected += 1;
+                drop(client.inner.conns.lock().unwrap().drain());
+            }
+        }
     }
 
     #[test]
