@@ -207,18 +207,23 @@ pub fn http_date(v: &HeaderValue) -> Option<SystemTime> {
 /// §5.1 says a cache SHOULD; `Err` when that member is not a non-negative
 /// integer, and then §5.1 says the cache SHOULD ignore the response (it is
 /// not stored). Values past 2^31 are 2^31 (§1.2.2).
-pub fn age(headers: &HeaderMap) -> Result<Duration, ()> {
+pub fn age(headers: &HeaderMap) -> Result<Duration, InvalidAge> {
     let Some(first) = headers.get(header::AGE) else {
         return Ok(Duration::ZERO);
     };
-    let first = first.to_str().map_err(|_| ())?;
+    let first = first.to_str().map_err(|_| InvalidAge)?;
     let member = first
         .split(',')
         .next()
         .unwrap_or("")
         .trim_matches([' ', '\t']);
-    delta(Some(member)).ok_or(())
+    delta(Some(member)).ok_or(InvalidAge)
 }
+
+/// An `Age` whose first member is not a non-negative integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Age is not a non-negative integer")]
+pub struct InvalidAge;
 
 /// The first value of `name` as an HTTP date.
 pub fn date_header(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
@@ -343,10 +348,10 @@ mod tests {
         assert_eq!(secs(&[("age", " 5 ,abc")]), Ok(5));
         assert_eq!(secs(&[("age", "99999999999999999999")]), Ok(MAX_DELTA));
         // Invalid first member: the response is to be ignored.
-        assert_eq!(secs(&[("age", "abc, 0")]), Err(()));
-        assert_eq!(secs(&[("age", "-1")]), Err(()));
-        assert_eq!(secs(&[("age", "1.5")]), Err(()));
-        assert_eq!(secs(&[("age", "")]), Err(()));
+        assert_eq!(secs(&[("age", "abc, 0")]), Err(InvalidAge));
+        assert_eq!(secs(&[("age", "-1")]), Err(InvalidAge));
+        assert_eq!(secs(&[("age", "1.5")]), Err(InvalidAge));
+        assert_eq!(secs(&[("age", "")]), Err(InvalidAge));
     }
 
     #[test]
