@@ -641,6 +641,88 @@ async fn a_reload_keeps_the_store_unless_its_size_changes() {
     svc.shutdown().await;
 }
 
+/// CDN-Cache-Control (RFC 9213) rules over Cache-Control in xlb's cache,
+/// and `l7.cache.targeted_field` over both, through the whole service:
+/// `/c/cdn` says `private, no-store` to browsers and `max-age=60` to CDNs
+/// and is stored; `/c/own` says `max-age=60` to everyone but `no-store`
+/// in xlb's own field and is not; `/c/browser` (the control) says
+/// `private, max-age=60` only and is not stored either. The client gets
+/// CDN-Cache-Control but never xlb's own field.
+#[tokio::test]
+async fn cdn_cache_control_and_the_targeted_field_rule_over_cache_control() {
+    let be = Backend::start(Duration::ZERO, |_, path, _, n| {
+        let headers: Vec<(&'static str, String)> = match path {
+            "/c/cdn" => vec![
+                ("cache-control", "private, no-store".into()),
+                ("cdn-cache-control", "max-age=60".into()),
+            ],
+            "/c/own" => vec![
+                ("cache-control", "max-age=60".into()),
+                ("cdn-cache-control", "max-age=60".into()),
+                ("xlb-cache-control", "no-store".into()),
+            ],
+            _ => vec![("cache-control", "private, max-age=60".into())],
+        };
+        (200, headers, format!("{path} #{n}"))
+    })
+    .await;
+    let yaml = YAML.replace("BACKEND", &be.addr.to_string()).replace(
+        "    max_object_bytes: 1MiB\n",
+        "    max_object_bytes: 1MiB\n    targeted_field: Xlb-Cache-Control\n",
+    );
+    let plan = l7_plan::plan(&parse(&yaml).expect("valid").l7).expect("plans");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let svc = L7Service::start(plan, tx).await.expect("starts");
+    let addr = svc.addresses()[0].1;
+    let twice = |path: &'static str| async move {
+        let a = send(addr, get(path)).await;
+        let b = send(addr, get(path)).await;
+        (a, b)
+    };
+
+    let (a, b) = twice("/c/cdn").await;
+    assert_eq!((a.x_cache(), b.x_cache()), ("MISS", "HIT"));
+    assert_eq!(b.body, "/c/cdn #0");
+    assert_eq!(b.headers["cdn-cache-control"], "max-age=60");
+    assert_eq!(b.headers[header::CACHE_CONTROL], "private, no-store");
+
+    let (a, b) = twice("/c/own").await;
+    assert_eq!((a.x_cache(), b.x_cache()), ("MISS", "MISS"));
+    assert_eq!(b.body, "/c/own #2");
+    assert!(
+        !a.headers.contains_key("xlb-cache-control"),
+        "{:?}",
+        a.headers
+    );
+    assert_eq!(a.headers["cdn-cache-control"], "max-age=60");
+
+    let (a, b) = twice("/c/browser").await;
+    assert_eq!((a.x_cache(), b.x_cache()), ("MISS", "MISS"));
+    assert_eq!(be.calls(), 1 + 2 + 2);
+    svc.shutdown().await;
+}
+
+/// `targeted_field` must be a field name of xlb's own.
+#[test]
+fn a_targeted_field_that_is_no_field_of_its_own_is_refused() {
+    let base = YAML.replace("BACKEND", "127.0.0.1:9");
+    for (field, says) in [
+        ("Xlb Cache", "is not a header field name"),
+        ("Cache-Control", "has its own meaning"),
+        ("CDN-Cache-Control", "has its own meaning"),
+    ] {
+        let yaml = base.replace(
+            "    max_object_bytes: 1MiB\n",
+            &format!("    max_object_bytes: 1MiB\n    targeted_field: {field}\n"),
+        );
+        let err = parse(&yaml).unwrap_err().to_string();
+        assert!(
+            err.contains("l7.cache.targeted_field") && err.contains(says),
+            "{err}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------ measure
 
 /// Requests/s of `conns` keep-alive connections sending GETs of `path`

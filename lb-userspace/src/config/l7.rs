@@ -56,6 +56,9 @@ pub struct CacheYaml {
     /// Source prefixes (`ADDR/LEN` or `ADDR`) whose `PURGE` requests are
     /// honoured; empty: `PURGE` is refused on caching routes.
     pub purge_from: Vec<String>,
+    /// A targeted cache-control field aimed at xlb (RFC 9213), e.g.
+    /// `Xlb-Cache-Control`; it rules over `CDN-Cache-Control`.
+    pub targeted_field: Option<String>,
 }
 
 impl Default for CacheYaml {
@@ -64,6 +67,7 @@ impl Default for CacheYaml {
             max_bytes: Size(256 << 20),
             max_object_bytes: Size(8 << 20),
             purge_from: Vec::new(),
+            targeted_field: None,
         }
     }
 }
@@ -354,7 +358,7 @@ impl Default for KeepaliveConfig {
     fn default() -> Self {
         KeepaliveConfig {
             max_idle_per_node: 64,
-            idle_timeout: Dur(Duration::from_secs(90)),
+            idle_timeout: Dur(crate::l7::upstream_keepalive::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }

@@ -60,13 +60,18 @@ pub struct CachePlan {
     pub max_object_bytes: u64,
     /// Sources whose `PURGE` is honoured (empty: none).
     pub purge_from: Vec<Prefix>,
+    /// `targeted_field`, lower case.
+    pub targeted_field: Option<http::HeaderName>,
 }
 
 impl CachePlan {
     /// Whether a store built for `self` can serve `other` (the purge list
-    /// is not part of the store).
+    /// is not part of the store; the targeted field is, since the stored
+    /// entries' freshness was decided by it).
     pub fn same_store(&self, other: &CachePlan) -> bool {
-        self.max_bytes == other.max_bytes && self.max_object_bytes == other.max_object_bytes
+        self.max_bytes == other.max_bytes
+            && self.max_object_bytes == other.max_object_bytes
+            && self.targeted_field == other.targeted_field
     }
 }
 
@@ -262,10 +267,29 @@ impl Planner {
             );
         }
         let purge_from = self.prefixes("l7.cache.purge_from", &c.purge_from);
+        let targeted_field = c.targeted_field.as_deref().and_then(|f| {
+            let path = "l7.cache.targeted_field".to_string();
+            match http::HeaderName::from_bytes(f.trim().as_bytes()) {
+                Err(_) => {
+                    self.issue(path, format!("{f:?} is not a header field name"));
+                    None
+                }
+                // Fields with meanings of their own cannot be xlb's.
+                Ok(n) if n == http::header::CACHE_CONTROL
+                    || n == crate::l7::cache::targeted::CDN_CACHE_CONTROL
+                    || n == http::header::EXPIRES =>
+                {
+                    self.issue(path, format!("{n} has its own meaning; name a field of xlb's own such as Xlb-Cache-Control"));
+                    None
+                }
+                Ok(n) => Some(n),
+            }
+        });
         CachePlan {
             max_bytes: c.max_bytes.0,
             max_object_bytes: c.max_object_bytes.0,
             purge_from,
+            targeted_field,
         }
     }
 

@@ -108,6 +108,8 @@ use super::forward::{error_response, ProxyBody};
 pub mod directives;
 pub mod entry;
 mod flight;
+pub mod http_date;
+pub mod targeted;
 mod tee;
 
 /// The response header that says how the cache answered.
@@ -206,6 +208,11 @@ pub struct CacheConfig {
     pub stale_retention: Duration,
     /// How long a key whose response was not storable skips coalescing.
     pub pass_memory: Duration,
+    /// A targeted cache-control field aimed at xlb alone (RFC 9213), e.g.
+    /// `xlb-cache-control`: it rules over `CDN-Cache-Control`, which
+    /// rules over `Cache-Control` (see [`targeted`]); it is removed from
+    /// responses to clients.
+    pub targeted_field: Option<HeaderName>,
     /// The clock (tests inject one; the default follows tokio's).
     pub clock: Arc<dyn Clock>,
 }
@@ -220,6 +227,7 @@ impl Default for CacheConfig {
             coalesce_wait: Duration::from_secs(10),
             stale_retention: Duration::from_secs(3600),
             pass_memory: Duration::from_secs(30),
+            targeted_field: None,
             clock: Arc::new(TokioClock::new()),
         }
     }
@@ -506,6 +514,24 @@ impl Cache {
     /// [`Cache::serve`] with a key of the caller's (e.g. one that also
     /// names the route); purges then take that key's form.
     pub async fn serve_keyed<F, Fut>(
+        &self,
+        primary: &[u8],
+        req: &request::Parts,
+        fetch: F,
+    ) -> Response<ProxyBody>
+    where
+        F: FnOnce(Option<HeaderMap>) -> Fut + Send + 'static,
+        Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let mut resp = self.serve_inner(primary, req, fetch).await;
+        // xlb's own targeted field has no target after xlb.
+        if let Some(own) = &self.inner.config.targeted_field {
+            resp.headers_mut().remove(own);
+        }
+        resp
+    }
+
+    async fn serve_inner<F, Fut>(
         &self,
         primary: &[u8],
         req: &request::Parts,

@@ -73,6 +73,8 @@ pub enum ForwardError {
         node: SocketAddr,
         /// Whether the request may have reached the node.
         sent: bool,
+        /// The connection came from the pool (it had served a request).
+        reused: bool,
         #[source]
         source: BoxError,
     },
@@ -168,6 +170,42 @@ impl ForwardError {
             | ForwardError::BodyTooLarge(_)
             | ForwardError::Unsupported(_) => None,
         }
+    }
+
+    /// True when a pooled connection ended (closed or reset, no response
+    /// byte) after the request was written: most likely the node closing
+    /// it as idle while the request was on its way, which is no sign of a
+    /// sick node. The request may still have been read, so only an
+    /// idempotent one may be sent again (once, on another connection).
+    pub fn closed_on_reuse(&self) -> bool {
+        let ForwardError::Upstream {
+            sent: true,
+            reused: true,
+            source,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let mut err: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+        while let Some(e) = err {
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_incomplete_message)
+            {
+                return true;
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::UnexpectedEof
+                );
+            }
+            err = e.source();
+        }
+        false
     }
 
     /// Whether another node may get this request: always when it never
@@ -550,6 +588,9 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
             ForwardError::Upstream {
                 node,
                 sent: false,
+                // Pooled connections that fail unsent are replaced inside
+                // the client; one that comes back here was fresh.
+                reused: false,
                 source: error.into(),
             },
             Some(request),
@@ -557,13 +598,14 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
         SendError::Unsupported { request, reason } => {
             (ForwardError::Unsupported(reason), Some(request))
         }
-        SendError::Sent(error) => {
+        SendError::Sent { error, reused } => {
             let err = match body_error(&error) {
                 Some(RequestBodyError::TooLarge(limit)) => ForwardError::BodyTooLarge(*limit),
                 Some(RequestBodyError::Client(e)) => ForwardError::BadRequestBody(e.to_string()),
                 None => ForwardError::Upstream {
                     node,
                     sent: true,
+                    reused,
                     source: error.into(),
                 },
             };
@@ -643,7 +685,7 @@ impl Default for ForwarderConfig {
             connect_timeout: Duration::from_secs(3),
             read_timeout: Duration::from_secs(60),
             max_idle_per_node: 64,
-            idle_timeout: Duration::from_secs(90),
+            idle_timeout: super::upstream_keepalive::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod target;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream_client;
+pub mod upstream_keepalive;
 
 pub use listeners::{ListenError, Listeners};
 pub use steering::{FallbackKind, FallbackReason, Steering, SteeringError};

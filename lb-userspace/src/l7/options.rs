@@ -323,7 +323,9 @@ pub struct UpstreamOptions {
     pub max_requests_per_node: Option<u32>,
     /// Idle pooled connections kept per node.
     pub max_idle_per_node: usize,
-    /// How long an idle pooled connection is kept.
+    /// How long an idle pooled connection is kept (default
+    /// [`DEFAULT_IDLE_TIMEOUT`](super::upstream_keepalive::DEFAULT_IDLE_TIMEOUT);
+    /// a node's `Keep-Alive: timeout=` shortens it per connection).
     pub idle_timeout: Duration,
     /// Consistent-hash key (only for `consistent_hash`).
     pub hash_on: HashOn,
@@ -339,7 +341,7 @@ impl Default for UpstreamOptions {
             tls: UpstreamTls::default(),
             max_requests_per_node: None,
             max_idle_per_node: 64,
-            idle_timeout: Duration::from_secs(90),
+            idle_timeout: super::upstream_keepalive::DEFAULT_IDLE_TIMEOUT,
             hash_on: HashOn::default(),
             sticky_cookie: None,
             retry_budget: RetryBudgetConfig::default(),

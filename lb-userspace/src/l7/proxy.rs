@@ -510,6 +510,9 @@ async fn forward_exchange(
     let mut refusal: Option<ForwardError> = None;
     // Nodes the upstream-side rate limit admitted this request to.
     let mut admitted: Vec<usize> = Vec::new();
+    // Whether a replayable request was sent again after a pooled
+    // connection closed under it (see `closed_on_reuse`).
+    let mut reuse_retried = false;
     loop {
         let exclude: Vec<usize> = tried.iter().chain(&busy).chain(&refused).copied().collect();
         let ctx = PickContext::new(conn.peer.ip())
@@ -730,6 +733,17 @@ async fn forward_exchange(
                     body = back.map(Request::into_body);
                 }
                 refusal = Some(e);
+            }
+            Err((e, _)) if replayable && !reuse_retried && e.closed_on_reuse() => {
+                // A pooled connection the node closed as idle while the
+                // request was on its way: an idempotent bodiless request
+                // goes again, once, on another connection (this node may
+                // be picked again). Not a retry of the route's policy and
+                // not a node failure.
+                reuse_retried = true;
+                drop(flight);
+                log::debug!("{addr}: {e}; pooled connection closed, sending again");
+                tried.pop();
             }
             Err((e, back)) => {
                 if let Some(kind) = e.node_failure() {

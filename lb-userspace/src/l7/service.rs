@@ -573,6 +573,7 @@ fn build_cache(plan: &L7Plan, previous: Option<&(CachePlan, Cache)>) -> Option<(
         _ => Cache::new(CacheConfig {
             max_bytes: cp.max_bytes,
             max_object_bytes: cp.max_object_bytes,
+            targeted_field: cp.targeted_field.clone(),
             ..CacheConfig::default()
         }),
     };

@@ -12,10 +12,15 @@
 //! (WebSocket).
 //!
 //! HTTP/1.1 connections are kept per (node, name), newest first, up to
-//! `max_idle_per_node`, and dropped after `idle_timeout`; an idle one that
-//! the node closed meanwhile is noticed when its request comes back unsent,
-//! and the request goes out on a fresh connection. HTTP/2 keeps one shared
-//! connection per (node, name), replaced when it closes.
+//! `max_idle_per_node`, and dropped after `idle_timeout` or, sooner, when
+//! the node's `Keep-Alive: timeout=N` is near (see [`upstream_keepalive`]
+//! for the race this avoids); an idle one that the node closed meanwhile
+//! is noticed when its request comes back unsent (hyper reads the socket
+//! before writing), and the request goes out on another connection.
+//! HTTP/2 keeps one shared connection per (node, name), replaced when it
+//! closes.
+//!
+//! [`upstream_keepalive`]: super::upstream_keepalive
 //!
 //! A connection goes back to its list as soon as its response head is in,
 //! while the body may still be streaming: checkout takes the newest one
@@ -48,6 +53,7 @@ use tokio_rustls::TlsConnector;
 use super::{
     options::{UpstreamOptions, UpstreamProtocol, UpstreamTls},
     tls::{crypto_provider, upstream_server_name, ALPN_H2, ALPN_HTTP11},
+    upstream_keepalive::{announced_timeout, reuse_limit},
 };
 
 /// Any error, boxed (bodies and connectors fail in many ways).
@@ -105,7 +111,12 @@ pub enum SendError {
         error: hyper::Error,
     },
     /// The connection failed after the request was (maybe partly) written.
-    Sent(hyper::Error),
+    Sent {
+        error: hyper::Error,
+        /// The connection had served a request before (it came from the
+        /// pool): a failure may be the node closing it as idle.
+        reused: bool,
+    },
     /// This upstream cannot carry the request (an upgrade over HTTP/2).
     Unsupported {
         request: Request<UpBody>,
@@ -120,10 +131,19 @@ enum Conn {
 
 type Key = (SocketAddr, Option<ServerName<'static>>);
 
+/// A pooled HTTP/1.1 connection.
+struct Idle {
+    sender: http1::SendRequest<UpBody>,
+    /// When its last response head came in.
+    at: Instant,
+    /// When the node's announced keep-alive time (less a margin) runs out.
+    until: Option<Instant>,
+}
+
 #[derive(Default)]
 struct NodeConns {
     /// Idle HTTP/1.1 connections, oldest first.
-    idle: Vec<(http1::SendRequest<UpBody>, Instant)>,
+    idle: Vec<Idle>,
     h2: Option<http2::SendRequest<UpBody>>,
 }
 
@@ -223,7 +243,7 @@ impl UpstreamClient {
         conns
             .values()
             .map(|c| {
-                let ready = c.idle.iter().filter(|(s, _)| s.is_ready()).count();
+                let ready = c.idle.iter().filter(|i| i.sender.is_ready()).count();
                 ready + usize::from(c.h2.is_some())
             })
             .sum()
@@ -277,7 +297,7 @@ impl UpstreamClient {
         // back and the next is tried.
         while let Some(conn) = self.checkout(&key, upgrade) {
             on_send();
-            match self.try_send(&key, conn, req).await {
+            match self.try_send(&key, conn, req, true).await {
                 Ok(resp) => return Ok(resp),
                 Err(SendError::NotSent { request, error }) => {
                     log::debug!("{node}: pooled connection unusable ({error}); reconnecting");
@@ -311,7 +331,7 @@ impl UpstreamClient {
             }
         };
         on_send();
-        self.try_send(&key, conn, req).await
+        self.try_send(&key, conn, req, false).await
     }
 
     async fn try_send(
@@ -319,6 +339,7 @@ impl UpstreamClient {
         key: &Key,
         conn: Conn,
         req: Request<UpBody>,
+        reused: bool,
     ) -> Result<Response<Incoming>, SendError> {
         let tls = self.inner.tls.is_some();
         match conn {
@@ -327,7 +348,12 @@ impl UpstreamClient {
                 match s.try_send_request(req).await {
                     Ok(resp) => {
                         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                            self.recycle(key.clone(), s);
+                            let until = announced_timeout(resp.headers()).map(reuse_limit);
+                            match until {
+                                // `timeout=0`: the node will not keep it.
+                                Some(limit) if limit.is_zero() => {}
+                                _ => self.recycle(key.clone(), s, until),
+                            }
                         }
                         Ok(resp)
                     }
@@ -336,7 +362,10 @@ impl UpstreamClient {
                             request,
                             error: e.into_error(),
                         }),
-                        None => Err(SendError::Sent(e.into_error())),
+                        None => Err(SendError::Sent {
+                            error: e.into_error(),
+                            reused,
+                        }),
                     },
                 }
             }
@@ -357,7 +386,10 @@ impl UpstreamClient {
                             request,
                             error: e.into_error(),
                         }),
-                        None => Err(SendError::Sent(e.into_error())),
+                        None => Err(SendError::Sent {
+                            error: e.into_error(),
+                            reused,
+                        }),
                     },
                 }
             }
@@ -382,7 +414,7 @@ impl UpstreamClient {
         let mut i = entry.idle.len();
         while i > 0 {
             i -= 1;
-            let (c, at) = (&entry.idle[i].0, entry.idle[i].1);
+            let c = &entry.idle[i].sender;
             if c.is_closed() {
                 entry.idle.remove(i);
                 continue;
@@ -391,9 +423,9 @@ impl UpstreamClient {
                 continue;
             }
             let now = *now.get_or_insert_with(Instant::now);
-            let (c, _) = entry.idle.remove(i);
-            if now.duration_since(at) < timeout {
-                return Some(Conn::H1(c));
+            let idle = entry.idle.remove(i);
+            if idle.reusable(now, timeout) {
+                return Some(Conn::H1(idle.sender));
             }
         }
         None
@@ -408,7 +440,7 @@ impl UpstreamClient {
     /// Idle expiry is lazy (checked at checkout, newest first) plus one
     /// sweeper per client: a timer per pooled request would keep
     /// `rate × idle_timeout` sleeping tasks alive under load.
-    fn recycle(&self, key: Key, sender: http1::SendRequest<UpBody>) {
+    fn recycle(&self, key: Key, sender: http1::SendRequest<UpBody>, keep: Option<Duration>) {
         if self.inner.max_idle == 0 {
             return;
         }
@@ -419,7 +451,15 @@ impl UpstreamClient {
             // The oldest is the likeliest to be closed by the node.
             entry.idle.remove(0);
         }
-        entry.idle.push((sender, Instant::now()));
+        let at = Instant::now();
+        // Only ever shorter than `idle_timeout` (which also keeps a
+        // node's `timeout=<huge>` from overflowing the clock).
+        let keep = keep.filter(|k| *k < self.inner.idle_timeout);
+        entry.idle.push(Idle {
+            sender,
+            at,
+            until: keep.map(|k| at + k),
+        });
     }
 
     /// Starts this client's idle sweeper once: every `idle_timeout / 2`
@@ -447,15 +487,19 @@ impl UpstreamClient {
                 let mut conns = inner.conns.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
                 conns.retain(|_, entry| {
-                    for (c, at) in entry.idle.iter_mut() {
+                    for i in entry.idle.iter_mut() {
                         // Busy means not idle: its idle time starts later.
-                        if !c.is_ready() {
-                            *at = now;
+                        // (The node's announced deadline is not moved: it
+                        // may have finished writing long before xlb's
+                        // client read the body, so that stays on the safe
+                        // side.)
+                        if !i.sender.is_ready() {
+                            i.at = now;
                         }
                     }
                     entry
                         .idle
-                        .retain(|(c, at)| now.duration_since(*at) < timeout && !c.is_closed());
+                        .retain(|i| i.reusable(now, timeout) && !i.sender.is_closed());
                     if entry.h2.as_ref().is_some_and(|h| h.is_closed()) {
                         entry.h2 = None;
                     }
@@ -515,6 +559,14 @@ impl UpstreamClient {
             }
         });
         Ok(Conn::H1(sender))
+    }
+}
+
+impl Idle {
+    /// Whether the connection may carry another request at `now`: idle
+    /// for less than `timeout` and before the node's announced deadline.
+    fn reusable(&self, now: Instant, timeout: Duration) -> bool {
+        now.duration_since(self.at) < timeout && self.until.is_none_or(|u| now < u)
     }
 }
 
@@ -830,6 +882,77 @@ mod tests {
         assert_eq!(a.status(), 200);
         assert_eq!(b.status(), 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "no third connection");
+    }
+
+    /// A backend answering every request with `keep_alive` as its
+    /// `Keep-Alive` header; counts accepted connections.
+    async fn announcing_backend(
+        keep_alive: &'static str,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let service =
+                    hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                        let mut resp =
+                            Response::new(http_body_util::Full::new(Bytes::from_static(b"ok")));
+                        resp.headers_mut()
+                            .insert("keep-alive", HeaderValue::from_static(keep_alive));
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// `Keep-Alive: timeout=` shortens reuse: `timeout=0` is never
+    /// reused, `timeout=1` is reused at once but not after 750 ms, and a
+    /// huge one is just `idle_timeout`.
+    #[tokio::test]
+    async fn the_announced_keep_alive_bounds_reuse() {
+        use std::sync::atomic::Ordering;
+        let options = UpstreamOptions::default();
+        for (header, reused_at_once, reused_after_800ms) in [
+            ("timeout=0", false, false),
+            ("timeout=1", true, false),
+            ("timeout=99999999999, max=100", true, true),
+        ] {
+            let (node, accepted) = announcing_backend(header).await;
+            let client = UpstreamClient::new(&options).unwrap();
+            let mut expected = 1;
+            for (pause, reused) in [(0, reused_at_once), (800, reused_after_800ms)] {
+                let r = get(&client, node, "/").await;
+                r.into_body().collect().await.unwrap();
+                // Until hyper has the connection idle (bounded).
+                for _ in 0..100 {
+                    if client.idle_connections() > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let r = get(&client, node, "/").await;
+                r.into_body().collect().await.unwrap();
+                expected += usize::from(!reused);
+                assert_eq!(
+                    accepted.load(Ordering::SeqCst),
+                    expected,
+                    "{header}, {pause} ms"
+                );
+                // The next round starts on a connection of its own.
+                expected += 1;
+                drop(client.inner.conns.lock().unwrap().drain());
+            }
+        }
     }
 
     #[test]

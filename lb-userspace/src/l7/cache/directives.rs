@@ -107,8 +107,16 @@ impl ResponseDirectives {
     /// Parses every `Cache-Control` line; the first occurrence of a
     /// directive with a value wins (RFC 9111 §4.2.1).
     pub fn parse(headers: &HeaderMap) -> ResponseDirectives {
+        ResponseDirectives::from_pairs(directives(headers))
+    }
+
+    /// The directives of `(name, value)` pairs (names lower case, values
+    /// unquoted), read as in `Cache-Control`.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, Option<String>)>,
+    ) -> ResponseDirectives {
         let mut d = ResponseDirectives::default();
-        for (name, value) in directives(headers) {
+        for (name, value) in pairs {
             let value = value.as_deref();
             match name.as_str() {
                 "no-store" => d.no_store = true,
@@ -188,10 +196,34 @@ impl RequestDirectives {
     }
 }
 
-/// An HTTP date (IMF-fixdate, or the obsolete forms).
+/// An HTTP date (IMF-fixdate, or the obsolete forms), read as leniently
+/// as RFC 9110 §5.6.7 asks of recipients (see [`super::http_date`]).
 pub fn http_date(v: &HeaderValue) -> Option<SystemTime> {
-    httpdate::parse_http_date(v.to_str().ok()?.trim()).ok()
+    super::http_date::parse(v.to_str().ok()?)
 }
+
+/// The `Age` of a response (RFC 9111 §5.1): `Ok(zero)` without one; a
+/// list (`Age: 7200, 0`, or several lines) counts by its first member, as
+/// §5.1 says a cache SHOULD; `Err` when that member is not a non-negative
+/// integer, and then §5.1 says the cache SHOULD ignore the response (it is
+/// not stored). Values past 2^31 are 2^31 (§1.2.2).
+pub fn age(headers: &HeaderMap) -> Result<Duration, InvalidAge> {
+    let Some(first) = headers.get(header::AGE) else {
+        return Ok(Duration::ZERO);
+    };
+    let first = first.to_str().map_err(|_| InvalidAge)?;
+    let member = first
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim_matches([' ', '\t']);
+    delta(Some(member)).ok_or(InvalidAge)
+}
+
+/// An `Age` whose first member is not a non-negative integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Age is not a non-negative integer")]
+pub struct InvalidAge;
 
 /// The first value of `name` as an HTTP date.
 pub fn date_header(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
@@ -304,6 +336,22 @@ mod tests {
         let d =
             ResponseDirectives::parse(&hm(&[("cache-control", "max-age=99999999999999999999999")]));
         assert_eq!(d.max_age, Some(Duration::from_secs(MAX_DELTA)));
+    }
+
+    #[test]
+    fn a_list_valued_age_counts_by_its_first_member() {
+        let secs = |pairs: &[(&'static str, &'static str)]| age(&hm(pairs)).map(|d| d.as_secs());
+        assert_eq!(secs(&[]), Ok(0));
+        assert_eq!(secs(&[("age", "30")]), Ok(30));
+        assert_eq!(secs(&[("age", "7200, 0")]), Ok(7200));
+        assert_eq!(secs(&[("age", "7200"), ("age", "0")]), Ok(7200));
+        assert_eq!(secs(&[("age", " 5 ,abc")]), Ok(5));
+        assert_eq!(secs(&[("age", "99999999999999999999")]), Ok(MAX_DELTA));
+        // Invalid first member: the response is to be ignored.
+        assert_eq!(secs(&[("age", "abc, 0")]), Err(InvalidAge));
+        assert_eq!(secs(&[("age", "-1")]), Err(InvalidAge));
+        assert_eq!(secs(&[("age", "1.5")]), Err(InvalidAge));
+        assert_eq!(secs(&[("age", "")]), Err(InvalidAge));
     }
 
     #[test]

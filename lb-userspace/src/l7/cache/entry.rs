@@ -72,6 +72,9 @@ pub enum NotStored {
     Useless,
     /// A method other than GET.
     Method,
+    /// An `Age` whose (first) value is not a non-negative integer (RFC
+    /// 9111 §5.1: the cache SHOULD ignore such a response).
+    InvalidAge,
 }
 
 impl NotStored {
@@ -86,6 +89,7 @@ impl NotStored {
                 | NotStored::Method
                 | NotStored::Status
                 | NotStored::Authorization
+                | NotStored::InvalidAge
         )
     }
 }
@@ -129,7 +133,10 @@ pub fn evaluate(
     {
         return Err(NotStored::Status);
     }
-    let cc = ResponseDirectives::parse(headers);
+    // CDN-Cache-Control or xlb's own targeted field, when present, rules
+    // out Cache-Control and Expires (RFC 9213 §2.2).
+    let policy = super::targeted::response_policy(headers, config.targeted_field.as_ref());
+    let cc = policy.directives;
     if cc.no_store {
         return Err(NotStored::NoStore);
     }
@@ -153,8 +160,9 @@ pub fn evaluate(
     let by_default = CACHEABLE_BY_DEFAULT.contains(&status.as_u16());
 
     let date = date_header(headers, &header::DATE).unwrap_or(response_time);
+    let expires = headers.get(header::EXPIRES).filter(|_| !policy.targeted);
     let explicit = cc.s_maxage.or(cc.max_age).or_else(|| {
-        headers.get(header::EXPIRES).map(|v| {
+        expires.map(|v| {
             // An invalid Expires (e.g. "0") means "already expired".
             super::directives::http_date(v)
                 .and_then(|exp| exp.duration_since(date).ok())
@@ -180,11 +188,9 @@ pub fn evaluate(
     }
 
     // Age (RFC 9111 §4.2.3).
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let Ok(age_value) = super::directives::age(headers) else {
+        return Err(NotStored::InvalidAge);
+    };
     let apparent_age = response_time.duration_since(date).unwrap_or(Duration::ZERO);
     let response_delay = response_time
         .duration_since(request_time)
@@ -531,5 +537,108 @@ mod tests {
             NotStored::Status
         );
         assert_eq!(ev(404, "max-age=5").unwrap(), Duration::from_secs(5));
+    }
+
+    fn ev_with(h: &HeaderMap, cfg: &CacheConfig) -> Result<Head, NotStored> {
+        let rcc = RequestDirectives::default();
+        evaluate(
+            &HeaderMap::new(),
+            &rcc,
+            StatusCode::OK,
+            h,
+            at(100),
+            at(100),
+            cfg,
+        )
+    }
+
+    #[test]
+    fn a_list_valued_age_is_read_by_its_first_member_and_an_invalid_one_not_stored() {
+        let cfg = CacheConfig::default();
+        let dated = |age: &str| {
+            hm(&[
+                ("cache-control", "max-age=3600".into()),
+                ("date", httpdate::fmt_http_date(at(100))),
+                ("age", age.into()),
+            ])
+        };
+        // `Age: 7200, 0` was read as 0 (fresh for an hour); it is 7200,
+        // past the hour of max-age: stale at once.
+        let head = ev_with(&dated("7200, 0"), &cfg).unwrap();
+        assert_eq!(head.corrected_initial_age, Duration::from_secs(7200));
+        let e = Stored::new(head, Bytes::from_static(b"x"), 1);
+        assert!(!e.fresh_for(e.age(at(100)), &RequestDirectives::default()));
+        // The control: a single small Age is fresh.
+        let e = Stored::new(ev_with(&dated("0"), &cfg).unwrap(), Bytes::new(), 1);
+        assert!(e.fresh_for(e.age(at(100)), &RequestDirectives::default()));
+        assert_eq!(
+            ev_with(&dated("soon, 0"), &cfg).unwrap_err(),
+            NotStored::InvalidAge
+        );
+    }
+
+    #[test]
+    fn expires_in_the_forms_recipients_accept() {
+        let cfg = CacheConfig::default();
+        let with_expires = |expires: &str| {
+            hm(&[
+                ("date", "Tue, 14 Nov 2023 22:15:00 GMT".into()),
+                ("expires", expires.into()),
+            ])
+        };
+        // at(100) is Tue, 14 Nov 2023 22:15:00 GMT; each says an hour on.
+        assert_eq!(
+            httpdate::fmt_http_date(at(100)),
+            "Tue, 14 Nov 2023 22:15:00 GMT"
+        );
+        for v in [
+            "Tue, 14 Nov 2023 23:15:00 GMT",
+            "Tuesday, 14-Nov-23 23:15:00 GMT",
+            "Tue Nov 14 23:15:00 2023",
+            // A wrong weekday (httpdate refused it: "already expired").
+            "Wed, 14 Nov 2023 23:15:00 GMT",
+            "Sun Nov 14 23:15:00 2023",
+            "Tue, 14 Nov 2023 23:15:00 +0000",
+        ] {
+            let head = ev_with(&with_expires(v), &cfg).unwrap();
+            assert_eq!(head.lifetime, Duration::from_secs(3600), "{v}");
+        }
+        // Invalid: already expired (RFC 9111 §5.3), so useless without a
+        // validator.
+        for v in ["0", "-1", "tomorrow"] {
+            assert_eq!(
+                ev_with(&with_expires(v), &cfg).unwrap_err(),
+                NotStored::Useless,
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn targeted_fields_rule_over_cache_control_and_expires() {
+        let mut cfg = CacheConfig::default();
+        let h = hm(&[
+            ("cache-control", "private".into()),
+            ("expires", httpdate::fmt_http_date(at(100 + 99_999))),
+            ("cdn-cache-control", "max-age=60".into()),
+        ]);
+        assert_eq!(ev_with(&h, &cfg).unwrap().lifetime, Duration::from_secs(60));
+        let mut only_cc = h.clone();
+        only_cc.remove("cdn-cache-control");
+        assert_eq!(ev_with(&only_cc, &cfg).unwrap_err(), NotStored::Private);
+        // Expires is ignored under a targeted field, even with no max-age.
+        let h = hm(&[
+            ("expires", httpdate::fmt_http_date(at(100 + 600))),
+            ("cdn-cache-control", "must-revalidate".into()),
+            ("etag", "\"v1\"".into()),
+        ]);
+        assert_eq!(ev_with(&h, &cfg).unwrap().lifetime, Duration::ZERO);
+        // The configured field rules over CDN-Cache-Control.
+        cfg.targeted_field = Some(HeaderName::from_static("xlb-cache-control"));
+        let h = hm(&[
+            ("cdn-cache-control", "max-age=60".into()),
+            ("xlb-cache-control", "no-store".into()),
+        ]);
+        assert_eq!(ev_with(&h, &cfg).unwrap_err(), NotStored::NoStore);
     }
 }
