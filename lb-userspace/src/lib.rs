@@ -7,3 +7,5 @@ pub mod daemon;
 pub mod datapath;
 pub mod health;
 pub mod l7;
+pub mod net;
+pub mod tls_util;

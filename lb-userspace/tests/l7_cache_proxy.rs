@@ -30,7 +30,7 @@ use xlb::{
         l7_plan::{self, CachedRoute},
         Config, ConfigError,
     },
-    datapath::deny::Prefix,
+    net::Prefix,
     l7::{
         balance::{self, Algorithm, Node, Upstream, UpstreamConfig},
         cache::{Cache, CacheConfig, X_CACHE},

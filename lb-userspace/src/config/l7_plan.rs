@@ -19,7 +19,7 @@ use super::{
     },
     validate::Issue,
 };
-use crate::datapath::deny::Prefix;
+use crate::net::Prefix;
 use crate::health::{CheckSpec, PassiveConfig};
 use crate::l7::ratelimit::RuleConfig;
 use crate::l7::{

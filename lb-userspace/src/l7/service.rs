@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::datapath::deny::Prefix;
+use crate::net::Prefix;
 
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
