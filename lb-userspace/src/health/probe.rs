@@ -126,9 +126,9 @@ fn client_config(tls: &TlsCheck) -> Result<Arc<ClientConfig>, SpecError> {
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::tls_util::unverified::AnyCertificate(
-                provider,
-            )))
+            .with_custom_certificate_verifier(Arc::new(
+                crate::tls_util::unverified::AnyCertificate(provider),
+            ))
             .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
