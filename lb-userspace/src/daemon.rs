@@ -19,10 +19,7 @@ use tokio::{
 
 use crate::{
     config::l4::L4Config,
-    config::{
-        l7_plan::{self, L7Plan},
-        Config, XdpModeSetting,
-    },
+    config::{Config, XdpModeSetting},
     datapath::deny::{monotonic_now_ns, DenyList, Prefix},
     datapath::{
         flood_refill::FloodRefill,
@@ -32,7 +29,7 @@ use crate::{
         Datapath,
     },
     health::{CheckerConfig, HealthChecker, HealthEvent, HealthView, Target},
-    l7::{ratelimit::Escalation, service::L7Service},
+    l7::{plan::L7Plan, ratelimit::Escalation, service::L7Service},
 };
 
 /// The XDP half: the datapath and the tables written into it.
@@ -82,22 +79,17 @@ fn wants_l4(config: &Config) -> bool {
     !config.interfaces.is_empty() || !config.l4.vips.is_empty() || config.l7.listeners.is_empty()
 }
 
+/// The L7 plan of a checked config (made once, by `Config::check`); `None`
+/// when there are no listeners. A config that was never checked is a bug,
+/// reported rather than unwrapped.
 fn plan_l7(config: &Config) -> anyhow::Result<Option<L7Plan>> {
     if config.l7.listeners.is_empty() {
         return Ok(None);
     }
-    // Config::load validated the plan already; an error here is a bug,
-    // reported rather than unwrapped.
-    l7_plan::plan(&config.l7).map(Some).map_err(|issues| {
-        anyhow::anyhow!(
-            "l7: {}",
-            issues
-                .iter()
-                .map(|i| format!("{}: {}", i.path, i.message))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })
+    match config.l7_plan() {
+        Some(plan) => Ok(Some(L7Plan::clone(plan))),
+        None => anyhow::bail!("l7: the config was not checked (Config::check) before use"),
+    }
 }
 
 impl Daemon {

@@ -5,5 +5,8 @@ pub mod cmd;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod ebpf_object;
 pub mod health;
 pub mod l7;
+pub mod net;
+pub mod tls_util;

@@ -26,21 +26,19 @@ use tokio::{
     task::JoinHandle,
 };
 use xlb::{
-    config::{
-        l7_plan::{self, CachedRoute},
-        Config, ConfigError,
-    },
-    datapath::deny::Prefix,
+    config::{l7_plan, Config, ConfigError},
     l7::{
         balance::{self, Algorithm, Node, Upstream, UpstreamConfig},
         cache::{Cache, CacheConfig, X_CACHE},
         forward::ERROR_HEADER,
         options::{RouteOptions, SharedCache, UpstreamOptions},
+        plan::CachedRoute,
         proxy::{Pool, Proxy},
         router::{PathMatch, RouteSpec, RouteTable},
         server::{serve, ConnInfo, ServerLimits},
         service::L7Service,
     },
+    net::Prefix,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

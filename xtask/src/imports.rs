@@ -27,19 +27,21 @@ type Module = Vec<String>;
 /// Layers, lowest first: a module may import from its own layer or lower
 /// ones only. A top-level module not listed here is unconstrained.
 ///
-/// Why this order: leaf types (`net`: addresses and prefixes; `tls_util`:
-/// certificate and verifier helpers) know nothing of xlb's parts; `config`
-/// is the validated model of the file, pure data that every part reads;
-/// the datapath writes maps from it; health and the proxy act on what they
-/// are handed (the proxy's plan is built in `l7`, from config, never the
-/// other way round); the store, the admin API and the daemon's helpers
-/// assemble them; the daemon and the commands sit on top.
+/// Why this order: leaf pieces (`net`: addresses and prefixes; `tls_util`:
+/// crypto provider, server names, the verify-off verifier; `ebpf_object`:
+/// the embedded eBPF object) know nothing of xlb's parts. Health checks and
+/// the proxy act on what they are handed: the proxy's plan types live in
+/// `l7::plan`, and `config` (which validates the file and, for L7, plans:
+/// the planner is the validator) fills them in, so the proxy never reads
+/// the config model. The datapath writes maps from the validated L4
+/// section. The store, the admin API and the daemon's helpers assemble
+/// these; the daemon and the commands sit on top.
 const LAYERS: &[&[&str]] = &[
-    &["net", "tls_util"],
-    &["config"],
-    &["datapath"],
+    &["net", "tls_util", "ebpf_object"],
     &["health"],
     &["l7"],
+    &["config"],
+    &["datapath"],
     &["store", "observe", "admin", "lifecycle", "anycast"],
     &["daemon", "cmd"],
 ];
@@ -377,10 +379,10 @@ mod tests {
     fn an_upward_import_is_named() {
         let d = tree(&[
             ("lib.rs", "pub mod l7; pub mod config;"),
-            ("l7/mod.rs", "pub struct Plan;"),
-            ("config/mod.rs", "use crate::l7::Plan;"),
+            ("l7/mod.rs", "use crate::config::Config;"),
+            ("config/mod.rs", "pub struct Config;"),
         ]);
         let p = check(&d.0).unwrap();
-        assert_eq!(p, vec!["upward import: config → l7".to_string()]);
+        assert_eq!(p, vec!["upward import: l7 → config".to_string()]);
     }
 }

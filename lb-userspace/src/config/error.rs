@@ -85,3 +85,11 @@ impl ConfigError {
         })
     }
 }
+
+/// One problem: the field's path (serde_path_to_error notation) and what is
+/// wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}

@@ -13,14 +13,16 @@ use std::{
 use http::{HeaderName, HeaderValue, Method};
 
 use super::{
+    error::Issue,
     l7::{
         CacheYaml, HeaderEditsConfig, L7Config, PassHostConfig, ProtocolConfig, RouteConfig,
         UpstreamYaml,
     },
-    validate::Issue,
 };
-use crate::datapath::deny::Prefix;
-use crate::health::{CheckSpec, PassiveConfig};
+use crate::l7::plan::{
+    CachePlan, CachedRoute, L7Plan, ListenerPlan, NodePlan, NodeTarget, RouteRateLimits,
+    UpstreamPlan,
+};
 use crate::l7::ratelimit::RuleConfig;
 use crate::l7::upgrade::AllowedUpgrades;
 use crate::l7::{
@@ -33,108 +35,13 @@ use crate::l7::{
     server::ServerLimits,
     tls::{CertSpec, ClientAuthSpec, ListenerTls, TlsVersion},
 };
+use crate::net::Prefix;
 
 /// Largest node weight (as for L4 backends).
 const MAX_WEIGHT: u32 = 1_000_000;
 
-/// The planned proxy.
-#[derive(Debug, Clone)]
-pub struct L7Plan {
-    pub workers: usize,
-    /// Rate-limit rules by name (routes name them in [`RouteRateLimits`]).
-    pub rate_rules: Vec<RuleConfig>,
-    pub limits: ServerLimits,
-    pub listeners: Vec<ListenerPlan>,
-    pub upstreams: Vec<UpstreamPlan>,
-    /// The response cache's store: `Some` when `l7.cache` is set or a
-    /// route caches (then with the defaults).
-    pub cache: Option<CachePlan>,
-    /// Sources whose forwarding headers are kept (`l7.trusted_proxies`).
-    pub trusted_proxies: Vec<Prefix>,
-}
-
-/// `l7.cache`, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CachePlan {
-    pub max_bytes: u64,
-    pub max_object_bytes: u64,
-    /// Sources whose `PURGE` is honoured (empty: none).
-    pub purge_from: Vec<Prefix>,
-    /// `targeted_field`, lower case.
-    pub targeted_field: Option<http::HeaderName>,
-}
-
-impl CachePlan {
-    /// Whether a store built for `self` can serve `other` (the purge list
-    /// is not part of the store; the targeted field is, since the stored
-    /// entries' freshness was decided by it).
-    pub fn same_store(&self, other: &CachePlan) -> bool {
-        self.max_bytes == other.max_bytes
-            && self.max_object_bytes == other.max_object_bytes
-            && self.targeted_field == other.targeted_field
-    }
-}
-
-/// Marks a route with `cache: true` in its `extensions`; the runtime
-/// attaches the shared store (`RouteOptions::cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CachedRoute;
-
 /// Largest `l7.cache.max_object_bytes` (an entry's weight is a `u32`).
 const MAX_OBJECT_BYTES: u64 = 1 << 30;
-
-impl L7Plan {
-    /// True when there is nothing to serve.
-    pub fn is_empty(&self) -> bool {
-        self.listeners.is_empty()
-    }
-}
-
-/// The rate-limit rule names of a route, carried in its `extensions`; the
-/// runtime turns them into the route's limiter (sharing each rule's
-/// buckets between routes and across reloads).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteRateLimits(pub Vec<String>);
-
-/// One listener and the routes it serves (in config order).
-#[derive(Debug, Clone)]
-pub struct ListenerPlan {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub tls: Option<ListenerTls>,
-    pub routes: Vec<RouteSpec>,
-}
-
-/// Where a node is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum NodeTarget {
-    Addr(SocketAddr),
-    /// Resolved at start and every `dns_refresh`.
-    Dns {
-        host: String,
-        port: u16,
-    },
-}
-
-/// One configured node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodePlan {
-    pub target: NodeTarget,
-    pub weight: u32,
-}
-
-/// One upstream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamPlan {
-    pub id: String,
-    pub algorithm: Algorithm,
-    pub options: UpstreamOptions,
-    pub nodes: Vec<NodePlan>,
-    pub dns_refresh: Duration,
-    pub slow_start: Duration,
-    pub health: Option<CheckSpec>,
-    pub passive: Option<PassiveConfig>,
-}
 
 /// Plans `l7`, or returns every problem found (paths start with `l7.`).
 pub fn plan(l7: &L7Config) -> Result<L7Plan, Vec<Issue>> {

@@ -4,7 +4,7 @@
 //! `l7_plan.rs`, where its problems are reported with their field path.
 use serde::Deserialize;
 
-use super::l7::{Dur, Size};
+use super::units::{Dur, Size};
 use crate::{
     health::{CheckKind, CheckSpec, HttpCheck, PassiveConfig, StatusSet, TlsCheck},
     l7::ratelimit::{HardLimit, Overflow, Rate, RuleConfig, Side},

@@ -10,15 +10,38 @@ pub mod l7_plan;
 mod locate;
 pub mod middleware;
 mod model;
+pub mod units;
 mod validate;
 
-pub use error::{ConfigError, Located};
+pub use error::{ConfigError, Issue, Located};
 pub use model::{Config, IfName, InstanceName, InterfaceConfig, XdpModeSetting};
-pub use validate::Issue;
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
+
+use crate::l7::plan::L7Plan;
 
 impl Config {
+    /// This config, validated and with its L7 plan made (once: the daemon
+    /// runs the plan it gets here), or every problem found.
+    pub fn check(mut self) -> Result<Config, Vec<Issue>> {
+        let mut issues = self.issues();
+        match l7_plan::plan(&self.l7) {
+            Ok(plan) => self.planned = model::Planned(Some(Arc::new(plan))),
+            Err(l7) => issues.extend(l7),
+        }
+        if issues.is_empty() {
+            Ok(self)
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// The L7 plan made by [`Config::check`] (`None` for a config that was
+    /// not checked, or has no listeners).
+    pub fn l7_plan(&self) -> Option<&Arc<L7Plan>> {
+        self.planned.0.as_ref().filter(|p| !p.is_empty())
+    }
+
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -36,10 +59,10 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let config: Config =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::from_serde(file, e))?;
-        let issues = config.issues();
-        if issues.is_empty() {
-            return Ok(config);
-        }
+        let issues = match config.check() {
+            Ok(config) => return Ok(config),
+            Err(issues) => issues,
+        };
         let positions = locate::Positions::of(text);
         let mut located: Vec<Located> = issues
             .into_iter()

@@ -30,6 +30,20 @@ pub struct Config {
     /// Reload when the file changes (checked every second), as on SIGHUP.
     #[serde(default)]
     pub watch: bool,
+    /// The L7 plan, made by `Config::check` (not part of the file).
+    #[serde(skip)]
+    pub(super) planned: Planned,
+}
+
+/// The L7 plan a checked config carries. Two configs with equal sections
+/// have equal plans, so it takes no part in comparisons.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Planned(pub(super) Option<std::sync::Arc<crate::l7::plan::L7Plan>>);
+
+impl PartialEq for Planned {
+    fn eq(&self, _: &Planned) -> bool {
+        true
+    }
 }
 
 /// A name made of letters, digits, `-` and `_`, safe as a path component

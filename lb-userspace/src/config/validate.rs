@@ -3,17 +3,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
+    error::Issue,
     l4::{parse_mac, ForwardMode},
     model::Config,
 };
-
-/// One problem: the field's path (serde_path_to_error notation) and what is
-/// wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub path: String,
-    pub message: String,
-}
 
 /// Largest backend weight; keeps weight sums far from overflow.
 const MAX_WEIGHT: u32 = 1_000_000;
@@ -22,7 +15,8 @@ const MAX_WEIGHT: u32 = 1_000_000;
 const MIN_MTU: u32 = 576;
 
 impl Config {
-    /// Every semantic problem of this config, in file order.
+    /// Every semantic problem of this config outside the `l7:` section, in
+    /// file order (the L7 planner reports the rest: see [`Config::check`]).
     pub fn issues(&self) -> Vec<Issue> {
         let mut out = Vec::new();
         let mut issue = |path: String, message: String| out.push(Issue { path, message });
@@ -195,9 +189,6 @@ impl Config {
                     message: "the VIP serves every port: say which one to check (port:)".into(),
                 });
             }
-        }
-        if let Err(l7) = super::l7_plan::plan(&self.l7) {
-            out.extend(l7);
         }
         out
     }

@@ -9,10 +9,9 @@ pub mod l4_tables;
 mod loader;
 pub mod neighbour;
 pub mod next_hops;
-mod object;
 pub mod predict;
 pub mod state_file;
 
+pub use crate::ebpf_object::EBPF_OBJECT;
 pub use bpffs::{ensure_bpffs, instance_pin_dir};
 pub use loader::{Datapath, DatapathError};
-pub use object::EBPF_OBJECT;

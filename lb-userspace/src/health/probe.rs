@@ -25,7 +25,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 use super::spec::{CheckKind, CheckSpec, HttpCheck, SpecError, TlsCheck, MAX_BODY_BYTES};
-use crate::l7::tls::{crypto_provider, upstream_server_name};
+use crate::tls_util::crypto_provider;
 
 /// A [`CheckSpec`]'s probe, ready to run against one address.
 #[derive(Clone)]
@@ -88,7 +88,7 @@ fn server_name(
         (None, Some(host)) => strip_port(host).to_string(),
         (None, None) => return Ok(ServerName::IpAddress(addr.ip().into())),
     };
-    upstream_server_name(&name).map_err(|_| SpecError::ServerName(name))
+    crate::tls_util::server_name(&name).ok_or(SpecError::ServerName(name))
 }
 
 /// `host` without a trailing `:port` (`[v6]:port` → `[v6]`).
@@ -126,9 +126,9 @@ fn client_config(tls: &TlsCheck) -> Result<Arc<ClientConfig>, SpecError> {
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::l7::tls::unverified::AnyCertificate(
-                provider,
-            )))
+            .with_custom_certificate_verifier(Arc::new(
+                crate::tls_util::unverified::AnyCertificate(provider),
+            ))
             .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

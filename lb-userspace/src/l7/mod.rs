@@ -8,6 +8,7 @@ pub mod forward;
 pub mod headers;
 pub mod listeners;
 pub mod options;
+pub mod plan;
 pub mod preface;
 pub mod proxy;
 pub mod ratelimit;

@@ -7,7 +7,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
-use crate::datapath::deny::Prefix;
+use crate::net::Prefix;
 
 /// Per-route timeouts. Long-lived exchanges (WebSocket, gRPC streams, SSE)
 /// are bounded by `idle`, never by a whole-request deadline.

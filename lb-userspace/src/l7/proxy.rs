@@ -59,7 +59,7 @@ use hyper::{
     upgrade::OnUpgrade,
 };
 
-use crate::datapath::deny::Prefix;
+use crate::net::Prefix;
 
 use super::{
     balance::{Balancer, InFlight, PickContext, Unavailable, Upstream},

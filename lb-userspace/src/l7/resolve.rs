@@ -8,7 +8,7 @@
 //! keeps the previous addresses (a resolver hiccup must not empty a pool).
 use std::net::SocketAddr;
 
-use crate::config::l7_plan::{NodeTarget, UpstreamPlan};
+use super::plan::{NodeTarget, UpstreamPlan};
 
 /// Every address of every node of `plan`, each with its node's weight, in
 /// configuration order, without duplicates (the first weight wins). A name

@@ -26,8 +26,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::datapath::deny::Prefix;
+use crate::net::Prefix;
 
+use super::plan::{CachePlan, CachedRoute, L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan};
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
     cache::{Cache, CacheConfig},
@@ -40,12 +41,7 @@ use super::{
     tls::{self, CertStore},
     Listeners, Steering,
 };
-use crate::{
-    config::l7_plan::{
-        CachePlan, CachedRoute, L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan,
-    },
-    health::{EventSource, HealthEvent, HealthView, PassiveTracker, Target},
-};
+use crate::health::{EventSource, HealthEvent, HealthView, PassiveTracker, Target};
 
 /// How often certificate files are checked for changes.
 const CERT_WATCH_INTERVAL: Duration = tls::DEFAULT_WATCH_INTERVAL;

@@ -30,7 +30,7 @@ use lb_common::{
 };
 
 use super::listeners::Listeners;
-use crate::datapath::EBPF_OBJECT;
+use crate::ebpf_object::EBPF_OBJECT;
 
 /// Why worker steering is left to the kernel's reuseport hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,9 +26,9 @@ mod config;
 mod store;
 #[cfg(test)]
 mod tests;
-pub mod unverified;
+pub use crate::tls_util::{crypto_provider, unverified};
 
-use std::{io, path::PathBuf, sync::Arc};
+use std::{io, path::PathBuf};
 
 pub use config::{build_client_config, build_server_config, upstream_server_name};
 pub use store::{watch, CertStore, DEFAULT_WATCH_INTERVAL};
@@ -43,15 +43,6 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 /// gets no ALPN answer and should be served HTTP/1.1.
 pub fn default_alpn() -> Vec<Vec<u8>> {
     vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
-}
-
-/// The *ring* crypto provider every config here is built with.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    static PROVIDER: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> =
-        std::sync::OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
 }
 
 /// One certificate of a listener: a PEM chain (leaf first) and its key.

@@ -84,11 +84,7 @@ pub fn build_client_config(
 /// The TLS server name of an upstream host (DNS name or IP address literal,
 /// IPv6 with or without brackets), for `TlsConnector::connect`.
 pub fn upstream_server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    ServerName::try_from(bare.to_string()).map_err(|_| TlsError::BadServerName(host.to_string()))
+    crate::tls_util::server_name(host).ok_or_else(|| TlsError::BadServerName(host.to_string()))
 }
 
 fn versions(min: TlsVersion) -> &'static [&'static SupportedProtocolVersion] {

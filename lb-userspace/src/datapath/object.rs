@@ -1,4 +1,0 @@
-//! The eBPF object embedded into the binary at build time (see build.rs).
-
-/// The compiled lb-ebpf object, 8-byte aligned as the ELF parser requires.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("XLB_EBPF_OBJECT_PATH"));
