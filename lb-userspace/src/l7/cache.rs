@@ -103,7 +103,10 @@ use self::{
     flight::{finish, FlightGuard, Flights, Join, Outcome},
     tee::{Abandoned, TeeBody},
 };
-use super::forward::{error_response, ProxyBody};
+use super::{
+    body::ProxyBody,
+    error::{respond, ErrorKind},
+};
 
 pub mod directives;
 pub mod entry;
@@ -589,7 +592,7 @@ impl Cache {
             }
             if rcc.only_if_cached {
                 inc(&c.misses);
-                let mut resp = error_response(StatusCode::GATEWAY_TIMEOUT, "cache-only-if-cached");
+                let mut resp = respond(ErrorKind::CacheOnlyIfCached);
                 mark(&mut resp, x_cache::MISS);
                 return resp;
             }

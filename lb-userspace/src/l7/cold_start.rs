@@ -30,19 +30,17 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant as TokioInstant;
 
 use super::{
-    forward::{body_failure, error_response, ForwardError, ProxyBody},
+    error::{ErrorKind, ProxyError},
+    forward::{body_failure, ForwardError, ProxyBody},
     options::ColdStart,
     upstream_client::{BoxError, UpBody},
 };
-
-/// The `x-xlb-error` reason of a hold that ran out.
-pub const TIMEOUT_REASON: &str = "cold-start-timeout";
 
 /// The shortest wait between two rounds (a zero `backoff` must not spin).
 const MIN_BACKOFF: Duration = Duration::from_millis(1);
@@ -96,10 +94,9 @@ impl Hold {
     pub fn timeout_response(&self) -> Response<ProxyBody> {
         let d = self.config.max_backoff;
         let secs = (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
-        let mut resp = error_response(StatusCode::SERVICE_UNAVAILABLE, TIMEOUT_REASON);
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        resp
+        ProxyError::new(ErrorKind::ColdStartTimeout)
+            .with_retry_after(secs)
+            .into_response()
     }
 }
 
@@ -254,6 +251,7 @@ impl Body for Chained {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{header, StatusCode};
     use http_body_util::{Full, StreamBody};
 
     fn up(chunks: Vec<&'static str>) -> UpBody {

@@ -23,27 +23,21 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::{sync::Notify, time::Sleep};
 
-pub use super::upstream_client::BoxError;
+pub use super::body::{empty_body, empty_up_body, text_body, BoxError, ProxyBody, UpBody};
+pub use super::error::ERROR_HEADER;
 use super::{
+    error::{respond, ErrorKind},
     headers::{self, Downstream},
     options::{Timeouts, UpstreamOptions},
-    upstream_client::{SendError, UpBody, UpstreamClient},
+    upstream_client::{SendError, UpstreamClient},
 };
 use crate::health::FailureKind;
-
-/// The body type the proxy answers with: the upstream's streamed body, or a
-/// short text of xlb's own. (Its error is hyper's because the server's
-/// body wrappers are written for it; see [`cut_off`].)
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-/// The header that says why xlb itself answered (not the upstream).
-pub const ERROR_HEADER: &str = "x-xlb-error";
 
 /// Which wait ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,34 +93,38 @@ pub enum ForwardError {
     #[error("request body over {0} bytes")]
     BodyTooLarge(u64),
     /// The upstream cannot carry this request (e.g. an upgrade over h2).
-    #[error("upstream cannot carry the request: {0}")]
-    Unsupported(&'static str),
+    #[error("upstream cannot carry the request: {}", .0.reason())]
+    Unsupported(ErrorKind),
 }
 
 impl ForwardError {
-    /// The response a client gets for this failure.
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let (status, reason) = match &self {
-            ForwardError::Connect { tls: true, .. } => (StatusCode::BAD_GATEWAY, "upstream-tls"),
+    /// What the client is told: the entry of the error table
+    /// ([`ErrorKind`]) this failure maps to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ForwardError::Connect { tls: true, .. } => ErrorKind::UpstreamTls,
             ForwardError::Connect {
                 timed_out: true, ..
-            } => (StatusCode::GATEWAY_TIMEOUT, "upstream-connect-timeout"),
-            ForwardError::Connect { .. } => (StatusCode::BAD_GATEWAY, "upstream-unreachable"),
-            ForwardError::Upstream { sent: false, .. } => {
-                (StatusCode::BAD_GATEWAY, "upstream-unreachable")
+            } => ErrorKind::UpstreamConnectTimeout,
+            ForwardError::Connect { .. } | ForwardError::Upstream { sent: false, .. } => {
+                ErrorKind::UpstreamUnreachable
             }
-            ForwardError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream-reset"),
+            ForwardError::Upstream { .. } => ErrorKind::UpstreamReset,
             ForwardError::Timeout {
                 phase: Phase::Read, ..
-            } => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
-            ForwardError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream-send-timeout"),
-            ForwardError::ClientStalled(_) => (StatusCode::REQUEST_TIMEOUT, "request-body-timeout"),
-            ForwardError::BadTarget(_) => (StatusCode::BAD_REQUEST, "bad-target"),
-            ForwardError::BadRequestBody(_) => (StatusCode::BAD_REQUEST, "bad-request-body"),
-            ForwardError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large"),
-            ForwardError::Unsupported(reason) => (StatusCode::BAD_GATEWAY, *reason),
-        };
-        error_response(status, reason)
+            } => ErrorKind::UpstreamTimeout,
+            ForwardError::Timeout { .. } => ErrorKind::UpstreamSendTimeout,
+            ForwardError::ClientStalled(_) => ErrorKind::RequestBodyTimeout,
+            ForwardError::BadTarget(_) => ErrorKind::BadTarget,
+            ForwardError::BadRequestBody(_) => ErrorKind::BadRequestBody,
+            ForwardError::BodyTooLarge(_) => ErrorKind::BodyTooLarge,
+            ForwardError::Unsupported(kind) => *kind,
+        }
+    }
+
+    /// The response a client gets for this failure.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        respond(self.kind())
     }
 
     /// True when the request certainly never reached the node, so any
@@ -219,41 +217,6 @@ impl ForwardError {
                     ForwardError::Upstream { .. } | ForwardError::Timeout { .. }
                 ))
     }
-}
-
-/// A short response made by xlb itself, with the reason in
-/// [`ERROR_HEADER`].
-pub fn error_response(status: StatusCode, reason: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(text_body(format!("{} {reason}\n", status.as_u16())));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(ERROR_HEADER, HeaderValue::from_static(reason));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-/// A body of xlb's own.
-pub fn text_body(text: impl Into<Bytes>) -> ProxyBody {
-    Full::new(text.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// An empty response body.
-pub fn empty_body() -> ProxyBody {
-    http_body_util::Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// An empty request body (for a replay, or an upgrade).
-pub fn empty_up_body() -> UpBody {
-    http_body_util::Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
 }
 
 /// Progress of one request body on its way upstream, shared between the

@@ -9,8 +9,6 @@ use http::{
     HeaderMap,
 };
 
-use super::options::HeaderEdits;
-
 /// Headers that describe one connection, not the message (RFC 9110
 /// §7.6.1, plus the non-standard but common `Proxy-Connection` and
 /// `Keep-Alive`). `TE` is handled apart: `TE: trailers` must reach gRPC
@@ -241,6 +239,24 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
 /// `Set-Cookie: name=value; Path=/; HttpOnly` (a session cookie).
 pub fn session_cookie(name: &str, value: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly")).ok()
+}
+
+/// Header edits, applied in the order remove, set, add.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderEdits {
+    /// Headers removed.
+    pub remove: Vec<HeaderName>,
+    /// Headers replaced (every earlier value removed).
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Headers appended (earlier values kept).
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderEdits {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! the eBPF steering that picks the worker for each new connection.
 
 pub mod balance;
+pub mod body;
 pub mod cache;
 pub mod cold_start;
+pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod listeners;

@@ -7,6 +7,8 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue};
 
+pub use super::headers::HeaderEdits;
+
 use crate::net::Prefix;
 
 /// Per-route timeouts. Long-lived exchanges (WebSocket, gRPC streams, SSE)
@@ -46,24 +48,6 @@ pub enum PassHost {
     Node,
     /// A fixed name (`upstream_host`).
     Rewrite(HeaderValue),
-}
-
-/// Header edits, applied in the order remove, set, add.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HeaderEdits {
-    /// Headers removed.
-    pub remove: Vec<HeaderName>,
-    /// Headers replaced (every earlier value removed).
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    /// Headers appended (earlier values kept).
-    pub add: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl HeaderEdits {
-    /// True when there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
-    }
 }
 
 /// A path rewrite: when the request path starts with `strip_prefix`, that

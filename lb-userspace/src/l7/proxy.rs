@@ -65,9 +65,10 @@ use super::{
     balance::{Balancer, InFlight, PickContext, Unavailable, Upstream},
     cache::{self, x_cache, X_CACHE},
     cold_start::{self, Buffered, Hold, Replay},
+    error::{respond, ErrorKind, ProxyError},
     forward::{
-        self, empty_body, empty_up_body, error_response, request_body, response_body,
-        response_head, text_body, ForwardError, ProxyBody, ERROR_HEADER,
+        self, empty_body, empty_up_body, request_body, response_body, response_head, text_body,
+        ForwardError, ProxyBody, ERROR_HEADER,
     },
     headers::{self, Downstream},
     options::{HashOn, RetryPolicy, RouteCache, RouteOptions, UpstreamOptions},
@@ -241,27 +242,27 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
         if !target::scheme_served(&parts.uri) {
-            return error_response(StatusCode::BAD_REQUEST, "unsupported-scheme");
+            return respond(ErrorKind::UnsupportedScheme);
         }
         let (host, route): (Option<String>, Arc<Route>) = {
             let info = match RequestInfo::from_parts(&parts) {
                 Ok(i) => i,
                 Err(e) => {
                     log::debug!("{}: bad request target: {e}", conn.peer);
-                    return error_response(e.status(), "bad-request-target");
+                    return respond(ErrorKind::BadRequestTarget);
                 }
             };
             // Routing matches the raw path: a path spelled to dodge a
             // route (dot segments, encoded slashes) is refused rather than
             // guessed.
             if path_hazard(info.path()).is_some() {
-                return error_response(StatusCode::BAD_REQUEST, "ambiguous-path");
+                return respond(ErrorKind::AmbiguousPath);
             }
             let Some(matched) = self.routes.resolve(&info) else {
                 if target::is_absolute_form(&parts) {
-                    return error_response(StatusCode::MISDIRECTED_REQUEST, "misdirected-request");
+                    return respond(ErrorKind::MisdirectedRequest);
                 }
-                return error_response(StatusCode::NOT_FOUND, "no-route");
+                return respond(ErrorKind::NoRoute);
             };
             (info.host().map(str::to_string), matched.route)
         };
@@ -310,13 +311,13 @@ impl Proxy {
             return redirect(host.as_deref(), port, &parts.uri);
         }
         let Some(pool) = self.pools.get(route.upstream()) else {
-            return error_response(StatusCode::BAD_GATEWAY, "no-upstream");
+            return respond(ErrorKind::NoUpstream);
         };
         // A declared length over the limit is refused before any node is
         // bothered; a body that only grows past it is cut off on the way.
         if let Some(limit) = opts.max_body_bytes {
             if body.size_hint().lower() > limit {
-                return error_response(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large");
+                return respond(ErrorKind::BodyTooLarge);
             }
         }
 
@@ -580,7 +581,7 @@ async fn forward_exchange(
                     "upstream {}: every node is at max_requests_per_node",
                     pool.id
                 );
-                return unavailable("upstream-busy");
+                return unavailable(ErrorKind::UpstreamBusy);
             }
             let reason = pool
                 .upstream
@@ -588,7 +589,7 @@ async fn forward_exchange(
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "no node available".into());
             log::debug!("upstream {}: {reason}", pool.id);
-            return unavailable("no-healthy-node");
+            return unavailable(ErrorKind::NoHealthyNode);
         };
         let flight = pool.upstream.begin(node);
         if let Some(max) = pool.options.max_requests_per_node {
@@ -668,7 +669,7 @@ async fn forward_exchange(
                             "{addr}: 101 to {:?} not offered to it: 502",
                             resp.headers().get(header::UPGRADE)
                         );
-                        return error_response(StatusCode::BAD_GATEWAY, "unexpected-upgrade");
+                        return respond(ErrorKind::UnexpectedUpgrade);
                     }
                 }
                 let now = Instant::now();
@@ -858,14 +859,14 @@ pub const PURGE_PREFIX_HEADER: &str = "x-purge-prefix";
 /// JSON line saying what; else 405 (`purge_from` empty) or 403.
 fn purge(rc: &RouteCache, route: &str, parts: &request::Parts, ip: IpAddr) -> Response<ProxyBody> {
     if rc.purge_from.is_empty() {
-        let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "purge-disabled");
+        let mut resp = respond(ErrorKind::PurgeDisabled);
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
     if !rc.may_purge(ip) {
         log::debug!("{ip}: PURGE refused (not in l7.cache.purge_from)");
-        return error_response(StatusCode::FORBIDDEN, "purge-forbidden");
+        return respond(ErrorKind::PurgeForbidden);
     }
     let url = cache::cache_key(parts);
     let key = route_key(route, parts);
@@ -912,29 +913,26 @@ fn response_outcome(status: StatusCode) -> Outcome {
 
 /// The answer to a request a rate limit rejected.
 fn rate_limited(r: &Rejection) -> Response<ProxyBody> {
-    let reason = match r.reason {
-        RejectReason::OverLimit => "rate-limited",
-        RejectReason::Denied => "denied",
-        RejectReason::TableFull => "rate-limit-table-full",
+    let kind = match r.reason {
+        RejectReason::OverLimit => ErrorKind::RateLimited,
+        RejectReason::Denied => ErrorKind::Denied,
+        RejectReason::TableFull => ErrorKind::RateLimitTableFull,
     };
-    let mut resp = error_response(r.status, reason);
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs()));
-    resp
+    ProxyError::new(kind)
+        .with_status(r.status)
+        .with_retry_after(r.retry_after_secs())
+        .into_response()
 }
 
-fn unavailable(reason: &'static str) -> Response<ProxyBody> {
-    let mut resp = error_response(StatusCode::SERVICE_UNAVAILABLE, reason);
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
+fn unavailable(kind: ErrorKind) -> Response<ProxyBody> {
+    ProxyError::new(kind).with_retry_after(1).into_response()
 }
 
 /// `308 Permanent Redirect` to the same host and target over `https`.
 fn redirect(host: Option<&str>, port: u16, uri: &Uri) -> Response<ProxyBody> {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let Some(location) = host.and_then(|h| rewrite::https_location(h, port, target)) else {
-        return error_response(StatusCode::BAD_REQUEST, "no-host-to-redirect");
+        return respond(ErrorKind::NoHostToRedirect);
     };
     let mut resp = Response::new(empty_body());
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;

@@ -63,7 +63,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use super::{
-    forward::ProxyBody,
+    body::ProxyBody,
     preface::{self, Allowed, Rewind, Verdict, PREFACE},
     source_cap::SourceCap,
 };

@@ -35,9 +35,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use bytes::Bytes;
 use http::{header, uri::PathAndQuery, HeaderValue, Request, Response, Uri};
-use http_body_util::combinators::BoxBody;
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
@@ -50,17 +48,13 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub use super::body::{BoxError, UpBody};
 use super::{
+    error::ErrorKind,
     options::{UpstreamOptions, UpstreamProtocol, UpstreamTls},
     tls::{crypto_provider, upstream_server_name, ALPN_H2, ALPN_HTTP11},
     upstream_keepalive::{announced_timeout, reuse_limit},
 };
-
-/// Any error, boxed (bodies and connectors fail in many ways).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body of a request sent upstream.
-pub type UpBody = BoxBody<Bytes, BoxError>;
 
 /// Why an upstream's client could not be built (bad TLS material).
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +114,7 @@ pub enum SendError {
     /// This upstream cannot carry the request (an upgrade over HTTP/2).
     Unsupported {
         request: Request<UpBody>,
-        reason: &'static str,
+        reason: ErrorKind,
     },
 }
 
@@ -284,7 +278,7 @@ impl UpstreamClient {
         {
             return Err(SendError::Unsupported {
                 request: req,
-                reason: "upgrade-unsupported",
+                reason: ErrorKind::UpgradeUnsupported,
             });
         }
         let host = req
@@ -375,7 +369,7 @@ impl UpstreamClient {
                     Err(request) => {
                         return Err(SendError::Unsupported {
                             request,
-                            reason: "bad-target",
+                            reason: ErrorKind::BadTarget,
                         })
                     }
                 };
@@ -764,6 +758,7 @@ fn file_stamps(tls: &UpstreamTls) -> Vec<Option<(SystemTime, u64)>> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use http_body_util::BodyExt as _;
 
     use super::*;

@@ -16,7 +16,10 @@ use super::{
     },
     CacheConfig, X_CACHE,
 };
-use crate::l7::forward::{empty_body, text_body, ProxyBody, ERROR_HEADER};
+use crate::l7::{
+    body::{empty_body, text_body, ProxyBody},
+    error::ERROR_HEADER,
+};
 
 /// Status codes that are "heuristically cacheable" (RFC 9110 §15.1), less
 /// 206: partial responses are never stored (storing ranges and combining

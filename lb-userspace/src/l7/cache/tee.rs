@@ -14,7 +14,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::l7::forward::ProxyBody;
+use crate::l7::body::ProxyBody;
 
 /// Why a copy was abandoned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
