@@ -123,6 +123,8 @@ pub fn run() -> anyhow::Result<()> {
     let report = String::from_utf8_lossy(&out.stdout).trim().to_string();
     println!("  {report}");
 
+    plugins(&client)?;
+
     println!(
         "\nReload while traffic flows: {LOAD} HTTP/2 requests to site-a.demo, 5 reloads meanwhile"
     );
@@ -163,6 +165,57 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!("\nxlb stopped ({status}); namespaces and files are removed now.");
     println!("=======================================================================");
+    Ok(())
+}
+
+/// The `api` route's plugins as a client sees them: key-auth, a CORS
+/// preflight, compression.
+fn plugins(client: &Netns) -> anyhow::Result<()> {
+    println!("\nPlugins on http://{VIP}/api (key-auth, CORS, compression; docs/plugins.md):");
+    let url = format!("http://{VIP}/api");
+    let fmt =
+        "%{http_code} www-authenticate=%header{www-authenticate} x-xlb-error=%header{x-xlb-error}";
+    let none = curl(client, &["-sS", "-o", "/dev/null", "-w", fmt, &url], None)?;
+    println!("  no key:           {none}");
+    let fmt = "%{http_code} content-encoding=%header{content-encoding} body=";
+    let ok = curl(
+        client,
+        &[
+            "-sS",
+            "--compressed",
+            "-H",
+            "x-api-key: demo-key",
+            "-H",
+            "accept-encoding: zstd",
+            "-w",
+            fmt,
+            "-o",
+            "/dev/stderr",
+            &url,
+        ],
+        None,
+    )?;
+    println!("  X-API-Key: demo-key, zstd accepted: {ok}(decoded by curl)");
+    let fmt = "%{http_code} allow-origin=%header{access-control-allow-origin} allow-methods=%header{access-control-allow-methods}";
+    let pre = curl(
+        client,
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-X",
+            "OPTIONS",
+            "-H",
+            "origin: https://app.demo",
+            "-H",
+            "access-control-request-method: PUT",
+            "-w",
+            fmt,
+            &url,
+        ],
+        None,
+    )?;
+    println!("  CORS preflight from https://app.demo: {pre} (answered by xlb, not forwarded)");
     Ok(())
 }
 
@@ -233,7 +286,11 @@ fn config(dir: &Path, with_a3: bool) -> String {
     - {{id: site-a, listeners: [https], hosts: [{}], upstream: a}}
     - {{id: site-b, listeners: [https], hosts: [{}], upstream: b}}
     - {{id: ws, listeners: [http], paths: [\"/ws\"], upstream: ws, timeouts: {{idle: 60s}}}}
+    - {{id: api, listeners: [http], paths: [\"/api*\"], upstream: a, plugins: {{key-auth: {{}}, cors: {{allow_origins: [\"https://app.demo\"]}}, compression: {{min_bytes: 0}}}}}}
     - {{id: to-https, listeners: [http], redirect_https: 443}}
+  # demo-user's API key is `demo-key`: printf %s demo-key | sha256sum
+  consumers:
+    - {{name: demo-user, key_sha256: c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c}}
   upstreams:
     - {{id: a, nodes: [{{address: \"127.0.0.1:{}\"}}, {{address: \"127.0.0.1:{}\"}}{a3}]}}
     - {{id: b, nodes: [{{address: \"127.0.0.1:{}\"}}]}}
