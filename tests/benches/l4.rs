@@ -317,7 +317,8 @@ fn setup(ebpf: &mut Ebpf) -> anyhow::Result<Vec<Case>> {
                     addr,
                     flags,
                     next_hop_mac: [0x02, 0, 0, 0, 1, i as u8],
-                    _pad: [0; 2],
+                    tx_port: 0,
+                _pad: 0,
                 },
                 0,
             )?;
@@ -400,11 +401,13 @@ fn setup(ebpf: &mut Ebpf) -> anyhow::Result<Vec<Case>> {
     let c6: IpAddr = IpAddr::V6("2001:db8:c::7".parse()?);
     for (row, (addr, _, backends)) in vips.iter().enumerate() {
         let client = if addr.is_ipv4() { c4 } else { c6 };
+        let key = flow_of(client, *addr, 1000);
         ct.insert(
-            flow_of(client, *addr, 1000),
+            key,
             ConnValue {
                 backend: index[&backends[1]],
                 vip: row as u32,
+                hash: lb_common::flow::flow_hash(&key),
             },
             0,
         )?;

@@ -149,8 +149,22 @@ fn other(b: u32) -> u32 {
     set.into_iter().find(|&x| x != b).unwrap()
 }
 
+/// A connection-table value; its `hash` (the flow hash of the entry's key,
+/// as the datapath stores it) is filled in by `run_row` from the row's key.
 fn ct(backend: u32, vip: u32) -> ConnValue {
-    ConnValue { backend, vip }
+    ConnValue {
+        backend,
+        vip,
+        hash: 0,
+    }
+}
+
+/// `v` with the flow hash of `k`, as the datapath stores it.
+fn with_hash(k: &FlowKey, v: ConnValue) -> ConnValue {
+    ConnValue {
+        hash: flow_hash(k),
+        ..v
+    }
 }
 
 fn rows(h: &Harness) -> Vec<Row> {
@@ -1871,7 +1885,9 @@ fn run_row(h: &mut Harness, deny: &mut DenyList, r: &Row) -> Result<(), String> 
     for s in &r.setup {
         match s {
             Setup::KeepState => {}
-            Setup::Conntrack(k, v) => h.ct_insert(*k, *v).map_err(|e| e.to_string())?,
+            Setup::Conntrack(k, v) => h
+                .ct_insert(*k, with_hash(k, *v))
+                .map_err(|e| e.to_string())?,
             Setup::Settings(s) => h.set_settings(s).map_err(|e| e.to_string())?,
             Setup::Deny(p, until) => {
                 deny.deny_until(*p, *until, 7)
@@ -1934,6 +1950,7 @@ fn run_row(h: &mut Harness, deny: &mut DenyList, r: &Row) -> Result<(), String> 
     for a in &r.after {
         match a {
             After::Conntrack(k, want) => {
+                let want = &want.map(|v| with_hash(k, v));
                 let got = h.ct_get(k);
                 if got != *want {
                     problems.push(format!("conntrack[{k:?}] = {got:?}, want {want:?}"));

@@ -102,7 +102,8 @@ impl Datapath {
         let level = ebpf_log_level();
         let l4 = &config.l4;
         let maglev_entries = l4.max_vips * 2 * l4.maglev_table_size;
-        let vip_entries = l4.max_vips * 2;
+        // Each VIP, its fragment entry and its echo entry.
+        let vip_entries = l4.max_vips * 3;
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, false)
             .map_max_entries(maps::MAGLEV, maglev_entries)

@@ -11,6 +11,7 @@ pub mod neighbour;
 pub mod next_hops;
 pub mod predict;
 pub mod state_file;
+pub mod tx_ports;
 
 pub use crate::ebpf_object::EBPF_OBJECT;
 pub use bpffs::{ensure_bpffs, instance_pin_dir};

@@ -2,11 +2,11 @@
 //! and flag of the datapath appears once. Addresses are from the
 //! documentation ranges (RFC 5737, RFC 3849).
 use lb_common::{
-    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
+    backend::{BackendMeta, TxPort, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
     flow::{wire_addr_v4, wire_addr_v6, wire_port, FlowKey},
     vip::{
-        VipKey, VipMeta, VIP_F_HASH_NO_PORTS, VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP,
-        VIP_MODE_L7,
+        VipKey, VipMeta, VIP_F_HASH_NO_PORTS, VIP_F_NO_CONNTRACK, VIP_F_TOO_BIG_DROP,
+        VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
     },
 };
 
@@ -44,8 +44,12 @@ pub const VIP_EMPTY: [u8; 4] = [198, 51, 100, 5];
 pub const VIP_NOCT: [u8; 4] = [198, 51, 100, 6];
 /// TCP 80 DSR, `VIP_F_HASH_NO_PORTS`.
 pub const VIP_NOPORTS: [u8; 4] = [198, 51, 100, 7];
-/// TCP 80 IPIP whose only backend is IPv6.
+/// TCP 80 IPIP whose only backend is IPv6 (IPv4 in IPv6).
 pub const VIP_MIXED: [u8; 4] = [198, 51, 100, 8];
+/// TCP 80 IPIP with `too_big: drop`.
+pub const VIP_TBDROP: [u8; 4] = [198, 51, 100, 10];
+/// TCP 80 DSR and UDP 53 IPIP to backend 7, behind a second NIC.
+pub const VIP_RDR: [u8; 4] = [198, 51, 100, 11];
 /// TCP 80 DSR whose table names an inactive backend.
 pub const VIP_DEAD: [u8; 4] = [198, 51, 100, 9];
 /// Not a VIP.
@@ -77,6 +81,23 @@ pub const fn bmac(i: u32) -> Mac {
     [0x02, 0, 0, 0, 0xb0, i as u8]
 }
 
+/// The backend behind the second NIC (`TX_PORTS` slot [`RDR_PORT`]).
+pub const B_RDR: u32 = 7;
+/// Its `TX_PORTS` / `TX_DEVMAP` slot.
+pub const RDR_PORT: u8 = 1;
+/// The second NIC's MAC (the redirected frames' source).
+pub const RDR_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
+
+/// The second NIC: loopback's index stands in (BPF_PROG_TEST_RUN reports
+/// `XDP_REDIRECT` without sending), its MAC [`RDR_MAC`].
+pub fn rdr_port() -> TxPort {
+    TxPort {
+        ifindex: 1,
+        mac: RDR_MAC,
+        _pad: [0; 2],
+    }
+}
+
 /// IPv4 backends 1..=3, IPv6 backends 4..=6, inactive backend 9.
 pub const B4: [u32; 3] = [1, 2, 3];
 /// See [`B4`].
@@ -104,7 +125,8 @@ pub fn backends() -> Vec<BackendSpec> {
                 addr: [wire_addr_v4(baddr4(i)), 0, 0, 0],
                 flags: BACKEND_F_ACTIVE,
                 next_hop_mac: bmac(i),
-                _pad: [0; 2],
+                tx_port: 0,
+                _pad: 0,
             },
         });
     }
@@ -115,17 +137,29 @@ pub fn backends() -> Vec<BackendSpec> {
                 addr: wire_addr_v6(baddr6(i)),
                 flags: BACKEND_F_ACTIVE | BACKEND_F_V6,
                 next_hop_mac: bmac(i),
-                _pad: [0; 2],
+                tx_port: 0,
+                _pad: 0,
             },
         });
     }
+    v.push(BackendSpec {
+        index: B_RDR,
+        meta: BackendMeta {
+            addr: [wire_addr_v4(baddr4(B_RDR)), 0, 0, 0],
+            flags: BACKEND_F_ACTIVE | BACKEND_F_REDIRECT,
+            next_hop_mac: bmac(B_RDR),
+            tx_port: RDR_PORT,
+            _pad: 0,
+        },
+    });
     v.push(BackendSpec {
         index: B_INACTIVE,
         meta: BackendMeta {
             addr: [wire_addr_v4(baddr4(B_INACTIVE)), 0, 0, 0],
             flags: 0,
             next_hop_mac: bmac(B_INACTIVE),
-            _pad: [0; 2],
+            tx_port: 0,
+                _pad: 0,
         },
     });
     v
@@ -146,6 +180,18 @@ pub mod row {
     pub const A6_TCP: u32 = 10;
     pub const A6_UDP_IPIP: u32 = 11;
     pub const I6_TCP: u32 = 12;
+    pub const TBDROP: u32 = 13;
+    pub const RDR_TCP: u32 = 14;
+    pub const RDR_UDP_IPIP: u32 = 15;
+}
+
+/// Echo entries (`lb_common::vip::ECHO_PORT`): VIP_A and VIP6_A answer
+/// ping (counted under their TCP rows); VIP_I does not (`ping: false`).
+pub fn echo_entries() -> Vec<(VipKey, VipMeta)> {
+    vec![
+        (v4(VIP_A, 0, 1), meta(row::A_TCP, 0, VIP_MODE_DSR, 0)),
+        (v6key(VIP6_A, 0, 58), meta(row::A6_TCP, 0, VIP_MODE_DSR, 0)),
+    ]
 }
 
 fn v4(addr: [u8; 4], port: u16, proto: u8) -> VipKey {
@@ -261,6 +307,24 @@ pub fn vips() -> Vec<VipSpec> {
             meta(I6_TCP, 0, VIP_MODE_IPIP, 0),
             all6(),
             false,
+        ),
+        spec(
+            v4(VIP_TBDROP, 80, 6),
+            meta(TBDROP, 0, VIP_MODE_IPIP, VIP_F_TOO_BIG_DROP),
+            all4(),
+            false,
+        ),
+        spec(
+            v4(VIP_RDR, 80, 6),
+            meta(RDR_TCP, 0, VIP_MODE_DSR, 0),
+            vec![(B_RDR, 1)],
+            false,
+        ),
+        spec(
+            v4(VIP_RDR, 53, 17),
+            meta(RDR_UDP_IPIP, 1, VIP_MODE_IPIP, 0),
+            vec![(B_RDR, 1)],
+            true,
         ),
     ]
 }
