@@ -44,11 +44,23 @@ pub fn resolve(l4: &L4Config) -> anyhow::Result<TxPorts> {
     Ok(out)
 }
 
-/// The interface's MAC, from `/sys/class/net/NAME/address`.
+/// The interface's MAC, from `getifaddrs(3)` (netlink, so it sees the
+/// daemon's own network namespace; `/sys/class/net` may belong to another
+/// when the daemon was started with `nsenter --net`).
 fn read_mac(name: &str) -> anyhow::Result<[u8; 6]> {
-    let path = format!("/sys/class/net/{name}/address");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the MAC of backend interface `{name}` ({path})"))?;
-    crate::config::l4::parse_mac(text.trim())
-        .with_context(|| format!("backend interface `{name}` has no Ethernet MAC ({text:?})"))
+    let addrs = nix::ifaddrs::getifaddrs().context("getifaddrs")?;
+    for a in addrs {
+        if a.interface_name != name {
+            continue;
+        }
+        if let Some(mac) = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_link_addr())
+            .and_then(|l| l.addr())
+        {
+            return Ok(mac);
+        }
+    }
+    bail!("backend interface `{name}` has no Ethernet MAC")
 }
