@@ -239,8 +239,12 @@ impl L4Bed {
 
     /// Gives the LB a second NIC, `dev`, joined to the same bridge (port
     /// `port`, which runs `XDP_PASS` so that frames redirected into `dev`
-    /// are delivered). It has no address: xlb only sends through it.
+    /// are delivered). It has no address: xlb only sends through it, and
+    /// the LB answers ARP only on the interface that holds the address
+    /// asked for, so the client keeps sending to eth0.
     pub fn add_lb_nic(&mut self, dev: &str, port: &str) -> anyhow::Result<()> {
+        self.lb.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        self.lb.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
         veth(&self.switch, port, &self.lb, dev)?;
         self.switch.ip(&["link", "set", port, "master", "br0"])?;
         self.extra_xdp_pass
