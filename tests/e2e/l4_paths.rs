@@ -102,7 +102,11 @@ fn l4_ping_to_vips_is_answered_from_xdp() {
         assert_eq!(received(&out), 0, "ping {vip} with ping: false: {out:?}");
     }
     assert_eq!(reason(&xlb.stats().unwrap(), "tx_echo_reply"), 0);
-    xlb.stop().unwrap();
+    // The instance lock is held while it runs and removed on a clean exit.
+    let lock = std::path::Path::new("/run/xlb").join(format!("{}.lock", xlb.instance()));
+    assert!(lock.exists(), "{} while xlb runs", lock.display());
+    assert!(xlb.stop().unwrap().success());
+    assert!(!lock.exists(), "{} left after a clean exit", lock.display());
 
     // ping: true (the default): XDP answers.
     let xlb = Xlb::start(&bed.lb, &config(&bed, &vips, "dsr", None, "", "")).unwrap();

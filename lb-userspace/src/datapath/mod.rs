@@ -5,6 +5,7 @@ mod bpffs;
 pub mod counters;
 pub mod deny;
 pub mod flood_refill;
+mod instance_lock;
 pub mod l4_tables;
 mod loader;
 pub mod neighbour;
