@@ -199,12 +199,7 @@ fn remember_first_fragment(pkt: &Pkt, vip: &VipMeta, sel: &Selected) {
 /// went. `None` when there is no usable entry (the caller falls back to the
 /// 3-tuple).
 #[inline(always)]
-fn follow_first_fragment(
-    ctx: &XdpContext,
-    pkt: &Pkt,
-    class: ProtoClass,
-    len: u64,
-) -> Option<u32> {
+fn follow_first_fragment(ctx: &XdpContext, pkt: &Pkt, class: ProtoClass, len: u64) -> Option<u32> {
     let f = FRAGMENTS.get_ptr(&frag_key(pkt))?;
     // SAFETY: copied out at once; a stale value is checked below.
     let f: FragValue = unsafe { *f };
@@ -362,7 +357,13 @@ fn flood_budget() -> bool {
 /// `XDP_REDIRECT` to the backend's interface, with the source MAC of the
 /// interface it leaves by.
 #[inline(always)]
-fn send(backend: &BackendMeta, class: ProtoClass, reason: Reason, len: u64, ctx: &XdpContext) -> u32 {
+fn send(
+    backend: &BackendMeta,
+    class: ProtoClass,
+    reason: Reason,
+    len: u64,
+    ctx: &XdpContext,
+) -> u32 {
     if backend.flags & BACKEND_F_REDIRECT == 0 {
         return finish(class, reason, len, xdp_action::XDP_TX);
     }

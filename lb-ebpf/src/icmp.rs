@@ -268,7 +268,11 @@ pub fn is_echo_request(ctx: &XdpContext, pkt: &Pkt) -> bool {
     };
     // SAFETY: bounds checked by ptr_at.
     let kind = unsafe { (*icmp).kind };
-    kind == if pkt.v6 { ICMPV6_ECHO_REQUEST } else { ICMP_ECHO_REQUEST }
+    kind == if pkt.v6 {
+        ICMPV6_ECHO_REQUEST
+    } else {
+        ICMP_ECHO_REQUEST
+    }
 }
 
 /// Hop limit / TTL of the replies XDP builds (the Linux default).

@@ -612,7 +612,10 @@ fn l4_vip(vip: &str, mode: &str, backend: &str, extra: &str) -> String {
 
 #[test]
 fn ipv4_vip_with_ipv6_backend_is_ipv4_in_ipv6() {
-    let f = write("xlb.yaml", &l4_vip("198.51.100.1", "ipip", "2001:db8::1", ""));
+    let f = write(
+        "xlb.yaml",
+        &l4_vip("198.51.100.1", "ipip", "2001:db8::1", ""),
+    );
     let cfg = Config::load(&f.path).expect("IPv4 in IPv6 is accepted");
     assert!(cfg.l4.vips[0].backends[0].address.is_ipv6());
     assert!(xlb_check(&f.path).status.success());
@@ -628,7 +631,10 @@ fn ipv6_vip_with_ipv4_backend_is_refused() {
 
 #[test]
 fn dsr_backend_of_the_other_family_is_refused() {
-    let f = write("xlb.yaml", &l4_vip("198.51.100.1", "dsr", "2001:db8::1", ""));
+    let f = write(
+        "xlb.yaml",
+        &l4_vip("198.51.100.1", "dsr", "2001:db8::1", ""),
+    );
     let seen = malformed(&f);
     assert_eq!(seen.field, "l4.vips[0].backends[0].address");
     assert_message_contains(&seen, "DSR forwards the packet unchanged");
@@ -642,14 +648,11 @@ fn too_big_and_ping_defaults_and_overrides() {
     assert!(v.ping, "ping is on by default");
     assert_eq!(v.too_big(&cfg.l4), xlb::config::l4::TooBig::Icmp);
 
-    let text = format!(
-        "{}",
-        l4_vip(
-            "198.51.100.1",
-            "ipip",
-            "192.0.2.1",
-            "      ping: false\n      too_big: drop\n"
-        )
+    let text = l4_vip(
+        "198.51.100.1",
+        "ipip",
+        "192.0.2.1",
+        "      ping: false\n      too_big: drop\n",
     );
     let f = write("xlb.yaml", &text);
     let cfg = Config::load(&f.path).expect("valid");
@@ -676,7 +679,12 @@ fn too_big_and_ping_defaults_and_overrides() {
 fn unknown_too_big_value_is_refused() {
     let f = write(
         "xlb.yaml",
-        &l4_vip("198.51.100.1", "ipip", "192.0.2.1", "      too_big: fragment\n"),
+        &l4_vip(
+            "198.51.100.1",
+            "ipip",
+            "192.0.2.1",
+            "      too_big: fragment\n",
+        ),
     );
     let seen = malformed(&f);
     assert_eq!(seen.field, "l4.vips[0].too_big");

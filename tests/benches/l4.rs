@@ -368,7 +368,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
                     flags,
                     next_hop_mac: [0x02, 0, 0, 0, 1, i as u8],
                     tx_port: 0,
-                _pad: 0,
+                    _pad: 0,
                 },
                 0,
             )?;

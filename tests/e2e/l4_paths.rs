@@ -95,8 +95,11 @@ fn l4_ping_to_vips_is_answered_from_xdp() {
     // Control: ping: false. The LB does not own the VIPs, so nothing
     // answers (the backends hold them on lo, but the client routes the VIPs
     // to the LB).
-    let mut xlb = Xlb::start(&bed.lb, &config(&bed, &vips, "dsr", None, "", "      ping: false\n"))
-        .unwrap();
+    let mut xlb = Xlb::start(
+        &bed.lb,
+        &config(&bed, &vips, "dsr", None, "", "      ping: false\n"),
+    )
+    .unwrap();
     for vip in vips {
         let out = ping(&bed, vip, 3);
         assert_eq!(received(&out), 0, "ping {vip} with ping: false: {out:?}");
@@ -144,15 +147,16 @@ fn l4_ipv4_vip_with_ipv6_backends_reaches_decap_backends() {
             })
             .unwrap()
             .unwrap_or_else(|e| panic!("{src} -> {dst}: {e:#}\nxlb stderr:\n{}", xlb.stderr()));
-        let predicted = xlb
-            .flow(&src.to_string(), &dst.to_string(), "udp")
-            .unwrap();
+        let predicted = xlb.flow(&src.to_string(), &dst.to_string(), "udp").unwrap();
         let want: IpAddr = predicted["backend"]
             .as_str()
             .expect("xlb flow names a backend")
             .parse()
             .unwrap();
-        assert!(want.is_ipv6(), "the backend is reached over IPv6: {predicted}");
+        assert!(
+            want.is_ipv6(),
+            "the backend is reached over IPv6: {predicted}"
+        );
         assert_eq!(
             Some(answer.as_str()),
             bed.backend_name(want),
@@ -165,7 +169,10 @@ fn l4_ipv4_vip_with_ipv6_backends_reaches_decap_backends() {
     let stats = xlb.stats().unwrap();
     assert!(reason(&stats, "tx_new_flow") >= 30, "{}", stats["reasons"]);
     let decapsulated: u64 = decaps.into_iter().map(|d| d.stop().unwrap()).sum();
-    assert!(decapsulated >= 30, "the decap programs removed {decapsulated} headers");
+    assert!(
+        decapsulated >= 30,
+        "the decap programs removed {decapsulated} headers"
+    );
 }
 
 /// Sends one datagram of `size` bytes on `s` and returns the answer.
@@ -237,7 +244,11 @@ fn l4_fragmented_udp_flow_stays_on_one_backend() {
         "tx_fragment_first {first}, tx_fragment_followed {followed}, tx_fragment {}",
         reason(&stats, "tx_fragment")
     );
-    assert!(first >= 48, "two fragmented datagrams per flow: {}", stats["reasons"]);
+    assert!(
+        first >= 48,
+        "two fragmented datagrams per flow: {}",
+        stats["reasons"]
+    );
     assert!(followed >= 48, "{}", stats["reasons"]);
 }
 
@@ -291,8 +302,12 @@ fn second_nic(mode: &str) {
             panic!(
                 "{mode} {port}: {e:#}\nxlb stderr:\n{}\nreasons {}\neth1 {}",
                 xlb.stderr(),
-                xlb.stats().map(|s| s["reasons"].to_string()).unwrap_or_default(),
-                bed.lb.ip(&["-s", "link", "show", "eth1"]).unwrap_or_default()
+                xlb.stats()
+                    .map(|s| s["reasons"].to_string())
+                    .unwrap_or_default(),
+                bed.lb
+                    .ip(&["-s", "link", "show", "eth1"])
+                    .unwrap_or_default()
             )
         });
         *seen.entry(answer).or_default() += 1;

@@ -429,7 +429,10 @@ fn rows(h: &Harness) -> Vec<Row> {
         Drop,
         &[DropTooBig],
     ));
-    let big_df_tb = ipv4(C4, VIP_TBDROP).df().tcp(40010, 80).payload_n(1490 - 40);
+    let big_df_tb = ipv4(C4, VIP_TBDROP)
+        .df()
+        .tcp(40010, 80)
+        .payload_n(1490 - 40);
     v.push(row(
         "ipip v4 1490-byte DF packet to a too_big: drop VIP: dropped, drop_too_big",
         from_client(&big_df_tb),
@@ -441,7 +444,14 @@ fn rows(h: &Harness) -> Vec<Row> {
     v.push(row(
         "ipip v4 1480-byte packet to the too_big: drop VIP: fits, encapsulated",
         from_client(&fits_tb),
-        Tx(ipip4(pick(row::TBDROP, &ktb), outer_src4(&ktb), &fits_tb, 0, false).build()),
+        Tx(ipip4(
+            pick(row::TBDROP, &ktb),
+            outer_src4(&ktb),
+            &fits_tb,
+            0,
+            false,
+        )
+        .build()),
         &[TxNewFlow],
     ));
     let khit = fk4(C4, VIP_I, 40030, 80, 6);
@@ -464,7 +474,10 @@ fn rows(h: &Harness) -> Vec<Row> {
     );
 
     // ---- IPv4 in IPv6 ---------------------------------------------------
-    let p46 = ipv4(C4, VIP_MIXED).tos(0x28).tcp(40020, 80).payload(b"four-in-six");
+    let p46 = ipv4(C4, VIP_MIXED)
+        .tos(0x28)
+        .tcp(40020, 80)
+        .payload(b"four-in-six");
     let k46 = fk4(C4, VIP_MIXED, 40020, 80, 6);
     v.push(row(
         "ipip v4 VIP with an IPv6 backend: IPv4 in IPv6 (next header 4, traffic class from \
@@ -671,7 +684,11 @@ fn rows(h: &Harness) -> Vec<Row> {
         .after(After::ConntrackEmpty)
         .after(After::Fragment(frag4(C4, VIP_A, 8, 17), None)),
     );
-    let tiny_first = ipv4(C4, VIP_A).ip_id(9).frag(0, true).proto(IPPROTO_UDP).payload(&[0x14, 0xe9]);
+    let tiny_first = ipv4(C4, VIP_A)
+        .ip_id(9)
+        .frag(0, true)
+        .proto(IPPROTO_UDP)
+        .payload(&[0x14, 0xe9]);
     v.push(
         row(
             "v4 first fragment too short to hold the ports (2 bytes of UDP): placed like a \
@@ -691,9 +708,16 @@ fn rows(h: &Harness) -> Vec<Row> {
             Tx(dsr(pick(row::A_TCP, &kt5), &tcp_first)),
             &[TxFragmentFirst],
         )
-        .after(After::Fragment(frag4(C4, VIP_A, 11, 6), Some(pick(row::A_TCP, &kt5)))),
+        .after(After::Fragment(
+            frag4(C4, VIP_A, 11, 6),
+            Some(pick(row::A_TCP, &kt5)),
+        )),
     );
-    let tcp_later = ipv4(C4, VIP_A).ip_id(11).frag(3, false).proto(IPPROTO_TCP).payload_n(16);
+    let tcp_later = ipv4(C4, VIP_A)
+        .ip_id(11)
+        .frag(3, false)
+        .proto(IPPROTO_TCP)
+        .payload_n(16);
     v.push(
         row(
             "v4 TCP later fragment: follows its first to the DSR backend",
@@ -706,7 +730,13 @@ fn rows(h: &Harness) -> Vec<Row> {
     v.push(row(
         "v4 TCP later fragment whose first was not seen (no fragment alias for TCP on VIP_A \
          in this table): passed",
-        from_client(&ipv4(C4, VIP_A).ip_id(12).frag(3, false).proto(IPPROTO_TCP).payload_n(16)),
+        from_client(
+            &ipv4(C4, VIP_A)
+                .ip_id(12)
+                .frag(3, false)
+                .proto(IPPROTO_TCP)
+                .payload_n(16),
+        ),
         Pass,
         &[PassNotVip],
     ));
@@ -1206,7 +1236,13 @@ fn rows(h: &Harness) -> Vec<Row> {
     v.push(row(
         "icmp echo request to a VIP: answered from XDP (addresses and MACs swapped, TTL 64, \
          type 0, id/seq/data echoed)",
-        from_client(&ipv4(C4, VIP_A).ttl(9).ip_id(77).icmp4_echo(0x1234, 5).payload(b"ping")),
+        from_client(
+            &ipv4(C4, VIP_A)
+                .ttl(9)
+                .ip_id(77)
+                .icmp4_echo(0x1234, 5)
+                .payload(b"ping"),
+        ),
         Tx(eth(CLIENT_MAC, LB_MAC)
             .ipv4(VIP_A, C4)
             .ip_id(77)
@@ -1228,7 +1264,12 @@ fn rows(h: &Harness) -> Vec<Row> {
     ));
     v.push(row(
         "icmp echo request with IP options to a VIP: answered, the options echoed",
-        from_client(&ipv4(C4, VIP_A).ip_options(&[1, 1, 1, 0]).icmp4_echo(1, 3).payload(b"o")),
+        from_client(
+            &ipv4(C4, VIP_A)
+                .ip_options(&[1, 1, 1, 0])
+                .icmp4_echo(1, 3)
+                .payload(b"o"),
+        ),
         Tx(eth(CLIENT_MAC, LB_MAC)
             .ipv4(VIP_A, C4)
             .ip_options(&[1, 1, 1, 0])
@@ -1239,7 +1280,12 @@ fn rows(h: &Harness) -> Vec<Row> {
     ));
     v.push(row(
         "icmpv6 echo request to a VIP: answered from XDP (hop limit 64, type 129)",
-        from_client(&ipv6(C6, VIP6_A).hop_limit(3).icmp6_echo(7, 1).payload(b"ping6")),
+        from_client(
+            &ipv6(C6, VIP6_A)
+                .hop_limit(3)
+                .icmp6_echo(7, 1)
+                .payload(b"ping6"),
+        ),
         Tx(eth(CLIENT_MAC, LB_MAC)
             .ipv6(VIP6_A, C6)
             .icmp6(129, 0, [0, 7, 0, 1])
@@ -1273,7 +1319,13 @@ fn rows(h: &Harness) -> Vec<Row> {
     ));
     v.push(row(
         "icmp echo request fragment to a VIP: only whole requests are answered",
-        from_client(&ipv4(C4, VIP_A).ip_id(3).frag(0, true).icmp4_echo(1, 1).payload_n(64)),
+        from_client(
+            &ipv4(C4, VIP_A)
+                .ip_id(3)
+                .frag(0, true)
+                .icmp4_echo(1, 1)
+                .payload_n(64),
+        ),
         Pass,
         &[PassNotVip],
     ));

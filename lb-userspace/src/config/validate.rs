@@ -217,7 +217,10 @@ fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
         return Err(format!("`{name}` is not 1 to 15 bytes long"));
     }
-    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         return Err(format!("`{name}` contains `/`, `:` or a blank"));
     }
     Ok(())

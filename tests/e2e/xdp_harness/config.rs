@@ -5,8 +5,8 @@ use lb_common::{
     backend::{BackendMeta, TxPort, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
     flow::{wire_addr_v4, wire_addr_v6, wire_port, FlowKey},
     vip::{
-        VipKey, VipMeta, VIP_F_HASH_NO_PORTS, VIP_F_NO_CONNTRACK, VIP_F_TOO_BIG_DROP,
-        VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
+        VipKey, VipMeta, VIP_F_HASH_NO_PORTS, VIP_F_NO_CONNTRACK, VIP_F_TOO_BIG_DROP, VIP_MODE_DSR,
+        VIP_MODE_IPIP, VIP_MODE_L7,
     },
 };
 
@@ -159,7 +159,7 @@ pub fn backends() -> Vec<BackendSpec> {
             flags: 0,
             next_hop_mac: bmac(B_INACTIVE),
             tx_port: 0,
-                _pad: 0,
+            _pad: 0,
         },
     });
     v
