@@ -76,6 +76,8 @@ fn targets(v6: bool) -> Vec<([u8; 16], Option<u16>, u8)> {
             (VIP6_A, Some(53), 17),
             (VIP6_I, Some(80), 6),
             (VIP6_I, None, 6),
+            (VIP6_TBDROP, Some(80), 6),
+            (VIP6_RDR, Some(80), 6),
             (NOT_VIP6, None, 6),
             (NOT_VIP6, None, 17),
             (VIP6_A, None, 17),

@@ -439,6 +439,13 @@ fn rows(h: &Harness) -> Vec<Row> {
         Drop,
         &[DropTooBig],
     ));
+    let big6_tb = ipv6(C6, VIP6_TBDROP).tcp(40010, 80).payload_n(1461 - 60);
+    v.push(row(
+        "ipip v6 1461-byte packet to a too_big: drop VIP: dropped, drop_too_big",
+        from_client(&big6_tb),
+        Drop,
+        &[DropTooBig],
+    ));
     let fits_tb = ipv4(C4, VIP_TBDROP).tcp(40010, 80).payload_n(1480 - 40);
     let ktb = fk4(C4, VIP_TBDROP, 40010, 80, 6);
     v.push(row(
@@ -550,6 +557,14 @@ fn rows(h: &Harness) -> Vec<Row> {
         )
         .setup(Setup::Conntrack(kr, ct(B_RDR, row::RDR_TCP))),
     );
+    let pr6 = ipv6(C6, VIP6_RDR).tcp_syn(40025, 80).payload(b"rdr6");
+    v.push(row(
+        "dsr v6 to a backend behind the second NIC: XDP_REDIRECT, source MAC the second \
+         NIC's",
+        from_client(&pr6),
+        Redirect(eth(bmac(B6_RDR), RDR_MAC).then(&pr6).build()),
+        &[TxNewFlow],
+    ));
     let pru = ipv4(C4, VIP_RDR).udp(5353, 53).payload(b"rdr-ipip");
     let kru = fk4(C4, VIP_RDR, 5353, 53, 17);
     v.push(row(

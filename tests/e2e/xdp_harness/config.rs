@@ -58,6 +58,10 @@ pub const NOT_VIP4: [u8; 4] = [198, 51, 100, 99];
 pub const VIP6_A: [u8; 16] = v6(0x2001_0db8_0100_0000, 1);
 /// TCP 80 IPIP.
 pub const VIP6_I: [u8; 16] = v6(0x2001_0db8_0100_0000, 2);
+/// TCP 80 IPIP with `too_big: drop`.
+pub const VIP6_TBDROP: [u8; 16] = v6(0x2001_0db8_0100_0000, 0x10);
+/// TCP 80 DSR to backend 8, behind the second NIC.
+pub const VIP6_RDR: [u8; 16] = v6(0x2001_0db8_0100_0000, 0x11);
 /// Not a VIP.
 pub const NOT_VIP6: [u8; 16] = v6(0x2001_0db8_0100_0000, 0x99);
 
@@ -83,7 +87,9 @@ pub const fn bmac(i: u32) -> Mac {
 
 /// The backend behind the second NIC (`TX_PORTS` slot [`RDR_PORT`]).
 pub const B_RDR: u32 = 7;
-/// Its `TX_PORTS` / `TX_DEVMAP` slot.
+/// The IPv6 backend behind the second NIC.
+pub const B6_RDR: u32 = 8;
+/// Its `TX_PORTS` / `TX_DEVMAP` slot (both backends').
 pub const RDR_PORT: u8 = 1;
 /// The second NIC's MAC (the redirected frames' source).
 pub const RDR_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
@@ -153,6 +159,16 @@ pub fn backends() -> Vec<BackendSpec> {
         },
     });
     v.push(BackendSpec {
+        index: B6_RDR,
+        meta: BackendMeta {
+            addr: wire_addr_v6(baddr6(B6_RDR)),
+            flags: BACKEND_F_ACTIVE | BACKEND_F_V6 | BACKEND_F_REDIRECT,
+            next_hop_mac: bmac(B6_RDR),
+            tx_port: RDR_PORT,
+            _pad: 0,
+        },
+    });
+    v.push(BackendSpec {
         index: B_INACTIVE,
         meta: BackendMeta {
             addr: [wire_addr_v4(baddr4(B_INACTIVE)), 0, 0, 0],
@@ -183,6 +199,8 @@ pub mod row {
     pub const TBDROP: u32 = 13;
     pub const RDR_TCP: u32 = 14;
     pub const RDR_UDP_IPIP: u32 = 15;
+    pub const TBDROP6: u32 = 16;
+    pub const RDR6_TCP: u32 = 17;
 }
 
 /// Echo entries (`lb_common::vip::ECHO_PORT`): VIP_A and VIP6_A answer
@@ -325,6 +343,18 @@ pub fn vips() -> Vec<VipSpec> {
             meta(RDR_UDP_IPIP, 1, VIP_MODE_IPIP, 0),
             vec![(B_RDR, 1)],
             true,
+        ),
+        spec(
+            v6key(VIP6_TBDROP, 80, 6),
+            meta(TBDROP6, 0, VIP_MODE_IPIP, VIP_F_TOO_BIG_DROP),
+            all6(),
+            false,
+        ),
+        spec(
+            v6key(VIP6_RDR, 80, 6),
+            meta(RDR6_TCP, 0, VIP_MODE_DSR, 0),
+            vec![(B6_RDR, 1)],
+            false,
         ),
     ]
 }
