@@ -10,3 +10,4 @@ pub mod health;
 pub mod l7;
 pub mod net;
 pub mod tls_util;
+pub mod units;
