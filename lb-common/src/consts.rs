@@ -27,3 +27,8 @@ pub const DEFAULT_BACKEND_MTU: u32 = 1500;
 
 /// Table value meaning "no backend": the VIP has none with weight > 0.
 pub const NO_BACKEND: u32 = u32::MAX;
+
+/// Datagrams whose first fragment's backend is remembered (LRU
+/// `FRAGMENTS`): enough for every datagram in flight for a few
+/// milliseconds at 10⁶ fragmented datagrams per second.
+pub const FRAGMENTS_SIZE: u32 = 16384;

@@ -12,6 +12,15 @@ pub const MAGLEV: &str = "MAGLEV";
 pub const BACKENDS: &str = "BACKENDS";
 /// LRU hash map `flow::FlowKey` → [`crate::conntrack::ConnValue`].
 pub const CONNTRACK: &str = "CONNTRACK";
+/// LRU hash map [`crate::conntrack::FragKey`] →
+/// [`crate::conntrack::FragValue`]: the backend of each fragmented
+/// datagram's first fragment.
+pub const FRAGMENTS: &str = "FRAGMENTS";
+/// Array of [`crate::backend::TxPort`]: egress interfaces for redirect.
+pub const TX_PORTS: &str = "TX_PORTS";
+/// Device map (`BPF_MAP_TYPE_DEVMAP`) slot → ifindex, for
+/// `bpf_redirect_map`.
+pub const TX_DEVMAP: &str = "TX_DEVMAP";
 /// Array with one [`crate::settings::Settings`].
 pub const SETTINGS: &str = "SETTINGS";
 /// Per-CPU array with one [`crate::settings::FloodBudget`].

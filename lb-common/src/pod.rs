@@ -17,6 +17,9 @@ unsafe impl aya::Pod for VipKey {}
 unsafe impl aya::Pod for VipMeta {}
 unsafe impl aya::Pod for BackendMeta {}
 unsafe impl aya::Pod for ConnValue {}
+unsafe impl aya::Pod for crate::conntrack::FragKey {}
+unsafe impl aya::Pod for crate::conntrack::FragValue {}
+unsafe impl aya::Pod for crate::backend::TxPort {}
 unsafe impl aya::Pod for Settings {}
 unsafe impl aya::Pod for FloodBudget {}
 unsafe impl aya::Pod for crate::reuseport::ActiveWorkers {}

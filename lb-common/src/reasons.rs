@@ -41,11 +41,26 @@ pub enum Reason {
     PassUnsupportedHeader = 13,
     /// Decap program: outer header removed, inner packet passed up.
     PassDecapsulated = 14,
-    /// Forwarded an IP fragment by the 3-tuple hash.
+    /// Forwarded a later IP fragment by the 3-tuple hash: no first
+    /// fragment of its datagram was seen (it arrived first, or its entry
+    /// was evicted from `FRAGMENTS`).
     TxFragment = 15,
     /// Dropped: the source address lies in a denied prefix (the deny
     /// list, `lb_common::deny`), checked before anything else.
     DropDenied = 16,
+    /// Answered an ICMP/ICMPv6 echo request to a VIP from XDP.
+    TxEchoReply = 17,
+    /// Dropped: larger than `backend_mtu` once encapsulated, and the VIP's
+    /// `too_big` policy is `drop` (or no ICMP error may be sent about it:
+    /// it is itself an ICMP error, or an IPv4 header with options).
+    DropTooBig = 18,
+    /// Forwarded a first IP fragment (offset 0, ports present) by its
+    /// 5-tuple like an unfragmented packet of its flow; its backend is
+    /// remembered in `FRAGMENTS` for the datagram's later fragments.
+    TxFragmentFirst = 19,
+    /// Forwarded a later IP fragment to the backend its first fragment
+    /// went to (found in `FRAGMENTS`).
+    TxFragmentFollowed = 20,
 }
 
 /// Counter slots per outcome in `GlobalCounters::reasons`: room for
@@ -55,7 +70,7 @@ pub const REASONS: u32 = 32;
 
 impl Reason {
     /// Number of defined reasons (the used prefix of the counter slots).
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 21;
 
     /// All reasons in index order.
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -76,6 +91,10 @@ impl Reason {
         Reason::PassDecapsulated,
         Reason::TxFragment,
         Reason::DropDenied,
+        Reason::TxEchoReply,
+        Reason::DropTooBig,
+        Reason::TxFragmentFirst,
+        Reason::TxFragmentFollowed,
     ];
 
     /// Stable snake_case name for CLI output and metric labels.
@@ -98,6 +117,10 @@ impl Reason {
             Reason::PassDecapsulated => "pass_decapsulated",
             Reason::TxFragment => "tx_fragment",
             Reason::DropDenied => "drop_denied",
+            Reason::TxEchoReply => "tx_echo_reply",
+            Reason::DropTooBig => "drop_too_big",
+            Reason::TxFragmentFirst => "tx_fragment_first",
+            Reason::TxFragmentFollowed => "tx_fragment_followed",
         }
     }
 }
@@ -116,6 +139,6 @@ mod tests {
                 assert_ne!(r.name(), other.name());
             }
         }
-        assert_eq!(Reason::ALL[Reason::COUNT - 1], Reason::DropDenied);
+        assert_eq!(Reason::ALL[Reason::COUNT - 1], Reason::TxFragmentFollowed);
     }
 }

@@ -41,6 +41,18 @@ pub const VIP_F_HASH_NO_PORTS: u32 = 1 << 0;
 /// services where every datagram may go anywhere the table says).
 pub const VIP_F_NO_CONNTRACK: u32 = 1 << 1;
 
+/// Answer a packet that would exceed `backend_mtu` once encapsulated with
+/// a counted drop (`drop_too_big`) instead of an ICMP "fragmentation
+/// needed" / "packet too big" to its sender (the default). Userspace
+/// resolves the VIP's `too_big:` over the global one into this flag.
+pub const VIP_F_TOO_BIG_DROP: u32 = 1 << 2;
+
+/// `VIPS` entries with `proto` ICMP (1) or ICMPv6 (58), `port` 0 and the
+/// plain family mark an address whose echo requests XDP answers (`ping:`).
+/// Their value is the `VipMeta` of the first VIP on the address (its row
+/// counts the echo traffic). No TCP/UDP VIP can collide with them.
+pub const ECHO_PORT: u16 = 0;
+
 /// `VIPS` value: everything the datapath needs to forward a VIP's packets.
 ///
 /// Updated as a whole by userspace (a hash-map update replaces the element

@@ -2,16 +2,16 @@
 //! backend → MAC rewrite (DSR) or IP-in-IP encapsulation → `XDP_TX`.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
-    conntrack::ConnValue,
+    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
+    conntrack::{ConnValue, FragKey, FragValue},
     consts::NO_BACKEND,
     counters::ProtoClass,
     flow::{flow_hash, slot, FlowKey},
     reasons::Reason,
     settings::{Settings, SETTINGS_F_NO_PORT_WILDCARDS},
     vip::{
-        VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
-        VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
+        VipKey, VipMeta, ECHO_PORT, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
+        VIP_F_NO_CONNTRACK, VIP_F_TOO_BIG_DROP, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
     },
 };
 
@@ -19,19 +19,29 @@ use crate::{
     encap,
     hdr::*,
     icmp,
-    maps::{self, BACKENDS, CONNTRACK, FLOOD_GUARD, MAGLEV, SETTINGS, VIPS},
+    maps::{
+        self, BACKENDS, CONNTRACK, FLOOD_GUARD, FRAGMENTS, MAGLEV, SETTINGS, TX_DEVMAP, TX_PORTS,
+        VIPS,
+    },
     parse::{self, ptr_at, Parsed, Pkt},
 };
 
 /// Smallest MTU an IPv6 link may have (RFC 8200 §5): never advertise less.
 const IPV6_MIN_MTU: u32 = 1280;
 
+/// Smallest MTU an IPv4 "fragmentation needed" may advertise (RFC 791:
+/// every IPv4 module must pass 68-byte datagrams unfragmented).
+const IPV4_MIN_MTU: u32 = 68;
+
 /// How the flow to steer was found.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// An ordinary TCP/UDP/other packet to a VIP.
     Flow,
-    /// An IP fragment: 3-tuple.
+    /// A first fragment with its ports: placed as `Flow`, remembered in
+    /// `FRAGMENTS` for the later ones.
+    FirstFragment,
+    /// A later fragment (or a first one without ports): 3-tuple.
     Fragment,
     /// An ICMP error quoting a VIP flow.
     IcmpError,
@@ -72,9 +82,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
     let (flow, kind) = if pkt.key.proto == icmp_proto {
         match icmp::quoted_flow(ctx, &pkt) {
             icmp::Quoted::Flow(f) => (f, Kind::IcmpError),
-            icmp::Quoted::NotAnError => {
-                return finish(class, Reason::PassNotVip, len, xdp_action::XDP_PASS)
-            }
+            icmp::Quoted::NotAnError => return echo(ctx, &pkt, class, len),
             icmp::Quoted::Unusable => {
                 return finish(
                     class,
@@ -84,7 +92,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
                 )
             }
         }
+    } else if pkt.frag_first {
+        (pkt.key, Kind::FirstFragment)
     } else if pkt.fragment {
+        if let Some(action) = follow_first_fragment(ctx, &pkt, class, len) {
+            return action;
+        }
         (pkt.key.three_tuple(), Kind::Fragment)
     } else {
         (pkt.key, Kind::Flow)
@@ -111,11 +124,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
     } else {
         flow
     };
-    // Fragments never touch the connection table; ICMP errors read it (the
-    // flow's backend, if known) but never add to it: an error about a flow
-    // nobody tracks goes where the Maglev table puts that flow.
+    // Later fragments never touch the connection table; ICMP errors read
+    // it (the flow's backend, if known) but never add to it: an error about
+    // a flow nobody tracks goes where the Maglev table puts that flow. A
+    // first fragment is a packet of its flow like any other.
     let use_conntrack = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
-    let may_insert = use_conntrack && kind == Kind::Flow;
+    let may_insert = use_conntrack && (kind == Kind::Flow || kind == Kind::FirstFragment);
     let mut sel = match select(&key, &vip, settings, use_conntrack, may_insert) {
         Ok(s) => s,
         Err(r) => return finish(class, r, len, xdp_action::XDP_DROP),
@@ -123,10 +137,95 @@ pub fn process(ctx: &XdpContext) -> u32 {
     match kind {
         Kind::Fragment => sel.reason = Reason::TxFragment,
         Kind::IcmpError => sel.reason = Reason::TxIcmpToBackend,
+        Kind::FirstFragment => {
+            sel.reason = Reason::TxFragmentFirst;
+            remember_first_fragment(&pkt, &vip, &sel);
+        }
         Kind::Flow => {}
     }
     maps::count_backend(sel.index, len);
-    forward(ctx, &pkt, &key, &vip, &sel, settings, kind, len, class)
+    forward(ctx, &pkt, &vip, &sel, settings, kind, len, class)
+}
+
+/// An ICMP message that is not an error: an echo request to an address
+/// whose VIPs answer ping is answered here; anything else goes to the
+/// stack as before.
+#[inline(always)]
+fn echo(ctx: &XdpContext, pkt: &Pkt, class: ProtoClass, len: u64) -> u32 {
+    if !icmp::is_echo_request(ctx, pkt) {
+        return finish(class, Reason::PassNotVip, len, xdp_action::XDP_PASS);
+    }
+    let key = VipKey {
+        addr: pkt.key.dst,
+        port: ECHO_PORT,
+        proto: pkt.key.proto,
+        family: if pkt.v6 { FAMILY_V6 } else { FAMILY_V4 },
+    };
+    // SAFETY: NO_PREALLOC map; the value is copied out at once.
+    let Some(vip) = (unsafe { VIPS.get(&key) }).copied() else {
+        return finish(class, Reason::PassNotVip, len, xdp_action::XDP_PASS);
+    };
+    maps::count_vip(vip.index, len);
+    match icmp::echo_reply(ctx, pkt) {
+        Some(()) => finish(class, Reason::TxEchoReply, len, xdp_action::XDP_TX),
+        None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
+    }
+}
+
+/// The `FRAGMENTS` key of a fragment's datagram.
+#[inline(always)]
+fn frag_key(pkt: &Pkt) -> FragKey {
+    FragKey {
+        src: pkt.key.src,
+        dst: pkt.key.dst,
+        id: pkt.frag_id,
+        proto: pkt.key.proto,
+        _pad: [0; 3],
+    }
+}
+
+/// Remembers where a first fragment went, for its datagram's others.
+#[inline(always)]
+fn remember_first_fragment(pkt: &Pkt, vip: &VipMeta, sel: &Selected) {
+    let value = FragValue {
+        backend: sel.index,
+        hash: sel.hash,
+        vip: *vip,
+    };
+    let _ = FRAGMENTS.insert(&frag_key(pkt), &value, 0);
+}
+
+/// A later fragment whose first fragment was seen: sent where that one
+/// went. `None` when there is no usable entry (the caller falls back to the
+/// 3-tuple).
+#[inline(always)]
+fn follow_first_fragment(ctx: &XdpContext, pkt: &Pkt, class: ProtoClass, len: u64) -> Option<u32> {
+    let f = FRAGMENTS.get_ptr(&frag_key(pkt))?;
+    // SAFETY: copied out at once; a stale value is checked below.
+    let f: FragValue = unsafe { *f };
+    let backend = BACKENDS.get(f.backend)?;
+    if backend.flags & BACKEND_F_ACTIVE == 0 {
+        return None;
+    }
+    let settings = SETTINGS.get(0)?;
+    maps::count_vip(f.vip.index, len);
+    maps::count_backend(f.backend, len);
+    let sel = Selected {
+        index: f.backend,
+        backend,
+        reason: Reason::TxFragmentFollowed,
+        hash: f.hash,
+    };
+    Some(forward(
+        ctx,
+        pkt,
+        &f.vip,
+        &sel,
+        settings,
+        Kind::Fragment,
+        len,
+        class,
+    ))
 }
 
 /// The backend a packet goes to, and what was learnt choosing it.
@@ -135,9 +234,9 @@ struct Selected {
     index: u32,
     backend: &'static BackendMeta,
     reason: Reason,
-    /// The flow hash, when the Maglev table was consulted (so IPIP need
-    /// not compute it again for the outer source).
-    hash: Option<u32>,
+    /// The flow hash (from the connection table on a hit, else computed
+    /// for the Maglev slot), reused for the IPIP outer source.
+    hash: u32,
 }
 
 /// Exact (address, port, protocol), then the port wildcard; fragments use
@@ -189,7 +288,7 @@ fn select(
                             index: c.backend,
                             backend: b,
                             reason: Reason::TxConntrackHit,
-                            hash: None,
+                            hash: c.hash,
                         });
                     }
                 }
@@ -218,7 +317,7 @@ fn select(
         index,
         backend: b,
         reason,
-        hash: Some(hash),
+        hash,
     };
     if !may_insert {
         return Ok(placed(Reason::TxNewFlow));
@@ -229,6 +328,7 @@ fn select(
     let value = ConnValue {
         backend: index,
         vip: vip.index,
+        hash,
     };
     let _ = CONNTRACK.insert(key, &value, 0);
     Ok(placed(Reason::TxNewFlow))
@@ -253,12 +353,74 @@ fn flood_budget() -> bool {
     true
 }
 
+/// Sends the frame on its way: `XDP_TX` out of the receiving NIC, or
+/// `XDP_REDIRECT` to the backend's interface, with the source MAC of the
+/// interface it leaves by.
+#[inline(always)]
+fn send(
+    backend: &BackendMeta,
+    class: ProtoClass,
+    reason: Reason,
+    len: u64,
+    ctx: &XdpContext,
+) -> u32 {
+    if backend.flags & BACKEND_F_REDIRECT == 0 {
+        return finish(class, reason, len, xdp_action::XDP_TX);
+    }
+    let port = backend.tx_port as u32;
+    let Some(p) = TX_PORTS.get(port) else {
+        return finish(class, Reason::DropBadBackend, len, xdp_action::XDP_DROP);
+    };
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    unsafe { (*eth).src = p.mac };
+    match TX_DEVMAP.redirect(port, 0) {
+        Ok(action) => finish(class, reason, len, action),
+        // An empty device-map slot: the daemon has not written the port.
+        Err(_) => finish(class, Reason::DropBadBackend, len, xdp_action::XDP_DROP),
+    }
+}
+
+/// A packet too big for the path to the backends once encapsulated:
+/// answered with ICMP "fragmentation needed" / "packet too big" (the
+/// default, whatever DF says: XDP cannot fragment, and a sender that gets
+/// the error lowers its path MTU or fragments itself), or dropped when the
+/// VIP says `too_big: drop`, when the packet is itself an ICMP error
+/// (RFC 1122 §3.2.2: never an error about an error) or when its IPv4
+/// header has options (the reply's quote would not have a fixed size).
+#[inline(always)]
+fn too_big(
+    ctx: &XdpContext,
+    pkt: &Pkt,
+    vip: &VipMeta,
+    settings: &Settings,
+    outer: u32,
+    kind: Kind,
+    len: u64,
+    class: ProtoClass,
+) -> u32 {
+    if kind == Kind::IcmpError || vip.flags & VIP_F_TOO_BIG_DROP != 0 {
+        return finish(class, Reason::DropTooBig, len, xdp_action::XDP_DROP);
+    }
+    let mtu = settings.backend_mtu.saturating_sub(outer);
+    let done = if pkt.v6 {
+        icmp::too_big_v6(ctx, pkt, mtu.max(IPV6_MIN_MTU))
+    } else {
+        icmp::too_big_v4(ctx, pkt, mtu.max(IPV4_MIN_MTU))
+    };
+    match done {
+        Some(()) => finish(class, Reason::TxIcmpTooBig, len, xdp_action::XDP_TX),
+        None => finish(class, Reason::DropTooBig, len, xdp_action::XDP_DROP),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward(
     ctx: &XdpContext,
     pkt: &Pkt,
-    key: &FlowKey,
     vip: &VipMeta,
     sel: &Selected,
     settings: &Settings,
@@ -269,27 +431,19 @@ fn forward(
     let (backend, reason) = (sel.backend, sel.reason);
     if vip.mode == VIP_MODE_DSR {
         return match encap::rewrite_macs(ctx, &backend.next_hop_mac) {
-            Some(()) => finish(class, reason, len, xdp_action::XDP_TX),
+            Some(()) => send(backend, class, reason, len, ctx),
             None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
         };
     }
-    if vip.mode != VIP_MODE_IPIP || (backend.flags & BACKEND_F_V6 != 0) != pkt.v6 {
+    let outer_v6 = backend.flags & BACKEND_F_V6 != 0;
+    // IPv6 in IPv4 is not offered: an IPv6 VIP needs IPv6 backends.
+    if vip.mode != VIP_MODE_IPIP || (pkt.v6 && !outer_v6) {
         return finish(class, Reason::DropBadBackend, len, xdp_action::XDP_DROP);
     }
-    let outer = if pkt.v6 { 40 } else { 20 };
-    if kind != Kind::IcmpError && pkt.dont_frag && pkt.ip_len + outer > settings.backend_mtu {
-        let done = if pkt.v6 {
-            let mtu = settings.backend_mtu.saturating_sub(outer).max(IPV6_MIN_MTU);
-            icmp::too_big_v6(ctx, pkt, mtu)
-        } else {
-            icmp::too_big_v4(ctx, pkt, settings.backend_mtu.saturating_sub(outer))
-        };
-        return match done {
-            Some(()) => finish(class, Reason::TxIcmpTooBig, len, xdp_action::XDP_TX),
-            None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
-        };
+    let outer = if outer_v6 { 40 } else { 20 };
+    if pkt.ip_len + outer > settings.backend_mtu {
+        return too_big(ctx, pkt, vip, settings, outer, kind, len, class);
     }
-    let hash = sel.hash.unwrap_or_else(|| flow_hash(key));
     let done = if pkt.v6 {
         let tc = match ptr_at::<Ipv6Hdr>(ctx, pkt.l3_off) {
             // SAFETY: bounds checked by ptr_at.
@@ -299,26 +453,48 @@ fn forward(
             },
             None => 0,
         };
-        encap::ipip_v6(ctx, pkt.l3_off, backend, settings, hash, pkt.ip_len, tc)
+        encap::ipip_v6(
+            ctx,
+            pkt.l3_off,
+            backend,
+            settings,
+            sel.hash,
+            pkt.ip_len,
+            tc,
+            IPPROTO_IPV6,
+        )
     } else {
         let tos = match ptr_at::<Ipv4Hdr>(ctx, pkt.l3_off) {
             // SAFETY: bounds checked by ptr_at.
             Some(ip) => unsafe { (*ip).tos },
             None => 0,
         };
-        encap::ipip_v4(
-            ctx,
-            pkt.l3_off,
-            backend,
-            settings,
-            hash,
-            pkt.ip_len,
-            tos,
-            pkt.dont_frag,
-        )
+        if outer_v6 {
+            encap::ipip_v6(
+                ctx,
+                pkt.l3_off,
+                backend,
+                settings,
+                sel.hash,
+                pkt.ip_len,
+                tos,
+                IPPROTO_IPIP,
+            )
+        } else {
+            encap::ipip_v4(
+                ctx,
+                pkt.l3_off,
+                backend,
+                settings,
+                sel.hash,
+                pkt.ip_len,
+                tos,
+                pkt.dont_frag,
+            )
+        }
     };
     match done {
-        Some(()) => finish(class, reason, len, xdp_action::XDP_TX),
+        Some(()) => send(backend, class, reason, len, ctx),
         None => finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP),
     }
 }

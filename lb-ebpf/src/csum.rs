@@ -49,3 +49,10 @@ pub fn add_frame<const N: usize>(
     x = (x & 0xffff) + (x >> 16);
     Some(sum + (x as u16).swap_bytes() as u32)
 }
+
+/// The checksum `check` after one 16-bit word it covers changed from `old`
+/// to `new` (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')).
+#[inline(always)]
+pub fn replace(check: u16, old: u16, new: u16) -> u16 {
+    fold(!check as u32 + !old as u32 + new as u32)
+}

@@ -1,5 +1,6 @@
 //! IP-in-IP encapsulation towards backends (Katran's scheme: IPv4-in-IPv4,
-//! IPv6-in-IPv6), and its reverse for the backend-side decap program.
+//! IPv6-in-IPv6, and IPv4-in-IPv6 for IPv4 VIPs with IPv6 backends), and
+//! its reverse for the backend-side decap program.
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     backend::BackendMeta,
@@ -155,8 +156,10 @@ pub fn ipip_v4(
     Some(())
 }
 
-/// Prepends an outer IPv6 header (next header 41) addressed to `backend`.
+/// Prepends an outer IPv6 header addressed to `backend`, next header 41
+/// for an IPv6 packet or 4 for an IPv4 one (`inner_proto`; RFC 2473 §3).
 /// The flow label carries the flow hash so ECMP paths keep flows together.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn ipip_v6(
     ctx: &XdpContext,
@@ -166,6 +169,7 @@ pub fn ipip_v6(
     hash: u32,
     inner_len: u32,
     traffic_class: u8,
+    inner_proto: u8,
 ) -> Option<()> {
     // SAFETY: see ipip_v4.
     rewrite_macs(ctx, &backend.next_hop_mac)?;
@@ -191,7 +195,7 @@ pub fn ipip_v6(
     unsafe {
         (*ip).version_tc_flow = vtf.to_be_bytes();
         (*ip).payload_len = (inner_len as u16).to_be_bytes();
-        (*ip).next_header = IPPROTO_IPV6;
+        (*ip).next_header = inner_proto;
         (*ip).hop_limit = OUTER_TTL;
         (*ip).src = src;
         (*ip).dst = dst;
@@ -200,7 +204,9 @@ pub fn ipip_v6(
 }
 
 /// Removes an outer IPv4 (protocol 4) or IPv6 (next header 41) header that
-/// carries the same IP version inside, keeping the Ethernet/VLAN header.
+/// carries the same IP version inside, or an outer IPv6 header (next
+/// header 4) carrying IPv4, keeping the Ethernet/VLAN header (its
+/// EtherType becomes the inner packet's).
 #[inline(always)]
 pub fn decap(ctx: &XdpContext) -> Decap {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
@@ -216,6 +222,7 @@ pub fn decap(ctx: &XdpContext) -> Decap {
         ether_type = u16::from_be_bytes(unsafe { (*v).ether_type });
         l3 = ETH + VLAN;
     }
+    let mut inner_type = ether_type;
     let outer_len = match ether_type {
         ETH_P_IPV4 => {
             let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3) else {
@@ -251,14 +258,22 @@ pub fn decap(ctx: &XdpContext) -> Decap {
                 return Decap::NotIpip;
             };
             let (version, next) = unsafe { ((*ip).version_tc_flow[0] >> 4, (*ip).next_header) };
-            if version != 6 || next != IPPROTO_IPV6 {
+            let want = match next {
+                IPPROTO_IPV6 => 6,
+                IPPROTO_IPIP => 4,
+                _ => return Decap::NotIpip,
+            };
+            if version != 6 {
                 return Decap::NotIpip;
             }
             let Some(inner) = ptr_at::<u8>(ctx, l3 + V6_HDR) else {
                 return Decap::NotIpip;
             };
-            if unsafe { *inner } >> 4 != 6 {
+            if unsafe { *inner } >> 4 != want {
                 return Decap::NotIpip;
+            }
+            if want == 4 {
+                inner_type = ETH_P_IPV4;
             }
             V6_HDR
         }
@@ -269,6 +284,13 @@ pub fn decap(ctx: &XdpContext) -> Decap {
     // the source, so the two do not overlap.
     if !move_l2_forward(ctx, l3, outer_len) {
         return Decap::NotIpip;
+    }
+    if inner_type != ether_type {
+        let Some(t) = ptr_at::<[u8; 2]>(ctx, outer_len + l3 - 2) else {
+            return Decap::Broken;
+        };
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *t = inner_type.to_be_bytes() };
     }
     // SAFETY: shrinking the head by the outer header; the frame is only
     // read again through bounds-checked accessors.

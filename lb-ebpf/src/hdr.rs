@@ -99,7 +99,13 @@ pub const IPPROTO_DSTOPTS: u8 = 60;
 pub const IPV4_DF: u16 = 0x4000;
 /// More Fragments and the 13-bit offset: non-zero means a fragment.
 pub const IPV4_FRAG_MASK: u16 = 0x3fff;
+/// The 13-bit fragment offset alone: zero in a first fragment.
+pub const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
 pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_FRAG_NEEDED: u8 = 4;
 pub const ICMP_TIME_EXCEEDED: u8 = 11;

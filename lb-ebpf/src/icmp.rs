@@ -1,7 +1,8 @@
 //! ICMP for the balancer: finding the flow an ICMP error is about (so it
-//! reaches the backend that owns that flow), and answering "fragmentation
+//! reaches the backend that owns that flow), answering "fragmentation
 //! needed" (RFC 792) / "packet too big" (RFC 4443 §3.2) when encapsulation
-//! would push a packet over the path MTU to the backends.
+//! would push a packet over the path MTU to the backends, and answering
+//! echo requests to VIPs (RFC 792, RFC 4443 §4).
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
@@ -251,5 +252,78 @@ pub fn too_big_v6(ctx: &XdpContext, pkt: &Pkt, mtu: u32) -> Option<()> {
     let out = ptr_at::<[u8; ICMP_HDR]>(ctx, l3 + V6_HDR)?;
     // SAFETY: bounds checked by ptr_at.
     unsafe { core::ptr::write_unaligned(out, icmp) };
+    Some(())
+}
+
+/// Whether the ICMP/ICMPv6 message of `pkt` is an echo request whose
+/// 8-byte header lies inside the datagram (never a fragment: only a whole
+/// request is answered).
+#[inline(always)]
+pub fn is_echo_request(ctx: &XdpContext, pkt: &Pkt) -> bool {
+    if pkt.fragment || pkt.l4_off + ICMP_HDR > pkt.l3_off + pkt.ip_len as usize {
+        return false;
+    }
+    let Some(icmp) = ptr_at::<IcmpHdr>(ctx, pkt.l4_off) else {
+        return false;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let kind = unsafe { (*icmp).kind };
+    kind == if pkt.v6 {
+        ICMPV6_ECHO_REQUEST
+    } else {
+        ICMP_ECHO_REQUEST
+    }
+}
+
+/// Hop limit / TTL of the replies XDP builds (the Linux default).
+const REPLY_TTL: u8 = 64;
+
+/// Turns the echo request in `ctx` into its echo reply in place: MACs and
+/// addresses swapped, TTL/hop limit 64, type 0 / 129, checksums updated
+/// incrementally (the swap leaves both sums unchanged; the type and TTL
+/// words are replaced). Identifier, sequence number and data are echoed
+/// untouched, as RFC 792 and RFC 4443 §4.2 require. The caller sends it
+/// with `XDP_TX`.
+#[inline(always)]
+pub fn echo_reply(ctx: &XdpContext, pkt: &Pkt) -> Option<()> {
+    let icmp = ptr_at::<IcmpHdr>(ctx, pkt.l4_off)?;
+    if pkt.v6 {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, pkt.l3_off)?;
+        encap::swap_macs(ctx)?;
+        // SAFETY: bounds checked by ptr_at; the headers do not overlap.
+        unsafe {
+            let src = (*ip).src;
+            (*ip).src = (*ip).dst;
+            (*ip).dst = src;
+            (*ip).hop_limit = REPLY_TTL;
+            let code = (*icmp).code;
+            let old = u16::from_be_bytes([ICMPV6_ECHO_REQUEST, code]);
+            let new = u16::from_be_bytes([ICMPV6_ECHO_REPLY, code]);
+            (*icmp).kind = ICMPV6_ECHO_REPLY;
+            let check = u16::from_be_bytes((*icmp).check);
+            (*icmp).check = csum::replace(check, old, new).to_be_bytes();
+        }
+    } else {
+        let ip = ptr_at::<Ipv4Hdr>(ctx, pkt.l3_off)?;
+        encap::swap_macs(ctx)?;
+        // SAFETY: as above.
+        unsafe {
+            let src = (*ip).src;
+            (*ip).src = (*ip).dst;
+            (*ip).dst = src;
+            let proto = (*ip).protocol;
+            let old = u16::from_be_bytes([(*ip).ttl, proto]);
+            let new = u16::from_be_bytes([REPLY_TTL, proto]);
+            (*ip).ttl = REPLY_TTL;
+            let check = u16::from_be_bytes((*ip).check);
+            (*ip).check = csum::replace(check, old, new).to_be_bytes();
+            let code = (*icmp).code;
+            let old = u16::from_be_bytes([ICMP_ECHO_REQUEST, code]);
+            let new = u16::from_be_bytes([ICMP_ECHO_REPLY, code]);
+            (*icmp).kind = ICMP_ECHO_REPLY;
+            let check = u16::from_be_bytes((*icmp).check);
+            (*icmp).check = csum::replace(check, old, new).to_be_bytes();
+        }
+    }
     Some(())
 }

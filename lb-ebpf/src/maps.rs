@@ -2,12 +2,12 @@
 //! defaults the loader may override.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    backend::BackendMeta,
-    conntrack::ConnValue,
-    consts::{CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, MAX_BACKENDS, MAX_VIPS},
+    backend::{BackendMeta, TxPort, MAX_TX_PORTS},
+    conntrack::{ConnValue, FragKey, FragValue},
+    consts::{CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FRAGMENTS_SIZE, MAX_BACKENDS, MAX_VIPS},
     counters::{GlobalCounters, PacketCounter, ProtoClass},
     deny::{DenyValue, DENY_MAX_ENTRIES},
     flow::FlowKey,
@@ -37,7 +37,7 @@ static BACKEND_STATS: PerCpuArray<PacketCounter> = PerCpuArray::with_max_entries
 /// L4 VIPs.
 #[map(name = "VIPS")]
 pub static VIPS: HashMap<VipKey, VipMeta> =
-    HashMap::with_max_entries(MAX_VIPS * 2, BPF_F_NO_PREALLOC);
+    HashMap::with_max_entries(MAX_VIPS * 3, BPF_F_NO_PREALLOC);
 
 /// Maglev tables: two halves per VIP row, `M` slots each.
 #[map(name = "MAGLEV")]
@@ -51,6 +51,20 @@ pub static BACKENDS: Array<BackendMeta> = Array::with_max_entries(MAX_BACKENDS, 
 #[map(name = "CONNTRACK")]
 pub static CONNTRACK: LruHashMap<FlowKey, ConnValue> =
     LruHashMap::with_max_entries(CONNTRACK_SIZE, 0);
+
+/// Fragmented datagrams → where their first fragment went.
+#[map(name = "FRAGMENTS")]
+pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::with_max_entries(FRAGMENTS_SIZE, 0);
+
+/// Egress interfaces other than the receiving one: their MACs.
+#[map(name = "TX_PORTS")]
+pub static TX_PORTS: Array<TxPort> = Array::with_max_entries(MAX_TX_PORTS, 0);
+
+/// The same slots as `TX_PORTS`, as the device map `bpf_redirect_map`
+/// needs.
+#[map(name = "TX_DEVMAP")]
+pub static TX_DEVMAP: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 
 /// Instance settings (one entry).
 #[map(name = "SETTINGS")]

@@ -49,6 +49,12 @@ pub struct Pkt {
     pub key: FlowKey,
     /// An IP fragment (IPv4 MF/offset, or an IPv6 Fragment header).
     pub fragment: bool,
+    /// A first fragment (offset 0) of a TCP/UDP datagram whose ports lie
+    /// inside it: `key` carries them, as for an unfragmented packet.
+    pub frag_first: bool,
+    /// The fragment's identification (IPv4 16 bits, IPv6 32 bits), as
+    /// loaded; zero when not a fragment.
+    pub frag_id: u32,
     /// IPv4 Don't Fragment (IPv6 never fragments in flight).
     pub dont_frag: bool,
     /// Length of the IP packet by its header (total length / 40 + payload).
@@ -134,13 +140,14 @@ fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let l4_off = l3_off + hdr_len;
     let frag = be16(ip.frag_off);
     let fragment = frag & IPV4_FRAG_MASK != 0;
-    let (src_port, dst_port) = if fragment {
-        (0, 0)
-    } else {
+    let first = fragment && frag & IPV4_OFFSET_MASK == 0;
+    let (src_port, dst_port, frag_first) = if !fragment {
         match ports(ctx, l4_off, ip_end, proto) {
-            Ok(p) => p,
+            Ok((s, d)) => (s, d, false),
             Err(()) => return Parsed::Malformed,
         }
+    } else {
+        first_fragment_ports(ctx, first, l4_off, ip_end, proto)
     };
     let key = FlowKey::v4(
         u32::from_ne_bytes(ip.src),
@@ -155,6 +162,8 @@ fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
         v6: false,
         key,
         fragment,
+        frag_first,
+        frag_id: u16::from_ne_bytes(ip.id) as u32,
         dont_frag: frag & IPV4_DF != 0,
         ip_len: total_len as u32,
         class,
@@ -182,6 +191,8 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     }
     let mut l4_off = l3_off + core::mem::size_of::<Ipv6Hdr>();
     let mut fragment = false;
+    let mut first = false;
+    let mut frag_id = 0u32;
     for _ in 0..MAX_V6_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
@@ -202,12 +213,15 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
                 let Some(ext) = ptr_at::<Ipv6ExtHdr>(ctx, l4_off) else {
                     return Parsed::Malformed;
                 };
-                let (nh, off_m) = unsafe { ((*ext).next_header, (*ext).rest) };
+                let (nh, rest) = unsafe { ((*ext).next_header, (*ext).rest) };
                 next = nh;
                 l4_off += 8;
+                let off_m = u16::from_be_bytes([rest[0], rest[1]]);
                 // An "atomic fragment" (offset 0, M clear) is a whole
                 // datagram and is processed as one (RFC 6946 §4).
-                fragment = u16::from_be_bytes([off_m[0], off_m[1]]) & 0xfff9 != 0;
+                fragment = off_m & 0xfff9 != 0;
+                first = off_m & 0xfff8 == 0;
+                frag_id = u32::from_ne_bytes([rest[2], rest[3], rest[4], rest[5]]);
             }
             _ => break,
         }
@@ -224,13 +238,14 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     ) {
         return Parsed::Unsupported;
     }
-    let (src_port, dst_port) = if fragment {
-        (0, 0)
-    } else {
+    let (src_port, dst_port, frag_first) = if !fragment {
+        frag_id = 0;
         match ports(ctx, l4_off, ip_end, next) {
-            Ok(p) => p,
+            Ok((s, d)) => (s, d, false),
             Err(()) => return Parsed::Malformed,
         }
+    } else {
+        first_fragment_ports(ctx, first, l4_off, ip_end, next)
     };
     let key = FlowKey::v6(words(ip.src), words(ip.dst), src_port, dst_port, next);
     Parsed::Ip(Pkt {
@@ -239,6 +254,8 @@ fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
         v6: true,
         key,
         fragment,
+        frag_first,
+        frag_id,
         dont_frag: true,
         ip_len: ip_len as u32,
         class: class_v6(next),
@@ -269,6 +286,28 @@ fn ports(ctx: &XdpContext, l4_off: usize, ip_end: usize, proto: u8) -> Result<(u
     let p = ptr_at::<Ports>(ctx, l4_off).ok_or(())?;
     let p = unsafe { &*p };
     Ok((u16::from_ne_bytes(p.src), u16::from_ne_bytes(p.dst)))
+}
+
+/// The ports of a fragment, if it is a first fragment (`first`: offset 0)
+/// of a TCP/UDP datagram that holds them; else zeros (the fragment is then
+/// placed by the 3-tuple or by its first fragment's choice).
+#[inline(always)]
+fn first_fragment_ports(
+    ctx: &XdpContext,
+    first: bool,
+    l4_off: usize,
+    ip_end: usize,
+    proto: u8,
+) -> (u16, u16, bool) {
+    if !first || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+        return (0, 0, false);
+    }
+    match ports(ctx, l4_off, ip_end, proto) {
+        Ok((s, d)) => (s, d, true),
+        // A first fragment too short to hold the ports (RFC 1858's tiny
+        // fragment): placed like a later one.
+        Err(()) => (0, 0, false),
+    }
 }
 
 /// An IPv6 address as four words loaded as-is (network byte order).

@@ -589,6 +589,119 @@ fn tls_listener_naming_a_missing_certificate() {
     assert_message_contains(&seen, "no certificate has id `site`");
 }
 
+// ------------------------------------------------- L4: families, too_big, ping
+
+/// An L4 config with one VIP at `vip` whose only backend is `backend`.
+fn l4_vip(vip: &str, mode: &str, backend: &str, extra: &str) -> String {
+    format!(
+        "l4:\n  \
+           vips:\n    \
+             - name: v\n      \
+               address: {vip}\n      \
+               port: 80\n      \
+               protocol: tcp\n      \
+               mode: {mode}\n{extra}      \
+               backends:\n        \
+                 - address: \"{backend}\"\n          \
+                   mac: \"02:00:00:00:00:01\"\n"
+    )
+}
+
+#[test]
+fn ipv4_vip_with_ipv6_backend_is_ipv4_in_ipv6() {
+    let f = write(
+        "xlb.yaml",
+        &l4_vip("198.51.100.1", "ipip", "2001:db8::1", ""),
+    );
+    let cfg = Config::load(&f.path).expect("IPv4 in IPv6 is accepted");
+    assert!(cfg.l4.vips[0].backends[0].address.is_ipv6());
+    assert!(xlb_check(&f.path).status.success());
+}
+
+#[test]
+fn ipv6_vip_with_ipv4_backend_is_refused() {
+    let f = write("xlb.yaml", &l4_vip("2001:db8::80", "ipip", "192.0.2.1", ""));
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "l4.vips[0].backends[0].address");
+    assert_message_contains(&seen, "IPv6 only in IPv6");
+}
+
+#[test]
+fn dsr_backend_of_the_other_family_is_refused() {
+    let f = write(
+        "xlb.yaml",
+        &l4_vip("198.51.100.1", "dsr", "2001:db8::1", ""),
+    );
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "l4.vips[0].backends[0].address");
+    assert_message_contains(&seen, "DSR forwards the packet unchanged");
+}
+
+#[test]
+fn too_big_and_ping_defaults_and_overrides() {
+    let f = write("xlb.yaml", &l4_vip("198.51.100.1", "ipip", "192.0.2.1", ""));
+    let cfg = Config::load(&f.path).expect("valid");
+    let v = &cfg.l4.vips[0];
+    assert!(v.ping, "ping is on by default");
+    assert_eq!(v.too_big(&cfg.l4), xlb::config::l4::TooBig::Icmp);
+
+    let text = l4_vip(
+        "198.51.100.1",
+        "ipip",
+        "192.0.2.1",
+        "      ping: false\n      too_big: drop\n",
+    );
+    let f = write("xlb.yaml", &text);
+    let cfg = Config::load(&f.path).expect("valid");
+    let v = &cfg.l4.vips[0];
+    assert!(!v.ping);
+    assert_eq!(v.too_big(&cfg.l4), xlb::config::l4::TooBig::Drop);
+
+    let f = write(
+        "xlb.yaml",
+        &format!(
+            "{}  too_big: drop\n",
+            l4_vip("198.51.100.1", "ipip", "192.0.2.1", "")
+        ),
+    );
+    let cfg = Config::load(&f.path).expect("valid");
+    assert_eq!(
+        cfg.l4.vips[0].too_big(&cfg.l4),
+        xlb::config::l4::TooBig::Drop,
+        "the global too_big applies to a VIP that says nothing"
+    );
+}
+
+#[test]
+fn unknown_too_big_value_is_refused() {
+    let f = write(
+        "xlb.yaml",
+        &l4_vip(
+            "198.51.100.1",
+            "ipip",
+            "192.0.2.1",
+            "      too_big: fragment\n",
+        ),
+    );
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "l4.vips[0].too_big");
+    assert_message_contains(&seen, "fragment");
+}
+
+#[test]
+fn backend_interface_name_is_checked() {
+    let f = write(
+        "xlb.yaml",
+        &l4_vip("198.51.100.1", "ipip", "192.0.2.1", "").replace(
+            "mac: \"02:00:00:00:00:01\"\n",
+            "mac: \"02:00:00:00:00:01\"\n          interface: eth/1\n",
+        ),
+    );
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "l4.vips[0].backends[0].interface");
+    assert_message_contains(&seen, "contains `/`");
+}
+
 #[test]
 fn plugin_problems_are_located() {
     let text = L7_OK.replace(

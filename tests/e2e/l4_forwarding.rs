@@ -58,8 +58,9 @@ fn vips() -> [(&'static str, IpAddr, u16, Proto); 4] {
 }
 
 /// The config: every VIP in `mode` with the backends `(number, weight)`
-/// (numbers 1-based, as in `backend1`). `wrong_family` adds a backend of
-/// the other family to `tcp4`, which validation must refuse.
+/// (numbers 1-based, as in `backend1`). `wrong_family` adds an IPv4
+/// backend to `tcp6`, which validation must refuse in both modes (IPv4 in
+/// IPv6 exists, IPv6 in IPv4 does not).
 fn config(bed: &L4Bed, mode: &str, backends: &[(usize, u32)], wrong_family: bool) -> String {
     let mut y = String::from(
         "interfaces:\n  - name: eth0\n    xdp_mode: native\nl4:\n  conntrack_size: 65536\n  max_vips: 8\n  max_backends: 64\n  vips:\n",
@@ -81,8 +82,8 @@ fn config(bed: &L4Bed, mode: &str, backends: &[(usize, u32)], wrong_family: bool
             };
             y += &format!("        - address: \"{a}\"\n          weight: {weight}\n");
         }
-        if wrong_family && name == "tcp4" {
-            y += &format!("        - address: \"{}\"\n", bed.backends[0].v6);
+        if wrong_family && name == "tcp6" {
+            y += &format!("        - address: \"{}\"\n", bed.backends[0].v4);
         }
     }
     y

@@ -76,6 +76,8 @@ fn targets(v6: bool) -> Vec<([u8; 16], Option<u16>, u8)> {
             (VIP6_A, Some(53), 17),
             (VIP6_I, Some(80), 6),
             (VIP6_I, None, 6),
+            (VIP6_TBDROP, Some(80), 6),
+            (VIP6_RDR, Some(80), 6),
             (NOT_VIP6, None, 6),
             (NOT_VIP6, None, 17),
             (VIP6_A, None, 17),
@@ -91,6 +93,9 @@ fn targets(v6: bool) -> Vec<([u8; 16], Option<u16>, u8)> {
             (a4(VIP_NOCT), Some(80), 6),
             (a4(VIP_NOPORTS), Some(80), 6),
             (a4(VIP_MIXED), Some(80), 6),
+            (a4(VIP_TBDROP), Some(80), 6),
+            (a4(VIP_RDR), Some(80), 6),
+            (a4(VIP_RDR), Some(53), 17),
             (a4(VIP_DEAD), Some(80), 6),
             (a4(NOT_VIP4), None, 6),
             (a4(NOT_VIP4), None, 17),
@@ -102,6 +107,9 @@ fn targets(v6: bool) -> Vec<([u8; 16], Option<u16>, u8)> {
 struct Gen {
     rng: StdRng,
     pool: Vec<Flow>,
+    /// Recently fragmented datagrams: (flow, identification), so that
+    /// later fragments of a datagram whose first was sent are generated.
+    datagrams: Vec<(Flow, u32)>,
 }
 
 impl Gen {
@@ -223,10 +231,28 @@ impl Gen {
             45..=54 => {
                 let mut flow = self.flow();
                 if self.rng.random_bool(0.7) {
-                    flow.dst = if flow.v6 { VIP6_A } else { a4(VIP_A) };
+                    flow.dst = if flow.v6 {
+                        VIP6_A
+                    } else if self.rng.random_bool(0.8) {
+                        a4(VIP_A)
+                    } else {
+                        a4(VIP_RDR)
+                    };
                     flow.proto = if self.rng.random_bool(0.8) { 17 } else { 6 };
+                    flow.dport = if flow.proto == 17 { 53 } else { 80 };
                 }
+                let mut id: u32 = self.rng.random();
                 let first = self.rng.random_bool(0.5);
+                if !first && !self.datagrams.is_empty() && self.rng.random_bool(0.6) {
+                    // A later fragment of a datagram whose first was sent.
+                    let i = self.rng.random_range(0..self.datagrams.len());
+                    (flow, id) = self.datagrams[i].clone();
+                } else if first {
+                    self.datagrams.push((flow.clone(), id));
+                    if self.datagrams.len() > 64 {
+                        self.datagrams.remove(0);
+                    }
+                }
                 let more = !first || self.rng.random_bool(0.5);
                 let offset = if first {
                     0
@@ -237,14 +263,14 @@ impl Gen {
                 let data = self.bytes(n);
                 let f = if flow.v6 && self.rng.random_bool(0.2) {
                     // Destination Options in the fragmentable part.
-                    let ip = ipv6(flow.src, flow.dst).v6_fragment(offset, more, self.rng.random());
+                    let ip = ipv6(flow.src, flow.dst).v6_fragment(offset, more, id);
                     if first {
                         self.l4(ip.dst_opts(), &flow, 40)
                     } else {
                         ip.frag_next(IPPROTO_DSTOPTS).payload(&data)
                     }
                 } else if flow.v6 {
-                    let ip = ipv6(flow.src, flow.dst).v6_fragment(offset, more, self.rng.random());
+                    let ip = ipv6(flow.src, flow.dst).v6_fragment(offset, more, id);
                     if first {
                         self.l4(ip, &flow, 40)
                     } else {
@@ -252,7 +278,7 @@ impl Gen {
                     }
                 } else {
                     let ip = ipv4(ip4(&flow.src), ip4(&flow.dst))
-                        .ip_id(self.rng.random())
+                        .ip_id(id as u16)
                         .frag(offset, more);
                     if first {
                         self.l4(ip, &flow, 40)
@@ -441,6 +467,12 @@ fn compare(
             d.reason.name()
         ));
     }
+    if let Some((key, want)) = d.frag_insert {
+        let got = h.frag_get(&key);
+        if got != Some(want) {
+            why.push(format!("FRAGMENTS {got:?} (model {want:?})"));
+        }
+    }
     if let Some(key) = d.ct_key {
         let want = match d.ct_insert {
             Some((ik, v)) if ik == key => Some(v),
@@ -487,6 +519,10 @@ fn model_for(h: &Harness) -> Model {
     for b in backends() {
         m.backends.insert(b.index, b.meta);
     }
+    for (k, v) in echo_entries() {
+        m.vips.insert(k, v);
+    }
+    m.tx_ports.insert(RDR_PORT, rdr_port().mac);
     for v in vips() {
         m.vips.insert(v.key, v.meta);
         if v.fragments {
@@ -547,16 +583,22 @@ fn xdp_differential_against_model() {
     eprintln!("xdp differential: seed {seed:#x} (XLB_DIFF_SEED), {count} packets (XLB_DIFF_COUNT)");
 
     let cpu = pin_to_current_cpu().expect("pinning to one CPU");
-    // A connection table far larger than the flows sent: no LRU eviction,
-    // which the model does not simulate.
-    let mut h = Harness::load(M, 1 << 16).expect("loading xlb's eBPF object");
+    // A connection table (and fragment table) far larger than the flows
+    // sent: no LRU eviction, which the model does not simulate.
+    let table = (count as u32).next_power_of_two().clamp(1 << 16, 1 << 20);
+    let mut h = Harness::load(M, table).expect("loading xlb's eBPF object");
     h.set_settings(&settings()).unwrap();
     h.install(&backends(), &vips()).unwrap();
+    for (k, v) in echo_entries() {
+        h.insert_vip(k, v).unwrap();
+    }
+    h.set_tx_port(u32::from(RDR_PORT), rdr_port()).unwrap();
     let mut model = model_for(&h);
 
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),
         pool: Vec::new(),
+        datagrams: Vec::new(),
     };
     // Established flows, some pointing elsewhere than Maglev would, some at
     // an inactive backend, some recorded under another VIP row.
@@ -570,7 +612,11 @@ fn xdp_differential_against_model() {
             _ => B4[i % 3],
         };
         let vip = if i % 5 == 0 { 3 } else { i as u32 % 13 };
-        let v = ConnValue { backend, vip };
+        let v = ConnValue {
+            backend,
+            vip,
+            hash: key.hash(),
+        };
         h.ct_insert(key.flow_key(), v).unwrap();
         model.conntrack.insert(key, v);
     }
@@ -589,6 +635,8 @@ fn xdp_differential_against_model() {
             s.backend_mtu = 1400;
             h.set_settings(&s).unwrap();
             model.settings = s;
+            // set_settings refilled the new-flow budget.
+            model.inserts = 0;
         }
         let (mut frame, kind) = g.packet();
         let mut ops = String::new();
@@ -660,18 +708,26 @@ fn xdp_differential_against_model() {
                 for (k, v) in h.ct_dump().unwrap() {
                     model.conntrack.insert(key_of(&k), v);
                 }
+                model.frags = h.frags_dump().unwrap().into_iter().collect();
             }
         }
 
-        // A too-big reply is the datapath's own packet: every checksum.
-        if obs.action == XDP_TX && obs.moved.first().map(|m| m.0) == Some(Reason::TxIcmpTooBig) {
+        // A too-big or echo reply is the datapath's own packet: every
+        // checksum (an echo reply's only when the request's held).
+        let echo_ok = verify_checksums(&frame).is_ok();
+        let own = match obs.moved.first().map(|m| m.0) {
+            Some(Reason::TxIcmpTooBig) => true,
+            Some(Reason::TxEchoReply) => echo_ok,
+            _ => false,
+        };
+        if obs.action == XDP_TX && own {
             if let Err(e) = verify_checksums(&obs.out) {
                 mism.add("too-big-checksum", describe(&e));
             }
         }
 
         // IPIP outputs must decapsulate back to the original packet.
-        if obs.action == XDP_TX && is_ipip(&obs.out) {
+        if (obs.action == XDP_TX || obs.action == XDP_REDIRECT) && is_ipip(&obs.out) {
             let l3 = if u16::from_be_bytes([obs.out[12], obs.out[13]]) == ETH_P_8021Q {
                 18
             } else {
@@ -680,6 +736,10 @@ fn xdp_differential_against_model() {
             let outer = if obs.out[l3] >> 4 == 6 { 40 } else { 20 };
             let mut want = obs.out[..l3].to_vec();
             want.extend_from_slice(&obs.out[l3 + outer..]);
+            // IPv4 in IPv6: the EtherType becomes the inner packet's.
+            if outer == 40 && obs.out[l3 + outer] >> 4 == 4 {
+                want[l3 - 2..l3].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+            }
             let d = h.run(Prog::Decap, &obs.out).expect("decap test run");
             if d.action != XDP_PASS || d.out != want {
                 mism.add(
@@ -787,7 +847,7 @@ fn is_ipip(f: &[u8]) -> bool {
     };
     match f.get(l3).map(|b| b >> 4) {
         Some(4) => f.get(l3 + 9) == Some(&IPPROTO_IPIP),
-        Some(6) => f.get(l3 + 6) == Some(&IPPROTO_IPV6),
+        Some(6) => matches!(f.get(l3 + 6), Some(&IPPROTO_IPV6) | Some(&IPPROTO_IPIP)),
         _ => false,
     }
 }

@@ -105,6 +105,8 @@ pub struct L4Bed {
     servers: Servers,
     /// The bpf_link holding `XDP_PASS` on the LB's bridge port.
     _xdp_pass: Option<OwnedFd>,
+    /// The same for the ports of second LB NICs ([`L4Bed::add_lb_nic`]).
+    extra_xdp_pass: Vec<OwnedFd>,
     /// The backends, `backend1`, `backend2`, `backend3`.
     pub backends: Vec<Backend>,
     /// Where the test's connections come from.
@@ -140,6 +142,7 @@ impl L4Bed {
         let mut bed = L4Bed {
             servers: Servers::default(),
             _xdp_pass: None,
+            extra_xdp_pass: Vec::new(),
             backends,
             client,
             lb,
@@ -232,6 +235,21 @@ impl L4Bed {
             ns.addr("lo", &format!("{VIP6}/128"))?;
         }
         Ok(xdp_pass)
+    }
+
+    /// Gives the LB a second NIC, `dev`, joined to the same bridge (port
+    /// `port`, which runs `XDP_PASS` so that frames redirected into `dev`
+    /// are delivered). It has no address: xlb only sends through it, and
+    /// the LB answers ARP only on the interface that holds the address
+    /// asked for, so the client keeps sending to eth0.
+    pub fn add_lb_nic(&mut self, dev: &str, port: &str) -> anyhow::Result<()> {
+        self.lb.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        self.lb.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        veth(&self.switch, port, &self.lb, dev)?;
+        self.switch.ip(&["link", "set", port, "master", "br0"])?;
+        self.extra_xdp_pass
+            .push(attach_xdp_pass(&self.switch, port)?);
+        Ok(())
     }
 
     /// The backend with this address (either family).

@@ -9,6 +9,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",           // ip netns / link / addr / neigh
     "util-linux",         // nsenter
     "procps",             // sysctl
+    "iputils-ping",       // ping to VIPs answered from XDP (l4_paths)
     "curl",               // L7 end-to-end clients (HTTP/1.1, h2, TLS)
     "python3-grpcio",     // gRPC peers for the L7 tests
     "python3-websockets", // WebSocket peers for the L7 tests

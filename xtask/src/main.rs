@@ -5,6 +5,7 @@ mod demo;
 mod demo_l7;
 mod deps;
 mod exec;
+mod fuzz;
 mod imports;
 mod test;
 mod toolchain;
@@ -46,6 +47,17 @@ enum Cmd {
         /// Which benchmark.
         name: String,
     },
+    /// A long differential run (`l4`: 10⁶ frames, XDP against the model).
+    Fuzz {
+        /// Which target.
+        name: String,
+        /// Frames to send (default 10⁶).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Seed in hex, to replay a run (default: a fresh one, printed).
+        #[arg(long)]
+        seed: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test => test::run(),
         Cmd::CheckImports => imports::run(),
         Cmd::Bench { name } => bench::run(&name),
+        Cmd::Fuzz { name, count, seed } => fuzz::run(&name, count, seed),
     }
 }

@@ -17,9 +17,17 @@ pub struct L4Config {
     pub max_vips: u32,
     /// Most distinct backends over all VIPs, fixed at start.
     pub max_backends: u32,
-    /// Largest IP packet the path to the backends carries; larger DF
-    /// packets get "fragmentation needed" / "packet too big" in IPIP mode.
+    /// Largest IP packet the path to the backends carries: a packet that
+    /// would exceed it once encapsulated (IPIP) never leaves as is; what
+    /// happens instead is `too_big`.
     pub backend_mtu: u32,
+    /// What happens to a packet too big for `backend_mtu` once
+    /// encapsulated, for every VIP that does not say otherwise.
+    pub too_big: TooBig,
+    /// The interface towards the backends when it is not the one packets
+    /// arrive on (a second NIC): frames leave by it with `XDP_REDIRECT`.
+    /// A backend's own `interface:` wins.
+    pub backend_interface: Option<String>,
     /// Connection-table inserts allowed per CPU per second (flood guard).
     pub new_flows_per_cpu_sec: u32,
     /// Outer source addresses for IPIP.
@@ -36,6 +44,8 @@ impl Default for L4Config {
             max_vips: consts::MAX_VIPS,
             max_backends: consts::MAX_BACKENDS,
             backend_mtu: consts::DEFAULT_BACKEND_MTU,
+            too_big: TooBig::default(),
+            backend_interface: None,
             new_flows_per_cpu_sec: consts::DEFAULT_NEW_FLOWS_PER_CPU_SEC,
             ipip_source: IpipSource::default(),
             vips: Vec::new(),
@@ -108,6 +118,33 @@ pub struct VipConfig {
     /// the Maglev table (as with weight 0) until it recovers.
     #[serde(default)]
     pub health_check: Option<super::middleware::HealthCheckYaml>,
+    /// Answer ICMP/ICMPv6 echo requests to the VIP's address from XDP
+    /// (default). The address answers when any of its VIPs says yes.
+    #[serde(default = "yes")]
+    pub ping: bool,
+    /// This VIP's `too_big` (default: `l4.too_big`).
+    #[serde(default)]
+    pub too_big: Option<TooBig>,
+}
+
+/// What happens to a packet that would exceed `backend_mtu` once
+/// encapsulated. XDP cannot fragment, so it is never sent as is.
+///
+/// The default is `icmp`, as in Katran's too-big build: the sender gets
+/// "fragmentation needed" (IPv4, whatever its DF flag says) or "packet too
+/// big" (IPv6) advertising `backend_mtu` minus the outer header, lowers
+/// its path MTU and sends smaller packets (or fragments them itself, which
+/// the datapath then places consistently), so the flow recovers. `drop`
+/// only counts the drop (`drop_too_big`), for networks that filter ICMP
+/// towards clients anyway.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TooBig {
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" to the sender.
+    #[default]
+    Icmp,
+    /// A counted drop.
+    Drop,
 }
 
 fn yes() -> bool {
@@ -128,6 +165,11 @@ pub struct BackendConfig {
     /// neighbour table when absent.
     #[serde(default)]
     pub mac: Option<String>,
+    /// The interface the backend is reached by, when it is not the one
+    /// packets arrive on (default: `l4.backend_interface`): frames leave
+    /// by it with `XDP_REDIRECT` through a device map.
+    #[serde(default)]
+    pub interface: Option<String>,
 }
 
 fn one() -> u32 {
@@ -161,7 +203,9 @@ pub enum ForwardMode {
     /// Rewrite the destination MAC; backends are on-link and hold the VIP
     /// on a loopback interface.
     Dsr,
-    /// IP-in-IP to the backend's address (it decapsulates: `xlb decap`).
+    /// IP-in-IP to the backend's address (it decapsulates: `xlb decap`):
+    /// IPv4 in IPv4, IPv6 in IPv6, or IPv4 in IPv6 for an IPv4 VIP with
+    /// IPv6 backends.
     Ipip,
 }
 
@@ -175,6 +219,23 @@ pub enum HashFields {
     /// Addresses and protocol: one client address always reaches one
     /// backend.
     ThreeTuple,
+}
+
+impl VipConfig {
+    /// The `too_big` in force for this VIP.
+    pub fn too_big(&self, l4: &L4Config) -> TooBig {
+        self.too_big.unwrap_or(l4.too_big)
+    }
+}
+
+impl BackendConfig {
+    /// The interface this backend's frames leave by, if not the receiving
+    /// one.
+    pub fn interface<'a>(&'a self, l4: &'a L4Config) -> Option<&'a str> {
+        self.interface
+            .as_deref()
+            .or(l4.backend_interface.as_deref())
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -119,9 +119,16 @@ impl Config {
             let mut mine = HashSet::new();
             for (b, backend) in vip.backends.iter().enumerate() {
                 let bpath = format!("{base}.backends[{b}]");
-                if backend.address.is_ipv4() != vip.address.is_ipv4() {
+                // IPv4 in IPv6 serves IPv6-only backend networks; IPv6 in
+                // IPv4 would need the IPv6 VIP's packets to fit a smaller
+                // outer header budget for no network that needs it.
+                let family_ok = backend.address.is_ipv4() == vip.address.is_ipv4()
+                    || (vip.mode == ForwardMode::Ipip && vip.address.is_ipv4());
+                if !family_ok {
                     let why = match vip.mode {
-                        ForwardMode::Ipip => "IPIP encapsulates IPv4 in IPv4 and IPv6 in IPv6",
+                        ForwardMode::Ipip => {
+                            "IPIP carries IPv4 in IPv4 or IPv6, and IPv6 only in IPv6"
+                        }
                         ForwardMode::Dsr => "DSR forwards the packet unchanged",
                     };
                     issue(
@@ -148,6 +155,11 @@ impl Config {
                         ),
                     );
                 }
+                if let Some(name) = &backend.interface {
+                    if let Err(e) = check_ifname(name) {
+                        issue(format!("{bpath}.interface"), e);
+                    }
+                }
                 if let Some(mac) = &backend.mac {
                     if parse_mac(mac).is_none() {
                         issue(
@@ -156,6 +168,11 @@ impl Config {
                         );
                     }
                 }
+            }
+        }
+        if let Some(name) = &l4.backend_interface {
+            if let Err(e) = check_ifname(name) {
+                issue("l4.backend_interface".into(), e);
             }
         }
         if all_backends.len() > l4.max_backends as usize {
@@ -192,4 +209,19 @@ impl Config {
         }
         out
     }
+}
+
+/// A kernel interface name: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, `:` or
+/// blanks.
+fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("`{name}` is not 1 to 15 bytes long"));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(format!("`{name}` contains `/`, `:` or a blank"));
+    }
+    Ok(())
 }

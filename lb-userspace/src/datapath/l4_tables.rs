@@ -14,23 +14,23 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData},
+    maps::{Array, DevMap, HashMap as BpfHashMap, MapData},
     Ebpf,
 };
 use lb_common::{
-    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
+    backend::{BackendMeta, TxPort, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
     consts::NO_BACKEND,
     flow::{wire_addr_v4, wire_addr_v6},
     maps,
     settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW, SETTINGS_F_NO_PORT_WILDCARDS},
     vip::{
-        VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
-        VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP,
+        VipKey, VipMeta, ECHO_PORT, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
+        VIP_F_NO_CONNTRACK, VIP_F_TOO_BIG_DROP, VIP_MODE_DSR, VIP_MODE_IPIP,
     },
 };
 
-use super::predict;
-use crate::config::l4::{ForwardMode, HashFields, IpipSourceMode, L4Config, VipConfig};
+use super::{predict, tx_ports};
+use crate::config::l4::{ForwardMode, HashFields, IpipSourceMode, L4Config, TooBig, VipConfig};
 
 /// What userspace knows about one VIP row.
 #[derive(Debug, Clone)]
@@ -46,6 +46,8 @@ struct VipRow {
 struct BackendSlot {
     index: u32,
     mac: [u8; 6],
+    /// `TX_PORTS` slot when the backend is behind another interface.
+    tx: Option<u8>,
 }
 
 /// The userspace mirror of the L4 maps.
@@ -57,6 +59,11 @@ pub struct L4Tables {
     backends: HashMap<IpAddr, BackendSlot>,
     free_backends: VecDeque<u32>,
     fragment_aliases: HashMap<VipKey, String>,
+    /// Echo entries (see `lb_common::vip::ECHO_PORT`) → the VIP whose row
+    /// they count under.
+    echo_aliases: HashMap<VipKey, String>,
+    /// The `TX_PORTS` slots as last written.
+    tx_ports: tx_ports::TxPorts,
 }
 
 /// What one `apply` changed, for the log and the admin reply.
@@ -95,8 +102,11 @@ fn vip_key(v: &VipConfig) -> VipKey {
     }
 }
 
-fn vip_flags(v: &VipConfig) -> u32 {
+fn vip_flags(v: &VipConfig, l4: &L4Config) -> u32 {
     let mut f = 0;
+    if v.too_big(l4) == TooBig::Drop {
+        f |= VIP_F_TOO_BIG_DROP;
+    }
     if v.hash == HashFields::ThreeTuple {
         f |= VIP_F_HASH_NO_PORTS;
     }
@@ -136,6 +146,8 @@ impl L4Tables {
             backends: HashMap::new(),
             free_backends: (0..l4.max_backends).collect(),
             fragment_aliases: HashMap::new(),
+            echo_aliases: HashMap::new(),
+            tx_ports: tx_ports::TxPorts::new(),
         }
     }
 
@@ -206,6 +218,14 @@ impl L4Tables {
                 bail!("no next-hop MAC for backend {a}");
             }
         }
+        let ports = tx_ports::resolve(l4)?;
+        let mut backend_tx: HashMap<IpAddr, Option<u8>> = HashMap::new();
+        for v in &l4.vips {
+            for b in &v.backends {
+                let slot = b.interface(l4).map(|name| ports[name].0);
+                backend_tx.entry(b.address).or_insert(slot);
+            }
+        }
         let new_backends = wanted
             .iter()
             .filter(|a| !self.backends.contains_key(a))
@@ -217,7 +237,25 @@ impl L4Tables {
             );
         }
 
-        // 2. Settings, then backends that are new or whose MAC changed.
+        // 2. Egress ports before any backend names them, then settings,
+        // then backends that are new or whose MAC or port changed.
+        if ports != self.tx_ports {
+            let mut port_map: Array<&mut MapData, TxPort> =
+                Array::try_from(ebpf.map_mut(maps::TX_PORTS).context("TX_PORTS map")?)?;
+            for (name, (slot, port)) in &ports {
+                port_map
+                    .set(*slot as u32, port, 0)
+                    .with_context(|| format!("writing TX_PORTS for `{name}`"))?;
+            }
+            let mut devmap: DevMap<&mut MapData> =
+                DevMap::try_from(ebpf.map_mut(maps::TX_DEVMAP).context("TX_DEVMAP map")?)?;
+            for (name, (slot, port)) in &ports {
+                devmap
+                    .set(*slot as u32, port.ifindex, None, 0)
+                    .with_context(|| format!("writing TX_DEVMAP for `{name}`"))?;
+            }
+            self.tx_ports = ports;
+        }
         let mut settings_map: Array<&mut MapData, Settings> =
             Array::try_from(ebpf.map_mut(maps::SETTINGS).context("SETTINGS map")?)?;
         settings_map.set(0, settings(l4), 0)?;
@@ -225,23 +263,28 @@ impl L4Tables {
             Array::try_from(ebpf.map_mut(maps::BACKENDS).context("BACKENDS map")?)?;
         for a in &wanted {
             let mac = macs[a];
+            let tx = backend_tx.get(a).copied().flatten();
             let slot = match self.backends.get(a) {
-                Some(s) if s.mac == mac => continue,
+                Some(s) if s.mac == mac && s.tx == tx => continue,
                 Some(s) => BackendSlot {
                     index: s.index,
                     mac,
+                    tx,
                 },
                 None => {
                     let index = self.free_backends.pop_front().expect("capacity checked");
                     report.backends_added.push(*a);
-                    BackendSlot { index, mac }
+                    BackendSlot { index, mac, tx }
                 }
             };
             let meta = BackendMeta {
                 addr: wire_words(a),
-                flags: BACKEND_F_ACTIVE | if a.is_ipv6() { BACKEND_F_V6 } else { 0 },
+                flags: BACKEND_F_ACTIVE
+                    | if a.is_ipv6() { BACKEND_F_V6 } else { 0 }
+                    | if tx.is_some() { BACKEND_F_REDIRECT } else { 0 },
                 next_hop_mac: mac,
-                _pad: [0; 2],
+                tx_port: tx.unwrap_or(0),
+                _pad: 0,
             };
             backends_map
                 .set(slot.index, meta, 0)
@@ -267,7 +310,7 @@ impl L4Tables {
                 ForwardMode::Dsr => VIP_MODE_DSR,
                 ForwardMode::Ipip => VIP_MODE_IPIP,
             };
-            let flags = vip_flags(v);
+            let flags = vip_flags(v, l4);
             match self.vips.get_mut(&v.name) {
                 Some(row) => {
                     let live = (row.meta.table & 1) as usize;
@@ -370,6 +413,25 @@ impl L4Tables {
             }
         }
         self.fragment_aliases = aliases;
+        // Echo entries: an address answers ping when any of its VIPs says
+        // so; the first such VIP (file order) counts the traffic.
+        let mut echo: HashMap<VipKey, String> = HashMap::new();
+        for v in l4.vips.iter().filter(|v| v.ping) {
+            let mut k = vip_key(v);
+            k.port = ECHO_PORT;
+            k.proto = if v.address.is_ipv4() { 1 } else { 58 };
+            echo.entry(k).or_insert_with(|| v.name.clone());
+        }
+        for (k, name) in &echo {
+            let meta = self.vips[name].meta;
+            vips_map.insert(k, meta, 0)?;
+        }
+        for k in self.echo_aliases.keys() {
+            if !echo.contains_key(k) {
+                let _ = vips_map.remove(k);
+            }
+        }
+        self.echo_aliases = echo;
 
         // 4. Backends no table references any more: deactivate, reuse last.
         let gone: Vec<IpAddr> = self

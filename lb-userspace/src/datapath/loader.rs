@@ -1,9 +1,6 @@
 //! Loads the eBPF object, attaches XDP to the configured interfaces, pins the
 //! maps under the instance's folder, and undoes all of it on drop.
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use aya::{
     programs::{Xdp, XdpMode},
@@ -11,11 +8,10 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use lb_common::maps;
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::{Config, XdpModeSetting};
 
-use super::{ensure_bpffs, instance_pin_dir, EBPF_OBJECT};
+use super::{ensure_bpffs, instance_lock::InstanceLock, instance_pin_dir, EBPF_OBJECT};
 
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +63,7 @@ pub struct Datapath {
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     ebpf: Ebpf,
     pin_dir: PathBuf,
-    _lock: Flock<File>,
+    _lock: InstanceLock,
     attached: Vec<(String, &'static str)>,
 }
 
@@ -80,16 +76,13 @@ impl std::fmt::Debug for Datapath {
     }
 }
 
-/// Where instance locks live; outside bpffs, which holds no regular files.
-const LOCK_DIR: &str = "/run/xlb";
-
 impl Datapath {
     /// Loads the object with maps sized by `config` and pins the maps, but
     /// attaches nothing: the caller fills the maps first, so the very first
     /// packet already sees the VIPs.
     pub fn load(config: &Config) -> Result<Datapath, DatapathError> {
         let instance = config.instance.as_str();
-        let lock = take_instance_lock(instance)?;
+        let lock = InstanceLock::take(instance)?;
         ensure_bpffs(&config.bpffs).map_err(DatapathError::Bpffs)?;
         let pin_dir = instance_pin_dir(&config.bpffs, instance);
         // We hold the lock, so anything left here is from a crashed run.
@@ -102,7 +95,8 @@ impl Datapath {
         let level = ebpf_log_level();
         let l4 = &config.l4;
         let maglev_entries = l4.max_vips * 2 * l4.maglev_table_size;
-        let vip_entries = l4.max_vips * 2;
+        // Each VIP, its fragment entry and its echo entry.
+        let vip_entries = l4.max_vips * 3;
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, false)
             .map_max_entries(maps::MAGLEV, maglev_entries)
@@ -244,17 +238,6 @@ fn attach(
             mode: mode_name,
             source,
         })
-}
-
-fn take_instance_lock(instance: &str) -> Result<Flock<File>, DatapathError> {
-    let io = |what: String| move |source| DatapathError::Io { what, source };
-    std::fs::create_dir_all(LOCK_DIR).map_err(io(format!("creating {LOCK_DIR}")))?;
-    let path = Path::new(LOCK_DIR).join(format!("{instance}.lock"));
-    let file = File::create(&path).map_err(io(format!("opening {}", path.display())))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| DatapathError::InstanceBusy {
-        instance: instance.to_string(),
-        lock: path,
-    })
 }
 
 /// Removes the instance's pins and folder, and the `xlb` parent folder if it

@@ -5,12 +5,14 @@ mod bpffs;
 pub mod counters;
 pub mod deny;
 pub mod flood_refill;
+mod instance_lock;
 pub mod l4_tables;
 mod loader;
 pub mod neighbour;
 pub mod next_hops;
 pub mod predict;
 pub mod state_file;
+pub mod tx_ports;
 
 pub use crate::ebpf_object::EBPF_OBJECT;
 pub use bpffs::{ensure_bpffs, instance_pin_dir};

@@ -2,11 +2,11 @@
 //! and flag of the datapath appears once. Addresses are from the
 //! documentation ranges (RFC 5737, RFC 3849).
 use lb_common::{
-    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
+    backend::{BackendMeta, TxPort, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
     flow::{wire_addr_v4, wire_addr_v6, wire_port, FlowKey},
     vip::{
-        VipKey, VipMeta, VIP_F_HASH_NO_PORTS, VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP,
-        VIP_MODE_L7,
+        VipKey, VipMeta, VIP_F_HASH_NO_PORTS, VIP_F_NO_CONNTRACK, VIP_F_TOO_BIG_DROP, VIP_MODE_DSR,
+        VIP_MODE_IPIP, VIP_MODE_L7,
     },
 };
 
@@ -44,8 +44,12 @@ pub const VIP_EMPTY: [u8; 4] = [198, 51, 100, 5];
 pub const VIP_NOCT: [u8; 4] = [198, 51, 100, 6];
 /// TCP 80 DSR, `VIP_F_HASH_NO_PORTS`.
 pub const VIP_NOPORTS: [u8; 4] = [198, 51, 100, 7];
-/// TCP 80 IPIP whose only backend is IPv6.
+/// TCP 80 IPIP whose only backend is IPv6 (IPv4 in IPv6).
 pub const VIP_MIXED: [u8; 4] = [198, 51, 100, 8];
+/// TCP 80 IPIP with `too_big: drop`.
+pub const VIP_TBDROP: [u8; 4] = [198, 51, 100, 10];
+/// TCP 80 DSR and UDP 53 IPIP to backend 7, behind a second NIC.
+pub const VIP_RDR: [u8; 4] = [198, 51, 100, 11];
 /// TCP 80 DSR whose table names an inactive backend.
 pub const VIP_DEAD: [u8; 4] = [198, 51, 100, 9];
 /// Not a VIP.
@@ -54,6 +58,10 @@ pub const NOT_VIP4: [u8; 4] = [198, 51, 100, 99];
 pub const VIP6_A: [u8; 16] = v6(0x2001_0db8_0100_0000, 1);
 /// TCP 80 IPIP.
 pub const VIP6_I: [u8; 16] = v6(0x2001_0db8_0100_0000, 2);
+/// TCP 80 IPIP with `too_big: drop`.
+pub const VIP6_TBDROP: [u8; 16] = v6(0x2001_0db8_0100_0000, 0x10);
+/// TCP 80 DSR to backend 8, behind the second NIC.
+pub const VIP6_RDR: [u8; 16] = v6(0x2001_0db8_0100_0000, 0x11);
 /// Not a VIP.
 pub const NOT_VIP6: [u8; 16] = v6(0x2001_0db8_0100_0000, 0x99);
 
@@ -75,6 +83,25 @@ pub const fn v6(hi: u64, lo: u64) -> [u8; 16] {
 /// The next-hop MAC of backend `i`.
 pub const fn bmac(i: u32) -> Mac {
     [0x02, 0, 0, 0, 0xb0, i as u8]
+}
+
+/// The backend behind the second NIC (`TX_PORTS` slot [`RDR_PORT`]).
+pub const B_RDR: u32 = 7;
+/// The IPv6 backend behind the second NIC.
+pub const B6_RDR: u32 = 8;
+/// Its `TX_PORTS` / `TX_DEVMAP` slot (both backends').
+pub const RDR_PORT: u8 = 1;
+/// The second NIC's MAC (the redirected frames' source).
+pub const RDR_MAC: Mac = [0x02, 0, 0, 0, 0, 0x02];
+
+/// The second NIC: loopback's index stands in (BPF_PROG_TEST_RUN reports
+/// `XDP_REDIRECT` without sending), its MAC [`RDR_MAC`].
+pub fn rdr_port() -> TxPort {
+    TxPort {
+        ifindex: 1,
+        mac: RDR_MAC,
+        _pad: [0; 2],
+    }
 }
 
 /// IPv4 backends 1..=3, IPv6 backends 4..=6, inactive backend 9.
@@ -104,7 +131,8 @@ pub fn backends() -> Vec<BackendSpec> {
                 addr: [wire_addr_v4(baddr4(i)), 0, 0, 0],
                 flags: BACKEND_F_ACTIVE,
                 next_hop_mac: bmac(i),
-                _pad: [0; 2],
+                tx_port: 0,
+                _pad: 0,
             },
         });
     }
@@ -115,17 +143,39 @@ pub fn backends() -> Vec<BackendSpec> {
                 addr: wire_addr_v6(baddr6(i)),
                 flags: BACKEND_F_ACTIVE | BACKEND_F_V6,
                 next_hop_mac: bmac(i),
-                _pad: [0; 2],
+                tx_port: 0,
+                _pad: 0,
             },
         });
     }
+    v.push(BackendSpec {
+        index: B_RDR,
+        meta: BackendMeta {
+            addr: [wire_addr_v4(baddr4(B_RDR)), 0, 0, 0],
+            flags: BACKEND_F_ACTIVE | BACKEND_F_REDIRECT,
+            next_hop_mac: bmac(B_RDR),
+            tx_port: RDR_PORT,
+            _pad: 0,
+        },
+    });
+    v.push(BackendSpec {
+        index: B6_RDR,
+        meta: BackendMeta {
+            addr: wire_addr_v6(baddr6(B6_RDR)),
+            flags: BACKEND_F_ACTIVE | BACKEND_F_V6 | BACKEND_F_REDIRECT,
+            next_hop_mac: bmac(B6_RDR),
+            tx_port: RDR_PORT,
+            _pad: 0,
+        },
+    });
     v.push(BackendSpec {
         index: B_INACTIVE,
         meta: BackendMeta {
             addr: [wire_addr_v4(baddr4(B_INACTIVE)), 0, 0, 0],
             flags: 0,
             next_hop_mac: bmac(B_INACTIVE),
-            _pad: [0; 2],
+            tx_port: 0,
+            _pad: 0,
         },
     });
     v
@@ -146,6 +196,20 @@ pub mod row {
     pub const A6_TCP: u32 = 10;
     pub const A6_UDP_IPIP: u32 = 11;
     pub const I6_TCP: u32 = 12;
+    pub const TBDROP: u32 = 13;
+    pub const RDR_TCP: u32 = 14;
+    pub const RDR_UDP_IPIP: u32 = 15;
+    pub const TBDROP6: u32 = 16;
+    pub const RDR6_TCP: u32 = 17;
+}
+
+/// Echo entries (`lb_common::vip::ECHO_PORT`): VIP_A and VIP6_A answer
+/// ping (counted under their TCP rows); VIP_I does not (`ping: false`).
+pub fn echo_entries() -> Vec<(VipKey, VipMeta)> {
+    vec![
+        (v4(VIP_A, 0, 1), meta(row::A_TCP, 0, VIP_MODE_DSR, 0)),
+        (v6key(VIP6_A, 0, 58), meta(row::A6_TCP, 0, VIP_MODE_DSR, 0)),
+    ]
 }
 
 fn v4(addr: [u8; 4], port: u16, proto: u8) -> VipKey {
@@ -260,6 +324,36 @@ pub fn vips() -> Vec<VipSpec> {
             v6key(VIP6_I, 80, 6),
             meta(I6_TCP, 0, VIP_MODE_IPIP, 0),
             all6(),
+            false,
+        ),
+        spec(
+            v4(VIP_TBDROP, 80, 6),
+            meta(TBDROP, 0, VIP_MODE_IPIP, VIP_F_TOO_BIG_DROP),
+            all4(),
+            false,
+        ),
+        spec(
+            v4(VIP_RDR, 80, 6),
+            meta(RDR_TCP, 0, VIP_MODE_DSR, 0),
+            vec![(B_RDR, 1)],
+            false,
+        ),
+        spec(
+            v4(VIP_RDR, 53, 17),
+            meta(RDR_UDP_IPIP, 1, VIP_MODE_IPIP, 0),
+            vec![(B_RDR, 1)],
+            true,
+        ),
+        spec(
+            v6key(VIP6_TBDROP, 80, 6),
+            meta(TBDROP6, 0, VIP_MODE_IPIP, VIP_F_TOO_BIG_DROP),
+            all6(),
+            false,
+        ),
+        spec(
+            v6key(VIP6_RDR, 80, 6),
+            meta(RDR6_TCP, 0, VIP_MODE_DSR, 0),
+            vec![(B6_RDR, 1)],
             false,
         ),
     ]

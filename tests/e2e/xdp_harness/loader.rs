@@ -6,13 +6,13 @@ use std::collections::HashMap as StdHashMap;
 
 use anyhow::{anyhow, Context as _};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMap, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    backend::BackendMeta,
-    conntrack::ConnValue,
+    backend::{BackendMeta, TxPort},
+    conntrack::{ConnValue, FragKey, FragValue},
     consts::{MAX_VIPS, NO_BACKEND},
     counters::{GlobalCounters, PacketCounter},
     flow::{flow_hash, FlowKey},
@@ -30,6 +30,8 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 /// See [`XDP_ABORTED`].
 pub const XDP_TX: u32 = 3;
+/// See [`XDP_ABORTED`].
+pub const XDP_REDIRECT: u32 = 4;
 
 /// The action's name, for messages.
 pub fn action_name(a: u32) -> &'static str {
@@ -38,7 +40,7 @@ pub fn action_name(a: u32) -> &'static str {
         XDP_DROP => "XDP_DROP",
         XDP_PASS => "XDP_PASS",
         XDP_TX => "XDP_TX",
-        4 => "XDP_REDIRECT",
+        XDP_REDIRECT => "XDP_REDIRECT",
         _ => "XDP_?",
     }
 }
@@ -114,10 +116,12 @@ fn backend_identity(index: u32, meta: &BackendMeta) -> Vec<u8> {
 impl Harness {
     /// Loads the embedded object with `MAGLEV` sized `MAX_VIPS * 2 * m` and
     /// `CONNTRACK` holding `conntrack` entries, and loads both programs.
+    /// `FRAGMENTS` gets as many entries as `CONNTRACK`.
     pub fn load(m: u32, conntrack: u32) -> anyhow::Result<Harness> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::MAGLEV, MAX_VIPS * 2 * m)
             .map_max_entries(names::CONNTRACK, conntrack)
+            .map_max_entries(names::FRAGMENTS, conntrack)
             .load(xlb::datapath::EBPF_OBJECT)
             .context("loading the eBPF object")?;
         for name in [names::XDP_PROGRAM, names::XDP_DECAP_PROGRAM] {
@@ -263,6 +267,48 @@ impl Harness {
                 };
                 map.insert(alias, v.meta, 0)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes one `VIPS` entry as is (echo entries).
+    pub fn insert_vip(&mut self, key: VipKey, meta: VipMeta) -> anyhow::Result<()> {
+        self.vips()?.insert(key, meta, 0)?;
+        Ok(())
+    }
+
+    /// Writes `TX_PORTS[slot]` and `TX_DEVMAP[slot]`.
+    pub fn set_tx_port(&mut self, slot: u32, port: TxPort) -> anyhow::Result<()> {
+        let mut a: Array<&mut MapData, TxPort> =
+            Array::try_from(self.ebpf.map_mut(names::TX_PORTS).context("TX_PORTS")?)?;
+        a.set(slot, port, 0)?;
+        let mut d: DevMap<&mut MapData> =
+            DevMap::try_from(self.ebpf.map_mut(names::TX_DEVMAP).context("TX_DEVMAP")?)?;
+        d.set(slot, port.ifindex, None, 0)?;
+        Ok(())
+    }
+
+    /// `FRAGMENTS[key]`.
+    pub fn frag_get(&self, key: &FragKey) -> Option<FragValue> {
+        let map: HashMap<&MapData, FragKey, FragValue> =
+            HashMap::try_from(self.ebpf.map(names::FRAGMENTS)?).ok()?;
+        map.get(key, 0).ok()
+    }
+
+    /// Every `FRAGMENTS` entry.
+    pub fn frags_dump(&self) -> anyhow::Result<Vec<(FragKey, FragValue)>> {
+        let map: HashMap<&MapData, FragKey, FragValue> =
+            HashMap::try_from(self.ebpf.map(names::FRAGMENTS).context("FRAGMENTS")?)?;
+        Ok(map.iter().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Empties `FRAGMENTS`.
+    pub fn frags_clear(&mut self) -> anyhow::Result<()> {
+        let mut map: HashMap<&mut MapData, FragKey, FragValue> =
+            HashMap::try_from(self.ebpf.map_mut(names::FRAGMENTS).context("FRAGMENTS")?)?;
+        let keys: Vec<FragKey> = map.keys().collect::<Result<_, _>>()?;
+        for k in keys {
+            map.remove(&k)?;
         }
         Ok(())
     }

@@ -21,12 +21,27 @@
 //! - an ICMP error about a VIP flow goes to the connection table's backend
 //!   if it has a valid entry, else to the Maglev table's, as
 //!   `tx_icmp_to_backend`; it never adds an entry and never spends the
-//!   flood-guard budget.
+//!   flood-guard budget;
+//! - an ICMP/ICMPv6 echo request (whole, not a fragment) to an address
+//!   with an echo entry is answered in place (`tx_echo_reply`): MACs and
+//!   addresses swapped, TTL/hop limit 64, type 0/129, checksums updated as
+//!   RFC 1624 eqn. 3 says;
+//! - a first fragment with its ports is placed like an unfragmented packet
+//!   of its flow (`tx_fragment_first`) and remembered by (source,
+//!   destination, protocol, identification); a later fragment goes where
+//!   its first went (`tx_fragment_followed`), else by the 3-tuple
+//!   (`tx_fragment`);
+//! - a packet larger than `backend_mtu` once encapsulated (20 bytes of
+//!   IPv4, 40 of IPv6 outer header, IPv4 in IPv6 for an IPv4 VIP's IPv6
+//!   backend) is answered with ICMP too-big whatever DF says, or dropped
+//!   (`drop_too_big`) when the VIP says drop, when it is an ICMP error, or
+//!   when its IPv4 header has options;
+//! - a connection-table hit reuses the flow hash stored in the entry.
 use std::collections::HashMap;
 
 use lb_common::{
-    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_V6},
-    conntrack::ConnValue,
+    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
+    conntrack::{ConnValue, FragKey, FragValue},
     consts::{MAX_BACKENDS, MAX_VIPS, NO_BACKEND},
     flow::{FlowKey, FLOW_HASH_SEED},
     maglev::murmur3_32,
@@ -34,12 +49,12 @@ use lb_common::{
     settings::{Settings, SETTINGS_F_IPIP_SRC_FROM_FLOW, SETTINGS_F_NO_PORT_WILDCARDS},
     vip::{
         VipKey, VipMeta, FAMILY_FRAGMENTS, FAMILY_V4, FAMILY_V6, VIP_F_HASH_NO_PORTS,
-        VIP_F_NO_CONNTRACK, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
+        VIP_F_NO_CONNTRACK, VIP_F_TOO_BIG_DROP, VIP_MODE_DSR, VIP_MODE_IPIP, VIP_MODE_L7,
     },
 };
 
 use super::frame::checksum;
-use super::loader::{XDP_DROP, XDP_PASS, XDP_TX};
+use super::loader::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 
 /// A flow as the model sees it: wire bytes (IPv4 in the first 4 bytes of
 /// each address, the rest zero).
@@ -126,6 +141,8 @@ pub struct Decision {
     pub ct_key: Option<Key>,
     /// The entry the decision writes.
     pub ct_insert: Option<(Key, ConnValue)>,
+    /// The `FRAGMENTS` entry the decision writes (a first fragment).
+    pub frag_insert: Option<(FragKey, FragValue)>,
 }
 
 /// The model's copy of the datapath's configuration and state.
@@ -138,6 +155,10 @@ pub struct Model {
     /// untouched BPF array is.
     pub tables: HashMap<(u32, u32), Vec<u32>>,
     pub conntrack: HashMap<Key, ConnValue>,
+    /// First fragments' choices.
+    pub frags: HashMap<FragKey, FragValue>,
+    /// `TX_PORTS` slot → that interface's MAC (redirected frames' source).
+    pub tx_ports: HashMap<u8, [u8; 6]>,
     /// Connection-table inserts made so far (the model assumes the
     /// configured budget is never reached within one window).
     pub inserts: u64,
@@ -177,6 +198,10 @@ struct Ip {
     ihl_bytes: usize,
     key: Key,
     fragment: bool,
+    /// A first fragment whose ports are in `key`.
+    frag_first: bool,
+    /// Identification as loaded (IPv4: 16 bits in native order).
+    frag_id: u32,
     dont_frag: bool,
     ip_len: u32,
 }
@@ -230,12 +255,20 @@ impl Model {
             dport: [0; 2],
             proto,
         };
+        let mut frag_first = false;
         if !fragment && (proto == 6 || proto == 17) {
             if l4 + 4 > bound {
                 return Parse::Malformed;
             }
             key.sport = [f[l4], f[l4 + 1]];
             key.dport = [f[l4 + 2], f[l4 + 3]];
+        }
+        // A first fragment (offset 0) holding its ports is placed by them;
+        // one too short to hold them is placed like a later fragment.
+        if fragment && frag & 0x1fff == 0 && (proto == 6 || proto == 17) && l4 + 4 <= bound {
+            key.sport = [f[l4], f[l4 + 1]];
+            key.dport = [f[l4 + 2], f[l4 + 3]];
+            frag_first = true;
         }
         Parse::Ip(Ip {
             l3,
@@ -245,6 +278,8 @@ impl Model {
             ihl_bytes: ihl * 4,
             key,
             fragment,
+            frag_first,
+            frag_id: u16::from_ne_bytes([f[l3 + 4], f[l3 + 5]]) as u32,
             dont_frag: frag & 0x4000 != 0,
             ip_len: total as u32,
         })
@@ -265,6 +300,8 @@ impl Model {
         let mut next = f[l3 + 6];
         let mut off = l3 + 40;
         let mut fragment = false;
+        let mut first = false;
+        let mut frag_id = 0u32;
         let is_ext = |n: u8| matches!(n, 0 | 43 | 60 | 44);
         // The datapath follows at most four extension headers.
         for _ in 0..4 {
@@ -289,6 +326,8 @@ impl Model {
                         continue;
                     }
                     fragment = true;
+                    first = off_m & 0xfff8 == 0;
+                    frag_id = u32::from_ne_bytes([f[off - 4], f[off - 3], f[off - 2], f[off - 1]]);
                     // RFC 8200 §4.5: after the Fragment header of a
                     // non-first fragment comes fragment data, not headers;
                     // so the chain ends here for every fragment, and all
@@ -316,6 +355,12 @@ impl Model {
             key.sport = [f[off], f[off + 1]];
             key.dport = [f[off + 2], f[off + 3]];
         }
+        let mut frag_first = false;
+        if fragment && first && (next == 6 || next == 17) && off + 4 <= bound {
+            key.sport = [f[off], f[off + 1]];
+            key.dport = [f[off + 2], f[off + 3]];
+            frag_first = true;
+        }
         Parse::Ip(Ip {
             l3,
             bound,
@@ -324,6 +369,8 @@ impl Model {
             ihl_bytes: 40,
             key,
             fragment,
+            frag_first,
+            frag_id,
             dont_frag: true,
             ip_len: 40 + plen as u32,
         })
@@ -436,6 +483,66 @@ impl Model {
         Some(self.backends.get(&index).copied().unwrap_or_default())
     }
 
+    /// The `FRAGMENTS` key of a fragment.
+    fn frag_key(ip: &Ip) -> FragKey {
+        let k = ip.key.flow_key();
+        FragKey {
+            src: k.src,
+            dst: k.dst,
+            id: ip.frag_id,
+            proto: ip.key.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The echo reply to the request in `f` (RFC 792, RFC 4443 §4.2).
+    fn echo_reply(f: &[u8], ip: &Ip) -> Vec<u8> {
+        let mut out = f.to_vec();
+        out[..6].copy_from_slice(&f[6..12]);
+        out[6..12].copy_from_slice(&f[..6]);
+        let l3 = ip.l3;
+        let l4 = ip.l4;
+        // RFC 1624 eqn. 3 on one 16-bit word.
+        let replace = |check: u16, old: u16, new: u16| -> u16 {
+            let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            !(sum as u16)
+        };
+        if ip.v6 {
+            out[l3 + 8..l3 + 24].copy_from_slice(&f[l3 + 24..l3 + 40]);
+            out[l3 + 24..l3 + 40].copy_from_slice(&f[l3 + 8..l3 + 24]);
+            out[l3 + 7] = 64;
+            let code = f[l4 + 1];
+            out[l4] = 129;
+            let c = replace(
+                be16(f, l4 + 2),
+                u16::from_be_bytes([128, code]),
+                u16::from_be_bytes([129, code]),
+            );
+            out[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+        } else {
+            out[l3 + 12..l3 + 16].copy_from_slice(&f[l3 + 16..l3 + 20]);
+            out[l3 + 16..l3 + 20].copy_from_slice(&f[l3 + 12..l3 + 16]);
+            out[l3 + 8] = 64;
+            let c = replace(
+                be16(f, l3 + 10),
+                u16::from_be_bytes([f[l3 + 8], f[l3 + 9]]),
+                u16::from_be_bytes([64, f[l3 + 9]]),
+            );
+            out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            let code = f[l4 + 1];
+            out[l4] = 0;
+            let c = replace(
+                be16(f, l4 + 2),
+                u16::from_be_bytes([8, code]),
+                u16::from_be_bytes([0, code]),
+            );
+            out[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+        }
+        out
+    }
+
     /// What the program should do with `f`; does not change the model
     /// (see [`Model::apply`]).
     pub fn decide(&self, f: &[u8]) -> Decision {
@@ -445,6 +552,7 @@ impl Model {
             out: f.to_vec(),
             ct_key: None,
             ct_insert: None,
+            frag_insert: None,
         };
         let ip = match self.parse(f) {
             Parse::Ip(ip) => ip,
@@ -452,120 +560,201 @@ impl Model {
             Parse::Malformed => return pass(Reason::PassMalformed),
             Parse::Unsupported => return pass(Reason::PassUnsupportedHeader),
         };
-        #[derive(PartialEq)]
+        #[derive(PartialEq, Clone, Copy)]
         enum Kind {
             Flow,
+            FirstFragment,
             Fragment,
             IcmpError,
         }
         let icmp = if ip.v6 { 58 } else { 1 };
+        // A later fragment whose first was seen follows it.
+        let mut followed: Option<(VipMeta, u32, BackendMeta, u32)> = None;
         let (flow, kind) = if ip.key.proto == icmp {
             match self.quoted_flow(f, &ip) {
                 Quoted::Flow(k) => (k, Kind::IcmpError),
-                Quoted::NotAnError => return pass(Reason::PassNotVip),
+                Quoted::NotAnError => {
+                    let echo = !ip.fragment
+                        && ip.l4 + 8 <= ip.bound
+                        && f[ip.l4] == if ip.v6 { 128 } else { 8 };
+                    let ek = VipKey {
+                        addr: ip.key.flow_key().dst,
+                        port: 0,
+                        proto: icmp,
+                        family: if ip.v6 { FAMILY_V6 } else { FAMILY_V4 },
+                    };
+                    if echo && self.vips.contains_key(&ek) {
+                        return Decision {
+                            action: XDP_TX,
+                            reason: Reason::TxEchoReply,
+                            out: Self::echo_reply(f, &ip),
+                            ct_key: None,
+                            ct_insert: None,
+                            frag_insert: None,
+                        };
+                    }
+                    return pass(Reason::PassNotVip);
+                }
                 Quoted::Unusable => return pass(Reason::PassIcmpUnknownFlow),
             }
+        } else if ip.frag_first {
+            (ip.key, Kind::FirstFragment)
         } else if ip.fragment {
+            if let Some(v) = self.frags.get(&Self::frag_key(&ip)) {
+                if let Some(b) = self.backend(v.backend) {
+                    if b.flags & BACKEND_F_ACTIVE != 0 {
+                        followed = Some((v.vip, v.backend, b, v.hash));
+                    }
+                }
+            }
             (ip.key.three_tuple(), Kind::Fragment)
         } else {
             (ip.key, Kind::Flow)
         };
-        let Some(vip) = self.lookup_vip(&flow, ip.v6, kind == Kind::Fragment) else {
-            // An error about a flow to no VIP is not ours to steer either.
-            return pass(if kind == Kind::IcmpError {
-                Reason::PassIcmpUnknownFlow
-            } else {
-                Reason::PassNotVip
-            });
-        };
-        if vip.mode == VIP_MODE_L7 {
-            return pass(Reason::PassL7);
-        }
-        let drop = |reason, ct_insert| Decision {
-            action: XDP_DROP,
-            reason,
-            out: f.to_vec(),
-            ct_key: None,
-            ct_insert,
-        };
-        let key = if vip.flags & VIP_F_HASH_NO_PORTS != 0 {
-            flow.three_tuple()
+        let mut ct_insert = None;
+        let mut frag_insert = None;
+        let mut ct_key = None;
+        let (vip, backend, reason, hash) = if let Some((vip, _, b, hash)) = followed {
+            (vip, b, Reason::TxFragmentFollowed, hash)
         } else {
-            flow
-        };
-        // Fragments never touch the connection table; ICMP errors read it
-        // but never add to it (nor spend the new-flow budget).
-        let use_ct = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
-        let may_insert = use_ct && kind == Kind::Flow;
+            let Some(vip) = self.lookup_vip(&flow, ip.v6, kind == Kind::Fragment) else {
+                // An error about a flow to no VIP is not ours to steer either.
+                return pass(if kind == Kind::IcmpError {
+                    Reason::PassIcmpUnknownFlow
+                } else {
+                    Reason::PassNotVip
+                });
+            };
+            if vip.mode == VIP_MODE_L7 {
+                return pass(Reason::PassL7);
+            }
+            let drop = |reason| Decision {
+                action: XDP_DROP,
+                reason,
+                out: f.to_vec(),
+                ct_key: None,
+                ct_insert: None,
+                frag_insert: None,
+            };
+            let key = if vip.flags & VIP_F_HASH_NO_PORTS != 0 {
+                flow.three_tuple()
+            } else {
+                flow
+            };
+            // Later fragments never touch the connection table; ICMP
+            // errors read it but never add to it (nor spend the new-flow
+            // budget); a first fragment is a packet of its flow.
+            let use_ct = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
+            let may_insert = use_ct && matches!(kind, Kind::Flow | Kind::FirstFragment);
 
-        // Connection table first, then the Maglev table.
-        let mut chosen: Option<(u32, BackendMeta, Reason)> = None;
-        if use_ct {
-            if let Some(c) = self.conntrack.get(&key) {
-                if c.vip == vip.index {
-                    if let Some(b) = self.backend(c.backend) {
-                        if b.flags & BACKEND_F_ACTIVE != 0 {
-                            chosen = Some((c.backend, b, Reason::TxConntrackHit));
+            // Connection table first, then the Maglev table.
+            let mut chosen: Option<(u32, BackendMeta, Reason, u32)> = None;
+            if use_ct {
+                if let Some(c) = self.conntrack.get(&key) {
+                    if c.vip == vip.index {
+                        if let Some(b) = self.backend(c.backend) {
+                            if b.flags & BACKEND_F_ACTIVE != 0 {
+                                chosen = Some((c.backend, b, Reason::TxConntrackHit, c.hash));
+                            }
                         }
                     }
                 }
             }
-        }
-        let mut ct_insert = None;
-        if chosen.is_none() {
-            let m = self.settings.maglev_size;
-            if m == 0 {
-                return drop(Reason::DropNoBackend, None);
+            if chosen.is_none() {
+                let m = self.settings.maglev_size;
+                if m == 0 {
+                    return drop(Reason::DropNoBackend);
+                }
+                if vip.index >= MAX_VIPS {
+                    return drop(Reason::DropNoBackend);
+                }
+                let hash = key.hash();
+                let slot = lb_common::flow::slot(hash, m);
+                let index = self
+                    .tables
+                    .get(&(vip.index, vip.table & 1))
+                    .map(|t| t[slot as usize])
+                    .unwrap_or(0);
+                if index == NO_BACKEND {
+                    return drop(Reason::DropNoBackend);
+                }
+                let b = match self.backend(index) {
+                    Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b,
+                    _ => return drop(Reason::DropBadBackend),
+                };
+                let reason = if !may_insert {
+                    Reason::TxNewFlow
+                } else if self.inserts >= u64::from(self.settings.new_flows_per_cpu_sec) {
+                    Reason::TxFloodGuard
+                } else {
+                    ct_insert = Some((
+                        key,
+                        ConnValue {
+                            backend: index,
+                            vip: vip.index,
+                            hash,
+                        },
+                    ));
+                    Reason::TxNewFlow
+                };
+                chosen = Some((index, b, reason, hash));
             }
-            if vip.index >= MAX_VIPS {
-                return drop(Reason::DropNoBackend, None);
+            let (index, backend, mut reason, hash) = chosen.unwrap();
+            match kind {
+                Kind::Fragment => reason = Reason::TxFragment,
+                Kind::IcmpError => reason = Reason::TxIcmpToBackend,
+                Kind::FirstFragment => {
+                    reason = Reason::TxFragmentFirst;
+                    frag_insert = Some((
+                        Self::frag_key(&ip),
+                        FragValue {
+                            backend: index,
+                            hash,
+                            vip,
+                        },
+                    ));
+                }
+                Kind::Flow => {}
             }
-            let slot = lb_common::flow::slot(key.hash(), m);
-            let index = self
-                .tables
-                .get(&(vip.index, vip.table & 1))
-                .map(|t| t[slot as usize])
-                .unwrap_or(0);
-            if index == NO_BACKEND {
-                return drop(Reason::DropNoBackend, None);
+            if use_ct {
+                ct_key = Some(key);
             }
-            let b = match self.backend(index) {
-                Some(b) if b.flags & BACKEND_F_ACTIVE != 0 => b,
-                _ => return drop(Reason::DropBadBackend, None),
-            };
-            let reason = if !may_insert {
-                Reason::TxNewFlow
-            } else if self.inserts >= u64::from(self.settings.new_flows_per_cpu_sec) {
-                Reason::TxFloodGuard
-            } else {
-                ct_insert = Some((
-                    key,
-                    ConnValue {
-                        backend: index,
-                        vip: vip.index,
-                    },
-                ));
-                Reason::TxNewFlow
-            };
-            chosen = Some((index, b, reason));
-        }
-        let (_, backend, mut reason) = chosen.unwrap();
-        match kind {
-            Kind::Fragment => reason = Reason::TxFragment,
-            Kind::IcmpError => reason = Reason::TxIcmpToBackend,
-            Kind::Flow => {}
-        }
-        let ct_key = if use_ct { Some(key) } else { None };
+            (vip, backend, reason, hash)
+        };
         let tx = |out: Vec<u8>, reason| Decision {
             action: XDP_TX,
             reason,
             out,
             ct_key,
             ct_insert,
+            frag_insert,
         };
-        let mut dropped = drop(Reason::DropBadBackend, ct_insert);
-        dropped.ct_key = ct_key;
+        let dropped = |reason| Decision {
+            action: XDP_DROP,
+            reason,
+            out: f.to_vec(),
+            ct_key,
+            ct_insert,
+            frag_insert,
+        };
 
+        // Forwarded frames leave by the backend's interface: redirected
+        // with that interface's MAC as the source, or sent back out.
+        let fwd = |mut out: Vec<u8>, reason| {
+            if backend.flags & BACKEND_F_REDIRECT == 0 {
+                return tx(out, reason);
+            }
+            match self.tx_ports.get(&backend.tx_port) {
+                Some(mac) => {
+                    out[6..12].copy_from_slice(mac);
+                    Decision {
+                        action: XDP_REDIRECT,
+                        ..tx(out, reason)
+                    }
+                }
+                None => dropped(Reason::DropBadBackend),
+            }
+        };
         // L2 towards the next hop: our MAC (the old destination) becomes the
         // source; a VLAN tag stays.
         let l2 = |dst: &[u8]| {
@@ -578,23 +767,26 @@ impl Model {
         if vip.mode == VIP_MODE_DSR {
             let mut out = f.to_vec();
             out[..ip.l3].copy_from_slice(&l2(&backend.next_hop_mac));
-            return tx(out, reason);
+            return fwd(out, reason);
         }
-        if vip.mode != VIP_MODE_IPIP || (backend.flags & BACKEND_F_V6 != 0) != ip.v6 {
-            return dropped;
+        let outer_v6 = backend.flags & BACKEND_F_V6 != 0;
+        if vip.mode != VIP_MODE_IPIP || (ip.v6 && !outer_v6) {
+            return dropped(Reason::DropBadBackend);
         }
-        let outer = if ip.v6 { 40 } else { 20 };
+        let outer = if outer_v6 { 40 } else { 20 };
         let mtu = self.settings.backend_mtu;
-        if kind != Kind::IcmpError && ip.dont_frag && ip.ip_len + outer > mtu {
-            dropped.reason = Reason::DropEncapFailed;
+        if ip.ip_len + outer > mtu {
+            if kind == Kind::IcmpError || vip.flags & VIP_F_TOO_BIG_DROP != 0 {
+                return dropped(Reason::DropTooBig);
+            }
             let back = l2(&f[6..12]);
             if !ip.v6 {
                 // Quotes of a fixed size only: no IPv4 options.
                 if ip.ihl_bytes != 20 || f.len() < ip.l3 + 28 {
-                    return dropped;
+                    return dropped(Reason::DropTooBig);
                 }
                 let quoted = &f[ip.l3..ip.l3 + 28];
-                let adv = (mtu.saturating_sub(20)).min(0xffff) as u16;
+                let adv = (mtu.saturating_sub(outer)).clamp(68, 0xffff) as u16;
                 let mut icmp = vec![3, 4, 0, 0, 0, 0];
                 icmp.extend_from_slice(&adv.to_be_bytes());
                 let c = checksum(&[&icmp, quoted]);
@@ -611,7 +803,7 @@ impl Model {
                 return tx(out, Reason::TxIcmpTooBig);
             }
             if f.len() < ip.l3 + 48 {
-                return dropped;
+                return dropped(Reason::DropTooBig);
             }
             let quoted = &f[ip.l3..ip.l3 + 48];
             // RFC 8200 §5: never advertise less than 1280.
@@ -635,12 +827,11 @@ impl Model {
             return tx(out, Reason::TxIcmpTooBig);
         }
 
-        // IP-in-IP (Katran's scheme).
-        let hash = key.hash();
+        // IP-in-IP (Katran's scheme; IPv4 in IPv6 for an IPv6 backend).
         let s = &self.settings;
         let from_flow = s.flags & SETTINGS_F_IPIP_SRC_FROM_FLOW != 0;
         let mut out = l2(&backend.next_hop_mac);
-        if !ip.v6 {
+        if !outer_v6 {
             let mut src = s.ipip_src_v4.to_ne_bytes();
             if from_flow {
                 src[2..4].copy_from_slice(&hash.to_be_bytes()[2..4]);
@@ -657,6 +848,8 @@ impl Model {
             h[10..12].copy_from_slice(&c.to_be_bytes());
             out.extend_from_slice(&h);
         } else {
+            let n = out.len();
+            out[n - 2..].copy_from_slice(&0x86ddu16.to_be_bytes());
             let mut src = [0u8; 16];
             for (i, w) in s.ipip_src_v6.iter().enumerate() {
                 src[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
@@ -664,25 +857,32 @@ impl Model {
             if from_flow {
                 src[12..16].copy_from_slice(&hash.to_be_bytes());
             }
-            let tc = (f[ip.l3] << 4) | (f[ip.l3 + 1] >> 4);
+            let (tc, next) = if ip.v6 {
+                ((f[ip.l3] << 4) | (f[ip.l3 + 1] >> 4), 41)
+            } else {
+                (f[ip.l3 + 1], 4)
+            };
             let vtf = (6u32 << 28) | (u32::from(tc) << 20) | (hash & 0xf_ffff);
             out.extend_from_slice(&vtf.to_be_bytes());
             out.extend_from_slice(&(ip.ip_len as u16).to_be_bytes());
-            out.extend_from_slice(&[41, 64]);
+            out.extend_from_slice(&[next, 64]);
             out.extend_from_slice(&src);
             for w in backend.addr {
                 out.extend_from_slice(&w.to_ne_bytes());
             }
         }
         out.extend_from_slice(&f[ip.l3..]);
-        tx(out, reason)
+        fwd(out, reason)
     }
 
-    /// Records a decision's effect on the connection table.
+    /// Records a decision's effect on the connection and fragment tables.
     pub fn apply(&mut self, d: &Decision) {
         if let Some((k, v)) = d.ct_insert {
             self.conntrack.insert(k, v);
             self.inserts += 1;
+        }
+        if let Some((k, v)) = d.frag_insert {
+            self.frags.insert(k, v);
         }
     }
 }
