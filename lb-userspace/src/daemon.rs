@@ -108,7 +108,13 @@ impl Daemon {
             let flood_rate = refill.rate();
             let flood_task = tokio::spawn(refill.run());
             let macs = next_hops::resolve_all(&config.l4).await?;
-            let mut tables = L4Tables::new(&config.l4);
+            // lifecycle: a restarted or upgraded daemon adopts the tables
+            // the last run left (same backend slots, same VIP rows).
+            let mut tables = if dp.adopted() {
+                L4Tables::adopt(dp.ebpf_mut(), &config.l4)?
+            } else {
+                L4Tables::new(&config.l4)
+            };
             let report = tables.apply(dp.ebpf_mut(), &config.l4, &macs)?;
             log_report(&report);
             dp.attach(&config, mode_override)?;

@@ -86,6 +86,20 @@ fn wire_words(addr: &IpAddr) -> [u32; 4] {
     }
 }
 
+/// The address of a `BACKENDS` entry (inverse of [`wire_words`]).
+fn backend_addr(meta: &BackendMeta) -> IpAddr {
+    let w = meta.addr;
+    if meta.flags & BACKEND_F_V6 != 0 {
+        let mut o = [0u8; 16];
+        for (i, word) in w.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        IpAddr::from(o)
+    } else {
+        IpAddr::from(w[0].to_ne_bytes())
+    }
+}
+
 fn vip_key(v: &VipConfig) -> VipKey {
     VipKey {
         addr: wire_words(&v.address),
@@ -137,6 +151,66 @@ impl L4Tables {
             free_backends: (0..l4.max_backends).collect(),
             fragment_aliases: HashMap::new(),
         }
+    }
+
+    /// The mirror of maps an earlier run filled (adopted pins): backend
+    /// slots keep their indices, so connection-table entries still name
+    /// the same backends, and VIPs keep their rows, so their counters go
+    /// on. VIP rows whose key no VIP of `l4` has are named
+    /// `(adopted row N)`, so the next `apply` removes them. Both table
+    /// halves are taken as unknown: the first `apply` writes the idle half
+    /// in full and flips to it, which costs one table write per VIP and
+    /// never shows a packet a half-written table.
+    pub fn adopt(ebpf: &mut Ebpf, l4: &L4Config) -> anyhow::Result<L4Tables> {
+        let mut t = L4Tables::new(l4);
+        let backends_map: Array<&MapData, BackendMeta> =
+            Array::try_from(ebpf.map(maps::BACKENDS).context("BACKENDS map")?)?;
+        for index in 0..l4.max_backends {
+            let meta = backends_map.get(&index, 0)?;
+            if meta.flags & BACKEND_F_ACTIVE == 0 {
+                continue;
+            }
+            let addr = backend_addr(&meta);
+            t.backends.insert(
+                addr,
+                BackendSlot {
+                    index,
+                    mac: meta.next_hop_mac,
+                },
+            );
+            t.free_backends.retain(|i| *i != index);
+        }
+        let vips_map: BpfHashMap<&MapData, VipKey, VipMeta> =
+            BpfHashMap::try_from(ebpf.map(maps::VIPS).context("VIPS map")?)?;
+        let mut fragment_keys = Vec::new();
+        for entry in vips_map.iter() {
+            let (key, meta) = entry?;
+            if key.family & FAMILY_FRAGMENTS != 0 {
+                fragment_keys.push((key, meta.index));
+                continue;
+            }
+            let name = l4
+                .vips
+                .iter()
+                .find(|v| vip_key(v) == key)
+                .map_or_else(|| format!("(adopted row {})", meta.index), |v| v.name.clone());
+            t.free_rows.retain(|r| *r != meta.index);
+            t.vips.insert(
+                name,
+                VipRow {
+                    row: meta.index,
+                    meta,
+                    key,
+                    halves: [Vec::new(), Vec::new()],
+                },
+            );
+        }
+        for (key, row) in fragment_keys {
+            if let Some((name, _)) = t.vips.iter().find(|(_, r)| r.row == row) {
+                t.fragment_aliases.insert(key, name.clone());
+            }
+        }
+        Ok(t)
     }
 
     /// Backend index → address, for stats and `xlb flow`.
@@ -418,4 +492,23 @@ fn write_half(
         written += 1;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod adopt_tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses_read_back_as_written() {
+        for a in ["10.1.2.3", "2001:db8::7"] {
+            let a: IpAddr = a.parse().unwrap();
+            let meta = BackendMeta {
+                addr: wire_words(&a),
+                flags: BACKEND_F_ACTIVE | if a.is_ipv6() { BACKEND_F_V6 } else { 0 },
+                next_hop_mac: [0; 6],
+                _pad: [0; 2],
+            };
+            assert_eq!(backend_addr(&meta), a);
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod deny;
 pub mod flood_refill;
 pub mod l4_tables;
 mod loader;
+pub mod pins;
 pub mod neighbour;
 pub mod next_hops;
 pub mod predict;
@@ -14,4 +15,4 @@ pub mod state_file;
 
 pub use crate::ebpf_object::EBPF_OBJECT;
 pub use bpffs::{ensure_bpffs, instance_pin_dir};
-pub use loader::{Datapath, DatapathError};
+pub use loader::{unpin_instance, Datapath, DatapathError};
