@@ -56,11 +56,14 @@ vips:
   - name: web
     address: 10.0.0.1
     port: 80
+    protocol: tcp
+    mode: dsr
     backends: [{address: 10.1.0.1}, {address: 10.1.0.2}]
   - name: dns
     address: 10.0.0.2
     port: 53
     protocol: udp
+    mode: dsr
     backends: [{address: 10.1.0.3}]
 ";
 

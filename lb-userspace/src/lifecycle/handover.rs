@@ -97,6 +97,14 @@ impl HandoverListener {
         Ok(HandoverListener { fd, path })
     }
 
+    /// A second handle on the same socket (for the accepting thread).
+    pub fn try_clone(&self) -> std::io::Result<HandoverListener> {
+        Ok(HandoverListener {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
     /// Waits for a successor to connect (blocking).
     pub fn accept(&self) -> Result<OwnedFd, HandoverError> {
         let raw = accept(self.fd.as_raw_fd()).map_err(sys("accept"))?;
