@@ -201,6 +201,19 @@ impl Xlb {
         }
     }
 
+    /// Whether the process this `Xlb` started has exited (after it handed
+    /// the instance to a successor, it drains and exits).
+    pub fn first_exited(&mut self) -> bool {
+        self.child.exited()
+    }
+
+    /// Records `pid` as the process serving the instance now (a successor
+    /// started by other means than [`Xlb::hand_over`], e.g. the unit's
+    /// `ExecReload`).
+    pub fn adopt_successor(&mut self, pid: u32) {
+        self.successor = Some(pid);
+    }
+
     /// SIGKILLs whichever process serves the instance now and waits until
     /// it is gone (a crash: nothing is cleaned up).
     pub fn kill9(&mut self) {
