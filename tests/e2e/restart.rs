@@ -40,6 +40,10 @@ const TCP_FLOWS: u16 = 200;
 const L7_PORT: u16 = 8080;
 /// The HTTP node (in backend1).
 const NODE_PORT: u16 = 8000;
+/// The WebSocket echo peer (tests/peers/ws_peer.py), on the LB's loopback.
+const WS_PORT: u16 = 9001;
+/// Handovers of each kind (restart, upgrade).
+const HANDOVERS: usize = 5;
 /// One UDP datagram per this interval.
 const UDP_EVERY: Duration = Duration::from_millis(2);
 
@@ -62,6 +66,9 @@ fn config(bed: &L4Bed) -> String {
     - name: web
       address: \"{LB4}:{L7_PORT}\"
   routes:
+    - id: ws
+      paths: [\"/ws/*\"]
+      upstream: ws
     - id: all
       paths: [\"/*\"]
       upstream: node
@@ -69,6 +76,9 @@ fn config(bed: &L4Bed) -> String {
     - id: node
       nodes:
         - {{address: \"{}:{NODE_PORT}\"}}
+    - id: ws
+      nodes:
+        - {{address: \"127.0.0.1:{WS_PORT}\"}}
 ",
         bed.backends[0].v4
     );
@@ -82,6 +92,8 @@ struct Load {
     udp_received: AtomicU64,
     http_ok: AtomicU64,
     http_failed: AtomicU64,
+    h2_ok: AtomicU64,
+    h2_failed: AtomicU64,
     http_errors: Mutex<Vec<String>>,
 }
 
@@ -94,6 +106,83 @@ fn http_get(addr: SocketAddr) -> std::io::Result<String> {
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out);
     Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// The WebSocket echo peer on the LB's loopback, once it accepts.
+fn ws_peer(bed: &L4Bed) -> ChildGuard {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/ws_peer.py");
+    let child = bed
+        .lb
+        // Debian's python3, where python3-websockets is installed.
+        .command("/usr/bin/python3")
+        .arg(script)
+        .args(["server", "--port", &WS_PORT.to_string(), "--name", "ws"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 ws_peer.py (Debian python3-websockets)");
+    let guard = ChildGuard::new(child);
+    let target: SocketAddr = format!("127.0.0.1:{WS_PORT}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bed.lb.enter(move || TcpStream::connect_timeout(&target, TIMEOUT).is_err()).unwrap() {
+        assert!(Instant::now() < deadline, "the WebSocket peer did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    guard
+}
+
+/// Opens a WebSocket through the L7 listener (RFC 6455 handshake by hand:
+/// the test needs nothing but a text frame each way) and reads the peer's
+/// hello.
+fn ws_open() -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::new(LB4.into(), L7_PORT), TIMEOUT)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(
+        b"GET /ws/restart HTTP/1.1\r\nHost: restart.test\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\n\r\n",
+    )?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b)?;
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(std::io::Error::other(format!("no upgrade: {head}")));
+    }
+    let hello = ws_read(&mut s)?;
+    assert!(hello.starts_with("hello from ws"), "{hello}");
+    Ok(s)
+}
+
+/// Reads one unmasked text frame (the server's), payload under 64 KiB.
+fn ws_read(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h)?;
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l)?;
+            u16::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    Ok(String::from_utf8_lossy(&payload).into_owned())
+}
+
+/// Sends `text` in a masked text frame (a client must mask) and returns
+/// the echo.
+fn ws_echo(s: &mut TcpStream, text: &str) -> String {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).expect("WebSocket write");
+    ws_read(s).expect("WebSocket echo")
 }
 
 /// The id of the XDP link pinned in `pin_dir`.
@@ -247,6 +336,31 @@ fn under_load(bed: &L4Bed, xlb: &mut Xlb, events: impl FnOnce(&mut Xlb, &mut Vec
                 })
                 .unwrap();
         });
+        // HTTP/2 (h2c, prior knowledge) with curl, a connection per request.
+        let (l, st) = (load.clone(), stop.clone());
+        s.spawn(move || {
+            let url = format!("http://{LB4}:{L7_PORT}/");
+            while !st.load(Ordering::Relaxed) {
+                let out = client
+                    .command("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+                    .args(["--http2-prior-knowledge", "--max-time", "10", &url])
+                    .output();
+                match out {
+                    Ok(o) if String::from_utf8_lossy(&o.stdout) == "200 2" => {
+                        l.h2_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        l.h2_failed.fetch_add(1, Ordering::Relaxed);
+                        let mut e = l.http_errors.lock().unwrap();
+                        if e.len() < 10 {
+                            e.push(format!("h2: {:?}", other.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())));
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        });
         // Load runs a moment before and after the events.
         std::thread::sleep(Duration::from_millis(500));
         events(xlb, &mut conns);
@@ -260,10 +374,12 @@ fn print(what: &str, l: &Load) {
     let sent = l.udp_sent.load(Ordering::Relaxed);
     let got = l.udp_received.load(Ordering::Relaxed);
     println!(
-        "{what}: UDP sent {sent}, answered {got}, lost {}; HTTP ok {}, failed {} {:?}",
+        "{what}: UDP sent {sent}, answered {got}, lost {}; HTTP/1.1 ok {}, failed {}; HTTP/2 ok {}, failed {} {:?}",
         sent.saturating_sub(got),
         l.http_ok.load(Ordering::Relaxed),
         l.http_failed.load(Ordering::Relaxed),
+        l.h2_ok.load(Ordering::Relaxed),
+        l.h2_failed.load(Ordering::Relaxed),
         l.http_errors.lock().unwrap()
     );
 }
@@ -287,6 +403,9 @@ fn restarts_upgrades_and_a_crash_lose_nothing() {
     let link = link_id(&pin_dir);
     let mut last_packets = packets(&xlb);
 
+    let _ws_peer = ws_peer(&bed);
+    let mut ws = bed.client.enter(ws_open).unwrap().expect("WebSocket through L7");
+    assert_eq!(ws_echo(&mut ws, "before"), "before");
     let load = under_load(&bed, &mut xlb, |xlb, conns| {
         let mut check = |xlb: &mut Xlb, what: &str| {
             let moved = tcp_moved(conns);
@@ -296,12 +415,12 @@ fn restarts_upgrades_and_a_crash_lose_nothing() {
             assert!(p >= last_packets, "{what}: counters went back from {last_packets} to {p}");
             last_packets = p;
         };
-        for i in 0..2 {
+        for i in 0..HANDOVERS {
             let pid = xlb.hand_over().expect("restart by handover");
             println!("restart {i}: pid {pid}");
             check(xlb, &format!("restart {i}"));
         }
-        for i in 0..2 {
+        for i in 0..HANDOVERS {
             // A new file at the same path (as a package manager writes it).
             let tmp = bin.with_extension("new");
             std::fs::copy(xlb_tests::xlb::binary(), &tmp).unwrap();
@@ -312,12 +431,17 @@ fn restarts_upgrades_and_a_crash_lose_nothing() {
         }
     });
     print("restarts and upgrades", &load);
+    // The WebSocket opened before the first handover is still open: its
+    // process drains it (up to drain_timeout) while successors serve.
+    assert_eq!(ws_echo(&mut ws, "after ten handovers"), "after ten handovers");
+    drop(ws);
     let sent = load.udp_sent.load(Ordering::Relaxed);
     assert!(sent > 100, "the UDP stream ran ({sent} datagrams)");
     assert_eq!(load.udp_received.load(Ordering::Relaxed), sent, "UDP datagrams lost");
     assert!(load.http_ok.load(Ordering::Relaxed) > 10, "HTTP load ran");
+    assert!(load.h2_ok.load(Ordering::Relaxed) > 10, "HTTP/2 load ran");
     assert_eq!(
-        load.http_failed.load(Ordering::Relaxed),
+        load.http_failed.load(Ordering::Relaxed) + load.h2_failed.load(Ordering::Relaxed),
         0,
         "failed HTTP requests across handovers: {:?}",
         load.http_errors.lock().unwrap()
