@@ -338,6 +338,8 @@ impl Daemon {
                 Err(e) => log::error!("re-applying the L4 tables after a health change: {e:#}"),
             }
         }
+        // The table digests changed with the table.
+        self.write_state();
     }
 
     /// A source over a rate limit's hard limit: denied at the NIC.
@@ -384,6 +386,7 @@ impl Daemon {
             vips: h.tables.vip_names(),
             backends: h.tables.backend_names(),
             config: self.config_path.clone(),
+            digests: h.tables.digests(),
         };
         if let Err(e) = state.write(self.config.instance.as_str()) {
             log::warn!("writing the instance state file: {e}");

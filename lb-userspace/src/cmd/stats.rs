@@ -37,7 +37,8 @@ fn entry(c: PacketCounter) -> Value {
 }
 
 /// Everything `xlb stats` shows, as JSON:
-/// `{"classes": {..}, "reasons": {..}, "vips": {name: ..}, "backends": {addr: ..}}`.
+/// `{"classes": {..}, "reasons": {..}, "vips": {name: ..}, "backends": {addr: ..},
+/// "digests": {vip: hex}}`.
 pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
     let pin_dir = instance_pin_dir(bpffs, instance);
     let totals = counters::read_pinned(&pin_dir)?;
@@ -65,6 +66,7 @@ pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
         "reasons": reason_obj,
         "vips": vip_obj,
         "backends": backend_obj,
+        "digests": state.digests,
     }))
 }
 

@@ -57,6 +57,8 @@ pub struct L4Tables {
     backends: HashMap<IpAddr, BackendSlot>,
     free_backends: VecDeque<u32>,
     fragment_aliases: HashMap<VipKey, String>,
+    /// Per VIP, the digest of its live table (see [`table_digest`]).
+    digests: BTreeMap<String, u64>,
 }
 
 /// What one `apply` changed, for the log and the admin reply.
@@ -84,6 +86,33 @@ fn wire_words(addr: &IpAddr) -> [u32; 4] {
         IpAddr::V4(a) => [wire_addr_v4(a.octets()), 0, 0, 0],
         IpAddr::V6(a) => wire_addr_v6(a.octets()),
     }
+}
+
+/// A digest of a VIP's Maglev table by what each slot means — the backend
+/// address, not the node-local slot index — so that it is comparable
+/// between nodes. FNV-1a (64 bit), written out because it must not change
+/// between builds or Rust versions (std's hasher may) and nothing here
+/// needs a cryptographic hash.
+pub fn table_digest(v: &VipConfig, positions: &[u32]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for &p in positions {
+        match v.backends.get(p as usize) {
+            Some(b) => match b.address {
+                IpAddr::V4(a) => eat(&a.octets()),
+                IpAddr::V6(a) => eat(&a.octets()),
+            },
+            None => eat(&[0xff]),
+        }
+    }
+    h
 }
 
 /// The address of a `BACKENDS` entry (inverse of [`wire_words`]).
@@ -150,6 +179,7 @@ impl L4Tables {
             backends: HashMap::new(),
             free_backends: (0..l4.max_backends).collect(),
             fragment_aliases: HashMap::new(),
+            digests: BTreeMap::new(),
         }
     }
 
@@ -216,6 +246,17 @@ impl L4Tables {
     /// Backend index → address, for stats and `xlb flow`.
     pub fn backend_names(&self) -> BTreeMap<u32, IpAddr> {
         self.backends.iter().map(|(a, s)| (s.index, *a)).collect()
+    }
+
+    /// VIP name → digest of its live Maglev table, as 16 hex digits.
+    /// Nodes of a fleet with the same backend set show the same digest
+    /// (see [`table_digest`]); a difference means some flows would land
+    /// on another backend when ECMP moves them between nodes.
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        self.digests
+            .iter()
+            .map(|(n, d)| (n.clone(), format!("{d:016x}")))
+            .collect()
     }
 
     /// VIP row → name.
@@ -322,6 +363,13 @@ impl L4Tables {
                 .with_context(|| format!("writing backend {a}"))?;
             self.backends.insert(*a, slot);
         }
+
+        self.digests = l4
+            .vips
+            .iter()
+            .zip(&tables)
+            .map(|(v, t)| (v.name.clone(), table_digest(v, t)))
+            .collect();
 
         // 3. VIPs: write the idle half, then flip.
         let mut maglev: Array<&mut MapData, u32> =
@@ -497,6 +545,29 @@ fn write_half(
 #[cfg(test)]
 mod adopt_tests {
     use super::*;
+
+    fn vip(backends: &[&str]) -> VipConfig {
+        let yaml = format!(
+            "name: v\naddress: 10.0.0.1\nport: 80\nprotocol: tcp\nmode: dsr\nbackends: [{}]\n",
+            backends
+                .iter()
+                .map(|b| format!("{{address: {b}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        serde_yaml_ng::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn digests_agree_on_equal_backend_sets_and_differ_otherwise() {
+        let m = 251;
+        let a = vip(&["10.1.0.1", "10.1.0.2", "10.1.0.3"]);
+        let b = vip(&["10.1.0.1", "10.1.0.2", "10.1.0.3"]);
+        let c = vip(&["10.1.0.1", "10.1.0.2"]);
+        let d = |v: &VipConfig| table_digest(v, &predict::table(v, m).unwrap());
+        assert_eq!(d(&a), d(&b));
+        assert_ne!(d(&a), d(&c));
+    }
 
     #[test]
     fn backend_addresses_read_back_as_written() {
