@@ -7,6 +7,9 @@
 //! reach the other nodes, which find no connection-table entry but pick
 //! the same backend from the same Maglev table: every connection goes on.
 //!
+//! Then node 3 is stopped the proper way (routes withdrawn, a drain while
+//! it still forwards, then XDP detached): no connection breaks either.
+//!
 //! Control run: one node has a different backend set (its table digest
 //! differs, which `xlb stats` shows), and some of the moved connections
 //! break — the test can fail.
@@ -176,10 +179,25 @@ fn reason(stats: &Value, name: &str) -> u64 {
     stats["reasons"][name]["packets"].as_u64().unwrap_or(0)
 }
 
+/// Asks every connection again; how many broke or moved.
+fn broken(conns: &mut [(TcpStream, String)]) -> usize {
+    let mut n = 0;
+    for (s, first) in conns.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        match l4bed::ask_tcp(s) {
+            Ok(name) if &name == first => {}
+            _ => n += 1,
+        }
+    }
+    n
+}
+
 /// Runs the fleet with node 3's backend set `lb3_backends`; returns the
 /// connections that broke when node 2 died, the table digests, and the
 /// survivors' new-flow count after the death next to node 2's flows.
-fn run(lb3_backends: &[usize]) -> (usize, Vec<String>, u64, u64) {
+/// With `then_stop`, node 3 is then stopped (withdraw, drain, detach)
+/// and the connections that broke then are returned too.
+fn run(lb3_backends: &[usize], then_stop: bool) -> (usize, Vec<String>, u64, u64, usize) {
     let mut fleet = build(lb3_backends);
     let digests: Vec<String> = fleet
         .xlbs
@@ -218,14 +236,7 @@ fn run(lb3_backends: &[usize]) -> (usize, Vec<String>, u64, u64) {
         b.stop();
     }
     wait_next_hops(&fleet.router, 2);
-    let mut broken = 0;
-    for (s, first) in conns.iter_mut() {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        match l4bed::ask_tcp(s) {
-            Ok(name) if &name == first => {}
-            _ => broken += 1,
-        }
-    }
+    let broken_by_death = broken(&mut conns);
     let after: u64 = [0, 2]
         .iter()
         .map(|&i| reason(&fleet.xlbs[i].as_ref().unwrap().stats().unwrap(), "tx_new_flow"))
@@ -233,8 +244,23 @@ fn run(lb3_backends: &[usize]) -> (usize, Vec<String>, u64, u64) {
     let survivors_new = after - new_flows[0] - new_flows[2];
     println!(
         "node 2 died: {} of {FLOWS} connections broke; survivors took {survivors_new} flows they had not seen (node 2 had {})",
-        broken, new_flows[1]
+        broken_by_death, new_flows[1]
     );
+    // A stop of node 3: its route goes first (the router moves its flows
+    // to node 1 while node 3 still forwards), then it detaches.
+    let mut broken_by_stop = 0;
+    if then_stop {
+        let mut x = fleet.xlbs[2].take().unwrap();
+        let stopping = std::thread::spawn(move || {
+            let status = x.stop();
+            (x, status)
+        });
+        wait_next_hops(&fleet.router, 1);
+        let (_x, status) = stopping.join().unwrap();
+        assert!(status.unwrap().success(), "node 3 stopped cleanly");
+        broken_by_stop = broken(&mut conns);
+        println!("node 3 stopped (withdrawn, drained, detached): {broken_by_stop} of {FLOWS} connections broke");
+    }
     drop(conns);
     for x in fleet.xlbs.iter_mut() {
         if let Some(x) = x.take() {
@@ -243,7 +269,7 @@ fn run(lb3_backends: &[usize]) -> (usize, Vec<String>, u64, u64) {
     }
     fleet.birds.clear();
     fleet.router_bird.take();
-    (broken, digests, survivors_new, new_flows[1])
+    (broken_by_death, digests, survivors_new, new_flows[1], broken_by_stop)
 }
 
 #[test]
@@ -251,8 +277,9 @@ fn a_node_dies_and_every_connection_goes_on() {
     if !privileged("fleet") {
         return;
     }
-    let (broken, digests, survivors_new, lost_node_flows) = run(&[0, 1, 2]);
+    let (broken, digests, survivors_new, lost_node_flows, broken_by_stop) = run(&[0, 1, 2], true);
     assert_eq!(broken, 0, "connections broke when node 2 died");
+    assert_eq!(broken_by_stop, 0, "connections broke when node 3 was stopped");
     assert!(digests.iter().all(|d| !d.is_empty() && *d == digests[0]), "digests differ: {digests:?}");
     assert!(
         survivors_new >= lost_node_flows,
@@ -265,7 +292,7 @@ fn control_a_node_with_another_backend_set_breaks_connections() {
     if !privileged("fleet control") {
         return;
     }
-    let (broken, digests, _, _) = run(&[0, 1]);
+    let (broken, digests, _, _, _) = run(&[0, 1], false);
     assert_ne!(digests[2], digests[0], "the disagreeing node's digest must differ: {digests:?}");
     assert!(broken > 0, "a node with another backend set should break some moved connections");
 }
