@@ -138,6 +138,7 @@ impl Datapath {
             (maps::MAGLEV, l4.max_vips * 2 * l4.maglev_table_size),
             (maps::VIPS, l4.max_vips * 2),
             (maps::VIP_STATS, l4.max_vips),
+            (maps::MIDFLOW_MISSES, l4.max_vips),
             (maps::BACKENDS, l4.max_backends),
             (maps::BACKEND_STATS, l4.max_backends),
             (maps::CONNTRACK, l4.conntrack_size),
