@@ -23,6 +23,8 @@ use tokio::{
 };
 
 use crate::{
+    // lifecycle/anycast wiring (ops owner)
+    anycast::bird::Announcer,
     config::l4::L4Config,
     config::{Config, XdpModeSetting},
     datapath::deny::{monotonic_now_ns, DenyList, Prefix},
@@ -35,8 +37,6 @@ use crate::{
     },
     health::{CheckerConfig, HealthChecker, HealthEvent, HealthView, Target},
     l7::{plan::L7Plan, ratelimit::Escalation, service::L7Service, Inherited},
-    // lifecycle/anycast wiring (ops owner)
-    anycast::bird::Announcer,
     lifecycle::{handover::Takeover, notify, successor::Origin},
 };
 
@@ -443,8 +443,7 @@ pub async fn run(
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let mut sigusr2 =
-        signal(SignalKind::user_defined2()).context("installing SIGUSR2 handler")?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).context("installing SIGUSR2 handler")?;
 
     let instance = config.instance.as_str().to_string();
     // --- lifecycle: take over from a running process (ops) ---

@@ -109,7 +109,12 @@ fn vip_routes_follow_health_drain_and_stop() {
     lb.addr("eth0", "10.9.0.2/24").unwrap();
     lb.addr("eth1", "10.8.0.1/24").unwrap();
     backend.addr("eth0", &format!("{BACKEND}/24")).unwrap();
-    for (ns, dev) in [(&router, "up0"), (&lb, "eth0"), (&lb, "eth1"), (&backend, "eth0")] {
+    for (ns, dev) in [
+        (&router, "up0"),
+        (&lb, "eth0"),
+        (&lb, "eth1"),
+        (&backend, "eth0"),
+    ] {
         ns.up(dev).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
@@ -132,14 +137,21 @@ fn vip_routes_follow_health_drain_and_stop() {
     // Control: a node whose xlb has no `anycast:` serves but announces
     // nothing; the session is up and the router has no route.
     {
-        let _xlb = Xlb::start(&lb, &config(&routes, &node_bird, false)).expect("xlb without anycast");
+        let _xlb =
+            Xlb::start(&lb, &config(&routes, &node_bird, false)).expect("xlb without anycast");
         std::thread::sleep(Duration::from_secs(2));
-        assert!(!routed(&router), "control: a route appeared that xlb did not announce");
+        assert!(
+            !routed(&router),
+            "control: a route appeared that xlb did not announce"
+        );
     }
 
     let mut xlb = Xlb::start(&lb, &config(&routes, &node_bird, true)).expect("xlb starts");
     wait_routed(&router, true, "healthy VIP");
-    println!("announced while healthy: {}", router.ip(&["-4", "route", "show", VIP]).unwrap().trim());
+    println!(
+        "announced while healthy: {}",
+        router.ip(&["-4", "route", "show", VIP]).unwrap().trim()
+    );
 
     // All backends down: withdrawn; recovered: announced again.
     drop(_server);
@@ -153,7 +165,11 @@ fn vip_routes_follow_health_drain_and_stop() {
             .args([verb, "--instance", xlb.instance()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "xlb {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "xlb {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     drain("drain");
     wait_routed(&router, false, "drained");
@@ -169,10 +185,16 @@ fn vip_routes_follow_health_drain_and_stop() {
     });
     let deadline = Instant::now() + CONVERGE;
     while routed(&router) {
-        assert!(Instant::now() < deadline, "stop: the route was not withdrawn");
+        assert!(
+            Instant::now() < deadline,
+            "stop: the route was not withdrawn"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(link.exists(), "the route was withdrawn only after XDP detached");
+    assert!(
+        link.exists(),
+        "the route was withdrawn only after XDP detached"
+    );
     println!("stop: route withdrawn while the XDP link was still pinned");
     let (_xlb, status) = stopper.join().unwrap();
     assert!(status.unwrap().success());

@@ -63,7 +63,12 @@ impl Fleet {
     }
 }
 
-fn node_config(bed: &L4Bed, backends: &[usize], routes: &std::path::Path, socket: &std::path::Path) -> String {
+fn node_config(
+    bed: &L4Bed,
+    backends: &[usize],
+    routes: &std::path::Path,
+    socket: &std::path::Path,
+) -> String {
     let mut y = format!(
         "interfaces:\n  - name: eth0\n    xdp_mode: native\nl4:\n  conntrack_size: 65536\n  max_vips: 4\n  max_backends: 16\n  vips:\n    - name: web\n      address: \"{VIP4}\"\n      port: {TCP_PORT}\n      protocol: tcp\n      mode: dsr\n      backends:\n"
     );
@@ -80,7 +85,9 @@ fn node_config(bed: &L4Bed, backends: &[usize], routes: &std::path::Path, socket
 
 /// Next hops of the router's route to the VIP.
 fn next_hops(router: &Netns) -> usize {
-    let r = router.ip(&["-4", "route", "show", &format!("{VIP4}")]).unwrap_or_default();
+    let r = router
+        .ip(&["-4", "route", "show", &format!("{VIP4}")])
+        .unwrap_or_default();
     if r.trim().is_empty() {
         0
     } else {
@@ -94,7 +101,9 @@ fn wait_next_hops(router: &Netns, n: usize) {
         assert!(
             Instant::now() < deadline,
             "the router's route to {VIP4} did not reach {n} next hops: {}",
-            router.ip(&["-4", "route", "show", &format!("{VIP4}")]).unwrap_or_default()
+            router
+                .ip(&["-4", "route", "show", &format!("{VIP4}")])
+                .unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -133,7 +142,9 @@ fn build(lb3_backends: &[usize]) -> Fleet {
     ] {
         router.sysctl(k, v).unwrap();
     }
-    bed.client.sysctl("net.ipv4.conf.all.accept_redirects", "0").unwrap();
+    bed.client
+        .sysctl("net.ipv4.conf.all.accept_redirects", "0")
+        .unwrap();
     bed.client
         .ip(&["route", "replace", &format!("{VIP4}/32"), "via", ROUTER])
         .unwrap();
@@ -146,7 +157,8 @@ fn build(lb3_backends: &[usize]) -> Fleet {
         .enumerate()
         .map(|(i, a)| (format!("lb{}", i + 1), *a, 65001))
         .collect();
-    let peers: Vec<(&str, &str, u32)> = peers.iter().map(|(n, a, s)| (n.as_str(), *a, *s)).collect();
+    let peers: Vec<(&str, &str, u32)> =
+        peers.iter().map(|(n, a, s)| (n.as_str(), *a, *s)).collect();
     let rconf = rdir.join("bird.conf");
     std::fs::write(&rconf, bird::router_config(ROUTER, 65000, &peers).unwrap()).unwrap();
     let router_bird = Bird::start(&router, &rconf, &rdir).unwrap();
@@ -165,7 +177,11 @@ fn build(lb3_backends: &[usize]) -> Fleet {
         std::fs::create_dir_all(&ndir).unwrap();
         let (conf, routes) = bird::install_node(&ndir, addr, 65001, ROUTER, 65000).unwrap();
         let b = Bird::start(fleet.node(i), &conf, &ndir).unwrap();
-        let backends: Vec<usize> = if i == 2 { lb3_backends.to_vec() } else { vec![0, 1, 2] };
+        let backends: Vec<usize> = if i == 2 {
+            lb3_backends.to_vec()
+        } else {
+            vec![0, 1, 2]
+        };
         let yaml = node_config(&fleet.bed, &backends, &routes, b.socket());
         let x = Xlb::start(fleet.node(i), &yaml).expect("xlb on a node");
         fleet.birds.push(Some(b));
@@ -181,7 +197,9 @@ fn reason(stats: &Value, name: &str) -> u64 {
 
 /// TCP packets without SYN that missed the node's connection table.
 fn midflow_misses(stats: &Value) -> u64 {
-    stats["midflow_misses"]["web"]["packets"].as_u64().unwrap_or(0)
+    stats["midflow_misses"]["web"]["packets"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// Asks every connection again; how many broke or moved.
@@ -207,7 +225,12 @@ fn run(lb3_backends: &[usize], then_stop: bool) -> (usize, Vec<String>, u64, u64
     let digests: Vec<String> = fleet
         .xlbs
         .iter()
-        .map(|x| x.as_ref().unwrap().stats().unwrap()["digests"]["web"].as_str().unwrap_or("").to_string())
+        .map(|x| {
+            x.as_ref().unwrap().stats().unwrap()["digests"]["web"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     let vip = SocketAddr::new(VIP4.into(), TCP_PORT);
     let mut conns: Vec<(TcpStream, String)> = fleet
@@ -217,7 +240,8 @@ fn run(lb3_backends: &[usize], then_stop: bool) -> (usize, Vec<String>, u64, u64
             (0..FLOWS)
                 .map(|i| {
                     let src = SocketAddr::new(CLIENT4.into(), 42000 + i);
-                    let mut s = l4bed::tcp_connect_from(src, vip, Duration::from_secs(5)).expect("TCP via the fleet");
+                    let mut s = l4bed::tcp_connect_from(src, vip, Duration::from_secs(5))
+                        .expect("TCP via the fleet");
                     let name = l4bed::ask_tcp(&mut s).expect("first answer");
                     (s, name)
                 })
@@ -234,9 +258,15 @@ fn run(lb3_backends: &[usize], then_stop: bool) -> (usize, Vec<String>, u64, u64
         .iter()
         .map(|x| midflow_misses(&x.as_ref().unwrap().stats().unwrap()))
         .sum();
-    assert_eq!(misses_before, 0, "every flow began with its SYN on its node");
+    assert_eq!(
+        misses_before, 0,
+        "every flow began with its SYN on its node"
+    );
     println!("flows per node (new flows): {new_flows:?}; digests {digests:?}");
-    assert!(new_flows.iter().all(|n| *n > 0), "the router spread flows over every node: {new_flows:?}");
+    assert!(
+        new_flows.iter().all(|n| *n > 0),
+        "the router spread flows over every node: {new_flows:?}"
+    );
 
     // Node 2 dies: its link goes, then its processes.
     fleet.node(1).ip(&["link", "set", "eth0", "down"]).unwrap();
@@ -250,14 +280,21 @@ fn run(lb3_backends: &[usize], then_stop: bool) -> (usize, Vec<String>, u64, u64
     let broken_by_death = broken(&mut conns);
     let after: u64 = [0, 2]
         .iter()
-        .map(|&i| reason(&fleet.xlbs[i].as_ref().unwrap().stats().unwrap(), "tx_new_flow"))
+        .map(|&i| {
+            reason(
+                &fleet.xlbs[i].as_ref().unwrap().stats().unwrap(),
+                "tx_new_flow",
+            )
+        })
         .sum();
     let survivors_new = after - new_flows[0] - new_flows[2];
     let misses: u64 = [0, 2]
         .iter()
         .map(|&i| midflow_misses(&fleet.xlbs[i].as_ref().unwrap().stats().unwrap()))
         .sum();
-    println!("survivors counted {misses} mid-flow misses (TCP without SYN, no connection-table entry)");
+    println!(
+        "survivors counted {misses} mid-flow misses (TCP without SYN, no connection-table entry)"
+    );
     println!(
         "node 2 died: {} of {FLOWS} connections broke; survivors took {survivors_new} flows they had not seen (node 2 had {})",
         broken_by_death, new_flows[1]
@@ -285,7 +322,13 @@ fn run(lb3_backends: &[usize], then_stop: bool) -> (usize, Vec<String>, u64, u64
     }
     fleet.birds.clear();
     fleet.router_bird.take();
-    (broken_by_death, digests, survivors_new.min(misses), new_flows[1], broken_by_stop)
+    (
+        broken_by_death,
+        digests,
+        survivors_new.min(misses),
+        new_flows[1],
+        broken_by_stop,
+    )
 }
 
 #[test]
@@ -295,8 +338,14 @@ fn a_node_dies_and_every_connection_goes_on() {
     }
     let (broken, digests, survivors_new, lost_node_flows, broken_by_stop) = run(&[0, 1, 2], true);
     assert_eq!(broken, 0, "connections broke when node 2 died");
-    assert_eq!(broken_by_stop, 0, "connections broke when node 3 was stopped");
-    assert!(digests.iter().all(|d| !d.is_empty() && *d == digests[0]), "digests differ: {digests:?}");
+    assert_eq!(
+        broken_by_stop, 0,
+        "connections broke when node 3 was stopped"
+    );
+    assert!(
+        digests.iter().all(|d| !d.is_empty() && *d == digests[0]),
+        "digests differ: {digests:?}"
+    );
     assert!(
         survivors_new >= lost_node_flows,
         "the survivors counted {survivors_new} moved flows (new flows and mid-flow misses, the smaller), node 2 had {lost_node_flows}"
@@ -309,6 +358,12 @@ fn control_a_node_with_another_backend_set_breaks_connections() {
         return;
     }
     let (broken, digests, _, _, _) = run(&[0, 1], false);
-    assert_ne!(digests[2], digests[0], "the disagreeing node's digest must differ: {digests:?}");
-    assert!(broken > 0, "a node with another backend set should break some moved connections");
+    assert_ne!(
+        digests[2], digests[0],
+        "the disagreeing node's digest must differ: {digests:?}"
+    );
+    assert!(
+        broken > 0,
+        "a node with another backend set should break some moved connections"
+    );
 }

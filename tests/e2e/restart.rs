@@ -124,8 +124,15 @@ fn ws_peer(bed: &L4Bed) -> ChildGuard {
     let guard = ChildGuard::new(child);
     let target: SocketAddr = format!("127.0.0.1:{WS_PORT}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while bed.lb.enter(move || TcpStream::connect_timeout(&target, TIMEOUT).is_err()).unwrap() {
-        assert!(Instant::now() < deadline, "the WebSocket peer did not start");
+    while bed
+        .lb
+        .enter(move || TcpStream::connect_timeout(&target, TIMEOUT).is_err())
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the WebSocket peer did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     guard
@@ -225,7 +232,13 @@ fn bed_with_node() -> (L4Bed, ChildGuard) {
     let node = bed.backends[0]
         .ns
         .command("python3")
-        .args(["-m", "http.server", &NODE_PORT.to_string(), "--bind", &node_addr])
+        .args([
+            "-m",
+            "http.server",
+            &NODE_PORT.to_string(),
+            "--bind",
+            &node_addr,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -246,7 +259,11 @@ fn bed_with_node() -> (L4Bed, ChildGuard) {
 
 /// Runs `events` against a started xlb while the load runs; returns the
 /// load's tally and whether every TCP connection stayed.
-fn under_load(bed: &L4Bed, xlb: &mut Xlb, events: impl FnOnce(&mut Xlb, &mut Vec<(TcpStream, String)>)) -> Arc<Load> {
+fn under_load(
+    bed: &L4Bed,
+    xlb: &mut Xlb,
+    events: impl FnOnce(&mut Xlb, &mut Vec<(TcpStream, String)>),
+) -> Arc<Load> {
     let load = Arc::new(Load::default());
     let stop = Arc::new(AtomicBool::new(false));
     let vip_tcp = SocketAddr::new(VIP4.into(), TCP_PORT);
@@ -256,7 +273,8 @@ fn under_load(bed: &L4Bed, xlb: &mut Xlb, events: impl FnOnce(&mut Xlb, &mut Vec
             (0..TCP_FLOWS)
                 .map(|i| {
                     let src = SocketAddr::new(CLIENT4.into(), 41000 + i);
-                    let mut s = l4bed::tcp_connect_from(src, vip_tcp, TIMEOUT).expect("TCP via the VIP");
+                    let mut s =
+                        l4bed::tcp_connect_from(src, vip_tcp, TIMEOUT).expect("TCP via the VIP");
                     let name = l4bed::ask_tcp(&mut s).expect("first answer");
                     (s, name)
                 })
@@ -343,7 +361,13 @@ fn under_load(bed: &L4Bed, xlb: &mut Xlb, events: impl FnOnce(&mut Xlb, &mut Vec
             while !st.load(Ordering::Relaxed) {
                 let out = client
                     .command("curl")
-                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code} %{http_version}",
+                    ])
                     .args(["--http2-prior-knowledge", "--max-time", "10", &url])
                     .output();
                 match out {
@@ -354,7 +378,10 @@ fn under_load(bed: &L4Bed, xlb: &mut Xlb, events: impl FnOnce(&mut Xlb, &mut Vec
                         l.h2_failed.fetch_add(1, Ordering::Relaxed);
                         let mut e = l.http_errors.lock().unwrap();
                         if e.len() < 10 {
-                            e.push(format!("h2: {:?}", other.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())));
+                            e.push(format!(
+                                "h2: {:?}",
+                                other.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                            ));
                         }
                         std::thread::sleep(Duration::from_millis(20));
                     }
@@ -404,15 +431,29 @@ fn restarts_upgrades_and_a_crash_lose_nothing() {
     let mut last_packets = packets(&xlb);
 
     let _ws_peer = ws_peer(&bed);
-    let mut ws = bed.client.enter(ws_open).unwrap().expect("WebSocket through L7");
+    let mut ws = bed
+        .client
+        .enter(ws_open)
+        .unwrap()
+        .expect("WebSocket through L7");
     assert_eq!(ws_echo(&mut ws, "before"), "before");
     let load = under_load(&bed, &mut xlb, |xlb, conns| {
         let mut check = |xlb: &mut Xlb, what: &str| {
             let moved = tcp_moved(conns);
-            assert!(moved.is_empty(), "{what}: TCP connections moved or failed: {moved:?}");
-            assert_eq!(link_id(&pin_dir), link, "{what}: the pinned XDP link changed");
+            assert!(
+                moved.is_empty(),
+                "{what}: TCP connections moved or failed: {moved:?}"
+            );
+            assert_eq!(
+                link_id(&pin_dir),
+                link,
+                "{what}: the pinned XDP link changed"
+            );
             let p = packets(xlb);
-            assert!(p >= last_packets, "{what}: counters went back from {last_packets} to {p}");
+            assert!(
+                p >= last_packets,
+                "{what}: counters went back from {last_packets} to {p}"
+            );
             last_packets = p;
         };
         for i in 0..HANDOVERS {
@@ -433,11 +474,18 @@ fn restarts_upgrades_and_a_crash_lose_nothing() {
     print("restarts and upgrades", &load);
     // The WebSocket opened before the first handover is still open: its
     // process drains it (up to drain_timeout) while successors serve.
-    assert_eq!(ws_echo(&mut ws, "after ten handovers"), "after ten handovers");
+    assert_eq!(
+        ws_echo(&mut ws, "after ten handovers"),
+        "after ten handovers"
+    );
     drop(ws);
     let sent = load.udp_sent.load(Ordering::Relaxed);
     assert!(sent > 100, "the UDP stream ran ({sent} datagrams)");
-    assert_eq!(load.udp_received.load(Ordering::Relaxed), sent, "UDP datagrams lost");
+    assert_eq!(
+        load.udp_received.load(Ordering::Relaxed),
+        sent,
+        "UDP datagrams lost"
+    );
     assert!(load.http_ok.load(Ordering::Relaxed) > 10, "HTTP load ran");
     assert!(load.h2_ok.load(Ordering::Relaxed) > 10, "HTTP/2 load ran");
     assert_eq!(
@@ -455,12 +503,23 @@ fn restarts_upgrades_and_a_crash_lose_nothing() {
         xlb.kill9();
         std::thread::sleep(Duration::from_millis(300));
         let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-        let fresh = Xlb::start_named(&bed.lb, &instance, &yaml, &level, &[]).expect("start after SIGKILL");
+        let fresh =
+            Xlb::start_named(&bed.lb, &instance, &yaml, &level, &[]).expect("start after SIGKILL");
         let moved = tcp_moved(conns);
-        assert!(moved.is_empty(), "after SIGKILL: TCP connections moved or failed: {moved:?}");
-        assert_eq!(link_id(&pin_dir), link, "after SIGKILL: the pinned XDP link changed");
+        assert!(
+            moved.is_empty(),
+            "after SIGKILL: TCP connections moved or failed: {moved:?}"
+        );
+        assert_eq!(
+            link_id(&pin_dir),
+            link,
+            "after SIGKILL: the pinned XDP link changed"
+        );
         let p = packets(&fresh);
-        assert!(p >= last_packets, "after SIGKILL: counters went back from {last_packets} to {p}");
+        assert!(
+            p >= last_packets,
+            "after SIGKILL: counters went back from {last_packets} to {p}"
+        );
         // The killed process's guard must not remove the fresh one's pins.
         *xlb = fresh;
     });

@@ -12,7 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xlb_tests::{bird::scripts_dir, netns::Netns, privilege::privileged, process::pid_alive, xlb::Xlb};
+use xlb_tests::{
+    bird::scripts_dir, netns::Netns, privilege::privileged, process::pid_alive, xlb::Xlb,
+};
 
 /// `systemd-analyze verify` on `unit`: its complaints, minus the one about
 /// the binary not being installed on this test host.
@@ -45,7 +47,9 @@ fn the_unit_file_verifies_and_a_broken_one_does_not() {
 /// The next notification; panics after 30 s.
 fn next(sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).expect("a notification within the timeout");
+    let n = sock
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
@@ -69,7 +73,8 @@ fn notify_ready_mainpid_handover_and_stop() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     // SAFETY (edition 2021: set_var is safe): the only test in this binary
     // that starts xlb; the child inherits the variable as under systemd.
     std::env::set_var("NOTIFY_SOCKET", &path);
@@ -101,7 +106,10 @@ fn notify_ready_mainpid_handover_and_stop() {
     xlb.adopt_successor(second);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !xlb.first_exited() {
-        assert!(Instant::now() < deadline, "the old process did not exit after the handover");
+        assert!(
+            Instant::now() < deadline,
+            "the old process did not exit after the handover"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(pid_alive(second), "the successor runs");

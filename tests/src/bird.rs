@@ -106,7 +106,11 @@ impl Bird {
 
 /// Renders `scripts/bird/router.conf.in` with one eBGP session per
 /// `(name, neighbour address, neighbour AS)`.
-pub fn router_config(router_id: &str, local_as: u32, peers: &[(&str, &str, u32)]) -> anyhow::Result<String> {
+pub fn router_config(
+    router_id: &str,
+    local_as: u32,
+    peers: &[(&str, &str, u32)],
+) -> anyhow::Result<String> {
     let dir = scripts_dir().join("bird");
     let main = std::fs::read_to_string(dir.join("router.conf.in"))?;
     let peer = std::fs::read_to_string(dir.join("router-peer.conf.in"))?;

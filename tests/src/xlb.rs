@@ -184,10 +184,9 @@ impl Xlb {
         let deadline = std::time::Instant::now() + READY_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .map_err(|_| anyhow::anyhow!("no successor became ready; stderr:\n{}", self.stderr()))?;
+            let line = self.lines.recv_timeout(left).map_err(|_| {
+                anyhow::anyhow!("no successor became ready; stderr:\n{}", self.stderr())
+            })?;
             if !line.starts_with("xlb ready") {
                 continue;
             }

@@ -74,7 +74,10 @@ vips:
         assert_eq!(all.len(), 2);
         c.vips[1].backends[0].weight = 0;
         let some = announced(&c, &[], false);
-        assert_eq!(some.into_iter().collect::<Vec<_>>(), ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            some.into_iter().collect::<Vec<_>>(),
+            ["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]

@@ -1,13 +1,7 @@
 //! The daemon's operations side: handing the instance to a successor,
 //! stopping in order (withdraw, drain, detach), and keeping BIRD's
 //! announcements in line with health and the drain flag.
-use std::{
-    collections::BTreeSet,
-    net::IpAddr,
-    os::fd::OwnedFd,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::IpAddr, os::fd::OwnedFd, path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc;
 
@@ -166,7 +160,10 @@ fn write_status(instance: &str, drained: bool, announced: Option<&BTreeSet<IpAdd
     });
     let path = anycast_status(instance);
     let tmp = path.with_extension("tmp");
-    if std::fs::write(&tmp, v.to_string()).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+    if std::fs::write(&tmp, v.to_string())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .is_err()
+    {
         log::warn!("writing {}", path.display());
     }
 }

@@ -219,11 +219,10 @@ impl L4Tables {
                 fragment_keys.push((key, meta.index));
                 continue;
             }
-            let name = l4
-                .vips
-                .iter()
-                .find(|v| vip_key(v) == key)
-                .map_or_else(|| format!("(adopted row {})", meta.index), |v| v.name.clone());
+            let name = l4.vips.iter().find(|v| vip_key(v) == key).map_or_else(
+                || format!("(adopted row {})", meta.index),
+                |v| v.name.clone(),
+            );
             t.free_rows.retain(|r| *r != meta.index);
             t.vips.insert(
                 name,

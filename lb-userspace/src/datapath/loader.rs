@@ -310,7 +310,11 @@ impl Datapath {
 
 /// Checks every pinned map in `pin_dir` against the object's declaration
 /// (`sizes`: the capacities the config sets); returns whether any existed.
-fn check_pins(pin_dir: &Path, instance: &str, sizes: &[(&str, u32)]) -> Result<bool, DatapathError> {
+fn check_pins(
+    pin_dir: &Path,
+    instance: &str,
+    sizes: &[(&str, u32)],
+) -> Result<bool, DatapathError> {
     let shapes = pins::declared_shapes(EBPF_OBJECT, sizes)?;
     let mut any = false;
     for name in maps::PINNED {
@@ -384,7 +388,10 @@ fn remove_stale_links(pin_dir: &Path, wanted: &[PathBuf]) {
             .to_str()
             .is_some_and(|n| n.starts_with(pins::LINK_PREFIX));
         if is_link && !wanted.contains(&path) {
-            log::info!("{}: interface no longer configured, XDP detached", path.display());
+            log::info!(
+                "{}: interface no longer configured, XDP detached",
+                path.display()
+            );
             let _ = std::fs::remove_file(&path);
         }
     }

@@ -7,9 +7,9 @@ pub mod deny;
 pub mod flood_refill;
 pub mod l4_tables;
 mod loader;
-pub mod pins;
 pub mod neighbour;
 pub mod next_hops;
+pub mod pins;
 pub mod predict;
 pub mod state_file;
 

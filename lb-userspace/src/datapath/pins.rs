@@ -133,8 +133,11 @@ mod tests {
 
     #[test]
     fn the_object_declares_every_pinned_map() {
-        let shapes = declared_shapes(crate::ebpf_object::EBPF_OBJECT, &[(lb_common::maps::VIPS, 7)])
-            .unwrap();
+        let shapes = declared_shapes(
+            crate::ebpf_object::EBPF_OBJECT,
+            &[(lb_common::maps::VIPS, 7)],
+        )
+        .unwrap();
         for name in lb_common::maps::PINNED {
             assert!(shapes.contains_key(*name), "{name} not declared");
         }
@@ -152,7 +155,10 @@ mod tests {
             wanted: 16,
         };
         let msg = e.to_string();
-        assert!(msg.contains("value size is 12, this build needs 16"), "{msg}");
+        assert!(
+            msg.contains("value size is 12, this build needs 16"),
+            "{msg}"
+        );
         assert!(msg.contains("xlb unpin --instance a"), "{msg}");
     }
 }

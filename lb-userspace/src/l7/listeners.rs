@@ -131,12 +131,13 @@ impl Listeners {
             Vec::new()
         };
         for s in &inherited {
-            s.set_nonblocking(true).map_err(|source| ListenError::Socket {
-                worker: 0,
-                step: "O_NONBLOCK",
-                addr: local,
-                source,
-            })?;
+            s.set_nonblocking(true)
+                .map_err(|source| ListenError::Socket {
+                    worker: 0,
+                    step: "O_NONBLOCK",
+                    addr: local,
+                    source,
+                })?;
         }
         let mut sockets = inherited;
         while sockets.len() < workers {

@@ -167,7 +167,10 @@ pub struct Takeover {
 impl Takeover {
     /// Connects to the running `instance` and receives its listener groups;
     /// returns once it has let go of the maps and the instance lock.
-    pub fn begin(instance: &str, timeout: Duration) -> Result<(Takeover, Inherited), HandoverError> {
+    pub fn begin(
+        instance: &str,
+        timeout: Duration,
+    ) -> Result<(Takeover, Inherited), HandoverError> {
         let path = socket_path(instance);
         let fd = socket(
             AddressFamily::Unix,
@@ -193,10 +196,9 @@ impl Takeover {
                 Some("R") => break,
                 Some("G") => {
                     let mut addr = || -> Result<SocketAddr, HandoverError> {
-                        words
-                            .next()
-                            .and_then(|w| w.parse().ok())
-                            .ok_or_else(|| HandoverError::Protocol(format!("bad group line `{line}`")))
+                        words.next().and_then(|w| w.parse().ok()).ok_or_else(|| {
+                            HandoverError::Protocol(format!("bad group line `{line}`"))
+                        })
                     };
                     let configured = addr()?;
                     let local = addr()?;
@@ -228,8 +230,14 @@ fn send(conn: &OwnedFd, line: &str, fds: &[RawFd]) -> Result<(), HandoverError> 
     let iov = [IoSlice::new(line.as_bytes())];
     let cmsgs = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
-    sendmsg::<()>(conn.as_fd().as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
-        .map_err(sys("sendmsg"))?;
+    sendmsg::<()>(
+        conn.as_fd().as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(sys("sendmsg"))?;
     Ok(())
 }
 

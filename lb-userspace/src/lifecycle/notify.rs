@@ -16,12 +16,18 @@ pub fn ready() {
 
 /// Tells systemd that a handover to a successor started.
 pub fn reloading() {
-    send(&[NotifyState::Reloading, NotifyState::Status("handing over to a new process")]);
+    send(&[
+        NotifyState::Reloading,
+        NotifyState::Status("handing over to a new process"),
+    ]);
 }
 
 /// Tells systemd that a handover failed and this process goes on.
 pub fn resumed() {
-    send(&[NotifyState::Ready, NotifyState::Status("serving (handover failed)")]);
+    send(&[
+        NotifyState::Ready,
+        NotifyState::Status("serving (handover failed)"),
+    ]);
 }
 
 /// Tells systemd that the service is stopping.
