@@ -559,3 +559,73 @@ fn control_a_plain_stop_and_start_loses_traffic() {
         "a plain stop/start should lose datagrams and refuse requests (lost {lost}, refused {refused})"
     );
 }
+
+/// A successor that fails after it received the listeners (here: the new
+/// config adds a listener on an address the host does not have) leaves
+/// the old process serving, with the instance lock taken back: a later
+/// handover works.
+#[test]
+fn a_failed_successor_leaves_the_old_process_serving() {
+    if !privileged("restart failed successor") {
+        return;
+    }
+    let ns = xlb_tests::netns::Netns::new("rsfail").unwrap();
+    let config = |extra: &str| {
+        format!(
+            "interfaces:\n  - name: lo\n    xdp_mode: skb\nlifecycle:\n  takeover_timeout: 20s\nl7:\n  listeners:\n    - name: a\n      address: \"127.0.0.1:8080\"\n{extra}  routes:\n    - id: all\n      paths: [\"/*\"]\n      upstream: none\n  upstreams:\n    - id: none\n      nodes:\n        - {{address: \"127.0.0.1:9\"}}\n"
+        )
+    };
+    let mut xlb = Xlb::start(&ns, &config("")).expect("xlb starts");
+    let first = xlb.pid();
+    let get = || {
+        ns.enter(|| http_get("127.0.0.1:8080".parse().unwrap()))
+            .unwrap()
+            .unwrap_or_else(|e| format!("error: {e}"))
+    };
+    assert!(get().starts_with("HTTP/1.1 "), "served before");
+    let path = xlb.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    let instance_line = good.lines().next().unwrap().to_string();
+    std::fs::write(
+        &path,
+        format!(
+            "{instance_line}\n{}",
+            config("    - name: b\n      address: \"192.0.2.99:8080\"\n")
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !xlb.stderr().contains("handover failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed handover logged:\n{}",
+            xlb.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(xlb.pid(), first);
+    assert!(
+        xlb_tests::process::pid_alive(first),
+        "the old process goes on"
+    );
+    let line = get();
+    assert!(
+        line.starts_with("HTTP/1.1 "),
+        "the old process still serves: {line}"
+    );
+    // The lock was taken back and released again for a good successor.
+    std::fs::write(&path, &good).unwrap();
+    let second = xlb.hand_over().expect("a good successor takes over");
+    assert_ne!(second, first);
+    let line = get();
+    assert!(
+        line.starts_with("HTTP/1.1 "),
+        "the successor serves: {line}"
+    );
+    xlb.stop().expect("stop");
+}
