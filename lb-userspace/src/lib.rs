@@ -12,3 +12,4 @@ pub mod l7;
 pub mod lifecycle;
 pub mod net;
 pub mod tls_util;
+pub mod units;
