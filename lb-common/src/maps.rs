@@ -27,6 +27,14 @@ pub const SETTINGS: &str = "SETTINGS";
 pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
 /// Per-CPU array of `PacketCounter` per VIP row.
 pub const VIP_STATS: &str = "VIP_STATS";
+/// Per-CPU array of `PacketCounter` per VIP row: TCP packets without SYN
+/// that found no connection-table entry and were placed by the Maglev
+/// table. On an anycast node these are flows that began on another node
+/// (ECMP moved them here after a node or link change); they keep their
+/// backend only if this node's table agrees with the other node's. A
+/// counter of its own rather than a `Reason`, because it is a second look
+/// at a packet whose outcome (`TxNewFlow`) is already counted.
+pub const MIDFLOW_MISSES: &str = "MIDFLOW_MISSES";
 /// Per-CPU array of `PacketCounter` per backend index.
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// LPM trie of denied IPv4 source prefixes → [`crate::deny::DenyValue`].
@@ -50,6 +58,7 @@ pub const PINNED: &[&str] = &[
     FLOOD_GUARD,
     VIP_STATS,
     BACKEND_STATS,
+    MIDFLOW_MISSES,
     DENY_V4,
     DENY_V6,
     DENY_STATE,

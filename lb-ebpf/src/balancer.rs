@@ -141,7 +141,11 @@ pub fn process(ctx: &XdpContext) -> u32 {
             sel.reason = Reason::TxFragmentFirst;
             remember_first_fragment(&pkt, &vip, &sel);
         }
-        Kind::Flow => {}
+        Kind::Flow => {
+            if use_conntrack && sel.reason != Reason::TxConntrackHit && midflow_tcp(ctx, &pkt) {
+                maps::count_midflow_miss(vip.index, len);
+            }
+        }
     }
     maps::count_backend(sel.index, len);
     forward(ctx, &pkt, &vip, &sel, settings, kind, len, class)
@@ -226,6 +230,22 @@ fn follow_first_fragment(ctx: &XdpContext, pkt: &Pkt, class: ProtoClass, len: u6
         len,
         class,
     ))
+}
+
+/// A TCP segment without SYN: one that belongs to a flow already under way.
+#[inline(always)]
+fn midflow_tcp(ctx: &XdpContext, pkt: &Pkt) -> bool {
+    /// Offset of the flags byte in the TCP header (RFC 9293 §3.1).
+    const TCP_FLAGS_OFF: usize = 13;
+    const TCP_SYN: u8 = 0x02;
+    if pkt.key.proto != IPPROTO_TCP {
+        return false;
+    }
+    match ptr_at::<u8>(ctx, pkt.l4_off + TCP_FLAGS_OFF) {
+        // SAFETY: ptr_at checked the byte lies inside the frame.
+        Some(p) => (unsafe { *p } & TCP_SYN) == 0,
+        None => false,
+    }
 }
 
 /// The backend a packet goes to, and what was learnt choosing it.

@@ -34,6 +34,11 @@ static VIP_STATS: PerCpuArray<PacketCounter> = PerCpuArray::with_max_entries(MAX
 #[map(name = "BACKEND_STATS")]
 static BACKEND_STATS: PerCpuArray<PacketCounter> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
+/// Per VIP row: packets of TCP flows that missed the connection table
+/// without being a SYN (see `lb_common::maps::MIDFLOW_MISSES`).
+#[map(name = "MIDFLOW_MISSES")]
+static MIDFLOW_MISSES: PerCpuArray<PacketCounter> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
 /// L4 VIPs.
 #[map(name = "VIPS")]
 pub static VIPS: HashMap<VipKey, VipMeta> =
@@ -129,6 +134,12 @@ pub fn count(class: Option<ProtoClass>, reason: Reason, len: u64) {
 #[inline(always)]
 pub fn count_vip(index: u32, len: u64) {
     bump(&VIP_STATS, index, len);
+}
+
+/// Counts one mid-flow TCP packet that missed the connection table.
+#[inline(always)]
+pub fn count_midflow_miss(index: u32, len: u64) {
+    bump(&MIDFLOW_MISSES, index, len);
 }
 
 /// Counts one frame for a backend.

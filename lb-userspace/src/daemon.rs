@@ -1,5 +1,10 @@
 //! `xlb run`: load the datapath, write the L4 tables, attach, then serve
-//! until SIGINT/SIGTERM; SIGHUP reloads the config file.
+//! until SIGINT/SIGTERM (a stop: withdraw, drain, detach); SIGHUP reloads
+//! the config file; SIGUSR2 starts a successor that takes over (restart,
+//! upgrade), and a successor started with `--takeover` takes over.
+
+mod ops;
+pub use ops::{anycast_status, drain_flag};
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -18,6 +23,8 @@ use tokio::{
 };
 
 use crate::{
+    // lifecycle/anycast wiring (ops owner)
+    anycast::bird::Announcer,
     config::l4::L4Config,
     config::{Config, XdpModeSetting},
     datapath::deny::{monotonic_now_ns, DenyList, Prefix},
@@ -29,7 +36,8 @@ use crate::{
         Datapath,
     },
     health::{CheckerConfig, HealthChecker, HealthEvent, HealthView, Target},
-    l7::{plan::L7Plan, ratelimit::Escalation, service::L7Service},
+    l7::{plan::L7Plan, ratelimit::Escalation, service::L7Service, Inherited},
+    lifecycle::{handover::Takeover, notify, successor::Origin},
 };
 
 /// The XDP half: the datapath and the tables written into it.
@@ -100,6 +108,7 @@ impl Daemon {
         config: Config,
         config_path: &Path,
         mode_override: Option<XdpModeSetting>,
+        inherited: &mut Inherited,
     ) -> anyhow::Result<Daemon> {
         let l7_plan = plan_l7(&config)?;
         let l4 = if wants_l4(&config) {
@@ -108,7 +117,13 @@ impl Daemon {
             let flood_rate = refill.rate();
             let flood_task = tokio::spawn(refill.run());
             let macs = next_hops::resolve_all(&config.l4).await?;
-            let mut tables = L4Tables::new(&config.l4);
+            // lifecycle: a restarted or upgraded daemon adopts the tables
+            // the last run left (same backend slots, same VIP rows).
+            let mut tables = if dp.adopted() {
+                L4Tables::adopt(dp.ebpf_mut(), &config.l4)?
+            } else {
+                L4Tables::new(&config.l4)
+            };
             let report = tables.apply(dp.ebpf_mut(), &config.l4, &macs)?;
             log_report(&report);
             dp.attach(&config, mode_override)?;
@@ -132,7 +147,9 @@ impl Daemon {
         };
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let l7 = match l7_plan {
-            Some(plan) => Some(L7Service::start(plan, health_tx.clone()).await?),
+            Some(plan) => {
+                Some(L7Service::start_inheriting(plan, health_tx.clone(), inherited).await?)
+            }
             None => None,
         };
         let mut d = Daemon {
@@ -205,6 +222,7 @@ impl Daemon {
                 new.l4.max_backends != self.config.l4.max_backends,
             ),
             ("the L4 half (on/off)", wants_l4(&new) != self.l4.is_some()),
+            ("anycast", new.anycast != self.config.anycast),
             (
                 "the L7 half (on/off)",
                 new.l7.listeners.is_empty() != self.l7.is_none(),
@@ -320,6 +338,8 @@ impl Daemon {
                 Err(e) => log::error!("re-applying the L4 tables after a health change: {e:#}"),
             }
         }
+        // The table digests changed with the table.
+        self.write_state();
     }
 
     /// A source over a rate limit's hard limit: denied at the NIC.
@@ -366,6 +386,7 @@ impl Daemon {
             vips: h.tables.vip_names(),
             backends: h.tables.backend_names(),
             config: self.config_path.clone(),
+            digests: h.tables.digests(),
         };
         if let Err(e) = state.write(self.config.instance.as_str()) {
             log::warn!("writing the instance state file: {e}");
@@ -410,19 +431,56 @@ fn log_report(r: &ApplyReport) {
 ///
 /// `ready` is called once the datapath is attached, so callers (and tests)
 /// know when traffic is being handled; `reloaded` after each SIGHUP.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Config,
     config_path: &Path,
     mode_override: Option<XdpModeSetting>,
+    takeover: bool,
     ready: impl FnOnce(&ReadyInfo),
     mut reloaded: impl FnMut(u64, &anyhow::Result<ApplyReport>),
 ) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).context("installing SIGUSR2 handler")?;
 
     let instance = config.instance.as_str().to_string();
-    let mut daemon = Daemon::start(config, config_path, mode_override).await?;
+    // --- lifecycle: take over from a running process (ops) ---
+    let origin = Origin::current().ok();
+    let mut inherited = Inherited::default();
+    let predecessor = if takeover {
+        let timeout = config.lifecycle.takeover_timeout.0;
+        match Takeover::begin(&instance, timeout) {
+            Ok((t, got)) => {
+                log::info!("taking over instance {instance} from the running process");
+                inherited = got;
+                Some(t)
+            }
+            Err(crate::lifecycle::handover::HandoverError::NoPredecessor { path }) => {
+                log::warn!(
+                    "--takeover: nothing listens on {}; starting fresh",
+                    path.display()
+                );
+                None
+            }
+            Err(e) => return Err(e).context("taking over the running instance"),
+        }
+    } else {
+        None
+    };
+    let mut daemon = Daemon::start(config, config_path, mode_override, &mut inherited).await?;
+    if !inherited.is_empty() {
+        log::info!(
+            "{} listener groups of the previous process are not in this config: closed",
+            inherited.len()
+        );
+    }
+    drop(inherited);
+    let (handover_listener, mut successors) = ops::listen_for_successors(&instance)?;
+    let mut announcer = daemon.config.anycast.clone().map(Announcer::new);
+    daemon.sync_announcements(&mut announcer);
+    // --- end lifecycle ---
     let log_task = daemon
         .l4
         .as_mut()
@@ -455,6 +513,15 @@ pub async fn run(
         info.l7
     );
     ready(&info);
+    // lifecycle: the predecessor may stop accepting now; systemd learns
+    // the new main PID.
+    if let Some(p) = predecessor {
+        if let Err(e) = p.finish() {
+            log::warn!("telling the previous process that this one is ready: {e}");
+        }
+    }
+    notify::ready();
+    let mut handed_over = false;
 
     let mut watch = ConfigWatch::new(&daemon.config_path, daemon.config.watch);
     let mut health_rx = daemon.health_rx.take();
@@ -470,9 +537,26 @@ pub async fn run(
             _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { log::info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => "SIGHUP",
+            // lifecycle: restart/upgrade and the successor's arrival (ops)
+            _ = sigusr2.recv() => {
+                match origin.as_ref().map(|o| o.spawn_successor()) {
+                    Some(Ok(pid)) => log::info!("SIGUSR2: started successor {pid}"),
+                    Some(Err(e)) => log::error!("SIGUSR2: starting a successor: {e}"),
+                    None => log::error!("SIGUSR2: this process does not know its executable"),
+                }
+                continue;
+            }
+            Some(conn) = successors.recv() => {
+                if daemon.hand_over(conn).await {
+                    handed_over = true;
+                    break;
+                }
+                continue;
+            }
             true = watch.changed() => "config file changed",
             Some(ev) = recv_opt(&mut health_rx) => {
                 daemon.apply_health(ev).await;
+                daemon.sync_announcements(&mut announcer);
                 continue;
             }
             Some(esc) = recv_opt(&mut escalations) => {
@@ -481,6 +565,7 @@ pub async fn run(
             }
             _ = expire_tick.tick() => {
                 daemon.expire_denials();
+                daemon.sync_announcements(&mut announcer);
                 continue;
             }
             _ = async { match &mut dns_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
@@ -513,6 +598,13 @@ pub async fn run(
                 .map(tokio::time::interval);
         }
     }
+    // lifecycle: a stop withdraws the routes and waits before it drains
+    // and detaches; after a handover the successor owns the routes, the
+    // pins and the files, and only the draining is left.
+    if !handed_over {
+        daemon.withdraw_before_stop(&mut announcer).await;
+        notify::stopping("draining");
+    }
     if let Some(t) = log_task {
         t.abort();
         let _ = t.await;
@@ -523,7 +615,17 @@ pub async fn run(
     if let Some(h) = &daemon.l4 {
         h.flood_task.abort();
     }
+    if handed_over {
+        drop(daemon);
+        log::info!("handed over and drained; bye");
+        return Ok(());
+    }
+    if let Some(h) = daemon.l4.take() {
+        h.dp.detach();
+    }
     drop(daemon);
+    handover_listener.remove();
+    ops::remove_status(&instance);
     InstanceState::remove(&instance);
     log::info!("detached; bye");
     Ok(())

@@ -1,6 +1,7 @@
 //! The xlb daemon as a library: the `xlb` binary is a thin CLI over it, and
 //! the end-to-end tests drive the same code.
 
+pub mod anycast;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
@@ -8,6 +9,7 @@ pub mod datapath;
 pub mod ebpf_object;
 pub mod health;
 pub mod l7;
+pub mod lifecycle;
 pub mod net;
 pub mod tls_util;
 pub mod units;

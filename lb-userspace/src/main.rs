@@ -23,7 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Attach the datapath and serve until SIGINT/SIGTERM; SIGHUP reloads.
+    /// Attach the datapath and serve until SIGINT/SIGTERM (a stop:
+    /// withdraw, drain, detach); SIGHUP reloads; SIGUSR2 hands over to a
+    /// new process (restart or upgrade).
     Run {
         /// The YAML configuration file.
         #[arg(short, long)]
@@ -31,6 +33,35 @@ enum Cmd {
         /// Attach mode for every interface, overriding the file.
         #[arg(long, value_enum)]
         xdp_mode: Option<XdpModeSetting>,
+        /// Take the instance over from the process running it: receive its
+        /// listening sockets, adopt its pinned maps and links, then let it
+        /// drain and exit. Starts fresh when none runs.
+        #[arg(long)]
+        takeover: bool,
+    },
+    /// Remove a stopped instance's pinned maps and XDP links (detaches XDP
+    /// and drops the connection table): the way out when the pins do not
+    /// fit a new build.
+    Unpin {
+        /// Instance name (as in the config's `instance`).
+        #[arg(short, long, default_value = "default")]
+        instance: String,
+        /// Where bpffs is mounted.
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+    },
+    /// Withdraw this node's anycast routes (it keeps serving what still
+    /// arrives), until `xlb undrain`.
+    Drain {
+        /// Instance name (as in the config's `instance`).
+        #[arg(short, long, default_value = "default")]
+        instance: String,
+    },
+    /// Announce this node's routes again after `xlb drain`.
+    Undrain {
+        /// Instance name (as in the config's `instance`).
+        #[arg(short, long, default_value = "default")]
+        instance: String,
     },
     /// Parse and validate a configuration file; report every problem.
     Check {
@@ -103,12 +134,17 @@ fn announce(line: String) {
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Run { config, xdp_mode } => {
+        Cmd::Run {
+            config,
+            xdp_mode,
+            takeover,
+        } => {
             let cfg = Config::load(&config)?;
             runtime()?.block_on(xlb::daemon::run(
                 cfg,
                 &config,
                 xdp_mode,
+                takeover,
                 |info| {
                     let l7: Vec<String> = info
                         .l7
@@ -116,7 +152,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                         .map(|(name, addr)| format!("{name}@{addr}"))
                         .collect();
                     announce(format!(
-                        "xlb ready pins={} xdp={} l7={}",
+                        "xlb ready pid={} pins={} xdp={} l7={}",
+                        std::process::id(),
                         info.pins
                             .as_ref()
                             .map_or("-".to_string(), |p| p.display().to_string()),
@@ -130,6 +167,13 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 },
             ))
         }
+        Cmd::Unpin { instance, bpffs } => {
+            let dir = xlb::datapath::unpin_instance(&bpffs, &instance)?;
+            println!("removed the pins in {}", dir.display());
+            Ok(())
+        }
+        Cmd::Drain { instance } => cmd::drain::set(&instance, true),
+        Cmd::Undrain { instance } => cmd::drain::set(&instance, false),
         Cmd::Check { config } => {
             Config::load(&config)?;
             println!("{}: ok", config.display());

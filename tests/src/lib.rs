@@ -4,6 +4,7 @@
 //! panics.
 
 pub mod bench_l7;
+pub mod bird;
 pub mod l4bed;
 pub mod l7bed;
 pub mod names;

@@ -29,6 +29,14 @@ impl ChildGuard {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Whether the child has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
     /// Mutable access to the child (for its pipes).
     pub fn child_mut(&mut self) -> &mut Child {
         self.child.as_mut().expect("child already reaped")

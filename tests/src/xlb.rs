@@ -34,6 +34,9 @@ pub struct Xlb {
     pub pin_dir: PathBuf,
     /// Lines the daemon printed on stdout after `xlb ready` (reload results).
     lines: mpsc::Receiver<String>,
+    /// The process that took over from the child (SIGUSR2), which is not
+    /// our child: stopped by pid on drop.
+    successor: Option<u32>,
 }
 
 impl Xlb {
@@ -48,11 +51,28 @@ impl Xlb {
     /// (which also sets the eBPF programs' log level).
     pub fn start_logged(ns: &Netns, config_yaml: &str, level: &str) -> anyhow::Result<Xlb> {
         let instance = names::unique("xlb");
+        Xlb::start_named(ns, &instance, config_yaml, level, &[])
+    }
+
+    /// As [`Xlb::start_logged`] for a given instance name and with extra
+    /// `xlb run` arguments (e.g. `--takeover`); the stderr log is appended
+    /// to, so several runs of one instance share it.
+    pub fn start_named(
+        ns: &Netns,
+        instance: &str,
+        config_yaml: &str,
+        level: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Xlb> {
+        let instance = instance.to_string();
         let dir = std::env::temp_dir().join(&instance);
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("xlb.yaml");
         std::fs::write(&config, format!("instance: {instance}\n{config_yaml}"))?;
-        let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))?;
         let bin = binary();
         if !bin.is_file() {
             bail!(
@@ -65,6 +85,7 @@ impl Xlb {
             .arg("run")
             .arg("-c")
             .arg(&config)
+            .args(args)
             .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -78,6 +99,7 @@ impl Xlb {
             dir,
             pin_dir: PathBuf::new(),
             lines: rx,
+            successor: None,
         };
         let stdout = xlb.child.child_mut().stdout.take().context("no stdout")?;
         std::thread::spawn(move || {
@@ -145,9 +167,65 @@ impl Xlb {
         &self.instance
     }
 
-    /// The daemon's pid.
+    /// The pid of the process serving the instance now: the child, or
+    /// the successor that took over from it.
     pub fn pid(&self) -> u32 {
-        self.child.pid()
+        self.successor.unwrap_or_else(|| self.child.pid())
+    }
+
+    /// Sends SIGUSR2 (restart/upgrade: the daemon starts a successor with
+    /// `--takeover`) and waits for the successor's ready line (the
+    /// successor inherits the daemon's stdout); returns its pid.
+    pub fn hand_over(&mut self) -> anyhow::Result<u32> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGUSR2,
+        )?;
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).map_err(|_| {
+                anyhow::anyhow!("no successor became ready; stderr:\n{}", self.stderr())
+            })?;
+            if !line.starts_with("xlb ready") {
+                continue;
+            }
+            let pid: u32 = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("pid="))
+                .and_then(|p| p.parse().ok())
+                .context("ready line without pid=")?;
+            self.successor = Some(pid);
+            return Ok(pid);
+        }
+    }
+
+    /// Whether the process this `Xlb` started has exited (after it handed
+    /// the instance to a successor, it drains and exits).
+    pub fn first_exited(&mut self) -> bool {
+        self.child.exited()
+    }
+
+    /// Records `pid` as the process serving the instance now (a successor
+    /// started by other means than [`Xlb::hand_over`], e.g. the unit's
+    /// `ExecReload`).
+    pub fn adopt_successor(&mut self, pid: u32) {
+        self.successor = Some(pid);
+    }
+
+    /// SIGKILLs whichever process serves the instance now and waits until
+    /// it is gone (a crash: nothing is cleaned up).
+    pub fn kill9(&mut self) {
+        let pid = self.pid();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        if self.successor.take().is_some() {
+            wait_gone(pid, Duration::from_secs(10));
+        } else {
+            let _ = self.child.terminate(Duration::from_secs(10));
+        }
     }
 
     /// What the daemon has logged so far.
@@ -169,6 +247,16 @@ impl Xlb {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(pid) = self.successor.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            wait_gone(pid, Duration::from_secs(20));
+            if crate::process::pid_alive(pid) {
+                bail!("successor {pid} did not stop within 20 s");
+            }
+        }
         Ok(self.child.terminate(Duration::from_secs(10))?)
     }
 
@@ -227,6 +315,7 @@ impl Xlb {
             dir,
             pin_dir: PathBuf::new(),
             lines: rx,
+            successor: None,
         };
         let stdout = xlb.child.child_mut().stdout.take().context("no stdout")?;
         std::thread::spawn(move || {
@@ -270,9 +359,42 @@ impl Xlb {
     }
 }
 
+/// Waits until `pid` no longer exists (a process that is not our child).
+fn wait_gone(pid: u32, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while crate::process::pid_alive(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Xlb {
     fn drop(&mut self) {
+        if let Some(pid) = self.successor.take() {
+            let p = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+            wait_gone(pid, Duration::from_secs(15));
+            if crate::process::pid_alive(pid) {
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+                wait_gone(pid, Duration::from_secs(5));
+            }
+        }
         drop(std::mem::replace(&mut self.child, ChildGuard::empty()));
+        // A test that killed the daemon leaves its pins (that is the
+        // point); remove them so no test leaves state behind.
+        let unpinned = std::process::Command::new(binary())
+            .args(["unpin", "--instance", &self.instance])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unpinned {
+            // Another process runs this instance now (a test replaced this
+            // one): its files are its own.
+            return;
+        }
+        for ext in ["json", "handover", "drained", "anycast.json", "lock"] {
+            let _ = std::fs::remove_file(format!("/run/xlb/{}.{ext}", self.instance));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -13,6 +13,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "curl",               // L7 end-to-end clients (HTTP/1.1, h2, TLS)
     "python3-grpcio",     // gRPC peers for the L7 tests
     "python3-websockets", // WebSocket peers for the L7 tests
+    "bird2",              // anycast tests: BGP on the LB nodes and the router
+    "systemd",            // systemd-analyze verify of scripts/xlb.service
 ];
 
 /// Debian packages `cargo xtask bench l7` compares xlb with and drives it by.

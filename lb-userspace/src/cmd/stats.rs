@@ -37,7 +37,8 @@ fn entry(c: PacketCounter) -> Value {
 }
 
 /// Everything `xlb stats` shows, as JSON:
-/// `{"classes": {..}, "reasons": {..}, "vips": {name: ..}, "backends": {addr: ..}}`.
+/// `{"classes": {..}, "reasons": {..}, "vips": {name: ..}, "backends": {addr: ..},
+/// "digests": {vip: hex}, "midflow_misses": {vip: ..}}`.
 pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
     let pin_dir = instance_pin_dir(bpffs, instance);
     let totals = counters::read_pinned(&pin_dir)?;
@@ -55,6 +56,13 @@ pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
     for (row, name) in &state.vips {
         vip_obj.insert(name.clone(), entry(sum(&vip_stats, *row)?));
     }
+    // Pins of a build before this counter have no such map: none shown.
+    let mut midflow_obj = JsonMap::new();
+    if let Ok(misses) = per_cpu(&pin_dir, maps::MIDFLOW_MISSES) {
+        for (row, name) in &state.vips {
+            midflow_obj.insert(name.clone(), entry(sum(&misses, *row)?));
+        }
+    }
     let backend_stats = per_cpu(&pin_dir, maps::BACKEND_STATS)?;
     let mut backend_obj = JsonMap::new();
     for (index, addr) in &state.backends {
@@ -65,6 +73,8 @@ pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
         "reasons": reason_obj,
         "vips": vip_obj,
         "backends": backend_obj,
+        "digests": state.digests,
+        "midflow_misses": midflow_obj,
     }))
 }
 

@@ -7,6 +7,7 @@ mod error;
 pub mod l4;
 pub mod l7;
 pub mod l7_plan;
+pub mod lifecycle;
 mod locate;
 pub mod middleware;
 mod model;

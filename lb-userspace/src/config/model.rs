@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{l4::L4Config, l7::L7Config};
+use super::{
+    l4::L4Config,
+    l7::L7Config,
+    lifecycle::{AnycastConfig, LifecycleConfig},
+};
 
 /// The whole `xlb.yaml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -30,6 +34,12 @@ pub struct Config {
     /// Reload when the file changes (checked every second), as on SIGHUP.
     #[serde(default)]
     pub watch: bool,
+    /// Stop and handover timing.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+    /// BGP announcement of the served VIPs through BIRD (off when absent).
+    #[serde(default)]
+    pub anycast: Option<AnycastConfig>,
     /// The L7 plan, made by `Config::check` (not part of the file).
     #[serde(skip)]
     pub(super) planned: Planned,

@@ -64,6 +64,8 @@ pub struct L4Tables {
     echo_aliases: HashMap<VipKey, String>,
     /// The `TX_PORTS` slots as last written.
     tx_ports: tx_ports::TxPorts,
+    /// Per VIP, the digest of its live table (see [`table_digest`]).
+    digests: BTreeMap<String, u64>,
 }
 
 /// What one `apply` changed, for the log and the admin reply.
@@ -90,6 +92,47 @@ fn wire_words(addr: &IpAddr) -> [u32; 4] {
     match addr {
         IpAddr::V4(a) => [wire_addr_v4(a.octets()), 0, 0, 0],
         IpAddr::V6(a) => wire_addr_v6(a.octets()),
+    }
+}
+
+/// A digest of a VIP's Maglev table by what each slot means — the backend
+/// address, not the node-local slot index — so that it is comparable
+/// between nodes. FNV-1a (64 bit), written out because it must not change
+/// between builds or Rust versions (std's hasher may) and nothing here
+/// needs a cryptographic hash.
+pub fn table_digest(v: &VipConfig, positions: &[u32]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for &p in positions {
+        match v.backends.get(p as usize) {
+            Some(b) => match b.address {
+                IpAddr::V4(a) => eat(&a.octets()),
+                IpAddr::V6(a) => eat(&a.octets()),
+            },
+            None => eat(&[0xff]),
+        }
+    }
+    h
+}
+
+/// The address of a `BACKENDS` entry (inverse of [`wire_words`]).
+fn backend_addr(meta: &BackendMeta) -> IpAddr {
+    let w = meta.addr;
+    if meta.flags & BACKEND_F_V6 != 0 {
+        let mut o = [0u8; 16];
+        for (i, word) in w.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        IpAddr::from(o)
+    } else {
+        IpAddr::from(w[0].to_ne_bytes())
     }
 }
 
@@ -148,12 +191,95 @@ impl L4Tables {
             fragment_aliases: HashMap::new(),
             echo_aliases: HashMap::new(),
             tx_ports: tx_ports::TxPorts::new(),
+            digests: BTreeMap::new(),
         }
+    }
+
+    /// The mirror of maps an earlier run filled (adopted pins): backend
+    /// slots keep their indices, so connection-table entries still name
+    /// the same backends, and VIPs keep their rows, so their counters go
+    /// on. VIP rows whose key no VIP of `l4` has are named
+    /// `(adopted row N)`, so the next `apply` removes them. Both table
+    /// halves are taken as unknown: the first `apply` writes the idle half
+    /// in full and flips to it, which costs one table write per VIP and
+    /// never shows a packet a half-written table.
+    pub fn adopt(ebpf: &mut Ebpf, l4: &L4Config) -> anyhow::Result<L4Tables> {
+        let mut t = L4Tables::new(l4);
+        let backends_map: Array<&MapData, BackendMeta> =
+            Array::try_from(ebpf.map(maps::BACKENDS).context("BACKENDS map")?)?;
+        for index in 0..l4.max_backends {
+            let meta = backends_map.get(&index, 0)?;
+            if meta.flags & BACKEND_F_ACTIVE == 0 {
+                continue;
+            }
+            let addr = backend_addr(&meta);
+            t.backends.insert(
+                addr,
+                BackendSlot {
+                    index,
+                    mac: meta.next_hop_mac,
+                    tx: (meta.flags & BACKEND_F_REDIRECT != 0).then_some(meta.tx_port),
+                },
+            );
+            t.free_backends.retain(|i| *i != index);
+        }
+        let vips_map: BpfHashMap<&MapData, VipKey, VipMeta> =
+            BpfHashMap::try_from(ebpf.map(maps::VIPS).context("VIPS map")?)?;
+        let mut fragment_keys = Vec::new();
+        let mut echo_keys = Vec::new();
+        for entry in vips_map.iter() {
+            let (key, meta) = entry?;
+            if key.family & FAMILY_FRAGMENTS != 0 {
+                fragment_keys.push((key, meta.index));
+                continue;
+            }
+            // Echo entries share their VIP's row: aliases, not VIPs.
+            if key.port == ECHO_PORT && matches!(key.proto, 1 | 58) {
+                echo_keys.push((key, meta.index));
+                continue;
+            }
+            let name = l4.vips.iter().find(|v| vip_key(v) == key).map_or_else(
+                || format!("(adopted row {})", meta.index),
+                |v| v.name.clone(),
+            );
+            t.free_rows.retain(|r| *r != meta.index);
+            t.vips.insert(
+                name,
+                VipRow {
+                    row: meta.index,
+                    meta,
+                    key,
+                    halves: [Vec::new(), Vec::new()],
+                },
+            );
+        }
+        for (key, row) in fragment_keys {
+            if let Some((name, _)) = t.vips.iter().find(|(_, r)| r.row == row) {
+                t.fragment_aliases.insert(key, name.clone());
+            }
+        }
+        for (key, row) in echo_keys {
+            if let Some((name, _)) = t.vips.iter().find(|(_, r)| r.row == row) {
+                t.echo_aliases.insert(key, name.clone());
+            }
+        }
+        Ok(t)
     }
 
     /// Backend index → address, for stats and `xlb flow`.
     pub fn backend_names(&self) -> BTreeMap<u32, IpAddr> {
         self.backends.iter().map(|(a, s)| (s.index, *a)).collect()
+    }
+
+    /// VIP name → digest of its live Maglev table, as 16 hex digits.
+    /// Nodes of a fleet with the same backend set show the same digest
+    /// (see [`table_digest`]); a difference means some flows would land
+    /// on another backend when ECMP moves them between nodes.
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        self.digests
+            .iter()
+            .map(|(n, d)| (n.clone(), format!("{d:016x}")))
+            .collect()
     }
 
     /// VIP row → name.
@@ -291,6 +417,13 @@ impl L4Tables {
                 .with_context(|| format!("writing backend {a}"))?;
             self.backends.insert(*a, slot);
         }
+
+        self.digests = l4
+            .vips
+            .iter()
+            .zip(&tables)
+            .map(|(v, t)| (v.name.clone(), table_digest(v, t)))
+            .collect();
 
         // 3. VIPs: write the idle half, then flip.
         let mut maglev: Array<&mut MapData, u32> =
@@ -480,4 +613,46 @@ fn write_half(
         written += 1;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod adopt_tests {
+    use super::*;
+
+    fn vip(backends: &[&str]) -> VipConfig {
+        let yaml = format!(
+            "name: v\naddress: 10.0.0.1\nport: 80\nprotocol: tcp\nmode: dsr\nbackends: [{}]\n",
+            backends
+                .iter()
+                .map(|b| format!("{{address: {b}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        serde_yaml_ng::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn digests_agree_on_equal_backend_sets_and_differ_otherwise() {
+        let m = 251;
+        let a = vip(&["10.1.0.1", "10.1.0.2", "10.1.0.3"]);
+        let b = vip(&["10.1.0.1", "10.1.0.2", "10.1.0.3"]);
+        let c = vip(&["10.1.0.1", "10.1.0.2"]);
+        let d = |v: &VipConfig| table_digest(v, &predict::table(v, m).unwrap());
+        assert_eq!(d(&a), d(&b));
+        assert_ne!(d(&a), d(&c));
+    }
+
+    #[test]
+    fn backend_addresses_read_back_as_written() {
+        for a in ["10.1.2.3", "2001:db8::7"] {
+            let a: IpAddr = a.parse().unwrap();
+            let meta = BackendMeta {
+                addr: wire_words(&a),
+                flags: BACKEND_F_ACTIVE | if a.is_ipv6() { BACKEND_F_V6 } else { 0 },
+                next_hop_mac: [0; 6],
+                _pad: [0; 2],
+            };
+            assert_eq!(backend_addr(&meta), a);
+        }
+    }
 }

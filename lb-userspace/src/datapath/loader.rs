@@ -1,9 +1,20 @@
-//! Loads the eBPF object, attaches XDP to the configured interfaces, pins the
-//! maps under the instance's folder, and undoes all of it on drop.
+//! Loads the eBPF object, attaches XDP to the configured interfaces and pins
+//! the maps and the XDP links under the instance's folder.
+//!
+//! The pins outlive the process on purpose: a crash, a restart or an
+//! upgrade leaves the kernel forwarding with the last tables. The next
+//! start adopts them (after checking every map's shape, see `super::pins`)
+//! and swaps its program into the pinned links with `BPF_LINK_UPDATE`, so
+//! there is never a moment without a program on the interface. Only an
+//! explicit [`Datapath::detach`] (a stop) removes the pins.
 use std::path::{Path, PathBuf};
 
 use aya::{
-    programs::{Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
@@ -11,7 +22,13 @@ use lb_common::maps;
 
 use crate::config::{Config, XdpModeSetting};
 
-use super::{ensure_bpffs, instance_lock::InstanceLock, instance_pin_dir, EBPF_OBJECT};
+use super::{
+    ensure_bpffs,
+    instance_lock::InstanceLock,
+    instance_pin_dir,
+    pins::{self, ShapeMismatch},
+    EBPF_OBJECT,
+};
 
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,25 +63,43 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("pinning map {map} at {path}: {source}", path = path.display())]
+    #[error("pinning {what} at {path}: {source}", path = path.display())]
     Pin {
-        map: String,
+        what: String,
         path: PathBuf,
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("reading pinned map {path}: {source}", path = path.display())]
+    PinInfo {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("reading the eBPF object's map definitions: {0}")]
+    Object(#[from] aya_obj::ParseError),
+    #[error(transparent)]
+    Mismatch(#[from] Box<ShapeMismatch>),
+    #[error("adopting the pinned XDP link {path}: {reason}", path = path.display())]
+    Link { path: PathBuf, reason: String },
 }
 
-/// A loaded and attached datapath. Dropping it detaches the programs and
-/// removes the pinned maps.
+/// A loaded and attached datapath. Dropping it leaves the pins (and so the
+/// forwarding) in place; [`Datapath::detach`] removes them.
 pub struct Datapath {
     // Field order matters: the logger holds the log map, which must outlive
     // nothing but must be dropped with the object.
     logger: Option<EbpfLogger<&'static dyn log::Log>>,
     ebpf: Ebpf,
     pin_dir: PathBuf,
-    _lock: InstanceLock,
+    instance: String,
+    /// `None` while handed to a successor (see [`Datapath::release_lock`]).
+    lock: Option<InstanceLock>,
     attached: Vec<(String, &'static str)>,
+    /// Links this run created and pinned (adopted ones belong to the program).
+    links: Vec<PinnedLink>,
+    /// Whether maps pinned by an earlier run were adopted.
+    adopted: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -85,8 +120,8 @@ impl Datapath {
         let lock = InstanceLock::take(instance)?;
         ensure_bpffs(&config.bpffs).map_err(DatapathError::Bpffs)?;
         let pin_dir = instance_pin_dir(&config.bpffs, instance);
-        // We hold the lock, so anything left here is from a crashed run.
-        remove_pins(&pin_dir);
+        // We hold the lock, so pins here are from a run that crashed or
+        // handed over: adopt them, after checking that they fit.
         std::fs::create_dir_all(&pin_dir).map_err(|source| DatapathError::Io {
             what: format!("creating {}", pin_dir.display()),
             source,
@@ -94,18 +129,38 @@ impl Datapath {
 
         let level = ebpf_log_level();
         let l4 = &config.l4;
-        let maglev_entries = l4.max_vips * 2 * l4.maglev_table_size;
-        // Each VIP, its fragment entry and its echo entry.
-        let vip_entries = l4.max_vips * 3;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &level, false)
-            .map_max_entries(maps::MAGLEV, maglev_entries)
-            .map_max_entries(maps::VIPS, vip_entries)
-            .map_max_entries(maps::VIP_STATS, l4.max_vips)
-            .map_max_entries(maps::BACKENDS, l4.max_backends)
-            .map_max_entries(maps::BACKEND_STATS, l4.max_backends)
-            .map_max_entries(maps::CONNTRACK, l4.conntrack_size)
-            .load(EBPF_OBJECT)?;
+        let sizes = [
+            (maps::MAGLEV, l4.max_vips * 2 * l4.maglev_table_size),
+            // Each VIP, its fragment entry and its echo entry.
+            (maps::VIPS, l4.max_vips * 3),
+            (maps::VIP_STATS, l4.max_vips),
+            (maps::MIDFLOW_MISSES, l4.max_vips),
+            (maps::BACKENDS, l4.max_backends),
+            (maps::BACKEND_STATS, l4.max_backends),
+            (maps::CONNTRACK, l4.conntrack_size),
+        ];
+        let adopted = check_pins(&pin_dir, instance, &sizes)?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global(aya_log::LEVEL, &level, false);
+        for (name, entries) in sizes {
+            loader.map_max_entries(name, entries);
+        }
+        // Every pinned map is opened from its pin when one exists and
+        // created and pinned there otherwise (aya's by-name pinning).
+        let paths: Vec<(&str, PathBuf)> = maps::PINNED
+            .iter()
+            .map(|name| (*name, pin_dir.join(name)))
+            .collect();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        if adopted {
+            log::info!(
+                "adopted the pinned maps in {} (connection table, counters and deny list kept)",
+                pin_dir.display()
+            );
+        }
         // Keep the logger alive for as long as the programs: dropping it
         // closes the log map the programs write to.
         let logger = match EbpfLogger::init(&mut ebpf) {
@@ -120,12 +175,44 @@ impl Datapath {
             logger,
             ebpf,
             pin_dir,
-            _lock: lock,
+            instance: instance.to_string(),
+            lock: Some(lock),
             attached: Vec::new(),
+            links: Vec::new(),
+            adopted,
         };
-        dp.pin_maps()?;
         dp.load_program(maps::XDP_PROGRAM)?;
         Ok(dp)
+    }
+
+    /// Whether this run adopted maps pinned by an earlier one.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Lets a successor process take the instance (it waits for this lock
+    /// before it adopts the pins). Nothing is detached: the pins keep the
+    /// program forwarding. This process must not write the maps any more.
+    pub fn release_lock(&mut self) {
+        self.lock = None;
+    }
+
+    /// Takes the instance back after a successor failed to start.
+    pub fn retake_lock(&mut self) -> Result<(), DatapathError> {
+        if self.lock.is_none() {
+            self.lock = Some(InstanceLock::take(&self.instance)?);
+        }
+        Ok(())
+    }
+
+    /// A stop: unpins the links and the maps, so the programs detach when
+    /// this process lets go of them (it drops `self`).
+    pub fn detach(mut self) {
+        self.links.clear();
+        remove_pins(&self.pin_dir);
+        for (iface, _) in &self.attached {
+            log::info!("XDP detached from {iface}");
+        }
     }
 
     fn load_program(&mut self, name: &'static str) -> Result<(), DatapathError> {
@@ -146,35 +233,36 @@ impl Datapath {
             .map_err(|source| DatapathError::Program { name, source })
     }
 
-    fn pin_maps(&mut self) -> Result<(), DatapathError> {
-        for (name, map) in self.ebpf.maps() {
-            // Internal maps (.rodata, the log ring), benchmark and L7 maps
-            // are not part of the pinned API.
-            if !maps::PINNED.contains(&name) {
-                continue;
-            }
-            let path = self.pin_dir.join(name);
-            map.pin(&path).map_err(|source| DatapathError::Pin {
-                map: name.to_string(),
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Attaches the balancer to every configured interface.
+    /// Attaches the balancer to every configured interface: through the
+    /// pinned link when an earlier run left one (the program is replaced in
+    /// place, never detached), else with a new link that is pinned. Links
+    /// pinned for interfaces the config no longer names are removed.
     pub fn attach(
         &mut self,
         config: &Config,
         mode_override: Option<XdpModeSetting>,
     ) -> Result<(), DatapathError> {
         let mut done = Vec::new();
+        let mut new_links = Vec::new();
+        let pin_dir = self.pin_dir.clone();
+        let wanted: Vec<PathBuf> = config
+            .interfaces
+            .iter()
+            .map(|i| pins::link_pin(&pin_dir, i.name.as_str()))
+            .collect();
+        remove_stale_links(&pin_dir, &wanted);
         let prog = self.xdp_program(maps::XDP_PROGRAM)?;
         for iface in config.interfaces.iter() {
             let setting = mode_override.unwrap_or(iface.xdp_mode);
             let iface = iface.name.as_str();
-            let mode = match setting {
+            let link_path = pins::link_pin(&pin_dir, iface);
+            if link_path.exists() {
+                replace_through_link(prog, &link_path)?;
+                log::info!("XDP program replaced in place on {iface} (pinned link adopted)");
+                done.push((iface.to_string(), "kept"));
+                continue;
+            }
+            let (id, mode) = match setting {
                 XdpModeSetting::Native => attach(prog, iface, XdpMode::Driver, "native")?,
                 XdpModeSetting::Skb => attach(prog, iface, XdpMode::Skb, "skb")?,
                 XdpModeSetting::Auto => match attach(prog, iface, XdpMode::Driver, "native") {
@@ -186,9 +274,11 @@ impl Datapath {
                 },
             };
             log::info!("XDP attached to {iface} in {mode} mode");
+            new_links.push(pin_new_link(prog, id, &link_path)?);
             done.push((iface.to_string(), mode));
         }
         self.attached.extend(done);
+        self.links.extend(new_links);
         Ok(())
     }
 
@@ -214,15 +304,102 @@ impl Datapath {
     }
 }
 
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        // The XDP links are owned by `ebpf` and detach when it drops; the
-        // pins would outlive us, so remove them explicitly.
-        remove_pins(&self.pin_dir);
-        for (iface, _) in &self.attached {
-            log::info!("XDP detached from {iface}");
+/// Checks every pinned map in `pin_dir` against the object's declaration
+/// (`sizes`: the capacities the config sets); returns whether any existed.
+fn check_pins(
+    pin_dir: &Path,
+    instance: &str,
+    sizes: &[(&str, u32)],
+) -> Result<bool, DatapathError> {
+    let shapes = pins::declared_shapes(EBPF_OBJECT, sizes)?;
+    let mut any = false;
+    for name in maps::PINNED {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        any = true;
+        let pinned = pins::pinned_shape(&path).map_err(|source| DatapathError::PinInfo {
+            path: path.clone(),
+            source,
+        })?;
+        let Some(wanted) = shapes.get(*name) else {
+            continue;
+        };
+        if let Some((field, p, w)) = pins::first_difference(&pinned, wanted) {
+            return Err(Box::new(ShapeMismatch {
+                map: name.to_string(),
+                path,
+                instance: instance.to_string(),
+                field,
+                pinned: p,
+                wanted: w,
+            })
+            .into());
         }
     }
+    Ok(any)
+}
+
+/// Swaps `prog` into the link pinned at `path` (`BPF_LINK_UPDATE`).
+fn replace_through_link(prog: &mut Xdp, path: &Path) -> Result<(), DatapathError> {
+    let fail = |reason: String| DatapathError::Link {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pinned = PinnedLink::from_pin(path).map_err(|e| fail(e.to_string()))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| fail(e.to_string()))?;
+    prog.attach_to_link(link)
+        .map_err(|e| fail(format!("BPF_LINK_UPDATE: {e}")))?;
+    Ok(())
+}
+
+/// Takes the link `prog` was just attached with out of the program and
+/// pins it at `path`, so it outlives this process.
+fn pin_new_link(prog: &mut Xdp, id: XdpLinkId, path: &Path) -> Result<PinnedLink, DatapathError> {
+    let fail = |reason: String| DatapathError::Link {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let link = prog.take_link(id).map_err(|e| fail(e.to_string()))?;
+    let fd = FdLink::try_from(link)
+        .map_err(|e| fail(format!("not a bpf_link (kernel before 5.9?): {e}")))?;
+    fd.pin(path).map_err(|source| DatapathError::Pin {
+        what: "XDP link".into(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Removes link pins in `pin_dir` that are not in `wanted` (interfaces the
+/// config dropped): the program leaves those interfaces.
+fn remove_stale_links(pin_dir: &Path, wanted: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let is_link = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(pins::LINK_PREFIX));
+        if is_link && !wanted.contains(&path) {
+            log::info!(
+                "{}: interface no longer configured, XDP detached",
+                path.display()
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Removes an instance's pins when no process runs it (`xlb unpin`): the
+/// way out when pins do not fit a new build. Detaches XDP.
+pub fn unpin_instance(bpffs: &Path, instance: &str) -> Result<PathBuf, DatapathError> {
+    let _lock = InstanceLock::take(instance)?;
+    let dir = instance_pin_dir(bpffs, instance);
+    remove_pins(&dir);
+    Ok(dir)
 }
 
 fn attach(
@@ -230,9 +407,9 @@ fn attach(
     iface: &str,
     mode: XdpMode,
     mode_name: &'static str,
-) -> Result<&'static str, DatapathError> {
+) -> Result<(XdpLinkId, &'static str), DatapathError> {
     prog.attach(iface, mode)
-        .map(|_| mode_name)
+        .map(|id| (id, mode_name))
         .map_err(|source| DatapathError::Attach {
             iface: iface.to_string(),
             mode: mode_name,

@@ -10,10 +10,11 @@ pub mod l4_tables;
 mod loader;
 pub mod neighbour;
 pub mod next_hops;
+pub mod pins;
 pub mod predict;
 pub mod state_file;
 pub mod tx_ports;
 
 pub use crate::ebpf_object::EBPF_OBJECT;
 pub use bpffs::{ensure_bpffs, instance_pin_dir};
-pub use loader::{Datapath, DatapathError};
+pub use loader::{unpin_instance, Datapath, DatapathError};

@@ -14,6 +14,10 @@ pub struct InstanceState {
     pub backends: BTreeMap<u32, IpAddr>,
     /// The config file the instance runs.
     pub config: PathBuf,
+    /// VIP name → digest of its live Maglev table (equal on every node
+    /// whose backend set agrees).
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
 }
 
 /// Where an instance's state file lives.

@@ -36,6 +36,47 @@ pub enum ListenError {
 pub struct Listeners {
     addr: SocketAddr,
     sockets: Vec<TcpListener>,
+    /// Inherited sockets beyond the worker count (the predecessor ran more
+    /// workers): still served, so the connections already queued on them
+    /// are not lost, but not steered to.
+    extra: Vec<TcpListener>,
+}
+
+/// Listening sockets received from a predecessor process (see
+/// `lifecycle::handover`), by the address each group was configured with.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    groups: Vec<(SocketAddr, SocketAddr, Vec<TcpListener>)>,
+}
+
+impl Inherited {
+    /// Adds the sockets of one listener group: `configured` is the address
+    /// its config named, `local` the one it is bound to.
+    pub fn add(&mut self, configured: SocketAddr, local: SocketAddr, sockets: Vec<TcpListener>) {
+        self.groups.push((configured, local, sockets));
+    }
+
+    /// Takes the group a listener configured on `addr` should use: the one
+    /// configured on the same address, or bound to it.
+    pub fn take(&mut self, addr: SocketAddr) -> Option<(SocketAddr, Vec<TcpListener>)> {
+        let i = self
+            .groups
+            .iter()
+            .position(|(c, l, _)| *c == addr || *l == addr)?;
+        let (_, local, sockets) = self.groups.remove(i);
+        Some((local, sockets))
+    }
+
+    /// How many groups were received and not taken (listeners the new
+    /// config dropped: their sockets close when this is dropped).
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// No groups left.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
 }
 
 impl Listeners {
@@ -67,7 +108,58 @@ impl Listeners {
         Ok(Listeners {
             addr: bound,
             sockets,
+            extra: Vec::new(),
         })
+    }
+
+    /// Serves `workers` workers from `inherited` sockets bound to `local`
+    /// (a predecessor's group, still accepting): no new socket is bound
+    /// unless there are more workers than sockets, and those join the same
+    /// reuseport group. The group never stops listening, so no connection
+    /// is refused across a restart.
+    pub fn adopt(
+        local: SocketAddr,
+        mut inherited: Vec<TcpListener>,
+        workers: usize,
+    ) -> Result<Listeners, ListenError> {
+        if workers == 0 || workers > MAX_WORKERS as usize {
+            return Err(ListenError::Workers(workers));
+        }
+        let extra = if inherited.len() > workers {
+            inherited.split_off(workers)
+        } else {
+            Vec::new()
+        };
+        for s in &inherited {
+            s.set_nonblocking(true)
+                .map_err(|source| ListenError::Socket {
+                    worker: 0,
+                    step: "O_NONBLOCK",
+                    addr: local,
+                    source,
+                })?;
+        }
+        let mut sockets = inherited;
+        while sockets.len() < workers {
+            let worker = sockets.len();
+            let socket = listen_one(local).map_err(|(step, source)| ListenError::Socket {
+                worker,
+                step,
+                addr: local,
+                source,
+            })?;
+            sockets.push(socket);
+        }
+        Ok(Listeners {
+            addr: local,
+            sockets,
+            extra,
+        })
+    }
+
+    /// Inherited sockets beyond the worker count, to be served too.
+    pub fn take_extra(&mut self) -> Vec<TcpListener> {
+        std::mem::take(&mut self.extra)
     }
 
     /// The address all workers listen on (with the actual port).
@@ -151,6 +243,34 @@ mod tests {
         let s: Socket = l.into_vec().remove(0).into();
         assert!(s.only_v6().unwrap());
         assert!(s.nonblocking().unwrap_or(true));
+    }
+
+    #[test]
+    fn adopted_sockets_keep_their_queued_connections() {
+        let old = Listeners::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = old.local_addr();
+        // A client connects while the old process still owns the group.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let handed: Vec<TcpListener> = old.iter().map(|s| s.try_clone().unwrap()).collect();
+        drop(old);
+        let mut new = Listeners::adopt(addr, handed, 3).unwrap();
+        assert_eq!(new.len(), 3);
+        assert!(new.take_extra().is_empty());
+        // The queued connection is accepted by the new owner.
+        let mut accepted = None;
+        for _ in 0..100 {
+            for s in new.iter() {
+                if let Ok((c, _)) = s.accept() {
+                    accepted = Some(c);
+                }
+            }
+            if accepted.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let accepted = accepted.expect("the queued connection was accepted");
+        assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
     }
 
     #[test]

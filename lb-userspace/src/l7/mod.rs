@@ -32,5 +32,5 @@ pub mod upgrade;
 pub mod upstream_client;
 pub mod upstream_keepalive;
 
-pub use listeners::{ListenError, Listeners};
+pub use listeners::{Inherited, ListenError, Listeners};
 pub use steering::{FallbackKind, FallbackReason, Steering, SteeringError};

@@ -182,6 +182,16 @@ pub struct ConnInfo {
 /// otherwise keep it open (hyper waits for the PING's ACK).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// At shutdown (a stop or a handover), how long a connection accepted
+/// before it but without a request yet may take to send its first one: a
+/// client that got its connection expects an answer, and no other process
+/// can give it. Short, because an idle client may never send one.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a connection waiting for its first request at shutdown looks
+/// whether the request began.
+const FIRST_REQUEST_POLL: Duration = Duration::from_millis(10);
+
 /// The shortest pause between two looks at a busy connection's idle
 /// clock (`Activity::expired`), for very short idle timeouts.
 const BUSY_RECHECK_MIN: Duration = Duration::from_millis(10);
@@ -379,9 +389,25 @@ async fn serve_connection<I, H, F>(
     // The protocol is chosen here, not by hyper-util's sniffing (see
     // `preface`); the first request's deadline covers this read too.
     let mut first = Vec::with_capacity(PREFACE.len());
-    let sniffed = tokio::select! {
-        s = tokio::time::timeout(policy.first_request, preface::sniff(&mut io, allowed, &mut first)) => s,
-        _ = shutdown_requested(&mut shutdown) => return,
+    let sniffed = {
+        let sniff = tokio::time::timeout(
+            policy.first_request,
+            preface::sniff(&mut io, allowed, &mut first),
+        );
+        tokio::pin!(sniff);
+        tokio::select! {
+            s = &mut sniff => s,
+            _ = shutdown_requested(&mut shutdown) => {
+                // Accepted before the drain began: its client has sent, or
+                // is sending, a request it expects an answer to (after a
+                // handover the successor cannot answer it). Give it a
+                // moment to arrive, then serve it.
+                match tokio::time::timeout(FIRST_REQUEST_GRACE, &mut sniff).await {
+                    Ok(s) => s,
+                    Err(_) => return,
+                }
+            }
+        }
     };
     let http2 = match sniffed {
         Err(_) => {
@@ -421,6 +447,9 @@ async fn serve_connection<I, H, F>(
     let io = HeadClock::new(Rewind::new(first, io), activity.clone(), http2);
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut closing = false;
+    // Shutdown came before the first request began: close once it has
+    // begun (then it is answered first) or at this deadline.
+    let mut close_by: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -437,9 +466,22 @@ async fn serve_connection<I, H, F>(
                 );
                 return;
             }
-            _ = shutdown_requested(&mut shutdown), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            _ = shutdown_requested(&mut shutdown), if !closing && close_by.is_none() => {
+                if activity.requests.load(Ordering::SeqCst) == 0
+                    && !activity.http2.load(Ordering::SeqCst)
+                {
+                    close_by = Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
+                } else {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = tokio::time::sleep(FIRST_REQUEST_POLL), if !closing && close_by.is_some() => {
+                let begun = activity.requests.load(Ordering::SeqCst) > 0;
+                if begun || close_by.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             why = activity.expired(policy), if !closing => {
                 log::debug!("connection from {}: {why}, closing", info.peer);

@@ -40,7 +40,7 @@ use super::{
     router::RouteTable,
     server::serve,
     tls::{self, CertStore},
-    Listeners, Steering,
+    Inherited, Listeners, Steering,
 };
 use crate::health::{EventSource, HealthEvent, HealthView, PassiveTracker, Target};
 
@@ -56,6 +56,9 @@ struct RunningListener {
     cert_watch: Option<tokio::task::JoinHandle<()>>,
     /// Kept so that workers can be drained; `None`: kernel hashing.
     steering: Option<Steering>,
+    /// Copies of the group's listening sockets, to hand to a successor
+    /// process (`lifecycle::handover`); closed when shutdown begins.
+    handover: Vec<std::net::TcpListener>,
 }
 
 /// The proxy half of the daemon.
@@ -104,6 +107,17 @@ impl L7Service {
         plan: L7Plan,
         health_events: mpsc::UnboundedSender<HealthEvent>,
     ) -> anyhow::Result<L7Service> {
+        L7Service::start_inheriting(plan, health_events, &mut Inherited::default()).await
+    }
+
+    /// As [`L7Service::start`], serving the listening sockets a predecessor
+    /// handed over (`inherited`) instead of binding new ones where the
+    /// addresses match.
+    pub async fn start_inheriting(
+        plan: L7Plan,
+        health_events: mpsc::UnboundedSender<HealthEvent>,
+        inherited: &mut Inherited,
+    ) -> anyhow::Result<L7Service> {
         let (resolved, pools) = build_pools(&plan, &HashMap::new(), &health_events).await?;
         let (escalation_sink, escalations) = ratelimit::escalation_channel();
         let rules = build_rules(&plan, &HashMap::new())?;
@@ -135,12 +149,32 @@ impl L7Service {
                 )),
                 _ => None,
             };
-            let group = Listeners::bind(lp.addr, plan.workers)
-                .with_context(|| format!("listener {} on {}", lp.name, lp.addr))?;
+            let mut group = match inherited.take(lp.addr) {
+                Some((local, socks)) => {
+                    log::info!(
+                        "listener {} on {local}: serving {} sockets handed over by the previous process",
+                        lp.name,
+                        socks.len()
+                    );
+                    Listeners::adopt(local, socks, plan.workers)
+                }
+                None => Listeners::bind(lp.addr, plan.workers),
+            }
+            .with_context(|| format!("listener {} on {}", lp.name, lp.addr))?;
+            let extra = group.take_extra();
             let steering = Steering::attach(&group).ok();
             let addr = group.local_addr();
-            let per_worker: Vec<Option<std::net::TcpListener>> =
-                group.into_vec().into_iter().map(Some).collect();
+            let handover = group
+                .iter()
+                .chain(extra.iter())
+                .map(|s| s.try_clone())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("listener {}: keeping a copy for handover", lp.name))?;
+            let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+                group.into_vec().into_iter().map(|s| vec![s]).collect();
+            for (i, s) in extra.into_iter().enumerate() {
+                per_worker[i % plan.workers].push(s);
+            }
             sockets.push((per_worker, acceptor, proxy.clone()));
             let cert_watch = certs.as_ref().map(|s| tls::watch(s, CERT_WATCH_INTERVAL));
             listeners.push(RunningListener {
@@ -150,6 +184,7 @@ impl L7Service {
                 certs,
                 cert_watch,
                 steering,
+                handover,
             });
         }
         let (shutdown, _) = watch::channel(false);
@@ -157,8 +192,10 @@ impl L7Service {
         for w in 0..plan.workers {
             let mine: Vec<_> = sockets
                 .iter_mut()
-                .filter_map(|(socks, acceptor, proxy)| {
-                    Some((socks[w].take()?, acceptor.clone(), proxy.clone()))
+                .flat_map(|(socks, acceptor, proxy)| {
+                    std::mem::take(&mut socks[w])
+                        .into_iter()
+                        .map(|s| (s, acceptor.clone(), proxy.clone()))
                 })
                 .collect();
             let limits = plan.limits.clone();
@@ -396,9 +433,23 @@ impl L7Service {
             .min()
     }
 
+    /// Each listener group for a successor process: the address its config
+    /// names, the address it is bound to, and its sockets.
+    pub fn handover_sockets(&self) -> Vec<(SocketAddr, SocketAddr, &[std::net::TcpListener])> {
+        self.listeners
+            .iter()
+            .map(|l| (l.plan.addr, l.addr, l.handover.as_slice()))
+            .collect()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the drain
     /// timeout) and joins the workers.
     pub async fn shutdown(mut self) {
+        // The copies kept for a handover would keep the sockets listening
+        // (connections queued and never accepted) after the workers stop.
+        for l in &mut self.listeners {
+            l.handover.clear();
+        }
         let _ = self.shutdown.send(true);
         for l in &mut self.listeners {
             if let Some(t) = l.cert_watch.take() {
@@ -441,6 +492,7 @@ fn worker(
             return;
         }
     };
+    let limits_drain = limits.drain_timeout;
     rt.block_on(async move {
         let mut serving = Vec::new();
         for (sock, acceptor, proxy) in sockets {
@@ -468,6 +520,12 @@ fn worker(
         }
         for s in serving {
             let _ = s.await;
+        }
+        // Upgraded connections (WebSockets) run in tasks of this runtime
+        // and die with it: give them the drain time to finish.
+        let deadline = tokio::time::Instant::now() + limits_drain;
+        while super::upgrade::open_tunnels() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
 }

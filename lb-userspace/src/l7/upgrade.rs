@@ -153,6 +153,32 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
+/// Tunnels (WebSockets and other upgrades) open in this process. A
+/// draining process waits for them (up to its drain timeout) before its
+/// workers' runtimes end: a tunnel task dies with its runtime.
+static OPEN_TUNNELS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The number of upgraded connections still open in this process.
+pub fn open_tunnels() -> usize {
+    OPEN_TUNNELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one tunnel in [`OPEN_TUNNELS`] while it lives.
+struct OpenTunnel;
+
+impl OpenTunnel {
+    fn new() -> OpenTunnel {
+        OPEN_TUNNELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenTunnel
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        OPEN_TUNNELS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Joins the client's and the node's upgraded connections in a task of its
 /// own, until one side closes or both are silent for `idle`. `guard` lives
 /// as long as the tunnel (the node's in-flight count).
@@ -163,8 +189,10 @@ pub fn splice<G: Send + 'static>(
     label: String,
     guard: G,
 ) {
+    let open = OpenTunnel::new();
     tokio::spawn(async move {
         let _guard = guard;
+        let _open = open;
         let (down, up) = match tokio::try_join!(downstream, upstream) {
             Ok(pair) => pair,
             Err(e) => {
