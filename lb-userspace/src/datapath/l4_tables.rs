@@ -650,7 +650,8 @@ mod adopt_tests {
                 addr: wire_words(&a),
                 flags: BACKEND_F_ACTIVE | if a.is_ipv6() { BACKEND_F_V6 } else { 0 },
                 next_hop_mac: [0; 6],
-                _pad: [0; 2],
+                tx_port: 0,
+                _pad: 0,
             };
             assert_eq!(backend_addr(&meta), a);
         }
