@@ -10,6 +10,8 @@ pub mod l7_plan;
 mod locate;
 pub mod middleware;
 mod model;
+pub mod node;
+pub mod resource;
 pub mod units;
 mod validate;
 

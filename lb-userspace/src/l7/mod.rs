@@ -5,6 +5,7 @@ pub mod balance;
 pub mod body;
 pub mod cache;
 pub mod cold_start;
+pub mod dynamic;
 pub mod error;
 pub mod forward;
 pub mod headers;

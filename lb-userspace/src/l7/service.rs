@@ -36,7 +36,8 @@ use super::{
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
     resolve,
-    router::RouteTable,
+    dynamic::{DynamicRoutes, ListenerSlot, Shared},
+    router::{HostTables, RouteSpec, RouteTable},
     server::serve,
     tls::{self, CertStore},
     Listeners, Steering,
@@ -79,6 +80,10 @@ pub struct L7Service {
     /// The response cache and the settings its store was built with (kept
     /// across reloads while they do not change).
     cache: Option<(CachePlan, Cache)>,
+    /// Set once resources come from a store (`config_store` other than
+    /// `file`): then routes and upstreams change through this handle, and
+    /// a file reload may not replace them.
+    dynamic: Option<Arc<DynamicRoutes>>,
 }
 
 /// The health-check id of node `addr` of upstream `upstream`.
@@ -180,7 +185,37 @@ impl L7Service {
             health: HealthView::default(),
             health_events,
             cache,
+            dynamic: None,
         })
+    }
+
+    /// Switches the listeners to routers that change one host at a time
+    /// and returns the handle that changes them (the same handle on every
+    /// call). The routes and upstreams of the plan are dropped: from now
+    /// on resources come through the handle.
+    pub fn dynamic(&mut self) -> Arc<DynamicRoutes> {
+        if let Some(d) = &self.dynamic {
+            return d.clone();
+        }
+        let d = Arc::new(DynamicRoutes::new(Shared {
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerSlot {
+                    name: l.plan.name.clone(),
+                    proxy: l.proxy.clone(),
+                    tables: Arc::new(HostTables::new()),
+                })
+                .collect(),
+            pools: HashMap::new(),
+            rules: HashMap::new(),
+            sink: self.escalation_sink.clone(),
+            cache: shared_cache(&self.cache),
+            trusted: self.plan.trusted_proxies.clone(),
+            health_events: self.health_events.clone(),
+        }));
+        self.dynamic = Some(d.clone());
+        d
     }
 
     /// The response cache (`None`: no route caches).
@@ -295,6 +330,11 @@ impl L7Service {
     /// Applies `new` (a plan that passed validation). On error nothing has
     /// changed.
     pub async fn reload(&mut self, new: L7Plan) -> anyhow::Result<()> {
+        if self.dynamic.is_some() {
+            anyhow::bail!(
+                "routes and upstreams come from the config store; change them through the admin API (nothing was changed)"
+            );
+        }
         let restart = self.restart_only(&new);
         if !restart.is_empty() {
             anyhow::bail!(
@@ -490,7 +530,7 @@ async fn build_pools(
     Ok((resolved, pools))
 }
 
-fn build_pool(
+pub(super) fn build_pool(
     up: &UpstreamPlan,
     addrs: &[(SocketAddr, u32)],
     previous: Option<&Pool>,
@@ -592,7 +632,20 @@ fn build_proxy(
     cache: Option<&SharedCache>,
     trusted: &[Prefix],
 ) -> anyhow::Result<Proxy> {
-    let mut routes = lp.routes.clone();
+    let routes = attach_route_options(lp.routes.clone(), rules, sink, cache);
+    let table =
+        RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
+    Ok(Proxy::new(Arc::new(table), pools.clone()).with_trusted_proxies(trusted.to_vec()))
+}
+
+/// Gives each route that names rate-limit rules or caches its runtime
+/// options: the limiter over the shared rules, the shared cache store.
+pub(super) fn attach_route_options(
+    mut routes: Vec<RouteSpec>,
+    rules: &HashMap<String, (RuleConfig, Arc<Rule>)>,
+    sink: &EscalationSink,
+    cache: Option<&SharedCache>,
+) -> Vec<RouteSpec> {
     for spec in &mut routes {
         let limits = spec.extensions.get::<RouteRateLimits>().cloned();
         let cached = spec.extensions.get::<CachedRoute>().is_some();
@@ -617,7 +670,5 @@ fn build_proxy(
         }
         spec.extensions.insert(options);
     }
-    let table =
-        RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
-    Ok(Proxy::new(Arc::new(table), pools.clone()).with_trusted_proxies(trusted.to_vec()))
+    routes
 }
