@@ -1,5 +1,7 @@
 //! `xlb run`: load the datapath, write the L4 tables, attach, then serve
 //! until SIGINT/SIGTERM; SIGHUP reloads the config file.
+
+mod resources;
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -59,6 +61,9 @@ pub struct Daemon {
     config: Config,
     config_path: PathBuf,
     generation: u64,
+    /// The store, its applier and the admin API (`config_store` other
+    /// than `file`).
+    resources: Option<resources::Running>,
 }
 
 /// What a started daemon serves, for the ready line.
@@ -70,6 +75,8 @@ pub struct ReadyInfo {
     pub xdp: Vec<String>,
     /// `(name, address)` of every L7 listener.
     pub l7: Vec<(String, SocketAddr)>,
+    /// The admin API's address, when it is on.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Whether `config` needs the XDP datapath: it has interfaces or VIPs, or
@@ -131,10 +138,11 @@ impl Daemon {
             None
         };
         let (health_tx, health_rx) = mpsc::unbounded_channel();
-        let l7 = match l7_plan {
+        let mut l7 = match l7_plan {
             Some(plan) => Some(L7Service::start(plan, health_tx.clone()).await?),
             None => None,
         };
+        let resources = resources::start(&config, l7.as_mut()).await?;
         let mut d = Daemon {
             l4,
             l7,
@@ -145,6 +153,7 @@ impl Daemon {
             config,
             config_path: config_path.to_path_buf(),
             generation: 1,
+            resources,
         };
         d.update_health_targets()?;
         d.write_state();
@@ -176,6 +185,7 @@ impl Daemon {
                 })
                 .unwrap_or_default(),
             l7: self.l7.as_ref().map(|s| s.addresses()).unwrap_or_default(),
+            admin: self.resources.as_ref().and_then(|r| r.admin_addr),
         }
     }
 

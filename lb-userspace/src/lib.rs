@@ -1,6 +1,7 @@
 //! The xlb daemon as a library: the `xlb` binary is a thin CLI over it, and
 //! the end-to-end tests drive the same code.
 
+pub mod admin;
 pub mod cmd;
 pub mod config;
 pub mod daemon;

@@ -27,6 +27,7 @@ impl Config {
     /// runs the plan it gets here), or every problem found.
     pub fn check(mut self) -> Result<Config, Vec<Issue>> {
         let mut issues = self.issues();
+        issues.extend(node::issues(&self));
         match l7_plan::plan(&self.l7) {
             Ok(plan) => self.planned = model::Planned(Some(Arc::new(plan))),
             Err(l7) => issues.extend(l7),

@@ -11,9 +11,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct ConfigStoreYaml {
     /// `file` (the resources are in this file, as before), `embedded` or
-    /// `etcd`.
+    /// `etcd`. Default: `embedded` when `admin:` is set, else `file`.
     #[serde(default)]
-    pub kind: StoreKind,
+    pub kind: Option<StoreKind>,
     /// `embedded`: the database file. Default
     /// `/var/lib/xlb/<instance>/store.redb`.
     #[serde(default)]
@@ -38,6 +38,51 @@ fn yes() -> bool {
 
 fn default_prefix() -> String {
     "/xlb".into()
+}
+
+impl ConfigStoreYaml {
+    /// The kind in force: the one written, else `embedded` with an admin
+    /// API (whose writes must go somewhere durable), else `file`.
+    pub fn effective_kind(&self, admin: bool) -> StoreKind {
+        self.kind.unwrap_or(if admin { StoreKind::Embedded } else { StoreKind::File })
+    }
+}
+
+/// Problems of the node settings: resources in the file while a store
+/// holds them, an admin API over the file.
+pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
+    let mut out = Vec::new();
+    let kind = config.config_store.effective_kind(config.admin.is_some());
+    let mut issue = |path: &str, message: String| {
+        out.push(super::Issue {
+            path: path.into(),
+            message,
+        })
+    };
+    if kind == StoreKind::File {
+        if config.admin.is_some() {
+            issue("config_store.kind", "the admin API writes to a store: use `embedded` or `etcd`".into());
+        }
+        return out;
+    }
+    let word = if kind == StoreKind::Etcd { "etcd" } else { "embedded" };
+    for (path, n) in [
+        ("l7.routes", config.l7.routes.len()),
+        ("l7.upstreams", config.l7.upstreams.len()),
+        ("l7.rate_limits", config.l7.rate_limits.len()),
+        ("l4.vips", config.l4.vips.len()),
+    ] {
+        if n > 0 {
+            issue(path, format!("with config_store `{word}` resources live in the store; move them there with `xlb config import`"));
+        }
+    }
+    if kind == StoreKind::Etcd && config.config_store.endpoints.is_empty() {
+        issue("config_store.endpoints", "etcd needs at least one endpoint, e.g. http://127.0.0.1:2379".into());
+    }
+    if !config.config_store.prefix.starts_with('/') || config.config_store.prefix.len() < 2 {
+        issue("config_store.prefix", "a key prefix such as /xlb".into());
+    }
+    out
 }
 
 /// The kind of store.

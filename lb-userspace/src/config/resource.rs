@@ -56,6 +56,17 @@ impl Kind {
         }
     }
 
+    /// One resource of this kind, in messages.
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Routes => "route",
+            Kind::Upstreams => "upstream",
+            Kind::Certificates => "certificate",
+            Kind::RateLimits => "rate limit",
+            Kind::Vips => "vip",
+        }
+    }
+
     /// The field that holds the id (rate-limit rules and VIPs are named).
     pub fn id_field(self) -> &'static str {
         match self {
@@ -185,6 +196,22 @@ fn issues_under(issues: Vec<Issue>, prefix: &str) -> Vec<Issue> {
 /// Checks route `route` together with `others` (the routes that share a
 /// host with it, whose patterns it must not conflict with) in `ctx`.
 pub fn check_route(route: &RouteConfig, others: &[RouteConfig], ctx: &Context) -> Result<(), Vec<Issue>> {
+    // The router reports a bad host against the whole route; here the
+    // field is known.
+    let bad_hosts: Vec<Issue> = route
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            crate::l7::router::HostSlot::parse(h).err().map(|why| Issue {
+                path: format!("hosts[{i}]"),
+                message: format!("{h:?}: {why}"),
+            })
+        })
+        .collect();
+    if !bad_hosts.is_empty() {
+        return Err(bad_hosts);
+    }
     let mut routes = vec![route.clone()];
     routes.extend(others.iter().filter(|r| r.id != route.id).cloned());
     match l7_plan::plan(&ctx.l7(routes)) {
@@ -273,7 +300,7 @@ mod tests {
             ..Context::default()
         };
         let issues = check_route(&r, &[], &ctx).unwrap_err();
-        assert_eq!(issues[0].path, "", "{issues:?}");
+        assert_eq!(issues[0].path, "hosts[0]", "{issues:?}");
         assert!(issues[0].message.contains("a..b"), "{issues:?}");
     }
 

@@ -10,6 +10,7 @@
 //! backends, both known here, and async methods on an enum need no boxing.
 
 
+pub mod apply;
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
@@ -113,8 +114,12 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 impl Store {
     /// Opens the store `settings` name (`file` has none: `Ok(None)`).
     /// `instance` names the default embedded database path.
-    pub async fn open(settings: &ConfigStoreYaml, instance: &str) -> anyhow::Result<Option<Store>> {
-        Ok(match settings.kind {
+    pub async fn open(
+        settings: &ConfigStoreYaml,
+        kind: StoreKind,
+        instance: &str,
+    ) -> anyhow::Result<Option<Store>> {
+        Ok(match kind {
             StoreKind::File => None,
             StoreKind::Embedded => {
                 let path = settings.path.clone().unwrap_or_else(|| {

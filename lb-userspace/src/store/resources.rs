@@ -149,7 +149,7 @@ impl<'a> View<'a> {
 
 fn invalid(kind: Kind, issues: Vec<Issue>) -> WriteError {
     WriteError::Invalid {
-        kind: kind.as_str(),
+        kind: kind.singular(),
         issues,
     }
 }
@@ -257,7 +257,7 @@ impl Resources {
                     let current = self.get(*kind, id).await?.map_or(0, |s| s.revision);
                     if current != *e {
                         return Err(WriteError::Precondition {
-                            kind: kind.as_str(),
+                            kind: kind.singular(),
                             id: id.clone(),
                             current,
                             expected: *e,
@@ -291,7 +291,7 @@ impl Resources {
             let current = old.as_ref().map_or(0, |k| k.mod_revision);
             if current != expected && current != -1 {
                 return Err(WriteError::Precondition {
-                    kind: kind.as_str(),
+                    kind: kind.singular(),
                     id: id.to_string(),
                     current,
                     expected,
@@ -312,13 +312,13 @@ impl Resources {
         match w {
             Write::Delete { .. } => {
                 if old.is_none() {
-                    return Err(WriteError::NotFound(kind.as_str(), id.to_string()));
+                    return Err(WriteError::NotFound(kind.singular(), id.to_string()));
                 }
                 if matches!(kind, Kind::Upstreams | Kind::RateLimits) {
                     let refs = view.keys(&self.layout.refs(kind, id)).await?;
                     if !refs.is_empty() {
                         return Err(WriteError::Referenced {
-                            kind: kind.as_str(),
+                            kind: kind.singular(),
                             id: id.to_string(),
                             routes: refs
                                 .iter()

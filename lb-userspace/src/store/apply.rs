@@ -1,0 +1,374 @@
+//! Applies what the store holds to the running proxy, one change at a
+//! time: a full read at start (and after a compaction gap), then a watch
+//! from the next revision. A route change re-plans the host slots the
+//! route was and is in — only the routes of those slots — and swaps their
+//! tables; an upstream change rebuilds that pool; nothing else is touched.
+//! Each batch is applied before the applied revision advances, which is
+//! what read-your-writes waits for.
+//!
+//! While the store is unreachable nothing is removed: the proxy keeps
+//! serving what it last applied, and the watch is resumed from the last
+//! applied revision once the store answers again.
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::{
+    keys::{KeyOf, Layout},
+    Event, KeyValue, Store, StoreError, WatchBatch,
+};
+use crate::config::{
+    l7::{RouteConfig, UpstreamYaml},
+    middleware::RateLimitYaml,
+    resource::{self, Context, Kind},
+};
+use crate::l7::{dynamic::DynamicRoutes, router::HostSlot};
+
+/// Wait between attempts while the store is unreachable.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// This node's applied revision and whether its watch is connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub revision: i64,
+    pub connected: bool,
+}
+
+/// The resources this node has applied, and where each route sits.
+#[derive(Default)]
+struct State {
+    routes: HashMap<String, RouteConfig>,
+    upstreams: HashMap<String, UpstreamYaml>,
+    rules: HashMap<String, RateLimitYaml>,
+    slots: HashMap<HostSlot, BTreeSet<String>>,
+    route_slots: HashMap<String, Vec<HostSlot>>,
+}
+
+/// What one batch touched.
+#[derive(Default)]
+struct Touched {
+    slots: HashSet<HostSlot>,
+    upstreams: BTreeSet<String>,
+    rules: BTreeSet<String>,
+}
+
+/// Feeds the store into the proxy.
+pub struct Applier {
+    store: Store,
+    layout: Layout,
+    node: Context,
+    dynamic: Arc<DynamicRoutes>,
+    applied: watch::Sender<Applied>,
+    state: State,
+}
+
+fn parse_value<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
+    let v: Value = serde_json::from_slice(&kv.value).ok()?;
+    resource::parse(&v).ok()
+}
+
+impl Applier {
+    /// An applier of the resources under `layout` in `store`; `node` is
+    /// the node's own part of the file (listeners, certificates, cache).
+    pub fn new(
+        store: Store,
+        layout: Layout,
+        node: Context,
+        dynamic: Arc<DynamicRoutes>,
+    ) -> (Applier, watch::Receiver<Applied>) {
+        let (applied, rx) = watch::channel(Applied::default());
+        (
+            Applier {
+                store,
+                layout,
+                node,
+                dynamic,
+                applied,
+                state: State::default(),
+            },
+            rx,
+        )
+    }
+
+    /// Reads everything and applies it (the first load, and after a
+    /// compaction gap). Returns the revision read at.
+    pub async fn load(&mut self) -> Result<i64, StoreError> {
+        let (kvs, rev) = self.store.range(&self.layout.all(), None, None).await?;
+        let old_slots: Vec<HostSlot> = self.state.slots.keys().cloned().collect();
+        let old_upstreams: Vec<String> = self.state.upstreams.keys().cloned().collect();
+        let old_rules: Vec<String> = self.state.rules.keys().cloned().collect();
+        self.state = State::default();
+        let mut touched = Touched::default();
+        touched.slots.extend(old_slots);
+        touched.upstreams.extend(old_upstreams);
+        touched.rules.extend(old_rules);
+        for kv in kvs {
+            self.event(Event::Put(kv), &mut touched);
+        }
+        self.apply(touched).await;
+        self.publish(rev, true);
+        Ok(rev)
+    }
+
+    fn publish(&self, revision: i64, connected: bool) {
+        self.applied.send_if_modified(|a| {
+            let new = Applied {
+                revision: revision.max(a.revision),
+                connected,
+            };
+            let changed = *a != new;
+            *a = new;
+            changed
+        });
+    }
+
+    /// Follows the watch for ever after a [`Applier::load`], reconnecting
+    /// after outages.
+    pub async fn run_from_loaded(mut self) {
+        let mut next = self.applied.borrow().revision + 1;
+        loop {
+            let mut stream = match self.store.watch(&self.layout.all(), next).await {
+                Ok(s) => s,
+                Err(StoreError::Compacted(_)) => {
+                    next = self.reload_after_gap().await;
+                    continue;
+                }
+                Err(e) => {
+                    self.publish(0, false);
+                    log::warn!("config store: watch from revision {next}: {e}; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let rev = self.applied.borrow().revision;
+            self.publish(rev, true);
+            loop {
+                match stream.recv().await {
+                    Some(Ok(batch)) => {
+                        next = batch.revision + 1;
+                        self.batch(batch).await;
+                    }
+                    Some(Err(StoreError::Compacted(_))) => {
+                        next = self.reload_after_gap().await;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        log::warn!("config store: watch broken ({e}); serving what was applied, resuming from revision {next}");
+                        self.publish(0, false);
+                        break;
+                    }
+                    None => {
+                        self.publish(0, false);
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn reload_after_gap(&mut self) -> i64 {
+        log::warn!("config store: the watch's revision was compacted; reading everything again");
+        loop {
+            match self.load().await {
+                Ok(rev) => return rev + 1,
+                Err(e) => {
+                    log::warn!("config store: re-read failed ({e}); retrying");
+                    self.publish(0, false);
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Applies one watched transaction.
+    pub async fn batch(&mut self, batch: WatchBatch) {
+        let mut touched = Touched::default();
+        for e in batch.events {
+            self.event(e, &mut touched);
+        }
+        self.apply(touched).await;
+        self.publish(batch.revision, true);
+    }
+
+    /// Updates the state for one event and notes what it touched.
+    fn event(&mut self, e: Event, t: &mut Touched) {
+        let KeyOf::Resource(kind, id) = self.layout.parse(e.key()) else {
+            return;
+        };
+        let kv = match e {
+            Event::Put(kv) => Some(kv),
+            Event::Delete { .. } => None,
+        };
+        let s = &mut self.state;
+        match kind {
+            Kind::Routes => {
+                for slot in s.route_slots.remove(&id).unwrap_or_default() {
+                    if let Some(set) = s.slots.get_mut(&slot) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            s.slots.remove(&slot);
+                        }
+                    }
+                    t.slots.insert(slot);
+                }
+                s.routes.remove(&id);
+                let Some(route) = kv.as_ref().and_then(parse_value::<RouteConfig>) else {
+                    return;
+                };
+                let slots = HostSlot::of_route(&route.hosts).unwrap_or_default();
+                for slot in &slots {
+                    s.slots.entry(slot.clone()).or_default().insert(id.clone());
+                    t.slots.insert(slot.clone());
+                }
+                s.route_slots.insert(id.clone(), slots);
+                s.routes.insert(id, route);
+            }
+            Kind::Upstreams => {
+                let was = s.upstreams.contains_key(&id);
+                match kv.as_ref().and_then(parse_value::<UpstreamYaml>) {
+                    Some(u) => {
+                        s.upstreams.insert(id.clone(), u);
+                    }
+                    None => {
+                        s.upstreams.remove(&id);
+                    }
+                }
+                // Routes planned while their upstream was missing were
+                // left out of their tables: plan them again now.
+                if !was {
+                    self.slots_naming(|r| r.upstream.as_deref() == Some(id.as_str()), t);
+                }
+                t.upstreams.insert(id);
+            }
+            Kind::RateLimits => {
+                match kv.as_ref().and_then(parse_value::<RateLimitYaml>) {
+                    Some(r) => {
+                        s.rules.insert(id.clone(), r);
+                    }
+                    None => {
+                        s.rules.remove(&id);
+                    }
+                }
+                // Route limiters hold the rule itself: rebuild them.
+                self.slots_naming(|r| r.rate_limits.contains(&id), t);
+                t.rules.insert(id);
+            }
+            // Certificates and VIPs are stored and served by the admin
+            // API; applying them to listeners and the XDP tables is not
+            // wired yet.
+            Kind::Certificates | Kind::Vips => {}
+        }
+    }
+
+    fn slots_naming(&self, pred: impl Fn(&RouteConfig) -> bool, t: &mut Touched) {
+        for (id, r) in &self.state.routes {
+            if pred(r) {
+                t.slots
+                    .extend(self.state.route_slots.get(id).into_iter().flatten().cloned());
+            }
+        }
+    }
+
+    /// Applies upstreams, then rules, then the touched slots.
+    async fn apply(&mut self, t: Touched) {
+        for id in &t.upstreams {
+            let plan = match self.state.upstreams.get(id).map(resource::check_upstream) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(issues)) => {
+                    log::error!("config store: upstream {id} is invalid, not applied: {issues:?}");
+                    continue;
+                }
+                None => None,
+            };
+            if let Err(e) = self.dynamic.set_upstream(id, plan.as_ref()).await {
+                log::error!("config store: upstream {id}: {e:#}");
+            }
+        }
+        for name in &t.rules {
+            let cfg = match self.state.rules.get(name).map(resource::check_rate_limit) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(issues)) => {
+                    log::error!("config store: rate limit {name} is invalid: {issues:?}");
+                    continue;
+                }
+                None => None,
+            };
+            if let Err(e) = self.dynamic.set_rate_rule(name, cfg) {
+                log::error!("config store: rate limit {name}: {e:#}");
+            }
+        }
+        for slot in &t.slots {
+            self.apply_slot(slot);
+        }
+    }
+
+    /// Plans the routes of `slot` and swaps its tables. A route that does
+    /// not plan (its upstream is missing, say, after writes through
+    /// another path) is left out and logged; the others are served.
+    fn apply_slot(&self, slot: &HostSlot) {
+        let mut routes: Vec<RouteConfig> = self
+            .state
+            .slots
+            .get(slot)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.state.routes.get(id).cloned())
+            .collect();
+        let mut ctx = self.node.clone();
+        let mut seen = HashSet::new();
+        for r in &routes {
+            if let Some(u) = &r.upstream {
+                if seen.insert(("u", u.clone())) {
+                    ctx.upstreams.extend(self.state.upstreams.get(u).cloned());
+                }
+            }
+            for n in &r.rate_limits {
+                if seen.insert(("r", n.clone())) {
+                    ctx.rate_limits.extend(self.state.rules.get(n).cloned());
+                }
+            }
+        }
+        for _ in 0..3 {
+            match resource::plan_routes(routes.clone(), &ctx) {
+                Ok(plan) => {
+                    let per_listener: Vec<_> = plan
+                        .listeners
+                        .into_iter()
+                        .map(|l| (l.name, l.routes))
+                        .collect();
+                    if let Err(e) = self.dynamic.set_slot(slot, &per_listener) {
+                        log::error!("config store: host {slot:?}: {e}");
+                    }
+                    return;
+                }
+                Err(issues) => {
+                    let bad: BTreeSet<usize> = issues
+                        .iter()
+                        .filter_map(|i| {
+                            let rest = i.path.strip_prefix("l7.routes[")?;
+                            rest.split(']').next()?.parse().ok()
+                        })
+                        .collect();
+                    for i in &issues {
+                        log::error!("config store: host {slot:?}: {}: {} (route left out)", i.path, i.message);
+                    }
+                    if bad.is_empty() {
+                        return;
+                    }
+                    routes = routes
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !bad.contains(i))
+                        .map(|(_, r)| r)
+                        .collect();
+                }
+            }
+        }
+    }
+}
