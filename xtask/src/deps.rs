@@ -12,6 +12,13 @@ pub const TEST_PACKAGES: &[&str] = &[
     "curl",               // L7 end-to-end clients (HTTP/1.1, h2, TLS)
     "python3-grpcio",     // gRPC peers for the L7 tests
     "python3-websockets", // WebSocket peers for the L7 tests
+    "etcd-server",        // the fleet config store in the admin API tests
+    "protobuf-compiler",  // protoc, which etcd-client's build needs
+];
+
+/// Debian packages building `xlb` needs.
+pub const BUILD_PACKAGES: &[&str] = &[
+    "protobuf-compiler", // protoc, which etcd-client's build runs
 ];
 
 /// Debian packages `cargo xtask bench l7` compares xlb with and drives it by.
