@@ -22,9 +22,9 @@ use super::{
     options::SharedCache,
     proxy::{Pool, Proxy},
     ratelimit::{EscalationSink, Rule, RuleConfig},
+    assemble::{attach_route_options, build_pool},
     resolve,
     router::{HostSlot, HostTables, RouteError, RouteSpec, RouteTable},
-    service::{attach_route_options, build_pool},
 };
 use crate::health::HealthEvent;
 use crate::net::Prefix;

@@ -1,6 +1,7 @@
 //! The L7 half of xlb. So far: one `SO_REUSEPORT` listener per worker and
 //! the eBPF steering that picks the worker for each new connection.
 
+mod assemble;
 pub mod balance;
 pub mod body;
 pub mod cache;

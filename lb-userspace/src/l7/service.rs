@@ -28,21 +28,20 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::net::Prefix;
 
-use super::plan::{CachePlan, CachedRoute, L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan};
+use super::plan::{CachePlan, L7Plan, ListenerPlan};
 use super::{
-    balance::{self, Node, Upstream, UpstreamConfig},
     cache::{Cache, CacheConfig},
-    options::{RouteOptions, SharedCache, SharedLimiter},
+    options::SharedCache,
     proxy::{Pool, Proxy},
-    ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
+    ratelimit::{self, Escalation, EscalationSink, Rule, RuleConfig},
     resolve,
     dynamic::{DynamicRoutes, ListenerSlot, Shared},
-    router::{HostTables, RouteSpec, RouteTable},
+    router::{HostTables, RouteTable},
     server::serve,
     tls::{self, CertStore},
     Listeners, Steering,
 };
-use crate::health::{EventSource, HealthEvent, HealthView, PassiveTracker, Target};
+use crate::health::{EventSource, HealthEvent, HealthView, Target};
 
 /// How often certificate files are checked for changes.
 const CERT_WATCH_INTERVAL: Duration = tls::DEFAULT_WATCH_INTERVAL;
@@ -86,10 +85,8 @@ pub struct L7Service {
     dynamic: Option<Arc<DynamicRoutes>>,
 }
 
-/// The health-check id of node `addr` of upstream `upstream`.
-pub fn health_id(upstream: &str, addr: SocketAddr) -> String {
-    format!("l7/{upstream}/{addr}")
-}
+pub use super::assemble::health_id;
+use super::assemble::{attach_route_options, build_pool};
 
 impl std::fmt::Debug for L7Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -530,57 +527,6 @@ async fn build_pools(
     Ok((resolved, pools))
 }
 
-pub(super) fn build_pool(
-    up: &UpstreamPlan,
-    addrs: &[(SocketAddr, u32)],
-    previous: Option<&Pool>,
-    events: &mpsc::UnboundedSender<HealthEvent>,
-) -> anyhow::Result<Pool> {
-    let nodes: Vec<Node> = addrs
-        .iter()
-        .enumerate()
-        .map(|(id, &(addr, weight))| Node { id, addr, weight })
-        .collect();
-    let config = UpstreamConfig {
-        slow_start: up.slow_start,
-        ..UpstreamConfig::default()
-    };
-    let upstream = match previous {
-        Some(p) => Upstream::with_previous(nodes, config, &p.upstream, Instant::now()),
-        None => Upstream::new(nodes, config),
-    }
-    .with_context(|| format!("upstream {}", up.id))?;
-    let upstream = Arc::new(upstream);
-    let balancer = balance::build(
-        upstream.clone(),
-        up.algorithm,
-        up.options.sticky_cookie.is_some(),
-    )
-    .with_context(|| format!("upstream {}", up.id))?;
-    let pool = Pool::new(
-        up.id.clone(),
-        upstream,
-        balancer,
-        up.options.clone(),
-        previous,
-    )
-    .with_context(|| format!("upstream {}", up.id))?;
-    let Some(cfg) = &up.passive else {
-        return Ok(pool);
-    };
-    let ids: Vec<String> = addrs.iter().map(|(a, _)| health_id(&up.id, *a)).collect();
-    let tracker = match previous.and_then(|p| p.passive()) {
-        Some(old) => PassiveTracker::with_previous(ids, *cfg, events.clone(), old),
-        None => PassiveTracker::new(ids, *cfg, events.clone()),
-    }
-    .map_err(|e| anyhow::anyhow!("upstream {}: passive health: {e}", up.id))?;
-    let tracker = Arc::new(tracker);
-    // The driver readmits ejected nodes; it ends once the tracker is
-    // dropped (after a reload replaced this pool and its requests ended).
-    tracker.spawn_driver();
-    Ok(pool.with_passive(tracker))
-}
-
 /// The rules of `plan`, reusing `previous` ones whose config is unchanged.
 fn build_rules(
     plan: &L7Plan,
@@ -636,39 +582,4 @@ fn build_proxy(
     let table =
         RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
     Ok(Proxy::new(Arc::new(table), pools.clone()).with_trusted_proxies(trusted.to_vec()))
-}
-
-/// Gives each route that names rate-limit rules or caches its runtime
-/// options: the limiter over the shared rules, the shared cache store.
-pub(super) fn attach_route_options(
-    mut routes: Vec<RouteSpec>,
-    rules: &HashMap<String, (RuleConfig, Arc<Rule>)>,
-    sink: &EscalationSink,
-    cache: Option<&SharedCache>,
-) -> Vec<RouteSpec> {
-    for spec in &mut routes {
-        let limits = spec.extensions.get::<RouteRateLimits>().cloned();
-        let cached = spec.extensions.get::<CachedRoute>().is_some();
-        if limits.is_none() && !cached {
-            continue;
-        }
-        let mut options = spec
-            .extensions
-            .get::<RouteOptions>()
-            .cloned()
-            .unwrap_or_default();
-        if let Some(RouteRateLimits(names)) = limits {
-            let mine: Vec<Arc<Rule>> = names
-                .iter()
-                .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
-                .collect();
-            let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
-            options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
-        }
-        if cached {
-            options.cache = cache.cloned();
-        }
-        spec.extensions.insert(options);
-    }
-    routes
 }
