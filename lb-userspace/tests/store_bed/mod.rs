@@ -17,6 +17,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// The `xlb` to run: `XLB_BIN` (what `cargo xtask bench` builds), else
+/// the binary cargo built for these tests.
+pub fn xlb_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("XLB_BIN") {
+        return PathBuf::from(p);
+    }
+    match option_env!("CARGO_BIN_EXE_xlb") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("set XLB_BIN to the xlb binary"),
+    }
+}
+
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -153,7 +165,7 @@ impl Node {
         );
         let path = dir.path().join("xlb.yaml");
         std::fs::write(&path, yaml).expect("write node config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xlb"))
+        let mut child = Command::new(xlb_binary())
             .args(["run", "-c"])
             .arg(&path)
             .env("RUST_LOG", "warn")
