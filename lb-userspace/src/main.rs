@@ -161,7 +161,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Config(ConfigCmd::Export { config }) => {
             let cfg = Config::load(&config)?;
-            print!("{}", runtime()?.block_on(xlb::cmd::config_io::export(&cfg))?);
+            print!(
+                "{}",
+                runtime()?.block_on(xlb::cmd::config_io::export(&cfg))?
+            );
             Ok(())
         }
         Cmd::Check { config } => {

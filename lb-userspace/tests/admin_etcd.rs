@@ -26,23 +26,52 @@ fn crud_field_errors_preconditions_references_and_auth() {
     };
     let etcd = Etcd::start(&bin);
     let ep = etcd.endpoint();
-    let node = Node::start(StoreAt::Etcd { endpoint: &ep, prefix: "/xlb" }, TOKEN);
+    let node = Node::start(
+        StoreAt::Etcd {
+            endpoint: &ep,
+            prefix: "/xlb",
+        },
+        TOKEN,
+    );
     let backend = Backend::start("backend-a");
 
     // 401 without a token, or with a wrong one; nothing written.
-    let (s, _) = node.api_with("PUT", "/xlb/v1/upstreams/u1", &[], Some(&upstream(&backend)));
+    let (s, _) = node.api_with(
+        "PUT",
+        "/xlb/v1/upstreams/u1",
+        &[],
+        Some(&upstream(&backend)),
+    );
     assert_eq!(s, 401);
-    let (s, _) = node.api_with("GET", "/xlb/v1/status", &[("Authorization", "Bearer nope")], None);
+    let (s, _) = node.api_with(
+        "GET",
+        "/xlb/v1/status",
+        &[("Authorization", "Bearer nope")],
+        None,
+    );
     assert_eq!(s, 401);
-    let (s, _) = node.api_with("GET", "/xlb/v1/status", &[("Authorization", &format!("Bearer {TOKEN}"))], None);
+    let (s, _) = node.api_with(
+        "GET",
+        "/xlb/v1/status",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    );
     assert_eq!(s, 200);
     assert_eq!(node.api("GET", "/xlb/v1/upstreams/u1", None).0, 404);
 
     // Create; read-your-writes: the first request after the PUT returned
     // is served, with no retry.
     assert_eq!(node.get("a.test"), 404, "control: no route yet");
-    assert_eq!(node.api("PUT", "/xlb/v1/upstreams/u1", Some(&upstream(&backend))).0, 200);
-    let (s, body) = node.api("PUT", "/xlb/v1/routes/r1", Some(r#"{"hosts":["a.test"],"upstream":"u1"}"#));
+    assert_eq!(
+        node.api("PUT", "/xlb/v1/upstreams/u1", Some(&upstream(&backend)))
+            .0,
+        200
+    );
+    let (s, body) = node.api(
+        "PUT",
+        "/xlb/v1/routes/r1",
+        Some(r#"{"hosts":["a.test"],"upstream":"u1"}"#),
+    );
     assert_eq!(s, 200, "{body}");
     let rev = json(&body)["revision"].as_i64().unwrap();
     assert_eq!(node.get_body("a.test"), (200, "backend-a".to_string()));
@@ -51,28 +80,58 @@ fn crud_field_errors_preconditions_references_and_auth() {
     assert_eq!(json(&body)["hosts"][0], "a.test");
 
     // 400s name the field; the running route is untouched.
-    let (s, body) = node.api("PUT", "/xlb/v1/routes/r1", Some(r#"{"hosts":["a.test"],"upstream":"u1","timeouts":{"connect":5}}"#));
+    let (s, body) = node.api(
+        "PUT",
+        "/xlb/v1/routes/r1",
+        Some(r#"{"hosts":["a.test"],"upstream":"u1","timeouts":{"connect":5}}"#),
+    );
     assert_eq!(s, 400, "{body}");
     assert_eq!(json(&body)["issues"][0]["field"], "timeouts.connect");
-    let (s, body) = node.api("PUT", "/xlb/v1/routes/r1", Some(r#"{"hosts":["ok.test","a..test"],"upstream":"u1"}"#));
+    let (s, body) = node.api(
+        "PUT",
+        "/xlb/v1/routes/r1",
+        Some(r#"{"hosts":["ok.test","a..test"],"upstream":"u1"}"#),
+    );
     assert_eq!(s, 400, "{body}");
     assert_eq!(json(&body)["issues"][0]["field"], "hosts[1]");
-    let (s, body) = node.api("PUT", "/xlb/v1/routes/r1", Some(r#"{"hosts":["a.test"],"upstream":"missing"}"#));
+    let (s, body) = node.api(
+        "PUT",
+        "/xlb/v1/routes/r1",
+        Some(r#"{"hosts":["a.test"],"upstream":"missing"}"#),
+    );
     assert_eq!(s, 400, "{body}");
     assert_eq!(json(&body)["issues"][0]["field"], "upstream");
-    let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u2", Some(r#"{"nodes":[{"address":"127.0.0.1:1","weight":0}],"algorithm":"nonsense"}"#));
+    let (s, body) = node.api(
+        "PUT",
+        "/xlb/v1/upstreams/u2",
+        Some(r#"{"nodes":[{"address":"127.0.0.1:1","weight":0}],"algorithm":"nonsense"}"#),
+    );
     assert_eq!(s, 400, "{body}");
-    assert!(json(&body)["issues"].as_array().unwrap().iter().any(|i| i["field"] == "algorithm"), "{body}");
+    assert!(
+        json(&body)["issues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["field"] == "algorithm"),
+        "{body}"
+    );
     let (s, _) = node.api("PUT", "/xlb/v1/routes/r1", Some("{not json"));
     assert_eq!(s, 400);
-    assert_eq!(node.get("a.test"), 200, "a refused write left the route serving");
+    assert_eq!(
+        node.get("a.test"),
+        200,
+        "a refused write left the route serving"
+    );
 
     // If-Match: a stale revision is 412 and changes nothing; the current
     // one is accepted.
     let (s, body) = node.api_with(
         "PUT",
         "/xlb/v1/routes/r1",
-        &[("X-API-KEY", TOKEN), ("If-Match", &format!("\"{}\"", rev - 1))],
+        &[
+            ("X-API-KEY", TOKEN),
+            ("If-Match", &format!("\"{}\"", rev - 1)),
+        ],
         Some(r#"{"hosts":["b.test"],"upstream":"u1"}"#),
     );
     assert_eq!(s, 412, "{body}");
@@ -85,7 +144,11 @@ fn crud_field_errors_preconditions_references_and_auth() {
     );
     assert_eq!(s, 200, "{body}");
     assert_eq!(node.get("b.test"), 200);
-    assert_eq!(node.get("a.test"), 404, "the route moved hosts: the old host's table was emptied");
+    assert_eq!(
+        node.get("a.test"),
+        404,
+        "the route moved hosts: the old host's table was emptied"
+    );
 
     // 409 while a route references the upstream.
     let (s, body) = node.api("DELETE", "/xlb/v1/upstreams/u1", None);
@@ -95,7 +158,11 @@ fn crud_field_errors_preconditions_references_and_auth() {
 
     // Lists page by id.
     for i in 0..3 {
-        let (s, _) = node.api("PUT", &format!("/xlb/v1/routes/p{i}"), Some(&format!(r#"{{"hosts":["p{i}.test"],"upstream":"u1"}}"#)));
+        let (s, _) = node.api(
+            "PUT",
+            &format!("/xlb/v1/routes/p{i}"),
+            Some(&format!(r#"{{"hosts":["p{i}.test"],"upstream":"u1"}}"#)),
+        );
         assert_eq!(s, 200);
     }
     let (_, body) = node.api("GET", "/xlb/v1/routes?limit=2", None);
@@ -103,7 +170,12 @@ fn crud_field_errors_preconditions_references_and_auth() {
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let next = page["next"].as_str().unwrap().to_string();
     let (_, body) = node.api("GET", &format!("/xlb/v1/routes?limit=2&after={next}"), None);
-    let ids: Vec<String> = json(&body)["items"].as_array().unwrap().iter().map(|i| i["value"]["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = json(&body)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["value"]["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, ["p2", "r1"]);
 
     // A txn deletes the routes and the upstream at once.
@@ -130,27 +202,61 @@ fn a_route_created_through_one_node_serves_on_the_other_two() {
     let etcd = Etcd::start(&bin);
     let ep = etcd.endpoint();
     let nodes: Vec<Node> = (0..3)
-        .map(|_| Node::start(StoreAt::Etcd { endpoint: &ep, prefix: "/fleet" }, TOKEN))
+        .map(|_| {
+            Node::start(
+                StoreAt::Etcd {
+                    endpoint: &ep,
+                    prefix: "/fleet",
+                },
+                TOKEN,
+            )
+        })
         .collect();
     // Control: a node of another configuration (another prefix) on the
     // same etcd must never serve the route: what the others serve came
     // through the shared keys, not by accident.
-    let outsider = Node::start(StoreAt::Etcd { endpoint: &ep, prefix: "/other" }, TOKEN);
+    let outsider = Node::start(
+        StoreAt::Etcd {
+            endpoint: &ep,
+            prefix: "/other",
+        },
+        TOKEN,
+    );
     let backend = Backend::start("fleet-backend");
     for n in nodes.iter().chain([&outsider]) {
-        assert_eq!(n.get("fleet.test"), 404, "control: nothing serves before the write");
+        assert_eq!(
+            n.get("fleet.test"),
+            404,
+            "control: nothing serves before the write"
+        );
     }
-    assert_eq!(nodes[0].api("PUT", "/xlb/v1/upstreams/u", Some(&upstream(&backend))).0, 200);
-    let (s, body) = nodes[0].api("PUT", "/xlb/v1/routes/r", Some(r#"{"hosts":["fleet.test"],"upstream":"u"}"#));
+    assert_eq!(
+        nodes[0]
+            .api("PUT", "/xlb/v1/upstreams/u", Some(&upstream(&backend)))
+            .0,
+        200
+    );
+    let (s, body) = nodes[0].api(
+        "PUT",
+        "/xlb/v1/routes/r",
+        Some(r#"{"hosts":["fleet.test"],"upstream":"u"}"#),
+    );
     assert_eq!(s, 200, "{body}");
-    assert_eq!(nodes[0].get_body("fleet.test"), (200, "fleet-backend".into()));
+    assert_eq!(
+        nodes[0].get_body("fleet.test"),
+        (200, "fleet-backend".into())
+    );
     for (i, n) in nodes.iter().enumerate().skip(1) {
         assert!(
             eventually(Duration::from_secs(5), || n.get("fleet.test") == 200),
             "node {i} never served the route created through node 0"
         );
     }
-    assert_eq!(outsider.get("fleet.test"), 404, "the node of another prefix must not serve it");
+    assert_eq!(
+        outsider.get("fleet.test"),
+        404,
+        "the node of another prefix must not serve it"
+    );
     // A delete through node 2 stops it everywhere.
     assert_eq!(nodes[2].api("DELETE", "/xlb/v1/routes/r", None).0, 200);
     assert_eq!(nodes[2].get("fleet.test"), 404);
@@ -161,16 +267,42 @@ fn a_route_created_through_one_node_serves_on_the_other_two() {
 
 #[test]
 fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
-    let Some(bin) = etcd_binary("etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume") else {
+    let Some(bin) =
+        etcd_binary("etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume")
+    else {
         return;
     };
     let mut etcd = Etcd::start(&bin);
     let ep = etcd.endpoint();
-    let a = Node::start(StoreAt::Etcd { endpoint: &ep, prefix: "/xlb" }, TOKEN);
-    let b = Node::start(StoreAt::Etcd { endpoint: &ep, prefix: "/xlb" }, TOKEN);
+    let a = Node::start(
+        StoreAt::Etcd {
+            endpoint: &ep,
+            prefix: "/xlb",
+        },
+        TOKEN,
+    );
+    let b = Node::start(
+        StoreAt::Etcd {
+            endpoint: &ep,
+            prefix: "/xlb",
+        },
+        TOKEN,
+    );
     let backend = Backend::start("steady");
-    assert_eq!(a.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream(&backend))).0, 200);
-    assert_eq!(a.api("PUT", "/xlb/v1/routes/known", Some(r#"{"hosts":["known.test"],"upstream":"u"}"#)).0, 200);
+    assert_eq!(
+        a.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream(&backend)))
+            .0,
+        200
+    );
+    assert_eq!(
+        a.api(
+            "PUT",
+            "/xlb/v1/routes/known",
+            Some(r#"{"hosts":["known.test"],"upstream":"u"}"#)
+        )
+        .0,
+        200
+    );
     assert!(eventually(Duration::from_secs(5), || b.get("known.test") == 200));
 
     // Traffic on both nodes while etcd dies.
@@ -181,7 +313,8 @@ fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
         let stop = stop.clone();
         traffic.push(std::thread::spawn(move || {
             let (mut ok, mut bad) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok + (bad.len() as u32) < 2000 {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok + (bad.len() as u32) < 2000
+            {
                 match store_bed::http(&web, "GET", "/", &[("Host", "known.test")], None) {
                     Ok((200, _)) => ok += 1,
                     other => bad.push(format!("{other:?}")),
@@ -194,10 +327,23 @@ fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
     etcd.kill();
     // A write fails fast with 503 and a reason; it is not acknowledged.
     let t0 = std::time::Instant::now();
-    let (s, body) = a.api("PUT", "/xlb/v1/routes/during", Some(r#"{"hosts":["during.test"],"upstream":"u"}"#));
+    let (s, body) = a.api(
+        "PUT",
+        "/xlb/v1/routes/during",
+        Some(r#"{"hosts":["during.test"],"upstream":"u"}"#),
+    );
     assert_eq!(s, 503, "{body}");
-    assert!(json(&body)["error"].as_str().unwrap().contains("unavailable"), "{body}");
-    assert!(t0.elapsed() < Duration::from_secs(10), "the write hung instead of failing fast");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("unavailable"),
+        "{body}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the write hung instead of failing fast"
+    );
     let (_, body) = a.api("GET", "/xlb/v1/status", None);
     assert_eq!(json(&body)["store"]["healthy"], false);
     std::thread::sleep(Duration::from_millis(800));
@@ -205,14 +351,27 @@ fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
     for t in traffic {
         let (ok, bad) = t.join().unwrap();
         assert!(ok > 0, "no traffic was sent");
-        assert!(bad.is_empty(), "{} of {} requests to a known route failed while etcd was down: {:?}", bad.len(), ok as usize + bad.len(), &bad[..bad.len().min(3)]);
+        assert!(
+            bad.is_empty(),
+            "{} of {} requests to a known route failed while etcd was down: {:?}",
+            bad.len(),
+            ok as usize + bad.len(),
+            &bad[..bad.len().min(3)]
+        );
     }
 
     // Back: a change made through the other node reaches this one (its
     // watch resumed).
     etcd.restart();
     assert!(
-        eventually(Duration::from_secs(15), || b.api("PUT", "/xlb/v1/routes/after", Some(r#"{"hosts":["after.test"],"upstream":"u"}"#)).0 == 200),
+        eventually(Duration::from_secs(15), || b
+            .api(
+                "PUT",
+                "/xlb/v1/routes/after",
+                Some(r#"{"hosts":["after.test"],"upstream":"u"}"#)
+            )
+            .0
+            == 200),
         "writes did not come back with etcd"
     );
     assert_eq!(b.get("after.test"), 200);
@@ -220,6 +379,10 @@ fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
         eventually(Duration::from_secs(15), || a.get("after.test") == 200),
         "node a did not resume its watch after the outage"
     );
-    assert_eq!(a.get("during.test"), 404, "the refused write was not applied later");
+    assert_eq!(
+        a.get("during.test"),
+        404,
+        "the refused write was not applied later"
+    );
     assert_eq!(a.get("known.test"), 200);
 }

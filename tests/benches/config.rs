@@ -51,7 +51,11 @@ fn preload(node: &Node, from: usize, to: usize) -> anyhow::Result<()> {
         let writes: Vec<String> = (i..end)
             .map(|k| format!(r#"{{"op":"put","kind":"routes","id":"pre-{k}","value":{{"hosts":["pre-{k}.bench"],"upstream":"u"}}}}"#))
             .collect();
-        let (s, body) = node.api("POST", "/xlb/v1/txn", Some(&format!(r#"{{"writes":[{}]}}"#, writes.join(","))));
+        let (s, body) = node.api(
+            "POST",
+            "/xlb/v1/txn",
+            Some(&format!(r#"{{"writes":[{}]}}"#, writes.join(","))),
+        );
         anyhow::ensure!(s == 200, "preload at {i}: {s} {body}");
         i = end;
     }
@@ -74,7 +78,11 @@ fn trial(node: &Node, name: &str, with_upstream: bool) -> anyhow::Result<(Durati
             )),
         )
     } else {
-        node.api("PUT", &format!("/xlb/v1/routes/{name}"), Some(&format!(r#"{{"hosts":["{host}"],"upstream":"u"}}"#)))
+        node.api(
+            "PUT",
+            &format!("/xlb/v1/routes/{name}"),
+            Some(&format!(r#"{{"hosts":["{host}"],"upstream":"u"}}"#)),
+        )
     };
     anyhow::ensure!(s == 200, "PUT {name}: {s} {body}");
     let mut tries = 0;
@@ -83,7 +91,10 @@ fn trial(node: &Node, name: &str, with_upstream: bool) -> anyhow::Result<(Durati
         if node.get(&host) == 200 {
             return Ok((t0.elapsed(), tries));
         }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(10), "{host} never served");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{host} never served"
+        );
     }
 }
 
@@ -96,7 +107,10 @@ struct Result1 {
     trials: usize,
 }
 
-fn measure(trials: usize, mut f: impl FnMut(usize) -> anyhow::Result<(Duration, u32)>) -> anyhow::Result<Result1> {
+fn measure(
+    trials: usize,
+    mut f: impl FnMut(usize) -> anyhow::Result<(Duration, u32)>,
+) -> anyhow::Result<Result1> {
     let mut v = Vec::with_capacity(trials);
     let mut first = 0;
     for t in 0..trials {
@@ -140,7 +154,12 @@ impl Nginx {
         let port = store_bed::free_port();
         std::fs::write(dir.path().join("nginx.conf"), Self::conf(dir.path(), port))?;
         let mut servers = String::new();
-        let tmp = Nginx { dir, child: Command::new("true").spawn()?, port, backend };
+        let tmp = Nginx {
+            dir,
+            child: Command::new("true").spawn()?,
+            port,
+            backend,
+        };
         for k in 0..n {
             servers.push_str(&tmp.block(&format!("pre-{k}.bench")));
         }
@@ -159,7 +178,14 @@ impl Nginx {
         me.child = child;
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
         anyhow::ensure!(
-            store_bed::eventually(Duration::from_secs(60), || store_bed::http(&addr, "GET", "/", &[("Host", "pre-0.bench")], None).is_ok()),
+            store_bed::eventually(Duration::from_secs(60), || store_bed::http(
+                &addr,
+                "GET",
+                "/",
+                &[("Host", "pre-0.bench")],
+                None
+            )
+            .is_ok()),
             "nginx did not start"
         );
         Ok(me)
@@ -167,7 +193,9 @@ impl Nginx {
 
     fn trial(&self, name: &str) -> anyhow::Result<(Duration, u32)> {
         let host = format!("{name}.bench");
-        let mut f = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("servers.conf"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("servers.conf"))?;
         f.write_all(self.block(&host).as_bytes())?;
         drop(f);
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse()?;
@@ -184,10 +212,16 @@ impl Nginx {
         let mut tries = 0;
         loop {
             tries += 1;
-            if matches!(store_bed::http(&addr, "GET", "/", &[("Host", &host)], None), Ok((200, _))) {
+            if matches!(
+                store_bed::http(&addr, "GET", "/", &[("Host", &host)], None),
+                Ok((200, _))
+            ) {
                 return Ok((t0.elapsed(), tries));
             }
-            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "nginx never served {host}");
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "nginx never served {host}"
+            );
         }
     }
 }
@@ -214,7 +248,13 @@ fn fsync_cost(n: usize) -> anyhow::Result<f64> {
     Ok(pct(&mut v, 0.5))
 }
 
-fn case(case: &str, metric: &str, value: f64, baseline: &str, baseline_value: f64) -> serde_json::Value {
+fn case(
+    case: &str,
+    metric: &str,
+    value: f64,
+    baseline: &str,
+    baseline_value: f64,
+) -> serde_json::Value {
     serde_json::json!({
         "case": case, "metric": metric, "unit": "ms", "value": value,
         "baseline": baseline, "baseline_value": baseline_value,
@@ -224,7 +264,11 @@ fn case(case: &str, metric: &str, value: f64, baseline: &str, baseline_value: f6
 
 fn main() -> anyhow::Result<()> {
     let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "100,10000");
-    let trials = env_list("XLB_BENCH_CONFIG_TRIALS", "20").first().copied().unwrap_or(20).max(1);
+    let trials = env_list("XLB_BENCH_CONFIG_TRIALS", "20")
+        .first()
+        .copied()
+        .unwrap_or(20)
+        .max(1);
     let backend = Backend::start("bench");
     let _ = UPSTREAM_ADDR.set(backend.addr);
     let upstream = format!(r#"{{"nodes":[{{"address":"{}"}}]}}"#, backend.addr);
@@ -237,7 +281,11 @@ fn main() -> anyhow::Result<()> {
         for &n in &sizes {
             let t = Instant::now();
             preload(&node, loaded, n)?;
-            eprintln!("bench config: {mode}: {n} routes loaded ({} added in {:.1} s)", n - loaded, t.elapsed().as_secs_f64());
+            eprintln!(
+                "bench config: {mode}: {n} routes loaded ({} added in {:.1} s)",
+                n - loaded,
+                t.elapsed().as_secs_f64()
+            );
             loaded = n;
             let r = measure(trials, |t| trial(&node, &format!("new-{n}-{t}"), false))?;
             rows.push((format!("xlb {mode}"), n, r));
@@ -247,7 +295,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let nginx_ok = Command::new("nginx").arg("-v").stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let nginx_ok = Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if nginx_ok {
         for &n in &sizes {
             let ng = Nginx::start(n, backend.addr)?;
@@ -259,42 +311,102 @@ fn main() -> anyhow::Result<()> {
     }
     let fsync = fsync_cost(200)?;
 
-    println!("{:<24} {:>9} {:>10} {:>10} {:>12}", "propagation", "routes", "p50 ms", "p99 ms", "1st GET 2xx");
+    println!(
+        "{:<24} {:>9} {:>10} {:>10} {:>12}",
+        "propagation", "routes", "p50 ms", "p99 ms", "1st GET 2xx"
+    );
     for (name, n, r) in &rows {
-        println!("{name:<24} {n:>9} {:>10.3} {:>10.3} {:>8}/{}", r.p50, r.p99, r.first_try, r.trials);
+        println!(
+            "{name:<24} {n:>9} {:>10.3} {:>10.3} {:>8}/{}",
+            r.p50, r.p99, r.first_try, r.trials
+        );
     }
     println!("one fsync (4 KiB write, p50): {fsync:.3} ms");
 
-    let find = |name: &str, n: usize| rows.iter().find(|(m, k, _)| m == name && *k == n).map(|(_, _, r)| r);
+    let find = |name: &str, n: usize| {
+        rows.iter()
+            .find(|(m, k, _)| m == name && *k == n)
+            .map(|(_, _, r)| r)
+    };
     let mut cases = Vec::new();
     for &n in &sizes {
         for mode in ["durable", "memory"] {
-            let Some(x) = find(&format!("xlb {mode}"), n) else { continue };
+            let Some(x) = find(&format!("xlb {mode}"), n) else {
+                continue;
+            };
             match find("nginx reload", n) {
                 Some(ng) => {
-                    cases.push(case(&format!("propagation_local {mode} N={n}"), "p50", x.p50, "nginx -s reload", ng.p50));
-                    cases.push(case(&format!("propagation_local {mode} N={n}"), "p99", x.p99, "nginx -s reload", ng.p99));
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p50",
+                        x.p50,
+                        "nginx -s reload",
+                        ng.p50,
+                    ));
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p99",
+                        x.p99,
+                        "nginx -s reload",
+                        ng.p99,
+                    ));
                 }
                 None => {
-                    cases.push(case(&format!("propagation_local {mode} N={n}"), "p50", x.p50, "none", 0.0));
-                    cases.push(case(&format!("propagation_local {mode} N={n}"), "p99", x.p99, "none", 0.0));
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p50",
+                        x.p50,
+                        "none",
+                        0.0,
+                    ));
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p99",
+                        x.p99,
+                        "none",
+                        0.0,
+                    ));
                 }
             }
         }
         if let (Some(m), Some(d)) = (find("xlb memory", n), find("xlb durable", n)) {
-            cases.push(case(&format!("propagation_local memory vs durable N={n}"), "p50", m.p50, "xlb durable", d.p50));
+            cases.push(case(
+                &format!("propagation_local memory vs durable N={n}"),
+                "p50",
+                m.p50,
+                "xlb durable",
+                d.p50,
+            ));
         }
     }
     for mode in ["durable", "memory"] {
         if let Some(x) = find(&format!("xlb {mode} +upstream"), sizes[0]) {
-            cases.push(case(&format!("propagation_local {mode} route+upstream N={}", sizes[0]), "p50", x.p50, &format!("xlb {mode} route only"), find(&format!("xlb {mode}"), sizes[0]).map_or(0.0, |r| r.p50)));
+            cases.push(case(
+                &format!("propagation_local {mode} route+upstream N={}", sizes[0]),
+                "p50",
+                x.p50,
+                &format!("xlb {mode} route only"),
+                find(&format!("xlb {mode}"), sizes[0]).map_or(0.0, |r| r.p50),
+            ));
         }
     }
     let (lo, hi) = (sizes[0], *sizes.last().unwrap_or(&sizes[0]));
     if let (Some(a), Some(b)) = (find("xlb durable", hi), find("xlb durable", lo)) {
-        cases.push(case(&format!("propagation_local flatness N={hi} vs N={lo}"), "p99", a.p99, &format!("N={lo}"), b.p99));
+        cases.push(case(
+            &format!("propagation_local flatness N={hi} vs N={lo}"),
+            "p99",
+            a.p99,
+            &format!("N={lo}"),
+            b.p99,
+        ));
     }
-    cases.push(case("fsync 4KiB", "p50", fsync, "propagation_local durable p50", find("xlb durable", lo).map_or(0.0, |r| r.p50)));
+    cases.push(case(
+        "fsync 4KiB",
+        "p50",
+        fsync,
+        "propagation_local durable p50",
+        find("xlb durable", lo).map_or(0.0, |r| r.p50),
+    ));
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -312,7 +424,10 @@ fn machine() -> String {
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split(':').nth(1))
         .map_or("unknown cpu".to_string(), |s| s.trim().to_string());
-    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cpus} cpus, {cpu}, kernel {}", kernel.trim())
 }

@@ -9,7 +9,7 @@ use super::{
     Admin, APPLY_WAIT, MAX_BODY,
 };
 use crate::config::resource::Kind;
-use crate::store::resources::{WriteError, Write};
+use crate::store::resources::{Write, WriteError};
 
 /// Default and largest page of a list.
 const PAGE: usize = 100;
@@ -19,7 +19,10 @@ const MAX_PAGE: usize = 1000;
 pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
     if let Some(t) = &admin.token {
         if !t.admits(req.headers()) {
-            let mut r = reply::error(StatusCode::UNAUTHORIZED, "missing or wrong token (X-API-KEY or Authorization: Bearer)");
+            let mut r = reply::error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token (X-API-KEY or Authorization: Bearer)",
+            );
             r.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer"),
@@ -29,7 +32,10 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
     }
     let path = req.uri().path().to_string();
     let Some(rest) = path.strip_prefix("/xlb/v1/") else {
-        return reply::error(StatusCode::NOT_FOUND, "no such endpoint (the API is under /xlb/v1/)");
+        return reply::error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint (the API is under /xlb/v1/)",
+        );
     };
     let segments: Vec<&str> = rest.split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
@@ -54,7 +60,10 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
                     };
                     write(admin, &[Write::Delete { kind, id, if_match }]).await
                 }
-                _ => reply::error(StatusCode::METHOD_NOT_ALLOWED, "use GET, PUT or DELETE on /xlb/v1/<kind>/<id>, GET on /xlb/v1/<kind>"),
+                _ => reply::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use GET, PUT or DELETE on /xlb/v1/<kind>/<id>, GET on /xlb/v1/<kind>",
+                ),
             }
         }
         _ => reply::error(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -86,7 +95,10 @@ async fn get(admin: &Admin, kind: Kind, id: &str) -> Response<Body> {
             }
             r
         }
-        Ok(None) => reply::error(StatusCode::NOT_FOUND, format!("no {} named `{id}`", kind.as_str())),
+        Ok(None) => reply::error(
+            StatusCode::NOT_FOUND,
+            format!("no {} named `{id}`", kind.as_str()),
+        ),
         Err(e) => reply::store_error(&e),
     }
 }
@@ -99,10 +111,17 @@ async fn list(admin: &Admin, kind: Kind, query: Option<&str>) -> Response<Body> 
         match k {
             "limit" => match v.parse::<usize>() {
                 Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
-                _ => return reply::error(StatusCode::BAD_REQUEST, format!("limit: 1 to {MAX_PAGE}")),
+                _ => {
+                    return reply::error(StatusCode::BAD_REQUEST, format!("limit: 1 to {MAX_PAGE}"))
+                }
             },
             "after" => after = Some(v.to_string()),
-            _ => return reply::error(StatusCode::BAD_REQUEST, format!("unknown query parameter `{k}` (limit, after)")),
+            _ => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter `{k}` (limit, after)"),
+                )
+            }
         }
     }
     match admin.resources.list(kind, after.as_deref(), limit).await {
@@ -129,7 +148,12 @@ fn if_match<B>(req: &Request<B>) -> Result<Option<i64>, Response<Body>> {
         .and_then(|s| s.parse::<i64>().ok())
         .filter(|r| *r >= 0)
         .map(Some)
-        .ok_or_else(|| reply::error(StatusCode::BAD_REQUEST, "If-Match: a revision as returned in ETag, e.g. \"42\""))
+        .ok_or_else(|| {
+            reply::error(
+                StatusCode::BAD_REQUEST,
+                "If-Match: a revision as returned in ETag, e.g. \"42\"",
+            )
+        })
 }
 
 #[allow(clippy::result_large_err)]
@@ -160,7 +184,16 @@ async fn put(admin: &Admin, kind: Kind, id: String, req: Request<Incoming>) -> R
         Ok(v) => v,
         Err(r) => return r,
     };
-    write(admin, &[Write::Put { kind, id, value, if_match }]).await
+    write(
+        admin,
+        &[Write::Put {
+            kind,
+            id,
+            value,
+            if_match,
+        }],
+    )
+    .await
 }
 
 async fn txn(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
@@ -169,13 +202,21 @@ async fn txn(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
         Err(r) => return r,
     };
     let Some(list) = body.get("writes").and_then(Value::as_array) else {
-        return reply::error(StatusCode::BAD_REQUEST, "writes: a list of {op, kind, id, value?, if_match?}");
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "writes: a list of {op, kind, id, value?, if_match?}",
+        );
     };
     let mut writes = Vec::with_capacity(list.len());
     for (i, w) in list.iter().enumerate() {
         let field = |f: &str| w.get(f).and_then(Value::as_str);
         let Some(kind) = field("kind").and_then(Kind::parse) else {
-            return reply::error(StatusCode::BAD_REQUEST, format!("writes[{i}].kind: one of routes, upstreams, certificates, rate_limits, vips"));
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "writes[{i}].kind: one of routes, upstreams, certificates, rate_limits, vips"
+                ),
+            );
         };
         let Some(id) = field("id").map(str::to_string) else {
             return reply::error(StatusCode::BAD_REQUEST, format!("writes[{i}].id: missing"));
@@ -183,11 +224,26 @@ async fn txn(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
         let if_match = w.get("if_match").and_then(Value::as_i64);
         writes.push(match field("op") {
             Some("put") => match w.get("value") {
-                Some(v) => Write::Put { kind, id, value: v.clone(), if_match },
-                None => return reply::error(StatusCode::BAD_REQUEST, format!("writes[{i}].value: missing")),
+                Some(v) => Write::Put {
+                    kind,
+                    id,
+                    value: v.clone(),
+                    if_match,
+                },
+                None => {
+                    return reply::error(
+                        StatusCode::BAD_REQUEST,
+                        format!("writes[{i}].value: missing"),
+                    )
+                }
             },
             Some("delete") => Write::Delete { kind, id, if_match },
-            _ => return reply::error(StatusCode::BAD_REQUEST, format!("writes[{i}].op: put or delete")),
+            _ => {
+                return reply::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("writes[{i}].op: put or delete"),
+                )
+            }
         });
     }
     write(admin, &writes).await
@@ -205,7 +261,8 @@ async fn write(admin: &Admin, writes: &[Write]) -> Response<Body> {
         }
     };
     let mut applied = admin.applied.clone();
-    let waited = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| a.revision >= revision)).await;
+    let waited =
+        tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| a.revision >= revision)).await;
     if !matches!(waited, Ok(Ok(_))) {
         return reply::json(
             StatusCode::GATEWAY_TIMEOUT,

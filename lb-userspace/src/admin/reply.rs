@@ -33,8 +33,10 @@ pub fn store_error(e: &StoreError) -> Response<Body> {
     match e {
         StoreError::Unavailable(_) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e);
-            r.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
             r
         }
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, e),

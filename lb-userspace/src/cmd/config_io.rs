@@ -7,8 +7,16 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::config::{node::StoreKind, resource::{Context, Kind}, Config};
-use crate::store::{keys::Layout, resources::{Resources, Write, WriteError}, Store};
+use crate::config::{
+    node::StoreKind,
+    resource::{Context, Kind},
+    Config,
+};
+use crate::store::{
+    keys::Layout,
+    resources::{Resources, Write, WriteError},
+    Store,
+};
 
 async fn open(config: &Config) -> anyhow::Result<Resources> {
     let kind = config.config_store.effective_kind(config.admin.is_some());
@@ -26,7 +34,7 @@ async fn open(config: &Config) -> anyhow::Result<Resources> {
 }
 
 /// The list at `l7.routes` (etc.) of a YAML document, as JSON.
-fn section<'a>(doc: &'a Value, kind: Kind) -> Option<&'a Vec<Value>> {
+fn section(doc: &Value, kind: Kind) -> Option<&Vec<Value>> {
     let mut v = doc;
     for part in kind.file_section().split('.') {
         v = v.get(part)?;
@@ -38,10 +46,12 @@ fn section<'a>(doc: &'a Value, kind: Kind) -> Option<&'a Vec<Value>> {
 /// transaction per resource, in an order where what is referenced comes
 /// first; stops at the first refused resource, naming its field path.
 pub async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let yaml: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not YAML", file.display()))?;
-    let doc = serde_json::to_value(yaml).with_context(|| format!("{}: not representable as JSON", file.display()))?;
+    let doc = serde_json::to_value(yaml)
+        .with_context(|| format!("{}: not representable as JSON", file.display()))?;
     let res = open(config).await?;
     let mut n = 0;
     for kind in Kind::ALL {
@@ -61,11 +71,29 @@ pub async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {
                 Err(WriteError::Invalid { issues, .. }) => {
                     let lines: Vec<String> = issues
                         .iter()
-                        .map(|is| format!("{}: {here}{}{}: {}", file.display(), if is.path.is_empty() || is.path.starts_with('[') { "" } else { "." }, is.path, is.message))
+                        .map(|is| {
+                            format!(
+                                "{}: {here}{}{}: {}",
+                                file.display(),
+                                if is.path.is_empty() || is.path.starts_with('[') {
+                                    ""
+                                } else {
+                                    "."
+                                },
+                                is.path,
+                                is.message
+                            )
+                        })
                         .collect();
-                    anyhow::bail!("{}\n({n} resources imported before this one)", lines.join("\n"));
+                    anyhow::bail!(
+                        "{}\n({n} resources imported before this one)",
+                        lines.join("\n")
+                    );
                 }
-                Err(e) => anyhow::bail!("{}: {here}: {e} ({n} resources imported before this one)", file.display()),
+                Err(e) => anyhow::bail!(
+                    "{}: {here}: {e} ({n} resources imported before this one)",
+                    file.display()
+                ),
             }
         }
     }

@@ -44,7 +44,11 @@ impl ConfigStoreYaml {
     /// The kind in force: the one written, else `embedded` with an admin
     /// API (whose writes must go somewhere durable), else `file`.
     pub fn effective_kind(&self, admin: bool) -> StoreKind {
-        self.kind.unwrap_or(if admin { StoreKind::Embedded } else { StoreKind::File })
+        self.kind.unwrap_or(if admin {
+            StoreKind::Embedded
+        } else {
+            StoreKind::File
+        })
     }
 }
 
@@ -61,11 +65,18 @@ pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
     };
     if kind == StoreKind::File {
         if config.admin.is_some() {
-            issue("config_store.kind", "the admin API writes to a store: use `embedded` or `etcd`".into());
+            issue(
+                "config_store.kind",
+                "the admin API writes to a store: use `embedded` or `etcd`".into(),
+            );
         }
         return out;
     }
-    let word = if kind == StoreKind::Etcd { "etcd" } else { "embedded" };
+    let word = if kind == StoreKind::Etcd {
+        "etcd"
+    } else {
+        "embedded"
+    };
     for (path, n) in [
         ("l7.routes", config.l7.routes.len()),
         ("l7.upstreams", config.l7.upstreams.len()),
@@ -77,7 +88,10 @@ pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
         }
     }
     if kind == StoreKind::Etcd && config.config_store.endpoints.is_empty() {
-        issue("config_store.endpoints", "etcd needs at least one endpoint, e.g. http://127.0.0.1:2379".into());
+        issue(
+            "config_store.endpoints",
+            "etcd needs at least one endpoint, e.g. http://127.0.0.1:2379".into(),
+        );
     }
     if !config.config_store.prefix.starts_with('/') || config.config_store.prefix.len() < 2 {
         issue("config_store.prefix", "a key prefix such as /xlb".into());

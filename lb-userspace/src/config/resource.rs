@@ -195,7 +195,11 @@ fn issues_under(issues: Vec<Issue>, prefix: &str) -> Vec<Issue> {
 
 /// Checks route `route` together with `others` (the routes that share a
 /// host with it, whose patterns it must not conflict with) in `ctx`.
-pub fn check_route(route: &RouteConfig, others: &[RouteConfig], ctx: &Context) -> Result<(), Vec<Issue>> {
+pub fn check_route(
+    route: &RouteConfig,
+    others: &[RouteConfig],
+    ctx: &Context,
+) -> Result<(), Vec<Issue>> {
     // The router reports a bad host against the whole route; here the
     // field is known.
     let bad_hosts: Vec<Issue> = route
@@ -203,10 +207,12 @@ pub fn check_route(route: &RouteConfig, others: &[RouteConfig], ctx: &Context) -
         .iter()
         .enumerate()
         .filter_map(|(i, h)| {
-            crate::l7::router::HostSlot::parse(h).err().map(|why| Issue {
-                path: format!("hosts[{i}]"),
-                message: format!("{h:?}: {why}"),
-            })
+            crate::l7::router::HostSlot::parse(h)
+                .err()
+                .map(|why| Issue {
+                    path: format!("hosts[{i}]"),
+                    message: format!("{h:?}: {why}"),
+                })
         })
         .collect();
     if !bad_hosts.is_empty() {
@@ -294,9 +300,12 @@ mod tests {
 
     #[test]
     fn a_bad_route_field_is_named_inside_the_route() {
-        let r: RouteConfig = parse(&json!({"id": "r", "hosts": ["a..b"], "upstream": "u"})).unwrap();
+        let r: RouteConfig =
+            parse(&json!({"id": "r", "hosts": ["a..b"], "upstream": "u"})).unwrap();
         let ctx = Context {
-            upstreams: vec![parse(&json!({"id": "u", "nodes": [{"address": "127.0.0.1:1"}]})).unwrap()],
+            upstreams: vec![
+                parse(&json!({"id": "u", "nodes": [{"address": "127.0.0.1:1"}]})).unwrap(),
+            ],
             ..Context::default()
         };
         let issues = check_route(&r, &[], &ctx).unwrap_err();
@@ -306,7 +315,8 @@ mod tests {
 
     #[test]
     fn a_route_naming_a_missing_upstream_is_refused() {
-        let r: RouteConfig = parse(&json!({"id": "r", "hosts": ["a.test"], "upstream": "nope"})).unwrap();
+        let r: RouteConfig =
+            parse(&json!({"id": "r", "hosts": ["a.test"], "upstream": "nope"})).unwrap();
         let issues = check_route(&r, &[], &Context::default()).unwrap_err();
         assert_eq!(issues[0].path, "upstream", "{issues:?}");
     }
@@ -315,13 +325,19 @@ mod tests {
     fn a_type_error_names_its_path() {
         let e = parse::<RouteConfig>(&json!({"id": "r", "hosts": "a.test"})).unwrap_err();
         assert_eq!(e.path, "hosts");
-        let e = parse::<UpstreamYaml>(&json!({"id": "u", "nodes": [{"address": "127.0.0.1:1"}], "bogus": 1})).unwrap_err();
+        let e = parse::<UpstreamYaml>(
+            &json!({"id": "u", "nodes": [{"address": "127.0.0.1:1"}], "bogus": 1}),
+        )
+        .unwrap_err();
         assert!(e.message.contains("bogus"), "{e:?}");
     }
 
     #[test]
     fn an_id_in_the_body_must_match_the_path() {
         assert!(with_id(Kind::Routes, "a", json!({"id": "b"})).is_err());
-        assert_eq!(with_id(Kind::RateLimits, "a", json!({})).unwrap(), json!({"name": "a"}));
+        assert_eq!(
+            with_id(Kind::RateLimits, "a", json!({})).unwrap(),
+            json!({"name": "a"})
+        );
     }
 }

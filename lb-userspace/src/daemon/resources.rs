@@ -40,7 +40,8 @@ pub(super) async fn start(
     if kind == StoreKind::File {
         return Ok(None);
     }
-    let Some(store) = Store::open(&config.config_store, kind, config.instance.as_str()).await? else {
+    let Some(store) = Store::open(&config.config_store, kind, config.instance.as_str()).await?
+    else {
         return Ok(None);
     };
     let layout = Layout::new(&config.config_store.prefix);
@@ -48,7 +49,8 @@ pub(super) async fn start(
     let mut tasks = Vec::new();
     let applied = match l7 {
         Some(svc) => {
-            let (mut applier, rx) = Applier::new(store.clone(), layout.clone(), node.clone(), svc.dynamic());
+            let (mut applier, rx) =
+                Applier::new(store.clone(), layout.clone(), node.clone(), svc.dynamic());
             applier
                 .load()
                 .await

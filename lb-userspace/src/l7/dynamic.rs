@@ -18,11 +18,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use super::{
-    plan::UpstreamPlan,
+    assemble::{attach_route_options, build_pool},
     options::SharedCache,
+    plan::UpstreamPlan,
     proxy::{Pool, Proxy},
     ratelimit::{EscalationSink, Rule, RuleConfig},
-    assemble::{attach_route_options, build_pool},
     resolve,
     router::{HostSlot, HostTables, RouteError, RouteSpec, RouteTable},
 };

@@ -31,11 +31,11 @@ use crate::net::Prefix;
 use super::plan::{CachePlan, L7Plan, ListenerPlan};
 use super::{
     cache::{Cache, CacheConfig},
+    dynamic::{DynamicRoutes, ListenerSlot, Shared},
     options::SharedCache,
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, Rule, RuleConfig},
     resolve,
-    dynamic::{DynamicRoutes, ListenerSlot, Shared},
     router::{HostTables, RouteTable},
     server::serve,
     tls::{self, CertStore},

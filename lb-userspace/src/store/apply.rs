@@ -47,6 +47,21 @@ struct State {
     rules: HashMap<String, RateLimitYaml>,
     slots: HashMap<HostSlot, BTreeSet<String>>,
     route_slots: HashMap<String, Vec<HostSlot>>,
+    /// Routes by the upstream or rule they name, so that a change to one
+    /// finds its routes without a scan.
+    refs: HashMap<(Kind, String), BTreeSet<String>>,
+}
+
+impl State {
+    fn route_refs(r: &RouteConfig) -> Vec<(Kind, String)> {
+        let mut out: Vec<(Kind, String)> = r
+            .rate_limits
+            .iter()
+            .map(|n| (Kind::RateLimits, n.clone()))
+            .collect();
+        out.extend(r.upstream.iter().map(|u| (Kind::Upstreams, u.clone())));
+        out
+    }
 }
 
 /// What one batch touched.
@@ -217,7 +232,16 @@ impl Applier {
                     }
                     t.slots.insert(slot);
                 }
-                s.routes.remove(&id);
+                if let Some(old) = s.routes.remove(&id) {
+                    for key in State::route_refs(&old) {
+                        if let Some(set) = s.refs.get_mut(&key) {
+                            set.remove(&id);
+                            if set.is_empty() {
+                                s.refs.remove(&key);
+                            }
+                        }
+                    }
+                }
                 let Some(route) = kv.as_ref().and_then(parse_value::<RouteConfig>) else {
                     return;
                 };
@@ -227,6 +251,9 @@ impl Applier {
                     t.slots.insert(slot.clone());
                 }
                 s.route_slots.insert(id.clone(), slots);
+                for key in State::route_refs(&route) {
+                    s.refs.entry(key).or_default().insert(id.clone());
+                }
                 s.routes.insert(id, route);
             }
             Kind::Upstreams => {
@@ -242,7 +269,7 @@ impl Applier {
                 // Routes planned while their upstream was missing were
                 // left out of their tables: plan them again now.
                 if !was {
-                    self.slots_naming(|r| r.upstream.as_deref() == Some(id.as_str()), t);
+                    self.slots_naming(Kind::Upstreams, &id, t);
                 }
                 t.upstreams.insert(id);
             }
@@ -256,7 +283,7 @@ impl Applier {
                     }
                 }
                 // Route limiters hold the rule itself: rebuild them.
-                self.slots_naming(|r| r.rate_limits.contains(&id), t);
+                self.slots_naming(Kind::RateLimits, &id, t);
                 t.rules.insert(id);
             }
             // Certificates and VIPs are stored and served by the admin
@@ -266,12 +293,23 @@ impl Applier {
         }
     }
 
-    fn slots_naming(&self, pred: impl Fn(&RouteConfig) -> bool, t: &mut Touched) {
-        for (id, r) in &self.state.routes {
-            if pred(r) {
-                t.slots
-                    .extend(self.state.route_slots.get(id).into_iter().flatten().cloned());
-            }
+    /// Notes the slots of the routes that name `id` of `kind`.
+    fn slots_naming(&self, kind: Kind, id: &str, t: &mut Touched) {
+        for route in self
+            .state
+            .refs
+            .get(&(kind, id.to_string()))
+            .into_iter()
+            .flatten()
+        {
+            t.slots.extend(
+                self.state
+                    .route_slots
+                    .get(route)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
         }
     }
 
@@ -356,7 +394,11 @@ impl Applier {
                         })
                         .collect();
                     for i in &issues {
-                        log::error!("config store: host {slot:?}: {}: {} (route left out)", i.path, i.message);
+                        log::error!(
+                            "config store: host {slot:?}: {}: {} (route left out)",
+                            i.path,
+                            i.message
+                        );
                     }
                     if bad.is_empty() {
                         return;

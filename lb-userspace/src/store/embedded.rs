@@ -63,7 +63,9 @@ fn encode(rev: i64, value: &[u8]) -> Vec<u8> {
 
 fn decode(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
     if raw.len() < 8 {
-        return Err(corrupt(format!("value of {key} is shorter than its revision")));
+        return Err(corrupt(format!(
+            "value of {key} is shorter than its revision"
+        )));
     }
     let (rev, value) = raw.split_at(8);
     Ok(KeyValue {
@@ -397,7 +399,10 @@ mod tests {
         let s = EmbeddedStore::open(&path, true).unwrap();
         let (kvs, now) = s.range("/x/", None, None).unwrap();
         assert_eq!(now, rev);
-        assert_eq!(kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["/x/a", "/x/b"]);
+        assert_eq!(
+            kvs.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            ["/x/a", "/x/b"]
+        );
         let (page, _) = s.range("/x/", Some("/x/a"), Some(1)).unwrap();
         assert_eq!(page[0].key, "/x/b");
     }
@@ -406,16 +411,27 @@ mod tests {
     async fn compare_and_swap_refuses_a_stale_revision() {
         let dir = tempfile::tempdir().unwrap();
         let s = EmbeddedStore::open(&dir.path().join("s.redb"), true).unwrap();
-        let first = s.txn(&[Compare::ModRevision("/k".into(), 0)], &[put("/k", "1")]).unwrap();
+        let first = s
+            .txn(&[Compare::ModRevision("/k".into(), 0)], &[put("/k", "1")])
+            .unwrap();
         assert!(first.succeeded);
-        let stale = s.txn(&[Compare::ModRevision("/k".into(), 0)], &[put("/k", "2")]).unwrap();
+        let stale = s
+            .txn(&[Compare::ModRevision("/k".into(), 0)], &[put("/k", "2")])
+            .unwrap();
         assert!(!stale.succeeded);
         assert_eq!(s.get("/k").unwrap().unwrap().value, b"1");
         let ok = s
-            .txn(&[Compare::ModRevision("/k".into(), first.revision)], &[put("/k", "2")])
+            .txn(
+                &[Compare::ModRevision("/k".into(), first.revision)],
+                &[put("/k", "2")],
+            )
             .unwrap();
         assert!(ok.succeeded);
-        assert!(!s.txn(&[Compare::Exists("/nope".into())], &[put("/z", "1")]).unwrap().succeeded);
+        assert!(
+            !s.txn(&[Compare::Exists("/nope".into())], &[put("/z", "1")])
+                .unwrap()
+                .succeeded
+        );
     }
 
     #[tokio::test]

@@ -104,7 +104,11 @@ impl EtcdStore {
     }
 
     /// See [`super::Store::txn`].
-    pub async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<TxnOutcome, StoreError> {
+    pub async fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<Op>,
+    ) -> Result<TxnOutcome, StoreError> {
         let mut kv = self.client.kv_client();
         let when: Vec<ECompare> = compares
             .into_iter()
@@ -158,7 +162,9 @@ impl EtcdStore {
                 }
                 if msg.canceled() {
                     let _ = tx
-                        .send(Err(StoreError::Unavailable("etcd cancelled the watch".into())))
+                        .send(Err(StoreError::Unavailable(
+                            "etcd cancelled the watch".into(),
+                        )))
                         .await;
                     return;
                 }

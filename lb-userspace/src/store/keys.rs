@@ -108,7 +108,10 @@ mod tests {
     fn keys_parse_back() {
         let l = Layout::new("/xlb/");
         assert_eq!(l.resource(Kind::Routes, "r1"), "/xlb/routes/r1");
-        assert_eq!(l.parse("/xlb/routes/r1"), KeyOf::Resource(Kind::Routes, "r1".into()));
+        assert_eq!(
+            l.parse("/xlb/routes/r1"),
+            KeyOf::Resource(Kind::Routes, "r1".into())
+        );
         assert_eq!(l.parse("/xlb/idx/host/a.test/r1"), KeyOf::Other);
         assert_eq!(l.parse("/other/routes/r1"), KeyOf::Other);
         assert_eq!(

@@ -8,9 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::{
-    keys::Layout, Compare, KeyValue, Op, Store, StoreError,
-};
+use super::{keys::Layout, Compare, KeyValue, Op, Store, StoreError};
 use crate::config::{
     l7::RouteConfig,
     resource::{self, Context, Kind},
@@ -26,7 +24,10 @@ const CAS_RETRIES: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("invalid {kind}: {}", issues.iter().map(|i| format!("{}: {}", if i.path.is_empty() { "(body)" } else { &i.path }, i.message)).collect::<Vec<_>>().join("; "))]
-    Invalid { kind: &'static str, issues: Vec<Issue> },
+    Invalid {
+        kind: &'static str,
+        issues: Vec<Issue>,
+    },
     #[error("no {0} named `{1}`")]
     NotFound(&'static str, String),
     /// `If-Match` named another revision than the current one.
@@ -249,8 +250,17 @@ impl Resources {
                 // Someone wrote in between: report the resource's revision
                 // now, as a plain read would have.
                 for w in writes {
-                    let (Write::Put { kind, id, if_match: Some(e), .. }
-                    | Write::Delete { kind, id, if_match: Some(e) }) = w
+                    let (Write::Put {
+                        kind,
+                        id,
+                        if_match: Some(e),
+                        ..
+                    }
+                    | Write::Delete {
+                        kind,
+                        id,
+                        if_match: Some(e),
+                    }) = w
                     else {
                         continue;
                     };
@@ -272,9 +282,10 @@ impl Resources {
     /// Adds the keys of one write to `view`.
     async fn plan(&self, view: &mut View<'_>, w: &Write) -> Result<(), WriteError> {
         let (kind, id, if_match) = match w {
-            Write::Put { kind, id, if_match, .. } | Write::Delete { kind, id, if_match } => {
-                (*kind, id.as_str(), *if_match)
+            Write::Put {
+                kind, id, if_match, ..
             }
+            | Write::Delete { kind, id, if_match } => (*kind, id.as_str(), *if_match),
         };
         if !resource::valid_id(id) {
             return Err(invalid(
@@ -331,7 +342,8 @@ impl Resources {
                 view.delete(key);
             }
             Write::Put { value, .. } => {
-                let value = resource::with_id(kind, id, value.clone()).map_err(|i| invalid(kind, vec![i]))?;
+                let value = resource::with_id(kind, id, value.clone())
+                    .map_err(|i| invalid(kind, vec![i]))?;
                 if kind == Kind::Routes {
                     let route: RouteConfig =
                         resource::parse(&value).map_err(|i| invalid(kind, vec![i]))?;
@@ -342,8 +354,8 @@ impl Resources {
                 } else {
                     resource::check_alone(kind, &value).map_err(|i| invalid(kind, i))?;
                 }
-                let bytes = serde_json::to_vec(&value)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let bytes =
+                    serde_json::to_vec(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 view.put(key, bytes);
             }
         }
@@ -352,7 +364,11 @@ impl Resources {
 
     /// Checks `route` with what it references and the routes that share
     /// a host with it; records the references as "must exist".
-    async fn check_route(&self, view: &mut View<'_>, route: &RouteConfig) -> Result<(), WriteError> {
+    async fn check_route(
+        &self,
+        view: &mut View<'_>,
+        route: &RouteConfig,
+    ) -> Result<(), WriteError> {
         let mut ctx = self.node.clone();
         if let Some(u) = &route.upstream {
             if let Some(up) = view.resource(Kind::Upstreams, u).await? {
@@ -363,7 +379,8 @@ impl Resources {
         for n in &route.rate_limits {
             if let Some(rule) = view.resource(Kind::RateLimits, n).await? {
                 ctx.rate_limits.push(rule);
-                view.exists.insert(self.layout.resource(Kind::RateLimits, n));
+                view.exists
+                    .insert(self.layout.resource(Kind::RateLimits, n));
             }
         }
         let mut others = Vec::new();

@@ -49,7 +49,9 @@ pub fn etcd_binary(test: &str) -> Option<PathBuf> {
         .iter()
         .any(|v| std::env::var_os(v).is_some())
     {
-        panic!("{test}: etcd is not installed (Debian etcd-server; `cargo xtask test` installs it)");
+        panic!(
+            "{test}: etcd is not installed (Debian etcd-server; `cargo xtask test` installs it)"
+        );
     }
     eprintln!("SKIPPED {test}: etcd is not installed (apt-get install etcd-server)");
     None
@@ -88,7 +90,10 @@ impl Etcd {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(&self.binary)
             .arg("--name=xlb-test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={}", self.endpoint()))
             .arg(format!("--advertise-client-urls={}", self.endpoint()))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -208,7 +213,13 @@ impl Node {
     }
 
     /// An admin call with exactly `headers`.
-    pub fn api_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+    pub fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, String) {
         http(&self.admin, method, path, headers, body).expect("admin call")
     }
 
@@ -321,7 +332,10 @@ pub fn http(
     }
     let body = body.unwrap_or("");
     if !body.is_empty() || method == "PUT" || method == "POST" {
-        req.push_str(&format!("Content-Length: {}\r\nContent-Type: application/json\r\n", body.len()));
+        req.push_str(&format!(
+            "Content-Length: {}\r\nContent-Type: application/json\r\n",
+            body.len()
+        ));
     }
     req.push_str("\r\n");
     req.push_str(body);
@@ -334,7 +348,10 @@ pub fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }
 

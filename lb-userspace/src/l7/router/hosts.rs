@@ -176,8 +176,16 @@ mod tests {
     fn exact_beats_wildcard_beats_any_unless_priority_says_otherwise() {
         let t = HostTables::new();
         put(&t, HostSlot::Any, vec![spec("any", &[], 0)]);
-        put(&t, HostSlot::Wildcard("example.com".into()), vec![spec("wild", &["*.example.com"], 0)]);
-        put(&t, HostSlot::Exact("a.example.com".into()), vec![spec("exact", &["a.example.com"], 0)]);
+        put(
+            &t,
+            HostSlot::Wildcard("example.com".into()),
+            vec![spec("wild", &["*.example.com"], 0)],
+        );
+        put(
+            &t,
+            HostSlot::Exact("a.example.com".into()),
+            vec![spec("exact", &["a.example.com"], 0)],
+        );
         assert_eq!(resolve(&t, "a.example.com").as_deref(), Some("exact"));
         assert_eq!(resolve(&t, "b.example.com").as_deref(), Some("wild"));
         assert_eq!(resolve(&t, "other.org").as_deref(), Some("any"));
@@ -188,8 +196,16 @@ mod tests {
     #[test]
     fn a_slot_set_to_none_stops_matching_and_others_stay() {
         let t = HostTables::new();
-        put(&t, HostSlot::Exact("a.test".into()), vec![spec("a", &["a.test"], 0)]);
-        put(&t, HostSlot::Exact("b.test".into()), vec![spec("b", &["b.test"], 0)]);
+        put(
+            &t,
+            HostSlot::Exact("a.test".into()),
+            vec![spec("a", &["a.test"], 0)],
+        );
+        put(
+            &t,
+            HostSlot::Exact("b.test".into()),
+            vec![spec("b", &["b.test"], 0)],
+        );
         t.set(&HostSlot::Exact("a.test".into()), None);
         assert_eq!(resolve(&t, "a.test"), None);
         assert_eq!(resolve(&t, "b.test").as_deref(), Some("b"));
@@ -200,7 +216,10 @@ mod tests {
     fn slots_are_normalised_like_the_router() {
         assert_eq!(
             HostSlot::of_route(&["A.Test.".into(), "a.test".into(), "*.x.org".into()]).unwrap(),
-            vec![HostSlot::Exact("a.test".into()), HostSlot::Wildcard("x.org".into())]
+            vec![
+                HostSlot::Exact("a.test".into()),
+                HostSlot::Wildcard("x.org".into())
+            ]
         );
         assert_eq!(HostSlot::of_route(&[]).unwrap(), vec![HostSlot::Any]);
         assert!(HostSlot::parse("").is_err());
