@@ -274,7 +274,7 @@ fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
     };
     let mut etcd = Etcd::start(&bin);
     let ep = etcd.endpoint();
-    let a = Node::start(
+    let mut a = Node::start(
         StoreAt::Etcd {
             endpoint: &ep,
             prefix: "/xlb",
@@ -359,6 +359,20 @@ fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
             &bad[..bad.len().min(3)]
         );
     }
+
+    // Node a restarted during the outage serves from its snapshot.
+    a.restart();
+    assert_eq!(
+        a.get("known.test"),
+        200,
+        "a node restarted while etcd is down must serve its snapshot"
+    );
+    let (s, body) = a.api(
+        "PUT",
+        "/xlb/v1/routes/during2",
+        Some(r#"{"hosts":["during2.test"],"upstream":"u"}"#),
+    );
+    assert_eq!(s, 503, "{body}");
 
     // Back: a change made through the other node reaches this one (its
     // watch resumed).

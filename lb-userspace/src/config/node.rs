@@ -26,6 +26,11 @@ pub struct ConfigStoreYaml {
     /// `etcd`: client URLs, e.g. `http://127.0.0.1:2379`.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// `etcd`: where the node keeps a copy of what it applied, to serve
+    /// it when restarted while etcd is down. Default
+    /// `/var/lib/xlb/<instance>/etcd-snapshot.json`.
+    #[serde(default)]
+    pub snapshot: Option<PathBuf>,
     /// Key prefix of this configuration (several configurations may share
     /// one etcd). Default `/xlb`.
     #[serde(default = "default_prefix")]

@@ -51,10 +51,28 @@ pub(super) async fn start(
         Some(svc) => {
             let (mut applier, rx) =
                 Applier::new(store.clone(), layout.clone(), node.clone(), svc.dynamic());
-            applier
-                .load()
-                .await
-                .map_err(|e| anyhow::anyhow!("config store: first read: {e}"))?;
+            if kind == StoreKind::Etcd {
+                let path = config.config_store.snapshot.clone().unwrap_or_else(|| {
+                    format!(
+                        "/var/lib/xlb/{}/etcd-snapshot.json",
+                        config.instance.as_str()
+                    )
+                    .into()
+                });
+                applier = applier.with_snapshot(path);
+            }
+            if let Err(e) = applier.load().await {
+                // A node restarted while etcd is down serves what it
+                // applied last; the watch resumes from there.
+                match applier.load_snapshot().await {
+                    Ok(rev) => log::warn!(
+                        "config store: first read failed ({e}); serving the local snapshot at revision {rev} until the store answers"
+                    ),
+                    Err(s) => {
+                        anyhow::bail!("config store: first read: {e} (and no snapshot: {s:#})")
+                    }
+                }
+            }
             tasks.push(tokio::spawn(applier.run_from_loaded()));
             rx
         }

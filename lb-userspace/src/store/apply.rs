@@ -10,7 +10,8 @@
 //! serving what it last applied, and the watch is resumed from the last
 //! applied revision once the store answers again.
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
@@ -32,6 +33,11 @@ use crate::l7::{dynamic::DynamicRoutes, router::HostSlot};
 /// Wait between attempts while the store is unreachable.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// How long after a change the snapshot is written (changes in between
+/// share one write: a snapshot costs O(resources), so it is not written
+/// per change).
+const SNAPSHOT_DELAY: Duration = Duration::from_secs(1);
+
 /// This node's applied revision and whether its watch is connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -50,6 +56,8 @@ struct State {
     /// Routes by the upstream or rule they name, so that a change to one
     /// finds its routes without a scan.
     refs: HashMap<(Kind, String), BTreeSet<String>>,
+    /// The resources as stored, for the snapshot.
+    raw: BTreeMap<String, Vec<u8>>,
 }
 
 impl State {
@@ -80,6 +88,11 @@ pub struct Applier {
     dynamic: Arc<DynamicRoutes>,
     applied: watch::Sender<Applied>,
     state: State,
+    /// Where what was applied is kept for a restart while the store is
+    /// down (`None`: not kept).
+    snapshot: Option<PathBuf>,
+    /// Changes applied since the last snapshot.
+    dirty: bool,
 }
 
 fn parse_value<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
@@ -105,15 +118,84 @@ impl Applier {
                 dynamic,
                 applied,
                 state: State::default(),
+                snapshot: None,
+                dirty: false,
             },
             rx,
         )
+    }
+
+    /// Keeps a snapshot of what was applied at `path`.
+    pub fn with_snapshot(mut self, path: PathBuf) -> Applier {
+        self.snapshot = Some(path);
+        self
+    }
+
+    /// Applies the snapshot left by an earlier run (when the store cannot
+    /// be read at start); the watch then resumes from its revision.
+    pub async fn load_snapshot(&mut self) -> anyhow::Result<i64> {
+        let Some(path) = self.snapshot.clone() else {
+            anyhow::bail!("no snapshot is kept");
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("snapshot {}: {e}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("snapshot {}: {e}", path.display()))?;
+        let rev = doc["revision"].as_i64().unwrap_or(0);
+        let kvs: Vec<KeyValue> = doc["kvs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                Some(KeyValue {
+                    key: k.clone(),
+                    value: v.as_str()?.as_bytes().to_vec(),
+                    mod_revision: rev,
+                })
+            })
+            .collect();
+        self.replace_all(kvs).await;
+        self.publish(rev, false);
+        Ok(rev)
+    }
+
+    /// Writes the snapshot (to a new file renamed over the old one, so a
+    /// crash leaves the old or the new one whole).
+    fn write_snapshot(&mut self) {
+        let Some(path) = &self.snapshot else { return };
+        let kvs: serde_json::Map<String, Value> = self
+            .state
+            .raw
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::String(String::from_utf8_lossy(v).into_owned()),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "revision": self.applied.borrow().revision,
+            "kvs": kvs,
+        });
+        if let Err(e) = write_atomically(path, &serde_json::to_vec(&doc).unwrap_or_default()) {
+            log::warn!("config store: snapshot {}: {e}", path.display());
+        }
+        self.dirty = false;
     }
 
     /// Reads everything and applies it (the first load, and after a
     /// compaction gap). Returns the revision read at.
     pub async fn load(&mut self) -> Result<i64, StoreError> {
         let (kvs, rev) = self.store.range(&self.layout.all(), None, None).await?;
+        self.replace_all(kvs).await;
+        self.publish(rev, true);
+        self.write_snapshot();
+        Ok(rev)
+    }
+
+    /// Makes `kvs` the whole state, applying the difference.
+    async fn replace_all(&mut self, kvs: Vec<KeyValue>) {
         let old_slots: Vec<HostSlot> = self.state.slots.keys().cloned().collect();
         let old_upstreams: Vec<String> = self.state.upstreams.keys().cloned().collect();
         let old_rules: Vec<String> = self.state.rules.keys().cloned().collect();
@@ -126,8 +208,6 @@ impl Applier {
             self.event(Event::Put(kv), &mut touched);
         }
         self.apply(touched).await;
-        self.publish(rev, true);
-        Ok(rev)
     }
 
     fn publish(&self, revision: i64, connected: bool) {
@@ -163,7 +243,18 @@ impl Applier {
             let rev = self.applied.borrow().revision;
             self.publish(rev, true);
             loop {
-                match stream.recv().await {
+                let msg = if self.dirty && self.snapshot.is_some() {
+                    match tokio::time::timeout(SNAPSHOT_DELAY, stream.recv()).await {
+                        Ok(m) => m,
+                        Err(_) => {
+                            self.write_snapshot();
+                            continue;
+                        }
+                    }
+                } else {
+                    stream.recv().await
+                };
+                match msg {
                     Some(Ok(batch)) => {
                         next = batch.revision + 1;
                         self.batch(batch).await;
@@ -182,6 +273,11 @@ impl Applier {
                         break;
                     }
                 }
+            }
+            // The watch broke (the store went away, most likely): keep
+            // what was applied for a restart during the outage.
+            if self.dirty {
+                self.write_snapshot();
             }
             tokio::time::sleep(RETRY).await;
         }
@@ -209,6 +305,7 @@ impl Applier {
         }
         self.apply(touched).await;
         self.publish(batch.revision, true);
+        self.dirty = true;
     }
 
     /// Updates the state for one event and notes what it touched.
@@ -217,8 +314,14 @@ impl Applier {
             return;
         };
         let kv = match e {
-            Event::Put(kv) => Some(kv),
-            Event::Delete { .. } => None,
+            Event::Put(kv) => {
+                self.state.raw.insert(kv.key.clone(), kv.value.clone());
+                Some(kv)
+            }
+            Event::Delete { key, .. } => {
+                self.state.raw.remove(&key);
+                None
+            }
         };
         let s = &mut self.state;
         match kind {
@@ -413,4 +516,14 @@ impl Applier {
             }
         }
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }

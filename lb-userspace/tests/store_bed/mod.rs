@@ -158,7 +158,8 @@ impl Node {
         let dir = tempfile::tempdir().expect("node dir");
         let store_yaml = match store {
             StoreAt::Etcd { endpoint, prefix } => format!(
-                "config_store:\n  kind: etcd\n  endpoints: [\"{endpoint}\"]\n  prefix: \"{prefix}\"\n"
+                "config_store:\n  kind: etcd\n  endpoints: [\"{endpoint}\"]\n  prefix: \"{prefix}\"\n  snapshot: {}\n",
+                dir.path().join("snapshot.json").display()
             ),
             StoreAt::Embedded { durable } => format!(
                 "config_store:\n  kind: embedded\n  path: {}\n  durable: {durable}\n",
@@ -168,8 +169,27 @@ impl Node {
         let yaml = format!(
             "l7:\n  workers: 1\n  listeners:\n    - name: web\n      address: 127.0.0.1:0\n{store_yaml}admin:\n  address: 127.0.0.1:0\n  token: \"{token}\"\n"
         );
-        let path = dir.path().join("xlb.yaml");
-        std::fs::write(&path, yaml).expect("write node config");
+        std::fs::write(dir.path().join("xlb.yaml"), yaml).expect("write node config");
+        let mut node = Node {
+            child: None,
+            _dir: dir,
+            web: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            token: token.to_string(),
+        };
+        node.spawn();
+        node
+    }
+
+    /// Stops the process (SIGTERM) and starts it again on the same
+    /// config and files; the addresses are new.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let path = self._dir.path().join("xlb.yaml");
         let mut child = Command::new(xlb_binary())
             .args(["run", "-c"])
             .arg(&path)
@@ -179,14 +199,8 @@ impl Node {
             .spawn()
             .expect("start xlb");
         let stdout = child.stdout.take().expect("stdout");
+        self.child = Some(child);
         let mut lines = BufReader::new(stdout).lines();
-        let mut node = Node {
-            child: Some(child),
-            _dir: dir,
-            web: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            token: token.to_string(),
-        };
         let line = loop {
             match lines.next() {
                 Some(Ok(l)) if l.starts_with("xlb ready") => break l,
@@ -198,13 +212,30 @@ impl Node {
         std::thread::spawn(move || for _ in lines {});
         for word in line.split_whitespace() {
             if let Some(v) = word.strip_prefix("l7=web@") {
-                node.web = v.parse().expect("listener address");
+                self.web = v.parse().expect("listener address");
             }
             if let Some(v) = word.strip_prefix("admin=") {
-                node.admin = v.parse().expect("admin address");
+                self.admin = v.parse().expect("admin address");
             }
         }
-        node
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// An admin call with the token.
@@ -236,21 +267,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 
