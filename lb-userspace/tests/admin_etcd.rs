@@ -257,6 +257,25 @@ fn a_route_created_through_one_node_serves_on_the_other_two() {
         404,
         "the node of another prefix must not serve it"
     );
+    // `?wait=fleet`: the write returns once every live node applied it,
+    // so the very first request to each node is served (no polling). The
+    // outsider, under another prefix, is not part of this fleet.
+    let (s, body) = nodes[1].api(
+        "PUT",
+        "/xlb/v1/routes/r2?wait=fleet",
+        Some(r#"{"hosts":["fleet2.test"],"upstream":"u"}"#),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(json(&body)["fleet_nodes"], 3, "{body}");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            n.get("fleet2.test"),
+            200,
+            "node {i} did not serve a write acknowledged fleet-wide"
+        );
+    }
+    assert_eq!(outsider.get("fleet2.test"), 404);
+
     // A delete through node 2 stops it everywhere.
     assert_eq!(nodes[2].api("DELETE", "/xlb/v1/routes/r", None).0, 200);
     assert_eq!(nodes[2].get("fleet.test"), 404);

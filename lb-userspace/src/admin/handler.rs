@@ -58,7 +58,11 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
                         Ok(m) => m,
                         Err(r) => return r,
                     };
-                    write(admin, &[Write::Delete { kind, id, if_match }]).await
+                    let fleet = match wait_fleet(req.uri().query()) {
+                        Ok(f) => f,
+                        Err(r) => return r,
+                    };
+                    write(admin, &[Write::Delete { kind, id, if_match }], fleet).await
                 }
                 _ => reply::error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -175,9 +179,33 @@ async fn body_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
     })
 }
 
+/// `?wait=fleet`: the write returns once every live node of the fleet
+/// applied it (not only this one).
+#[allow(clippy::result_large_err)]
+fn wait_fleet(query: Option<&str>) -> Result<bool, Response<Body>> {
+    let mut fleet = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair {
+            "wait=fleet" => fleet = true,
+            "wait=local" => fleet = false,
+            _ => {
+                return Err(reply::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter `{pair}` (wait=local | wait=fleet)"),
+                ))
+            }
+        }
+    }
+    Ok(fleet)
+}
+
 async fn put(admin: &Admin, kind: Kind, id: String, req: Request<Incoming>) -> Response<Body> {
     let if_match = match if_match(&req) {
         Ok(m) => m,
+        Err(r) => return r,
+    };
+    let fleet = match wait_fleet(req.uri().query()) {
+        Ok(f) => f,
         Err(r) => return r,
     };
     let value = match body_json(req).await {
@@ -192,11 +220,16 @@ async fn put(admin: &Admin, kind: Kind, id: String, req: Request<Incoming>) -> R
             value,
             if_match,
         }],
+        fleet,
     )
     .await
 }
 
 async fn txn(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+    let fleet = match wait_fleet(req.uri().query()) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let body = match body_json(req).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -246,11 +279,12 @@ async fn txn(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
             }
         });
     }
-    write(admin, &writes).await
+    write(admin, &writes, fleet).await
 }
 
-/// Commits `writes`, then waits until this node has applied them.
-async fn write(admin: &Admin, writes: &[Write]) -> Response<Body> {
+/// Commits `writes`, then waits until this node (with `fleet`, every
+/// live node) has applied them.
+async fn write(admin: &Admin, writes: &[Write], fleet: bool) -> Response<Body> {
     let revision = match admin.resources.write(writes).await {
         Ok(r) => r,
         Err(e) => {
@@ -261,19 +295,63 @@ async fn write(admin: &Admin, writes: &[Write]) -> Response<Body> {
         }
     };
     let mut applied = admin.applied.clone();
-    let waited =
-        tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| a.revision >= revision)).await;
-    if !matches!(waited, Ok(Ok(_))) {
+    // The borrow `wait_for` returns is not `Send`: keep only the verdict.
+    let applied_here = matches!(
+        tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| a.revision >= revision)).await,
+        Ok(Ok(_))
+    );
+    if !applied_here {
         return reply::json(
             StatusCode::GATEWAY_TIMEOUT,
             &json!({"error": format!("committed at revision {revision}, but this node has not applied it within {APPLY_WAIT:?}"), "revision": revision}),
         );
     }
-    let mut r = reply::json(StatusCode::OK, &json!({"revision": revision}));
+    let mut answer = json!({"revision": revision});
+    if fleet {
+        match wait_for_fleet(admin, revision).await {
+            Ok(n) => answer["fleet_nodes"] = json!(n),
+            Err(r) => return r,
+        }
+    }
+    let mut r = reply::json(StatusCode::OK, &answer);
     if writes.len() == 1 {
         if let Ok(v) = http::HeaderValue::from_str(&format!("\"{revision}\"")) {
             r.headers_mut().insert(http::header::ETAG, v);
         }
     }
     r
+}
+
+/// Waits until every node announced under `<prefix>/nodes/` has applied
+/// `revision`; how many nodes that was. Polls every 2 ms (one range read
+/// of a few keys) up to [`APPLY_WAIT`].
+async fn wait_for_fleet(admin: &Admin, revision: i64) -> Result<usize, Response<Body>> {
+    let prefix = admin.resources.layout.nodes();
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    loop {
+        let (nodes, _) = match admin.resources.store.range(&prefix, None, None).await {
+            Ok(r) => r,
+            Err(e) => return Err(reply::store_error(&e)),
+        };
+        let behind: Vec<String> = nodes
+            .iter()
+            .filter(|kv| {
+                std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_none_or(|r| r < revision)
+            })
+            .map(|kv| kv.key.trim_start_matches(&prefix).to_string())
+            .collect();
+        if behind.is_empty() {
+            return Ok(nodes.len());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(reply::json(
+                StatusCode::GATEWAY_TIMEOUT,
+                &json!({"error": format!("committed at revision {revision}; applied here, but not by every node within {APPLY_WAIT:?}"), "revision": revision, "behind": behind}),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }

@@ -74,6 +74,19 @@ pub(super) async fn start(
                 }
             }
             tasks.push(tokio::spawn(applier.run_from_loaded()));
+            if let Store::Etcd(etcd) = &store {
+                // Live nodes announce their applied revision under leased
+                // keys, for writes that wait for the whole fleet.
+                let id = format!(
+                    "{}-{:016x}",
+                    config.instance.as_str(),
+                    rand::random::<u64>()
+                );
+                let key = format!("{}{id}", layout.nodes());
+                tasks.push(tokio::spawn(
+                    etcd.as_ref().clone().announce(key, rx.clone()),
+                ));
+            }
             rx
         }
         None => {
@@ -82,6 +95,7 @@ pub(super) async fn start(
             let (tx, rx) = tokio::sync::watch::channel(Applied {
                 revision: i64::MAX,
                 connected: true,
+                resources: 0,
             });
             std::mem::forget(tx);
             rx

@@ -43,6 +43,10 @@ const SNAPSHOT_DELAY: Duration = Duration::from_secs(1);
 pub struct Applied {
     pub revision: i64,
     pub connected: bool,
+    /// The revision of the last applied change to resources (what this
+    /// node announces to its fleet; changes to node keys alone do not move
+    /// it, so announcements do not answer each other for ever).
+    pub resources: i64,
 }
 
 /// The resources this node has applied, and where each route sits.
@@ -189,7 +193,7 @@ impl Applier {
     pub async fn load(&mut self) -> Result<i64, StoreError> {
         let (kvs, rev) = self.store.range(&self.layout.all(), None, None).await?;
         self.replace_all(kvs).await;
-        self.publish(rev, true);
+        self.publish_with(rev, true, true);
         self.write_snapshot();
         Ok(rev)
     }
@@ -211,10 +215,20 @@ impl Applier {
     }
 
     fn publish(&self, revision: i64, connected: bool) {
+        self.publish_with(revision, connected, false);
+    }
+
+    fn publish_with(&self, revision: i64, connected: bool, resources_changed: bool) {
         self.applied.send_if_modified(|a| {
+            let revision = revision.max(a.revision);
             let new = Applied {
-                revision: revision.max(a.revision),
+                revision,
                 connected,
+                resources: if resources_changed {
+                    revision
+                } else {
+                    a.resources
+                },
             };
             let changed = *a != new;
             *a = new;
@@ -300,12 +314,16 @@ impl Applier {
     /// Applies one watched transaction.
     pub async fn batch(&mut self, batch: WatchBatch) {
         let mut touched = Touched::default();
+        let resources = batch
+            .events
+            .iter()
+            .any(|e| matches!(self.layout.parse(e.key()), KeyOf::Resource(..)));
         for e in batch.events {
             self.event(e, &mut touched);
         }
         self.apply(touched).await;
-        self.publish(batch.revision, true);
-        self.dirty = true;
+        self.publish_with(batch.revision, true, resources);
+        self.dirty |= resources;
     }
 
     /// Updates the state for one event and notes what it touched.

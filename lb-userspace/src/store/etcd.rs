@@ -3,11 +3,19 @@
 //! the others through their watches. Every call has a deadline
 //! ([`super::CALL_TIMEOUT`]): while etcd is down, admin writes fail fast
 //! and the running proxy keeps what it last applied.
+use std::time::Duration;
+
 use etcd_client::{
-    Client, Compare as ECompare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder,
-    SortTarget, Txn, TxnOp, WatchOptions,
+    Client, Compare as ECompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+use super::apply::Applied;
+
+/// Life of a node's announcement without keep-alives: a node that
+/// stopped is out of the fleet this long after.
+const NODE_TTL: i64 = 10;
 
 use super::{
     prefix_end, Compare, Event, KeyValue, Op, StoreError, TxnOutcome, WatchBatch, WatchStream,
@@ -198,6 +206,55 @@ impl EtcdStore {
             }
         });
         Ok(rx)
+    }
+
+    /// Announces this node under `key` (leased: it disappears
+    /// [`NODE_TTL`] seconds after the node stops), with the revision of
+    /// the resources it has applied, until the task is aborted. After an
+    /// outage the lease is granted again.
+    pub async fn announce(self, key: String, mut applied: watch::Receiver<Applied>) {
+        loop {
+            let mut c = self.client.clone();
+            let lease = match timed(c.lease_grant(NODE_TTL, None)).await {
+                Ok(l) => l.id(),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Ok((mut keeper, mut acks)) = timed(c.lease_keep_alive(lease)).await else {
+                continue;
+            };
+            let mut tick = tokio::time::interval(Duration::from_secs((NODE_TTL / 3) as u64));
+            let mut last = -1;
+            loop {
+                let now = applied.borrow_and_update().resources;
+                if now != last {
+                    let put = c.put(
+                        key.as_str(),
+                        now.to_string(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    );
+                    if timed(put).await.is_err() {
+                        break;
+                    }
+                    last = now;
+                }
+                tokio::select! {
+                    r = applied.changed() => if r.is_err() { return },
+                    _ = tick.tick() => {
+                        if timed(keeper.keep_alive()).await.is_err() {
+                            break;
+                        }
+                        match tokio::time::timeout(super::CALL_TIMEOUT, acks.message()).await {
+                            Ok(Ok(Some(ack))) if ack.ttl() > 0 => {}
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Whether etcd answers a status call now.

@@ -7,6 +7,7 @@
 //! <prefix>/idx/any/<route>                   a route on any host
 //! <prefix>/refs/upstreams/<upstream>/<route> a route naming an upstream
 //! <prefix>/refs/rate_limits/<rule>/<route>   a route naming a rule
+//! <prefix>/nodes/<node>                      a live node's applied revision (etcd, leased)
 //! ```
 //!
 //! Index and reference keys are written in the transaction that writes the
@@ -75,6 +76,11 @@ impl Layout {
     /// The key saying that `route` references `target` of `kind`.
     pub fn ref_entry(&self, kind: Kind, target: &str, route: &str) -> String {
         format!("{}{route}", self.refs(kind, target))
+    }
+
+    /// The prefix of the nodes' leased announcements.
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.prefix)
     }
 
     /// What `key` is.
