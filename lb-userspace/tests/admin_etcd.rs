@@ -419,3 +419,75 @@ fn etcd_killed_under_traffic_known_routes_serve_writes_503_then_resume() {
     );
     assert_eq!(a.get("known.test"), 200);
 }
+
+#[test]
+fn a_node_whose_watch_gap_was_compacted_reads_everything_again() {
+    let Some(bin) = etcd_binary("a_node_whose_watch_gap_was_compacted_reads_everything_again")
+    else {
+        return;
+    };
+    let mut etcd = Etcd::start(&bin);
+    let ep = etcd.endpoint();
+    let store = || StoreAt::Etcd {
+        endpoint: &ep,
+        prefix: "/xlb",
+    };
+    let a = Node::start(store(), TOKEN);
+    let b = Node::start(store(), TOKEN);
+    let backend = Backend::start("gap");
+    assert_eq!(
+        a.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream(&backend)))
+            .0,
+        200
+    );
+    assert_eq!(
+        a.api(
+            "PUT",
+            "/xlb/v1/routes/old",
+            Some(r#"{"hosts":["old.test"],"upstream":"u"}"#)
+        )
+        .0,
+        200
+    );
+    assert_eq!(a.get("old.test"), 200);
+
+    // Node a is frozen while etcd restarts (its watch connection dies
+    // without it noticing), changes are made through b, and the history
+    // that a would resume from is compacted away.
+    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    etcd.kill();
+    etcd.restart();
+    let mut last = 0;
+    assert!(eventually(Duration::from_secs(15), || {
+        let (s, body) = b.api("DELETE", "/xlb/v1/routes/old", None);
+        s == 200 && {
+            last = json(&body)["revision"].as_i64().unwrap();
+            true
+        }
+    }));
+    let (s, body) = b.api(
+        "PUT",
+        "/xlb/v1/routes/new",
+        Some(r#"{"hosts":["new.test"],"upstream":"u"}"#),
+    );
+    assert_eq!(s, 200, "{body}");
+    last = last.max(json(&body)["revision"].as_i64().unwrap());
+    etcd.compact(last);
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+
+    // a cannot resume its watch from its revision: it reads everything
+    // again and applies the difference, the delete included.
+    assert!(
+        eventually(Duration::from_secs(15), || a.get("new.test") == 200),
+        "node a never applied the change made during its gap"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || a.get("old.test") == 404),
+        "node a still serves a route deleted during its gap"
+    );
+    let (_, body) = a.api("GET", "/xlb/v1/status", None);
+    assert!(
+        json(&body)["applied_revision"].as_i64().unwrap() >= last,
+        "{body}"
+    );
+}

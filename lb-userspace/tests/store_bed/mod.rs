@@ -122,6 +122,16 @@ impl Etcd {
         }
     }
 
+    /// Compacts the history up to `revision` (through etcd's JSON
+    /// gateway), so a watch from an older revision is refused.
+    pub fn compact(&self, revision: i64) {
+        let addr = format!("127.0.0.1:{}", self.client_port).parse().unwrap();
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        let (s, b) =
+            http(&addr, "POST", "/v3/kv/compaction", &[], Some(&body)).expect("compaction call");
+        assert_eq!(s, 200, "compaction: {b}");
+    }
+
     /// SIGKILLs etcd (an outage, not a clean stop).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -235,6 +245,14 @@ impl Node {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` to the process (SIGSTOP/SIGCONT to cut it off for a
+    /// while without closing anything).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
         }
     }
 
