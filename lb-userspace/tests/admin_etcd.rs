@@ -178,6 +178,18 @@ fn crud_field_errors_preconditions_references_and_auth() {
         .collect();
     assert_eq!(ids, ["p2", "r1"]);
 
+    // A txn creates an upstream and the route naming it at once.
+    let (s, body) = node.api(
+        "POST",
+        "/xlb/v1/txn",
+        Some(&format!(
+            r#"{{"writes":[{{"op":"put","kind":"upstreams","id":"u3","value":{}}},{{"op":"put","kind":"routes","id":"r3","value":{{"hosts":["c.test"],"upstream":"u3"}}}}]}}"#,
+            upstream(&backend)
+        )),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(node.get("c.test"), 200);
+
     // A txn deletes the routes and the upstream at once.
     let (s, body) = node.api(
         "POST",

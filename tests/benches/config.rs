@@ -273,14 +273,20 @@ fn main() -> anyhow::Result<()> {
     let _ = UPSTREAM_ADDR.set(backend.addr);
     let upstream = format!(r#"{{"nodes":[{{"address":"{}"}}]}}"#, backend.addr);
     let mut rows: Vec<(String, usize, Result1)> = Vec::new();
+    // (routes, bytes of resident memory per route) of the durable node.
+    let mut memory: Vec<(usize, f64)> = Vec::new();
     for (mode, durable) in [("durable", true), ("memory", false)] {
         let node = Node::start(StoreAt::Embedded { durable }, TOKEN);
         let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
         anyhow::ensure!(s == 200, "{s} {body}");
         let mut loaded = 0;
+        let rss0 = node.rss();
         for &n in &sizes {
             let t = Instant::now();
             preload(&node, loaded, n)?;
+            if durable {
+                memory.push((n, (node.rss().saturating_sub(rss0)) as f64 / n as f64));
+            }
             eprintln!(
                 "bench config: {mode}: {n} routes loaded ({} added in {:.1} s)",
                 n - loaded,
@@ -322,6 +328,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("one fsync (4 KiB write, p50): {fsync:.3} ms");
+    for (n, b) in &memory {
+        println!("resident memory per route at {n} routes (durable node, growth from empty): {b:.0} bytes");
+    }
 
     let find = |name: &str, n: usize| {
         rows.iter()

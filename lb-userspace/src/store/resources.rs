@@ -373,14 +373,20 @@ impl Resources {
         if let Some(u) = &route.upstream {
             if let Some(up) = view.resource(Kind::Upstreams, u).await? {
                 ctx.upstreams.push(up);
-                view.exists.insert(self.layout.resource(Kind::Upstreams, u));
+                // Written by this batch: nothing to compare.
+                let key = self.layout.resource(Kind::Upstreams, u);
+                if !view.overlay.contains_key(&key) {
+                    view.exists.insert(key);
+                }
             }
         }
         for n in &route.rate_limits {
             if let Some(rule) = view.resource(Kind::RateLimits, n).await? {
                 ctx.rate_limits.push(rule);
-                view.exists
-                    .insert(self.layout.resource(Kind::RateLimits, n));
+                let key = self.layout.resource(Kind::RateLimits, n);
+                if !view.overlay.contains_key(&key) {
+                    view.exists.insert(key);
+                }
             }
         }
         let mut others = Vec::new();

@@ -256,6 +256,20 @@ impl Node {
         }
     }
 
+    /// Resident memory of the process, bytes (`VmRSS`).
+    pub fn rss(&self) -> u64 {
+        let Some(c) = &self.child else { return 0 };
+        std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// An admin call with the token.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         self.api_with(method, path, &[("X-API-KEY", &self.token)], body)
