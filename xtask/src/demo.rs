@@ -138,7 +138,8 @@ pub fn run() -> anyhow::Result<()> {
     println!("\nxlb stopped ({status}); XDP detached, pins removed; namespaces are deleted now.");
     println!("=======================================================================");
     drop(bed);
-    crate::demo_l7::run()
+    crate::demo_l7::run()?;
+    crate::demo_admin::run()
 }
 
 /// The YAML for one DSR VIP with backends 1..3 at `weights`; `u32::MAX`
