@@ -12,3 +12,4 @@ pub mod l7;
 pub mod net;
 pub mod store;
 pub mod tls_util;
+pub mod units;

@@ -507,10 +507,7 @@ fn valid_l7_section_plans_to_its_values() {
     assert_eq!(plan.workers, 2);
     assert_eq!(plan.listeners.len(), 1);
     assert_eq!(plan.listeners[0].routes.len(), 1);
-    let opts = plan.listeners[0].routes[0]
-        .extensions
-        .get::<xlb::l7::options::RouteOptions>()
-        .expect("route options travel with the route");
+    let opts = &plan.listeners[0].routes[0].options;
     assert_eq!(opts.timeouts.read, std::time::Duration::from_secs(5));
     assert_eq!(opts.request_headers.set.len(), 1);
     assert_eq!(plan.upstreams[0].nodes.len(), 2);
@@ -590,4 +587,49 @@ fn tls_listener_naming_a_missing_certificate() {
         seen.display
     );
     assert_message_contains(&seen, "no certificate has id `site`");
+}
+
+#[test]
+fn plugin_problems_are_located() {
+    let text = L7_OK.replace(
+        "      request_headers: {set: {x-env: prod}}\n",
+        "      request_headers: {set: {x-env: prod}}\n      plugins:\n        cors: {allow_origins: [\"*\"], allow_credentials: true}\n",
+    );
+    let f = write("xlb.yaml", &text);
+    let seen = malformed(&f);
+    assert_eq!(
+        seen.field, "l7.routes[0].plugins.cors.allow_credentials",
+        "{}",
+        seen.display
+    );
+    assert_message_contains(&seen, "browsers refuse credentials");
+
+    // A typo in a plugin's name is a parse error at the key.
+    let typo = L7_OK.replace(
+        "      request_headers: {set: {x-env: prod}}\n",
+        "      request_headers: {set: {x-env: prod}}\n      plugins:\n        jwt-auht: {}\n",
+    );
+    let f = write("xlb.yaml", &typo);
+    let seen = malformed(&f);
+    assert_message_contains(&seen, "jwt-auht");
+
+    // Global plugins reach every route; consumers are checked.
+    let global = L7_OK.replace(
+        "  upstreams:\n",
+        "  plugins:\n    key-auth: {}\n  consumers:\n    - {name: alice, key_sha256: \"00\"}\n  upstreams:\n",
+    );
+    let f = write("xlb.yaml", &global);
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "l7.consumers[0].key_sha256", "{}", seen.display);
+    let fixed = global.replace("\"00\"", &format!("\"{}\"", "ab".repeat(32)));
+    let f = write("xlb.yaml", &fixed);
+    let cfg = Config::load(&f.path).expect("valid");
+    let plan = xlb::config::l7_plan::plan(&cfg.l7).expect("plans");
+    let names: Vec<String> = plan.listeners[0].routes[0]
+        .options
+        .plugins
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    assert_eq!(names, ["key-auth"]);
 }

@@ -8,8 +8,9 @@ use tokio::sync::mpsc;
 
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
-    options::{RouteOptions, SharedCache, SharedLimiter},
-    plan::{CachedRoute, RouteRateLimits, UpstreamPlan},
+    options::{SharedCache, SharedLimiter},
+    plan::UpstreamPlan,
+    plugins::{self, consumers::Consumers, PluginEnv},
     proxy::Pool,
     ratelimit::{EscalationSink, RateLimiter, Rule, RuleConfig},
     router::RouteSpec,
@@ -74,37 +75,51 @@ pub(super) fn build_pool(
     Ok(pool.with_passive(tracker))
 }
 
-/// Gives each route that names rate-limit rules or caches its runtime
-/// options: the limiter over the shared rules, the shared cache store.
+/// Gives each route its runtime options: the limiter over the shared
+/// rules, the shared cache store, a plugin chain that can reach the XDP
+/// deny list.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn attach_route_options(
     mut routes: Vec<RouteSpec>,
     rules: &HashMap<String, (RuleConfig, Arc<Rule>)>,
     sink: &EscalationSink,
     cache: Option<&SharedCache>,
-) -> Vec<RouteSpec> {
+    consumers: &Arc<Consumers>,
+    upstream_exists: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Vec<RouteSpec>> {
     for spec in &mut routes {
-        let limits = spec.extensions.get::<RouteRateLimits>().cloned();
-        let cached = spec.extensions.get::<CachedRoute>().is_some();
-        if limits.is_none() && !cached {
-            continue;
+        let options = &mut spec.options;
+        // The plan's chain cannot reach the XDP deny list (planning has no
+        // datapath); a route whose ip-restriction pushes denials there gets
+        // its chain again, with the sink.
+        if let Some(pc) = &options.plugins_config {
+            if pc
+                .ip_restriction
+                .as_ref()
+                .is_some_and(|r| r.xdp_deny_for.is_some())
+            {
+                let env = PluginEnv {
+                    route: &spec.id,
+                    consumers: consumers.clone(),
+                    upstream_exists,
+                    deny_sink: Some(sink.clone()),
+                };
+                options.plugins = plugins::build(pc, &env)
+                    .map_err(|e| anyhow::anyhow!("route {}: plugins: {e:?}", spec.id))?;
+            }
         }
-        let mut options = spec
-            .extensions
-            .get::<RouteOptions>()
-            .cloned()
-            .unwrap_or_default();
-        if let Some(RouteRateLimits(names)) = limits {
-            let mine: Vec<Arc<Rule>> = names
+        if !options.rate_limit_rules.is_empty() {
+            let mine: Vec<Arc<Rule>> = options
+                .rate_limit_rules
                 .iter()
                 .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
                 .collect();
             let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
             options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
         }
-        if cached {
+        if options.cached {
             options.cache = cache.cloned();
         }
-        spec.extensions.insert(options);
     }
-    routes
+    Ok(routes)
 }

@@ -21,6 +21,7 @@ use super::{
     assemble::{attach_route_options, build_pool},
     options::SharedCache,
     plan::UpstreamPlan,
+    plugins::consumers::Consumers,
     proxy::{Pool, Proxy},
     ratelimit::{EscalationSink, Rule, RuleConfig},
     resolve,
@@ -45,6 +46,23 @@ pub(super) struct Shared {
     pub(super) cache: Option<SharedCache>,
     pub(super) trusted: Vec<Prefix>,
     pub(super) health_events: mpsc::UnboundedSender<HealthEvent>,
+    /// The node's consumers (`l7.consumers`), for routes' auth plugins.
+    pub(super) consumers: Arc<Consumers>,
+}
+
+/// Why a host slot's routes could not be swapped in.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("{0}")]
+    Table(Box<RouteError>),
+    #[error("{0:#}")]
+    Options(anyhow::Error),
+}
+
+impl From<RouteError> for SlotError {
+    fn from(e: RouteError) -> Self {
+        SlotError::Table(Box::new(e))
+    }
 }
 
 /// The handle through which a store applies changes to the running proxy.
@@ -78,12 +96,11 @@ impl DynamicRoutes {
     /// name, the slot's routes that listener serves (a listener not named
     /// serves none of them any more). The tables are all built before any
     /// is swapped in, so an error changes nothing.
-    #[allow(clippy::result_large_err)]
     pub fn set_slot(
         &self,
         slot: &HostSlot,
         per_listener: &[(String, Vec<RouteSpec>)],
-    ) -> Result<(), RouteError> {
+    ) -> Result<(), SlotError> {
         let shared = self.lock();
         let mut built = Vec::with_capacity(shared.listeners.len());
         for l in &shared.listeners {
@@ -95,9 +112,16 @@ impl DynamicRoutes {
             let table = if mine.is_empty() {
                 None
             } else {
-                let specs =
-                    attach_route_options(mine, &shared.rules, &shared.sink, shared.cache.as_ref());
-                Some(RouteTable::build(specs)?)
+                let specs = attach_route_options(
+                    mine,
+                    &shared.rules,
+                    &shared.sink,
+                    shared.cache.as_ref(),
+                    &shared.consumers,
+                    &|u| shared.pools.contains_key(u),
+                )
+                .map_err(SlotError::Options)?;
+                Some(RouteTable::build(specs).map_err(SlotError::from)?)
             };
             built.push(table);
         }

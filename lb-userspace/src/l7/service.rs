@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::net::Prefix;
 
 use super::plan::{CachePlan, L7Plan, ListenerPlan};
+use super::plugins::consumers::Consumers;
 use super::{
     cache::{Cache, CacheConfig},
     dynamic::{DynamicRoutes, ListenerSlot, Shared},
@@ -120,6 +121,7 @@ impl L7Service {
                 &escalation_sink,
                 shared.as_ref(),
                 &plan.trusted_proxies,
+                &plan.consumers,
             )?));
             let certs = match &lp.tls {
                 Some(t) => Some(Arc::new(
@@ -210,6 +212,7 @@ impl L7Service {
             cache: shared_cache(&self.cache),
             trusted: self.plan.trusted_proxies.clone(),
             health_events: self.health_events.clone(),
+            consumers: self.plan.consumers.clone(),
         }));
         self.dynamic = Some(d.clone());
         d
@@ -352,6 +355,7 @@ impl L7Service {
                 &self.escalation_sink,
                 shared.as_ref(),
                 &new.trusted_proxies,
+                &new.consumers,
             )?);
         }
         // Certificates: load the new sets on the side first, so that a bad
@@ -577,8 +581,11 @@ fn build_proxy(
     sink: &EscalationSink,
     cache: Option<&SharedCache>,
     trusted: &[Prefix],
+    consumers: &Arc<Consumers>,
 ) -> anyhow::Result<Proxy> {
-    let routes = attach_route_options(lp.routes.clone(), rules, sink, cache);
+    let routes = attach_route_options(lp.routes.clone(), rules, sink, cache, consumers, &|u| {
+        pools.contains_key(u)
+    })?;
     let table =
         RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
     Ok(Proxy::new(Arc::new(table), pools.clone()).with_trusted_proxies(trusted.to_vec()))
