@@ -7,8 +7,10 @@
 //! in the same run: nginx with N server blocks, a block appended and
 //! `nginx -s reload` run, until the first 2xx for the new host.
 //!
-//! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `100,10000`), trials per size:
-//! `XLB_BENCH_CONFIG_TRIALS` (default 20). Writes target/bench/config.json.
+//! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `100,10000,100000`), trials per
+//! size: `XLB_BENCH_CONFIG_TRIALS` (default 20); nginx up to
+//! `XLB_BENCH_CONFIG_PEER_MAX` routes (default 10 000: beyond, one reload
+//! takes tens of seconds). Writes target/bench/config.json.
 #[path = "../../lb-userspace/tests/store_bed/mod.rs"]
 mod store_bed;
 
@@ -228,6 +230,19 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master must live long enough to stop
+        // its workers, or they are left behind.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -263,7 +278,7 @@ fn case(
 }
 
 fn main() -> anyhow::Result<()> {
-    let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "100,10000");
+    let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "100,10000,100000");
     let trials = env_list("XLB_BENCH_CONFIG_TRIALS", "20")
         .first()
         .copied()
@@ -295,6 +310,14 @@ fn main() -> anyhow::Result<()> {
             loaded = n;
             let r = measure(trials, |t| trial(&node, &format!("new-{n}-{t}"), false))?;
             rows.push((format!("xlb {mode}"), n, r));
+            // What one request to a host that exists costs the same client
+            // (new connection, proxy, backend): the floor of the above.
+            let r = measure(trials, |_| {
+                let t0 = Instant::now();
+                anyhow::ensure!(node.get("pre-0.bench") == 200, "existing route not served");
+                Ok((t0.elapsed(), 1))
+            })?;
+            rows.push((format!("GET existing ({mode})"), n, r));
             if n == sizes[0] {
                 let r = measure(trials, |t| trial(&node, &format!("newup-{n}-{t}"), true))?;
                 rows.push((format!("xlb {mode} +upstream"), n, r));
@@ -307,7 +330,13 @@ fn main() -> anyhow::Result<()> {
         .status()
         .is_ok_and(|s| s.success());
     if nginx_ok {
-        for &n in &sizes {
+        // nginx needs seconds per reload at 10^4 server blocks; above
+        // XLB_BENCH_CONFIG_PEER_MAX (default 10 000) it is not measured.
+        let peer_max = env_list("XLB_BENCH_CONFIG_PEER_MAX", "10000")
+            .first()
+            .copied()
+            .unwrap_or(10_000);
+        for &n in sizes.iter().filter(|n| **n <= peer_max) {
             let ng = Nginx::start(n, backend.addr)?;
             let r = measure(trials, |t| ng.trial(&format!("ng-{n}-{t}")))?;
             rows.push(("nginx reload".into(), n, r));
@@ -377,6 +406,15 @@ fn main() -> anyhow::Result<()> {
                     ));
                 }
             }
+        }
+        if let (Some(x), Some(g)) = (find("xlb durable", n), find("GET existing (durable)", n)) {
+            cases.push(case(
+                &format!("propagation_local durable N={n} vs one GET of an existing route"),
+                "p50",
+                x.p50,
+                "GET existing route",
+                g.p50,
+            ));
         }
         if let (Some(m), Some(d)) = (find("xlb memory", n), find("xlb durable", n)) {
             cases.push(case(
