@@ -52,10 +52,15 @@ pub struct Applied {
 /// The resources this node has applied, and where each route sits.
 #[derive(Default)]
 struct State {
-    routes: HashMap<String, RouteConfig>,
+    /// What each route references (the route itself is parsed again from
+    /// `raw` when its host is planned: keeping every route parsed would
+    /// cost about 1.5 KB per route for nothing between changes).
+    route_refs: HashMap<String, Vec<(Kind, String)>>,
     upstreams: HashMap<String, UpstreamYaml>,
     rules: HashMap<String, RateLimitYaml>,
-    slots: HashMap<HostSlot, BTreeSet<String>>,
+    /// Route ids of each host slot, sorted (a sorted `Vec`: most hosts
+    /// have one route, and a one-entry B-tree node costs ~300 bytes).
+    slots: HashMap<HostSlot, Vec<String>>,
     route_slots: HashMap<String, Vec<HostSlot>>,
     /// Routes by the upstream or rule they name, so that a change to one
     /// finds its routes without a scan.
@@ -346,15 +351,17 @@ impl Applier {
             Kind::Routes => {
                 for slot in s.route_slots.remove(&id).unwrap_or_default() {
                     if let Some(set) = s.slots.get_mut(&slot) {
-                        set.remove(&id);
+                        if let Ok(i) = set.binary_search(&id) {
+                            set.remove(i);
+                        }
                         if set.is_empty() {
                             s.slots.remove(&slot);
                         }
                     }
                     t.slots.insert(slot);
                 }
-                if let Some(old) = s.routes.remove(&id) {
-                    for key in State::route_refs(&old) {
+                if let Some(old) = s.route_refs.remove(&id) {
+                    for key in old {
                         if let Some(set) = s.refs.get_mut(&key) {
                             set.remove(&id);
                             if set.is_empty() {
@@ -368,14 +375,18 @@ impl Applier {
                 };
                 let slots = HostSlot::of_route(&route.hosts).unwrap_or_default();
                 for slot in &slots {
-                    s.slots.entry(slot.clone()).or_default().insert(id.clone());
+                    let set = s.slots.entry(slot.clone()).or_default();
+                    if let Err(i) = set.binary_search(&id) {
+                        set.insert(i, id.clone());
+                    }
                     t.slots.insert(slot.clone());
                 }
                 s.route_slots.insert(id.clone(), slots);
-                for key in State::route_refs(&route) {
-                    s.refs.entry(key).or_default().insert(id.clone());
+                let refs = State::route_refs(&route);
+                for key in &refs {
+                    s.refs.entry(key.clone()).or_default().insert(id.clone());
                 }
-                s.routes.insert(id, route);
+                s.route_refs.insert(id, refs);
             }
             Kind::Upstreams => {
                 let was = s.upstreams.contains_key(&id);
@@ -477,7 +488,14 @@ impl Applier {
             .get(slot)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.state.routes.get(id).cloned())
+            .filter_map(|id| {
+                let raw = self
+                    .state
+                    .raw
+                    .get(&self.layout.resource(Kind::Routes, id))?;
+                let v: Value = serde_json::from_slice(raw).ok()?;
+                resource::parse::<RouteConfig>(&v).ok()
+            })
             .collect();
         let mut ctx = self.node.clone();
         let mut seen = HashSet::new();

@@ -22,6 +22,9 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 const LOG: TableDefinition<i64, &[u8]> = TableDefinition::new("log");
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// Revisions kept in the change log; a watch from an older revision is
 /// told to re-read everything.
 pub const LOG_KEEP: i64 = 100_000;
@@ -133,7 +136,11 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("config store directory {}: {e}", dir.display()))?;
         }
-        let db = Database::create(path)
+        // redb's default page cache is 1 GiB; the resources are read
+        // once at start and then only by key, so a small cache does.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| anyhow::anyhow!("config store {}: {e}", path.display()))?;
         let txn = db.begin_write()?;
         {
