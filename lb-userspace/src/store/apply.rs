@@ -245,6 +245,8 @@ impl Applier {
     /// after outages.
     pub async fn run_from_loaded(mut self) {
         let mut next = self.applied.borrow().revision + 1;
+        // One warning per outage, not one per retry.
+        let mut down_since: Option<std::time::Instant> = None;
         loop {
             let mut stream = match self.store.watch(&self.layout.all(), next).await {
                 Ok(s) => s,
@@ -254,11 +256,20 @@ impl Applier {
                 }
                 Err(e) => {
                     self.publish(0, false);
-                    log::warn!("config store: watch from revision {next}: {e}; retrying");
+                    if down_since.is_none() {
+                        log::warn!("config store: watch from revision {next}: {e}; retrying every {RETRY:?} (serving what was applied)");
+                        down_since = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
             };
+            if let Some(t) = down_since.take() {
+                log::warn!(
+                    "config store: watching again from revision {next} after {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
             let rev = self.applied.borrow().revision;
             self.publish(rev, true);
             loop {
