@@ -26,6 +26,12 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub fn run() -> anyhow::Result<()> {
     deps::ensure_apt(deps::TEST_PACKAGES)?;
     let bin = build::all(false)?;
+    // `XLB_DEMO_PART=admin`: only the admin-API part (loopback only, no
+    // namespaces, no root needed).
+    if std::env::var("XLB_DEMO_PART").as_deref() == Ok("admin") {
+        std::env::set_var("XLB_BIN", &bin);
+        return crate::demo_admin::run();
+    }
     if !privileged("cargo xtask demo") {
         anyhow::bail!("the demo creates network namespaces and attaches XDP: run it as root");
     }
