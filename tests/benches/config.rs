@@ -102,6 +102,7 @@ fn trial(node: &Node, name: &str, with_upstream: bool) -> anyhow::Result<(Durati
 
 static UPSTREAM_ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
 
+#[derive(Clone, Copy)]
 struct Result1 {
     p50: f64,
     p99: f64,
@@ -324,6 +325,53 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // propagation_fleet: three nodes on one etcd; PUT through node 0,
+    // time until nodes 1 and 2 both answer 2xx for the new host.
+    let mut fleet: Option<(Result1, Result1)> = None;
+    if Path::new("/usr/bin/etcd").is_file() {
+        let etcd = store_bed::Etcd::start(Path::new("/usr/bin/etcd"));
+        let ep = etcd.endpoint();
+        let nodes: Vec<Node> = (0..3)
+            .map(|_| {
+                Node::start(
+                    StoreAt::Etcd {
+                        endpoint: &ep,
+                        prefix: "/bench",
+                    },
+                    TOKEN,
+                )
+            })
+            .collect();
+        let (s, body) = nodes[0].api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
+        anyhow::ensure!(s == 200, "{s} {body}");
+        let local = measure(trials, |t| {
+            trial(&nodes[0], &format!("fl-local-{t}"), false)
+        })?;
+        let remote = measure(trials, |t| {
+            let host = format!("fl-{t}.bench");
+            let t0 = Instant::now();
+            let (s, body) = nodes[0].api(
+                "PUT",
+                &format!("/xlb/v1/routes/fl-{t}"),
+                Some(&format!(r#"{{"hosts":["{host}"],"upstream":"u"}}"#)),
+            );
+            anyhow::ensure!(s == 200, "PUT fl-{t}: {s} {body}");
+            let mut pending = vec![1usize, 2];
+            let mut tries = 0;
+            while !pending.is_empty() {
+                tries += 1;
+                pending.retain(|&i| nodes[i].get(&host) != 200);
+                anyhow::ensure!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "{host} never served on the fleet"
+                );
+            }
+            Ok((t0.elapsed(), tries))
+        })?;
+        fleet = Some((local, remote));
+    } else {
+        eprintln!("bench config: etcd is not installed; no fleet measurement");
+    }
     let nginx_ok = Command::new("nginx")
         .arg("-v")
         .stderr(Stdio::null())
@@ -345,6 +393,10 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench config: nginx is not installed; no peer measured");
     }
     let fsync = fsync_cost(200)?;
+    if let Some((l, r)) = &fleet {
+        rows.push(("etcd fleet, PUT's node".into(), 1, *l));
+        rows.push(("etcd fleet, 2 others".into(), 1, *r));
+    }
 
     println!(
         "{:<24} {:>9} {:>10} {:>10} {:>12}",
@@ -446,6 +498,28 @@ fn main() -> anyhow::Result<()> {
             &format!("N={lo}"),
             b.p99,
         ));
+    }
+    if let Some((l, r)) = &fleet {
+        for (metric, x, b) in [("p50", r.p50, l.p50), ("p99", r.p99, l.p99)] {
+            cases.push(case(
+                "propagation_fleet (PUT on one node -> first 2xx on both others, etcd)",
+                metric,
+                x,
+                "the PUT's own node, same etcd",
+                b,
+            ));
+        }
+    }
+    for (n, b) in &memory {
+        let mut c = case(
+            &format!("route_memory N={n}"),
+            "bytes per route",
+            *b,
+            "target 1 KiB",
+            1024.0,
+        );
+        c["unit"] = serde_json::json!("bytes");
+        cases.push(c);
     }
     cases.push(case(
         "fsync 4KiB",
