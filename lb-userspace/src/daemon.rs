@@ -1,10 +1,12 @@
 //! `xlb run`: load the datapath, write the L4 tables, attach, then serve
 //! until SIGINT/SIGTERM (a stop: withdraw, drain, detach); SIGHUP reloads
 //! the config file; SIGUSR2 starts a successor that takes over (restart,
-//! upgrade), and a successor started with `--takeover` takes over.
+//! upgrade), and a successor started with `--takeover` takes over. With a
+//! config store, resources come from the store (see `resources`).
 
 mod ops;
 pub use ops::{anycast_status, drain_flag};
+mod resources;
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -67,6 +69,9 @@ pub struct Daemon {
     config: Config,
     config_path: PathBuf,
     generation: u64,
+    /// The store, its applier and the admin API (`config_store` other
+    /// than `file`).
+    resources: Option<resources::Running>,
 }
 
 /// What a started daemon serves, for the ready line.
@@ -78,6 +83,8 @@ pub struct ReadyInfo {
     pub xdp: Vec<String>,
     /// `(name, address)` of every L7 listener.
     pub l7: Vec<(String, SocketAddr)>,
+    /// The admin API's address, when it is on.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Whether `config` needs the XDP datapath: it has interfaces or VIPs, or
@@ -146,12 +153,13 @@ impl Daemon {
             None
         };
         let (health_tx, health_rx) = mpsc::unbounded_channel();
-        let l7 = match l7_plan {
+        let mut l7 = match l7_plan {
             Some(plan) => {
                 Some(L7Service::start_inheriting(plan, health_tx.clone(), inherited).await?)
             }
             None => None,
         };
+        let resources = resources::start(&config, l7.as_mut()).await?;
         let mut d = Daemon {
             l4,
             l7,
@@ -162,6 +170,7 @@ impl Daemon {
             config,
             config_path: config_path.to_path_buf(),
             generation: 1,
+            resources,
         };
         d.update_health_targets()?;
         d.write_state();
@@ -193,6 +202,7 @@ impl Daemon {
                 })
                 .unwrap_or_default(),
             l7: self.l7.as_ref().map(|s| s.addresses()).unwrap_or_default(),
+            admin: self.resources.as_ref().and_then(|r| r.admin_addr),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The xlb daemon as a library: the `xlb` binary is a thin CLI over it, and
 //! the end-to-end tests drive the same code.
 
+pub mod admin;
 pub mod anycast;
 pub mod cmd;
 pub mod config;
@@ -11,5 +12,6 @@ pub mod health;
 pub mod l7;
 pub mod lifecycle;
 pub mod net;
+pub mod store;
 pub mod tls_util;
 pub mod units;

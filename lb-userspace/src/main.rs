@@ -69,6 +69,9 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Move resources between a YAML file and the config store.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Print a running instance's XDP counters.
     Stats {
         /// Instance name (as in the config's `instance`).
@@ -104,6 +107,25 @@ enum Cmd {
         /// native, skb or auto.
         #[arg(long, value_enum, default_value = "native")]
         xdp_mode: XdpModeSetting,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Write the resources of FILE (`l7.routes`, `l7.upstreams`,
+    /// `l7.certificates`, `l7.rate_limits`, `l4.vips`) into the store.
+    Import {
+        /// The node's config file (its `config_store:` names the store).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The YAML file holding the resources.
+        file: PathBuf,
+    },
+    /// Print every resource in the store as YAML in the file's shape.
+    Export {
+        /// The node's config file (its `config_store:` names the store).
+        #[arg(short, long)]
+        config: PathBuf,
     },
 }
 
@@ -152,13 +174,14 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                         .map(|(name, addr)| format!("{name}@{addr}"))
                         .collect();
                     announce(format!(
-                        "xlb ready pid={} pins={} xdp={} l7={}",
+                        "xlb ready pid={} pins={} xdp={} l7={} admin={}",
                         std::process::id(),
                         info.pins
                             .as_ref()
                             .map_or("-".to_string(), |p| p.display().to_string()),
                         info.xdp.join(","),
-                        l7.join(",")
+                        l7.join(","),
+                        info.admin.map_or("-".to_string(), |a| a.to_string()),
                     ));
                 },
                 |generation, result| match result {
@@ -174,6 +197,20 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Drain { instance } => cmd::drain::set(&instance, true),
         Cmd::Undrain { instance } => cmd::drain::set(&instance, false),
+        Cmd::Config(ConfigCmd::Import { config, file }) => {
+            let cfg = Config::load(&config)?;
+            let n = runtime()?.block_on(xlb::cmd::config_io::import(&cfg, &file))?;
+            println!("imported {n} resources from {}", file.display());
+            Ok(())
+        }
+        Cmd::Config(ConfigCmd::Export { config }) => {
+            let cfg = Config::load(&config)?;
+            print!(
+                "{}",
+                runtime()?.block_on(xlb::cmd::config_io::export(&cfg))?
+            );
+            Ok(())
+        }
         Cmd::Check { config } => {
             Config::load(&config)?;
             println!("{}: ok", config.display());

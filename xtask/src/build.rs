@@ -20,6 +20,7 @@ pub fn ebpf() -> anyhow::Result<()> {
 
 /// Builds everything and returns the path of the `xlb` binary.
 pub fn all(release: bool) -> anyhow::Result<PathBuf> {
+    crate::deps::ensure_apt(crate::deps::BUILD_PACKAGES)?;
     ebpf()?;
     let mut cmd = exec::cargo(None);
     cmd.current_dir(exec::workspace_root()).args([

@@ -26,6 +26,12 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub fn run() -> anyhow::Result<()> {
     deps::ensure_apt(deps::TEST_PACKAGES)?;
     let bin = build::all(false)?;
+    // `XLB_DEMO_PART=admin`: only the admin-API part (loopback only, no
+    // namespaces, no root needed).
+    if std::env::var("XLB_DEMO_PART").as_deref() == Ok("admin") {
+        std::env::set_var("XLB_BIN", &bin);
+        return crate::demo_admin::run();
+    }
     if !privileged("cargo xtask demo") {
         anyhow::bail!("the demo creates network namespaces and attaches XDP: run it as root");
     }
@@ -138,7 +144,8 @@ pub fn run() -> anyhow::Result<()> {
     println!("\nxlb stopped ({status}); XDP detached, pins removed; namespaces are deleted now.");
     println!("=======================================================================");
     drop(bed);
-    crate::demo_l7::run()
+    crate::demo_l7::run()?;
+    crate::demo_admin::run()
 }
 
 /// The YAML for one DSR VIP with backends 1..3 at `weights`; `u32::MAX`

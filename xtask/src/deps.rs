@@ -15,6 +15,13 @@ pub const TEST_PACKAGES: &[&str] = &[
     "python3-websockets", // WebSocket peers for the L7 tests
     "bird2",              // anycast tests: BGP on the LB nodes and the router
     "systemd",            // systemd-analyze verify of scripts/xlb.service
+    "etcd-server",        // the fleet config store in the admin API tests
+    "protobuf-compiler",  // protoc, which etcd-client's build needs
+];
+
+/// Debian packages building `xlb` needs.
+pub const BUILD_PACKAGES: &[&str] = &[
+    "protobuf-compiler", // protoc, which etcd-client's build runs
 ];
 
 /// Debian packages `cargo xtask bench l7` compares xlb with and drives it by.

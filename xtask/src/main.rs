@@ -2,6 +2,7 @@
 mod bench;
 mod build;
 mod demo;
+mod demo_admin;
 mod demo_l7;
 mod deps;
 mod exec;

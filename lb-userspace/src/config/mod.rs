@@ -11,6 +11,8 @@ pub mod lifecycle;
 mod locate;
 pub mod middleware;
 mod model;
+pub mod node;
+pub mod resource;
 pub mod units;
 mod validate;
 
@@ -26,6 +28,7 @@ impl Config {
     /// runs the plan it gets here), or every problem found.
     pub fn check(mut self) -> Result<Config, Vec<Issue>> {
         let mut issues = self.issues();
+        issues.extend(node::issues(&self));
         match l7_plan::plan(&self.l7) {
             Ok(plan) => self.planned = model::Planned(Some(Arc::new(plan))),
             Err(l7) => issues.extend(l7),

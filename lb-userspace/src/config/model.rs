@@ -40,6 +40,13 @@ pub struct Config {
     /// BGP announcement of the served VIPs through BIRD (off when absent).
     #[serde(default)]
     pub anycast: Option<AnycastConfig>,
+    /// Where resources live (`kind: file | embedded | etcd`). Absent:
+    /// `file`.
+    #[serde(default)]
+    pub config_store: super::node::ConfigStoreYaml,
+    /// The admin API listener. Absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<super::node::AdminYaml>,
     /// The L7 plan, made by `Config::check` (not part of the file).
     #[serde(skip)]
     pub(super) planned: Planned,

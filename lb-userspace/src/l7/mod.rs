@@ -3,10 +3,12 @@
 //! router, the proxy's request phases (`proxy/`), the middleware (rate
 //! limits, cache, cold-start holding), plugins, and upstream connections.
 
+mod assemble;
 pub mod balance;
 pub mod body;
 pub mod cache;
 pub mod cold_start;
+pub mod dynamic;
 pub mod error;
 pub mod forward;
 pub mod headers;

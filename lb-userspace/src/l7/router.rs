@@ -115,6 +115,7 @@
 //! scans all routes.
 
 mod host;
+mod hosts;
 mod pattern;
 mod request;
 mod spec;
@@ -122,6 +123,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use hosts::{HostSlot, HostTables};
 pub use request::{path_hazard, PathHazard, RequestError, RequestInfo};
 pub use spec::{HeaderMatch, HeaderValueMatch, Match, PathMatch, Route, RouteError, RouteSpec};
 pub use table::{Resolver, RouteTable, SwappableRoutes};

@@ -28,21 +28,21 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::net::Prefix;
 
-use super::plan::{CachePlan, L7Plan, ListenerPlan, UpstreamPlan};
-use super::plugins::{self, consumers::Consumers, PluginEnv};
+use super::plan::{CachePlan, L7Plan, ListenerPlan};
+use super::plugins::consumers::Consumers;
 use super::{
-    balance::{self, Node, Upstream, UpstreamConfig},
     cache::{Cache, CacheConfig},
-    options::{SharedCache, SharedLimiter},
+    dynamic::{DynamicRoutes, ListenerSlot, Shared},
+    options::SharedCache,
     proxy::{Pool, Proxy},
-    ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
+    ratelimit::{self, Escalation, EscalationSink, Rule, RuleConfig},
     resolve,
-    router::RouteTable,
+    router::{HostTables, RouteTable},
     server::serve,
     tls::{self, CertStore},
     Inherited, Listeners, Steering,
 };
-use crate::health::{EventSource, HealthEvent, HealthView, PassiveTracker, Target};
+use crate::health::{EventSource, HealthEvent, HealthView, Target};
 
 /// How often certificate files are checked for changes.
 const CERT_WATCH_INTERVAL: Duration = tls::DEFAULT_WATCH_INTERVAL;
@@ -83,12 +83,14 @@ pub struct L7Service {
     /// The response cache and the settings its store was built with (kept
     /// across reloads while they do not change).
     cache: Option<(CachePlan, Cache)>,
+    /// Set once resources come from a store (`config_store` other than
+    /// `file`): then routes and upstreams change through this handle, and
+    /// a file reload may not replace them.
+    dynamic: Option<Arc<DynamicRoutes>>,
 }
 
-/// The health-check id of node `addr` of upstream `upstream`.
-pub fn health_id(upstream: &str, addr: SocketAddr) -> String {
-    format!("l7/{upstream}/{addr}")
-}
+pub use super::assemble::health_id;
+use super::assemble::{attach_route_options, build_pool};
 
 impl std::fmt::Debug for L7Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,7 +221,38 @@ impl L7Service {
             health: HealthView::default(),
             health_events,
             cache,
+            dynamic: None,
         })
+    }
+
+    /// Switches the listeners to routers that change one host at a time
+    /// and returns the handle that changes them (the same handle on every
+    /// call). The routes and upstreams of the plan are dropped: from now
+    /// on resources come through the handle.
+    pub fn dynamic(&mut self) -> Arc<DynamicRoutes> {
+        if let Some(d) = &self.dynamic {
+            return d.clone();
+        }
+        let d = Arc::new(DynamicRoutes::new(Shared {
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerSlot {
+                    name: l.plan.name.clone(),
+                    proxy: l.proxy.clone(),
+                    tables: Arc::new(HostTables::new()),
+                })
+                .collect(),
+            pools: HashMap::new(),
+            rules: HashMap::new(),
+            sink: self.escalation_sink.clone(),
+            cache: shared_cache(&self.cache),
+            trusted: self.plan.trusted_proxies.clone(),
+            health_events: self.health_events.clone(),
+            consumers: self.plan.consumers.clone(),
+        }));
+        self.dynamic = Some(d.clone());
+        d
     }
 
     /// The response cache (`None`: no route caches).
@@ -334,6 +367,11 @@ impl L7Service {
     /// Applies `new` (a plan that passed validation). On error nothing has
     /// changed.
     pub async fn reload(&mut self, new: L7Plan) -> anyhow::Result<()> {
+        if self.dynamic.is_some() {
+            anyhow::bail!(
+                "routes and upstreams come from the config store; change them through the admin API (nothing was changed)"
+            );
+        }
         let restart = self.restart_only(&new);
         if !restart.is_empty() {
             anyhow::bail!(
@@ -551,57 +589,6 @@ async fn build_pools(
     Ok((resolved, pools))
 }
 
-fn build_pool(
-    up: &UpstreamPlan,
-    addrs: &[(SocketAddr, u32)],
-    previous: Option<&Pool>,
-    events: &mpsc::UnboundedSender<HealthEvent>,
-) -> anyhow::Result<Pool> {
-    let nodes: Vec<Node> = addrs
-        .iter()
-        .enumerate()
-        .map(|(id, &(addr, weight))| Node { id, addr, weight })
-        .collect();
-    let config = UpstreamConfig {
-        slow_start: up.slow_start,
-        ..UpstreamConfig::default()
-    };
-    let upstream = match previous {
-        Some(p) => Upstream::with_previous(nodes, config, &p.upstream, Instant::now()),
-        None => Upstream::new(nodes, config),
-    }
-    .with_context(|| format!("upstream {}", up.id))?;
-    let upstream = Arc::new(upstream);
-    let balancer = balance::build(
-        upstream.clone(),
-        up.algorithm,
-        up.options.sticky_cookie.is_some(),
-    )
-    .with_context(|| format!("upstream {}", up.id))?;
-    let pool = Pool::new(
-        up.id.clone(),
-        upstream,
-        balancer,
-        up.options.clone(),
-        previous,
-    )
-    .with_context(|| format!("upstream {}", up.id))?;
-    let Some(cfg) = &up.passive else {
-        return Ok(pool);
-    };
-    let ids: Vec<String> = addrs.iter().map(|(a, _)| health_id(&up.id, *a)).collect();
-    let tracker = match previous.and_then(|p| p.passive()) {
-        Some(old) => PassiveTracker::with_previous(ids, *cfg, events.clone(), old),
-        None => PassiveTracker::new(ids, *cfg, events.clone()),
-    }
-    .map_err(|e| anyhow::anyhow!("upstream {}: passive health: {e}", up.id))?;
-    let tracker = Arc::new(tracker);
-    // The driver readmits ejected nodes; it ends once the tracker is
-    // dropped (after a reload replaced this pool and its requests ended).
-    tracker.spawn_driver();
-    Ok(pool.with_passive(tracker))
-}
-
 /// The rules of `plan`, reusing `previous` ones whose config is unchanged.
 fn build_rules(
     plan: &L7Plan,
@@ -654,41 +641,9 @@ fn build_proxy(
     trusted: &[Prefix],
     consumers: &Arc<Consumers>,
 ) -> anyhow::Result<Proxy> {
-    let mut routes = lp.routes.clone();
-    for spec in &mut routes {
-        let options = &mut spec.options;
-        // The plan's chain cannot reach the XDP deny list (planning has no
-        // datapath); a route whose ip-restriction pushes denials there gets
-        // its chain again, with the sink.
-        if let Some(pc) = &options.plugins_config {
-            if pc
-                .ip_restriction
-                .as_ref()
-                .is_some_and(|r| r.xdp_deny_for.is_some())
-            {
-                let env = PluginEnv {
-                    route: &spec.id,
-                    consumers: consumers.clone(),
-                    upstream_exists: &|u| pools.contains_key(u),
-                    deny_sink: Some(sink.clone()),
-                };
-                options.plugins = plugins::build(pc, &env)
-                    .map_err(|e| anyhow::anyhow!("route {}: plugins: {e:?}", spec.id))?;
-            }
-        }
-        if !options.rate_limit_rules.is_empty() {
-            let mine: Vec<Arc<Rule>> = options
-                .rate_limit_rules
-                .iter()
-                .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
-                .collect();
-            let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
-            options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
-        }
-        if options.cached {
-            options.cache = cache.cloned();
-        }
-    }
+    let routes = attach_route_options(lp.routes.clone(), rules, sink, cache, consumers, &|u| {
+        pools.contains_key(u)
+    })?;
     let table =
         RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;
     Ok(Proxy::new(Arc::new(table), pools.clone()).with_trusted_proxies(trusted.to_vec()))

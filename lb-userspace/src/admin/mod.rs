@@ -1,0 +1,86 @@
+//! The admin API: HTTP/JSON on its own listener (default 127.0.0.1:9180),
+//! `/xlb/v1/<kind>/<id>` for routes, upstreams, certificates, rate-limit
+//! rules and VIPs, `POST /xlb/v1/txn` for an atomic batch, and
+//! `GET /xlb/v1/status`. Reference: docs/admin-api.md.
+//!
+//! A write returns once this node has applied the revision it committed
+//! at (read-your-writes): the next request to this node sees it.
+
+mod auth;
+mod handler;
+mod reply;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use crate::store::{apply::Applied, resources::Resources};
+
+pub use auth::Token;
+
+/// How long a write waits for this node to apply it before answering
+/// 504 (the write itself is committed).
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// Largest request body.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What the handlers share.
+pub struct Admin {
+    pub resources: Resources,
+    pub applied: watch::Receiver<Applied>,
+    pub token: Option<Token>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+/// Binds the admin listener. A non-loopback address without a token is
+/// refused: the API changes what the proxy serves.
+pub async fn bind(address: &str, token: Option<&Token>) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = address
+        .parse()
+        .with_context(|| format!("admin.address: `{address}` is not ip:port"))?;
+    if !addr.ip().is_loopback() && token.is_none() {
+        anyhow::bail!(
+            "admin.address: {addr} is not a loopback address; set admin.token (or token_file) to listen there"
+        );
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("admin.address: binding {addr}"))
+}
+
+/// Serves the admin API on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("admin: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, std::convert::Infallible>(handler::handle(&admin, req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                log::debug!("admin: connection: {e}");
+            }
+        });
+    }
+}

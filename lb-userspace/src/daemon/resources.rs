@@ -1,0 +1,124 @@
+//! The daemon's resource side when a store holds them: open the store,
+//! switch the proxy to per-host tables, load and follow the store, and
+//! serve the admin API.
+use std::sync::Arc;
+
+use crate::{
+    admin::{self, Admin, Token},
+    config::{node::StoreKind, resource::Context, Config},
+    l7::service::L7Service,
+    store::{
+        apply::{Applied, Applier},
+        keys::Layout,
+        resources::Resources,
+        Store,
+    },
+};
+
+/// The tasks that keep resources applied and the admin API served.
+pub(super) struct Running {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) admin_addr: Option<std::net::SocketAddr>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the store side of `config` (nothing for `config_store: file`).
+/// Returns once the store's content is applied, so that "ready" means the
+/// routes in the store are served.
+pub(super) async fn start(
+    config: &Config,
+    l7: Option<&mut L7Service>,
+) -> anyhow::Result<Option<Running>> {
+    let kind = config.config_store.effective_kind(config.admin.is_some());
+    if kind == StoreKind::File {
+        return Ok(None);
+    }
+    let Some(store) = Store::open(&config.config_store, kind, config.instance.as_str()).await?
+    else {
+        return Ok(None);
+    };
+    let layout = Layout::new(&config.config_store.prefix);
+    let node = Context::of_node(config);
+    let mut tasks = Vec::new();
+    let applied = match l7 {
+        Some(svc) => {
+            let (mut applier, rx) =
+                Applier::new(store.clone(), layout.clone(), node.clone(), svc.dynamic());
+            if kind == StoreKind::Etcd {
+                let path = config.config_store.snapshot.clone().unwrap_or_else(|| {
+                    format!(
+                        "/var/lib/xlb/{}/etcd-snapshot.json",
+                        config.instance.as_str()
+                    )
+                    .into()
+                });
+                applier = applier.with_snapshot(path);
+            }
+            if let Err(e) = applier.load().await {
+                // A node restarted while etcd is down serves what it
+                // applied last; the watch resumes from there.
+                match applier.load_snapshot().await {
+                    Ok(rev) => log::warn!(
+                        "config store: first read failed ({e}); serving the local snapshot at revision {rev} until the store answers"
+                    ),
+                    Err(s) => {
+                        anyhow::bail!("config store: first read: {e} (and no snapshot: {s:#})")
+                    }
+                }
+            }
+            tasks.push(tokio::spawn(applier.run_from_loaded()));
+            if let Store::Etcd(etcd) = &store {
+                // Live nodes announce their applied revision under leased
+                // keys, for writes that wait for the whole fleet.
+                let id = format!(
+                    "{}-{:016x}",
+                    config.instance.as_str(),
+                    rand::random::<u64>()
+                );
+                let key = format!("{}{id}", layout.nodes());
+                tasks.push(tokio::spawn(
+                    etcd.as_ref().clone().announce(key, rx.clone()),
+                ));
+            }
+            rx
+        }
+        None => {
+            // No proxy on this node: nothing to apply; writes count as
+            // applied once committed.
+            let (tx, rx) = tokio::sync::watch::channel(Applied {
+                revision: i64::MAX,
+                connected: true,
+                resources: 0,
+            });
+            std::mem::forget(tx);
+            rx
+        }
+    };
+    let mut admin_addr = None;
+    if let Some(a) = &config.admin {
+        let token = a
+            .token()
+            .map_err(|e| anyhow::anyhow!("admin.token_file: {e}"))?
+            .and_then(Token::new);
+        let listener = admin::bind(&a.address, token.as_ref()).await?;
+        admin_addr = listener.local_addr().ok();
+        let admin = Arc::new(Admin {
+            resources: Resources {
+                store,
+                layout,
+                node,
+            },
+            applied,
+            token,
+        });
+        tasks.push(tokio::spawn(admin::serve(listener, admin)));
+    }
+    Ok(Some(Running { tasks, admin_addr }))
+}

@@ -1,0 +1,125 @@
+//! Builds the runtime parts of the proxy from their plans — an upstream's
+//! pool, a route's runtime options — for the file reload (`service`) and
+//! the one-at-a-time changes from a store (`dynamic`) alike.
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+use super::{
+    balance::{self, Node, Upstream, UpstreamConfig},
+    options::{SharedCache, SharedLimiter},
+    plan::UpstreamPlan,
+    plugins::{self, consumers::Consumers, PluginEnv},
+    proxy::Pool,
+    ratelimit::{EscalationSink, RateLimiter, Rule, RuleConfig},
+    router::RouteSpec,
+};
+use crate::health::{HealthEvent, PassiveTracker};
+
+/// The health-check id of node `addr` of upstream `upstream`.
+pub fn health_id(upstream: &str, addr: SocketAddr) -> String {
+    format!("l7/{upstream}/{addr}")
+}
+
+/// Builds the pool of `up` over its resolved `addrs`, keeping the node
+/// state and connections of `previous` (the pool it replaces).
+pub(super) fn build_pool(
+    up: &UpstreamPlan,
+    addrs: &[(SocketAddr, u32)],
+    previous: Option<&Pool>,
+    events: &mpsc::UnboundedSender<HealthEvent>,
+) -> anyhow::Result<Pool> {
+    let nodes: Vec<Node> = addrs
+        .iter()
+        .enumerate()
+        .map(|(id, &(addr, weight))| Node { id, addr, weight })
+        .collect();
+    let config = UpstreamConfig {
+        slow_start: up.slow_start,
+        ..UpstreamConfig::default()
+    };
+    let upstream = match previous {
+        Some(p) => Upstream::with_previous(nodes, config, &p.upstream, Instant::now()),
+        None => Upstream::new(nodes, config),
+    }
+    .with_context(|| format!("upstream {}", up.id))?;
+    let upstream = Arc::new(upstream);
+    let balancer = balance::build(
+        upstream.clone(),
+        up.algorithm,
+        up.options.sticky_cookie.is_some(),
+    )
+    .with_context(|| format!("upstream {}", up.id))?;
+    let pool = Pool::new(
+        up.id.clone(),
+        upstream,
+        balancer,
+        up.options.clone(),
+        previous,
+    )
+    .with_context(|| format!("upstream {}", up.id))?;
+    let Some(cfg) = &up.passive else {
+        return Ok(pool);
+    };
+    let ids: Vec<String> = addrs.iter().map(|(a, _)| health_id(&up.id, *a)).collect();
+    let tracker = match previous.and_then(|p| p.passive()) {
+        Some(old) => PassiveTracker::with_previous(ids, *cfg, events.clone(), old),
+        None => PassiveTracker::new(ids, *cfg, events.clone()),
+    }
+    .map_err(|e| anyhow::anyhow!("upstream {}: passive health: {e}", up.id))?;
+    let tracker = Arc::new(tracker);
+    // The driver readmits ejected nodes; it ends once the tracker is
+    // dropped (after a reload replaced this pool and its requests ended).
+    tracker.spawn_driver();
+    Ok(pool.with_passive(tracker))
+}
+
+/// Gives each route its runtime options: the limiter over the shared
+/// rules, the shared cache store, a plugin chain that can reach the XDP
+/// deny list.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attach_route_options(
+    mut routes: Vec<RouteSpec>,
+    rules: &HashMap<String, (RuleConfig, Arc<Rule>)>,
+    sink: &EscalationSink,
+    cache: Option<&SharedCache>,
+    consumers: &Arc<Consumers>,
+    upstream_exists: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Vec<RouteSpec>> {
+    for spec in &mut routes {
+        let options = &mut spec.options;
+        // The plan's chain cannot reach the XDP deny list (planning has no
+        // datapath); a route whose ip-restriction pushes denials there gets
+        // its chain again, with the sink.
+        if let Some(pc) = &options.plugins_config {
+            if pc
+                .ip_restriction
+                .as_ref()
+                .is_some_and(|r| r.xdp_deny_for.is_some())
+            {
+                let env = PluginEnv {
+                    route: &spec.id,
+                    consumers: consumers.clone(),
+                    upstream_exists,
+                    deny_sink: Some(sink.clone()),
+                };
+                options.plugins = plugins::build(pc, &env)
+                    .map_err(|e| anyhow::anyhow!("route {}: plugins: {e:?}", spec.id))?;
+            }
+        }
+        if !options.rate_limit_rules.is_empty() {
+            let mine: Vec<Arc<Rule>> = options
+                .rate_limit_rules
+                .iter()
+                .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
+                .collect();
+            let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
+            options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
+        }
+        if options.cached {
+            options.cache = cache.cloned();
+        }
+    }
+    Ok(routes)
+}

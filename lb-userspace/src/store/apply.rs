@@ -1,0 +1,576 @@
+//! Applies what the store holds to the running proxy, one change at a
+//! time: a full read at start (and after a compaction gap), then a watch
+//! from the next revision. A route change re-plans the host slots the
+//! route was and is in — only the routes of those slots — and swaps their
+//! tables; an upstream change rebuilds that pool; nothing else is touched.
+//! Each batch is applied before the applied revision advances, which is
+//! what read-your-writes waits for.
+//!
+//! While the store is unreachable nothing is removed: the proxy keeps
+//! serving what it last applied, and the watch is resumed from the last
+//! applied revision once the store answers again.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::{
+    keys::{KeyOf, Layout},
+    Event, KeyValue, Store, StoreError, WatchBatch,
+};
+use crate::config::{
+    l7::{RouteConfig, UpstreamYaml},
+    middleware::RateLimitYaml,
+    resource::{self, Context, Kind},
+};
+use crate::l7::{dynamic::DynamicRoutes, router::HostSlot};
+
+/// Wait between attempts while the store is unreachable.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// How long after a change the snapshot is written (changes in between
+/// share one write: a snapshot costs O(resources), so it is not written
+/// per change).
+const SNAPSHOT_DELAY: Duration = Duration::from_secs(1);
+
+/// This node's applied revision and whether its watch is connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub revision: i64,
+    pub connected: bool,
+    /// The revision of the last applied change to resources (what this
+    /// node announces to its fleet; changes to node keys alone do not move
+    /// it, so announcements do not answer each other for ever).
+    pub resources: i64,
+}
+
+/// The resources this node has applied, and where each route sits.
+#[derive(Default)]
+struct State {
+    /// What each route references (the route itself is parsed again from
+    /// `raw` when its host is planned: keeping every route parsed would
+    /// cost about 1.5 KB per route for nothing between changes).
+    route_refs: HashMap<String, Vec<(Kind, String)>>,
+    upstreams: HashMap<String, UpstreamYaml>,
+    rules: HashMap<String, RateLimitYaml>,
+    /// Route ids of each host slot, sorted (a sorted `Vec`: most hosts
+    /// have one route, and a one-entry B-tree node costs ~300 bytes).
+    slots: HashMap<HostSlot, Vec<String>>,
+    route_slots: HashMap<String, Vec<HostSlot>>,
+    /// Routes by the upstream or rule they name, so that a change to one
+    /// finds its routes without a scan.
+    refs: HashMap<(Kind, String), BTreeSet<String>>,
+    /// The resources as stored, for the snapshot.
+    raw: BTreeMap<String, Vec<u8>>,
+}
+
+impl State {
+    fn route_refs(r: &RouteConfig) -> Vec<(Kind, String)> {
+        let mut out: Vec<(Kind, String)> = r
+            .rate_limits
+            .iter()
+            .map(|n| (Kind::RateLimits, n.clone()))
+            .collect();
+        out.extend(r.upstream.iter().map(|u| (Kind::Upstreams, u.clone())));
+        out
+    }
+}
+
+/// What one batch touched.
+#[derive(Default)]
+struct Touched {
+    slots: HashSet<HostSlot>,
+    upstreams: BTreeSet<String>,
+    rules: BTreeSet<String>,
+}
+
+/// Feeds the store into the proxy.
+pub struct Applier {
+    store: Store,
+    layout: Layout,
+    node: Context,
+    dynamic: Arc<DynamicRoutes>,
+    applied: watch::Sender<Applied>,
+    state: State,
+    /// Where what was applied is kept for a restart while the store is
+    /// down (`None`: not kept).
+    snapshot: Option<PathBuf>,
+    /// Changes applied since the last snapshot.
+    dirty: bool,
+}
+
+fn parse_value<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
+    let v: Value = serde_json::from_slice(&kv.value).ok()?;
+    resource::parse(&v).ok()
+}
+
+impl Applier {
+    /// An applier of the resources under `layout` in `store`; `node` is
+    /// the node's own part of the file (listeners, certificates, cache).
+    pub fn new(
+        store: Store,
+        layout: Layout,
+        node: Context,
+        dynamic: Arc<DynamicRoutes>,
+    ) -> (Applier, watch::Receiver<Applied>) {
+        let (applied, rx) = watch::channel(Applied::default());
+        (
+            Applier {
+                store,
+                layout,
+                node,
+                dynamic,
+                applied,
+                state: State::default(),
+                snapshot: None,
+                dirty: false,
+            },
+            rx,
+        )
+    }
+
+    /// Keeps a snapshot of what was applied at `path`.
+    pub fn with_snapshot(mut self, path: PathBuf) -> Applier {
+        self.snapshot = Some(path);
+        self
+    }
+
+    /// Applies the snapshot left by an earlier run (when the store cannot
+    /// be read at start); the watch then resumes from its revision.
+    pub async fn load_snapshot(&mut self) -> anyhow::Result<i64> {
+        let Some(path) = self.snapshot.clone() else {
+            anyhow::bail!("no snapshot is kept");
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("snapshot {}: {e}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("snapshot {}: {e}", path.display()))?;
+        let rev = doc["revision"].as_i64().unwrap_or(0);
+        let kvs: Vec<KeyValue> = doc["kvs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                Some(KeyValue {
+                    key: k.clone(),
+                    value: v.as_str()?.as_bytes().to_vec(),
+                    mod_revision: rev,
+                })
+            })
+            .collect();
+        self.replace_all(kvs).await;
+        self.publish(rev, false);
+        Ok(rev)
+    }
+
+    /// Writes the snapshot (to a new file renamed over the old one, so a
+    /// crash leaves the old or the new one whole).
+    fn write_snapshot(&mut self) {
+        let Some(path) = &self.snapshot else { return };
+        let kvs: serde_json::Map<String, Value> = self
+            .state
+            .raw
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::String(String::from_utf8_lossy(v).into_owned()),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "revision": self.applied.borrow().revision,
+            "kvs": kvs,
+        });
+        if let Err(e) = write_atomically(path, &serde_json::to_vec(&doc).unwrap_or_default()) {
+            log::warn!("config store: snapshot {}: {e}", path.display());
+        }
+        self.dirty = false;
+    }
+
+    /// Reads everything and applies it (the first load, and after a
+    /// compaction gap). Returns the revision read at.
+    pub async fn load(&mut self) -> Result<i64, StoreError> {
+        let (kvs, rev) = self.store.range(&self.layout.all(), None, None).await?;
+        self.replace_all(kvs).await;
+        self.publish_with(rev, true, true);
+        self.write_snapshot();
+        Ok(rev)
+    }
+
+    /// Makes `kvs` the whole state, applying the difference.
+    async fn replace_all(&mut self, kvs: Vec<KeyValue>) {
+        let old_slots: Vec<HostSlot> = self.state.slots.keys().cloned().collect();
+        let old_upstreams: Vec<String> = self.state.upstreams.keys().cloned().collect();
+        let old_rules: Vec<String> = self.state.rules.keys().cloned().collect();
+        self.state = State::default();
+        let mut touched = Touched::default();
+        touched.slots.extend(old_slots);
+        touched.upstreams.extend(old_upstreams);
+        touched.rules.extend(old_rules);
+        for kv in kvs {
+            self.event(Event::Put(kv), &mut touched);
+        }
+        self.apply(touched).await;
+    }
+
+    fn publish(&self, revision: i64, connected: bool) {
+        self.publish_with(revision, connected, false);
+    }
+
+    fn publish_with(&self, revision: i64, connected: bool, resources_changed: bool) {
+        self.applied.send_if_modified(|a| {
+            let revision = revision.max(a.revision);
+            let new = Applied {
+                revision,
+                connected,
+                resources: if resources_changed {
+                    revision
+                } else {
+                    a.resources
+                },
+            };
+            let changed = *a != new;
+            *a = new;
+            changed
+        });
+    }
+
+    /// Follows the watch for ever after a [`Applier::load`], reconnecting
+    /// after outages.
+    pub async fn run_from_loaded(mut self) {
+        let mut next = self.applied.borrow().revision + 1;
+        // One warning per outage, not one per retry.
+        let mut down_since: Option<std::time::Instant> = None;
+        loop {
+            let mut stream = match self.store.watch(&self.layout.all(), next).await {
+                Ok(s) => s,
+                Err(StoreError::Compacted(_)) => {
+                    next = self.reload_after_gap().await;
+                    continue;
+                }
+                Err(e) => {
+                    self.publish(0, false);
+                    if down_since.is_none() {
+                        log::warn!("config store: watch from revision {next}: {e}; retrying every {RETRY:?} (serving what was applied)");
+                        down_since = Some(std::time::Instant::now());
+                    }
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            if let Some(t) = down_since.take() {
+                log::warn!(
+                    "config store: watching again from revision {next} after {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            let rev = self.applied.borrow().revision;
+            self.publish(rev, true);
+            loop {
+                let msg = if self.dirty && self.snapshot.is_some() {
+                    match tokio::time::timeout(SNAPSHOT_DELAY, stream.recv()).await {
+                        Ok(m) => m,
+                        Err(_) => {
+                            self.write_snapshot();
+                            continue;
+                        }
+                    }
+                } else {
+                    stream.recv().await
+                };
+                match msg {
+                    Some(Ok(batch)) => {
+                        next = batch.revision + 1;
+                        self.batch(batch).await;
+                    }
+                    Some(Err(StoreError::Compacted(_))) => {
+                        next = self.reload_after_gap().await;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        log::warn!("config store: watch broken ({e}); serving what was applied, resuming from revision {next}");
+                        self.publish(0, false);
+                        break;
+                    }
+                    None => {
+                        self.publish(0, false);
+                        break;
+                    }
+                }
+            }
+            // The watch broke (the store went away, most likely): keep
+            // what was applied for a restart during the outage.
+            if self.dirty {
+                self.write_snapshot();
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn reload_after_gap(&mut self) -> i64 {
+        log::warn!("config store: the watch's revision was compacted; reading everything again");
+        loop {
+            match self.load().await {
+                Ok(rev) => return rev + 1,
+                Err(e) => {
+                    log::warn!("config store: re-read failed ({e}); retrying");
+                    self.publish(0, false);
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Applies one watched transaction.
+    pub async fn batch(&mut self, batch: WatchBatch) {
+        let mut touched = Touched::default();
+        let resources = batch
+            .events
+            .iter()
+            .any(|e| matches!(self.layout.parse(e.key()), KeyOf::Resource(..)));
+        for e in batch.events {
+            self.event(e, &mut touched);
+        }
+        self.apply(touched).await;
+        self.publish_with(batch.revision, true, resources);
+        self.dirty |= resources;
+    }
+
+    /// Updates the state for one event and notes what it touched.
+    fn event(&mut self, e: Event, t: &mut Touched) {
+        let KeyOf::Resource(kind, id) = self.layout.parse(e.key()) else {
+            return;
+        };
+        let kv = match e {
+            Event::Put(kv) => {
+                self.state.raw.insert(kv.key.clone(), kv.value.clone());
+                Some(kv)
+            }
+            Event::Delete { key, .. } => {
+                self.state.raw.remove(&key);
+                None
+            }
+        };
+        let s = &mut self.state;
+        match kind {
+            Kind::Routes => {
+                for slot in s.route_slots.remove(&id).unwrap_or_default() {
+                    if let Some(set) = s.slots.get_mut(&slot) {
+                        if let Ok(i) = set.binary_search(&id) {
+                            set.remove(i);
+                        }
+                        if set.is_empty() {
+                            s.slots.remove(&slot);
+                        }
+                    }
+                    t.slots.insert(slot);
+                }
+                if let Some(old) = s.route_refs.remove(&id) {
+                    for key in old {
+                        if let Some(set) = s.refs.get_mut(&key) {
+                            set.remove(&id);
+                            if set.is_empty() {
+                                s.refs.remove(&key);
+                            }
+                        }
+                    }
+                }
+                let Some(route) = kv.as_ref().and_then(parse_value::<RouteConfig>) else {
+                    return;
+                };
+                let slots = HostSlot::of_route(&route.hosts).unwrap_or_default();
+                for slot in &slots {
+                    let set = s.slots.entry(slot.clone()).or_default();
+                    if let Err(i) = set.binary_search(&id) {
+                        set.insert(i, id.clone());
+                    }
+                    t.slots.insert(slot.clone());
+                }
+                s.route_slots.insert(id.clone(), slots);
+                let refs = State::route_refs(&route);
+                for key in &refs {
+                    s.refs.entry(key.clone()).or_default().insert(id.clone());
+                }
+                s.route_refs.insert(id, refs);
+            }
+            Kind::Upstreams => {
+                let was = s.upstreams.contains_key(&id);
+                match kv.as_ref().and_then(parse_value::<UpstreamYaml>) {
+                    Some(u) => {
+                        s.upstreams.insert(id.clone(), u);
+                    }
+                    None => {
+                        s.upstreams.remove(&id);
+                    }
+                }
+                // Routes planned while their upstream was missing were
+                // left out of their tables: plan them again now.
+                if !was {
+                    self.slots_naming(Kind::Upstreams, &id, t);
+                }
+                t.upstreams.insert(id);
+            }
+            Kind::RateLimits => {
+                match kv.as_ref().and_then(parse_value::<RateLimitYaml>) {
+                    Some(r) => {
+                        s.rules.insert(id.clone(), r);
+                    }
+                    None => {
+                        s.rules.remove(&id);
+                    }
+                }
+                // Route limiters hold the rule itself: rebuild them.
+                self.slots_naming(Kind::RateLimits, &id, t);
+                t.rules.insert(id);
+            }
+            // Certificates and VIPs are stored and served by the admin
+            // API; applying them to listeners and the XDP tables is not
+            // wired yet.
+            Kind::Certificates | Kind::Vips => {}
+        }
+    }
+
+    /// Notes the slots of the routes that name `id` of `kind`.
+    fn slots_naming(&self, kind: Kind, id: &str, t: &mut Touched) {
+        for route in self
+            .state
+            .refs
+            .get(&(kind, id.to_string()))
+            .into_iter()
+            .flatten()
+        {
+            t.slots.extend(
+                self.state
+                    .route_slots
+                    .get(route)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+    }
+
+    /// Applies upstreams, then rules, then the touched slots.
+    async fn apply(&mut self, t: Touched) {
+        for id in &t.upstreams {
+            let plan = match self.state.upstreams.get(id).map(resource::check_upstream) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(issues)) => {
+                    log::error!("config store: upstream {id} is invalid, not applied: {issues:?}");
+                    continue;
+                }
+                None => None,
+            };
+            if let Err(e) = self.dynamic.set_upstream(id, plan.as_ref()).await {
+                log::error!("config store: upstream {id}: {e:#}");
+            }
+        }
+        for name in &t.rules {
+            let cfg = match self.state.rules.get(name).map(resource::check_rate_limit) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(issues)) => {
+                    log::error!("config store: rate limit {name} is invalid: {issues:?}");
+                    continue;
+                }
+                None => None,
+            };
+            if let Err(e) = self.dynamic.set_rate_rule(name, cfg) {
+                log::error!("config store: rate limit {name}: {e:#}");
+            }
+        }
+        for slot in &t.slots {
+            self.apply_slot(slot);
+        }
+    }
+
+    /// Plans the routes of `slot` and swaps its tables. A route that does
+    /// not plan (its upstream is missing, say, after writes through
+    /// another path) is left out and logged; the others are served.
+    fn apply_slot(&self, slot: &HostSlot) {
+        let mut routes: Vec<RouteConfig> = self
+            .state
+            .slots
+            .get(slot)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let raw = self
+                    .state
+                    .raw
+                    .get(&self.layout.resource(Kind::Routes, id))?;
+                let v: Value = serde_json::from_slice(raw).ok()?;
+                resource::parse::<RouteConfig>(&v).ok()
+            })
+            .collect();
+        let mut ctx = self.node.clone();
+        let mut seen = HashSet::new();
+        for r in &routes {
+            if let Some(u) = &r.upstream {
+                if seen.insert(("u", u.clone())) {
+                    ctx.upstreams.extend(self.state.upstreams.get(u).cloned());
+                }
+            }
+            for n in &r.rate_limits {
+                if seen.insert(("r", n.clone())) {
+                    ctx.rate_limits.extend(self.state.rules.get(n).cloned());
+                }
+            }
+        }
+        for _ in 0..3 {
+            match resource::plan_routes(routes.clone(), &ctx) {
+                Ok(plan) => {
+                    let per_listener: Vec<_> = plan
+                        .listeners
+                        .into_iter()
+                        .map(|l| (l.name, l.routes))
+                        .collect();
+                    if let Err(e) = self.dynamic.set_slot(slot, &per_listener) {
+                        log::error!("config store: host {slot:?}: {e}");
+                    }
+                    return;
+                }
+                Err(issues) => {
+                    let bad: BTreeSet<usize> = issues
+                        .iter()
+                        .filter_map(|i| {
+                            let rest = i.path.strip_prefix("l7.routes[")?;
+                            rest.split(']').next()?.parse().ok()
+                        })
+                        .collect();
+                    for i in &issues {
+                        log::error!(
+                            "config store: host {slot:?}: {}: {} (route left out)",
+                            i.path,
+                            i.message
+                        );
+                    }
+                    if bad.is_empty() {
+                        return;
+                    }
+                    routes = routes
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !bad.contains(i))
+                        .map(|(_, r)| r)
+                        .collect();
+                }
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

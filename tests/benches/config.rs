@@ -1,0 +1,554 @@
+//! `cargo xtask bench config`: how soon a route created through the admin
+//! API serves. `propagation_local`: a PUT of a route for a new host is
+//! sent → the first 2xx for that host through the same node's proxy (the
+//! API call included, as the peers' numbers include theirs), embedded
+//! store, with N routes already loaded; durable writes (fsync before the
+//! answer) and the in-memory write mode (`durable: false`). Side by side,
+//! in the same run: nginx with N server blocks, a block appended and
+//! `nginx -s reload` run, until the first 2xx for the new host.
+//!
+//! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `100,10000,100000`), trials per
+//! size: `XLB_BENCH_CONFIG_TRIALS` (default 20); nginx up to
+//! `XLB_BENCH_CONFIG_PEER_MAX` routes (default 10 000: beyond, one reload
+//! takes tens of seconds). Writes target/bench/config.json.
+#[path = "../../lb-userspace/tests/store_bed/mod.rs"]
+mod store_bed;
+
+use std::{
+    io::Write as _,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use store_bed::{Backend, Node, StoreAt};
+
+const TOKEN: &str = "bench-token";
+/// Routes per preload transaction.
+const BATCH: usize = 500;
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn pct(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i.min(samples.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Adds routes `from..to` (one host each) in transactions of [`BATCH`].
+fn preload(node: &Node, from: usize, to: usize) -> anyhow::Result<()> {
+    let mut i = from;
+    while i < to {
+        let end = (i + BATCH).min(to);
+        let writes: Vec<String> = (i..end)
+            .map(|k| format!(r#"{{"op":"put","kind":"routes","id":"pre-{k}","value":{{"hosts":["pre-{k}.bench"],"upstream":"u"}}}}"#))
+            .collect();
+        let (s, body) = node.api(
+            "POST",
+            "/xlb/v1/txn",
+            Some(&format!(r#"{{"writes":[{}]}}"#, writes.join(","))),
+        );
+        anyhow::ensure!(s == 200, "preload at {i}: {s} {body}");
+        i = end;
+    }
+    Ok(())
+}
+
+/// One trial: PUT a route for a new host, then GET until 2xx. Returns the
+/// time and how many GETs it took (1: served on the first request).
+fn trial(node: &Node, name: &str, with_upstream: bool) -> anyhow::Result<(Duration, u32)> {
+    let host = format!("{name}.bench");
+    let t0 = Instant::now();
+    let (s, body) = if with_upstream {
+        let b = node.web; // any address: the route's upstream is created with it
+        node.api(
+            "POST",
+            "/xlb/v1/txn",
+            Some(&format!(
+                r#"{{"writes":[{{"op":"put","kind":"upstreams","id":"up-{name}","value":{{"nodes":[{{"address":"{}"}}]}}}},{{"op":"put","kind":"routes","id":"{name}","value":{{"hosts":["{host}"],"upstream":"up-{name}"}}}}]}}"#,
+                UPSTREAM_ADDR.get().copied().unwrap_or(b)
+            )),
+        )
+    } else {
+        node.api(
+            "PUT",
+            &format!("/xlb/v1/routes/{name}"),
+            Some(&format!(r#"{{"hosts":["{host}"],"upstream":"u"}}"#)),
+        )
+    };
+    anyhow::ensure!(s == 200, "PUT {name}: {s} {body}");
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        if node.get(&host) == 200 {
+            return Ok((t0.elapsed(), tries));
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{host} never served"
+        );
+    }
+}
+
+static UPSTREAM_ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+
+#[derive(Clone, Copy)]
+struct Result1 {
+    p50: f64,
+    p99: f64,
+    first_try: usize,
+    trials: usize,
+}
+
+fn measure(
+    trials: usize,
+    mut f: impl FnMut(usize) -> anyhow::Result<(Duration, u32)>,
+) -> anyhow::Result<Result1> {
+    let mut v = Vec::with_capacity(trials);
+    let mut first = 0;
+    for t in 0..trials {
+        let (d, tries) = f(t)?;
+        v.push(ms(d));
+        first += usize::from(tries == 1);
+    }
+    Ok(Result1 {
+        p50: pct(&mut v, 0.5),
+        p99: pct(&mut v, 0.99),
+        first_try: first,
+        trials,
+    })
+}
+
+/// nginx with `n` server blocks, reloaded per new host.
+struct Nginx {
+    dir: tempfile::TempDir,
+    child: Child,
+    port: u16,
+    backend: std::net::SocketAddr,
+}
+
+impl Nginx {
+    fn conf(dir: &Path, port: u16) -> String {
+        format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n server_names_hash_max_size 2097152;\n server_names_hash_bucket_size 128;\n server {{ listen 127.0.0.1:{port} default_server; return 404; }}\n include {d}/servers.conf;\n}}\n",
+            d = dir.display()
+        )
+    }
+
+    fn block(&self, host: &str) -> String {
+        format!(
+            "server {{ listen 127.0.0.1:{}; server_name {host}; location / {{ proxy_pass http://{}; }} }}\n",
+            self.port, self.backend
+        )
+    }
+
+    fn start(n: usize, backend: std::net::SocketAddr) -> anyhow::Result<Nginx> {
+        let dir = tempfile::tempdir()?;
+        let port = store_bed::free_port();
+        std::fs::write(dir.path().join("nginx.conf"), Self::conf(dir.path(), port))?;
+        let mut servers = String::new();
+        let tmp = Nginx {
+            dir,
+            child: Command::new("true").spawn()?,
+            port,
+            backend,
+        };
+        for k in 0..n {
+            servers.push_str(&tmp.block(&format!("pre-{k}.bench")));
+        }
+        std::fs::write(tmp.dir.path().join("servers.conf"), servers)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(tmp.dir.path())
+            .arg("-c")
+            .arg(tmp.dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut me = tmp;
+        let _ = me.child.wait();
+        me.child = child;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        anyhow::ensure!(
+            store_bed::eventually(Duration::from_secs(60), || store_bed::http(
+                &addr,
+                "GET",
+                "/",
+                &[("Host", "pre-0.bench")],
+                None
+            )
+            .is_ok()),
+            "nginx did not start"
+        );
+        Ok(me)
+    }
+
+    fn trial(&self, name: &str) -> anyhow::Result<(Duration, u32)> {
+        let host = format!("{name}.bench");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("servers.conf"))?;
+        f.write_all(self.block(&host).as_bytes())?;
+        drop(f);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse()?;
+        let t0 = Instant::now();
+        let st = Command::new("nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(self.dir.path().join("nginx.conf"))
+            .args(["-s", "reload"])
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(st.success(), "nginx -s reload failed");
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if matches!(
+                store_bed::http(&addr, "GET", "/", &[("Host", &host)], None),
+                Ok((200, _))
+            ) {
+                return Ok((t0.elapsed(), tries));
+            }
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(30),
+                "nginx never served {host}"
+            );
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master must live long enough to stop
+        // its workers, or they are left behind.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// p50 of `n` fsyncs of a 4 KiB write in a temp file on the same
+/// filesystem the bench's stores use.
+fn fsync_cost(n: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let mut f = std::fs::File::create(dir.path().join("f"))?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        f.write_all(&[7u8; 4096])?;
+        let t = Instant::now();
+        f.sync_all()?;
+        v.push(ms(t.elapsed()));
+    }
+    Ok(pct(&mut v, 0.5))
+}
+
+fn case(
+    case: &str,
+    metric: &str,
+    value: f64,
+    baseline: &str,
+    baseline_value: f64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "case": case, "metric": metric, "unit": "ms", "value": value,
+        "baseline": baseline, "baseline_value": baseline_value,
+        "ratio": if baseline_value > 0.0 { value / baseline_value } else { 0.0 },
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "100,10000,100000");
+    let trials = env_list("XLB_BENCH_CONFIG_TRIALS", "20")
+        .first()
+        .copied()
+        .unwrap_or(20)
+        .max(1);
+    let backend = Backend::start("bench");
+    let _ = UPSTREAM_ADDR.set(backend.addr);
+    let upstream = format!(r#"{{"nodes":[{{"address":"{}"}}]}}"#, backend.addr);
+    let mut rows: Vec<(String, usize, Result1)> = Vec::new();
+    // (routes, bytes of resident memory per route) of the durable node.
+    let mut memory: Vec<(usize, f64)> = Vec::new();
+    for (mode, durable) in [("durable", true), ("memory", false)] {
+        let node = Node::start(StoreAt::Embedded { durable }, TOKEN);
+        let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
+        anyhow::ensure!(s == 200, "{s} {body}");
+        let mut loaded = 0;
+        let rss0 = node.rss();
+        for &n in &sizes {
+            let t = Instant::now();
+            preload(&node, loaded, n)?;
+            if durable {
+                memory.push((n, (node.rss().saturating_sub(rss0)) as f64 / n as f64));
+            }
+            eprintln!(
+                "bench config: {mode}: {n} routes loaded ({} added in {:.1} s)",
+                n - loaded,
+                t.elapsed().as_secs_f64()
+            );
+            loaded = n;
+            let r = measure(trials, |t| trial(&node, &format!("new-{n}-{t}"), false))?;
+            rows.push((format!("xlb {mode}"), n, r));
+            // What one request to a host that exists costs the same client
+            // (new connection, proxy, backend): the floor of the above.
+            let r = measure(trials, |_| {
+                let t0 = Instant::now();
+                anyhow::ensure!(node.get("pre-0.bench") == 200, "existing route not served");
+                Ok((t0.elapsed(), 1))
+            })?;
+            rows.push((format!("GET existing ({mode})"), n, r));
+            if n == sizes[0] {
+                let r = measure(trials, |t| trial(&node, &format!("newup-{n}-{t}"), true))?;
+                rows.push((format!("xlb {mode} +upstream"), n, r));
+            }
+        }
+    }
+    // propagation_fleet: three nodes on one etcd; PUT through node 0,
+    // time until nodes 1 and 2 both answer 2xx for the new host.
+    let mut fleet: Option<(Result1, Result1)> = None;
+    if Path::new("/usr/bin/etcd").is_file() {
+        let etcd = store_bed::Etcd::start(Path::new("/usr/bin/etcd"));
+        let ep = etcd.endpoint();
+        let nodes: Vec<Node> = (0..3)
+            .map(|_| {
+                Node::start(
+                    StoreAt::Etcd {
+                        endpoint: &ep,
+                        prefix: "/bench",
+                    },
+                    TOKEN,
+                )
+            })
+            .collect();
+        let (s, body) = nodes[0].api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
+        anyhow::ensure!(s == 200, "{s} {body}");
+        let local = measure(trials, |t| {
+            trial(&nodes[0], &format!("fl-local-{t}"), false)
+        })?;
+        let remote = measure(trials, |t| {
+            let host = format!("fl-{t}.bench");
+            let t0 = Instant::now();
+            let (s, body) = nodes[0].api(
+                "PUT",
+                &format!("/xlb/v1/routes/fl-{t}"),
+                Some(&format!(r#"{{"hosts":["{host}"],"upstream":"u"}}"#)),
+            );
+            anyhow::ensure!(s == 200, "PUT fl-{t}: {s} {body}");
+            let mut pending = vec![1usize, 2];
+            let mut tries = 0;
+            while !pending.is_empty() {
+                tries += 1;
+                pending.retain(|&i| nodes[i].get(&host) != 200);
+                anyhow::ensure!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "{host} never served on the fleet"
+                );
+            }
+            Ok((t0.elapsed(), tries))
+        })?;
+        fleet = Some((local, remote));
+    } else {
+        eprintln!("bench config: etcd is not installed; no fleet measurement");
+    }
+    let nginx_ok = Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if nginx_ok {
+        // nginx needs seconds per reload at 10^4 server blocks; above
+        // XLB_BENCH_CONFIG_PEER_MAX (default 10 000) it is not measured.
+        let peer_max = env_list("XLB_BENCH_CONFIG_PEER_MAX", "10000")
+            .first()
+            .copied()
+            .unwrap_or(10_000);
+        for &n in sizes.iter().filter(|n| **n <= peer_max) {
+            let ng = Nginx::start(n, backend.addr)?;
+            let r = measure(trials, |t| ng.trial(&format!("ng-{n}-{t}")))?;
+            rows.push(("nginx reload".into(), n, r));
+        }
+    } else {
+        eprintln!("bench config: nginx is not installed; no peer measured");
+    }
+    let fsync = fsync_cost(200)?;
+    if let Some((l, r)) = &fleet {
+        rows.push(("etcd fleet, PUT's node".into(), 1, *l));
+        rows.push(("etcd fleet, 2 others".into(), 1, *r));
+    }
+
+    println!(
+        "{:<24} {:>9} {:>10} {:>10} {:>12}",
+        "propagation", "routes", "p50 ms", "p99 ms", "1st GET 2xx"
+    );
+    for (name, n, r) in &rows {
+        println!(
+            "{name:<24} {n:>9} {:>10.3} {:>10.3} {:>8}/{}",
+            r.p50, r.p99, r.first_try, r.trials
+        );
+    }
+    println!("one fsync (4 KiB write, p50): {fsync:.3} ms");
+    for (n, b) in &memory {
+        println!("resident memory per route at {n} routes (durable node, growth from empty): {b:.0} bytes");
+    }
+
+    let find = |name: &str, n: usize| {
+        rows.iter()
+            .find(|(m, k, _)| m == name && *k == n)
+            .map(|(_, _, r)| r)
+    };
+    let mut cases = Vec::new();
+    for &n in &sizes {
+        for mode in ["durable", "memory"] {
+            let Some(x) = find(&format!("xlb {mode}"), n) else {
+                continue;
+            };
+            match find("nginx reload", n) {
+                Some(ng) => {
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p50",
+                        x.p50,
+                        "nginx -s reload",
+                        ng.p50,
+                    ));
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p99",
+                        x.p99,
+                        "nginx -s reload",
+                        ng.p99,
+                    ));
+                }
+                None => {
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p50",
+                        x.p50,
+                        "none",
+                        0.0,
+                    ));
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n}"),
+                        "p99",
+                        x.p99,
+                        "none",
+                        0.0,
+                    ));
+                }
+            }
+        }
+        if let (Some(x), Some(g)) = (find("xlb durable", n), find("GET existing (durable)", n)) {
+            cases.push(case(
+                &format!("propagation_local durable N={n} vs one GET of an existing route"),
+                "p50",
+                x.p50,
+                "GET existing route",
+                g.p50,
+            ));
+        }
+        if let (Some(m), Some(d)) = (find("xlb memory", n), find("xlb durable", n)) {
+            cases.push(case(
+                &format!("propagation_local memory vs durable N={n}"),
+                "p50",
+                m.p50,
+                "xlb durable",
+                d.p50,
+            ));
+        }
+    }
+    for mode in ["durable", "memory"] {
+        if let Some(x) = find(&format!("xlb {mode} +upstream"), sizes[0]) {
+            cases.push(case(
+                &format!("propagation_local {mode} route+upstream N={}", sizes[0]),
+                "p50",
+                x.p50,
+                &format!("xlb {mode} route only"),
+                find(&format!("xlb {mode}"), sizes[0]).map_or(0.0, |r| r.p50),
+            ));
+        }
+    }
+    let (lo, hi) = (sizes[0], *sizes.last().unwrap_or(&sizes[0]));
+    if let (Some(a), Some(b)) = (find("xlb durable", hi), find("xlb durable", lo)) {
+        cases.push(case(
+            &format!("propagation_local flatness N={hi} vs N={lo}"),
+            "p99",
+            a.p99,
+            &format!("N={lo}"),
+            b.p99,
+        ));
+    }
+    if let Some((l, r)) = &fleet {
+        for (metric, x, b) in [("p50", r.p50, l.p50), ("p99", r.p99, l.p99)] {
+            cases.push(case(
+                "propagation_fleet (PUT on one node -> first 2xx on both others, etcd)",
+                metric,
+                x,
+                "the PUT's own node, same etcd",
+                b,
+            ));
+        }
+    }
+    for (n, b) in &memory {
+        let mut c = case(
+            &format!("route_memory N={n}"),
+            "bytes per route",
+            *b,
+            "target 1 KiB",
+            1024.0,
+        );
+        c["unit"] = serde_json::json!("bytes");
+        cases.push(c);
+    }
+    cases.push(case(
+        "fsync 4KiB",
+        "p50",
+        fsync,
+        "propagation_local durable p50",
+        find("xlb durable", lo).map_or(0.0, |r| r.p50),
+    ));
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let out = serde_json::json!({"machine": machine(), "cases": cases});
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown cpu".to_string(), |s| s.trim().to_string());
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} cpus, {cpu}, kernel {}", kernel.trim())
+}
