@@ -14,6 +14,7 @@ pub mod plan;
 pub mod preface;
 pub mod proxy;
 pub mod ratelimit;
+pub mod record;
 pub mod resolve;
 pub mod retry_budget;
 pub mod rewrite;

@@ -73,6 +73,7 @@ use super::{
     headers::{self, Downstream},
     options::{HashOn, RetryPolicy, RouteCache, RouteOptions, UpstreamOptions},
     ratelimit::{RejectReason, Rejection, RequestFacts, Side},
+    record,
     retry_budget::RetryBudget,
     rewrite,
     router::{path_hazard, RequestInfo, Resolver, Route},
@@ -241,6 +242,7 @@ impl Proxy {
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
+        let note = record::Note::of(&parts); // request record (l7::record)
         if !target::scheme_served(&parts.uri) {
             return respond(ErrorKind::UnsupportedScheme);
         }
@@ -266,8 +268,9 @@ impl Proxy {
             };
             (info.host().map(str::to_string), matched.route)
         };
-        // Routing and the cache key used the target's authority; the node
-        // gets it as `Host` too (RFC 9112 §3.2.2).
+        note.route(route.id(), route.upstream()); // request record
+                                                  // Routing and the cache key used the target's authority; the node
+                                                  // gets it as `Host` too (RFC 9112 §3.2.2).
         if let Some(received) = target::adopt_authority(&mut parts) {
             log::debug!(
                 "{}: absolute-form target {} with Host {received:?}: Host replaced",
@@ -298,7 +301,9 @@ impl Proxy {
                 target,
                 &parts.headers,
             );
-            if let Err(r) = Box::pin(limiter.admit(Side::Downstream, &facts)).await {
+            let verdict = Box::pin(limiter.admit(Side::Downstream, &facts)).await;
+            note.rate_limit(record::RateLimitVerdict::of(&verdict)); // request record
+            if let Err(r) = verdict {
                 log::debug!("{}: {r}", conn.peer);
                 return rate_limited(&r);
             }
@@ -335,7 +340,7 @@ impl Proxy {
         let exchange = Exchange {
             pool: pool.clone(),
             route: route.clone(),
-            conn,
+            conn: conn.clone(),
             trusted,
             host,
             arrived,
@@ -437,6 +442,7 @@ async fn forward_exchange(
         .get::<RouteOptions>()
         .unwrap_or_else(|| default_options());
     let limiter = opts.rate_limit.as_ref().map(|l| &*l.0);
+    let note = record::Note::of(&parts); // request record (before the extensions go)
     let upgrade = match upgrade::offer(&parts.headers, parts.version, &opts.upgrades) {
         upgrade::Offer::Forward(p) => Some(p),
         upgrade::Offer::Dropped(p) => {
@@ -602,6 +608,7 @@ async fn forward_exchange(
             }
         }
         let addr = pool.upstream.nodes()[node].addr;
+        note.attempt(addr); // request record
         if let (Some(limiter), Some((headers, target))) = (limiter, &up_facts) {
             if !admitted.contains(&node) {
                 let facts = RequestFacts::new(
@@ -611,7 +618,9 @@ async fn forward_exchange(
                     headers,
                 )
                 .with_upstream(&pool.id, addr);
-                if let Err(r) = Box::pin(limiter.admit(Side::Upstream, &facts)).await {
+                let verdict = Box::pin(limiter.admit(Side::Upstream, &facts)).await;
+                note.rate_limit(record::RateLimitVerdict::of(&verdict)); // request record
+                if let Err(r) = verdict {
                     log::debug!("{} → {addr}: {r}", conn.peer);
                     return rate_limited(&r);
                 }
@@ -654,6 +663,11 @@ async fn forward_exchange(
         .await;
         match sent {
             Ok(mut resp) => {
+                note.response_head(
+                    Some(watch.connect_time(started)),
+                    started.elapsed(),
+                    watch.bytes(),
+                ); // request record
                 let status = resp.status();
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     let offered = match (&upgrade, &on_upgrade) {
@@ -761,6 +775,7 @@ async fn forward_exchange(
                     return e.into_response();
                 }
                 retries += 1;
+                note.retry(e.kind().reason()); // request record
                 if replay.is_none() {
                     body = back.map(Request::into_body);
                 }

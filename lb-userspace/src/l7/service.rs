@@ -35,7 +35,7 @@ use super::{
     options::{RouteOptions, SharedCache, SharedLimiter},
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
-    resolve,
+    record, resolve,
     router::RouteTable,
     server::serve,
     tls::{self, CertStore},
@@ -139,7 +139,12 @@ impl L7Service {
             let addr = group.local_addr();
             let per_worker: Vec<Option<std::net::TcpListener>> =
                 group.into_vec().into_iter().map(Some).collect();
-            sockets.push((per_worker, acceptor, proxy.clone()));
+            sockets.push((
+                per_worker,
+                acceptor,
+                proxy.clone(),
+                Arc::<str>::from(lp.name.as_str()),
+            ));
             let cert_watch = certs.as_ref().map(|s| tls::watch(s, CERT_WATCH_INTERVAL));
             listeners.push(RunningListener {
                 plan: lp.clone(),
@@ -155,8 +160,13 @@ impl L7Service {
         for w in 0..plan.workers {
             let mine: Vec<_> = sockets
                 .iter_mut()
-                .filter_map(|(socks, acceptor, proxy)| {
-                    Some((socks[w].take()?, acceptor.clone(), proxy.clone()))
+                .filter_map(|(socks, acceptor, proxy, name)| {
+                    Some((
+                        socks[w].take()?,
+                        acceptor.clone(),
+                        proxy.clone(),
+                        name.clone(),
+                    ))
                 })
                 .collect();
             let limits = plan.limits.clone();
@@ -424,6 +434,8 @@ fn worker(
         std::net::TcpListener,
         Option<TlsAcceptor>,
         Arc<ArcSwap<Proxy>>,
+        // The listener's name, for the request record.
+        Arc<str>,
     )>,
     limits: super::server::ServerLimits,
     shutdown: watch::Receiver<bool>,
@@ -440,7 +452,7 @@ fn worker(
     };
     rt.block_on(async move {
         let mut serving = Vec::new();
-        for (sock, acceptor, proxy) in sockets {
+        for (sock, acceptor, proxy, name) in sockets {
             let listener = match tokio::net::TcpListener::from_std(sock) {
                 Ok(l) => l,
                 Err(e) => {
@@ -453,7 +465,10 @@ fn worker(
                 // Boxed: hyper moves the service's future around (into
                 // its dispatcher, or a task per HTTP/2 stream); a pointer
                 // moves cheaper than the future itself.
-                Box::pin(async move { p.handle(req, conn).await })
+                let name = name.clone();
+                Box::pin(record::observe(name, req, conn, move |r, c| async move {
+                    p.handle(r, c).await
+                }))
             };
             serving.push(tokio::spawn(serve(
                 listener,
