@@ -32,6 +32,8 @@ use crate::{
     l7::{plan::L7Plan, ratelimit::Escalation, service::L7Service},
 };
 
+mod observe_wiring;
+
 /// The XDP half: the datapath and the tables written into it.
 struct L4Half {
     dp: Datapath,
@@ -70,6 +72,8 @@ pub struct ReadyInfo {
     pub xdp: Vec<String>,
     /// `(name, address)` of every L7 listener.
     pub l7: Vec<(String, SocketAddr)>,
+    /// Where `/metrics` and `/status` are served (`observe.listen`).
+    pub observe: Option<SocketAddr>,
 }
 
 /// Whether `config` needs the XDP datapath: it has interfaces or VIPs, or
@@ -176,6 +180,7 @@ impl Daemon {
                 })
                 .unwrap_or_default(),
             l7: self.l7.as_ref().map(|s| s.addresses()).unwrap_or_default(),
+            observe: None,
         }
     }
 
@@ -200,6 +205,7 @@ impl Daemon {
                 new.l4.conntrack_size != self.config.l4.conntrack_size,
             ),
             ("l4.max_vips", new.l4.max_vips != self.config.l4.max_vips),
+            ("observe", new.observe != self.config.observe),
             (
                 "l4.max_backends",
                 new.l4.max_backends != self.config.l4.max_backends,
@@ -422,7 +428,13 @@ pub async fn run(
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     let instance = config.instance.as_str().to_string();
+    // Metrics and access log first, so that the first request is recorded.
+    let observe = observe_wiring::install(&config)?;
     let mut daemon = Daemon::start(config, config_path, mode_override).await?;
+    let observe_tasks = match &observe {
+        Some(obs) => Some(observe_wiring::start(obs, &daemon).await?),
+        None => None,
+    };
     let log_task = daemon
         .l4
         .as_mut()
@@ -446,7 +458,8 @@ pub async fn run(
                 }
             })
         });
-    let info = daemon.ready_info();
+    let mut info = daemon.ready_info();
+    info.observe = observe_tasks.as_ref().map(|t| t.addr);
     log::info!(
         "instance {instance} running; L4 maps: {}; L7 listeners: {:?}",
         info.pins
@@ -473,14 +486,17 @@ pub async fn run(
             true = watch.changed() => "config file changed",
             Some(ev) = recv_opt(&mut health_rx) => {
                 daemon.apply_health(ev).await;
+                observe_wiring::publish(&observe, &daemon);
                 continue;
             }
             Some(esc) = recv_opt(&mut escalations) => {
                 daemon.escalate(esc);
+                observe_wiring::publish(&observe, &daemon);
                 continue;
             }
             _ = expire_tick.tick() => {
                 daemon.expire_denials();
+                observe_wiring::publish(&observe, &daemon);
                 continue;
             }
             _ = async { match &mut dns_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
@@ -504,6 +520,10 @@ pub async fn run(
                 }
                 Err(e) => log::error!("{reason}: reload failed, running config unchanged: {e:#}"),
             }
+            if let Some(obs) = &observe {
+                obs.reloaded(result.is_ok());
+            }
+            observe_wiring::publish(&observe, &daemon);
             reloaded(daemon.generation, &result);
             watch.seen();
             dns_tick = daemon
@@ -519,6 +539,9 @@ pub async fn run(
     }
     if let Some(svc) = daemon.l7.take() {
         svc.shutdown().await;
+    }
+    if let Some(t) = observe_tasks {
+        t.stop().await;
     }
     if let Some(h) = &daemon.l4 {
         h.flood_task.abort();

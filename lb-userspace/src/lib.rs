@@ -9,4 +9,5 @@ pub mod ebpf_object;
 pub mod health;
 pub mod l7;
 pub mod net;
+pub mod observe;
 pub mod tls_util;

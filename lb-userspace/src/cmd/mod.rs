@@ -3,3 +3,4 @@
 pub mod decap;
 pub mod flow;
 pub mod stats;
+pub mod status;

@@ -10,6 +10,7 @@ pub mod l7_plan;
 mod locate;
 pub mod middleware;
 mod model;
+pub mod observe;
 pub mod units;
 mod validate;
 
@@ -25,6 +26,9 @@ impl Config {
     /// runs the plan it gets here), or every problem found.
     pub fn check(mut self) -> Result<Config, Vec<Issue>> {
         let mut issues = self.issues();
+        if let Some(o) = &self.observe {
+            issues.extend(o.issues());
+        }
         match l7_plan::plan(&self.l7) {
             Ok(plan) => self.planned = model::Planned(Some(Arc::new(plan))),
             Err(l7) => issues.extend(l7),

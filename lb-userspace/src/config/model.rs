@@ -30,6 +30,9 @@ pub struct Config {
     /// Reload when the file changes (checked every second), as on SIGHUP.
     #[serde(default)]
     pub watch: bool,
+    /// Metrics, status page and access log (`config::observe`).
+    #[serde(default)]
+    pub observe: Option<super::observe::ObserveConfig>,
     /// The L7 plan, made by `Config::check` (not part of the file).
     #[serde(skip)]
     pub(super) planned: Planned,

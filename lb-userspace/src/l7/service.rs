@@ -258,6 +258,45 @@ impl L7Service {
         true
     }
 
+    /// `(listener, route id, hosts, upstream)` of every route, for the
+    /// status page.
+    pub fn route_list(&self) -> Vec<(String, String, Vec<String>, String)> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            for r in &l.plan.routes {
+                out.push((
+                    l.plan.name.clone(),
+                    r.id.clone(),
+                    r.hosts.clone(),
+                    r.upstream.clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// `(upstream, node address, weight, in its pool)` of every node, for
+    /// the status page and the health metrics.
+    pub fn node_list(&self) -> Vec<(String, SocketAddr, u32, bool)> {
+        let mut out = Vec::new();
+        let mut ids: Vec<&String> = self.pools.keys().collect();
+        ids.sort();
+        for id in ids {
+            let pool = &self.pools[id];
+            for (i, n) in pool.upstream.nodes().iter().enumerate() {
+                out.push((id.clone(), n.addr, n.weight, pool.upstream.is_healthy(i)));
+            }
+        }
+        out
+    }
+
+    /// Whether listener `name` terminates TLS.
+    pub fn listener_tls(&self, name: &str) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.plan.name == name && l.plan.tls.is_some())
+    }
+
     /// `(listener name, bound address)` of every listener.
     pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
         self.listeners

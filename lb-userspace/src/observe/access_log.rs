@@ -1,0 +1,310 @@
+//! The JSON access log: one object per request, written by a thread of its
+//! own from a bounded queue, so that a slow disk never slows a request (a
+//! full queue drops the line and counts it), and reopened on SIGUSR1 for
+//! log rotation (rename the file, send SIGUSR1: new lines go to a new
+//! file at the configured path).
+//!
+//! Field names are stable (docs/access-log.md); absent facts are `null`.
+use std::{
+    fs::OpenOptions,
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use prometheus_client::metrics::counter::Counter;
+use serde_json::{json, Value};
+
+use crate::l7::record::RequestRecord;
+
+/// One access-log line (without the newline).
+pub fn line(r: &RequestRecord) -> String {
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let time = jiff::Timestamp::try_from(r.time)
+        .map(|t| format!("{t:.3}"))
+        .unwrap_or_default();
+    let v: Value = json!({
+        "time": time,
+        "request_id": r.request_id,
+        "client": r.client.to_string(),
+        "listener": &*r.listener,
+        "method": r.method,
+        "host": r.host,
+        "path": r.path,
+        "protocol": r.protocol,
+        "status": r.status,
+        "bytes_in": r.bytes_in,
+        "bytes_out": r.bytes_out,
+        "duration_ms": ms(r.total),
+        "connect_ms": r.connect.map(ms),
+        "first_byte_ms": r.first_byte.map(ms),
+        "route": r.route.as_deref(),
+        "upstream": r.upstream.as_deref(),
+        "node": r.node.map(|n| n.to_string()),
+        "retries": r.retries.len(),
+        "retry_reasons": r.retries,
+        "cache": r.cache,
+        "rate_limit": r.rate_limit.name(),
+        "error": r.error,
+        "tls_version": r.tls_version,
+        "sni": r.sni.as_deref(),
+        "complete": r.complete,
+    });
+    v.to_string()
+}
+
+/// Where lines go.
+enum Target {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Target {
+    fn open(&self) -> std::io::Result<Box<dyn Write + Send>> {
+        match self {
+            Target::Stdout => Ok(Box::new(std::io::stdout())),
+            Target::File(p) => Ok(Box::new(
+                OpenOptions::new().create(true).append(true).open(p)?,
+            )),
+        }
+    }
+}
+
+/// Counters the writer keeps (the metrics' own handles).
+#[derive(Clone, Debug, Default)]
+pub struct LogCounters {
+    pub lines: Counter,
+    pub dropped: Counter,
+    pub reopens: Counter,
+}
+
+/// The queue's sending end; cheap to call from any worker.
+pub struct AccessLog {
+    tx: SyncSender<RequestRecord>,
+    reopen: Arc<AtomicBool>,
+    counters: LogCounters,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl AccessLog {
+    /// Opens `path` (`-`: stdout) and starts the writer thread with a
+    /// queue of `queue` lines.
+    pub fn open(path: &Path, queue: usize, counters: LogCounters) -> std::io::Result<AccessLog> {
+        let target = if path == Path::new("-") {
+            Target::Stdout
+        } else {
+            Target::File(path.to_path_buf())
+        };
+        let out = target.open()?;
+        Ok(AccessLog::start(target, out, queue, counters))
+    }
+
+    fn start(
+        target: Target,
+        out: Box<dyn Write + Send>,
+        queue: usize,
+        counters: LogCounters,
+    ) -> AccessLog {
+        let (tx, rx) = mpsc::sync_channel::<RequestRecord>(queue);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
+        let c = counters.clone();
+        let writer = std::thread::Builder::new()
+            .name("xlb-access-log".into())
+            .spawn(move || write_loop(target, out, rx, flag, c))
+            .ok();
+        AccessLog {
+            tx,
+            reopen,
+            counters,
+            writer,
+        }
+    }
+
+    /// Queues `record`'s line; drops it (counted) when the queue is full.
+    pub fn push(&self, record: RequestRecord) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.inc();
+            }
+        }
+    }
+
+    /// Asks the writer to reopen the file (SIGUSR1); it does within a
+    /// second, also when no request comes.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it has written what is
+        // queued.
+        let (dead, _) = mpsc::sync_channel(1);
+        drop(std::mem::replace(&mut self.tx, dead));
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn write_loop(
+    target: Target,
+    out: Box<dyn Write + Send>,
+    rx: mpsc::Receiver<RequestRecord>,
+    reopen: Arc<AtomicBool>,
+    counters: LogCounters,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    loop {
+        if reopen.swap(false, Ordering::AcqRel) {
+            let _ = out.flush();
+            match target.open() {
+                Ok(w) => {
+                    out = BufWriter::with_capacity(64 * 1024, w);
+                    counters.reopens.inc();
+                }
+                Err(e) => log::error!("access log: reopen failed, writing on to the old file: {e}"),
+            }
+        }
+        // Lines are flushed when the queue runs dry, so a quiet log is
+        // on disk and a busy one is written in large blocks.
+        let record = match rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::TryRecvError::Empty) => {
+                let _ = out.flush();
+                match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        };
+        let mut l = line(&record);
+        l.push('\n');
+        if let Err(e) = out.write_all(l.as_bytes()) {
+            log::warn!("access log: {e}");
+            counters.dropped.inc();
+        } else {
+            counters.lines.inc();
+        }
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::SocketAddr, sync::Mutex, time::SystemTime};
+
+    use super::*;
+    use crate::l7::record::RateLimitVerdict;
+
+    fn record(id: &str) -> RequestRecord {
+        RequestRecord {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            listener: "web".into(),
+            client: "192.0.2.7:5000".parse::<SocketAddr>().unwrap(),
+            method: "GET".into(),
+            host: "a.example".into(),
+            path: "/x".into(),
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 5,
+            total: Duration::from_micros(1500),
+            connect: Some(Duration::ZERO),
+            first_byte: Some(Duration::from_micros(900)),
+            route: Some("r1".into()),
+            upstream: Some("u1".into()),
+            node: Some("127.0.0.1:8080".parse().unwrap()),
+            retries: vec!["upstream-refused"],
+            cache: None,
+            rate_limit: RateLimitVerdict::None,
+            error: None,
+            request_id: id.into(),
+            tls_version: None,
+            sni: None,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_the_documented_fields() {
+        let v: Value = serde_json::from_str(&line(&record("abc"))).unwrap();
+        assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["first_byte_ms"], 0.9);
+        assert_eq!(v["retries"], 1);
+        assert_eq!(v["retry_reasons"][0], "upstream-refused");
+        assert_eq!(v["node"], "127.0.0.1:8080");
+        assert!(v["error"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 25);
+    }
+
+    /// A writer stuck on its output: the queue fills, and pushes drop and
+    /// count instead of waiting.
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        struct Stuck {
+            entered: mpsc::Sender<()>,
+            release: mpsc::Receiver<()>,
+            seen: Arc<Mutex<Vec<u8>>>,
+        }
+        impl Write for Stuck {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.seen.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                let _ = self.entered.send(());
+                // Blocks until the test drops its sender; then never again.
+                let _ = self.release.recv();
+                Ok(())
+            }
+        }
+        let (entered, in_flush) = mpsc::channel();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let counters = LogCounters::default();
+        let log = AccessLog::start(
+            Target::Stdout,
+            Box::new(Stuck {
+                entered,
+                release,
+                seen: seen.clone(),
+            }),
+            4,
+            counters.clone(),
+        );
+        // The writer found the queue empty and is stuck in flush.
+        in_flush.recv().unwrap();
+        for i in 0..100 {
+            log.push(record(&i.to_string()));
+        }
+        assert_eq!(counters.dropped.get(), 96, "4 queued, the rest dropped");
+        drop(release_tx);
+        drop(log);
+        assert_eq!(counters.lines.get(), 4);
+        let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["request_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(ids, ["0", "1", "2", "3"]);
+    }
+}
