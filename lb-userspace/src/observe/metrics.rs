@@ -24,10 +24,9 @@ pub struct RequestLabels {
     pub code: String,
 }
 
-/// One label: a listener, route, upstream, reason, …
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Name {
-    pub name: String,
+pub struct ListenerLabel {
+    pub listener: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,11 +106,11 @@ fn latency() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Family<Name, Histogram, fn() -> Histogram>,
+    pub request_duration: Family<ListenerLabel, Histogram, fn() -> Histogram>,
     pub connect_duration: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
     pub first_byte_duration: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
-    pub request_bytes: Family<Name, Counter>,
-    pub response_bytes: Family<Name, Counter>,
+    pub request_bytes: Family<ListenerLabel, Counter>,
+    pub response_bytes: Family<ListenerLabel, Counter>,
     pub node_responses: Family<NodeLabels, Counter>,
     pub errors: Family<ReasonLabel, Counter>,
     pub retries: Family<RetryLabels, Counter>,
@@ -307,7 +306,7 @@ impl Metrics {
                 code: code.clone(),
             })
             .inc();
-        let l = Name { name: listener };
+        let l = ListenerLabel { listener };
         self.request_duration
             .get_or_create(&l)
             .observe(r.total.as_secs_f64());

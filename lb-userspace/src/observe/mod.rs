@@ -7,6 +7,7 @@
 //! publishes the topology (VIPs, listeners, routes, nodes and their
 //! health, denied sources) at start, after reloads and on health changes.
 pub mod access_log;
+pub mod exposition;
 pub mod metrics;
 pub mod server;
 pub mod status;

@@ -16,8 +16,11 @@ use tokio::{net::TcpListener, sync::watch};
 
 use super::Observe;
 
-/// The content type of prometheus-client's text exposition.
+/// The content type of prometheus-client's text exposition, served to
+/// scrapers that ask for it (Prometheus does).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic text format, served to everyone else.
+const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -28,13 +31,25 @@ fn reply(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Fu
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
+fn wants_openmetrics(req: &Request<Incoming>) -> bool {
+    req.headers().get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.contains("application/openmetrics-text"))
+    })
+}
+
 fn answer(obs: &Observe, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
     match req.uri().path() {
         "/metrics" => match obs.encode_metrics() {
-            Ok(text) => reply(StatusCode::OK, OPENMETRICS, text),
+            Ok(text) if wants_openmetrics(req) => reply(StatusCode::OK, OPENMETRICS, text),
+            Ok(text) => reply(
+                StatusCode::OK,
+                TEXT_004,
+                super::exposition::to_text_004(&text),
+            ),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",
