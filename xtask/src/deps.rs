@@ -12,6 +12,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "curl",               // L7 end-to-end clients (HTTP/1.1, h2, TLS)
     "python3-grpcio",     // gRPC peers for the L7 tests
     "python3-websockets", // WebSocket peers for the L7 tests
+    "prometheus",         // promtool: checks the /metrics exposition (observe test)
+    "chromium",           // headless browser: the /status page as a browser sees it
 ];
 
 /// Debian packages `cargo xtask bench l7` compares xlb with and drives it by.

@@ -632,6 +632,7 @@ async fn forward_exchange(
                 log::debug!("upstream {}: retry budget exhausted: {e}", pool.id);
                 return e.into_response();
             }
+            note.retry(e.kind().reason()); // request record: a retry is sent
             Box::pin(tokio::time::sleep(backoff(&opts.retry, retries - 1))).await;
         }
         tried.push(node);
@@ -775,7 +776,6 @@ async fn forward_exchange(
                     return e.into_response();
                 }
                 retries += 1;
-                note.retry(e.kind().reason()); // request record
                 if replay.is_none() {
                     body = back.map(Request::into_body);
                 }

@@ -1,0 +1,551 @@
+//! Observability end to end, on a real `xlb` with real traffic:
+//!
+//! * `/metrics` is scraped after a known mix of requests (200s, a node's
+//!   503s, xlb's own 502s, cache misses and hits); `promtool check metrics`
+//!   accepts it, and every counter equals what the clients counted.
+//! * The JSON access log: while four clients send requests, the log is
+//!   rotated three times (rename + SIGUSR1); across the four files every
+//!   request appears exactly once (matched by the `X-Request-Id` each
+//!   client sent) with its status, route, node, cache and error fields.
+//! * `/status` in headless Chromium shows a node `up`, and `DOWN` once its
+//!   process is gone (the control: the same check on the first page must
+//!   fail); a screenshot is saved (`XLB_BLESS=1` writes
+//!   docs/status-page.png). `xlb status` prints the same.
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    fs::File,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use nix::sched::{setns, CloneFlags};
+use xlb_tests::{privilege::privileged, xlb::Xlb, ChildGuard, Netns};
+
+const PROXY: &str = "127.0.0.1:18180";
+const OBSERVE: &str = "127.0.0.1:19190";
+const B1: &str = "127.0.0.1:18901";
+const B2: &str = "127.0.0.1:18902";
+/// Nothing listens there: xlb answers 502 itself.
+const DEAD: &str = "127.0.0.1:18909";
+const CLIENTS: usize = 4;
+const PER_CLIENT: usize = 150;
+const ROTATIONS: usize = 3;
+
+fn config(log: &Path) -> String {
+    format!(
+        "observe:
+  listen: \"{OBSERVE}\"
+  access_log:
+    path: \"{}\"
+l7:
+  workers: 2
+  listeners:
+    - name: web
+      address: \"{PROXY}\"
+  routes:
+    - id: dead
+      paths: [\"/dead\"]
+      upstream: dead
+    - id: cached
+      paths: [\"/cached\"]
+      upstream: pool
+      cache: true
+    - id: all
+      paths: [\"/*\"]
+      upstream: pool
+  upstreams:
+    - id: pool
+      nodes:
+        - {{address: \"{B1}\"}}
+        - {{address: \"{B2}\"}}
+      health_check: {{type: tcp, interval: 200ms, timeout: 150ms, healthy_threshold: 1, unhealthy_threshold: 1}}
+    - id: dead
+      nodes:
+        - {{address: \"{DEAD}\"}}
+",
+        log.display()
+    )
+}
+
+/// Runs `f` on a new thread inside `ns`.
+fn spawn_in<F>(ns: &Netns, f: F) -> JoinHandle<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let file = File::open(ns.path()).expect("open the namespace");
+    std::thread::spawn(move || {
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// A backend: `/cached` is cacheable for a minute, `/fail` is a 503, the
+/// rest a 200 naming the backend. Stops (closing its port) on `stop`.
+fn backend(ns: &Netns, addr: &'static str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    spawn_in(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let mut conns = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let accepted =
+                    tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+                let Ok(Ok((stream, _))) = accepted else {
+                    continue;
+                };
+                conns.push(tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| async move {
+                        let mut resp = Response::new(Full::new(Bytes::from(addr)));
+                        match req.uri().path() {
+                            "/cached" => {
+                                resp.headers_mut()
+                                    .insert("cache-control", "max-age=60".parse().unwrap());
+                            }
+                            "/fail" => *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE,
+                            _ => {}
+                        }
+                        Ok::<_, Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                }));
+            }
+            // Gone for real: open connections close too.
+            for c in conns {
+                c.abort();
+            }
+        });
+    })
+}
+
+/// What a client saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    status: u16,
+    /// `x-xlb-error`, when xlb answered with an error.
+    error: Option<String>,
+    cache: Option<String>,
+}
+
+type Log = Arc<Mutex<HashMap<String, Seen>>>;
+
+/// Sends `paths` in order on one keep-alive connection, each with its own `X-Request-Id` `<prefix>-<n>`.
+fn client(ns: &Netns, prefix: String, paths: Vec<String>, seen: Log) -> JoinHandle<()> {
+    spawn_in(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let proxy: SocketAddr = PROXY.parse().unwrap();
+            let mut sender = None;
+            for (n, path) in paths.into_iter().enumerate() {
+                if sender.is_none() {
+                    let stream = tokio::net::TcpStream::connect(proxy)
+                        .await
+                        .expect("connect");
+                    let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                    tokio::spawn(conn);
+                    sender = Some(s);
+                }
+                let s = sender.as_mut().unwrap();
+                let id = format!("{prefix}-{n}");
+                let req = Request::get(path.as_str())
+                    .header("host", "observe.test")
+                    .header("x-request-id", &id)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let resp = match s.ready().await {
+                    Ok(()) => s.send_request(req).await,
+                    Err(e) => Err(e),
+                };
+                let resp = match resp {
+                    Ok(r) => r,
+                    Err(e) => panic!("{id} {path}: {e}"),
+                };
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_string())
+                };
+                assert_eq!(header("x-request-id").as_deref(), Some(id.as_str()));
+                let record = Seen {
+                    path: path.clone(),
+                    status: resp.status().as_u16(),
+                    error: header("x-xlb-error"),
+                    cache: header("x-cache"),
+                };
+                let _ = resp.into_body().collect().await;
+                seen.lock().unwrap().insert(id, record);
+            }
+        });
+    })
+}
+
+/// Runs `cmd` with a deadline; its stdout, or a panic with what it said.
+fn run(mut cmd: Command, timeout: Duration, what: &str) -> String {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut guard = ChildGuard::new(child);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = guard.child_mut().try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            use std::io::Read as _;
+            let c = guard.child_mut();
+            c.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            assert!(status.success(), "{what}: {status}\n{out}\n{err}");
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no answer within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Samples of a text exposition: `name{labels}` → value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn curl(ns: &Netns, url: &str) -> String {
+    let mut c = ns.command("curl");
+    c.args(["-sS", "--max-time", "5", url]);
+    run(c, Duration::from_secs(10), &format!("curl {url}"))
+}
+
+/// Headless Chromium in `ns`: the DOM of `url` after load, and a
+/// screenshot at phone width into `shot`.
+fn chromium(ns: &Netns, profile: &Path, url: &str, shot: Option<&Path>) -> String {
+    let base = |c: &mut Command| {
+        c.args([
+            "--headless",
+            // Root in a test namespace: Chromium's sandbox needs user
+            // namespaces it cannot have here.
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    };
+    if let Some(shot) = shot {
+        let mut c = ns.command("chromium");
+        base(&mut c);
+        c.arg("--window-size=412,1100")
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(url);
+        run(c, Duration::from_secs(60), "chromium --screenshot");
+    }
+    let mut c = ns.command("chromium");
+    base(&mut c);
+    c.arg("--dump-dom").arg(url);
+    run(c, Duration::from_secs(60), "chromium --dump-dom")
+}
+
+/// The status page's table row of node `addr`, as markup.
+fn node_row(addr: &str, health: &str) -> String {
+    let span = if health == "up" {
+        r#"<span class="up">up</span>"#
+    } else {
+        r#"<span class="down">DOWN</span>"#
+    };
+    format!("<td>pool</td><td>{addr}</td><td>1</td><td>{span}</td>")
+}
+
+#[test]
+fn metrics_access_log_and_status_page_follow_real_traffic() {
+    if !privileged("observe::metrics_access_log_and_status_page_follow_real_traffic") {
+        return;
+    }
+    let ns = Netns::new("observe").expect("namespace");
+    ns.up("lo").expect("lo up");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("access.log");
+    let stop_b1 = Arc::new(AtomicBool::new(false));
+    let stop_b2 = Arc::new(AtomicBool::new(false));
+    let b1 = backend(&ns, B1, stop_b1.clone());
+    let b2 = backend(&ns, B2, stop_b2.clone());
+    std::thread::sleep(Duration::from_millis(200));
+    let xlb = Xlb::start_l7(&ns, &config(&log_path)).expect("xlb starts");
+
+    // Load, with the log rotated under it.
+    let seen: Log = Arc::default();
+    let clients: Vec<JoinHandle<()>> = (0..CLIENTS)
+        .map(|c| {
+            let paths = (0..PER_CLIENT).map(|i| format!("/p/{c}/{i}")).collect();
+            client(&ns, format!("c{c}"), paths, seen.clone())
+        })
+        .collect();
+    let pid = nix::unistd::Pid::from_raw(xlb.pid() as i32);
+    let mut rotated = Vec::new();
+    for r in 1..=ROTATIONS {
+        std::thread::sleep(Duration::from_millis(60));
+        let to = dir.path().join(format!("access.log.{r}"));
+        std::fs::rename(&log_path, &to).expect("rotate");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).expect("SIGUSR1");
+        rotated.push(to);
+    }
+    for c in clients {
+        c.join().expect("client");
+    }
+    // The mix whose counters are checked one by one.
+    let mut mix = Vec::new();
+    mix.extend((0..7).map(|_| "/fail".to_string()));
+    mix.extend((0..5).map(|_| "/dead".to_string()));
+    mix.extend((0..3).map(|_| "/cached".to_string()));
+    client(&ns, "m".into(), mix, seen.clone())
+        .join()
+        .expect("mix client");
+    let seen = seen.lock().unwrap().clone();
+    let total = seen.len();
+    assert_eq!(total, CLIENTS * PER_CLIENT + 15);
+    let count = |f: &dyn Fn(&Seen) -> bool| seen.values().filter(|s| f(s)).count() as f64;
+
+    // /metrics: promtool accepts it, and the counters say what the clients saw.
+    let text = curl(&ns, &format!("http://{OBSERVE}/metrics"));
+    let prom = dir.path().join("metrics.txt");
+    std::fs::write(&prom, &text).unwrap();
+    let mut promtool = Command::new("promtool");
+    promtool
+        .args(["check", "metrics"])
+        .stdin(File::open(&prom).unwrap());
+    run(promtool, Duration::from_secs(30), "promtool check metrics");
+    let m = samples(&text);
+    let get = |k: &str| {
+        *m.get(k)
+            .unwrap_or_else(|| panic!("no sample {k} in:\n{text}"))
+    };
+    let req = |route: &str, upstream: &str, code: &str| {
+        get(&format!(
+            "xlb_http_requests_total{{listener=\"web\",route=\"{route}\",upstream=\"{upstream}\",code=\"{code}\"}}"
+        ))
+    };
+    let ok_all = count(&|s| s.path.starts_with("/p/") && s.status == 200);
+    assert_eq!(
+        ok_all,
+        (CLIENTS * PER_CLIENT) as f64,
+        "every load request got 200"
+    );
+    assert_eq!(req("all", "pool", "2xx"), ok_all);
+    assert_eq!(
+        req("all", "pool", "5xx"),
+        count(&|s| s.path == "/fail" && s.status == 503)
+    );
+    assert_eq!(req("all", "pool", "5xx"), 7.0);
+    assert_eq!(req("dead", "dead", "5xx"), 5.0);
+    assert_eq!(req("cached", "pool", "2xx"), 3.0);
+    let dead_reason = seen
+        .values()
+        .find(|s| s.path == "/dead")
+        .and_then(|s| s.error.clone())
+        .expect("xlb names its 502");
+    assert_eq!(
+        get(&format!(
+            "xlb_http_errors_total{{reason=\"{dead_reason}\"}}"
+        )),
+        5.0
+    );
+    let hits = count(&|s| s.cache.as_deref() == Some("HIT"));
+    assert_eq!(hits, 2.0, "the first /cached is a miss, the next two hits");
+    assert_eq!(
+        get("xlb_http_cache_responses_total{route=\"cached\",status=\"HIT\"}"),
+        hits
+    );
+    assert_eq!(
+        get("xlb_http_cache_responses_total{route=\"cached\",status=\"MISS\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("xlb_http_request_duration_seconds_count{listener=\"web\"}"),
+        total as f64
+    );
+    assert_eq!(get("xlb_access_log_reopens_total"), ROTATIONS as f64);
+    assert_eq!(get("xlb_access_log_dropped_total"), 0.0);
+    assert_eq!(
+        get("xlb_health_up{kind=\"l7\",pool=\"pool\",node=\"127.0.0.1:18902\"}"),
+        1.0
+    );
+    // Prometheus itself asks for OpenMetrics, and gets it.
+    let mut c = ns.command("curl");
+    c.args([
+        "-sS",
+        "-H",
+        "accept: application/openmetrics-text; version=1.0.0",
+    ])
+    .arg(format!("http://{OBSERVE}/metrics"));
+    let om = run(c, Duration::from_secs(10), "curl openmetrics");
+    assert!(
+        om.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+
+    // The access log: every request exactly once, across the rotations.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut files = rotated.clone();
+    files.push(log_path.clone());
+    let lines = loop {
+        let lines: Vec<String> = files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if lines.len() >= total || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let non_empty = files
+        .iter()
+        .filter(|f| std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(false))
+        .count();
+    assert!(
+        non_empty >= 2,
+        "rotation wrote into more than one file: {non_empty}"
+    );
+    let mut by_id: HashMap<String, serde_json::Value> = HashMap::new();
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert_eq!(v.as_object().unwrap().len(), 25, "every field, always: {l}");
+        let id = v["request_id"].as_str().unwrap().to_string();
+        assert!(by_id.insert(id.clone(), v).is_none(), "{id} logged twice");
+    }
+    assert_eq!(lines.len(), total, "one line per request");
+    for (id, s) in &seen {
+        let v = by_id.get(id).unwrap_or_else(|| panic!("{id} not logged"));
+        assert_eq!(v["status"], s.status, "{id}");
+        assert_eq!(v["path"], s.path.as_str(), "{id}");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["host"], "observe.test");
+        assert_eq!(v["protocol"], "HTTP/1.1");
+        assert_eq!(v["listener"], "web");
+        assert_eq!(v["error"].as_str(), s.error.as_deref(), "{id}");
+        assert_eq!(v["cache"].as_str(), s.cache.as_deref(), "{id}");
+        assert!(v["duration_ms"].as_f64().unwrap() > 0.0);
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        match s.path.as_str() {
+            "/dead" => {
+                assert_eq!(v["route"], "dead");
+                assert_eq!(v["node"], DEAD);
+                assert!(v["first_byte_ms"].is_null());
+            }
+            p => {
+                let from_store = s.cache.as_deref() == Some("HIT");
+                assert_eq!(v["route"], if p == "/cached" { "cached" } else { "all" });
+                assert_eq!(v["upstream"], "pool");
+                if !from_store {
+                    let node = v["node"].as_str().unwrap();
+                    assert!(node == B1 || node == B2, "{id}: node {node}");
+                    assert!(v["first_byte_ms"].as_f64().is_some(), "{id}");
+                    assert!(v["bytes_out"].as_u64().unwrap() > 0 || s.status == 503);
+                }
+            }
+        }
+    }
+
+    // The status page, before and after b2 is gone.
+    let profile = tempfile::tempdir().expect("chromium profile");
+    let url = format!("http://{OBSERVE}/status");
+    let before = chromium(&ns, profile.path(), &url, None);
+    assert!(
+        before.contains(&node_row(B2, "up")),
+        "b2 up at first:\n{before}"
+    );
+    assert!(
+        !before.contains(&node_row(B2, "DOWN")),
+        "control: the DOWN check does not pass on a page where b2 is up"
+    );
+    stop_b2.store(true, Ordering::Relaxed);
+    b2.join().expect("b2 stops");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s: serde_json::Value =
+            serde_json::from_str(&curl(&ns, &format!("http://{OBSERVE}/status.json"))).unwrap();
+        let down = s["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|u| u["nodes"].as_array().unwrap())
+            .any(|n| n["address"] == B2 && n["healthy"] == false);
+        if down {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b2 not down on /status.json: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/observe-status-page.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let after = chromium(&ns, profile.path(), &url, Some(&shot));
+    assert!(
+        after.contains(&node_row(B2, "DOWN")),
+        "b2 DOWN after its process ended:\n{after}"
+    );
+    assert!(after.contains(&node_row(B1, "up")), "b1 still up:\n{after}");
+    assert!(after.contains("upstream-unreachable") || after.contains(&dead_reason));
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    if std::env::var_os("XLB_BLESS").is_some() {
+        let docs: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/status-page.png");
+        std::fs::copy(&shot, docs).expect("bless the screenshot");
+    }
+
+    // `xlb status` prints the same.
+    let mut c = ns.command(xlb_tests::xlb::binary());
+    c.args(["status", "--addr", OBSERVE]);
+    let out = run(c, Duration::from_secs(10), "xlb status");
+    eprintln!("xlb status:\n{out}");
+    let b2_line = out
+        .lines()
+        .find(|l| l.contains(B2))
+        .unwrap_or_else(|| panic!("no b2 line:\n{out}"));
+    assert!(b2_line.contains("DOWN"), "{b2_line}");
+    let b1_line = out.lines().find(|l| l.contains(B1)).expect("b1 line");
+    assert!(b1_line.contains(" up "), "{b1_line}");
+    assert!(out.contains(&dead_reason), "recent errors listed:\n{out}");
+
+    drop(xlb);
+    stop_b1.store(true, Ordering::Relaxed);
+    let _ = b1.join();
+}
