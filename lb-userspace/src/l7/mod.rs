@@ -15,6 +15,7 @@ pub mod preface;
 pub mod proxy;
 pub mod ratelimit;
 pub mod record;
+pub mod recording;
 pub mod resolve;
 pub mod retry_budget;
 pub mod rewrite;

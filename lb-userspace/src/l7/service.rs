@@ -35,7 +35,7 @@ use super::{
     options::{RouteOptions, SharedCache, SharedLimiter},
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
-    record, resolve,
+    recording, resolve,
     router::RouteTable,
     server::serve,
     tls::{self, CertStore},
@@ -466,16 +466,19 @@ fn tls_shape(t: &tls::ListenerTls) -> String {
     format!("{:?} {:?} {:?}", t.alpn, t.min_version, t.client_auth)
 }
 
+/// A worker's socket of one listener: its TLS, its proxy and its name
+/// (for the request record).
+type WorkerSocket = (
+    std::net::TcpListener,
+    Option<TlsAcceptor>,
+    Arc<ArcSwap<Proxy>>,
+    Arc<str>,
+);
+
 /// One worker: its sockets of every listener, served until shutdown.
 fn worker(
     id: usize,
-    sockets: Vec<(
-        std::net::TcpListener,
-        Option<TlsAcceptor>,
-        Arc<ArcSwap<Proxy>>,
-        // The listener's name, for the request record.
-        Arc<str>,
-    )>,
+    sockets: Vec<WorkerSocket>,
     limits: super::server::ServerLimits,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -505,9 +508,12 @@ fn worker(
                 // its dispatcher, or a task per HTTP/2 stream); a pointer
                 // moves cheaper than the future itself.
                 let name = name.clone();
-                Box::pin(record::observe(name, req, conn, move |r, c| async move {
-                    p.handle(r, c).await
-                }))
+                Box::pin(recording::observe(
+                    name,
+                    req,
+                    conn,
+                    move |r, c| async move { p.handle(r, c).await },
+                ))
             };
             serving.push(tokio::spawn(serve(
                 listener,
