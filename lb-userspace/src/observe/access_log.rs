@@ -249,6 +249,13 @@ mod tests {
         assert_eq!(v["node"], "127.0.0.1:8080");
         assert!(v["error"].is_null());
         assert_eq!(v.as_object().unwrap().len(), 25);
+        let doc = include_str!("../../../docs/access-log.md");
+        for field in v.as_object().unwrap().keys() {
+            assert!(
+                doc.contains(&format!("| `{field}` |")),
+                "{field} is not in docs/access-log.md"
+            );
+        }
     }
 
     /// A writer stuck on its output: the queue fills, and pushes drop and

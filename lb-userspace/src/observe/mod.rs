@@ -282,3 +282,134 @@ impl RecordSink for Observe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::l7::record::RateLimitVerdict;
+
+    const METRICS_MD: &str = include_str!("../../../docs/metrics.md");
+    const DASHBOARD: &str = include_str!("../../../scripts/grafana-xlb.json");
+
+    fn observe() -> Observe {
+        let cfg = ObserveConfig {
+            listen: crate::config::observe::DEFAULT_LISTEN.parse().unwrap(),
+            access_log: None,
+        };
+        Observe::new(&cfg, None).unwrap()
+    }
+
+    fn record() -> RequestRecord {
+        RequestRecord {
+            time: SystemTime::now(),
+            listener: "web".into(),
+            client: "192.0.2.1:1000".parse().unwrap(),
+            method: "GET".into(),
+            host: "a".into(),
+            path: "/".into(),
+            protocol: "HTTP/1.1",
+            status: 502,
+            bytes_in: 3,
+            bytes_out: 7,
+            total: Duration::from_millis(3),
+            connect: Some(Duration::ZERO),
+            first_byte: Some(Duration::from_millis(2)),
+            route: Some("r".into()),
+            upstream: Some("u".into()),
+            node: Some("127.0.0.1:1".parse().unwrap()),
+            retries: vec!["upstream-refused"],
+            cache: Some("MISS"),
+            rate_limit: RateLimitVerdict::Delay,
+            error: Some("upstream-refused".into()),
+            request_id: "x".into(),
+            tls_version: None,
+            sni: None,
+            complete: true,
+        }
+    }
+
+    /// Every metric xlb exposes (L7, health, process) is documented under
+    /// its sample name, and every metric the dashboard queries is
+    /// documented, so neither can drift from the code silently.
+    #[test]
+    fn every_metric_and_every_dashboard_query_is_documented() {
+        let obs = observe();
+        obs.request(record());
+        let mut ok = record();
+        (ok.status, ok.error) = (200, None);
+        obs.request(ok);
+        obs.tls_handshake("127.0.0.1:443".parse().unwrap(), Ok("TLSv1.3"));
+        obs.tls_handshake("127.0.0.1:443".parse().unwrap(), Err("error"));
+        obs.connection("127.0.0.1:443".parse().unwrap(), true);
+        obs.reloaded(true);
+        obs.publish(Topology {
+            upstreams: vec![status::UpstreamView {
+                id: "u".into(),
+                nodes: vec![status::NodeView::default()],
+            }],
+            ..Topology::default()
+        });
+        let text = obs.encode_metrics().unwrap();
+        let mut names = Vec::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                names.push(match kind {
+                    "counter" => format!("{name}_total"),
+                    _ => name.to_string(),
+                });
+            }
+        }
+        assert!(names.len() >= 25, "{names:?}");
+        for n in &names {
+            assert!(
+                METRICS_MD.contains(&format!("`{n}`")),
+                "{n} is not in docs/metrics.md"
+            );
+        }
+        let dash: serde_json::Value = serde_json::from_str(DASHBOARD).expect("dashboard JSON");
+        let mut queried = 0;
+        for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !word.starts_with("xlb_") {
+                        continue;
+                    }
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        METRICS_MD.contains(&format!("`{base}`")),
+                        "the dashboard queries {word}, not in docs/metrics.md"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 14);
+    }
+
+    #[test]
+    fn a_record_moves_the_counters_it_names() {
+        let obs = observe();
+        obs.request(record());
+        let text = obs.encode_metrics().unwrap();
+        for line in [
+            r#"xlb_http_requests_total{listener="web",route="r",upstream="u",code="5xx"} 1"#,
+            r#"xlb_http_errors_total{reason="upstream-refused"} 1"#,
+            r#"xlb_http_retries_total{upstream="u",reason="upstream-refused"} 1"#,
+            r#"xlb_http_rate_limit_verdicts_total{route="r",verdict="delay"} 1"#,
+            r#"xlb_http_cache_responses_total{route="r",status="MISS"} 1"#,
+            r#"xlb_http_response_body_bytes_total{listener="web"} 7"#,
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // xlb's own error is not a node response.
+        assert!(!text.contains("xlb_http_upstream_responses_total{"));
+        assert_eq!(obs.status().recent_errors.len(), 1);
+    }
+}
