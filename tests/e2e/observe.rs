@@ -11,6 +11,11 @@
 //!   process is gone (the control: the same check on the first page must
 //!   fail); a screenshot is saved (`XLB_BLESS=1` writes
 //!   docs/status-page.png). `xlb status` prints the same.
+//! * XDP: with XDP attached to a veth, frames from a source put in the
+//!   deny list are dropped at the NIC, and the per-CPU counters summed at
+//!   scrape time say exactly how many (`drop_denied`), after a control
+//!   batch sent before the deny that must count as passed, not dropped;
+//!   the denied source shows on `/status.json`.
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -32,7 +37,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use nix::sched::{setns, CloneFlags};
-use xlb_tests::{privilege::privileged, xlb::Xlb, ChildGuard, Netns};
+use xlb::datapath::deny::{DenyList, Prefix};
+use xlb_tests::{names, netns::veth, privilege::privileged, xlb::Xlb, ChildGuard, Netns};
 
 const PROXY: &str = "127.0.0.1:18180";
 const OBSERVE: &str = "127.0.0.1:19190";
@@ -548,4 +554,129 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
     drop(xlb);
     stop_b1.store(true, Ordering::Relaxed);
     let _ = b1.join();
+}
+
+/// Waits (bounded) until `sample` of `/metrics` (scraped in `ns`) reaches
+/// `want`; returns the last scrape.
+fn scrape_until(ns: &Netns, sample: &str, want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = curl(ns, &format!("http://{OBSERVE}/metrics"));
+        let v = samples(&text).get(sample).copied().unwrap_or(0.0);
+        if v >= want || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn xdp_drops_of_a_denied_source_are_counted_at_scrape_time() {
+    if !privileged("observe::xdp_drops_of_a_denied_source_are_counted_at_scrape_time") {
+        return;
+    }
+    let tag = names::unique("v");
+    let suffix = tag[tag.len().saturating_sub(6)..].replace('-', "");
+    let (cli_dev, lb_dev) = (format!("oc{suffix}"), format!("ol{suffix}"));
+    let client = Netns::new("obscli").expect("namespace");
+    let lb = Netns::new("obslb").expect("namespace");
+    lb.up("lo").expect("lo up");
+    veth(&client, &cli_dev, &lb, &lb_dev).expect("veth");
+    client.addr(&cli_dev, "192.0.2.1/24").unwrap();
+    lb.addr(&lb_dev, "192.0.2.2/24").unwrap();
+    let lb_mac = lb.mac(&lb_dev).unwrap();
+    let mac = lb_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    // A permanent neighbour: no ARP mixes into the counts.
+    client
+        .ip(&[
+            "neigh",
+            "replace",
+            "192.0.2.2",
+            "lladdr",
+            &mac,
+            "dev",
+            &cli_dev,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let xlb = Xlb::start(
+        &lb,
+        &format!(
+            "interfaces:\n  - name: {lb_dev}\n    xdp_mode: native\nobserve:\n  listen: \"{OBSERVE}\"\n"
+        ),
+    )
+    .expect("xlb starts");
+    let send = |n: usize| {
+        client
+            .enter(|| {
+                let s = std::net::UdpSocket::bind("192.0.2.1:0").unwrap();
+                for _ in 0..n {
+                    s.send_to(b"hello", "192.0.2.2:9").unwrap();
+                }
+            })
+            .unwrap();
+    };
+    let denied = r#"xlb_xdp_packets_total{action="drop",reason="drop_denied"}"#;
+    let passed = r#"xlb_xdp_packets_total{action="pass",reason="pass_not_vip"}"#;
+
+    // Control: before the deny, the same frames pass and none is dropped.
+    send(20);
+    let text = scrape_until(&lb, passed, 20.0);
+    let m = samples(&text);
+    assert!(m.get(passed).copied().unwrap_or(0.0) >= 20.0, "{text}");
+    assert_eq!(
+        m.get(denied).copied(),
+        Some(0.0),
+        "nothing denied yet:\n{text}"
+    );
+
+    let mut list = DenyList::open(&xlb.pin_dir).expect("the pinned deny list");
+    list.deny(
+        Prefix::host("192.0.2.1".parse().unwrap()),
+        Duration::from_secs(600),
+        7,
+    )
+    .expect("deny");
+    send(37);
+    let text = scrape_until(&lb, denied, 37.0);
+    // Settle, then once more: exactly, no overshoot.
+    std::thread::sleep(Duration::from_millis(200));
+    let text2 = curl(&lb, &format!("http://{OBSERVE}/metrics"));
+    assert_eq!(samples(&text2).get(denied).copied(), Some(37.0), "{text}");
+    let prom = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(prom.path(), &text2).unwrap();
+    let mut promtool = Command::new("promtool");
+    promtool
+        .args(["check", "metrics"])
+        .stdin(File::open(prom.path()).unwrap());
+    run(promtool, Duration::from_secs(30), "promtool check metrics");
+
+    // The denied source on the status page (published every second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s: serde_json::Value =
+            serde_json::from_str(&curl(&lb, &format!("http://{OBSERVE}/status.json"))).unwrap();
+        if s["denied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["prefix"] == "192.0.2.1/32")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "192.0.2.1/32 not on /status.json: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = curl(&lb, &format!("http://{OBSERVE}/metrics"));
+    assert_eq!(samples(&text).get("xlb_denied_sources").copied(), Some(1.0));
+    drop(list);
+    drop(xlb);
 }
