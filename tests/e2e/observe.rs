@@ -319,7 +319,13 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
     let pid = nix::unistd::Pid::from_raw(xlb.pid() as i32);
     let mut rotated = Vec::new();
     for r in 1..=ROTATIONS {
-        std::thread::sleep(Duration::from_millis(60));
+        // Each rotation once another share of the load is answered, so
+        // that every file gets lines however fast the machine is.
+        let due = r * CLIENTS * PER_CLIENT / (ROTATIONS + 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().len() < due && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let to = dir.path().join(format!("access.log.{r}"));
         std::fs::rename(&log_path, &to).expect("rotate");
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).expect("SIGUSR1");
