@@ -41,6 +41,7 @@ use xlb::datapath::deny::{DenyList, Prefix};
 use xlb_tests::{names, netns::veth, privilege::privileged, xlb::Xlb, ChildGuard, Netns};
 
 const PROXY: &str = "127.0.0.1:18180";
+const SECURE: &str = "127.0.0.1:18443";
 const OBSERVE: &str = "127.0.0.1:19190";
 const B1: &str = "127.0.0.1:18901";
 const B2: &str = "127.0.0.1:18902";
@@ -50,7 +51,7 @@ const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 150;
 const ROTATIONS: usize = 3;
 
-fn config(log: &Path) -> String {
+fn config(log: &Path, cert_dir: &Path) -> String {
     format!(
         "observe:
   listen: \"{OBSERVE}\"
@@ -58,9 +59,14 @@ fn config(log: &Path) -> String {
     path: \"{}\"
 l7:
   workers: 2
+  certificates:
+    - {{id: site, names: [observe.test], cert: {d}/site.pem, key: {d}/site.key}}
   listeners:
     - name: web
       address: \"{PROXY}\"
+    - name: secure
+      address: \"{SECURE}\"
+      tls: {{certificates: [site]}}
   routes:
     - id: dead
       paths: [\"/dead\"]
@@ -82,7 +88,8 @@ l7:
       nodes:
         - {{address: \"{DEAD}\"}}
 ",
-        log.display()
+        log.display(),
+        d = cert_dir.display()
     )
 }
 
@@ -306,7 +313,14 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
     let b1 = backend(&ns, B1, stop_b1.clone());
     let b2 = backend(&ns, B2, stop_b2.clone());
     std::thread::sleep(Duration::from_millis(200));
-    let xlb = Xlb::start_l7(&ns, &config(&log_path)).expect("xlb starts");
+    let site = rcgen::generate_simple_self_signed(vec!["observe.test".to_string()]).unwrap();
+    std::fs::write(dir.path().join("site.pem"), site.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("site.key"),
+        site.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let xlb = Xlb::start_l7(&ns, &config(&log_path, dir.path())).expect("xlb starts");
 
     // Load, with the log rotated under it.
     let seen: Log = Arc::default();
@@ -342,9 +356,48 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
     client(&ns, "m".into(), mix, seen.clone())
         .join()
         .expect("mix client");
+    // TLS: three requests (curl, certificate not verified: it is
+    // self-signed), and one connection that speaks plain HTTP to the TLS
+    // port, a failed handshake.
+    for i in 0..3 {
+        let id = format!("tls-{i}");
+        let path = format!("/tls/{i}");
+        let mut c = ns.command("curl");
+        c.args([
+            "-sSk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(["--resolve", "observe.test:18443:127.0.0.1", "-H"])
+        .arg(format!("x-request-id: {id}"))
+        .arg(format!("https://observe.test:18443{path}"));
+        let code = run(c, Duration::from_secs(10), "curl https");
+        assert_eq!(code, "200");
+        let record = Seen {
+            path,
+            status: 200,
+            error: None,
+            cache: None,
+        };
+        seen.lock().unwrap().insert(id, record);
+    }
+    ns.enter(|| {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(SECURE).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: observe.test\r\n\r\n")
+            .unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    })
+    .unwrap();
     let seen = seen.lock().unwrap().clone();
     let total = seen.len();
-    assert_eq!(total, CLIENTS * PER_CLIENT + 15);
+    assert_eq!(total, CLIENTS * PER_CLIENT + 15 + 3);
     let count = |f: &dyn Fn(&Seen) -> bool| seen.values().filter(|s| f(s)).count() as f64;
 
     // /metrics: promtool accepts it, and the counters say what the clients saw.
@@ -361,11 +414,12 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
         *m.get(k)
             .unwrap_or_else(|| panic!("no sample {k} in:\n{text}"))
     };
-    let req = |route: &str, upstream: &str, code: &str| {
+    let req_on = |listener: &str, route: &str, upstream: &str, code: &str| {
         get(&format!(
-            "xlb_http_requests_total{{listener=\"web\",route=\"{route}\",upstream=\"{upstream}\",code=\"{code}\"}}"
+            "xlb_http_requests_total{{listener=\"{listener}\",route=\"{route}\",upstream=\"{upstream}\",code=\"{code}\"}}"
         ))
     };
+    let req = |route: &str, upstream: &str, code: &str| req_on("web", route, upstream, code);
     let ok_all = count(&|s| s.path.starts_with("/p/") && s.status == 200);
     assert_eq!(
         ok_all,
@@ -403,9 +457,25 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
     );
     assert_eq!(
         get("xlb_http_request_duration_seconds_count{listener=\"web\"}"),
-        total as f64
+        (total - 3) as f64
     );
     assert_eq!(get("xlb_access_log_reopens_total"), ROTATIONS as f64);
+    let secure = |k: &str, v: &str| format!("{{address=\"{SECURE}\",{k}=\"{v}\"}}");
+    assert_eq!(
+        get(&format!(
+            "xlb_tls_handshakes_total{}",
+            secure("version", "TLSv1.3")
+        )),
+        3.0
+    );
+    assert_eq!(
+        get(&format!(
+            "xlb_tls_handshake_failures_total{}",
+            secure("reason", "error")
+        )),
+        1.0
+    );
+    assert_eq!(req_on("secure", "all", "pool", "2xx"), 3.0);
     assert_eq!(get("xlb_access_log_dropped_total"), 0.0);
     assert_eq!(
         get("xlb_health_up{kind=\"l7\",pool=\"pool\",node=\"127.0.0.1:18902\"}"),
@@ -467,9 +537,17 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
         assert_eq!(v["status"], s.status, "{id}");
         assert_eq!(v["path"], s.path.as_str(), "{id}");
         assert_eq!(v["method"], "GET");
-        assert_eq!(v["host"], "observe.test");
-        assert_eq!(v["protocol"], "HTTP/1.1");
-        assert_eq!(v["listener"], "web");
+        if id.starts_with("tls-") {
+            assert_eq!(v["listener"], "secure");
+            assert_eq!(v["tls_version"], "TLSv1.3");
+            assert_eq!(v["sni"], "observe.test");
+            assert_eq!(v["host"], "observe.test:18443");
+        } else {
+            assert_eq!(v["host"], "observe.test");
+            assert_eq!(v["protocol"], "HTTP/1.1");
+            assert_eq!(v["listener"], "web");
+            assert!(v["tls_version"].is_null() && v["sni"].is_null());
+        }
         assert_eq!(v["error"].as_str(), s.error.as_deref(), "{id}");
         assert_eq!(v["cache"].as_str(), s.cache.as_deref(), "{id}");
         assert!(v["duration_ms"].as_f64().unwrap() > 0.0);
