@@ -125,6 +125,15 @@ fn backend(ns: &Netns, addr: &'static str, stop: Arc<AtomicBool>) -> JoinHandle<
                 conns.push(tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| async move {
                         let mut resp = Response::new(Full::new(Bytes::from(addr)));
+                        // What xlb passed on, for the client to check.
+                        for (from, to) in [
+                            ("x-request-id", "x-seen-id"),
+                            ("traceparent", "x-seen-trace"),
+                        ] {
+                            if let Some(v) = req.headers().get(from) {
+                                resp.headers_mut().insert(to, v.clone());
+                            }
+                        }
                         match req.uri().path() {
                             "/cached" => {
                                 resp.headers_mut()
@@ -202,6 +211,19 @@ fn client(ns: &Netns, prefix: String, paths: Vec<String>, seen: Log) -> JoinHand
                         .map(|v| v.to_str().unwrap().to_string())
                 };
                 assert_eq!(header("x-request-id").as_deref(), Some(id.as_str()));
+                if resp.headers().get("x-cache").is_none_or(|c| c != "HIT") && path != "/dead" {
+                    // The node got the request id and a W3C traceparent.
+                    assert_eq!(header("x-seen-id").as_deref(), Some(id.as_str()));
+                    let tp = header("x-seen-trace").expect("traceparent sent to the node");
+                    let parts: Vec<&str> = tp.split('-').collect();
+                    assert!(
+                        parts.len() == 4
+                            && parts[0] == "00"
+                            && parts[1].len() == 32
+                            && parts[2].len() == 16,
+                        "{tp}"
+                    );
+                }
                 let record = Seen {
                     path: path.clone(),
                     status: resp.status().as_u16(),
