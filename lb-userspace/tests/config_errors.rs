@@ -507,10 +507,7 @@ fn valid_l7_section_plans_to_its_values() {
     assert_eq!(plan.workers, 2);
     assert_eq!(plan.listeners.len(), 1);
     assert_eq!(plan.listeners[0].routes.len(), 1);
-    let opts = plan.listeners[0].routes[0]
-        .extensions
-        .get::<xlb::l7::options::RouteOptions>()
-        .expect("route options travel with the route");
+    let opts = &plan.listeners[0].routes[0].options;
     assert_eq!(opts.timeouts.read, std::time::Duration::from_secs(5));
     assert_eq!(opts.request_headers.set.len(), 1);
     assert_eq!(plan.upstreams[0].nodes.len(), 2);

@@ -3,6 +3,8 @@
 //! proxy in front (and once the whole L7 service, for reloads). What is
 //! checked is what a client and the backend see: `X-Cache`, bodies, and how
 //! many requests reached the backend.
+mod support;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -32,10 +34,8 @@ use xlb::{
         cache::{Cache, CacheConfig, X_CACHE},
         forward::ERROR_HEADER,
         options::{RouteOptions, SharedCache, UpstreamOptions},
-        plan::CachedRoute,
         proxy::{Pool, Proxy},
         router::{PathMatch, RouteSpec, RouteTable},
-        server::{serve, ConnInfo, ServerLimits},
         service::L7Service,
     },
     net::Prefix,
@@ -186,28 +186,15 @@ async fn start(backend: SocketAddr, purge_from: Vec<Prefix>) -> Bed {
     let cache = Cache::new(CacheConfig::default());
     let mut cached = RouteSpec::new("cached", "u");
     cached.paths = vec![PathMatch::Prefix("/c/".into())];
-    cached.extensions.insert(RouteOptions {
+    cached.options = RouteOptions {
         cache: Some(SharedCache::new(cache.clone(), purge_from)),
         ..RouteOptions::default()
-    });
+    };
     let mut plain = RouteSpec::new("plain", "u");
     plain.paths = vec![PathMatch::Prefix("/p/".into())];
     let table = RouteTable::build(vec![cached, plain]).unwrap();
     let pools: HashMap<String, Arc<Pool>> = [("u".to_string(), pool(backend))].into();
-    let proxy = Arc::new(Proxy::new(Arc::new(table), pools));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(serve(
-        listener,
-        None,
-        ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, info).await }
-        },
-        rx,
-    ));
+    let (addr, tx) = support::serve_proxy(Proxy::new(Arc::new(table), pools)).await;
     Bed {
         addr,
         cache,
@@ -547,11 +534,8 @@ fn the_cache_section_plans_to_one_store_and_marked_routes() {
     assert_eq!(cache.max_object_bytes, 1 << 20);
     assert_eq!(cache.purge_from, loopback());
     let routes = &plan.listeners[0].routes;
-    assert_eq!(
-        routes[0].extensions.get::<CachedRoute>(),
-        Some(&CachedRoute)
-    );
-    assert_eq!(routes[1].extensions.get::<CachedRoute>(), None);
+    assert!(routes[0].options.cached);
+    assert!(!routes[1].options.cached);
 
     // A caching route without l7.cache gets the default store, and no
     // one may purge it.

@@ -1,6 +1,8 @@
 //! What the route and upstream options do, seen on the wire: real sockets
 //! on 127.0.0.1, hyper backends in this process, xlb's server and proxy in
 //! front. Each test asserts what a client or a backend observes.
+mod support;
+
 use std::{
     collections::{HashMap, HashSet},
     convert::Infallible,
@@ -42,7 +44,6 @@ use xlb::l7::{
     },
     proxy::{Pool, Proxy},
     router::{PathMatch, RouteSpec, RouteTable},
-    server::{serve, ConnInfo, ServerLimits},
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -165,7 +166,7 @@ fn rr(addrs: &[SocketAddr]) -> Arc<Pool> {
 fn route(prefix: &str, upstream: &str, options: RouteOptions) -> RouteSpec {
     let mut r = RouteSpec::new(format!("r{prefix}"), upstream);
     r.paths = vec![PathMatch::Prefix(prefix.into())];
-    r.extensions.insert(options);
+    r.options = options;
     r
 }
 
@@ -178,20 +179,7 @@ async fn start(routes: Vec<RouteSpec>, pools: Vec<(&str, Arc<Pool>)>) -> Bed {
     let table = RouteTable::build(routes).unwrap();
     let pools: HashMap<String, Arc<Pool>> =
         pools.into_iter().map(|(k, p)| (k.to_string(), p)).collect();
-    let proxy = Arc::new(Proxy::new(Arc::new(table), pools));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(serve(
-        listener,
-        None,
-        ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, info).await }
-        },
-        rx,
-    ));
+    let (addr, tx) = support::serve_proxy(Proxy::new(Arc::new(table), pools)).await;
     Bed { addr, _stop: tx }
 }
 

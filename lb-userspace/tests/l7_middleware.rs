@@ -4,6 +4,8 @@
 //! backends in this process, xlb's server and proxy in front. Rate limits
 //! run on a frozen manual clock so that the counts are exact (the delays
 //! of delayed requests are real sleeps).
+mod support;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -42,7 +44,6 @@ use xlb::{
             escalation_channel, HardLimit, ManualClock, Rate, RateLimiter, Rule, RuleConfig, Side,
         },
         router::{PathMatch, RouteSpec, RouteTable},
-        server::{serve, ConnInfo, ServerLimits},
     },
 };
 
@@ -155,23 +156,10 @@ struct Bed {
 async fn start(pool: Arc<Pool>, options: RouteOptions) -> Bed {
     let mut route = RouteSpec::new("r", "u");
     route.paths = vec![PathMatch::Prefix("/".into())];
-    route.extensions.insert(options);
+    route.options = options;
     let table = RouteTable::build(vec![route]).unwrap();
     let pools: HashMap<String, Arc<Pool>> = [("u".to_string(), pool)].into_iter().collect();
-    let proxy = Arc::new(Proxy::new(Arc::new(table), pools));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(serve(
-        listener,
-        None,
-        ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, info).await }
-        },
-        rx,
-    ));
+    let (addr, tx) = support::serve_proxy(Proxy::new(Arc::new(table), pools)).await;
     Bed { addr, _stop: tx }
 }
 

@@ -2,6 +2,8 @@
 //! round robin over an upstream's nodes, a dead node retried away (a
 //! refused connection never carried the request, so even a POST moves on),
 //! and the error answers (400, 404, 503 with Retry-After) a client sees.
+mod support;
+
 use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
@@ -16,7 +18,6 @@ use xlb::l7::{
     options::UpstreamOptions,
     proxy::{Pool, Proxy},
     router::{PathMatch, RouteSpec, RouteTable},
-    server::{serve, ConnInfo, ServerLimits},
 };
 
 /// A backend answering every request (its body read first) with what
@@ -101,20 +102,7 @@ async fn bed(api: Vec<SocketAddr>, web: Vec<SocketAddr>) -> Bed {
 
 /// `proxy` served on a loopback port with the default limits.
 async fn serve_proxy(proxy: Proxy) -> Bed {
-    let proxy = Arc::new(proxy);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(serve(
-        listener,
-        None,
-        ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, info).await }
-        },
-        rx,
-    ));
+    let (addr, tx) = support::serve_proxy(proxy).await;
     Bed {
         proxy: addr,
         _stop: tx,

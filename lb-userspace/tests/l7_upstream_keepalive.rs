@@ -3,6 +3,8 @@
 //! timed around that edge, through xlb's server and proxy. A request
 //! written on a connection the node is closing would be lost (a POST is
 //! never replayed), so the client would get a 502.
+mod support;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -16,7 +18,6 @@ use std::{
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -26,10 +27,9 @@ use tokio::{
 };
 use xlb::l7::{
     balance::{self, Algorithm, Node, Upstream, UpstreamConfig},
-    options::{RouteOptions, UpstreamOptions},
+    options::UpstreamOptions,
     proxy::{Pool, Proxy},
     router::{PathMatch, RouteSpec, RouteTable},
-    server::{serve, ConnInfo, ServerLimits},
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -232,23 +232,9 @@ async fn proxy_to(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
         Arc::new(Pool::new("u", upstream, balancer, UpstreamOptions::default(), None).unwrap());
     let mut route = RouteSpec::new("r", "u");
     route.paths = vec![PathMatch::Prefix("/".into())];
-    route.extensions.insert(RouteOptions::default());
     let table = RouteTable::build(vec![route]).unwrap();
     let pools = HashMap::from([("u".to_string(), pool)]);
-    let proxy = Arc::new(Proxy::new(Arc::new(table), pools));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(serve(
-        listener,
-        None,
-        ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, info).await }
-        },
-        rx,
-    ));
+    let (addr, tx) = support::serve_proxy(Proxy::new(Arc::new(table), pools)).await;
     (addr, tx)
 }
 

@@ -597,6 +597,10 @@ fn forwarding(mode: &str) {
     }
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn l4_dsr_forwards_tcp_and_udp_v4_v6_through_backend_changes() {
     if !privileged("l4_dsr_forwards_tcp_and_udp_v4_v6_through_backend_changes") {
@@ -605,6 +609,10 @@ fn l4_dsr_forwards_tcp_and_udp_v4_v6_through_backend_changes() {
     forwarding("dsr");
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn l4_ipip_forwards_tcp_and_udp_v4_v6_through_backend_changes() {
     if !privileged("l4_ipip_forwards_tcp_and_udp_v4_v6_through_backend_changes") {

@@ -384,6 +384,10 @@ fn config_yaml(bed: &L4Bed) -> String {
     y
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn unhealthy_l4_backend_leaves_the_maglev_table_and_returns() {
     if !privileged("unhealthy_l4_backend_leaves_the_maglev_table_and_returns") {

@@ -284,6 +284,10 @@ fn config() -> String {
     )
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn hard_rate_limit_escalates_to_the_xdp_deny_list() {
     if !privileged("hard_rate_limit_escalates_to_the_xdp_deny_list") {

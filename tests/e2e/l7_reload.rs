@@ -236,6 +236,10 @@ fn get(ns: &Netns, path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn twenty_reloads_under_load_lose_no_request() {
     if !privileged("l7_reload::twenty_reloads_under_load_lose_no_request") {

@@ -105,6 +105,10 @@ fn on_link(bed: &Testbed, backend: &str) {
     assert!(started.elapsed() < Duration::from_millis(200));
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn resolves_on_link_ipv4_backend() {
     if !privileged("resolves_on_link_ipv4_backend") {
@@ -113,6 +117,10 @@ fn resolves_on_link_ipv4_backend() {
     on_link(&Testbed::new(), "192.0.2.2");
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn resolves_on_link_ipv6_backend() {
     if !privileged("resolves_on_link_ipv6_backend") {
@@ -121,6 +129,10 @@ fn resolves_on_link_ipv6_backend() {
     on_link(&Testbed::new(), "2001:db8::2");
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn resolves_the_router_of_an_off_link_backend() {
     if !privileged("resolves_the_router_of_an_off_link_backend") {
@@ -139,6 +151,10 @@ fn resolves_the_router_of_an_off_link_backend() {
     );
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn uses_an_existing_permanent_entry() {
     if !privileged("uses_an_existing_permanent_entry") {
@@ -165,6 +181,10 @@ fn uses_an_existing_permanent_entry() {
     assert_eq!(entry["state"][0], "PERMANENT", "left untouched: {entry}");
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn no_route_and_local_addresses_are_errors() {
     if !privileged("no_route_and_local_addresses_are_errors") {
@@ -188,6 +208,10 @@ fn no_route_and_local_addresses_are_errors() {
     );
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn unanswered_on_link_address_times_out_and_leaves_nothing() {
     if !privileged("unanswered_on_link_address_times_out_and_leaves_nothing") {

@@ -174,6 +174,10 @@ fn assert_nobody_skips(env: &[(&str, &str)]) {
     );
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn unprivileged_with_ci_fails() {
     if !privileged("unprivileged_with_ci_fails") {
@@ -183,6 +187,10 @@ fn unprivileged_with_ci_fails() {
     assert_nobody_fails(&[("CI", "true")]);
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn unprivileged_with_require_privileged_fails() {
     if !privileged("unprivileged_with_require_privileged_fails") {
@@ -193,6 +201,10 @@ fn unprivileged_with_require_privileged_fails() {
     assert_nobody_fails(&[("XLB_REQUIRE_PRIVILEGED", "yes"), ("CI", "0")]);
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn unprivileged_without_ci_skips() {
     if !privileged("unprivileged_without_ci_skips") {
@@ -204,6 +216,10 @@ fn unprivileged_without_ci_skips() {
     assert_nobody_skips(&[("CI", "0"), ("XLB_REQUIRE_PRIVILEGED", "false")]);
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn root_is_privileged() {
     if !privileged("root_is_privileged") {

@@ -156,6 +156,10 @@ fn report(what: &str, counts: &[u64], total: u64) {
     println!("{what}: {}", shares.join(" "));
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn steering_spreads_evenly_and_skips_draining_workers() {
     if !privileged("steering_spreads_evenly_and_skips_draining_workers") {
@@ -277,6 +281,10 @@ impl Drop for ExeCopy {
     }
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn unprivileged_attach_falls_back_to_kernel_hashing() {
     if !privileged("unprivileged_attach_falls_back_to_kernel_hashing") {

@@ -49,6 +49,10 @@ fn counter(stats: &serde_json::Value, class: &str) -> (u64, u64) {
     )
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn xdp_counts_real_frames_exactly_and_cleans_up() {
     if !privileged("xdp_counts_real_frames_exactly_and_cleans_up") {

@@ -129,6 +129,10 @@ fn settled_denied(xlb: &Xlb, want: u64) -> (u64, u64) {
     denied(&xlb.stats().unwrap())
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn xdp_deny_list_drops_denied_sources_at_the_nic() {
     if !privileged("xdp_deny_list_drops_denied_sources_at_the_nic") {
@@ -423,6 +427,10 @@ fn xdp_deny_list_drops_denied_sources_at_the_nic() {
     }
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn deny_list_api_on_loaded_maps() {
     if !privileged("deny_list_api_on_loaded_maps") {

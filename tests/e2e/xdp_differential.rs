@@ -527,6 +527,10 @@ impl Mismatches {
     }
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn xdp_differential_against_model() {
     if !xlb_tests::privilege::privileged("xdp_differential_against_model") {

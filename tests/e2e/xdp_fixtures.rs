@@ -1954,6 +1954,10 @@ fn run_row(h: &mut Harness, deny: &mut DenyList, r: &Row) -> Result<(), String> 
     }
 }
 
+#[cfg_attr(
+    xlb_unprivileged,
+    ignore = "skipped: needs root (CAP_BPF, CAP_NET_ADMIN)"
+)]
 #[test]
 fn xdp_fixture_table() {
     if !xlb_tests::privilege::privileged("xdp_fixture_table") {

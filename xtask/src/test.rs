@@ -1,8 +1,12 @@
-//! `cargo xtask test`: every crate's unit tests, then the privileged
-//! end-to-end tests against the freshly built `xlb`.
-use crate::{build, deps, exec};
+//! `cargo xtask test`: the module-layering check, every crate's unit
+//! tests, then the privileged end-to-end tests against the freshly built
+//! `xlb`.
+use crate::{build, deps, exec, imports};
 
 pub fn run() -> anyhow::Result<()> {
+    // First: it takes a second and names the file that brought a circle
+    // back, before minutes of building.
+    imports::run()?;
     deps::ensure_apt(deps::TEST_PACKAGES)?;
     let xlb = build::all(false)?;
     let root = exec::workspace_root();

@@ -19,10 +19,7 @@ use super::{
         UpstreamYaml,
     },
 };
-use crate::l7::plan::{
-    CachePlan, CachedRoute, L7Plan, ListenerPlan, NodePlan, NodeTarget, RouteRateLimits,
-    UpstreamPlan,
-};
+use crate::l7::plan::{CachePlan, L7Plan, ListenerPlan, NodePlan, NodeTarget, UpstreamPlan};
 use crate::l7::ratelimit::RuleConfig;
 use crate::l7::upgrade::AllowedUpgrades;
 use crate::l7::{
@@ -96,7 +93,7 @@ impl Planner {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let mut spec = self.route(i, r, &upstream_ids, default_body);
+                let spec = self.route(i, r, &upstream_ids, default_body);
                 for (j, n) in r.rate_limits.iter().enumerate() {
                     if !rule_names.contains(n.as_str()) {
                         self.issue(
@@ -105,18 +102,11 @@ impl Planner {
                         );
                     }
                 }
-                if !r.rate_limits.is_empty() {
-                    spec.extensions
-                        .insert(RouteRateLimits(r.rate_limits.clone()));
-                }
-                if r.cache {
-                    if r.redirect_https.is_some() {
-                        self.issue(
-                            format!("l7.routes[{i}].cache"),
-                            "a route that only redirects has nothing to cache",
-                        );
-                    }
-                    spec.extensions.insert(CachedRoute);
+                if r.cache && r.redirect_https.is_some() {
+                    self.issue(
+                        format!("l7.routes[{i}].cache"),
+                        "a route that only redirects has nothing to cache",
+                    );
                 }
                 (r.listeners.clone(), spec)
             })
@@ -388,10 +378,10 @@ impl Planner {
                 // redirect, whatever the routes say.
                 Some(port) => {
                     let mut spec = RouteSpec::new(format!("{}:redirect-https", l.name), "");
-                    spec.extensions.insert(RouteOptions {
+                    spec.options = RouteOptions {
                         redirect_https: Some(port),
                         ..RouteOptions::default()
-                    });
+                    };
                     vec![spec]
                 }
                 None => routes
@@ -519,8 +509,7 @@ impl Planner {
             };
             spec.headers.push(HeaderMatch { name, value });
         }
-        let options = self.route_options(&path, r, default_body);
-        spec.extensions.insert(options);
+        spec.options = self.route_options(&path, r, default_body);
         spec
     }
 
@@ -638,7 +627,9 @@ impl Planner {
                 Some(s) => Some(s.0),
                 None => default_body,
             },
+            rate_limit_rules: r.rate_limits.clone(),
             rate_limit: None,
+            cached: r.cache,
             cache: None,
             cold_start: r.cold_start.as_ref().map(|c| {
                 let d = ColdStart::default();
@@ -978,7 +969,7 @@ l7:
             let cfg = Config::parse(&yaml(upgrades), Path::new("x.yaml")).expect("valid");
             let plan = super::plan(&cfg.l7).expect("plans");
             let spec = &plan.listeners[0].routes[0];
-            let opts = spec.extensions.get::<super::RouteOptions>().unwrap();
+            let opts = &spec.options;
             opts.upgrades.names().to_vec()
         };
         assert_eq!(allowed(""), vec!["websocket"]);

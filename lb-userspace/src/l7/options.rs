@@ -127,9 +127,16 @@ pub struct RouteOptions {
     /// Largest request body accepted (bytes): larger gets 413. `None`: no
     /// limit (the body streams).
     pub max_body_bytes: Option<u64>,
-    /// The route's rate-limit rules (downstream ones checked after routing,
-    /// upstream ones after the node pick).
+    /// The names of the route's rate-limit rules, as configured
+    /// (`l7.routes[].rate_limits`); the runtime builds [`Self::rate_limit`]
+    /// from them.
+    pub rate_limit_rules: Vec<String>,
+    /// The route's rate limiter (downstream rules checked after routing,
+    /// upstream ones after the node pick); `None` when it names no rules.
     pub rate_limit: Option<SharedLimiter>,
+    /// `cache: true` as configured; the runtime attaches the generation's
+    /// store as [`Self::cache`].
+    pub cached: bool,
     /// Hold requests while the backend is starting (cold start).
     pub cold_start: Option<ColdStart>,
     /// The response cache this route's requests go through (GET/HEAD

@@ -16,7 +16,7 @@ use crate::net::Prefix;
 #[derive(Debug, Clone)]
 pub struct L7Plan {
     pub workers: usize,
-    /// Rate-limit rules by name (routes name them in [`RouteRateLimits`]).
+    /// Rate-limit rules by name (routes name them in `RouteOptions::rate_limit_rules`).
     pub rate_rules: Vec<RuleConfig>,
     pub limits: ServerLimits,
     pub listeners: Vec<ListenerPlan>,
@@ -50,23 +50,12 @@ impl CachePlan {
     }
 }
 
-/// Marks a route with `cache: true` in its `extensions`; the runtime
-/// attaches the shared store (`RouteOptions::cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CachedRoute;
-
 impl L7Plan {
     /// True when there is nothing to serve.
     pub fn is_empty(&self) -> bool {
         self.listeners.is_empty()
     }
 }
-
-/// The rate-limit rule names of a route, carried in its `extensions`; the
-/// runtime turns them into the route's limiter (sharing each rule's
-/// buckets between routes and across reloads).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteRateLimits(pub Vec<String>);
 
 /// One listener and the routes it serves (in config order).
 #[derive(Debug, Clone)]

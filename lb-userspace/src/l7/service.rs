@@ -28,11 +28,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::net::Prefix;
 
-use super::plan::{CachePlan, CachedRoute, L7Plan, ListenerPlan, RouteRateLimits, UpstreamPlan};
+use super::plan::{CachePlan, L7Plan, ListenerPlan, UpstreamPlan};
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
     cache::{Cache, CacheConfig},
-    options::{RouteOptions, SharedCache, SharedLimiter},
+    options::{SharedCache, SharedLimiter},
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, RateLimiter, Rule, RuleConfig},
     recording, resolve,
@@ -654,28 +654,19 @@ fn build_proxy(
 ) -> anyhow::Result<Proxy> {
     let mut routes = lp.routes.clone();
     for spec in &mut routes {
-        let limits = spec.extensions.get::<RouteRateLimits>().cloned();
-        let cached = spec.extensions.get::<CachedRoute>().is_some();
-        if limits.is_none() && !cached {
-            continue;
-        }
-        let mut options = spec
-            .extensions
-            .get::<RouteOptions>()
-            .cloned()
-            .unwrap_or_default();
-        if let Some(RouteRateLimits(names)) = limits {
-            let mine: Vec<Arc<Rule>> = names
+        let options = &mut spec.options;
+        if !options.rate_limit_rules.is_empty() {
+            let mine: Vec<Arc<Rule>> = options
+                .rate_limit_rules
                 .iter()
                 .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
                 .collect();
             let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
             options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
         }
-        if cached {
+        if options.cached {
             options.cache = cache.cloned();
         }
-        spec.extensions.insert(options);
     }
     let table =
         RouteTable::build(routes).map_err(|e| anyhow::anyhow!("listener {}: {e}", lp.name))?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::{header::HeaderName, HeaderMap, Method};
 
 use super::request::RequestInfo;
+use crate::l7::options::RouteOptions;
 
 /// One route as configured: what it matches and where it sends requests.
 #[derive(Debug, Clone)]
@@ -24,10 +25,11 @@ pub struct RouteSpec {
     pub headers: Vec<HeaderMatch>,
     /// Name of the upstream the route sends requests to.
     pub upstream: String,
-    /// Anything the proxy attaches to the route (timeouts, host and path
-    /// rewrites, header edits, ...); the router carries it, untouched, to
-    /// the [`Match`].
-    pub extensions: http::Extensions,
+    /// What the proxy does with a matched request (timeouts, rewrites,
+    /// header edits, rate limits, cache, ...); the router carries it,
+    /// untouched, to the [`Match`]. A typed field rather than a type-map:
+    /// a route cannot lose a piece of its settings to a missing entry.
+    pub options: RouteOptions,
 }
 
 impl RouteSpec {
@@ -42,7 +44,7 @@ impl RouteSpec {
             methods: Vec::new(),
             headers: Vec::new(),
             upstream: upstream.into(),
-            extensions: http::Extensions::new(),
+            options: RouteOptions::default(),
         }
     }
 }

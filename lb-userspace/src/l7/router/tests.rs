@@ -1044,17 +1044,12 @@ fn every_problem_is_reported_with_its_route() {
 // ------------------------------------------------------- trait, swap, scale
 
 #[test]
-fn extensions_and_lookups_by_id() {
-    #[derive(Clone, Debug, PartialEq)]
-    struct Timeout(u64);
+fn options_and_lookups_by_id() {
     let mut s = spec("r");
-    s.extensions.insert(Timeout(30));
+    s.options.max_body_bytes = Some(30);
     let t = table(vec![s]);
     let m = find_match(&t, None, "/");
-    assert_eq!(
-        m.route.spec().extensions.get::<Timeout>(),
-        Some(&Timeout(30))
-    );
+    assert_eq!(m.route.spec().options.max_body_bytes, Some(30));
     assert_eq!(t.route("r").unwrap().index(), 0);
     assert_eq!(t.len(), 1);
     assert!(t.route("nope").is_none());

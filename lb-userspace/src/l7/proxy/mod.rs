@@ -1,0 +1,159 @@
+//! One request's life in the proxy, as named phases over one per-request
+//! context. Every way a phase can fail is a response with a status and an
+//! `x-xlb-error` reason from [`super::error`], never a hang or a panic.
+//!
+//! ```text
+//!  request received ─► route resolved ─► request filters ─► upstream selected
+//!   (target check)      (router;          (downstream rate    (the route's pool;
+//!                        400/404/421)      limits, https       context built)
+//!                                          redirect, 413)            │
+//!                      ┌─────────────────────────────────────────────┘
+//!                      ▼
+//!                cache lookup ──hit──────────────────────────────┐
+//!              (PURGE answered,                                   │
+//!               upgrades bypass)                                  │
+//!                      │ miss / no cache                          │
+//!                      ▼                                          │
+//!   ┌──► pick a node ──► upstream request ──► upstream response ──┤
+//!   │    (balancer,       (upstream rate      (101 check,         │
+//!   │     busy limit)      limits, retry       passive health,    │
+//!   │        │             budget, send)       body watch)        │
+//!   │        ▼                  │ failed                          ▼
+//!   └── hold (cold start) ◄─────┴─► retry / send again ──► response filters
+//!                                                         (header edits,
+//!                                                          sticky cookie)
+//! ```
+//!
+//! The files follow the phases: [`route`] (request received → route
+//! resolved), [`request_filters`], [`context`] (what every later phase
+//! reads), [`cache_lookup`], [`attempts`] (the node pick / hold / send /
+//! retry state machine), [`upstream_request`] (the head a node gets),
+//! [`upstream_response`] (what comes back, passive health), and
+//! [`response_filters`]. [`pool`] is the upstream as the phases use it.
+//!
+//! Rate limits come before the cache, as in nginx (`limit_req` runs
+//! before `proxy_cache`): a rejected client gets its 429 even for a cached
+//! URL, and a cache hit still counts against its rules; upstream-side rules
+//! only see the requests that reach a node. The route's response header
+//! edits and the sticky cookie are applied outside the cache: edits to
+//! every response from a node or from the store, the cookie only when a
+//! node was picked for this request (the upstream response phase tags the
+//! node's response with [`response_filters::ServedBy`], which travels
+//! through the cache with it).
+//!
+//! Every attempt's outcome on a node is reported to the pool's passive
+//! health tracker, when it has one ([`Pool::with_passive`]): a refused,
+//! reset or timed-out connection and a 502/503/504 from the node count as
+//! failures, any other response as a success; failures that are the
+//! client's (a stalled or malformed body, a body over the limit) are not
+//! reported.
+//!
+//! With the route's `cold_start` set, a refused connection or an upstream
+//! whose nodes are all unhealthy holds the request instead of failing it:
+//! see [`super::cold_start`]. Held connection attempts are not retries
+//! (they consume neither `RetryPolicy` attempts nor the retry budget).
+mod attempts;
+mod cache_lookup;
+mod context;
+mod pool;
+mod request_filters;
+mod response_filters;
+mod route;
+mod upstream_request;
+mod upstream_response;
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::net::Prefix;
+
+use super::{
+    error::{respond, ErrorKind},
+    forward::ProxyBody,
+    record,
+    router::Resolver,
+    server::ConnInfo,
+};
+
+pub use cache_lookup::{route_key, PURGE_PREFIX_HEADER};
+pub use pool::Pool;
+
+/// The routing table and the upstreams, as one handler.
+pub struct Proxy {
+    routes: Arc<dyn Resolver>,
+    pools: HashMap<String, Arc<Pool>>,
+    /// Sources whose forwarding headers are kept (see
+    /// [`super::headers::add_forwarded`]).
+    trusted_proxies: Vec<Prefix>,
+}
+
+impl Proxy {
+    /// A proxy over `routes` and `pools` (by upstream id; pools may be
+    /// shared by the proxies of several listeners).
+    pub fn new(routes: Arc<dyn Resolver>, pools: HashMap<String, Arc<Pool>>) -> Proxy {
+        Proxy {
+            routes,
+            pools,
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    /// This proxy, keeping the forwarding headers of requests from
+    /// `trusted` sources (`l7.trusted_proxies`); none by default.
+    pub fn with_trusted_proxies(mut self, trusted: Vec<Prefix>) -> Proxy {
+        self.trusted_proxies = trusted;
+        self
+    }
+
+    /// Answers one request: the phases in order. Each phase either hands
+    /// the next one what it found or ends the request with a response.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let (mut parts, body) = req.into_parts();
+        let note = record::Note::of(&parts); // request record (l7::record)
+                                             // request received → route resolved
+        let routed = match route::resolve(&*self.routes, &mut parts, &conn) {
+            Ok(r) => r,
+            Err(kind) => return respond(kind),
+        };
+        note.route(routed.route.id(), routed.route.upstream()); // request record
+                                                                // A cold-start hold's deadline counts from here (a rate-limit delay
+                                                                // included); the clock is read only for routes that hold.
+        let arrived = routed
+            .route
+            .spec()
+            .options
+            .cold_start
+            .map(|_| Instant::now());
+        // request filters
+        let up_facts = match request_filters::run(&routed, &parts, &body, &conn, &note).await {
+            Ok(f) => f,
+            Err(resp) => return resp,
+        };
+        // upstream selected
+        let Some(pool) = self.pools.get(routed.route.upstream()) else {
+            return respond(ErrorKind::NoUpstream);
+        };
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .any(|p| p.contains(conn.peer.ip()));
+        let ctx = context::RequestCtx {
+            sticky_in: context::sticky_cookie(pool, &parts),
+            host: routed.host,
+            route: routed.route,
+            pool: pool.clone(),
+            conn,
+            trusted,
+            arrived,
+            up_facts,
+            note,
+        };
+        let after = response_filters::After::of(&ctx);
+        // cache lookup, then the upstream phases (or a stored response)
+        let (resp, through_cache) = cache_lookup::run(ctx, parts, body).await;
+        // response filters
+        after.apply(resp, through_cache)
+    }
+}

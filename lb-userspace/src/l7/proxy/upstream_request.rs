@@ -1,0 +1,144 @@
+//! Phase "upstream request": the head a node gets, built once per request
+//! (path rewrite, hop-by-hop fields removed, forwarding headers, the
+//! route's request header edits, HTTP/1.1 to the node) and finished per
+//! attempt (the `Host` for that node, the offered `Upgrade`).
+use std::net::SocketAddr;
+
+use http::{header, request, uri::PathAndQuery, HeaderValue, Method, Uri};
+use hyper::{
+    body::{Body as _, Incoming},
+    upgrade::OnUpgrade,
+};
+
+use super::{
+    super::{
+        headers::{self, Downstream},
+        options::HashOn,
+        rewrite, upgrade,
+    },
+    context::RequestCtx,
+};
+
+/// The request as every attempt sends it, and what the attempts need to
+/// know about it.
+pub(super) struct Outgoing {
+    /// The rewritten head, without `Host` (set per node).
+    head: request::Parts,
+    /// The `Upgrade` protocols offered to the node (only allowed ones).
+    pub upgrade: Option<HeaderValue>,
+    /// The client side of an upgrade, when one is offered.
+    pub on_upgrade: Option<OnUpgrade>,
+    /// What the balancer hashes on, when the pool hashes on the request.
+    pub hash_key: Option<Vec<u8>>,
+    /// What the client asked for, port included (`pass_host: pass`).
+    client_host: Option<HeaderValue>,
+    /// Whether the request may be sent twice: only a bodiless idempotent
+    /// one, whose whole content is the head and whose repetition is
+    /// harmless.
+    pub replayable: bool,
+}
+
+/// Methods whose replay cannot do harm (RFC 9110 §9.2.2).
+pub(super) fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+impl Outgoing {
+    /// Builds the node's view of the request from the client's.
+    pub fn prepare(ctx: &RequestCtx, mut parts: request::Parts, body: &Incoming) -> Outgoing {
+        let opts = ctx.opts();
+        let upgrade = match upgrade::offer(&parts.headers, parts.version, &opts.upgrades) {
+            upgrade::Offer::Forward(p) => Some(p),
+            upgrade::Offer::Dropped(p) => {
+                log::debug!(
+                    "{}: upgrade to {p:?} not allowed on route {}: forwarded as a plain request",
+                    ctx.conn.peer,
+                    ctx.route.id()
+                );
+                None
+            }
+            upgrade::Offer::None => None,
+        };
+        let on_upgrade = match upgrade {
+            Some(_) => parts.extensions.remove::<OnUpgrade>(),
+            None => None,
+        };
+        let hash_key: Option<Vec<u8>> = match &ctx.pool.options.hash_on {
+            HashOn::ClientIp => None,
+            HashOn::Header(name) => parts.headers.get(name).map(|v| v.as_bytes().to_vec()),
+            HashOn::Cookie(name) => headers::cookie(&parts.headers, name).map(<[u8]>::to_vec),
+            HashOn::Uri => parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().as_bytes().to_vec()),
+        };
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let replayable = idempotent(&parts.method) && body.is_end_stream();
+
+        let target = opts
+            .path_rewrite
+            .as_ref()
+            .and_then(|rw| rewrite::rewrite_path(&parts.uri, rw))
+            .or_else(|| parts.uri.path_and_query().cloned())
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let down = Downstream {
+            client_ip: ctx.conn.peer.ip(),
+            proto: if ctx.conn.tls { "https" } else { "http" },
+            host: ctx.host.as_deref(),
+            version: parts.version,
+            trusted: ctx.trusted,
+        };
+        parts.uri = Uri::from(target);
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, &down);
+        headers::apply_edits(&mut parts.headers, &opts.request_headers);
+        parts.headers.remove(header::HOST);
+        parts.extensions = http::Extensions::new();
+        parts.version = http::Version::HTTP_11;
+        Outgoing {
+            head: parts,
+            upgrade,
+            on_upgrade,
+            hash_key,
+            client_host,
+            replayable,
+        }
+    }
+
+    /// The head for one attempt on the node at `addr`.
+    pub fn head_for(&self, ctx: &RequestCtx, addr: SocketAddr) -> request::Parts {
+        let mut head = self.head.clone();
+        if let Some(h) =
+            rewrite::upstream_host(&ctx.opts().pass_host, self.client_host.as_ref(), addr)
+        {
+            head.headers.insert(header::HOST, h);
+        }
+        if let Some(protocol) = &self.upgrade {
+            upgrade::restore(&mut head.headers, protocol.clone());
+        }
+        head
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_safe_methods_are_replayed() {
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+            assert!(idempotent(&m));
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!idempotent(&m));
+        }
+    }
+}
