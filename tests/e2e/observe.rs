@@ -503,6 +503,32 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
         get("xlb_health_up{kind=\"l7\",pool=\"pool\",node=\"127.0.0.1:18902\"}"),
         1.0
     );
+    // Reloads: one that applies, one refused (observe is restart-only).
+    assert_eq!(get("xlb_config_generation"), 1.0);
+    let same = config(&log_path, dir.path());
+    let answer = xlb.reload(&same).expect("reload answered");
+    assert!(answer.starts_with("xlb reloaded generation=2"), "{answer}");
+    let moved = same.replace(OBSERVE, "127.0.0.1:19191");
+    let answer = xlb.reload(&moved).expect("reload answered");
+    assert!(
+        answer.starts_with("xlb reload failed") && answer.contains("observe"),
+        "{answer}"
+    );
+    let after_reloads = samples(&curl(&ns, &format!("http://{OBSERVE}/metrics")));
+    assert_eq!(after_reloads.get("xlb_config_generation"), Some(&2.0));
+    assert_eq!(
+        after_reloads.get("xlb_config_reloads_total{outcome=\"ok\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        after_reloads.get("xlb_config_reloads_total{outcome=\"error\"}"),
+        Some(&1.0)
+    );
+    // Put the file back as running, for what follows.
+    assert!(xlb
+        .reload(&same)
+        .unwrap()
+        .starts_with("xlb reloaded generation=3"));
     // Prometheus itself asks for OpenMetrics, and gets it.
     let mut c = ns.command("curl");
     c.args([
