@@ -58,13 +58,16 @@ fn valid_traceparent(v: &HeaderValue) -> bool {
         && lower_hex(&b[53..55])
 }
 
-fn random_hex(bytes: usize) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes * 2);
-    for _ in 0..bytes {
-        let _ = write!(s, "{:02x}", rand::random::<u8>());
-    }
-    s
+/// A random, non-zero id of `hex` hexadecimal digits (32 or 16).
+fn random_hex(hex: usize) -> String {
+    let v = loop {
+        let v: u128 = rand::random();
+        let v = if hex >= 32 { v } else { v >> (128 - 4 * hex) };
+        if v != 0 {
+            break v;
+        }
+    };
+    format!("{v:0hex$x}")
 }
 
 /// Makes sure the request carries a request id and a `traceparent`; returns
@@ -76,8 +79,8 @@ pub fn ensure_ids(headers: &mut HeaderMap) -> String {
     let trace = match headers.get(&TRACEPARENT) {
         Some(v) if valid_traceparent(v) => None,
         _ => {
-            let trace_id = random_hex(16);
-            let tp = format!("00-{trace_id}-{}-00", random_hex(8));
+            let trace_id = random_hex(32);
+            let tp = format!("00-{trace_id}-{}-00", random_hex(16));
             if let Ok(v) = HeaderValue::from_str(&tp) {
                 headers.insert(TRACEPARENT, v);
             }
@@ -87,7 +90,7 @@ pub fn ensure_ids(headers: &mut HeaderMap) -> String {
     match headers.get(&REQUEST_ID) {
         Some(v) if sane_request_id(v) => v.to_str().unwrap_or_default().to_string(),
         _ => {
-            let id = trace.unwrap_or_else(|| random_hex(16));
+            let id = trace.unwrap_or_else(|| random_hex(32));
             if let Ok(v) = HeaderValue::from_str(&id) {
                 headers.insert(REQUEST_ID, v);
             }

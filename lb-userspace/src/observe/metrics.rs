@@ -1,7 +1,9 @@
 //! The L7 and process metrics (prometheus-client families) and the
 //! registry that `/metrics` encodes, XDP counters included.
+use std::{net::SocketAddr, sync::Arc};
+
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -14,86 +16,97 @@ use std::sync::atomic::AtomicI64;
 
 use crate::l7::record::RequestRecord;
 
+/// A socket address as a label value (encoded only when scraped, so a
+/// request allocates no string for it).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl EncodeLabelValue for Addr {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        write!(encoder, "{}", self.0)
+    }
+}
+
+// Label values are `Arc<str>` (cloned from the request record: a
+// reference count, no copy) or `&'static str`: a request's metrics
+// allocate nothing once their series exist.
+
 /// Requests by where they came and went.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub listener: String,
-    pub route: String,
-    pub upstream: String,
+    pub listener: Arc<str>,
+    pub route: Arc<str>,
+    pub upstream: Arc<str>,
     /// `1xx` … `5xx`.
-    pub code: String,
+    pub code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
-    pub listener: String,
+    pub listener: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
-    pub upstream: String,
-    pub node: String,
-    pub code: String,
+    pub upstream: Arc<str>,
+    pub node: Addr,
+    pub code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabel {
-    pub upstream: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
-    pub route: String,
+    pub upstream: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
-    pub upstream: String,
-    pub reason: String,
+    pub upstream: Arc<str>,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    pub reason: String,
+    pub reason: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerdictLabels {
-    pub route: String,
-    pub verdict: String,
+    pub route: Arc<str>,
+    pub verdict: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    pub route: String,
-    pub status: String,
+    pub route: Arc<str>,
+    pub status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AddressLabel {
-    pub address: String,
+    pub address: Addr,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TlsLabels {
-    pub address: String,
-    pub version: String,
+    pub address: Addr,
+    pub version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TlsFailureLabels {
-    pub address: String,
-    pub reason: String,
+    pub address: Addr,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
-    pub version: String,
+    pub version: &'static str,
 }
 
 /// Latency buckets: 0.5 ms doubling to ~16 s (16 buckets), wide enough
@@ -130,8 +143,14 @@ pub struct Metrics {
 }
 
 /// `1xx` … `5xx`.
-pub fn code_class(status: u16) -> String {
-    format!("{}xx", (status / 100).clamp(1, 5))
+pub fn code_class(status: u16) -> &'static str {
+    ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from((status / 100).clamp(1, 5) - 1)]
+}
+
+/// The empty label value (no route matched), shared.
+fn empty() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 impl Metrics {
@@ -281,7 +300,7 @@ impl Metrics {
         let build: Family<BuildLabels, Gauge<i64, AtomicI64>> = Family::default();
         build
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_string(),
+                version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
         r.register(
@@ -294,23 +313,26 @@ impl Metrics {
 
     /// Counts one finished request.
     pub fn request(&self, r: &RequestRecord) {
-        let route = r.route.as_deref().unwrap_or("").to_string();
-        let upstream = r.upstream.as_deref().unwrap_or("").to_string();
-        let listener = r.listener.to_string();
+        let route = r.route.clone().unwrap_or_else(empty);
+        let upstream = r.upstream.clone().unwrap_or_else(empty);
         let code = code_class(r.status);
         self.requests
             .get_or_create(&RequestLabels {
-                listener: listener.clone(),
+                listener: r.listener.clone(),
                 route: route.clone(),
                 upstream: upstream.clone(),
-                code: code.clone(),
+                code,
             })
             .inc();
-        let l = ListenerLabel { listener };
+        let l = ListenerLabel {
+            listener: r.listener.clone(),
+        };
         self.request_duration
             .get_or_create(&l)
             .observe(r.total.as_secs_f64());
-        self.request_bytes.get_or_create(&l).inc_by(r.bytes_in);
+        if r.bytes_in > 0 {
+            self.request_bytes.get_or_create(&l).inc_by(r.bytes_in);
+        }
         self.response_bytes.get_or_create(&l).inc_by(r.bytes_out);
         if let (Some(first), Some(node)) = (r.first_byte, r.node) {
             let u = UpstreamLabel {
@@ -328,7 +350,7 @@ impl Metrics {
                 self.node_responses
                     .get_or_create(&NodeLabels {
                         upstream: upstream.clone(),
-                        node: node.to_string(),
+                        node: Addr(node),
                         code,
                     })
                     .inc();
@@ -336,14 +358,16 @@ impl Metrics {
         }
         if let Some(e) = &r.error {
             self.errors
-                .get_or_create(&ReasonLabel { reason: e.clone() })
+                .get_or_create(&ReasonLabel {
+                    reason: Arc::from(e.as_str()),
+                })
                 .inc();
         }
-        for reason in &r.retries {
+        for &reason in &r.retries {
             self.retries
                 .get_or_create(&RetryLabels {
                     upstream: upstream.clone(),
-                    reason: reason.to_string(),
+                    reason,
                 })
                 .inc();
         }
@@ -351,15 +375,12 @@ impl Metrics {
             self.rate_limit
                 .get_or_create(&VerdictLabels {
                     route: route.clone(),
-                    verdict: r.rate_limit.name().to_string(),
+                    verdict: r.rate_limit.name(),
                 })
                 .inc();
         }
-        if let Some(c) = r.cache {
-            let labels = CacheLabels {
-                route,
-                status: c.to_string(),
-            };
+        if let Some(status) = r.cache {
+            let labels = CacheLabels { route, status };
             self.cache.get_or_create(&labels).inc();
             self.cache_bytes.get_or_create(&labels).inc_by(r.bytes_out);
         }

@@ -212,9 +212,7 @@ impl Observe {
         let outcome = if ok { "ok" } else { "error" };
         self.metrics
             .reloads
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.into(),
-            })
+            .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 
@@ -249,30 +247,24 @@ impl RecordSink for Observe {
     }
 
     fn tls_handshake(&self, listener: SocketAddr, outcome: Result<&'static str, &'static str>) {
-        let address = listener.to_string();
+        let address = metrics::Addr(listener);
         match outcome {
             Ok(version) => self
                 .metrics
                 .tls_handshakes
-                .get_or_create(&TlsLabels {
-                    address,
-                    version: version.into(),
-                })
+                .get_or_create(&TlsLabels { address, version })
                 .inc(),
             Err(reason) => self
                 .metrics
                 .tls_failures
-                .get_or_create(&TlsFailureLabels {
-                    address,
-                    reason: reason.into(),
-                })
+                .get_or_create(&TlsFailureLabels { address, reason })
                 .inc(),
         };
     }
 
     fn connection(&self, listener: SocketAddr, opened: bool) {
         let l = AddressLabel {
-            address: listener.to_string(),
+            address: metrics::Addr(listener),
         };
         if opened {
             self.metrics.connections.get_or_create(&l).inc();

@@ -3,7 +3,8 @@
 //! and per upstream node over the last seconds, and the latest errors.
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Mutex,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
     time::{Instant, SystemTime},
 };
 
@@ -116,8 +117,16 @@ const RECENT_ERRORS: usize = 50;
 /// Rates are averaged over up to this many one-second snapshots.
 const WINDOW: usize = 10;
 
-/// Requests and errors per key (`route/<id>`, `node/<upstream>/<addr>`).
-type Counts = HashMap<String, (u64, u64)>;
+/// What the rates are kept for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Route(Arc<str>),
+    Node(Arc<str>, SocketAddr),
+}
+
+/// Requests and errors per key (keys share the record's strings: counting
+/// a request allocates nothing once its keys exist).
+type Counts = HashMap<Key, (u64, u64)>;
 
 /// The live part: counts, their snapshots and the recent errors.
 pub struct Live {
@@ -149,16 +158,16 @@ impl Live {
     pub fn request(&self, r: &RequestRecord) {
         let error = is_error(r);
         if let Ok(mut c) = self.counts.lock() {
-            let mut bump = |key: String| {
+            let mut bump = |key: Key| {
                 let e = c.entry(key).or_default();
                 e.0 += 1;
                 e.1 += u64::from(error);
             };
             if let Some(route) = &r.route {
-                bump(format!("route/{route}"));
+                bump(Key::Route(route.clone()));
             }
             if let (Some(up), Some(node)) = (&r.upstream, r.node) {
-                bump(format!("node/{up}/{node}"));
+                bump(Key::Node(up.clone(), node));
             }
         }
         if error {
@@ -202,22 +211,25 @@ impl Live {
             Some((at, base)) => (at.elapsed().as_secs_f64(), base),
             None => (0.0, Counts::new()),
         };
-        let rate = |key: &str| -> (f64, f64) {
+        let rate = |key: Key| -> (f64, f64) {
             if window < 0.5 {
                 return (0.0, 0.0);
             }
-            let (r1, e1) = now.get(key).copied().unwrap_or_default();
-            let (r0, e0) = base.get(key).copied().unwrap_or_default();
+            let (r1, e1) = now.get(&key).copied().unwrap_or_default();
+            let (r0, e0) = base.get(&key).copied().unwrap_or_default();
             let per_s = |d: u64| (d as f64 / window * 100.0).round() / 100.0;
             (per_s(r1.saturating_sub(r0)), per_s(e1.saturating_sub(e0)))
         };
         let mut t = topology.clone();
         for r in &mut t.routes {
-            (r.requests_per_s, r.errors_per_s) = rate(&format!("route/{}", r.id));
+            (r.requests_per_s, r.errors_per_s) = rate(Key::Route(r.id.as_str().into()));
         }
         for u in &mut t.upstreams {
+            let id: Arc<str> = u.id.as_str().into();
             for n in &mut u.nodes {
-                (n.requests_per_s, n.errors_per_s) = rate(&format!("node/{}/{}", u.id, n.address));
+                if let Ok(addr) = n.address.parse() {
+                    (n.requests_per_s, n.errors_per_s) = rate(Key::Node(id.clone(), addr));
+                }
             }
         }
         Status {
