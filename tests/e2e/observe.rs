@@ -67,7 +67,13 @@ l7:
     - name: secure
       address: \"{SECURE}\"
       tls: {{certificates: [site]}}
+  rate_limits:
+    - {{name: tight, key: \"$src_ip\", rate: 1/h, burst: 0, allowance: 0}}
   routes:
+    - id: limited
+      paths: [\"/limited\"]
+      upstream: pool
+      rate_limits: [tight]
     - id: dead
       paths: [\"/dead\"]
       upstream: dead
@@ -211,7 +217,9 @@ fn client(ns: &Netns, prefix: String, paths: Vec<String>, seen: Log) -> JoinHand
                         .map(|v| v.to_str().unwrap().to_string())
                 };
                 assert_eq!(header("x-request-id").as_deref(), Some(id.as_str()));
-                if resp.headers().get("x-cache").is_none_or(|c| c != "HIT") && path != "/dead" {
+                let from_node =
+                    header("x-xlb-error").is_none() && header("x-cache").as_deref() != Some("HIT");
+                if from_node {
                     // The node got the request id and a W3C traceparent.
                     assert_eq!(header("x-seen-id").as_deref(), Some(id.as_str()));
                     let tp = header("x-seen-trace").expect("traceparent sent to the node");
@@ -375,6 +383,7 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
     mix.extend((0..7).map(|_| "/fail".to_string()));
     mix.extend((0..5).map(|_| "/dead".to_string()));
     mix.extend((0..3).map(|_| "/cached".to_string()));
+    mix.extend((0..4).map(|_| "/limited".to_string()));
     client(&ns, "m".into(), mix, seen.clone())
         .join()
         .expect("mix client");
@@ -419,7 +428,7 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
     .unwrap();
     let seen = seen.lock().unwrap().clone();
     let total = seen.len();
-    assert_eq!(total, CLIENTS * PER_CLIENT + 15 + 3);
+    assert_eq!(total, CLIENTS * PER_CLIENT + 19 + 3);
     let count = |f: &dyn Fn(&Seen) -> bool| seen.values().filter(|s| f(s)).count() as f64;
 
     // /metrics: promtool accepts it, and the counters say what the clients saw.
@@ -466,6 +475,23 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
             "xlb_http_errors_total{{reason=\"{dead_reason}\"}}"
         )),
         5.0
+    );
+    let limited = |status: u16| count(&|s| s.path == "/limited" && s.status == status);
+    assert_eq!(
+        (limited(200), limited(429)),
+        (1.0, 3.0),
+        "one in, the rest refused"
+    );
+    let verdict = |v: &str| {
+        get(&format!(
+            "xlb_http_rate_limit_verdicts_total{{route=\"limited\",verdict=\"{v}\"}}"
+        ))
+    };
+    assert_eq!(verdict("forward"), limited(200));
+    assert_eq!(verdict("reject"), limited(429));
+    assert!(
+        !text.contains("route=\"all\",verdict="),
+        "no rules, no verdicts"
     );
     let hits = count(&|s| s.cache.as_deref() == Some("HIT"));
     assert_eq!(hits, 2.0, "the first /cached is a miss, the next two hits");
@@ -601,6 +627,11 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
         assert!(v["duration_ms"].as_f64().unwrap() > 0.0);
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
         match s.path.as_str() {
+            "/limited" => {
+                assert_eq!(v["route"], "limited");
+                let want = if s.status == 200 { "forward" } else { "reject" };
+                assert_eq!(v["rate_limit"], want, "{id}");
+            }
             "/dead" => {
                 assert_eq!(v["route"], "dead");
                 assert_eq!(v["node"], DEAD);
@@ -608,6 +639,7 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
             }
             p => {
                 let from_store = s.cache.as_deref() == Some("HIT");
+                assert_eq!(v["rate_limit"], "none", "{id}: the route has no rules");
                 assert_eq!(v["route"], if p == "/cached" { "cached" } else { "all" });
                 assert_eq!(v["upstream"], "pool");
                 if !from_store {

@@ -212,7 +212,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn finish(mut self, complete: bool) {
+    fn finish(self, complete: bool) {
         let mut r = self.record;
         r.total = self.started.elapsed();
         r.complete = complete;
@@ -226,15 +226,7 @@ impl Pending {
             r.bytes_in = f.bytes_in;
             r.rate_limit = f.rate_limit;
         }
-        if r.error
-            .as_deref()
-            .is_some_and(|e| matches!(e, "rate-limited" | "denied" | "rate-limit-table-full"))
-        {
-            r.rate_limit = RateLimitVerdict::Reject;
-        }
         self.sink.request(r);
-        // `facts` and `record` are moved out above; nothing else to do.
-        let _ = &mut self.started;
     }
 }
 
