@@ -73,11 +73,12 @@ pub struct RequestRecord {
     /// The client's address.
     pub client: SocketAddr,
     /// The request method.
-    pub method: String,
+    pub method: http::Method,
     /// The host asked for (`Host` or the target's authority), port included.
-    pub host: String,
-    /// The path, without the query (queries can carry secrets).
-    pub path: String,
+    pub host: http::HeaderValue,
+    /// The request target as received (logged: its path only, see
+    /// [`RequestRecord::path`]).
+    pub target: http::Uri,
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
     pub protocol: &'static str,
     /// The status sent to the client.
@@ -108,7 +109,7 @@ pub struct RequestRecord {
     /// xlb's error reason (`x-xlb-error`), when xlb answered with an error.
     pub error: Option<String>,
     /// The request id (as sent to the node).
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     /// The TLS version of the connection (`TLSv1.3`), `None` for plain text.
     pub tls_version: Option<&'static str>,
     /// The server name the client asked for in its TLS hello.
@@ -116,6 +117,23 @@ pub struct RequestRecord {
     /// Whether the whole response body was sent (false: the client left or
     /// the node broke the body).
     pub complete: bool,
+}
+
+impl RequestRecord {
+    /// The path, without the query (queries can carry secrets).
+    pub fn path(&self) -> &str {
+        self.target.path()
+    }
+
+    /// The host as text (empty when it is not visible ASCII).
+    pub fn host_str(&self) -> &str {
+        self.host.to_str().unwrap_or("")
+    }
+
+    /// The request id as text.
+    pub fn request_id_str(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
 }
 
 /// Where records and connection events go (implemented by `observe`).

@@ -75,25 +75,26 @@ fn random_hex(hex: usize) -> String {
 /// line and a trace meet on one value. A valid `traceparent` is passed on
 /// as received (xlb records no spans of its own, so it is not a parent);
 /// an invalid or missing one is replaced by a new trace, not sampled.
-pub fn ensure_ids(headers: &mut HeaderMap) -> String {
+pub fn ensure_ids(headers: &mut HeaderMap) -> HeaderValue {
+    // Header values share their bytes: the id made here is allocated once
+    // and referenced by the request, the response and the record.
+    let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
     let trace = match headers.get(&TRACEPARENT) {
         Some(v) if valid_traceparent(v) => None,
         _ => {
             let trace_id = random_hex(32);
-            let tp = format!("00-{trace_id}-{}-00", random_hex(16));
-            if let Ok(v) = HeaderValue::from_str(&tp) {
+            if let Some(v) = value(format!("00-{trace_id}-{}-00", random_hex(16))) {
                 headers.insert(TRACEPARENT, v);
             }
             Some(trace_id)
         }
     };
     match headers.get(&REQUEST_ID) {
-        Some(v) if sane_request_id(v) => v.to_str().unwrap_or_default().to_string(),
+        Some(v) if sane_request_id(v) => v.clone(),
         _ => {
-            let id = trace.unwrap_or_else(|| random_hex(32));
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                headers.insert(REQUEST_ID, v);
-            }
+            let id = value(trace.unwrap_or_else(|| random_hex(32)))
+                .unwrap_or_else(|| HeaderValue::from_static("-"));
+            headers.insert(REQUEST_ID, id.clone());
             id
         }
     }
@@ -141,30 +142,30 @@ where
     let started = Instant::now();
     let time = SystemTime::now();
     let request_id = ensure_ids(req.headers_mut());
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
+    // Clones of the head's parts share their bytes (no copy per request).
+    let host = match req.headers().get(http::header::HOST) {
+        Some(h) => h.clone(),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    };
+    let method = req.method().clone();
+    let target = req.uri().clone();
     let protocol = protocol_name(req.version());
     let facts = Arc::new(Mutex::new(Facts::default()));
     req.extensions_mut().insert(Note(Some(facts.clone())));
     let (client, tls_version, sni) = (conn.peer, conn.tls_version, conn.sni.clone());
     let mut resp = handle(req, conn).await;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID, v);
-    }
+    resp.headers_mut().insert(REQUEST_ID, request_id.clone());
     let record = RequestRecord {
         time,
         listener,
         client,
         method,
         host,
-        path,
+        target,
         protocol,
         status: resp.status().as_u16(),
         bytes_in: 0,
@@ -299,11 +300,12 @@ mod tests {
     fn a_missing_request_id_is_the_new_trace_id() {
         let mut h = HeaderMap::new();
         let id = ensure_ids(&mut h);
+        let id = id.to_str().unwrap();
         assert_eq!(id.len(), 32);
         let tp = h[&TRACEPARENT].to_str().unwrap().to_string();
         assert!(valid_traceparent(&h[&TRACEPARENT]), "{tp}");
         assert_eq!(&tp[3..35], id);
-        assert_eq!(h[&REQUEST_ID], id.as_str());
+        assert_eq!(h[&REQUEST_ID], id);
     }
 
     #[test]

@@ -176,11 +176,11 @@ impl Live {
                 .unwrap_or_default();
             let e = RecentError {
                 time,
-                request_id: r.request_id.clone(),
+                request_id: r.request_id_str().to_string(),
                 client: r.client.to_string(),
-                method: r.method.clone(),
-                host: r.host.clone(),
-                path: r.path.clone(),
+                method: r.method.to_string(),
+                host: r.host_str().to_string(),
+                path: r.path().to_string(),
                 status: r.status,
                 reason: r.error.clone().unwrap_or_else(|| "upstream-status".into()),
                 route: r.route.as_deref().map(str::to_string),
