@@ -11,3 +11,4 @@ pub mod l7;
 pub mod net;
 pub mod observe;
 pub mod tls_util;
+pub mod units;

@@ -588,3 +588,48 @@ fn tls_listener_naming_a_missing_certificate() {
     );
     assert_message_contains(&seen, "no certificate has id `site`");
 }
+
+#[test]
+fn plugin_problems_are_located() {
+    let text = L7_OK.replace(
+        "      request_headers: {set: {x-env: prod}}\n",
+        "      request_headers: {set: {x-env: prod}}\n      plugins:\n        cors: {allow_origins: [\"*\"], allow_credentials: true}\n",
+    );
+    let f = write("xlb.yaml", &text);
+    let seen = malformed(&f);
+    assert_eq!(
+        seen.field, "l7.routes[0].plugins.cors.allow_credentials",
+        "{}",
+        seen.display
+    );
+    assert_message_contains(&seen, "browsers refuse credentials");
+
+    // A typo in a plugin's name is a parse error at the key.
+    let typo = L7_OK.replace(
+        "      request_headers: {set: {x-env: prod}}\n",
+        "      request_headers: {set: {x-env: prod}}\n      plugins:\n        jwt-auht: {}\n",
+    );
+    let f = write("xlb.yaml", &typo);
+    let seen = malformed(&f);
+    assert_message_contains(&seen, "jwt-auht");
+
+    // Global plugins reach every route; consumers are checked.
+    let global = L7_OK.replace(
+        "  upstreams:\n",
+        "  plugins:\n    key-auth: {}\n  consumers:\n    - {name: alice, key_sha256: \"00\"}\n  upstreams:\n",
+    );
+    let f = write("xlb.yaml", &global);
+    let seen = malformed(&f);
+    assert_eq!(seen.field, "l7.consumers[0].key_sha256", "{}", seen.display);
+    let fixed = global.replace("\"00\"", &format!("\"{}\"", "ab".repeat(32)));
+    let f = write("xlb.yaml", &fixed);
+    let cfg = Config::load(&f.path).expect("valid");
+    let plan = xlb::config::l7_plan::plan(&cfg.l7).expect("plans");
+    let names: Vec<String> = plan.listeners[0].routes[0]
+        .options
+        .plugins
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    assert_eq!(names, ["key-auth"]);
+}

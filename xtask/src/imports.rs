@@ -37,7 +37,7 @@ type Module = Vec<String>;
 /// section. The store, the admin API and the daemon's helpers assemble
 /// these; the daemon and the commands sit on top.
 const LAYERS: &[&[&str]] = &[
-    &["net", "tls_util", "ebpf_object"],
+    &["net", "tls_util", "ebpf_object", "units"],
     &["health"],
     &["l7"],
     &["config"],

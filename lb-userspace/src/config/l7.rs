@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::middleware::{ColdStartYaml, HealthCheckYaml, PassiveYaml, RateLimitYaml};
 pub use super::units::{Dur, Size};
+pub use crate::l7::plugins::{consumers::ConsumerConfig, PluginsConfig};
 
 /// The proxy half of the config. Absent: no proxy.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -44,6 +45,13 @@ pub struct L7Config {
     /// source is trusted, as befits an edge.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Plugins of every route (a route's own entry for a plugin replaces
+    /// this one); reference: docs/plugins.md.
+    #[serde(default)]
+    pub plugins: Option<PluginsConfig>,
+    /// Who may call routes with an auth plugin, with hashed secrets.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
 }
 
 /// `l7.cache`: the shared response store and who may purge it.
@@ -212,6 +220,9 @@ pub struct RouteConfig {
     /// `h2c` is refused (see `l7::upgrade`).
     #[serde(default)]
     pub upgrades: Option<Vec<String>>,
+    /// The route's plugins (docs/plugins.md).
+    #[serde(default)]
+    pub plugins: Option<PluginsConfig>,
 }
 
 /// A header condition: `value` (exact), `prefix`, or neither (present).

@@ -7,6 +7,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
     str::FromStr as _,
+    sync::Arc,
     time::Duration,
 };
 
@@ -31,6 +32,10 @@ use crate::l7::{
     router::{HeaderMatch, HeaderValueMatch, PathMatch, RouteSpec, RouteTable},
     server::ServerLimits,
     tls::{CertSpec, ClientAuthSpec, ListenerTls, TlsVersion},
+};
+use crate::l7::{
+    plugin::PluginChain,
+    plugins::{self, consumers::Consumers, PluginEnv, PluginsConfig},
 };
 use crate::net::Prefix;
 
@@ -84,6 +89,15 @@ impl Planner {
         let rule_names: HashSet<&str> = rate_rules.iter().map(|r| r.name.as_str()).collect();
         let upstreams = self.upstreams(l7);
         let upstream_ids: HashSet<&str> = l7.upstreams.iter().map(|u| u.id.as_str()).collect();
+        let consumers = self.consumers(l7);
+        let global_plugins = l7.plugins.clone().unwrap_or_default();
+        self.check_plugins(
+            "l7.plugins",
+            "*",
+            &global_plugins,
+            &consumers,
+            &upstream_ids,
+        );
         let default_body = match l7.limits.max_body_bytes.0 {
             0 => None,
             n => Some(n),
@@ -93,7 +107,8 @@ impl Planner {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let spec = self.route(i, r, &upstream_ids, default_body);
+                let mut spec = self.route(i, r, &upstream_ids, default_body);
+                self.route_plugins(i, r, &global_plugins, &consumers, &upstream_ids, &mut spec);
                 for (j, n) in r.rate_limits.iter().enumerate() {
                     if !rule_names.contains(n.as_str()) {
                         self.issue(
@@ -134,6 +149,77 @@ impl Planner {
             upstreams,
             cache,
             trusted_proxies,
+            consumers,
+        }
+    }
+
+    /// `l7.consumers`, indexed.
+    fn consumers(&mut self, l7: &L7Config) -> Arc<Consumers> {
+        match Consumers::build(&l7.consumers) {
+            Ok(c) => Arc::new(c),
+            Err(errors) => {
+                for (field, msg) in errors {
+                    self.issue(format!("l7.consumers{field}"), msg);
+                }
+                Arc::new(Consumers::default())
+            }
+        }
+    }
+
+    /// Builds the plugins of `c` alone, to report their problems at `path`;
+    /// the chain, when they are fine.
+    fn check_plugins(
+        &mut self,
+        path: &str,
+        route: &str,
+        c: &PluginsConfig,
+        consumers: &Arc<Consumers>,
+        upstreams: &HashSet<&str>,
+    ) -> Option<PluginChain> {
+        let env = PluginEnv {
+            route,
+            consumers: consumers.clone(),
+            upstream_exists: &|u| upstreams.contains(u),
+            deny_sink: None,
+        };
+        match plugins::build(c, &env) {
+            Ok(chain) => Some(chain),
+            Err(errors) => {
+                for (field, msg) in errors {
+                    self.issue(format!("{path}.{field}"), msg);
+                }
+                None
+            }
+        }
+    }
+
+    /// The route's plugins over the global ones, checked and built.
+    fn route_plugins(
+        &mut self,
+        i: usize,
+        r: &RouteConfig,
+        global: &PluginsConfig,
+        consumers: &Arc<Consumers>,
+        upstreams: &HashSet<&str>,
+        spec: &mut RouteSpec,
+    ) {
+        let own = r.plugins.clone().unwrap_or_default();
+        let path = format!("l7.routes[{i}].plugins");
+        if self
+            .check_plugins(&path, &r.id, &own, consumers, upstreams)
+            .is_none()
+        {
+            return;
+        }
+        let effective = own.over(global);
+        if effective.is_empty() {
+            return;
+        }
+        // Each part was checked on its own: the merge only fails where the
+        // global list already reported.
+        if let Some(chain) = self.check_plugins(&path, &r.id, &effective, consumers, upstreams) {
+            spec.options.plugins = chain;
+            spec.options.plugins_config = Some(Arc::new(effective));
         }
     }
 
@@ -627,6 +713,8 @@ impl Planner {
                 Some(s) => Some(s.0),
                 None => default_body,
             },
+            plugins_config: None,
+            plugins: PluginChain::default(),
             rate_limit_rules: r.rate_limits.clone(),
             rate_limit: None,
             cached: r.cache,

@@ -98,6 +98,12 @@ pub enum ErrorKind {
     UpgradeUnsupported,
     /// The node switched protocols (101) to something not offered to it.
     UnexpectedUpgrade,
+    /// An auth plugin found no valid credentials.
+    Unauthorized,
+    /// `ip-restriction` refused the source.
+    SourceForbidden,
+    /// `forward-auth`'s service could not be asked.
+    AuthUnavailable,
 }
 
 impl ErrorKind {
@@ -131,6 +137,9 @@ impl ErrorKind {
         ErrorKind::UpstreamSendTimeout,
         ErrorKind::UpgradeUnsupported,
         ErrorKind::UnexpectedUpgrade,
+        ErrorKind::Unauthorized,
+        ErrorKind::SourceForbidden,
+        ErrorKind::AuthUnavailable,
     ];
 
     /// The `x-xlb-error` value.
@@ -200,6 +209,9 @@ impl ErrorKind {
             K::UpstreamSendTimeout => ("upstream-send-timeout", 504, Upstream, "the node stopped taking the request body for timeouts.send"),
             K::UpgradeUnsupported => ("upgrade-unsupported", 502, Internal, "an HTTP/1.1 Upgrade to an upstream that speaks HTTP/2"),
             K::UnexpectedUpgrade => ("unexpected-upgrade", 502, Upstream, "the node answered 101 to a protocol xlb did not offer it (e.g. h2c): never relayed"),
+            K::Unauthorized => ("unauthorized", 401, Client, "an auth plugin (key-auth, basic-auth, jwt-auth) found no valid credentials; WWW-Authenticate says which"),
+            K::SourceForbidden => ("source-forbidden", 403, Client, "ip-restriction: the source is denied or not allowed"),
+            K::AuthUnavailable => ("auth-unavailable", 503, Internal, "forward-auth could not get an answer from its auth service (the request is refused, never let through)"),
         }
     }
 

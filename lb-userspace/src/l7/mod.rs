@@ -1,5 +1,7 @@
-//! The L7 half of xlb. So far: one `SO_REUSEPORT` listener per worker and
-//! the eBPF steering that picks the worker for each new connection.
+//! The L7 half of xlb: workers with `SO_REUSEPORT` listeners and the eBPF
+//! steering that picks a worker per connection, TLS, the HTTP server, the
+//! router, the proxy's request phases (`proxy/`), the middleware (rate
+//! limits, cache, cold-start holding), plugins, and upstream connections.
 
 pub mod balance;
 pub mod body;
@@ -11,6 +13,8 @@ pub mod headers;
 pub mod listeners;
 pub mod options;
 pub mod plan;
+pub mod plugin;
+pub mod plugins;
 pub mod preface;
 pub mod proxy;
 pub mod ratelimit;

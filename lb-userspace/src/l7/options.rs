@@ -146,6 +146,11 @@ pub struct RouteOptions {
     /// The `Upgrade` protocols forwarded (default `websocket`); others are
     /// dropped from the request (see [`super::upgrade`]).
     pub upgrades: super::upgrade::AllowedUpgrades,
+    /// The route's plugins, as configured (global `l7.plugins` merged in);
+    /// the runtime builds [`Self::plugins`] from them.
+    pub plugins_config: Option<Arc<super::plugins::PluginsConfig>>,
+    /// The route's plugin chain, in priority order (empty: none).
+    pub plugins: super::plugin::PluginChain,
 }
 
 /// A route's rate limiter, shared (compared by identity: two routes naming

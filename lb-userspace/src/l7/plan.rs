@@ -26,6 +26,8 @@ pub struct L7Plan {
     pub cache: Option<CachePlan>,
     /// Sources whose forwarding headers are kept (`l7.trusted_proxies`).
     pub trusted_proxies: Vec<Prefix>,
+    /// `l7.consumers`, indexed for the auth plugins.
+    pub consumers: std::sync::Arc<super::plugins::consumers::Consumers>,
 }
 
 /// `l7.cache`, checked.

@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::net::Prefix;
 
 use super::plan::{CachePlan, L7Plan, ListenerPlan, UpstreamPlan};
+use super::plugins::{self, consumers::Consumers, PluginEnv};
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
     cache::{Cache, CacheConfig},
@@ -118,6 +119,7 @@ impl L7Service {
                 &escalation_sink,
                 shared.as_ref(),
                 &plan.trusted_proxies,
+                &plan.consumers,
             )?));
             let certs = match &lp.tls {
                 Some(t) => Some(Arc::new(
@@ -364,6 +366,7 @@ impl L7Service {
                 &self.escalation_sink,
                 shared.as_ref(),
                 &new.trusted_proxies,
+                &new.consumers,
             )?);
         }
         // Certificates: load the new sets on the side first, so that a bad
@@ -651,10 +654,30 @@ fn build_proxy(
     sink: &EscalationSink,
     cache: Option<&SharedCache>,
     trusted: &[Prefix],
+    consumers: &Arc<Consumers>,
 ) -> anyhow::Result<Proxy> {
     let mut routes = lp.routes.clone();
     for spec in &mut routes {
         let options = &mut spec.options;
+        // The plan's chain cannot reach the XDP deny list (planning has no
+        // datapath); a route whose ip-restriction pushes denials there gets
+        // its chain again, with the sink.
+        if let Some(pc) = &options.plugins_config {
+            if pc
+                .ip_restriction
+                .as_ref()
+                .is_some_and(|r| r.xdp_deny_for.is_some())
+            {
+                let env = PluginEnv {
+                    route: &spec.id,
+                    consumers: consumers.clone(),
+                    upstream_exists: &|u| pools.contains_key(u),
+                    deny_sink: Some(sink.clone()),
+                };
+                options.plugins = plugins::build(pc, &env)
+                    .map_err(|e| anyhow::anyhow!("route {}: plugins: {e:?}", spec.id))?;
+            }
+        }
         if !options.rate_limit_rules.is_empty() {
             let mine: Vec<Arc<Rule>> = options
                 .rate_limit_rules

@@ -115,6 +115,8 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+// prometheus-client ends each help text with a period itself.
+
 /// Every metric xlb updates itself (the XDP ones are read at scrape time).
 #[derive(Debug)]
 pub struct Metrics {
@@ -183,118 +185,118 @@ impl Metrics {
         let r = registry;
         r.register(
             "xlb_http_requests",
-            "L7 requests answered, by listener, route, upstream and status class.",
+            "L7 requests answered, by listener, route, upstream and status class",
             m.requests.clone(),
         );
         r.register_with_unit(
             "xlb_http_request_duration",
-            "From the request head to the end of the response body, by listener.",
+            "From the request head to the end of the response body, by listener",
             Unit::Seconds,
             m.request_duration.clone(),
         );
         r.register_with_unit(
             "xlb_http_upstream_connect_duration",
-            "Time to get a connection to the node that answered (0 for a pooled one), by upstream.",
+            "Time to get a connection to the node that answered (0 for a pooled one), by upstream",
             Unit::Seconds,
             m.connect_duration.clone(),
         );
         r.register_with_unit(
             "xlb_http_upstream_first_byte_duration",
-            "From an attempt's start to the node's response head, by upstream.",
+            "From an attempt's start to the node's response head, by upstream",
             Unit::Seconds,
             m.first_byte_duration.clone(),
         );
         r.register_with_unit(
             "xlb_http_request_body",
-            "Request body bytes sent on to nodes, by listener.",
+            "Request body bytes sent on to nodes, by listener",
             Unit::Bytes,
             m.request_bytes.clone(),
         );
         r.register_with_unit(
             "xlb_http_response_body",
-            "Response body bytes sent to clients, by listener.",
+            "Response body bytes sent to clients, by listener",
             Unit::Bytes,
             m.response_bytes.clone(),
         );
         r.register(
             "xlb_http_upstream_responses",
-            "Answers of requests that reached a node, by upstream, node and status class.",
+            "Answers of requests that reached a node, by upstream, node and status class",
             m.node_responses.clone(),
         );
         r.register(
             "xlb_http_errors",
-            "xlb's own error answers, by reason (x-xlb-error).",
+            "xlb's own error answers, by reason (x-xlb-error)",
             m.errors.clone(),
         );
         r.register(
             "xlb_http_retries",
-            "Retries of the route's policy, by upstream and the reason of the failed attempt.",
+            "Retries of the route's policy, by upstream and the reason of the failed attempt",
             m.retries.clone(),
         );
         r.register(
             "xlb_http_rate_limit_verdicts",
-            "Rate-limit verdicts, by route and verdict (forward, delay, reject).",
+            "Rate-limit verdicts, by route and verdict (forward, delay, reject)",
             m.rate_limit.clone(),
         );
         r.register(
             "xlb_http_cache_responses",
-            "Responses of routes with a cache, by route and X-Cache status.",
+            "Responses of routes with a cache, by route and X-Cache status",
             m.cache.clone(),
         );
         r.register_with_unit(
             "xlb_http_cache_response_body",
-            "Response body bytes of routes with a cache, by route and X-Cache status.",
+            "Response body bytes of routes with a cache, by route and X-Cache status",
             Unit::Bytes,
             m.cache_bytes.clone(),
         );
         r.register(
             "xlb_http_connections_active",
-            "Client connections open now, by listener address.",
+            "Client connections open now, by listener address",
             m.connections_active.clone(),
         );
         r.register(
             "xlb_http_connections",
-            "Client connections accepted, by listener address.",
+            "Client connections accepted, by listener address",
             m.connections.clone(),
         );
         r.register(
             "xlb_tls_handshakes",
-            "TLS handshakes completed, by listener address and version.",
+            "TLS handshakes completed, by listener address and version",
             m.tls_handshakes.clone(),
         );
         r.register(
             "xlb_tls_handshake_failures",
-            "TLS handshakes that failed or timed out, by listener address and reason.",
+            "TLS handshakes that failed or timed out, by listener address and reason",
             m.tls_failures.clone(),
         );
         r.register(
             "xlb_config_generation",
-            "The generation of the running configuration (1 at start, +1 per reload).",
+            "The generation of the running configuration (1 at start, +1 per reload)",
             m.config_generation.clone(),
         );
         r.register(
             "xlb_config_reloads",
-            "Configuration reloads, by outcome (ok, error).",
+            "Configuration reloads, by outcome (ok, error)",
             m.reloads.clone(),
         );
         r.register(
             "xlb_access_log_lines",
-            "Access-log lines written.",
+            "Access-log lines written",
             m.log_lines.clone(),
         );
         r.register(
             "xlb_access_log_dropped",
-            "Access-log lines dropped because the queue was full.",
+            "Access-log lines dropped because the queue was full",
             m.log_dropped.clone(),
         );
         r.register(
             "xlb_access_log_reopens",
-            "Access-log file reopens (SIGUSR1).",
+            "Access-log file reopens (SIGUSR1)",
             m.log_reopens.clone(),
         );
         r.register(
             "xlb_access_log_sampled_out",
-            "Requests not logged because of access_log.sample.",
+            "Requests not logged because of access_log.sample",
             m.log_sampled_out.clone(),
         );
         let build: Family<BuildLabels, Gauge<i64, AtomicI64>> = Family::default();
@@ -305,7 +307,7 @@ impl Metrics {
             .set(1);
         r.register(
             "xlb_build_info",
-            "Always 1; the version of this xlb as a label.",
+            "Always 1; the version of this xlb as a label",
             build,
         );
         m

@@ -72,6 +72,7 @@ use crate::net::Prefix;
 use super::{
     error::{respond, ErrorKind},
     forward::ProxyBody,
+    plugin::{RequestCx, Verdict},
     record,
     router::Resolver,
     server::ConnInfo,
@@ -108,7 +109,8 @@ impl Proxy {
     }
 
     /// Answers one request: the phases in order. Each phase either hands
-    /// the next one what it found or ends the request with a response.
+    /// the next one what it found or ends the request with a response;
+    /// every response after routing goes through the response filters.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
         let note = record::Note::of(&parts); // request record (l7::record)
@@ -117,23 +119,42 @@ impl Proxy {
             Ok(r) => r,
             Err(kind) => return respond(kind),
         };
-        note.route(routed.route.id(), routed.route.upstream()); // request record
-                                                                // A cold-start hold's deadline counts from here (a rate-limit delay
-                                                                // included); the clock is read only for routes that hold.
-        let arrived = routed
-            .route
-            .spec()
-            .options
-            .cold_start
-            .map(|_| Instant::now());
-        // request filters
+        let route = routed.route.clone();
+        note.route(route.id(), route.upstream()); // request record
+        let opts = &route.spec().options;
+        let mut after = response_filters::After::new(route.clone(), &parts);
+        // A cold-start hold's deadline counts from here (plugins and a
+        // rate-limit delay included); the clock is read only for routes
+        // that hold.
+        let arrived = opts.cold_start.map(|_| Instant::now());
+        let cx = RequestCx {
+            peer: conn.peer,
+            route: route.id(),
+            host: routed.host.as_deref(),
+            tls: conn.tls,
+        };
+        // request filters: the route's plugins, then its rate limits,
+        // redirect and body size
+        if !opts.plugins.is_empty() {
+            if let Verdict::Respond(resp) = opts.plugins.request(&mut parts, cx).await {
+                return after.apply(resp, false);
+            }
+        }
         let up_facts = match request_filters::run(&routed, &parts, &body, &conn, &note).await {
             Ok(f) => f,
-            Err(resp) => return resp,
+            Err(resp) => return after.apply(resp, false),
         };
-        // upstream selected
-        let Some(pool) = self.pools.get(routed.route.upstream()) else {
-            return respond(ErrorKind::NoUpstream);
+        // upstream selected: the route's, or the one a plugin chose
+        let chosen = match opts.plugins.is_empty() {
+            true => None,
+            false => opts.plugins.upstream(&parts, cx),
+        };
+        let upstream = chosen.as_deref().unwrap_or(route.upstream());
+        if chosen.is_some() {
+            note.route(route.id(), upstream); // request record: a plugin's choice
+        }
+        let Some(pool) = self.pools.get(upstream) else {
+            return after.apply(respond(ErrorKind::NoUpstream), false);
         };
         let trusted = self
             .trusted_proxies
@@ -150,7 +171,7 @@ impl Proxy {
             up_facts,
             note,
         };
-        let after = response_filters::After::of(&ctx);
+        after.upstream_selected(&ctx);
         // cache lookup, then the upstream phases (or a stored response)
         let (resp, through_cache) = cache_lookup::run(ctx, parts, body).await;
         // response filters

@@ -1,0 +1,525 @@
+//! `jwt-auth`: a JSON Web Token (RFC 7519) in `Authorization: Bearer` (or a
+//! cookie), signed by one of the configured keys, valid now, from the
+//! configured issuer and for the configured audience; else 401 and the
+//! request never reaches a node.
+//!
+//! Signatures are checked by `jsonwebtoken` (HS256/384/512, RS256/384/512,
+//! PS256/384/512, ES256/384, EdDSA). A token is only checked against keys
+//! configured *for its algorithm*: an `HS256` token is never verified with
+//! an RSA public key used as an HMAC secret, and `alg: none` is not an
+//! algorithm at all. The time claims (`exp`, `nbf`) and `iss`/`aud` are
+//! checked here, against one clock with `clock_skew` of tolerance (the
+//! clock can be replaced in tests, see [`JwtAuth::with_clock`]).
+//!
+//! Keys come from the config (secrets, PEM files) and from a JWKS file,
+//! which is looked at again at most every `refresh` and re-read when it
+//! changed; a file that no longer parses keeps the previous keys.
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use http::{header, request, HeaderName, HeaderValue};
+use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    super::{
+        headers,
+        plugin::{BoxFuture, Plugin, RequestCx, Verdict},
+    },
+    auth::unauthorized,
+};
+use crate::units::Dur;
+
+/// `plugins.jwt-auth`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuthConfig {
+    /// Keys given inline or as files.
+    #[serde(default)]
+    pub keys: Vec<JwtKeyConfig>,
+    /// A JWKS document (RFC 7517 key set) on disk.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// How often the JWKS file is looked at for changes (default 60s).
+    #[serde(default)]
+    pub refresh: Option<Dur>,
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud` (the token's `aud`, a string or a list, must hold it).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Tolerance on `exp` and `nbf` (default 30s).
+    #[serde(default)]
+    pub clock_skew: Option<Dur>,
+    /// Claims passed to the node as headers: claim name → header name.
+    #[serde(default)]
+    pub claims_to_headers: std::collections::BTreeMap<String, String>,
+    /// A cookie that may carry the token instead of `Authorization`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Remove the token before forwarding (default true).
+    #[serde(default = "yes")]
+    pub hide_credentials: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One configured key.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// `HS256` … `EdDSA`.
+    pub alg: String,
+    /// Matched against the token's `kid` when both have one.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// HMAC secret, as text.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// HMAC secret, base64 or base64url.
+    #[serde(default)]
+    pub secret_base64: Option<String>,
+    /// PEM public key (RSA, EC or Ed25519) for the asymmetric algorithms.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for JwtKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeyConfig")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .field("public_key_file", &self.public_key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Key {
+    alg: Algorithm,
+    kid: Option<String>,
+    key: DecodingKey,
+}
+
+/// The plugin.
+pub struct JwtAuth {
+    fixed: Vec<Key>,
+    jwks: Option<Jwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    skew: u64,
+    claims: Vec<(String, HeaderName)>,
+    cookie: Option<String>,
+    hide: bool,
+    now: fn() -> u64,
+}
+
+impl std::fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("keys", &self.fixed.len())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Jwks {
+    path: PathBuf,
+    refresh: Duration,
+    state: ArcSwap<JwksState>,
+    checking: std::sync::Mutex<()>,
+}
+
+struct JwksState {
+    keys: Vec<Key>,
+    modified: Option<SystemTime>,
+    checked: Instant,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn parse_alg(s: &str) -> Option<Algorithm> {
+    s.parse::<Algorithm>().ok()
+}
+
+fn is_hmac(a: Algorithm) -> bool {
+    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+/// Keys of a JWKS document: each with its own `alg`, or the default
+/// algorithm of its key type when it has none.
+fn jwks_keys(text: &str) -> Result<Vec<Key>, String> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let alg = match jwk.common.key_algorithm.map(|a| a.to_string()) {
+            Some(a) => match parse_alg(&a) {
+                Some(a) => a,
+                None => continue, // an encryption key or unknown alg
+            },
+            None => match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p) => match p.curve {
+                    jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
+                    _ => Algorithm::ES256,
+                },
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+            },
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        keys.push(Key {
+            alg,
+            kid: jwk.common.key_id.clone(),
+            key,
+        });
+    }
+    Ok(keys)
+}
+
+fn load_jwks(path: &PathBuf) -> Result<(Vec<Key>, Option<SystemTime>), String> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((jwks_keys(&text)?, modified))
+}
+
+impl JwtAuth {
+    /// Builds the plugin; an error names the field under `jwt-auth`.
+    pub fn new(c: &JwtAuthConfig) -> Result<JwtAuth, (String, String)> {
+        let mut fixed = Vec::new();
+        for (i, k) in c.keys.iter().enumerate() {
+            let at = |f: &str| format!("keys[{i}].{f}");
+            let alg = parse_alg(&k.alg).ok_or_else(|| {
+                (
+                    at("alg"),
+                    format!("`{}` is not one of HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA", k.alg),
+                )
+            })?;
+            let key = if is_hmac(alg) {
+                match (&k.secret, &k.secret_base64) {
+                    (Some(s), None) if !s.is_empty() => DecodingKey::from_secret(s.as_bytes()),
+                    (None, Some(b)) => {
+                        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(b.trim_end_matches('='))
+                            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(b))
+                            .map_err(|_| (at("secret_base64"), "is not base64".to_string()))?;
+                        DecodingKey::from_secret(&raw)
+                    }
+                    _ => {
+                        return Err((
+                            at("secret"),
+                            format!("{} needs one of `secret` or `secret_base64`", k.alg),
+                        ))
+                    }
+                }
+            } else {
+                let Some(path) = &k.public_key_file else {
+                    return Err((
+                        at("public_key_file"),
+                        format!("{} needs a PEM public key", k.alg),
+                    ));
+                };
+                if k.secret.is_some() || k.secret_base64.is_some() {
+                    return Err((
+                        at("secret"),
+                        format!("{} takes a public key, not a secret", k.alg),
+                    ));
+                }
+                let pem = std::fs::read(path)
+                    .map_err(|e| (at("public_key_file"), format!("{}: {e}", path.display())))?;
+                let key = match alg {
+                    Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
+                    Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+                    _ => DecodingKey::from_rsa_pem(&pem),
+                };
+                key.map_err(|e| {
+                    (
+                        at("public_key_file"),
+                        format!("not a {} public key: {e}", k.alg),
+                    )
+                })?
+            };
+            fixed.push(Key {
+                alg,
+                kid: k.kid.clone(),
+                key,
+            });
+        }
+        let jwks = match &c.jwks_file {
+            None => None,
+            Some(path) => {
+                let (keys, modified) = load_jwks(path).map_err(|e| ("jwks_file".to_string(), e))?;
+                Some(Jwks {
+                    path: path.clone(),
+                    refresh: c.refresh.map_or(Duration::from_secs(60), |d| d.0),
+                    state: ArcSwap::from_pointee(JwksState {
+                        keys,
+                        modified,
+                        checked: Instant::now(),
+                    }),
+                    checking: std::sync::Mutex::new(()),
+                })
+            }
+        };
+        if fixed.is_empty() && jwks.is_none() {
+            return Err(("keys".into(), "give at least one key or a jwks_file".into()));
+        }
+        let mut claims = Vec::new();
+        for (claim, h) in &c.claims_to_headers {
+            let name = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                (
+                    format!("claims_to_headers.{claim}"),
+                    format!("`{h}` is not a header name"),
+                )
+            })?;
+            claims.push((claim.clone(), name));
+        }
+        Ok(JwtAuth {
+            fixed,
+            jwks,
+            issuer: c.issuer.clone(),
+            audience: c.audience.clone(),
+            skew: c.clock_skew.map_or(30, |d| d.0.as_secs()),
+            claims,
+            cookie: c.cookie.clone(),
+            hide: c.hide_credentials,
+            now: unix_now,
+        })
+    }
+
+    /// The same plugin reading time from `now` (seconds since the epoch):
+    /// tests check `exp`/`nbf` against fixed instants with it.
+    pub fn with_clock(mut self, now: fn() -> u64) -> JwtAuth {
+        self.now = now;
+        self
+    }
+
+    /// Looks at the JWKS file again when `refresh` has passed; one
+    /// request at a time does, the others use the keys they have.
+    fn jwks_keys(&self) -> Option<arc_swap::Guard<Arc<JwksState>>> {
+        let j = self.jwks.as_ref()?;
+        let st = j.state.load();
+        if st.checked.elapsed() >= j.refresh {
+            if let Ok(_g) = j.checking.try_lock() {
+                let modified = std::fs::metadata(&j.path).and_then(|m| m.modified()).ok();
+                let (keys, modified) = if modified != st.modified {
+                    match load_jwks(&j.path) {
+                        Ok(k) => (Some(k.0), k.1),
+                        Err(e) => {
+                            log::warn!("jwt-auth: keeping the previous keys: {e}");
+                            (None, st.modified)
+                        }
+                    }
+                } else {
+                    (None, modified)
+                };
+                let old = j.state.load_full();
+                let keys = keys.unwrap_or_else(|| {
+                    old.keys
+                        .iter()
+                        .map(|k| Key {
+                            alg: k.alg,
+                            kid: k.kid.clone(),
+                            key: k.key.clone(),
+                        })
+                        .collect()
+                });
+                j.state.store(Arc::new(JwksState {
+                    keys,
+                    modified,
+                    checked: Instant::now(),
+                }));
+            }
+            return Some(j.state.load());
+        }
+        Some(st)
+    }
+
+    fn token<'r>(&self, req: &'r request::Parts) -> Option<&'r str> {
+        if let Some(v) = req.headers.get(header::AUTHORIZATION) {
+            let s = v.to_str().ok()?;
+            let (scheme, token) = s.trim().split_once(' ')?;
+            return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+        }
+        let name = self.cookie.as_deref()?;
+        headers::cookie(&req.headers, name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The token's claims when it is valid now; else why not (for logs).
+    pub fn verify(&self, token: &str) -> Result<Value, String> {
+        let head = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
+        let mut validation = Validation::new(head.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let jwks = self.jwks_keys();
+        let dynamic = jwks.as_ref().map(|s| s.keys.as_slice()).unwrap_or(&[]);
+        let mut tried = false;
+        let mut claims = None;
+        for k in self.fixed.iter().chain(dynamic) {
+            if k.alg != head.alg {
+                continue;
+            }
+            if let (Some(want), Some(have)) = (&head.kid, &k.kid) {
+                if want != have {
+                    continue;
+                }
+            }
+            tried = true;
+            if let Ok(data) = jsonwebtoken::decode::<Value>(token, &k.key, &validation) {
+                claims = Some(data.claims);
+                break;
+            }
+        }
+        let claims = match (claims, tried) {
+            (Some(c), _) => c,
+            (None, false) => return Err(format!("no key for alg {:?}", head.alg)),
+            (None, true) => return Err("bad signature".into()),
+        };
+        let now = (self.now)();
+        if let Some(exp) = claims.get("exp") {
+            let exp = exp.as_u64().ok_or("exp is not a number")?;
+            if now >= exp.saturating_add(self.skew) {
+                return Err("expired".into());
+            }
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = nbf.as_u64().ok_or("nbf is not a number")?;
+            if now.saturating_add(self.skew) < nbf {
+                return Err("not yet valid".into());
+            }
+        }
+        if let Some(iss) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(iss) {
+                return Err("wrong issuer".into());
+            }
+        }
+        if let Some(aud) = &self.audience {
+            let ok = match claims.get("aud") {
+                Some(Value::String(s)) => s == aud,
+                Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(aud)),
+                _ => false,
+            };
+            if !ok {
+                return Err("wrong audience".into());
+            }
+        }
+        Ok(claims)
+    }
+}
+
+impl Plugin for JwtAuth {
+    fn name(&self) -> &str {
+        "jwt-auth"
+    }
+
+    fn priority(&self) -> i32 {
+        2510
+    }
+
+    fn request<'a>(
+        &'a self,
+        req: &'a mut request::Parts,
+        cx: RequestCx<'a>,
+    ) -> BoxFuture<'a, Verdict> {
+        for (_, h) in &self.claims {
+            req.headers.remove(h);
+        }
+        let verdict = match self.token(req).map(|t| self.verify(t)) {
+            None => Verdict::Respond(unauthorized("Bearer")),
+            Some(Err(why)) => {
+                log::debug!("{}: jwt refused: {why}", cx.peer);
+                Verdict::Respond(unauthorized("Bearer error=\"invalid_token\""))
+            }
+            Some(Ok(claims)) => {
+                if self.hide {
+                    req.headers.remove(header::AUTHORIZATION);
+                }
+                for (claim, h) in &self.claims {
+                    let text = match claims.get(claim) {
+                        None => continue,
+                        Some(Value::String(s)) => s.clone(),
+                        Some(v) => v.to_string(),
+                    };
+                    if let Ok(v) = HeaderValue::from_str(&text) {
+                        req.headers.insert(h.clone(), v);
+                    }
+                }
+                Verdict::Continue
+            }
+        };
+        Box::pin(std::future::ready(verdict))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7515 Appendix A.1: an HS256 JWS and its key.
+    const RFC7515_TOKEN: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const RFC7515_KEY: &str =
+        "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+
+    fn hs256(issuer: Option<&str>) -> JwtAuth {
+        JwtAuth::new(&JwtAuthConfig {
+            keys: vec![JwtKeyConfig {
+                alg: "HS256".into(),
+                kid: None,
+                secret: None,
+                secret_base64: Some(RFC7515_KEY.into()),
+                public_key_file: None,
+            }],
+            jwks_file: None,
+            refresh: None,
+            issuer: issuer.map(str::to_string),
+            audience: None,
+            clock_skew: None,
+            claims_to_headers: Default::default(),
+            cookie: None,
+            hide_credentials: true,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_rfc_7515_example_verifies_while_it_was_valid() {
+        // exp = 1300819380 (2011-03-22).
+        let jwt = hs256(Some("joe")).with_clock(|| 1_300_819_000);
+        let claims = jwt.verify(RFC7515_TOKEN).unwrap();
+        assert_eq!(claims["iss"], "joe");
+        let late = hs256(None).with_clock(|| 1_300_819_380 + 31);
+        assert_eq!(late.verify(RFC7515_TOKEN).unwrap_err(), "expired");
+        let wrong_iss = hs256(Some("jane")).with_clock(|| 1_300_819_000);
+        assert_eq!(wrong_iss.verify(RFC7515_TOKEN).unwrap_err(), "wrong issuer");
+    }
+
+    #[test]
+    fn tampered_and_alg_none_tokens_are_refused() {
+        let jwt = hs256(None).with_clock(|| 1_300_819_000);
+        let mut parts: Vec<&str> = RFC7515_TOKEN.split('.').collect();
+        // {"iss":"joe","exp":1300819380,"http://example.com/is_root":false}
+        let tampered_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"iss":"joe","exp":1300819380,"http://example.com/is_root":false}"#);
+        parts[1] = &tampered_payload;
+        assert_eq!(jwt.verify(&parts.join(".")).unwrap_err(), "bad signature");
+        let none_head = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let none = format!("{none_head}.{}.", RFC7515_TOKEN.split('.').nth(1).unwrap());
+        assert!(jwt.verify(&none).unwrap_err().starts_with("header"));
+    }
+}
