@@ -42,6 +42,8 @@ use crate::{
     lifecycle::{handover::Takeover, notify, successor::Origin},
 };
 
+mod observe_wiring;
+
 /// The XDP half: the datapath and the tables written into it.
 struct L4Half {
     dp: Datapath,
@@ -85,6 +87,8 @@ pub struct ReadyInfo {
     pub l7: Vec<(String, SocketAddr)>,
     /// The admin API's address, when it is on.
     pub admin: Option<SocketAddr>,
+    /// Where `/metrics` and `/status` are served (`observe.listen`).
+    pub observe: Option<SocketAddr>,
 }
 
 /// Whether `config` needs the XDP datapath: it has interfaces or VIPs, or
@@ -203,6 +207,7 @@ impl Daemon {
                 .unwrap_or_default(),
             l7: self.l7.as_ref().map(|s| s.addresses()).unwrap_or_default(),
             admin: self.resources.as_ref().and_then(|r| r.admin_addr),
+            observe: None,
         }
     }
 
@@ -227,6 +232,7 @@ impl Daemon {
                 new.l4.conntrack_size != self.config.l4.conntrack_size,
             ),
             ("l4.max_vips", new.l4.max_vips != self.config.l4.max_vips),
+            ("observe", new.observe != self.config.observe),
             (
                 "l4.max_backends",
                 new.l4.max_backends != self.config.l4.max_backends,
@@ -456,6 +462,8 @@ pub async fn run(
     let mut sigusr2 = signal(SignalKind::user_defined2()).context("installing SIGUSR2 handler")?;
 
     let instance = config.instance.as_str().to_string();
+    // Metrics and access log first, so that the first request is recorded.
+    let observe = observe_wiring::install(&config)?;
     // --- lifecycle: take over from a running process (ops) ---
     let origin = Origin::current().ok();
     let mut inherited = Inherited::default();
@@ -491,6 +499,10 @@ pub async fn run(
     let mut announcer = daemon.config.anycast.clone().map(Announcer::new);
     daemon.sync_announcements(&mut announcer);
     // --- end lifecycle ---
+    let observe_tasks = match &observe {
+        Some(obs) => Some(observe_wiring::start(obs, &daemon).await?),
+        None => None,
+    };
     let log_task = daemon
         .l4
         .as_mut()
@@ -514,7 +526,8 @@ pub async fn run(
                 }
             })
         });
-    let info = daemon.ready_info();
+    let mut info = daemon.ready_info();
+    info.observe = observe_tasks.as_ref().map(|t| t.addr);
     log::info!(
         "instance {instance} running; L4 maps: {}; L7 listeners: {:?}",
         info.pins
@@ -567,15 +580,18 @@ pub async fn run(
             Some(ev) = recv_opt(&mut health_rx) => {
                 daemon.apply_health(ev).await;
                 daemon.sync_announcements(&mut announcer);
+                observe_wiring::publish(&observe, &daemon);
                 continue;
             }
             Some(esc) = recv_opt(&mut escalations) => {
                 daemon.escalate(esc);
+                observe_wiring::publish(&observe, &daemon);
                 continue;
             }
             _ = expire_tick.tick() => {
                 daemon.expire_denials();
                 daemon.sync_announcements(&mut announcer);
+                observe_wiring::publish(&observe, &daemon);
                 continue;
             }
             _ = async { match &mut dns_tick { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
@@ -599,6 +615,10 @@ pub async fn run(
                 }
                 Err(e) => log::error!("{reason}: reload failed, running config unchanged: {e:#}"),
             }
+            if let Some(obs) = &observe {
+                obs.reloaded(result.is_ok());
+            }
+            observe_wiring::publish(&observe, &daemon);
             reloaded(daemon.generation, &result);
             watch.seen();
             dns_tick = daemon
@@ -621,6 +641,9 @@ pub async fn run(
     }
     if let Some(svc) = daemon.l7.take() {
         svc.shutdown().await;
+    }
+    if let Some(t) = observe_tasks {
+        t.stop().await;
     }
     if let Some(h) = &daemon.l4 {
         h.flood_task.abort();

@@ -12,6 +12,7 @@ pub mod health;
 pub mod l7;
 pub mod lifecycle;
 pub mod net;
+pub mod observe;
 pub mod store;
 pub mod tls_util;
 pub mod units;

@@ -84,6 +84,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a running instance's status page (VIPs, backends, routes,
+    /// nodes with live rates, recent errors, denied sources).
+    Status {
+        /// Read `observe.listen` from this config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The observe listener's address (default 127.0.0.1:9190).
+        #[arg(long, conflicts_with = "config")]
+        addr: Option<SocketAddr>,
+        /// Print the JSON of /status.json.
+        #[arg(long)]
+        json: bool,
+    },
     /// Say which backend a flow goes to (connection table, else Maglev).
     Flow {
         /// The YAML configuration file.
@@ -174,7 +187,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                         .map(|(name, addr)| format!("{name}@{addr}"))
                         .collect();
                     announce(format!(
-                        "xlb ready pid={} pins={} xdp={} l7={} admin={}",
+                        "xlb ready pid={} pins={} xdp={} l7={} admin={} observe={}",
                         std::process::id(),
                         info.pins
                             .as_ref()
@@ -182,6 +195,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                         info.xdp.join(","),
                         l7.join(","),
                         info.admin.map_or("-".to_string(), |a| a.to_string()),
+                        info.observe.map_or("-".to_string(), |a| a.to_string()),
                     ));
                 },
                 |generation, result| match result {
@@ -226,6 +240,19 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 println!("{v}");
             } else {
                 cmd::stats::print_table(&v);
+            }
+            Ok(())
+        }
+        Cmd::Status { config, addr, json } => {
+            let addr = match addr {
+                Some(a) => a,
+                None => cmd::status::address_of(config.as_deref())?,
+            };
+            let status = runtime()?.block_on(cmd::status::fetch(addr))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                cmd::status::print(&status);
             }
             Ok(())
         }

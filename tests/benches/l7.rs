@@ -70,6 +70,8 @@ enum Kind {
     XlbLimited,
     /// xlb with the route's cache on (HTTP/1.1 on the cached path only).
     XlbCache,
+    /// xlb with metrics and the access log on (HTTP/1.1 only).
+    XlbObserve,
     /// nginx with `proxy_cache` (HTTP/1.1 on the cached path only).
     NginxCache,
 }
@@ -85,6 +87,7 @@ impl Kind {
             Kind::Haproxy => "haproxy",
             Kind::XlbLimited => "xlb-ratelimit",
             Kind::XlbCache => "xlb-cache",
+            Kind::XlbObserve => "xlb-observe",
             Kind::NginxCache => "nginx-cache",
         }
     }
@@ -220,6 +223,8 @@ const H1_ROOT: H1Load<'static> = H1Load {
 struct Extras {
     /// xlb with the three rules (None: xlb is not measured).
     limited: Option<Running>,
+    /// xlb with metrics and the access log (None: xlb is not measured).
+    observed: Option<Running>,
     /// xlb and nginx with their caches, or why the pair is skipped.
     cache: Result<(Running, Running), String>,
 }
@@ -232,6 +237,9 @@ struct ExtraSamples {
     limited: Vec<Sample>,
     xlb_cache: Vec<Sample>,
     nginx_cache: Vec<Sample>,
+    /// xlb without `observe:` (paired runs of the main instance), with it.
+    unobserved: Vec<Sample>,
+    observed: Vec<Sample>,
 }
 
 fn main() {
@@ -398,13 +406,32 @@ fn start_extras(
         let l = listen()?;
         let extras = XlbExtras {
             rate_limits: true,
-            cache: false,
+            ..XlbExtras::default()
         };
         let conf = configs::xlb_with(&xlb_instance("rl"), l, cert, backend, extras);
         let proc = start_xlb(dir, Kind::XlbLimited.name(), &conf, l, s.proxy_cpu)
             .context("xlb with rate limits could not start")?;
         Some(Running {
             kind: Kind::XlbLimited,
+            listen: l,
+            proc,
+        })
+    } else {
+        None
+    };
+    let observed = if has(Kind::Xlb) {
+        // The observe port is a listener pair's TLS port, unused as such.
+        let l = listen()?;
+        let observe_port = listen()?.tls;
+        let extras = XlbExtras {
+            observe: Some(observe_port),
+            ..XlbExtras::default()
+        };
+        let conf = configs::xlb_with(&xlb_instance("obs"), l, cert, backend, extras);
+        let proc = start_xlb(dir, Kind::XlbObserve.name(), &conf, l, s.proxy_cpu)
+            .context("xlb with metrics and the access log could not start")?;
+        Some(Running {
+            kind: Kind::XlbObserve,
             listen: l,
             proc,
         })
@@ -419,7 +446,11 @@ fn start_extras(
     if let Err(why) = &cache {
         println!("bench l7: cache hits skipped: {why}");
     }
-    Ok(Extras { limited, cache })
+    Ok(Extras {
+        limited,
+        observed,
+        cache,
+    })
 }
 
 /// `Ok(Err(why))`: skipped.
@@ -431,8 +462,8 @@ fn start_cache_pair(
     backend: u16,
 ) -> anyhow::Result<Result<(Running, Running), String>> {
     let extras = XlbExtras {
-        rate_limits: false,
         cache: true,
+        ..XlbExtras::default()
     };
     let conf = configs::xlb_with(&xlb_instance("cache"), xl, cert, backend, extras);
     let name = Kind::XlbCache.name();
@@ -585,6 +616,28 @@ fn measure_extras(
             };
             let x = measure_h1(s, dir, r, strict)
                 .with_context(|| format!("{} (rate limits), round {}", r.kind.name(), round + 1))?;
+            print(r.kind.name(), "http/1.1 GET /", &x);
+            v.push(x);
+        }
+    }
+    if let Some(observed) = extras.observed.as_mut() {
+        let xlb = running
+            .iter_mut()
+            .find(|r| r.kind == Kind::Xlb)
+            .context("no xlb")?;
+        let strict = H1Load {
+            label: "-obs-pair",
+            no_errors: true,
+            ..H1_ROOT
+        };
+        for on in [!flip, flip] {
+            let (r, v) = if on {
+                (&mut *observed, &mut out.observed)
+            } else {
+                (&mut *xlb, &mut out.unobserved)
+            };
+            let x = measure_h1(s, dir, r, strict)
+                .with_context(|| format!("{} (observe), round {}", r.kind.name(), round + 1))?;
             print(r.kind.name(), "http/1.1 GET /", &x);
             v.push(x);
         }
@@ -1243,6 +1296,7 @@ fn report(
     }
     cases.extend(floors);
     cases.extend(report_rate_limits(extra));
+    cases.extend(report_observe(extra));
     cases.extend(report_cache(extra, cache_skipped));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -1408,6 +1462,35 @@ fn report_rate_limits(extra: &ExtraSamples) -> Vec<serde_json::Value> {
         "xlb without rate limits",
         &l,
         &u,
+    )
+}
+
+/// Metrics and access log on ÷ off (goal: rps ratio ≥ 0.97).
+fn report_observe(extra: &ExtraSamples) -> Vec<serde_json::Value> {
+    if extra.observed.is_empty() {
+        return Vec::new();
+    }
+    let off = medians(&extra.unobserved);
+    let on = medians(&extra.observed);
+    println!(
+        "\nobservability cost: http/1.1 (wrk, {H1_CONNECTIONS} conns) GET /, `observe:` with \
+         /metrics and a JSON access log to a file, against the same xlb without it, paired runs"
+    );
+    print_med_header("xlb", "");
+    print_med("observe off", &off, "");
+    print_med("observe on", &on, "");
+    println!(
+        "on / off: rps {:.3} (goal ≥ 0.97), CPU µs/req {:.3}, p50 {:.2}, p99 {:.2}",
+        on.rps / off.rps,
+        on.cpu_us_per_req / off.cpu_us_per_req,
+        on.p50 / off.p50,
+        on.p99 / off.p99
+    );
+    json_cases(
+        "http/1.1 (wrk) xlb with metrics and access log vs without",
+        "xlb without observe",
+        &on,
+        &off,
     )
 }
 

@@ -13,6 +13,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "curl",               // L7 end-to-end clients (HTTP/1.1, h2, TLS)
     "python3-grpcio",     // gRPC peers for the L7 tests
     "python3-websockets", // WebSocket peers for the L7 tests
+    "prometheus",         // promtool: checks the /metrics exposition (observe test)
+    "chromium",           // headless browser: the /status page as a browser sees it
     "bird2",              // anycast tests: BGP on the LB nodes and the router
     "systemd",            // systemd-analyze verify of scripts/xlb.service
     "etcd-server",        // the fleet config store in the admin API tests

@@ -5,3 +5,4 @@ pub mod decap;
 pub mod drain;
 pub mod flow;
 pub mod stats;
+pub mod status;

@@ -13,6 +13,7 @@ pub mod middleware;
 mod model;
 pub mod node;
 pub mod resource;
+pub mod observe;
 pub mod units;
 mod validate;
 
@@ -29,6 +30,9 @@ impl Config {
     pub fn check(mut self) -> Result<Config, Vec<Issue>> {
         let mut issues = self.issues();
         issues.extend(node::issues(&self));
+        if let Some(o) = &self.observe {
+            issues.extend(o.issues());
+        }
         match l7_plan::plan(&self.l7) {
             Ok(plan) => self.planned = model::Planned(Some(Arc::new(plan))),
             Err(l7) => issues.extend(l7),

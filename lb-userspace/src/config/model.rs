@@ -47,6 +47,9 @@ pub struct Config {
     /// The admin API listener. Absent: no admin API.
     #[serde(default)]
     pub admin: Option<super::node::AdminYaml>,
+    /// Metrics, status page and access log (`config::observe`).
+    #[serde(default)]
+    pub observe: Option<super::observe::ObserveConfig>,
     /// The L7 plan, made by `Config::check` (not part of the file).
     #[serde(skip)]
     pub(super) planned: Planned,

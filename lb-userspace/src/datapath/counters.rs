@@ -49,3 +49,30 @@ pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<Totals> {
     let map = PerCpuArray::try_from(Map::PerCpuArray(data))?;
     read_totals(&map)
 }
+
+/// Opens a pinned per-CPU `PacketCounter` array (`VIP_STATS`, `BACKEND_STATS`).
+pub fn open_per_cpu(
+    pin_dir: &Path,
+    name: &str,
+) -> anyhow::Result<PerCpuArray<MapData, PacketCounter>> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "opening {} (is an xlb instance running with this name?)",
+            path.display()
+        )
+    })?;
+    Ok(PerCpuArray::try_from(Map::PerCpuArray(data))?)
+}
+
+/// Row `index` of a per-CPU counter array, summed over CPUs.
+pub fn sum_row(
+    map: &PerCpuArray<MapData, PacketCounter>,
+    index: u32,
+) -> anyhow::Result<PacketCounter> {
+    let mut total = PacketCounter::default();
+    for c in map.get(&index, 0)?.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}

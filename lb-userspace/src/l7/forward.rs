@@ -231,6 +231,11 @@ pub struct BodyWatch {
     waiting_on_client: AtomicBool,
     armed: AtomicBool,
     arm: Notify,
+    /// Body bytes passed on (for the request record).
+    bytes: AtomicU64,
+    /// Nanoseconds from `base` when the last attempt had a connection in
+    /// hand (for the record's connect time).
+    sending: AtomicU64,
 }
 
 impl BodyWatch {
@@ -242,6 +247,8 @@ impl BodyWatch {
             waiting_on_client: AtomicBool::new(false),
             armed: AtomicBool::new(false),
             arm: Notify::new(),
+            bytes: AtomicU64::new(0),
+            sending: AtomicU64::new(0),
         }
     }
 
@@ -258,8 +265,22 @@ impl BodyWatch {
     /// before it has its own timeout).
     fn start(&self) {
         self.stamp();
+        self.sending
+            .store(self.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.armed.store(true, Ordering::Release);
         self.arm.notify_one();
+    }
+
+    /// Body bytes passed on so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// How long the attempt started at `attempt` waited for a connection
+    /// (connect and handshakes; about zero on a pooled one).
+    pub fn connect_time(&self, attempt: Instant) -> Duration {
+        let sending = self.base + Duration::from_nanos(self.sending.load(Ordering::Relaxed));
+        sending.saturating_duration_since(attempt)
     }
 
     fn reset(&self) {
@@ -353,6 +374,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
+                    watch.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     if let Some(limit) = self.limit.filter(|&l| self.seen > l) {
                         return Poll::Ready(Some(Err(Box::new(RequestBodyError::TooLarge(limit)))));
                     }

@@ -20,6 +20,8 @@ pub mod plugins;
 pub mod preface;
 pub mod proxy;
 pub mod ratelimit;
+pub mod record;
+pub mod recording;
 pub mod resolve;
 pub mod retry_budget;
 pub mod rewrite;

@@ -300,12 +300,16 @@ impl RateLimiter {
     /// [`RateLimiter::check`], then waits out a delay (tokio's sleep): the
     /// caller forwards when this returns `Ok`. If the future is dropped
     /// while waiting, its queue place stays spent (as in nginx).
-    pub async fn admit(&self, side: Side, facts: &RequestFacts<'_>) -> Result<(), Rejection> {
+    pub async fn admit(
+        &self,
+        side: Side,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Admission, Rejection> {
         match self.check(side, facts) {
-            Verdict::Forward => Ok(()),
+            Verdict::Forward => Ok(Admission::Now),
             Verdict::Delay(wait) => {
                 tokio::time::sleep(wait).await;
-                Ok(())
+                Ok(Admission::Delayed)
             }
             Verdict::Reject(rejection) => Err(rejection),
         }
@@ -318,6 +322,15 @@ impl RateLimiter {
         let now = self.clock.now_nanos();
         self.rules().map(|r| r.sweep_at(now)).sum()
     }
+}
+
+/// How [`RateLimiter::admit`] let a request through (for the request record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// At once.
+    Now,
+    /// After a delay in a rule's queue.
+    Delayed,
 }
 
 /// The combined outcome of a check's rules.

@@ -65,6 +65,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{
     body::ProxyBody,
     preface::{self, Allowed, Rewind, Verdict, PREFACE},
+    record,
     source_cap::SourceCap,
 };
 
@@ -168,12 +169,16 @@ impl Default for ServerLimits {
 }
 
 /// What the handler knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The negotiated TLS version (`TLSv1.3`), for the request record.
+    pub tls_version: Option<&'static str>,
+    /// The server name of the client's TLS hello, for the request record.
+    pub sni: Option<Arc<str>>,
 }
 
 /// A connection being closed gracefully (shutdown, idle, no first
@@ -275,10 +280,14 @@ pub async fn serve<H, F>(
             let _permit = permit;
             let _slot = slot;
             let _alive = alive;
-            let info = ConnInfo {
+            let mut info = ConnInfo {
                 peer,
                 tls: tls.is_some(),
+                tls_version: None,
+                sni: None,
             };
+            let local = stream.local_addr().unwrap_or(peer);
+            let _open = record::connection_opened(local);
             let connection = async move {
                 match tls {
                     None => {
@@ -294,13 +303,19 @@ pub async fn serve<H, F>(
                                 Ok(Ok(s)) => s,
                                 Ok(Err(e)) => {
                                     log::debug!("TLS handshake with {peer}: {e}");
+                                    record::tls_handshake(local, Err("error"));
                                     return;
                                 }
                                 Err(_) => {
                                     log::debug!("TLS handshake with {peer} timed out");
+                                    record::tls_handshake(local, Err("timeout"));
                                     return;
                                 }
                             };
+                        let session = stream.get_ref().1;
+                        info.tls_version = session.protocol_version().map(record::tls_version_name);
+                        info.sni = session.server_name().map(Arc::from);
+                        record::tls_handshake(local, Ok(info.tls_version.unwrap_or("other")));
                         let allowed = Allowed::for_alpn(stream.get_ref().1.alpn_protocol());
                         serve_connection(stream, info, allowed, &builder, handler, policy, shutdown)
                             .await
@@ -432,9 +447,11 @@ async fn serve_connection<I, H, F>(
         Ok(Ok(Some(verdict))) => verdict == Verdict::Http2,
     };
     let act = activity.clone();
+    let peer = info.peer;
     let service = service_fn(move |req| {
         let handler = handler.clone();
         let mut in_flight = act.begin();
+        let info = info.clone();
         async move {
             let resp = handler(req, info).await;
             in_flight.answered = true;
@@ -454,14 +471,14 @@ async fn serve_connection<I, H, F>(
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
-                    log::debug!("connection from {}: {e}", info.peer);
+                    log::debug!("connection from {}: {e}", peer);
                 }
                 return;
             }
             _ = activity.abused.notified() => {
                 log::info!(
                     "connection from {}: {} requests cancelled by the client, dropped",
-                    info.peer,
+                    peer,
                     activity.cancelled.load(Ordering::SeqCst)
                 );
                 return;
@@ -484,7 +501,7 @@ async fn serve_connection<I, H, F>(
                 }
             }
             why = activity.expired(policy), if !closing => {
-                log::debug!("connection from {}: {why}, closing", info.peer);
+                log::debug!("connection from {}: {why}, closing", peer);
                 if why == HEAD_TIMEOUT || !activity.http2.load(Ordering::SeqCst) {
                     // HTTP/1.1 (or not known yet) with nothing in flight,
                     // maybe half a head: nothing to finish, and hyper's
@@ -498,7 +515,7 @@ async fn serve_connection<I, H, F>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = activity.quiet_for(CLOSE_GRACE), if closing => {
-                log::debug!("connection from {}: graceful close stalled, dropped", info.peer);
+                log::debug!("connection from {}: graceful close stalled, dropped", peer);
                 return;
             }
         }

@@ -36,7 +36,7 @@ use super::{
     options::SharedCache,
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, Rule, RuleConfig},
-    resolve,
+    recording, resolve,
     router::{HostTables, RouteTable},
     server::serve,
     tls::{self, CertStore},
@@ -177,7 +177,12 @@ impl L7Service {
             for (i, s) in extra.into_iter().enumerate() {
                 per_worker[i % plan.workers].push(s);
             }
-            sockets.push((per_worker, acceptor, proxy.clone()));
+            sockets.push((
+                per_worker,
+                acceptor,
+                proxy.clone(),
+                Arc::<str>::from(lp.name.as_str()),
+            ));
             let cert_watch = certs.as_ref().map(|s| tls::watch(s, CERT_WATCH_INTERVAL));
             listeners.push(RunningListener {
                 plan: lp.clone(),
@@ -194,10 +199,10 @@ impl L7Service {
         for w in 0..plan.workers {
             let mine: Vec<_> = sockets
                 .iter_mut()
-                .flat_map(|(socks, acceptor, proxy)| {
+                .flat_map(|(socks, acceptor, proxy, name)| {
                     std::mem::take(&mut socks[w])
                         .into_iter()
-                        .map(|s| (s, acceptor.clone(), proxy.clone()))
+                        .map(|s| (s, acceptor.clone(), proxy.clone(), name.clone()))
                 })
                 .collect();
             let limits = plan.limits.clone();
@@ -318,6 +323,45 @@ impl L7Service {
             }
         }
         true
+    }
+
+    /// `(listener, route id, hosts, upstream)` of every route, for the
+    /// status page.
+    pub fn route_list(&self) -> Vec<(String, String, Vec<String>, String)> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            for r in &l.plan.routes {
+                out.push((
+                    l.plan.name.clone(),
+                    r.id.clone(),
+                    r.hosts.clone(),
+                    r.upstream.clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// `(upstream, node address, weight, in its pool)` of every node, for
+    /// the status page and the health metrics.
+    pub fn node_list(&self) -> Vec<(String, SocketAddr, u32, bool)> {
+        let mut out = Vec::new();
+        let mut ids: Vec<&String> = self.pools.keys().collect();
+        ids.sort();
+        for id in ids {
+            let pool = &self.pools[id];
+            for (i, n) in pool.upstream.nodes().iter().enumerate() {
+                out.push((id.clone(), n.addr, n.weight, pool.upstream.is_healthy(i)));
+            }
+        }
+        out
+    }
+
+    /// Whether listener `name` terminates TLS.
+    pub fn listener_tls(&self, name: &str) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.plan.name == name && l.plan.tls.is_some())
     }
 
     /// `(listener name, bound address)` of every listener.
@@ -509,14 +553,19 @@ fn tls_shape(t: &tls::ListenerTls) -> String {
     format!("{:?} {:?} {:?}", t.alpn, t.min_version, t.client_auth)
 }
 
+/// A worker's socket of one listener: its TLS, its proxy and its name
+/// (for the request record).
+type WorkerSocket = (
+    std::net::TcpListener,
+    Option<TlsAcceptor>,
+    Arc<ArcSwap<Proxy>>,
+    Arc<str>,
+);
+
 /// One worker: its sockets of every listener, served until shutdown.
 fn worker(
     id: usize,
-    sockets: Vec<(
-        std::net::TcpListener,
-        Option<TlsAcceptor>,
-        Arc<ArcSwap<Proxy>>,
-    )>,
+    sockets: Vec<WorkerSocket>,
     limits: super::server::ServerLimits,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -533,7 +582,7 @@ fn worker(
     let limits_drain = limits.drain_timeout;
     rt.block_on(async move {
         let mut serving = Vec::new();
-        for (sock, acceptor, proxy) in sockets {
+        for (sock, acceptor, proxy, name) in sockets {
             let listener = match tokio::net::TcpListener::from_std(sock) {
                 Ok(l) => l,
                 Err(e) => {
@@ -546,7 +595,13 @@ fn worker(
                 // Boxed: hyper moves the service's future around (into
                 // its dispatcher, or a task per HTTP/2 stream); a pointer
                 // moves cheaper than the future itself.
-                Box::pin(async move { p.handle(req, conn).await })
+                let name = name.clone();
+                Box::pin(recording::observe(
+                    name,
+                    req,
+                    conn,
+                    move |r, c| async move { p.handle(r, c).await },
+                ))
             };
             serving.push(tokio::spawn(serve(
                 listener,

@@ -224,6 +224,9 @@ pub struct XlbExtras {
     pub rate_limits: bool,
     /// The route caches (`cache: true`, with an `l7.cache` store).
     pub cache: bool,
+    /// Metrics and the JSON access log on (`observe:` listening on this
+    /// port, the log in the certificate's folder, the scratch directory).
+    pub observe: Option<u16>,
 }
 
 /// The rate-limit measurement's rules: their keys (one rule each).
@@ -264,9 +267,18 @@ pub fn xlb_with(
         top.push_str("  cache: {max_bytes: 64MiB, max_object_bytes: 1MiB}\n");
         route.push_str("      cache: true\n");
     }
+    let observe = match extras.observe {
+        Some(port) => format!(
+            "observe:\n  listen: \"127.0.0.1:{port}\"\n  access_log: {{path: \"{}\"}}\n",
+            cert.cert
+                .with_file_name(format!("access-{port}.log"))
+                .display()
+        ),
+        None => String::new(),
+    };
     format!(
         "instance: {instance}
-l7:
+{observe}l7:
   workers: 1
   limits:
     idle_timeout: 300s
@@ -349,7 +361,7 @@ mod tests {
             1003,
             XlbExtras {
                 rate_limits: true,
-                cache: false,
+                ..XlbExtras::default()
             },
         );
         assert!(rl.contains("rate_limits: [rule1, rule2, rule3]"), "{rl}");
@@ -367,8 +379,8 @@ mod tests {
             cert,
             1003,
             XlbExtras {
-                rate_limits: false,
                 cache: true,
+                ..XlbExtras::default()
             },
         );
         assert!(c.contains("  cache: {max_bytes") && c.contains("      cache: true"));

@@ -37,6 +37,7 @@ use super::{
         forward::{self, request_body, BodyWatch, ForwardError, ProxyBody},
         options::{ColdStart, RetryPolicy},
         ratelimit::{RequestFacts, Side},
+        record::RateLimitVerdict,
     },
     context::RequestCtx,
     request_filters::rate_limited,
@@ -261,7 +262,9 @@ impl Attempts {
                     headers,
                 )
                 .with_upstream(&pool.id, addr);
-                if let Err(r) = Box::pin(limiter.admit(Side::Upstream, &facts)).await {
+                let verdict = Box::pin(limiter.admit(Side::Upstream, &facts)).await;
+                ctx.note.rate_limit(RateLimitVerdict::of(&verdict)); // request record
+                if let Err(r) = verdict {
                     log::debug!("{} → {addr}: {r}", ctx.conn.peer);
                     return Step::Done(rate_limited(&r));
                 }
@@ -273,9 +276,11 @@ impl Attempts {
                 log::debug!("upstream {}: retry budget exhausted: {e}", pool.id);
                 return Step::Done(e.into_response());
             }
+            ctx.note.retry(e.kind().reason()); // request record: a retry is sent
             Box::pin(tokio::time::sleep(backoff(&opts.retry, self.retries - 1))).await;
         }
         self.tried.push(node);
+        ctx.note.attempt(addr); // request record
         let head = out.head_for(ctx, addr);
         let attempt_body = match &self.replay {
             Some(r) => {
@@ -298,6 +303,9 @@ impl Attempts {
         .await;
         let (e, back) = match sent {
             Ok(resp) => {
+                let (connect, first_byte) = (self.watch.connect_time(started), started.elapsed());
+                ctx.note
+                    .response_head(Some(connect), first_byte, self.watch.bytes()); // request record
                 let answered = Answered {
                     node,
                     flight,

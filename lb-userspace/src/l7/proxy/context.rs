@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use http::request;
 
 use super::{
-    super::{headers, options::RouteOptions, router::Route, server::ConnInfo},
+    super::{headers, options::RouteOptions, record::Note, router::Route, server::ConnInfo},
     pool::Pool,
     request_filters::UpstreamFacts,
 };
@@ -31,6 +31,8 @@ pub(super) struct RequestCtx {
     pub up_facts: UpstreamFacts,
     /// The sticky cookie's value the client sent.
     pub sticky_in: Option<Vec<u8>>,
+    /// The request record's facts (`l7::record`), filled by the phases.
+    pub note: Note,
 }
 
 impl RequestCtx {

@@ -73,6 +73,7 @@ use super::{
     error::{respond, ErrorKind},
     forward::ProxyBody,
     plugin::{RequestCx, Verdict},
+    record,
     router::Resolver,
     server::ConnInfo,
 };
@@ -112,12 +113,14 @@ impl Proxy {
     /// every response after routing goes through the response filters.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        // request received → route resolved
+        let note = record::Note::of(&parts); // request record (l7::record)
+                                             // request received → route resolved
         let routed = match route::resolve(&*self.routes, &mut parts, &conn) {
             Ok(r) => r,
             Err(kind) => return respond(kind),
         };
         let route = routed.route.clone();
+        note.route(route.id(), route.upstream()); // request record
         let opts = &route.spec().options;
         let mut after = response_filters::After::new(route.clone(), &parts);
         // A cold-start hold's deadline counts from here (plugins and a
@@ -137,7 +140,7 @@ impl Proxy {
                 return after.apply(resp, false);
             }
         }
-        let up_facts = match request_filters::run(&routed, &parts, &body, &conn).await {
+        let up_facts = match request_filters::run(&routed, &parts, &body, &conn, &note).await {
             Ok(f) => f,
             Err(resp) => return after.apply(resp, false),
         };
@@ -147,6 +150,9 @@ impl Proxy {
             false => opts.plugins.upstream(&parts, cx),
         };
         let upstream = chosen.as_deref().unwrap_or(route.upstream());
+        if chosen.is_some() {
+            note.route(route.id(), upstream); // request record: a plugin's choice
+        }
         let Some(pool) = self.pools.get(upstream) else {
             return after.apply(respond(ErrorKind::NoUpstream), false);
         };
@@ -163,6 +169,7 @@ impl Proxy {
             trusted,
             arrived,
             up_facts,
+            note,
         };
         after.upstream_selected(&ctx);
         // cache lookup, then the upstream phases (or a stored response)

@@ -11,6 +11,7 @@ use super::{
         error::{respond, ErrorKind, ProxyError},
         forward::{empty_body, ProxyBody},
         ratelimit::{RejectReason, Rejection, RequestFacts, Side},
+        record::{Note, RateLimitVerdict},
         rewrite,
         server::ConnInfo,
     },
@@ -29,6 +30,7 @@ pub(super) async fn run(
     parts: &request::Parts,
     body: &Incoming,
     conn: &ConnInfo,
+    note: &Note,
 ) -> Result<UpstreamFacts, Response<ProxyBody>> {
     let opts = &routed.route.spec().options;
     // Downstream rate limiting: every request the route matched counts (as
@@ -42,7 +44,9 @@ pub(super) async fn run(
             target,
             &parts.headers,
         );
-        if let Err(r) = Box::pin(limiter.admit(Side::Downstream, &facts)).await {
+        let verdict = Box::pin(limiter.admit(Side::Downstream, &facts)).await;
+        note.rate_limit(RateLimitVerdict::of(&verdict)); // request record
+        if let Err(r) = verdict {
             log::debug!("{}: {r}", conn.peer);
             return Err(rate_limited(&r));
         }
