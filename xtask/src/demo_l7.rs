@@ -177,7 +177,7 @@ fn plugins(client: &Netns) -> anyhow::Result<()> {
         "%{http_code} www-authenticate=%header{www-authenticate} x-xlb-error=%header{x-xlb-error}";
     let none = curl(client, &["-sS", "-o", "/dev/null", "-w", fmt, &url], None)?;
     println!("  no key:           {none}");
-    let fmt = "%{http_code} content-encoding=%header{content-encoding} body=";
+    let fmt = " (status %{http_code}, content-encoding=%header{content-encoding}, decoded by curl)";
     let ok = curl(
         client,
         &[
@@ -189,13 +189,11 @@ fn plugins(client: &Netns) -> anyhow::Result<()> {
             "accept-encoding: zstd",
             "-w",
             fmt,
-            "-o",
-            "/dev/stderr",
             &url,
         ],
         None,
     )?;
-    println!("  X-API-Key: demo-key, zstd accepted: {ok}(decoded by curl)");
+    println!("  X-API-Key: demo-key, Accept-Encoding: zstd: body {ok}");
     let fmt = "%{http_code} allow-origin=%header{access-control-allow-origin} allow-methods=%header{access-control-allow-methods}";
     let pre = curl(
         client,
@@ -329,7 +327,7 @@ fn named_backend(listener: TcpListener, name: &str, stop: &AtomicBool) {
         }
         let _ = write!(
             s,
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
             name.len()
         );
     }
