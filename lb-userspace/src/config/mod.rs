@@ -12,8 +12,8 @@ mod locate;
 pub mod middleware;
 mod model;
 pub mod node;
-pub mod resource;
 pub mod observe;
+pub mod resource;
 pub mod units;
 mod validate;
 

@@ -14,11 +14,11 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{Array, DevMap, HashMap as BpfHashMap, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData},
     Ebpf,
 };
 use lb_common::{
-    backend::{BackendMeta, TxPort, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
+    backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
     consts::NO_BACKEND,
     flow::{wire_addr_v4, wire_addr_v6},
     maps,
@@ -29,7 +29,7 @@ use lb_common::{
     },
 };
 
-use super::{predict, tx_ports};
+use super::{map_writer::MapWriter, predict, tx_ports};
 use crate::config::l4::{ForwardMode, HashFields, IpipSourceMode, L4Config, TooBig, VipConfig};
 
 /// What userspace knows about one VIP row.
@@ -293,9 +293,9 @@ impl L4Tables {
     /// Everything that can fail without touching the maps (table builds,
     /// capacity) is checked first, so an error leaves the running state
     /// unchanged.
-    pub fn apply(
+    pub fn apply<W: MapWriter>(
         &mut self,
-        ebpf: &mut Ebpf,
+        ebpf: &mut W,
         l4: &L4Config,
         macs: &HashMap<IpAddr, [u8; 6]>,
     ) -> anyhow::Result<ApplyReport> {
@@ -366,27 +366,13 @@ impl L4Tables {
         // 2. Egress ports before any backend names them, then settings,
         // then backends that are new or whose MAC or port changed.
         if ports != self.tx_ports {
-            let mut port_map: Array<&mut MapData, TxPort> =
-                Array::try_from(ebpf.map_mut(maps::TX_PORTS).context("TX_PORTS map")?)?;
             for (name, (slot, port)) in &ports {
-                port_map
-                    .set(*slot as u32, port, 0)
-                    .with_context(|| format!("writing TX_PORTS for `{name}`"))?;
-            }
-            let mut devmap: DevMap<&mut MapData> =
-                DevMap::try_from(ebpf.map_mut(maps::TX_DEVMAP).context("TX_DEVMAP map")?)?;
-            for (name, (slot, port)) in &ports {
-                devmap
-                    .set(*slot as u32, port.ifindex, None, 0)
-                    .with_context(|| format!("writing TX_DEVMAP for `{name}`"))?;
+                ebpf.tx_port(*slot as u32, port)
+                    .with_context(|| format!("egress port `{name}`"))?;
             }
             self.tx_ports = ports;
         }
-        let mut settings_map: Array<&mut MapData, Settings> =
-            Array::try_from(ebpf.map_mut(maps::SETTINGS).context("SETTINGS map")?)?;
-        settings_map.set(0, settings(l4), 0)?;
-        let mut backends_map: Array<&mut MapData, BackendMeta> =
-            Array::try_from(ebpf.map_mut(maps::BACKENDS).context("BACKENDS map")?)?;
+        ebpf.settings(settings(l4))?;
         for a in &wanted {
             let mac = macs[a];
             let tx = backend_tx.get(a).copied().flatten();
@@ -412,8 +398,7 @@ impl L4Tables {
                 tx_port: tx.unwrap_or(0),
                 _pad: 0,
             };
-            backends_map
-                .set(slot.index, meta, 0)
+            ebpf.backend(slot.index, meta)
                 .with_context(|| format!("writing backend {a}"))?;
             self.backends.insert(*a, slot);
         }
@@ -426,8 +411,6 @@ impl L4Tables {
             .collect();
 
         // 3. VIPs: write the idle half, then flip.
-        let mut maglev: Array<&mut MapData, u32> =
-            Array::try_from(ebpf.map_mut(maps::MAGLEV).context("MAGLEV map")?)?;
         // (key, Some(meta)) to write, (key, None) to remove.
         let mut pending_meta: Vec<(VipKey, Option<VipMeta>)> = Vec::new();
         for (v, positions) in l4.vips.iter().zip(&tables) {
@@ -459,7 +442,7 @@ impl L4Tables {
                     if !table_same {
                         let idle = 1 - live;
                         report.slots_written += write_half(
-                            &mut maglev,
+                            ebpf,
                             self.m,
                             row.row,
                             idle as u32,
@@ -480,8 +463,7 @@ impl L4Tables {
                 None => {
                     let row = self.take_row(l4)?;
                     let empty = Vec::new();
-                    report.slots_written +=
-                        write_half(&mut maglev, self.m, row, 0, &empty, &table)?;
+                    report.slots_written += write_half(ebpf, self.m, row, 0, &empty, &table)?;
                     let meta = VipMeta {
                         index: row,
                         table: 0,
@@ -503,15 +485,11 @@ impl L4Tables {
             }
         }
 
-        let mut vips_map: BpfHashMap<&mut MapData, VipKey, VipMeta> =
-            BpfHashMap::try_from(ebpf.map_mut(maps::VIPS).context("VIPS map")?)?;
         for (key, meta) in &pending_meta {
             match meta {
-                Some(meta) => vips_map.insert(key, meta, 0)?,
+                Some(meta) => ebpf.vip_insert(*key, *meta)?,
                 // A VIP whose address/port/protocol changed: drop the old key.
-                None => {
-                    let _ = vips_map.remove(key);
-                }
+                None => ebpf.vip_remove(key),
             }
         }
         // Removed VIPs.
@@ -523,7 +501,7 @@ impl L4Tables {
             .collect();
         for name in gone {
             let row = self.vips.remove(&name).expect("listed above");
-            let _ = vips_map.remove(&row.key);
+            ebpf.vip_remove(&row.key);
             self.free_rows.push(row.row);
             report.vips_removed.push(name);
         }
@@ -538,11 +516,11 @@ impl L4Tables {
         }
         for (k, name) in &aliases {
             let meta = self.vips[name].meta;
-            vips_map.insert(k, meta, 0)?;
+            ebpf.vip_insert(*k, meta)?;
         }
         for k in self.fragment_aliases.keys() {
             if !aliases.contains_key(k) {
-                let _ = vips_map.remove(k);
+                ebpf.vip_remove(k);
             }
         }
         self.fragment_aliases = aliases;
@@ -557,11 +535,11 @@ impl L4Tables {
         }
         for (k, name) in &echo {
             let meta = self.vips[name].meta;
-            vips_map.insert(k, meta, 0)?;
+            ebpf.vip_insert(*k, meta)?;
         }
         for k in self.echo_aliases.keys() {
             if !echo.contains_key(k) {
-                let _ = vips_map.remove(k);
+                ebpf.vip_remove(k);
             }
         }
         self.echo_aliases = echo;
@@ -573,11 +551,9 @@ impl L4Tables {
             .filter(|a| !wanted.contains(a))
             .copied()
             .collect();
-        let mut backends_map: Array<&mut MapData, BackendMeta> =
-            Array::try_from(ebpf.map_mut(maps::BACKENDS).context("BACKENDS map")?)?;
         for a in gone {
             let slot = self.backends.remove(&a).expect("listed above");
-            backends_map.set(slot.index, BackendMeta::default(), 0)?;
+            ebpf.backend(slot.index, BackendMeta::default())?;
             self.free_backends.push_back(slot.index);
             report.backends_removed.push(a);
         }
@@ -593,8 +569,8 @@ impl L4Tables {
 
 /// Writes `new` into half `half` of VIP row `row`, skipping slots that
 /// already hold the same value; returns the number written.
-fn write_half(
-    maglev: &mut Array<&mut MapData, u32>,
+fn write_half<W: MapWriter>(
+    maglev: &mut W,
     m: u32,
     row: u32,
     half: u32,
@@ -602,17 +578,16 @@ fn write_half(
     new: &[u32],
 ) -> anyhow::Result<usize> {
     let base = (row * 2 + half) * m;
-    let mut written = 0;
-    for (i, &value) in new.iter().enumerate() {
-        if old.get(i) == Some(&value) {
-            continue;
-        }
-        maglev
-            .set(base + i as u32, value, 0)
-            .with_context(|| format!("writing Maglev slot {} of row {row}", i))?;
-        written += 1;
-    }
-    Ok(written)
+    let writes: Vec<(u32, u32)> = new
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| old.get(*i) != Some(v))
+        .map(|(i, &v)| (base + i as u32, v))
+        .collect();
+    maglev
+        .maglev(&writes)
+        .with_context(|| format!("writing the Maglev table of row {row}"))?;
+    Ok(writes.len())
 }
 
 #[cfg(test)]
@@ -655,5 +630,191 @@ mod adopt_tests {
             };
             assert_eq!(backend_addr(&meta), a);
         }
+    }
+}
+
+/// `apply` over a fake writer: the diff without root or a kernel.
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use lb_common::backend::TxPort;
+
+    /// The maps as a fake writer keeps them, and every write in order.
+    #[derive(Default)]
+    struct FakeMaps {
+        maglev: HashMap<u32, u32>,
+        vips: HashMap<VipKey, VipMeta>,
+        backends: HashMap<u32, BackendMeta>,
+        settings: Option<Settings>,
+        writes: usize,
+    }
+
+    impl MapWriter for FakeMaps {
+        fn tx_port(&mut self, _slot: u32, _port: &TxPort) -> anyhow::Result<()> {
+            self.writes += 1;
+            Ok(())
+        }
+        fn settings(&mut self, s: Settings) -> anyhow::Result<()> {
+            self.writes += 1;
+            self.settings = Some(s);
+            Ok(())
+        }
+        fn backend(&mut self, index: u32, meta: BackendMeta) -> anyhow::Result<()> {
+            self.writes += 1;
+            self.backends.insert(index, meta);
+            Ok(())
+        }
+        fn maglev(&mut self, writes: &[(u32, u32)]) -> anyhow::Result<()> {
+            self.writes += writes.len();
+            self.maglev.extend(writes.iter().copied());
+            Ok(())
+        }
+        fn vip_insert(&mut self, key: VipKey, meta: VipMeta) -> anyhow::Result<()> {
+            self.writes += 1;
+            self.vips.insert(key, meta);
+            Ok(())
+        }
+        fn vip_remove(&mut self, key: &VipKey) {
+            self.writes += 1;
+            self.vips.remove(key);
+        }
+    }
+
+    const M: u32 = 251;
+
+    fn l4(backends: &[(&str, u32)], extra_vips: usize) -> L4Config {
+        let bs: Vec<String> = backends
+            .iter()
+            .map(|(a, w)| format!("{{address: {a}, weight: {w}}}"))
+            .collect();
+        let mut yaml = format!(
+            "maglev_table_size: {M}\nmax_vips: 2\nmax_backends: 4\nvips:\n  - {{name: web, address: 10.0.0.1, port: 80, protocol: tcp, mode: dsr, backends: [{}]}}\n",
+            bs.join(", ")
+        );
+        for i in 0..extra_vips {
+            yaml.push_str(&format!(
+                "  - {{name: x{i}, address: 10.0.1.{i}, port: 80, protocol: tcp, mode: dsr, backends: [{}]}}\n",
+                bs.join(", ")
+            ));
+        }
+        serde_yaml_ng::from_str(&yaml).unwrap()
+    }
+
+    fn macs(l4: &L4Config) -> HashMap<IpAddr, [u8; 6]> {
+        l4.vips
+            .iter()
+            .flat_map(|v| v.backends.iter().map(|b| (b.address, [2, 0, 0, 0, 0, 1])))
+            .collect()
+    }
+
+    /// The live table of VIP `web` as backend addresses, from the fake maps.
+    fn live(maps: &FakeMaps, t: &L4Tables) -> Vec<Option<IpAddr>> {
+        let row = &t.vips["web"];
+        let meta = maps.vips[&row.key];
+        let names = t.backend_names();
+        let base = (meta.index * 2 + meta.table) * M;
+        (0..M)
+            .map(|i| match maps.maglev[&(base + i)] {
+                NO_BACKEND => None,
+                b => names.get(&b).copied(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_apply_writes_the_whole_table_and_the_vip() {
+        let cfg = l4(&[("192.0.2.11", 1), ("192.0.2.12", 1)], 0);
+        let mut t = L4Tables::new(&cfg);
+        let mut maps = FakeMaps::default();
+        let r = t.apply(&mut maps, &cfg, &macs(&cfg)).unwrap();
+        assert_eq!(r.vips_added, ["web"]);
+        assert_eq!(r.backends_added.len(), 2);
+        assert_eq!(r.slots_written, M as usize);
+        assert!(maps.settings.is_some());
+        let table = live(&maps, &t);
+        assert!(table.iter().all(Option::is_some));
+        // The fragment alias and the echo entry count under the VIP's row.
+        assert_eq!(maps.vips.len(), 3);
+        assert!(maps.vips.values().all(|m| m.index == t.vips["web"].row));
+    }
+
+    #[test]
+    fn a_drain_writes_only_the_changed_slots_into_the_idle_half_then_flips() {
+        let cfg = l4(&[("192.0.2.11", 1), ("192.0.2.12", 1)], 0);
+        let mut t = L4Tables::new(&cfg);
+        let mut maps = FakeMaps::default();
+        t.apply(&mut maps, &cfg, &macs(&cfg)).unwrap();
+        let before = live(&maps, &t);
+        let first_half = maps.vips[&t.vips["web"].key].table;
+
+        let drained = l4(&[("192.0.2.11", 1), ("192.0.2.12", 0)], 0);
+        let r = t.apply(&mut maps, &drained, &macs(&drained)).unwrap();
+        assert_eq!(r.vips_changed, ["web"]);
+        let meta = maps.vips[&t.vips["web"].key];
+        assert_ne!(meta.table, first_half, "the VIP flips to the other half");
+        let after = live(&maps, &t);
+        let b12: IpAddr = "192.0.2.12".parse().unwrap();
+        assert!(
+            after.iter().all(|b| *b != Some(b12)),
+            "a drained backend keeps no slot"
+        );
+        // Slots that stayed are the same backend (Maglev's minimal change).
+        let kept = before.iter().zip(&after).filter(|(a, b)| a == b).count();
+        assert_eq!(kept, before.iter().filter(|b| **b != Some(b12)).count());
+        // The drained backend stays active: its established flows go on.
+        let slot = t.backends[&b12].index;
+        assert_ne!(maps.backends[&slot].flags & BACKEND_F_ACTIVE, 0);
+        // A second identical apply writes nothing.
+        let writes = maps.writes;
+        let r = t.apply(&mut maps, &drained, &macs(&drained)).unwrap();
+        assert!(r.vips_changed.is_empty() && r.slots_written == 0);
+        // Settings and the alias entries are rewritten each time, nothing
+        // else.
+        assert!(maps.writes - writes <= 3, "{} writes", maps.writes - writes);
+    }
+
+    #[test]
+    fn a_removed_backend_is_deactivated_and_its_slot_reused_last() {
+        let cfg = l4(&[("192.0.2.11", 1), ("192.0.2.12", 1)], 0);
+        let mut t = L4Tables::new(&cfg);
+        let mut maps = FakeMaps::default();
+        t.apply(&mut maps, &cfg, &macs(&cfg)).unwrap();
+        let b12: IpAddr = "192.0.2.12".parse().unwrap();
+        let freed = t.backends[&b12].index;
+        let gone = l4(&[("192.0.2.11", 1)], 0);
+        let r = t.apply(&mut maps, &gone, &macs(&gone)).unwrap();
+        assert_eq!(r.backends_removed, [b12]);
+        assert_eq!(maps.backends[&freed], BackendMeta::default());
+        // A new backend takes a slot never used before, not the freed one.
+        let new = l4(&[("192.0.2.11", 1), ("192.0.2.13", 1)], 0);
+        t.apply(&mut maps, &new, &macs(&new)).unwrap();
+        assert_ne!(t.backends[&"192.0.2.13".parse().unwrap()].index, freed);
+    }
+
+    #[test]
+    fn a_change_over_capacity_writes_nothing_and_keeps_the_state() {
+        let cfg = l4(&[("192.0.2.11", 1)], 0);
+        let mut t = L4Tables::new(&cfg);
+        let mut maps = FakeMaps::default();
+        t.apply(&mut maps, &cfg, &macs(&cfg)).unwrap();
+        let writes = maps.writes;
+        let too_many = l4(&[("192.0.2.11", 1)], 2); // 3 VIPs, max_vips 2
+        let e = t.apply(&mut maps, &too_many, &macs(&too_many)).unwrap_err();
+        assert!(e.to_string().contains("not enough VIP rows"), "{e}");
+        assert_eq!(maps.writes, writes, "a refused change wrote to the maps");
+        assert_eq!(t.vips.len(), 1);
+        let also = l4(
+            &[
+                ("192.0.2.11", 1),
+                ("192.0.2.12", 1),
+                ("192.0.2.13", 1),
+                ("192.0.2.14", 1),
+                ("192.0.2.15", 1),
+            ],
+            0,
+        );
+        let e = t.apply(&mut maps, &also, &macs(&also)).unwrap_err();
+        assert!(e.to_string().contains("not enough backend slots"), "{e}");
+        assert_eq!(maps.writes, writes);
     }
 }

@@ -8,6 +8,7 @@ pub mod flood_refill;
 mod instance_lock;
 pub mod l4_tables;
 mod loader;
+pub mod map_writer;
 pub mod neighbour;
 pub mod next_hops;
 pub mod pins;
