@@ -370,6 +370,12 @@ fn metrics_access_log_and_status_page_follow_real_traffic() {
         while seen.lock().unwrap().len() < due && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The writer reopens on SIGUSR1 from its own thread: the previous
+        // rotation's new file may not exist yet (bounded wait).
+        let reopened = Instant::now() + Duration::from_secs(10);
+        while !log_path.exists() && Instant::now() < reopened {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let to = dir.path().join(format!("access.log.{r}"));
         std::fs::rename(&log_path, &to).expect("rotate");
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).expect("SIGUSR1");
