@@ -270,17 +270,27 @@ fn drop_denied(xlb: &Xlb) -> u64 {
         .unwrap_or_else(|| panic!("no drop_denied in {}", s["reasons"]))
 }
 
-fn config() -> String {
+/// The LB's config: XDP on `eth0`, one listener on the LB's address, one
+/// route `all` to the backend; `l7_extra` goes into `l7:` (indented two
+/// spaces), `route_extra` into the route (indented six).
+fn lb_config(l7_extra: &str, route_extra: &str) -> String {
     format!(
         "interfaces:\n  - name: {IFACE}\n    xdp_mode: native\n\
-         l7:\n  workers: 2\n\
-         \x20 rate_limits:\n\
-         \x20   - name: per-src\n      key: \"$src_ip\"\n      rate: 5/s\n      burst: 0\n\
-         \x20     hard_limit: {{rate: 10/s, deny_for: {}s}}\n\
+         l7:\n  workers: 2\n{l7_extra}\
          \x20 listeners:\n    - name: web\n      address: \"{LB4}:{LISTEN_PORT}\"\n\
-         \x20 routes:\n    - id: all\n      upstream: app\n      rate_limits: [per-src]\n\
-         \x20 upstreams:\n    - id: app\n      nodes:\n        - {{address: \"127.0.0.1:{BACKEND_PORT}\"}}\n",
-        DENY_FOR.as_secs()
+         \x20 routes:\n    - id: all\n      upstream: app\n{route_extra}\
+         \x20 upstreams:\n    - id: app\n      nodes:\n        - {{address: \"127.0.0.1:{BACKEND_PORT}\"}}\n"
+    )
+}
+
+fn config() -> String {
+    lb_config(
+        &format!(
+            "  rate_limits:\n    - name: per-src\n      key: \"$src_ip\"\n      rate: 5/s\n      burst: 0\n\
+             \x20     hard_limit: {{rate: 10/s, deny_for: {}s}}\n",
+            DENY_FOR.as_secs()
+        ),
+        "      rate_limits: [per-src]\n",
     )
 }
 
@@ -617,14 +627,12 @@ fn hard_rate_limit_escalates_to_the_xdp_deny_list() {
 /// The config of the `ip-restriction` case: A's address is denied on the
 /// route, with `xdp_deny_for`.
 fn ip_restriction_config() -> String {
-    format!(
-        "interfaces:\n  - name: {IFACE}\n    xdp_mode: native\n\
-         l7:\n  workers: 2\n\
-         \x20 listeners:\n    - name: web\n      address: \"{LB4}:{LISTEN_PORT}\"\n\
-         \x20 routes:\n    - id: all\n      upstream: app\n\
-         \x20     plugins:\n        ip-restriction: {{deny: [\"{CLIENT4}/32\"], xdp_deny_for: {}s}}\n\
-         \x20 upstreams:\n    - id: app\n      nodes:\n        - {{address: \"127.0.0.1:{BACKEND_PORT}\"}}\n",
-        DENY_FOR.as_secs()
+    lb_config(
+        "",
+        &format!(
+            "      plugins:\n        ip-restriction: {{deny: [\"{CLIENT4}/32\"], xdp_deny_for: {}s}}\n",
+            DENY_FOR.as_secs()
+        ),
     )
 }
 

@@ -140,7 +140,9 @@ struct Jwks {
 }
 
 struct JwksState {
-    keys: Vec<Key>,
+    /// Shared between states: a look that finds the file unchanged keeps
+    /// the same keys.
+    keys: Arc<Vec<Key>>,
     modified: Option<SystemTime>,
     checked: Instant,
 }
@@ -266,7 +268,7 @@ impl JwtAuth {
                     path: path.clone(),
                     refresh: c.refresh.map_or(Duration::from_secs(60), |d| d.0),
                     state: ArcSwap::from_pointee(JwksState {
-                        keys,
+                        keys: Arc::new(keys),
                         modified,
                         checked: Instant::now(),
                     }),
@@ -317,26 +319,15 @@ impl JwtAuth {
                 let modified = std::fs::metadata(&j.path).and_then(|m| m.modified()).ok();
                 let (keys, modified) = if modified != st.modified {
                     match load_jwks(&j.path) {
-                        Ok(k) => (Some(k.0), k.1),
+                        Ok((keys, modified)) => (Arc::new(keys), modified),
                         Err(e) => {
                             log::warn!("jwt-auth: keeping the previous keys: {e}");
-                            (None, st.modified)
+                            (st.keys.clone(), st.modified)
                         }
                     }
                 } else {
-                    (None, modified)
+                    (st.keys.clone(), modified)
                 };
-                let old = j.state.load_full();
-                let keys = keys.unwrap_or_else(|| {
-                    old.keys
-                        .iter()
-                        .map(|k| Key {
-                            alg: k.alg,
-                            kid: k.kid.clone(),
-                            key: k.key.clone(),
-                        })
-                        .collect()
-                });
                 j.state.store(Arc::new(JwksState {
                     keys,
                     modified,
