@@ -1155,8 +1155,13 @@ fn lb_p2c_ewma_avoids_slow_backend() {
         "p2c_ewma sent {} of 300 requests to the slow backend c (at most 5% expected): {total:?}",
         count(&total, "c")
     );
+    // Requests here are sequential (nothing in flight), so between the two
+    // equally fast nodes the one whose average happens to be lower wins
+    // every (a, b) pair; each still wins every pair it forms with c, a
+    // third of the picks: 100 ± 8 of 300. 65 is over four sigmas below
+    // that, and still fails if a fast node is starved.
     assert!(
-        count(&total, "a") >= 90 && count(&total, "b") >= 90,
+        count(&total, "a") >= 65 && count(&total, "b") >= 65,
         "p2c_ewma should share between the fast a and b: {total:?}"
     );
 }
