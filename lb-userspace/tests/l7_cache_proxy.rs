@@ -14,7 +14,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use xlb::{
     config::{l7_plan, Config, ConfigError},
     l7::{
         balance::{self, Algorithm, Node, Upstream, UpstreamConfig},
-        cache::{Cache, CacheConfig, X_CACHE},
+        cache::{Cache, CacheConfig, Clock, X_CACHE},
         forward::ERROR_HEADER,
         options::{RouteOptions, SharedCache, UpstreamOptions},
         proxy::{Pool, Proxy},
@@ -177,13 +177,39 @@ fn loopback() -> Vec<Prefix> {
 struct Bed {
     addr: SocketAddr,
     cache: Cache,
+    /// The cache's clock: real time plus what the test skipped ahead.
+    clock: Arc<SkippingClock>,
     _stop: watch::Sender<bool>,
+}
+
+/// Wall-clock time that a test can move forward, so that ageing an entry
+/// past its freshness is an instant step, not a real sleep.
+#[derive(Debug, Default)]
+struct SkippingClock {
+    skipped_ms: AtomicUsize,
+}
+
+impl SkippingClock {
+    fn skip(&self, by: Duration) {
+        self.skipped_ms
+            .fetch_add(by.as_millis() as usize, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SkippingClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_millis(self.skipped_ms.load(Ordering::SeqCst) as u64)
+    }
 }
 
 /// The proxy over one backend: `/c/*` caches (purgeable from
 /// `purge_from`), `/p/*` does not.
 async fn start(backend: SocketAddr, purge_from: Vec<Prefix>) -> Bed {
-    let cache = Cache::new(CacheConfig::default());
+    let clock = Arc::new(SkippingClock::default());
+    let cache = Cache::new(CacheConfig {
+        clock: clock.clone(),
+        ..CacheConfig::default()
+    });
     let mut cached = RouteSpec::new("cached", "u");
     cached.paths = vec![PathMatch::Prefix("/c/".into())];
     cached.options = RouteOptions {
@@ -198,6 +224,7 @@ async fn start(backend: SocketAddr, purge_from: Vec<Prefix>) -> Bed {
     Bed {
         addr,
         cache,
+        clock,
         _stop: tx,
     }
 }
@@ -383,7 +410,7 @@ async fn a_dead_backend_is_covered_by_stale_if_error() {
     assert_eq!((first.x_cache(), first.body.as_str()), ("MISS", "/c/s #0"));
     be.kill();
     // Stale for sure (Date has a one-second resolution).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    bed.clock.skip(Duration::from_millis(2500));
     let stale = send(bed.addr, get("/c/s")).await;
     assert_eq!(stale.status, StatusCode::OK, "{stale:?}");
     assert_eq!((stale.x_cache(), stale.body.as_str()), ("STALE", "/c/s #0"));
