@@ -4,6 +4,7 @@
 //!
 //! | plugin | priority | phases |
 //! |---|---:|---|
+//! | `request-id` | 12015 | request, response |
 //! | `cors` | 4000 | request (preflight), response |
 //! | `ip-restriction` | 3000 | request |
 //! | `basic-auth` | 2520 | request |
@@ -22,6 +23,7 @@ pub mod forward_auth;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod request_id;
 pub mod response_headers;
 pub mod traffic_split;
 
@@ -39,6 +41,8 @@ use super::{
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginsConfig {
+    #[serde(default)]
+    pub request_id: Option<request_id::RequestIdConfig>,
     #[serde(default)]
     pub cors: Option<cors::CorsConfig>,
     #[serde(default)]
@@ -67,6 +71,7 @@ impl PluginsConfig {
             mine.clone().or_else(|| theirs.clone())
         }
         PluginsConfig {
+            request_id: pick(&self.request_id, &global.request_id),
             cors: pick(&self.cors, &global.cors),
             ip_restriction: pick(&self.ip_restriction, &global.ip_restriction),
             basic_auth: pick(&self.basic_auth, &global.basic_auth),
@@ -111,6 +116,14 @@ pub fn build(c: &PluginsConfig, env: &PluginEnv<'_>) -> Result<PluginChain, Vec<
             Ok(p) => plugins.push(Arc::new(p)),
             Err((field, msg)) => errors.push((format!("{name}.{field}"), msg)),
         }
+    }
+    if let Some(x) = &c.request_id {
+        add(
+            "request-id",
+            request_id::RequestId::new(x),
+            &mut plugins,
+            &mut errors,
+        );
     }
     if let Some(x) = &c.cors {
         add("cors", cors::Cors::new(x), &mut plugins, &mut errors);

@@ -122,7 +122,6 @@ impl Proxy {
         let route = routed.route.clone();
         note.route(route.id(), route.upstream()); // request record
         let opts = &route.spec().options;
-        let mut after = response_filters::After::new(route.clone(), &parts);
         // A cold-start hold's deadline counts from here (plugins and a
         // rate-limit delay included); the clock is read only for routes
         // that hold.
@@ -135,10 +134,16 @@ impl Proxy {
         };
         // request filters: the route's plugins, then its rate limits,
         // redirect and body size
-        if !opts.plugins.is_empty() {
-            if let Verdict::Respond(resp) = opts.plugins.request(&mut parts, cx).await {
-                return after.apply(resp, false);
-            }
+        let verdict = match opts.plugins.is_empty() {
+            true => Verdict::Continue,
+            false => opts.plugins.request(&mut parts, cx).await,
+        };
+        // The response filters' view of the request is taken after the
+        // plugins' request phase: a header a plugin set (`request-id`) is
+        // seen by the response phase.
+        let mut after = response_filters::After::new(route.clone(), &parts);
+        if let Verdict::Respond(resp) = verdict {
+            return after.apply(resp, false);
         }
         let up_facts = match request_filters::run(&routed, &parts, &body, &conn, &note).await {
             Ok(f) => f,
