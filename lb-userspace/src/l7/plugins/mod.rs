@@ -11,6 +11,7 @@
 //! | `jwt-auth` | 2510 | request |
 //! | `key-auth` | 2500 | request |
 //! | `forward-auth` | 2002 | request |
+//! | `request-validation` | 1900 | request (headers), body (JSON Schema) |
 //! | `compression` | 990 | response |
 //! | `traffic-split` | 966 | upstream |
 //! | `response-headers` | 900 | response |
@@ -27,6 +28,7 @@ pub mod jwks_remote;
 pub mod jwt_auth;
 pub mod key_auth;
 pub mod request_id;
+pub mod request_validation;
 pub mod response_headers;
 pub mod traffic_split;
 
@@ -59,6 +61,8 @@ pub struct PluginsConfig {
     #[serde(default)]
     pub forward_auth: Option<forward_auth::ForwardAuthConfig>,
     #[serde(default)]
+    pub request_validation: Option<request_validation::RequestValidationConfig>,
+    #[serde(default)]
     pub compression: Option<compression::CompressionConfig>,
     #[serde(default)]
     pub traffic_split: Option<traffic_split::TrafficSplitConfig>,
@@ -81,6 +85,7 @@ impl PluginsConfig {
             jwt_auth: pick(&self.jwt_auth, &global.jwt_auth),
             key_auth: pick(&self.key_auth, &global.key_auth),
             forward_auth: pick(&self.forward_auth, &global.forward_auth),
+            request_validation: pick(&self.request_validation, &global.request_validation),
             compression: pick(&self.compression, &global.compression),
             traffic_split: pick(&self.traffic_split, &global.traffic_split),
             response_headers: pick(&self.response_headers, &global.response_headers),
@@ -168,6 +173,14 @@ pub fn build(c: &PluginsConfig, env: &PluginEnv<'_>) -> Result<PluginChain, Vec<
         add(
             "forward-auth",
             forward_auth::ForwardAuth::new(x),
+            &mut plugins,
+            &mut errors,
+        );
+    }
+    if let Some(x) = &c.request_validation {
+        add(
+            "request-validation",
+            request_validation::RequestValidation::new(x),
             &mut plugins,
             &mut errors,
         );

@@ -65,14 +65,16 @@ mod upstream_response;
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use http::{Request, Response};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::net::Prefix;
 
 use super::{
+    body::ClientBody,
     error::{respond, ErrorKind},
     forward::ProxyBody,
-    plugin::{RequestCx, Verdict},
+    plugin::{read_body, RequestCx, Verdict},
     record,
     router::Resolver,
     server::ConnInfo,
@@ -145,6 +147,20 @@ impl Proxy {
         if let Verdict::Respond(resp) = verdict {
             return after.apply(resp, false);
         }
+        // body phase: only on routes whose plugins read bodies
+        let body = match opts.plugins.body_limit() {
+            None => ClientBody::Streaming(body),
+            Some(limit) => {
+                let whole = match read_body(body, limit, opts.timeouts.send).await {
+                    Ok(b) => b,
+                    Err(kind) => return after.apply(respond(kind), false),
+                };
+                if let Verdict::Respond(resp) = opts.plugins.request_body(&parts, &whole) {
+                    return after.apply(resp, false);
+                }
+                ClientBody::Buffered(Full::new(whole))
+            }
+        };
         let up_facts = match request_filters::run(&routed, &parts, &body, &conn, &note).await {
             Ok(f) => f,
             Err(resp) => return after.apply(resp, false),
