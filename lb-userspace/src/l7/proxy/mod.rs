@@ -4,8 +4,10 @@
 //!
 //! ```text
 //!  request received ─► route resolved ─► request filters ─► upstream selected
-//!   (target check)      (router;          (downstream rate    (the route's pool;
-//!                        400/404/421)      limits, https       context built)
+//!   (target check)      (router;          (plugins: request   (the route's pool;
+//!                        400/404/421)      and body phases;    context built)
+//!                                          downstream rate           │
+//!                                          limits, https             │
 //!                                          redirect, 413)            │
 //!                      ┌─────────────────────────────────────────────┘
 //!                      ▼
