@@ -19,10 +19,14 @@
 //! - With discovery, the document's `issuer` must equal the configured one
 //!   (§4.3), and `jwks_uri` is looked up again when a key-set fetch fails
 //!   (the issuer may have moved it).
+//! - Plugins configured alike share one key set ([`RemoteJwks::shared`]):
+//!   a global `jwt-auth` over many routes fetches once, not once per
+//!   route, and a config reload that keeps the source keeps the keys.
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Weak,
+        Arc, Mutex, Weak,
     },
     time::{Duration, Instant},
 };
@@ -158,6 +162,21 @@ impl RemoteJwks {
         }
     }
 
+    /// The live key set configured like this one (same source, policy
+    /// and fetcher settings, described by `key`), or a new one.
+    pub fn shared(key: String, make: impl FnOnce() -> RemoteJwks) -> Arc<RemoteJwks> {
+        static SETS: Mutex<Option<HashMap<String, Weak<RemoteJwks>>>> = Mutex::new(None);
+        let mut sets = SETS.lock().unwrap_or_else(|e| e.into_inner());
+        let sets = sets.get_or_insert_with(HashMap::new);
+        if let Some(live) = sets.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        sets.retain(|_, w| w.strong_count() > 0);
+        let made = Arc::new(make());
+        sets.insert(key, Arc::downgrade(&made));
+        made
+    }
+
     /// The keys as of the last good fetch (none before the first).
     pub fn keys(&self) -> arc_swap::Guard<Arc<Vec<Key>>> {
         self.keys.load()
@@ -167,7 +186,10 @@ impl RemoteJwks {
     /// (once) and, until a fetch has succeeded, fetches (rate-limited like
     /// an unknown `kid`).
     pub async fn ready(self: &Arc<Self>) {
-        if !self.refresher_started.swap(true, Ordering::AcqRel) {
+        // A load first: the swap (a write to a shared line) happens once.
+        if !self.refresher_started.load(Ordering::Acquire)
+            && !self.refresher_started.swap(true, Ordering::AcqRel)
+        {
             spawn_refresher(Arc::downgrade(self));
         }
         if !self.loaded.load(Ordering::Acquire) {

@@ -299,7 +299,10 @@ impl JwtAuth {
                 let timeout = c.fetch_timeout.map_or(Duration::from_secs(5), |d| d.0);
                 let fetcher = Fetcher::new(timeout, source.https(), c.ca_file.as_deref())
                     .map_err(|e| ("ca_file".to_string(), e))?;
-                Some(Arc::new(RemoteJwks::new(source, fetcher, policy)))
+                let key = format!("{source:?} {policy:?} {timeout:?} {:?}", c.ca_file);
+                Some(RemoteJwks::shared(key, || {
+                    RemoteJwks::new(source, fetcher, policy)
+                }))
             }
         };
         if fixed.is_empty() && jwks.is_none() && remote.is_none() {
