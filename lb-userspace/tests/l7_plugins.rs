@@ -665,3 +665,127 @@ fn plugin_config_errors_name_the_field() {
     let e = serde_yaml_ng::from_str::<PluginsConfig>("jwt-auht: {}").unwrap_err();
     assert!(e.to_string().contains("unknown field `jwt-auht`"), "{e}");
 }
+
+/// A backend that answers with the request body it received (and counts).
+async fn echo_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        Ok::<_, Infallible>(Response::new(Full::new(body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn request_validation_refuses_bad_bodies_and_headers_with_the_failing_path() {
+    let (b, hits) = echo_backend().await;
+    let yaml = r#"
+request-validation:
+  max_body_bytes: 1KiB
+  headers: [{ name: x-tenant, pattern: '^[a-z]+$' }]
+  body_schema:
+    type: object
+    required: [customer, items]
+    properties:
+      customer: { type: string }
+      items:
+        type: array
+        items:
+          type: object
+          required: [sku, qty]
+          properties: { sku: { type: string }, qty: { type: integer, minimum: 1 } }
+"#;
+    let (addr, _stop) = xlb(chain(yaml, &[], &["u"]), vec![("u", pool("u", b))]).await;
+    let url = format!("http://{addr}/orders");
+    let json = [
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "x-tenant: acme",
+    ];
+    let post = |body: &str| {
+        let mut a: Vec<String> = json.iter().map(|s| s.to_string()).collect();
+        a.extend(["--data-binary".to_string(), body.to_string()]);
+        a
+    };
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            curl(url, &refs).await
+        }
+    };
+
+    // Valid: forwarded byte for byte, also when sent chunked.
+    let good = r#"{"customer":"c1","items":[{"sku":"a","qty":2}]}"#;
+    let ok = run(post(good)).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.body, good);
+    let mut chunked = post(good);
+    chunked.extend(["-H".into(), "transfer-encoding: chunked".into()]);
+    let ok = run(chunked).await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, good), "{ok:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // The schema's failure names the path of the bad value.
+    let bad = run(post(
+        r#"{"customer":"c1","items":[{"sku":"a","qty":2},{"sku":"b","qty":0}]}"#,
+    ))
+    .await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(bad.header("x-xlb-error"), Some("request-invalid"));
+    assert!(bad.body.contains("body /items/1/qty: "), "{}", bad.body);
+    let not_json = run(post("{customer")).await;
+    assert_eq!(not_json.status, 400);
+    assert!(
+        not_json.body.contains("body: not JSON"),
+        "{}",
+        not_json.body
+    );
+    // Headers: missing, or not matching.
+    let no_tenant = curl(url.clone(), &["--data-binary", good]).await;
+    assert_eq!(no_tenant.status, 400);
+    assert!(
+        no_tenant.body.contains("header x-tenant: missing"),
+        "{}",
+        no_tenant.body
+    );
+    let big = format!(r#"{{"customer":"{}","items":[]}}"#, "x".repeat(2000));
+    let too_big = run(post(&big)).await;
+    assert_eq!(too_big.status, 413);
+    assert_eq!(too_big.header("x-xlb-error"), Some("body-too-large"));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "a refused request reached the node"
+    );
+
+    // Control: without the plugin the same bad body reaches the node.
+    let (addr2, _stop2) = xlb(chain("{}", &[], &["u"]), vec![("u", pool("u", b))]).await;
+    let through = curl(
+        format!("http://{addr2}/orders"),
+        &["--data-binary", r#"{"items":[{"qty":0}]}"#],
+    )
+    .await;
+    assert_eq!(through.status, 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}

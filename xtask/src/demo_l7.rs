@@ -169,15 +169,20 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// The `api` route's plugins as a client sees them: key-auth, a CORS
-/// preflight, compression.
+/// preflight, compression, the request id, a body refused by its schema.
 fn plugins(client: &Netns) -> anyhow::Result<()> {
-    println!("\nPlugins on http://{VIP}/api (key-auth, CORS, compression; docs/plugins.md):");
+    println!(
+        "\nPlugins on http://{VIP}/api (request-id, key-auth, CORS, compression, \
+         request-validation; docs/plugins.md):"
+    );
     let url = format!("http://{VIP}/api");
     let fmt =
         "%{http_code} www-authenticate=%header{www-authenticate} x-xlb-error=%header{x-xlb-error}";
     let none = curl(client, &["-sS", "-o", "/dev/null", "-w", fmt, &url], None)?;
     println!("  no key:           {none}");
-    let fmt = " (status %{http_code}, content-encoding=%header{content-encoding}, decoded by curl)";
+    let fmt =
+        " (status %{http_code}, content-encoding=%header{content-encoding}, decoded by curl, \
+               x-request-id=%header{x-request-id})";
     let ok = curl(
         client,
         &[
@@ -214,6 +219,24 @@ fn plugins(client: &Netns) -> anyhow::Result<()> {
         None,
     )?;
     println!("  CORS preflight from https://app.demo: {pre} (answered by xlb, not forwarded)");
+    let bad = curl(
+        client,
+        &[
+            "-sS",
+            "-H",
+            "x-api-key: demo-key",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            r#"{"qty": 0}"#,
+            &url,
+        ],
+        None,
+    )?;
+    println!(
+        "  POST {{\"qty\": 0}} (schema: qty ≥ 1): {} (refused by xlb, not forwarded)",
+        bad.trim()
+    );
     Ok(())
 }
 
@@ -284,7 +307,7 @@ fn config(dir: &Path, with_a3: bool) -> String {
     - {{id: site-a, listeners: [https], hosts: [{}], upstream: a}}
     - {{id: site-b, listeners: [https], hosts: [{}], upstream: b}}
     - {{id: ws, listeners: [http], paths: [\"/ws\"], upstream: ws, timeouts: {{idle: 60s}}}}
-    - {{id: api, listeners: [http], paths: [\"/api*\"], upstream: a, plugins: {{key-auth: {{}}, cors: {{allow_origins: [\"https://app.demo\"]}}, compression: {{min_bytes: 0}}}}}}
+    - {{id: api, listeners: [http], paths: [\"/api*\"], upstream: a, plugins: {{request-id: {{}}, key-auth: {{}}, cors: {{allow_origins: [\"https://app.demo\"]}}, compression: {{min_bytes: 0}}, request-validation: {{body_schema: {{type: object, properties: {{qty: {{type: integer, minimum: 1}}}}}}}}}}}}
     - {{id: to-https, listeners: [http], redirect_https: 443}}
   # demo-user's API key is `demo-key`: printf %s demo-key | sha256sum
   consumers:

@@ -104,6 +104,8 @@ pub enum ErrorKind {
     SourceForbidden,
     /// `forward-auth`'s service could not be asked.
     AuthUnavailable,
+    /// `request-validation`: a header or the body breaks the route's rules.
+    RequestInvalid,
 }
 
 impl ErrorKind {
@@ -140,6 +142,7 @@ impl ErrorKind {
         ErrorKind::Unauthorized,
         ErrorKind::SourceForbidden,
         ErrorKind::AuthUnavailable,
+        ErrorKind::RequestInvalid,
     ];
 
     /// The `x-xlb-error` value.
@@ -212,6 +215,7 @@ impl ErrorKind {
             K::Unauthorized => ("unauthorized", 401, Client, "an auth plugin (key-auth, basic-auth, jwt-auth) found no valid credentials; WWW-Authenticate says which"),
             K::SourceForbidden => ("source-forbidden", 403, Client, "ip-restriction: the source is denied or not allowed"),
             K::AuthUnavailable => ("auth-unavailable", 503, Internal, "forward-auth could not get an answer from its auth service (the request is refused, never let through)"),
+            K::RequestInvalid => ("request-invalid", 400, Client, "request-validation: a required header is missing or does not match, or the body is not JSON or breaks the route's JSON Schema; the body names the failing path"),
         }
     }
 
@@ -241,6 +245,8 @@ pub struct ProxyError {
     status: StatusCode,
     /// `Retry-After` in seconds, when waiting helps.
     retry_after: Option<u64>,
+    /// What exactly failed, for the client (one line).
+    detail: Option<String>,
 }
 
 impl ProxyError {
@@ -250,6 +256,7 @@ impl ProxyError {
             kind,
             status: kind.status(),
             retry_after: None,
+            detail: None,
         }
     }
 
@@ -263,6 +270,14 @@ impl ProxyError {
     /// The same failure with a `Retry-After` of `secs` seconds.
     pub fn with_retry_after(mut self, secs: u64) -> ProxyError {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// The same failure with `detail` after the reason in the body (what
+    /// exactly failed, e.g. the path of a JSON value that broke a schema);
+    /// line breaks are replaced by spaces.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> ProxyError {
+        self.detail = Some(detail.into().replace(['\r', '\n'], " "));
         self
     }
 
@@ -280,7 +295,11 @@ impl ProxyError {
     /// `Retry-After` when set.
     pub fn into_response(self) -> Response<ProxyBody> {
         let reason = self.kind.reason();
-        let mut resp = Response::new(text_body(format!("{} {reason}\n", self.status.as_u16())));
+        let text = match &self.detail {
+            None => format!("{} {reason}\n", self.status.as_u16()),
+            Some(d) => format!("{} {reason}: {d}\n", self.status.as_u16()),
+        };
+        let mut resp = Response::new(text_body(text));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(ERROR_HEADER, HeaderValue::from_static(reason));

@@ -1,10 +1,15 @@
 //! The plugin chain: code that plugs into named phases of a request's life
 //! (see `docs/architecture.md` and `docs/plugins.md`).
 //!
-//! A [`Plugin`] may act in three phases of the proxy:
+//! A [`Plugin`] may act in four phases of the proxy:
 //! - **request** (after routing, before the route's rate limits and the
 //!   cache): read and edit the request head, or answer it (an auth failure,
 //!   a CORS preflight, a denied source);
+//! - **body** (after every plugin's request phase, only on routes with a
+//!   plugin that asks for it through [`Plugin::body_limit`]): the request
+//!   body is read whole, up to the largest limit asked for (413 past it),
+//!   shown to [`Plugin::request_body`], and forwarded as read (request
+//!   validation);
 //! - **upstream** (when the upstream is selected): send the request to
 //!   another of the configured upstreams (traffic splits);
 //! - **response** (the response filters, after the cache): edit the head
@@ -19,9 +24,14 @@
 //! [`RouteOptions::plugins`](super::options::RouteOptions::plugins).
 use std::{fmt, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
-use http::{request, HeaderMap, Method, Response};
+use std::time::Duration;
 
-use super::body::ProxyBody;
+use bytes::Bytes;
+use http::{request, HeaderMap, Method, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as _, Incoming};
+
+use super::{body::ProxyBody, error::ErrorKind};
 
 /// A boxed future, as the request phase returns (a plugin may need I/O:
 /// an auth service).
@@ -89,6 +99,20 @@ pub trait Plugin: Send + Sync + fmt::Debug + 'static {
         Box::pin(std::future::ready(Verdict::Continue))
     }
 
+    /// Body phase: the most request body bytes this plugin needs to see
+    /// whole (`None`, the default: it never reads bodies, and routes
+    /// whose plugins all say so stream bodies untouched).
+    fn body_limit(&self) -> Option<u64> {
+        None
+    }
+
+    /// Body phase: the whole request body (empty for a bodiless request);
+    /// may answer the request.
+    fn request_body(&self, req: &request::Parts, body: &Bytes) -> Verdict {
+        let _ = (req, body);
+        Verdict::Continue
+    }
+
     /// Upstream phase: the id of the upstream to send this request to
     /// instead of the route's; the first plugin that names one wins.
     fn upstream(&self, req: &request::Parts, cx: RequestCx<'_>) -> Option<Arc<str>> {
@@ -142,6 +166,23 @@ impl PluginChain {
         Verdict::Continue
     }
 
+    /// The body phase's read limit: the largest any plugin asks for, or
+    /// `None` when no plugin reads bodies.
+    pub fn body_limit(&self) -> Option<u64> {
+        self.iter().filter_map(|p| p.body_limit()).max()
+    }
+
+    /// Runs the body phase of every plugin that reads bodies, in order;
+    /// stops at the first answer.
+    pub fn request_body(&self, req: &request::Parts, body: &Bytes) -> Verdict {
+        for p in self.iter().filter(|p| p.body_limit().is_some()) {
+            if let Verdict::Respond(r) = p.request_body(req, body) {
+                return Verdict::Respond(r);
+            }
+        }
+        Verdict::Continue
+    }
+
     /// The upstream a plugin chose for this request, if any.
     pub fn upstream(&self, req: &request::Parts, cx: RequestCx<'_>) -> Option<Arc<str>> {
         self.iter().find_map(|p| p.upstream(req, cx))
@@ -169,6 +210,34 @@ impl PluginChain {
             p.response(resp, cx);
         }
     }
+}
+
+/// Reads a request body whole for the body phase: at most `limit` bytes
+/// (413 `body-too-large` past it, without reading on when the declared
+/// length says so), no more than `stall` between two pieces (408
+/// `request-body-timeout`), and a broken body is 400 `bad-request-body`.
+/// Trailers are not kept.
+pub async fn read_body(body: Incoming, limit: u64, stall: Duration) -> Result<Bytes, ErrorKind> {
+    if body.size_hint().lower() > limit {
+        return Err(ErrorKind::BodyTooLarge);
+    }
+    let mut body = body;
+    let mut whole = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_) => return Err(ErrorKind::RequestBodyTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(ErrorKind::BadRequestBody),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if (whole.len() + data.len()) as u64 > limit {
+                return Err(ErrorKind::BodyTooLarge);
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
 }
 
 impl PartialEq for PluginChain {

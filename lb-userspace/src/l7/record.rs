@@ -204,6 +204,21 @@ pub(super) struct Facts {
     pub(super) first_byte: Option<Duration>,
     pub(super) bytes_in: u64,
     pub(super) rate_limit: RateLimitVerdict,
+    /// What the recording did to the request's ids before the proxy saw it.
+    pub(super) made: MadeIds,
+    /// The request id a plugin (`request-id`) chose, and its header: it
+    /// replaces the recording's in the record and on the response.
+    pub(super) chosen_id: Option<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Which ids the recording made itself (the client sent none, or one it
+/// did not keep), so that a `request-id` plugin knows what it may replace.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MadeIds {
+    /// `X-Request-Id` was made by xlb.
+    pub request_id: bool,
+    /// `traceparent` was made by xlb, with the request id as its trace id.
+    pub trace_is_request_id: bool,
 }
 
 /// The proxy's handle on the record of the request it is handling (a
@@ -242,6 +257,18 @@ impl Note {
     /// An attempt is going to `node`.
     pub fn attempt(&self, node: SocketAddr) {
         self.with(|f| f.node = Some(node));
+    }
+
+    /// Which ids the recording made (`None`: the request is not recorded).
+    pub fn made_ids(&self) -> Option<MadeIds> {
+        let m = self.0.as_ref()?;
+        m.lock().ok().map(|f| f.made)
+    }
+
+    /// A plugin chose the request id: the record and the response carry
+    /// `value` under `header` instead of the recording's own id.
+    pub fn request_id(&self, header: http::HeaderName, value: http::HeaderValue) {
+        self.with(|f| f.chosen_id = Some((header, value)));
     }
 
     /// A retry of the route's policy, for `reason` (an `l7::error` reason).

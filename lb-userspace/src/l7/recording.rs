@@ -21,7 +21,7 @@ use super::{
     body::ProxyBody,
     cache::{x_cache, X_CACHE},
     error::ERROR_HEADER,
-    record::{sink, Facts, Note, RateLimitVerdict, RecordSink, RequestRecord},
+    record::{sink, Facts, MadeIds, Note, RateLimitVerdict, RecordSink, RequestRecord},
     server::ConnInfo,
 };
 
@@ -33,7 +33,7 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A request id the client sent is kept when it is 1–128 visible ASCII
 /// characters; anything else is replaced (it goes into logs and to nodes).
-fn sane_request_id(v: &HeaderValue) -> bool {
+pub fn sane_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
@@ -76,6 +76,11 @@ fn random_hex(hex: usize) -> String {
 /// as received (xlb records no spans of its own, so it is not a parent);
 /// an invalid or missing one is replaced by a new trace, not sampled.
 pub fn ensure_ids(headers: &mut HeaderMap) -> HeaderValue {
+    ensure_ids_made(headers).0
+}
+
+/// [`ensure_ids`], also saying which ids were made here.
+fn ensure_ids_made(headers: &mut HeaderMap) -> (HeaderValue, MadeIds) {
     // Header values share their bytes: the id made here is allocated once
     // and referenced by the request, the response and the record.
     let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
@@ -90,12 +95,16 @@ pub fn ensure_ids(headers: &mut HeaderMap) -> HeaderValue {
         }
     };
     match headers.get(&REQUEST_ID) {
-        Some(v) if sane_request_id(v) => v.clone(),
+        Some(v) if sane_request_id(v) => (v.clone(), MadeIds::default()),
         _ => {
+            let made = MadeIds {
+                request_id: true,
+                trace_is_request_id: trace.is_some(),
+            };
             let id = value(trace.unwrap_or_else(|| random_hex(32)))
                 .unwrap_or_else(|| HeaderValue::from_static("-"));
             headers.insert(REQUEST_ID, id.clone());
-            id
+            (id, made)
         }
     }
 }
@@ -141,7 +150,7 @@ where
     };
     let started = Instant::now();
     let time = SystemTime::now();
-    let request_id = ensure_ids(req.headers_mut());
+    let (mut request_id, made) = ensure_ids_made(req.headers_mut());
     // Clones of the head's parts share their bytes (no copy per request).
     let host = match req.headers().get(http::header::HOST) {
         Some(h) => h.clone(),
@@ -154,11 +163,22 @@ where
     let method = req.method().clone();
     let target = req.uri().clone();
     let protocol = protocol_name(req.version());
-    let facts = Arc::new(Mutex::new(Facts::default()));
+    let facts = Arc::new(Mutex::new(Facts {
+        made,
+        ..Facts::default()
+    }));
     req.extensions_mut().insert(Note(Some(facts.clone())));
     let (client, tls_version, sni) = (conn.peer, conn.tls_version, conn.sni.clone());
     let mut resp = handle(req, conn).await;
-    resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+    // One id per request: the one a `request-id` plugin chose (it set its
+    // own header on the response), else the one made or kept here.
+    let chosen = facts.lock().ok().and_then(|mut f| f.chosen_id.take());
+    match chosen {
+        Some((_, id)) => request_id = id,
+        None => {
+            resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+        }
+    }
     let record = RequestRecord {
         time,
         listener,

@@ -11,9 +11,11 @@
 //! checked here, against one clock with `clock_skew` of tolerance (the
 //! clock can be replaced in tests, see [`JwtAuth::with_clock`]).
 //!
-//! Keys come from the config (secrets, PEM files) and from a JWKS file,
+//! Keys come from the config (secrets, PEM files), from a JWKS file,
 //! which is looked at again at most every `refresh` and re-read when it
-//! changed; a file that no longer parses keeps the previous keys.
+//! changed (a file that no longer parses keeps the previous keys), and
+//! from a JWKS URL or an OpenID Connect issuer's discovery document,
+//! refreshed in the background (see [`super::jwks_remote`]).
 use std::{
     path::PathBuf,
     sync::Arc,
@@ -23,7 +25,7 @@ use std::{
 use arc_swap::ArcSwap;
 use base64::Engine as _;
 use http::{header, request, HeaderName, HeaderValue};
-use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -33,6 +35,9 @@ use super::{
         plugin::{BoxFuture, Plugin, RequestCx, Verdict},
     },
     auth::unauthorized,
+    http_fetch::Fetcher,
+    jwks::{jwks_keys, parse_alg, Key},
+    jwks_remote::{check_url, KeySource, RefreshPolicy, RemoteJwks},
 };
 use crate::units::Dur;
 
@@ -46,9 +51,34 @@ pub struct JwtAuthConfig {
     /// A JWKS document (RFC 7517 key set) on disk.
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
-    /// How often the JWKS file is looked at for changes (default 60s).
+    /// A JWKS (RFC 7517 key set) at an http(s) URL.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// An OpenID Connect issuer: its keys come from the `jwks_uri` of
+    /// `<issuer>/.well-known/openid-configuration`, and tokens must carry
+    /// it as `iss` unless `issuer` says otherwise.
+    #[serde(default)]
+    pub oidc_issuer: Option<String>,
+    /// How often the JWKS file is looked at for changes, and how often a
+    /// remote key set is fetched when its response has no `max-age`
+    /// (default 60s).
     #[serde(default)]
     pub refresh: Option<Dur>,
+    /// The shortest wait between two fetches of a remote key set (the
+    /// bound on `max-age`, the spacing of unknown-`kid` refetches and of
+    /// retries after a failure; default 30s).
+    #[serde(default)]
+    pub min_refresh: Option<Dur>,
+    /// The longest wait between two fetches of a remote key set, whatever
+    /// `max-age` says (default 1h).
+    #[serde(default)]
+    pub max_refresh: Option<Dur>,
+    /// Deadline for one fetch of a remote document (default 5s).
+    #[serde(default)]
+    pub fetch_timeout: Option<Dur>,
+    /// A PEM CA bundle for https key sources (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Required `iss`.
     #[serde(default)]
     pub issuer: Option<String>,
@@ -103,16 +133,11 @@ impl std::fmt::Debug for JwtKeyConfig {
     }
 }
 
-struct Key {
-    alg: Algorithm,
-    kid: Option<String>,
-    key: DecodingKey,
-}
-
 /// The plugin.
 pub struct JwtAuth {
     fixed: Vec<Key>,
     jwks: Option<Jwks>,
+    remote: Option<Arc<RemoteJwks>>,
     issuer: Option<String>,
     audience: Option<String>,
     skew: u64,
@@ -153,48 +178,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn parse_alg(s: &str) -> Option<Algorithm> {
-    s.parse::<Algorithm>().ok()
-}
-
 fn is_hmac(a: Algorithm) -> bool {
     matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-/// Keys of a JWKS document: each with its own `alg`, or the default
-/// algorithm of its key type when it has none.
-fn jwks_keys(text: &str) -> Result<Vec<Key>, String> {
-    let set: JwkSet = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let mut keys = Vec::new();
-    for jwk in &set.keys {
-        let alg = match jwk.common.key_algorithm.map(|a| a.to_string()) {
-            Some(a) => match parse_alg(&a) {
-                Some(a) => a,
-                None => continue, // an encryption key or unknown alg
-            },
-            None => match &jwk.algorithm {
-                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p) => match p.curve {
-                    jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
-                    _ => Algorithm::ES256,
-                },
-                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
-            },
-        };
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-        keys.push(Key {
-            alg,
-            kid: jwk.common.key_id.clone(),
-            key,
-        });
-    }
-    Ok(keys)
-}
-
 fn load_jwks(path: &PathBuf) -> Result<(Vec<Key>, Option<SystemTime>), String> {
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((jwks_keys(&text)?, modified))
 }
 
@@ -276,8 +266,50 @@ impl JwtAuth {
                 })
             }
         };
-        if fixed.is_empty() && jwks.is_none() {
-            return Err(("keys".into(), "give at least one key or a jwks_file".into()));
+        let source = match (&c.jwks_uri, &c.oidc_issuer) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "oidc_issuer".into(),
+                    "give one of jwks_uri and oidc_issuer (discovery finds the jwks_uri)".into(),
+                ))
+            }
+            (Some(u), None) => {
+                let uri: http::Uri = u
+                    .parse()
+                    .map_err(|e| ("jwks_uri".to_string(), format!("`{u}`: {e}")))?;
+                check_url(&uri).map_err(|e| ("jwks_uri".to_string(), e))?;
+                Some(KeySource::Jwks(uri))
+            }
+            (None, Some(iss)) => {
+                Some(KeySource::discovery(iss).map_err(|e| ("oidc_issuer".to_string(), e))?)
+            }
+            (None, None) => None,
+        };
+        let remote = match source {
+            None => None,
+            Some(source) => {
+                let policy = RefreshPolicy {
+                    default: c.refresh.map_or(Duration::from_secs(60), |d| d.0),
+                    min: c.min_refresh.map_or(Duration::from_secs(30), |d| d.0),
+                    max: c.max_refresh.map_or(Duration::from_secs(3600), |d| d.0),
+                };
+                if policy.min > policy.max {
+                    return Err(("min_refresh".into(), "is longer than max_refresh".into()));
+                }
+                let timeout = c.fetch_timeout.map_or(Duration::from_secs(5), |d| d.0);
+                let fetcher = Fetcher::new(timeout, source.https(), c.ca_file.as_deref())
+                    .map_err(|e| ("ca_file".to_string(), e))?;
+                let key = format!("{source:?} {policy:?} {timeout:?} {:?}", c.ca_file);
+                Some(RemoteJwks::shared(key, || {
+                    RemoteJwks::new(source, fetcher, policy)
+                }))
+            }
+        };
+        if fixed.is_empty() && jwks.is_none() && remote.is_none() {
+            return Err((
+                "keys".into(),
+                "give at least one key, a jwks_file, a jwks_uri or an oidc_issuer".into(),
+            ));
         }
         let mut claims = Vec::new();
         for (claim, h) in &c.claims_to_headers {
@@ -292,7 +324,8 @@ impl JwtAuth {
         Ok(JwtAuth {
             fixed,
             jwks,
-            issuer: c.issuer.clone(),
+            remote,
+            issuer: c.issuer.clone().or_else(|| c.oidc_issuer.clone()),
             audience: c.audience.clone(),
             skew: c.clock_skew.map_or(30, |d| d.0.as_secs()),
             claims,
@@ -350,7 +383,33 @@ impl JwtAuth {
     }
 
     /// The token's claims when it is valid now; else why not (for logs).
+    /// A remote key set is used as last fetched (no fetch from here).
     pub fn verify(&self, token: &str) -> Result<Value, String> {
+        let remote = self.remote.as_ref().map(|r| r.keys());
+        let remote = remote.as_ref().map_or(&[][..], |k| k.as_slice());
+        self.check(token, remote).map_err(Refusal::into_text)
+    }
+
+    /// [`JwtAuth::verify`], fetching the remote key set when it is not
+    /// there yet or lacks the token's key (rate-limited, see
+    /// [`RemoteJwks::refetch`]).
+    pub async fn verify_fetching(&self, token: &str) -> Result<Value, String> {
+        let Some(r) = &self.remote else {
+            return self.verify(token);
+        };
+        r.ready().await;
+        let seen = Instant::now();
+        let first = self.check(token, &r.keys());
+        match first {
+            Err(Refusal::NoKey(_)) => {
+                r.refetch(seen).await;
+                self.check(token, &r.keys()).map_err(Refusal::into_text)
+            }
+            other => other.map_err(Refusal::into_text),
+        }
+    }
+
+    fn check(&self, token: &str, remote: &[Key]) -> Result<Value, Refusal> {
         let head = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
         let mut validation = Validation::new(head.alg);
         validation.validate_exp = false;
@@ -361,7 +420,7 @@ impl JwtAuth {
         let dynamic = jwks.as_ref().map(|s| s.keys.as_slice()).unwrap_or(&[]);
         let mut tried = false;
         let mut claims = None;
-        for k in self.fixed.iter().chain(dynamic) {
+        for k in self.fixed.iter().chain(dynamic).chain(remote) {
             if k.alg != head.alg {
                 continue;
             }
@@ -378,8 +437,13 @@ impl JwtAuth {
         }
         let claims = match (claims, tried) {
             (Some(c), _) => c,
-            (None, false) => return Err(format!("no key for alg {:?}", head.alg)),
-            (None, true) => return Err("bad signature".into()),
+            (None, false) => {
+                return Err(Refusal::NoKey(format!(
+                    "no key for alg {:?} kid {:?}",
+                    head.alg, head.kid
+                )))
+            }
+            (None, true) => return Err("bad signature".to_string().into()),
         };
         let now = (self.now)();
         if let Some(exp) = claims.get("exp") {
@@ -413,6 +477,34 @@ impl JwtAuth {
     }
 }
 
+/// Why a token was refused.
+enum Refusal {
+    /// No key for its `alg` (and `kid`): a remote set may lack it yet.
+    NoKey(String),
+    /// Anything else.
+    Bad(String),
+}
+
+impl Refusal {
+    fn into_text(self) -> String {
+        match self {
+            Refusal::NoKey(s) | Refusal::Bad(s) => s,
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(s: String) -> Refusal {
+        Refusal::Bad(s)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(s: &str) -> Refusal {
+        Refusal::Bad(s.to_string())
+    }
+}
+
 impl Plugin for JwtAuth {
     fn name(&self) -> &str {
         "jwt-auth"
@@ -430,30 +522,36 @@ impl Plugin for JwtAuth {
         for (_, h) in &self.claims {
             req.headers.remove(h);
         }
-        let verdict = match self.token(req).map(|t| self.verify(t)) {
-            None => Verdict::Respond(unauthorized("Bearer")),
-            Some(Err(why)) => {
-                log::debug!("{}: jwt refused: {why}", cx.peer);
-                Verdict::Respond(unauthorized("Bearer error=\"invalid_token\""))
-            }
-            Some(Ok(claims)) => {
-                if self.hide {
-                    req.headers.remove(header::AUTHORIZATION);
+        let token = self.token(req).map(str::to_string);
+        Box::pin(async move {
+            let checked = match &token {
+                None => None,
+                Some(t) => Some(self.verify_fetching(t).await),
+            };
+            match checked {
+                None => Verdict::Respond(unauthorized("Bearer")),
+                Some(Err(why)) => {
+                    log::debug!("{}: jwt refused: {why}", cx.peer);
+                    Verdict::Respond(unauthorized("Bearer error=\"invalid_token\""))
                 }
-                for (claim, h) in &self.claims {
-                    let text = match claims.get(claim) {
-                        None => continue,
-                        Some(Value::String(s)) => s.clone(),
-                        Some(v) => v.to_string(),
-                    };
-                    if let Ok(v) = HeaderValue::from_str(&text) {
-                        req.headers.insert(h.clone(), v);
+                Some(Ok(claims)) => {
+                    if self.hide {
+                        req.headers.remove(header::AUTHORIZATION);
                     }
+                    for (claim, h) in &self.claims {
+                        let text = match claims.get(claim) {
+                            None => continue,
+                            Some(Value::String(s)) => s.clone(),
+                            Some(v) => v.to_string(),
+                        };
+                        if let Ok(v) = HeaderValue::from_str(&text) {
+                            req.headers.insert(h.clone(), v);
+                        }
+                    }
+                    Verdict::Continue
                 }
-                Verdict::Continue
             }
-        };
-        Box::pin(std::future::ready(verdict))
+        })
     }
 }
 
@@ -476,7 +574,13 @@ mod tests {
                 public_key_file: None,
             }],
             jwks_file: None,
+            jwks_uri: None,
+            oidc_issuer: None,
             refresh: None,
+            min_refresh: None,
+            max_refresh: None,
+            fetch_timeout: None,
+            ca_file: None,
             issuer: issuer.map(str::to_string),
             audience: None,
             clock_skew: None,

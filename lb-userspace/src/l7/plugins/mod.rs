@@ -4,12 +4,14 @@
 //!
 //! | plugin | priority | phases |
 //! |---|---:|---|
+//! | `request-id` | 12015 | request, response |
 //! | `cors` | 4000 | request (preflight), response |
 //! | `ip-restriction` | 3000 | request |
 //! | `basic-auth` | 2520 | request |
 //! | `jwt-auth` | 2510 | request |
 //! | `key-auth` | 2500 | request |
 //! | `forward-auth` | 2002 | request |
+//! | `request-validation` | 1900 | request (headers), body (JSON Schema) |
 //! | `compression` | 990 | response |
 //! | `traffic-split` | 966 | upstream |
 //! | `response-headers` | 900 | response |
@@ -19,9 +21,14 @@ pub mod compression;
 pub mod consumers;
 pub mod cors;
 pub mod forward_auth;
+pub mod http_fetch;
 pub mod ip_restriction;
+pub mod jwks;
+pub mod jwks_remote;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod request_id;
+pub mod request_validation;
 pub mod response_headers;
 pub mod traffic_split;
 
@@ -40,6 +47,8 @@ use super::{
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginsConfig {
     #[serde(default)]
+    pub request_id: Option<request_id::RequestIdConfig>,
+    #[serde(default)]
     pub cors: Option<cors::CorsConfig>,
     #[serde(default)]
     pub ip_restriction: Option<ip_restriction::IpRestrictionConfig>,
@@ -51,6 +60,8 @@ pub struct PluginsConfig {
     pub key_auth: Option<key_auth::KeyAuthConfig>,
     #[serde(default)]
     pub forward_auth: Option<forward_auth::ForwardAuthConfig>,
+    #[serde(default)]
+    pub request_validation: Option<request_validation::RequestValidationConfig>,
     #[serde(default)]
     pub compression: Option<compression::CompressionConfig>,
     #[serde(default)]
@@ -67,12 +78,14 @@ impl PluginsConfig {
             mine.clone().or_else(|| theirs.clone())
         }
         PluginsConfig {
+            request_id: pick(&self.request_id, &global.request_id),
             cors: pick(&self.cors, &global.cors),
             ip_restriction: pick(&self.ip_restriction, &global.ip_restriction),
             basic_auth: pick(&self.basic_auth, &global.basic_auth),
             jwt_auth: pick(&self.jwt_auth, &global.jwt_auth),
             key_auth: pick(&self.key_auth, &global.key_auth),
             forward_auth: pick(&self.forward_auth, &global.forward_auth),
+            request_validation: pick(&self.request_validation, &global.request_validation),
             compression: pick(&self.compression, &global.compression),
             traffic_split: pick(&self.traffic_split, &global.traffic_split),
             response_headers: pick(&self.response_headers, &global.response_headers),
@@ -111,6 +124,14 @@ pub fn build(c: &PluginsConfig, env: &PluginEnv<'_>) -> Result<PluginChain, Vec<
             Ok(p) => plugins.push(Arc::new(p)),
             Err((field, msg)) => errors.push((format!("{name}.{field}"), msg)),
         }
+    }
+    if let Some(x) = &c.request_id {
+        add(
+            "request-id",
+            request_id::RequestId::new(x),
+            &mut plugins,
+            &mut errors,
+        );
     }
     if let Some(x) = &c.cors {
         add("cors", cors::Cors::new(x), &mut plugins, &mut errors);
@@ -152,6 +173,14 @@ pub fn build(c: &PluginsConfig, env: &PluginEnv<'_>) -> Result<PluginChain, Vec<
         add(
             "forward-auth",
             forward_auth::ForwardAuth::new(x),
+            &mut plugins,
+            &mut errors,
+        );
+    }
+    if let Some(x) = &c.request_validation {
+        add(
+            "request-validation",
+            request_validation::RequestValidation::new(x),
             &mut plugins,
             &mut errors,
         );

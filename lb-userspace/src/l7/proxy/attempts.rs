@@ -26,12 +26,11 @@ use std::{
 };
 
 use http::{request, Request, Response};
-use hyper::body::Incoming;
 
 use super::{
     super::{
         balance::{InFlight, PickContext, Unavailable},
-        body::{empty_up_body, UpBody},
+        body::{empty_up_body, ClientBody, UpBody},
         cold_start::{self, Buffered, Hold, Replay},
         error::{ErrorKind, ProxyError},
         forward::{self, request_body, BodyWatch, ForwardError, ProxyBody},
@@ -52,7 +51,7 @@ use crate::health::Outcome;
 pub(super) async fn forward(
     ctx: RequestCtx,
     parts: request::Parts,
-    body: Incoming,
+    body: ClientBody,
 ) -> Response<ProxyBody> {
     let mut out = Outgoing::prepare(&ctx, parts, &body);
     let (up_body, watch) = request_body(body, ctx.opts().max_body_bytes);

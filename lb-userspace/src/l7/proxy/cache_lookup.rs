@@ -8,10 +8,10 @@
 use std::net::IpAddr;
 
 use http::{header, request, HeaderMap, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 
 use super::{
     super::{
+        body::ClientBody,
         cache::{self, x_cache, X_CACHE},
         error::{respond, ErrorKind},
         forward::{text_body, ProxyBody},
@@ -27,7 +27,7 @@ use super::{
 pub(super) async fn run(
     ctx: RequestCtx,
     parts: request::Parts,
-    body: Incoming,
+    body: ClientBody,
 ) -> (Response<ProxyBody>, bool) {
     // Boxed, here and below: an async fn's future is as large as its
     // largest state, and a caller that holds one inline is larger still

@@ -4,8 +4,10 @@
 //!
 //! ```text
 //!  request received ─► route resolved ─► request filters ─► upstream selected
-//!   (target check)      (router;          (downstream rate    (the route's pool;
-//!                        400/404/421)      limits, https       context built)
+//!   (target check)      (router;          (plugins: request   (the route's pool;
+//!                        400/404/421)      and body phases;    context built)
+//!                                          downstream rate           │
+//!                                          limits, https             │
 //!                                          redirect, 413)            │
 //!                      ┌─────────────────────────────────────────────┘
 //!                      ▼
@@ -65,14 +67,16 @@ mod upstream_response;
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use http::{Request, Response};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::net::Prefix;
 
 use super::{
+    body::ClientBody,
     error::{respond, ErrorKind},
     forward::ProxyBody,
-    plugin::{RequestCx, Verdict},
+    plugin::{read_body, RequestCx, Verdict},
     record,
     router::Resolver,
     server::ConnInfo,
@@ -122,7 +126,6 @@ impl Proxy {
         let route = routed.route.clone();
         note.route(route.id(), route.upstream()); // request record
         let opts = &route.spec().options;
-        let mut after = response_filters::After::new(route.clone(), &parts);
         // A cold-start hold's deadline counts from here (plugins and a
         // rate-limit delay included); the clock is read only for routes
         // that hold.
@@ -135,11 +138,31 @@ impl Proxy {
         };
         // request filters: the route's plugins, then its rate limits,
         // redirect and body size
-        if !opts.plugins.is_empty() {
-            if let Verdict::Respond(resp) = opts.plugins.request(&mut parts, cx).await {
-                return after.apply(resp, false);
-            }
+        let verdict = match opts.plugins.is_empty() {
+            true => Verdict::Continue,
+            false => opts.plugins.request(&mut parts, cx).await,
+        };
+        // The response filters' view of the request is taken after the
+        // plugins' request phase: a header a plugin set (`request-id`) is
+        // seen by the response phase.
+        let mut after = response_filters::After::new(route.clone(), &parts);
+        if let Verdict::Respond(resp) = verdict {
+            return after.apply(resp, false);
         }
+        // body phase: only on routes whose plugins read bodies
+        let body = match opts.plugins.body_limit() {
+            None => ClientBody::Streaming(body),
+            Some(limit) => {
+                let whole = match read_body(body, limit, opts.timeouts.send).await {
+                    Ok(b) => b,
+                    Err(kind) => return after.apply(respond(kind), false),
+                };
+                if let Verdict::Respond(resp) = opts.plugins.request_body(&parts, &whole) {
+                    return after.apply(resp, false);
+                }
+                ClientBody::Buffered(Full::new(whole))
+            }
+        };
         let up_facts = match request_filters::run(&routed, &parts, &body, &conn, &note).await {
             Ok(f) => f,
             Err(resp) => return after.apply(resp, false),

@@ -4,10 +4,11 @@
 //! a declared body length over `max_body_bytes` (413; a body that only
 //! grows past it is cut off on the way).
 use http::{header, request, HeaderMap, Response, StatusCode, Uri};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
 use super::{
     super::{
+        body::ClientBody,
         error::{respond, ErrorKind, ProxyError},
         forward::{empty_body, ProxyBody},
         ratelimit::{RejectReason, Rejection, RequestFacts, Side},
@@ -28,7 +29,7 @@ pub(super) type UpstreamFacts = Option<(HeaderMap, String)>;
 pub(super) async fn run(
     routed: &Routed,
     parts: &request::Parts,
-    body: &Incoming,
+    body: &ClientBody,
     conn: &ConnInfo,
     note: &Note,
 ) -> Result<UpstreamFacts, Response<ProxyBody>> {

@@ -5,13 +5,11 @@
 use std::net::SocketAddr;
 
 use http::{header, request, uri::PathAndQuery, HeaderValue, Method, Uri};
-use hyper::{
-    body::{Body as _, Incoming},
-    upgrade::OnUpgrade,
-};
+use hyper::{body::Body as _, upgrade::OnUpgrade};
 
 use super::{
     super::{
+        body::ClientBody,
         headers::{self, Downstream},
         options::HashOn,
         rewrite, upgrade,
@@ -48,7 +46,7 @@ pub(super) fn idempotent(m: &Method) -> bool {
 
 impl Outgoing {
     /// Builds the node's view of the request from the client's.
-    pub fn prepare(ctx: &RequestCtx, mut parts: request::Parts, body: &Incoming) -> Outgoing {
+    pub fn prepare(ctx: &RequestCtx, mut parts: request::Parts, body: &ClientBody) -> Outgoing {
         let opts = ctx.opts();
         let upgrade = match upgrade::offer(&parts.headers, parts.version, &opts.upgrades) {
             upgrade::Offer::Forward(p) => Some(p),
