@@ -25,7 +25,7 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::{sync::Notify, time::Sleep};
 
@@ -35,7 +35,7 @@ use super::{
     error::{respond, ErrorKind},
     headers::{self, Downstream},
     options::{Timeouts, UpstreamOptions},
-    upstream_client::{SendError, UpstreamClient},
+    upstream_client::{SendError, UpstreamBody, UpstreamClient},
 };
 use crate::health::FailureKind;
 
@@ -412,7 +412,7 @@ impl OnBodyFailure for () {
 /// but complete, response) when the node is silent for `idle`, and keeps
 /// `guard` until it ends, telling it when the node fails the body.
 struct ResponseBody<G> {
-    inner: Incoming,
+    inner: UpstreamBody,
     idle: Duration,
     /// Made on the first wait: a body already buffered (most small
     /// responses) never costs a clock read or a timer registration.
@@ -424,7 +424,7 @@ struct ResponseBody<G> {
 /// Wraps an upstream body with the `idle` timeout; `guard` (the node's
 /// in-flight count) is held until the body ends or is dropped.
 pub fn response_body<G: OnBodyFailure + Send + Sync + Unpin + 'static>(
-    body: Incoming,
+    body: UpstreamBody,
     idle: Duration,
     guard: G,
 ) -> ProxyBody {
@@ -533,7 +533,7 @@ pub async fn send(
     upgrade: bool,
     timeouts: &Timeouts,
     watch: &BodyWatch,
-) -> Result<Response<Incoming>, Failed> {
+) -> Result<Response<UpstreamBody>, Failed> {
     watch.reset();
     // Pinned in place: `select!` on a future held by value would keep a
     // second copy of it in this future's state.
@@ -584,14 +584,14 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
             (ForwardError::Unsupported(reason), Some(request))
         }
         SendError::Sent { error, reused } => {
-            let err = match body_error(&error) {
+            let err = match body_error(&*error) {
                 Some(RequestBodyError::TooLarge(limit)) => ForwardError::BodyTooLarge(*limit),
                 Some(RequestBodyError::Client(e)) => ForwardError::BadRequestBody(e.to_string()),
                 None => ForwardError::Upstream {
                     node,
                     sent: true,
                     reused,
-                    source: error.into(),
+                    source: error,
                 },
             };
             (err, None)
@@ -613,8 +613,8 @@ pub fn body_failure(e: BoxError) -> ForwardError {
 }
 
 /// Our request body's own error, if that is what failed the exchange.
-fn body_error(e: &hyper::Error) -> Option<&RequestBodyError> {
-    let mut source = std::error::Error::source(e);
+fn body_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a RequestBodyError> {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<RequestBodyError>() {
             return Some(b);
