@@ -89,6 +89,10 @@ pub struct Exchange {
     keep_alive: bool,
     keep: Option<std::time::Duration>,
     checkin: Option<Checkin>,
+    /// The body was asked for once before the head was written.
+    primed: bool,
+    /// A frame was taken from the body (it cannot be given back).
+    body_polled: bool,
 }
 
 /// Why an exchange did not produce a response head; the request comes
@@ -184,6 +188,8 @@ impl Exchange {
             keep_alive: false,
             keep: None,
             checkin,
+            primed: false,
+            body_polled: false,
         };
         (exchange, has_body)
     }
@@ -197,7 +203,7 @@ impl Exchange {
     /// The request body, if it was never polled (the request can be sent
     /// again elsewhere).
     pub fn take_body(&mut self) -> Option<UpBody> {
-        match self.wrote_any {
+        match self.wrote_any || self.body_polled {
             false => self.body.take(),
             true => None,
         }
@@ -208,6 +214,32 @@ impl Exchange {
     /// request body is returned.
     fn poll_write_side(&mut self, cx: &mut Context<'_>) -> Result<bool, H1Error> {
         let mut moved = false;
+        if !self.primed {
+            // The body is asked once before the head goes out, as hyper
+            // does: a first chunk that is already there leaves with the
+            // head (one write), and a client body that is broken from the
+            // start (a bad chunk size behind the head) fails the request
+            // before the node has seen any of it.
+            self.primed = true;
+            if let Some(body) = self.body.as_mut() {
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Some(Err(e))) => {
+                        self.body_polled = true;
+                        return Err(H1Error::RequestBody(e));
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        self.body_polled = true;
+                        self.encode_frame(frame)?;
+                    }
+                    Poll::Ready(None) => {
+                        self.body_polled = true;
+                        self.body = None;
+                        self.encode_end()?;
+                    }
+                }
+            }
+        }
         while self.writing == Writing::Open {
             if self.pos < self.conn.out.len() {
                 match Pin::new(&mut self.conn.stream).poll_write(cx, &self.conn.out[self.pos..]) {

@@ -45,7 +45,7 @@ pub use self::{
     pool::{checkout, clear, idle_count, Checkin, PoolKey},
     stream::{Stream, Upgraded},
 };
-use super::body::{empty_up_body, UpBody};
+use super::body::UpBody;
 
 /// Sends `req` (origin-form target, `Host` set) on `conn` and reads the
 /// response head. The connection goes back to the pool named by
@@ -68,15 +68,11 @@ pub async fn send(
     let head = match head {
         Ok(h) => h,
         Err(error) => {
-            let request = match ex.wrote_any {
+            let body = match ex.wrote_any {
                 true => None,
-                false => {
-                    let body = kept
-                        .or_else(|| ex.take_body())
-                        .unwrap_or_else(empty_up_body);
-                    Some(Request::from_parts(parts, body))
-                }
+                false => kept.or_else(|| ex.take_body()),
             };
+            let request = body.map(|b| Request::from_parts(parts, b));
             return Err(Failed { error, request });
         }
     };
@@ -103,6 +99,8 @@ pub struct ResponseBody {
 enum Inner {
     /// The whole body was in with the head; the connection is back.
     Whole(Option<Bytes>),
+    /// The body broke; the error is reported on the next poll.
+    Broken(Option<H1Error>),
     Streaming(Box<Exchange>),
     /// A `101`: no body; the connection is for the upgraded protocol.
     Upgrade(Option<Upgraded>),
@@ -129,18 +127,32 @@ impl Body for ResponseBody {
         let this = &mut *self;
         match &mut this.inner {
             Inner::Whole(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Broken(e) => Poll::Ready(e.take().map(Err)),
             Inner::Upgrade(_) => Poll::Ready(None),
-            Inner::Streaming(ex) => {
-                let polled = ex.poll_body(cx);
-                if ex.is_done() || matches!(polled, Poll::Ready(Some(Err(_)))) {
-                    if let Inner::Streaming(ex) =
-                        std::mem::replace(&mut this.inner, Inner::Whole(None))
-                    {
-                        ex.release();
-                    }
+            Inner::Streaming(ex) => match ex.poll_body(cx) {
+                // A broken body is reported one turn later: the server
+                // writing the client's response then flushes what it
+                // already has (the head, the bytes that came), so the
+                // client sees a response cut off rather than none at all,
+                // as it did with hyper's client, whose body channel
+                // usually had nothing ready between the data and the
+                // error.
+                Poll::Ready(Some(Err(e))) => {
+                    this.inner = Inner::Broken(Some(e));
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
                 }
-                polled
-            }
+                polled => {
+                    if ex.is_done() {
+                        if let Inner::Streaming(ex) =
+                            std::mem::replace(&mut this.inner, Inner::Whole(None))
+                        {
+                            ex.release();
+                        }
+                    }
+                    polled
+                }
+            },
         }
     }
 
@@ -148,7 +160,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Whole(d) => d.is_none(),
             Inner::Upgrade(_) => true,
-            Inner::Streaming(_) => false,
+            Inner::Streaming(_) | Inner::Broken(_) => false,
         }
     }
 
@@ -156,6 +168,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Whole(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             Inner::Upgrade(_) => SizeHint::with_exact(0),
+            Inner::Broken(_) => SizeHint::default(),
             Inner::Streaming(ex) => match ex.remaining() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
