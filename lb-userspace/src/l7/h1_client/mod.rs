@@ -23,6 +23,8 @@
 //! `upstream-reset` (502), or the response body is cut off.
 mod conn;
 mod decoder;
+#[cfg(test)]
+mod differential;
 mod error;
 mod framing;
 mod head;
