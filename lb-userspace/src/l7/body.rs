@@ -1,8 +1,15 @@
 //! The body types of the two legs and xlb's own short bodies. A leaf of
 //! `l7`: the cache, the forwarder, the upstream client and the server all
 //! use these without importing each other.
+use std::{
+    future::Future as _,
+    task::{Context, Poll, Waker},
+};
+
 use bytes::Bytes;
+use http::Request;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
 
 /// The error type of upstream-bound bodies and the upstream client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,4 +41,28 @@ pub fn empty_up_body() -> UpBody {
     http_body_util::Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A genuine `hyper::Error` for a response body xlb cuts off (idle
+/// timeout): the body must fail, not end, or an HTTP/1.1 client would take
+/// a chunked response cut short for a complete one. hyper has no public
+/// constructor, so one is obtained by asking a connection that is already
+/// gone to send; both steps complete on their first poll, without I/O.
+/// (With `ProxyBody`'s error a boxed error, this would be a plain value.)
+pub fn cut_off() -> hyper::Error {
+    let mut cx = Context::from_waker(Waker::noop());
+    let (io, _peer) = tokio::io::duplex(1);
+    let mut handshake = std::pin::pin!(hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<Bytes>,
+    >(TokioIo::new(io)));
+    let Poll::Ready(Ok((mut sender, conn))) = handshake.as_mut().poll(&mut cx) else {
+        unreachable!("an HTTP/1.1 client handshake does no I/O");
+    };
+    drop(conn);
+    let mut send = std::pin::pin!(sender.send_request(Request::new(http_body_util::Empty::new())));
+    match send.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => e,
+        _ => unreachable!("a request to a dropped connection fails at once"),
+    }
 }

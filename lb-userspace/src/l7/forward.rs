@@ -18,7 +18,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -26,10 +26,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper_util::rt::TokioIo;
 use tokio::{sync::Notify, time::Sleep};
 
-pub use super::body::{empty_body, empty_up_body, text_body, BoxError, ProxyBody, UpBody};
+pub use super::body::{cut_off, empty_body, empty_up_body, text_body, BoxError, ProxyBody, UpBody};
 pub use super::error::ERROR_HEADER;
 use super::{
     error::{respond, ErrorKind},
@@ -492,30 +491,6 @@ impl<G: OnBodyFailure + Unpin> Body for ResponseBody<G> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// A genuine `hyper::Error` for a response body xlb cuts off (idle
-/// timeout): the body must fail, not end, or an HTTP/1.1 client would take
-/// a chunked response cut short for a complete one. hyper has no public
-/// constructor, so one is obtained by asking a connection that is already
-/// gone to send; both steps complete on their first poll, without I/O.
-/// (With `ProxyBody`'s error a boxed error, this would be a plain value.)
-pub fn cut_off() -> hyper::Error {
-    let mut cx = Context::from_waker(Waker::noop());
-    let (io, _peer) = tokio::io::duplex(1);
-    let mut handshake = std::pin::pin!(hyper::client::conn::http1::handshake::<
-        _,
-        http_body_util::Empty<Bytes>,
-    >(TokioIo::new(io)));
-    let Poll::Ready(Ok((mut sender, conn))) = handshake.as_mut().poll(&mut cx) else {
-        unreachable!("an HTTP/1.1 client handshake does no I/O");
-    };
-    drop(conn);
-    let mut send = std::pin::pin!(sender.send_request(Request::new(http_body_util::Empty::new())));
-    match send.as_mut().poll(&mut cx) {
-        Poll::Ready(Err(e)) => e,
-        _ => unreachable!("a request to a dropped connection fails at once"),
     }
 }
 

@@ -154,7 +154,7 @@ impl hyper::body::Body for UpstreamBody {
                 // upstream body only has to fail the client's response.
                 std::task::Poll::Ready(Some(Err(e))) => {
                     log::debug!("upstream response body: {e}");
-                    std::task::Poll::Ready(Some(Err(super::forward::cut_off())))
+                    std::task::Poll::Ready(Some(Err(super::body::cut_off())))
                 }
                 std::task::Poll::Ready(Some(Ok(f))) => std::task::Poll::Ready(Some(Ok(f))),
                 std::task::Poll::Ready(None) => std::task::Poll::Ready(None),

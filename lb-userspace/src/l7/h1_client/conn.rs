@@ -21,7 +21,7 @@ use super::{
     error::H1Error,
     framing::{self, Disposition, Framing},
     head::{self, ResponseHead},
-    pool::{self, Checkin},
+    pool_key::Checkin,
     stream::Stream,
 };
 use crate::l7::upstream_keepalive::{announced_timeout, reuse_limit};
@@ -483,19 +483,18 @@ impl Exchange {
         }
     }
 
-    /// Ends the exchange: the connection goes back to the pool if the
-    /// body is complete, the node keeps the connection, the request was
-    /// written whole, and nothing unasked followed the response; else it
-    /// is closed.
-    pub fn release(self) {
-        let Some(to) = &self.checkin else { return };
-        if self.decoder.is_done()
+    /// Ends the exchange: the connection, where it goes and for how long
+    /// the node keeps it, if it may carry another request: the body is
+    /// complete, the node keeps the connection, the request was written
+    /// whole, and nothing unasked followed the response. Else `None` (and
+    /// the connection is closed).
+    pub fn release(self) -> Option<(Conn, Checkin, Option<std::time::Duration>)> {
+        let to = self.checkin?;
+        let reusable = self.decoder.is_done()
             && self.keep_alive
             && self.writing == Writing::Done
-            && self.conn.buf.is_empty()
-        {
-            pool::checkin(to, self.conn, self.keep);
-        }
+            && self.conn.buf.is_empty();
+        reusable.then_some((self.conn, to, self.keep))
     }
 }
 

@@ -29,6 +29,7 @@ mod error;
 mod framing;
 mod head;
 mod pool;
+mod pool_key;
 mod stream;
 
 use std::{
@@ -44,7 +45,8 @@ use self::conn::Exchange;
 pub use self::{
     conn::{Conn, Failed},
     error::H1Error,
-    pool::{checkout, clear, idle_count, Checkin, PoolKey},
+    pool::{checkout, clear, idle_count},
+    pool_key::{Checkin, PoolKey},
     stream::{Stream, Upgraded},
 };
 use super::body::UpBody;
@@ -81,7 +83,7 @@ pub async fn send(
     let body = if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
         Inner::Upgrade(Some(ex.into_upgraded()))
     } else if let Some(data) = ex.body_at_once() {
-        ex.release();
+        release(ex);
         Inner::Whole(Some(data).filter(|d| !d.is_empty()))
     } else {
         Inner::Streaming(Box::new(ex))
@@ -91,6 +93,14 @@ pub async fn send(
     *resp.version_mut() = head.version;
     *resp.headers_mut() = head.headers;
     Ok(resp)
+}
+
+/// Ends an exchange, its connection back to this worker's pool if it may
+/// carry another request.
+fn release(ex: Exchange) {
+    if let Some((conn, to, keep)) = ex.release() {
+        pool::checkin(&to, conn, keep);
+    }
 }
 
 /// A response body read from an upstream HTTP/1.1 connection.
@@ -149,7 +159,7 @@ impl Body for ResponseBody {
                         if let Inner::Streaming(ex) =
                             std::mem::replace(&mut this.inner, Inner::Whole(None))
                         {
-                            ex.release();
+                            release(*ex);
                         }
                     }
                     polled

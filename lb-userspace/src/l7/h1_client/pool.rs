@@ -18,30 +18,13 @@
 use std::{
     cell::RefCell,
     collections::HashMap,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use rustls::pki_types::ServerName;
-
-use super::conn::Conn;
-
-/// Which connections are interchangeable: the same client (upstream
-/// settings), node and TLS server name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PoolKey {
-    pub client: u64,
-    pub node: SocketAddr,
-    pub name: Option<ServerName<'static>>,
-}
-
-/// How a finished exchange puts its connection back.
-#[derive(Debug, Clone)]
-pub struct Checkin {
-    pub key: PoolKey,
-    pub max_idle: usize,
-    pub idle_timeout: Duration,
-}
+use super::{
+    conn::Conn,
+    pool_key::{Checkin, PoolKey},
+};
 
 struct IdleConn {
     conn: Conn,
