@@ -391,29 +391,53 @@ impl UpstreamClient {
                 reason: ErrorKind::UpgradeUnsupported,
             });
         }
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string);
-        let key: Key = (node, self.server_name(node, host.as_deref()));
+        // The `Host` matters only for the TLS server name: no copy of it
+        // otherwise.
+        let name = match self.inner.tls.is_some() {
+            true => {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                self.server_name(node, host)
+            }
+            false => None,
+        };
+        let key: Key = (node, name);
         let own = !hyper_h1();
-        let pool_key = own.then(|| PoolKey {
-            client: self.inner.id,
-            node,
-            name: key.1.clone(),
+        let checkin = own.then(|| Checkin {
+            key: PoolKey {
+                client: self.inner.id,
+                node,
+                name: key.1.clone(),
+            },
+            max_idle: self.inner.max_idle,
+            idle_timeout: self.inner.idle_timeout,
         });
+        // The shared map holds HTTP/2 connections (and hyper's HTTP/1.1
+        // ones): with xlb's HTTP/1.1 client and a node that never speaks
+        // HTTP/2 here, its lock and lookup are skipped.
+        let shared = !own
+            || (!upgrade
+                && matches!(
+                    self.inner.protocol,
+                    UpstreamProtocol::H2c | UpstreamProtocol::Https | UpstreamProtocol::Https2
+                ));
         // Pooled connections first (a shared HTTP/2 one, else an idle
         // HTTP/1.1 one of this worker); one the node closed gives the
         // request back and the next is tried.
-        while let Some(conn) = self.checkout(&key, upgrade).or_else(|| {
-            pool_key
-                .as_ref()
-                .and_then(h1_client::checkout)
-                .map(Conn::Own)
-        }) {
+        while let Some(conn) = shared
+            .then(|| self.checkout(&key, upgrade))
+            .flatten()
+            .or_else(|| {
+                checkin
+                    .as_ref()
+                    .and_then(|c| h1_client::checkout(&c.key))
+                    .map(Conn::Own)
+            })
+        {
             on_send();
-            match self.try_send(&key, conn, req, true).await {
+            match self.try_send(&key, conn, req, true, checkin.as_ref()).await {
                 Ok(resp) => return Ok(resp),
                 Err(SendError::NotSent { request, error }) => {
                     log::debug!("{node}: pooled connection unusable ({error}); reconnecting");
@@ -447,7 +471,8 @@ impl UpstreamClient {
             }
         };
         on_send();
-        self.try_send(&key, conn, req, false).await
+        self.try_send(&key, conn, req, false, checkin.as_ref())
+            .await
     }
 
     async fn try_send(
@@ -456,21 +481,13 @@ impl UpstreamClient {
         conn: Conn,
         req: Request<UpBody>,
         reused: bool,
+        checkin: Option<&Checkin>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let tls = self.inner.tls.is_some();
         match conn {
             Conn::Own(c) => {
                 let req = to_http1(req, key.0);
-                let checkin = Checkin {
-                    key: PoolKey {
-                        client: self.inner.id,
-                        node: key.0,
-                        name: key.1.clone(),
-                    },
-                    max_idle: self.inner.max_idle,
-                    idle_timeout: self.inner.idle_timeout,
-                };
-                match h1_client::send(c, req, Some(checkin)).await {
+                match h1_client::send(c, req, checkin.cloned()).await {
                     Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
                     Err(h1_client::Failed {
                         error,
