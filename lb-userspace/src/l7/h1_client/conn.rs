@@ -248,12 +248,14 @@ impl Exchange {
             // the other requests that came in with the same readiness
             // event get parsed and routed meanwhile, and then the writes
             // to the node go out back to back. Written one by one between
-            // the other work, each would wake the node's process on its
-            // own; measured with an nginx node on the other CPU, that
-            // cost xlb about 4 µs of kernel time per request (waking a
-            // process on another CPU). hyper's client batched the same way
-            // by accident: its connection tasks ran after the request
-            // tasks.
+            // the other work, each woke the node's process on its own: in
+            // `cargo xtask bench l7` (nginx node on the other CPU) xlb's
+            // kernel time per request rose from 10.5 µs (hyper's client)
+            // to 14.1, with the same system calls and TCP segments per
+            // request, and `perf` put the difference in waking another
+            // CPU's process; with this yield it is 9.9 (docs/bench/l7.md).
+            // hyper's client batched the same way by accident: its
+            // connection tasks ran after the request tasks.
             self.yielded = true;
             cx.waker().wake_by_ref();
             return Ok(moved);
