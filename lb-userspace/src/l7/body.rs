@@ -2,13 +2,16 @@
 //! `l7`: the cache, the forwarder, the upstream client and the server all
 //! use these without importing each other.
 use std::{
+    future::Future as _,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
+use http::Request;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
 
 /// The error type of upstream-bound bodies and the upstream client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,5 +84,29 @@ impl Body for ClientBody {
             ClientBody::Streaming(b) => b.size_hint(),
             ClientBody::Buffered(b) => b.size_hint(),
         }
+    }
+}
+
+/// A genuine `hyper::Error` for a response body xlb cuts off (idle
+/// timeout): the body must fail, not end, or an HTTP/1.1 client would take
+/// a chunked response cut short for a complete one. hyper has no public
+/// constructor, so one is obtained by asking a connection that is already
+/// gone to send; both steps complete on their first poll, without I/O.
+/// (With `ProxyBody`'s error a boxed error, this would be a plain value.)
+pub fn cut_off() -> hyper::Error {
+    let mut cx = Context::from_waker(Waker::noop());
+    let (io, _peer) = tokio::io::duplex(1);
+    let mut handshake = std::pin::pin!(hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<Bytes>,
+    >(TokioIo::new(io)));
+    let Poll::Ready(Ok((mut sender, conn))) = handshake.as_mut().poll(&mut cx) else {
+        unreachable!("an HTTP/1.1 client handshake does no I/O");
+    };
+    drop(conn);
+    let mut send = std::pin::pin!(sender.send_request(Request::new(http_body_util::Empty::new())));
+    match send.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => e,
+        _ => unreachable!("a request to a dropped connection fails at once"),
     }
 }

@@ -18,24 +18,23 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::{sync::Notify, time::Sleep};
 
-pub use super::body::{empty_body, empty_up_body, text_body, BoxError, ProxyBody, UpBody};
+pub use super::body::{cut_off, empty_body, empty_up_body, text_body, BoxError, ProxyBody, UpBody};
 pub use super::error::ERROR_HEADER;
 use super::{
     error::{respond, ErrorKind},
     headers::{self, Downstream},
     options::{Timeouts, UpstreamOptions},
-    upstream_client::{SendError, UpstreamClient},
+    upstream_client::{SendError, UpstreamBody, UpstreamClient},
 };
 use crate::health::FailureKind;
 
@@ -412,7 +411,7 @@ impl OnBodyFailure for () {
 /// but complete, response) when the node is silent for `idle`, and keeps
 /// `guard` until it ends, telling it when the node fails the body.
 struct ResponseBody<G> {
-    inner: Incoming,
+    inner: UpstreamBody,
     idle: Duration,
     /// Made on the first wait: a body already buffered (most small
     /// responses) never costs a clock read or a timer registration.
@@ -424,7 +423,7 @@ struct ResponseBody<G> {
 /// Wraps an upstream body with the `idle` timeout; `guard` (the node's
 /// in-flight count) is held until the body ends or is dropped.
 pub fn response_body<G: OnBodyFailure + Send + Sync + Unpin + 'static>(
-    body: Incoming,
+    body: UpstreamBody,
     idle: Duration,
     guard: G,
 ) -> ProxyBody {
@@ -495,30 +494,6 @@ impl<G: OnBodyFailure + Unpin> Body for ResponseBody<G> {
     }
 }
 
-/// A genuine `hyper::Error` for a response body xlb cuts off (idle
-/// timeout): the body must fail, not end, or an HTTP/1.1 client would take
-/// a chunked response cut short for a complete one. hyper has no public
-/// constructor, so one is obtained by asking a connection that is already
-/// gone to send; both steps complete on their first poll, without I/O.
-/// (With `ProxyBody`'s error a boxed error, this would be a plain value.)
-pub fn cut_off() -> hyper::Error {
-    let mut cx = Context::from_waker(Waker::noop());
-    let (io, _peer) = tokio::io::duplex(1);
-    let mut handshake = std::pin::pin!(hyper::client::conn::http1::handshake::<
-        _,
-        http_body_util::Empty<Bytes>,
-    >(TokioIo::new(io)));
-    let Poll::Ready(Ok((mut sender, conn))) = handshake.as_mut().poll(&mut cx) else {
-        unreachable!("an HTTP/1.1 client handshake does no I/O");
-    };
-    drop(conn);
-    let mut send = std::pin::pin!(sender.send_request(Request::new(http_body_util::Empty::new())));
-    match send.as_mut().poll(&mut cx) {
-        Poll::Ready(Err(e)) => e,
-        _ => unreachable!("a request to a dropped connection fails at once"),
-    }
-}
-
 /// A failed attempt: why, and the request when it can be sent again as is
 /// (it never left, body included).
 pub type Failed = (ForwardError, Option<Request<UpBody>>);
@@ -533,7 +508,7 @@ pub async fn send(
     upgrade: bool,
     timeouts: &Timeouts,
     watch: &BodyWatch,
-) -> Result<Response<Incoming>, Failed> {
+) -> Result<Response<UpstreamBody>, Failed> {
     watch.reset();
     // Pinned in place: `select!` on a future held by value would keep a
     // second copy of it in this future's state.
@@ -584,14 +559,14 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
             (ForwardError::Unsupported(reason), Some(request))
         }
         SendError::Sent { error, reused } => {
-            let err = match body_error(&error) {
+            let err = match body_error(&*error) {
                 Some(RequestBodyError::TooLarge(limit)) => ForwardError::BodyTooLarge(*limit),
                 Some(RequestBodyError::Client(e)) => ForwardError::BadRequestBody(e.to_string()),
                 None => ForwardError::Upstream {
                     node,
                     sent: true,
                     reused,
-                    source: error.into(),
+                    source: error,
                 },
             };
             (err, None)
@@ -613,8 +588,8 @@ pub fn body_failure(e: BoxError) -> ForwardError {
 }
 
 /// Our request body's own error, if that is what failed the exchange.
-fn body_error(e: &hyper::Error) -> Option<&RequestBodyError> {
-    let mut source = std::error::Error::source(e);
+fn body_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a RequestBodyError> {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(b) = s.downcast_ref::<RequestBodyError>() {
             return Some(b);

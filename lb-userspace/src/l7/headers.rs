@@ -126,7 +126,6 @@ pub const VIA_NAME: &str = "xlb";
 /// what a client writes there would let it pick the address a backend
 /// logs and rate-limits, or pretend it came over TLS.
 pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
-    let client = down.client_ip.to_string();
     let prior: Vec<&str> = match down.trusted {
         true => headers
             .get_all("x-forwarded-for")
@@ -135,9 +134,20 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
             .collect(),
         false => Vec::new(),
     };
+    // The usual value, the client's address alone, is written into a
+    // stack buffer: no String per request (only the HeaderValue's copy).
+    let mut own = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut own[..]);
+    let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{}", down.client_ip));
+    let n = cursor.position() as usize;
+    let client = std::str::from_utf8(&own[..n]).unwrap_or_default();
+    let joined;
     let xff = match prior.is_empty() {
         true => client,
-        false => format!("{}, {client}", prior.join(", ")),
+        false => {
+            joined = format!("{}, {client}", prior.join(", "));
+            joined.as_str()
+        }
     };
     if !down.trusted {
         for name in CLIENT_CLAIMS {
@@ -145,13 +155,18 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
         }
     }
     headers.remove("x-forwarded-for");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::from_str(xff) {
         headers.insert("x-forwarded-for", v);
     }
     let keep_proto = down.trusted && headers.contains_key("x-forwarded-proto");
     let keep_host = down.trusted && headers.contains_key("x-forwarded-host");
     if !keep_proto {
-        if let Ok(v) = HeaderValue::from_str(down.proto) {
+        let proto = match down.proto {
+            "http" => Ok(HeaderValue::from_static("http")),
+            "https" => Ok(HeaderValue::from_static("https")),
+            other => HeaderValue::from_str(other),
+        };
+        if let Ok(v) = proto {
             headers.insert("x-forwarded-proto", v);
         }
     }

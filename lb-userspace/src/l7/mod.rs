@@ -11,6 +11,7 @@ pub mod cold_start;
 pub mod dynamic;
 pub mod error;
 pub mod forward;
+pub mod h1_client;
 pub mod headers;
 pub mod listeners;
 pub mod options;

@@ -179,12 +179,27 @@ impl Drop for OpenTunnel {
     }
 }
 
+/// A raw byte stream on either side of a tunnel.
+pub trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> TunnelIo for T {}
+
+/// The node's side of an upgrade, once its `101` is in: hyper's upgraded
+/// connection (HTTP/1.1 through hyper) or xlb's own client's.
+pub type UpstreamTunnel = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<Box<dyn TunnelIo>, Box<dyn std::error::Error + Send + Sync>>,
+            > + Send,
+    >,
+>;
+
 /// Joins the client's and the node's upgraded connections in a task of its
 /// own, until one side closes or both are silent for `idle`. `guard` lives
 /// as long as the tunnel (the node's in-flight count).
 pub fn splice<G: Send + 'static>(
     downstream: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: UpstreamTunnel,
     idle: Duration,
     label: String,
     guard: G,
@@ -193,10 +208,14 @@ pub fn splice<G: Send + 'static>(
     tokio::spawn(async move {
         let _guard = guard;
         let _open = open;
-        let (down, up) = match tokio::try_join!(downstream, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                log::debug!("{label}: upgrade failed: {e}");
+        let (down, up) = match tokio::join!(downstream, upstream) {
+            (Ok(down), Ok(up)) => (down, up),
+            (Err(e), _) => {
+                log::debug!("{label}: client upgrade failed: {e}");
+                return;
+            }
+            (_, Err(e)) => {
+                log::debug!("{label}: node upgrade failed: {e}");
                 return;
             }
         };
@@ -206,7 +225,7 @@ pub fn splice<G: Send + 'static>(
             activity: activity.clone(),
         };
         let mut up = Stamped {
-            io: TokioIo::new(up),
+            io: up,
             activity: activity.clone(),
         };
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);

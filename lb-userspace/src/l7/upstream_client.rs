@@ -27,6 +27,12 @@
 //! that is ready and steps over busy ones. Waiting for readiness instead
 //! (a task per request awaiting `SendRequest::ready`) cost a task spawn,
 //! a wake-up and a lock per proxied request.
+//!
+//! HTTP/1.1 (plain, `https1`, an `https` node that chose `http/1.1` by
+//! ALPN, and every upgrade) goes through xlb's own client,
+//! [`super::h1_client`], with its per-worker pool; the hyper HTTP/1.1 path
+//! described above is kept behind `XLB_UPSTREAM_H1=hyper` (read once at
+//! start) as a fallback while the new client is young.
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -51,6 +57,7 @@ use tokio_rustls::TlsConnector;
 pub use super::body::{BoxError, UpBody};
 use super::{
     error::ErrorKind,
+    h1_client::{self, Checkin, PoolKey},
     options::{UpstreamOptions, UpstreamProtocol, UpstreamTls},
     tls::{crypto_provider, upstream_server_name, ALPN_H2, ALPN_HTTP11},
     upstream_keepalive::{announced_timeout, reuse_limit},
@@ -102,11 +109,11 @@ pub enum SendError {
     /// The connection failed before the request was written; given back.
     NotSent {
         request: Request<UpBody>,
-        error: hyper::Error,
+        error: BoxError,
     },
     /// The connection failed after the request was (maybe partly) written.
     Sent {
-        error: hyper::Error,
+        error: BoxError,
         /// The connection had served a request before (it came from the
         /// pool): a failure may be the node closing it as idle.
         reused: bool,
@@ -121,7 +128,93 @@ pub enum SendError {
 enum Conn {
     H1(http1::SendRequest<UpBody>),
     H2(http2::SendRequest<UpBody>),
+    /// A connection of xlb's own HTTP/1.1 client.
+    Own(h1_client::Conn),
 }
+
+/// A response body from a node: hyper's (HTTP/2, or HTTP/1.1 with the
+/// fallback) or xlb's HTTP/1.1 client's.
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    H1(h1_client::ResponseBody),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpstreamBody::H1(b) => match std::pin::Pin::new(b).poll_frame(cx) {
+                // The proxy's bodies carry hyper's error type; a broken
+                // upstream body only has to fail the client's response.
+                std::task::Poll::Ready(Some(Err(e))) => {
+                    log::debug!("upstream response body: {e}");
+                    std::task::Poll::Ready(Some(Err(super::body::cut_off())))
+                }
+                std::task::Poll::Ready(Some(Ok(f))) => std::task::Poll::Ready(Some(Ok(f))),
+                std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The upstream side of an upgrade (`101`): a future of the raw stream.
+pub fn upgraded(resp: &mut Response<UpstreamBody>) -> super::upgrade::UpstreamTunnel {
+    match resp.body_mut() {
+        UpstreamBody::H1(b) => {
+            let up = b.take_upgraded();
+            Box::pin(async move {
+                up.map(|u| Box::new(u) as Box<dyn super::upgrade::TunnelIo>)
+                    .ok_or_else(|| BoxError::from("upgraded connection already taken"))
+            })
+        }
+        UpstreamBody::Hyper(_) => {
+            let on = hyper::upgrade::on(resp);
+            Box::pin(async move {
+                let up = on.await?;
+                Ok(Box::new(TokioIo::new(up)) as Box<dyn super::upgrade::TunnelIo>)
+            })
+        }
+    }
+}
+
+/// Whether HTTP/1.1 goes through hyper's client instead of xlb's own:
+/// `XLB_UPSTREAM_H1=hyper` or `=own`, else [`HYPER_H1_DEFAULT`].
+fn hyper_h1() -> bool {
+    static HYPER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HYPER.get_or_init(|| match std::env::var("XLB_UPSTREAM_H1").as_deref() {
+        Ok("hyper") => true,
+        Ok("own") => false,
+        _ => HYPER_H1_DEFAULT,
+    })
+}
+
+/// The HTTP/1.1 client used when `XLB_UPSTREAM_H1` does not say: xlb's
+/// own (it passes every test hyper's passed, and the differential test).
+const HYPER_H1_DEFAULT: bool = false;
+
+/// Distinguishes clients in the per-worker HTTP/1.1 pools.
+static NEXT_CLIENT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 type Key = (SocketAddr, Option<ServerName<'static>>);
 
@@ -154,6 +247,8 @@ struct TlsSetup {
 }
 
 struct Inner {
+    /// This client's id in the per-worker HTTP/1.1 pools.
+    id: u64,
     protocol: UpstreamProtocol,
     tls: Option<TlsSetup>,
     max_idle: usize,
@@ -188,6 +283,7 @@ impl UpstreamClient {
         };
         Ok(UpstreamClient {
             inner: Arc::new(Inner {
+                id: NEXT_CLIENT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 protocol: options.protocol,
                 tls,
                 max_idle: options.max_idle_per_node,
@@ -231,16 +327,30 @@ impl UpstreamClient {
         self.inner.protocol
     }
 
-    /// Idle HTTP/1.1 connections plus open HTTP/2 connections.
+    /// Idle HTTP/1.1 connections (those of xlb's own client: in this
+    /// worker's pool) plus open HTTP/2 connections.
     pub fn idle_connections(&self) -> usize {
         let conns = self.inner.conns.lock().unwrap_or_else(|e| e.into_inner());
-        conns
+        let shared: usize = conns
             .values()
             .map(|c| {
                 let ready = c.idle.iter().filter(|i| i.sender.is_ready()).count();
                 ready + usize::from(c.h2.is_some())
             })
-            .sum()
+            .sum();
+        shared + h1_client::idle_count(self.inner.id)
+    }
+
+    /// Closes every idle connection (this worker's, for HTTP/1.1).
+    pub fn close_idle(&self) {
+        drop(
+            self.inner
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(),
+        );
+        h1_client::clear(self.inner.id);
     }
 
     /// The TLS server name for a request to `node` carrying `host` (the
@@ -269,7 +379,7 @@ impl UpstreamClient {
         upgrade: bool,
         connect_timeout: Duration,
         on_send: impl Fn(),
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         if upgrade
             && matches!(
                 self.inner.protocol,
@@ -281,17 +391,53 @@ impl UpstreamClient {
                 reason: ErrorKind::UpgradeUnsupported,
             });
         }
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string);
-        let key: Key = (node, self.server_name(node, host.as_deref()));
-        // Pooled connections first; one the node closed gives the request
-        // back and the next is tried.
-        while let Some(conn) = self.checkout(&key, upgrade) {
+        // The `Host` matters only for the TLS server name: no copy of it
+        // otherwise.
+        let name = match self.inner.tls.is_some() {
+            true => {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                self.server_name(node, host)
+            }
+            false => None,
+        };
+        let key: Key = (node, name);
+        let own = !hyper_h1();
+        let checkin = own.then(|| Checkin {
+            key: PoolKey {
+                client: self.inner.id,
+                node,
+                name: key.1.clone(),
+            },
+            max_idle: self.inner.max_idle,
+            idle_timeout: self.inner.idle_timeout,
+        });
+        // The shared map holds HTTP/2 connections (and hyper's HTTP/1.1
+        // ones): with xlb's HTTP/1.1 client and a node that never speaks
+        // HTTP/2 here, its lock and lookup are skipped.
+        let shared = !own
+            || (!upgrade
+                && matches!(
+                    self.inner.protocol,
+                    UpstreamProtocol::H2c | UpstreamProtocol::Https | UpstreamProtocol::Https2
+                ));
+        // Pooled connections first (a shared HTTP/2 one, else an idle
+        // HTTP/1.1 one of this worker); one the node closed gives the
+        // request back and the next is tried.
+        while let Some(conn) = shared
+            .then(|| self.checkout(&key, upgrade))
+            .flatten()
+            .or_else(|| {
+                checkin
+                    .as_ref()
+                    .and_then(|c| h1_client::checkout(&c.key))
+                    .map(Conn::Own)
+            })
+        {
             on_send();
-            match self.try_send(&key, conn, req, true).await {
+            match self.try_send(&key, conn, req, true, checkin.as_ref()).await {
                 Ok(resp) => return Ok(resp),
                 Err(SendError::NotSent { request, error }) => {
                     log::debug!("{node}: pooled connection unusable ({error}); reconnecting");
@@ -305,7 +451,7 @@ impl UpstreamClient {
         // be copied with every request's future.
         let connecting = Box::pin(tokio::time::timeout(
             connect_timeout,
-            self.connect(&key, upgrade),
+            self.connect(&key, upgrade, own),
         ));
         let conn = match connecting.await {
             Ok(Ok(c)) => c,
@@ -325,7 +471,8 @@ impl UpstreamClient {
             }
         };
         on_send();
-        self.try_send(&key, conn, req, false).await
+        self.try_send(&key, conn, req, false, checkin.as_ref())
+            .await
     }
 
     async fn try_send(
@@ -334,9 +481,27 @@ impl UpstreamClient {
         conn: Conn,
         req: Request<UpBody>,
         reused: bool,
-    ) -> Result<Response<Incoming>, SendError> {
+        checkin: Option<&Checkin>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let tls = self.inner.tls.is_some();
         match conn {
+            Conn::Own(c) => {
+                let req = to_http1(req, key.0);
+                match h1_client::send(c, req, checkin.cloned()).await {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
+                    Err(h1_client::Failed {
+                        error,
+                        request: Some(request),
+                    }) => Err(SendError::NotSent {
+                        request,
+                        error: error.into(),
+                    }),
+                    Err(h1_client::Failed { error, .. }) => Err(SendError::Sent {
+                        error: error.into(),
+                        reused,
+                    }),
+                }
+            }
             Conn::H1(mut s) => {
                 let req = to_http1(req, key.0);
                 match s.try_send_request(req).await {
@@ -349,15 +514,15 @@ impl UpstreamClient {
                                 _ => self.recycle(key.clone(), s, until),
                             }
                         }
-                        Ok(resp)
+                        Ok(resp.map(UpstreamBody::Hyper))
                     }
                     Err(mut e) => match e.take_message() {
                         Some(request) => Err(SendError::NotSent {
                             request,
-                            error: e.into_error(),
+                            error: e.into_error().into(),
                         }),
                         None => Err(SendError::Sent {
-                            error: e.into_error(),
+                            error: e.into_error().into(),
                             reused,
                         }),
                     },
@@ -374,14 +539,14 @@ impl UpstreamClient {
                     }
                 };
                 match s.try_send_request(req).await {
-                    Ok(resp) => Ok(resp),
+                    Ok(resp) => Ok(resp.map(UpstreamBody::Hyper)),
                     Err(mut e) => match e.take_message() {
                         Some(request) => Err(SendError::NotSent {
                             request,
-                            error: e.into_error(),
+                            error: e.into_error().into(),
                         }),
                         None => Err(SendError::Sent {
-                            error: e.into_error(),
+                            error: e.into_error().into(),
                             reused,
                         }),
                     },
@@ -503,12 +668,15 @@ impl UpstreamClient {
         });
     }
 
-    async fn connect(&self, key: &Key, http1_only: bool) -> Result<Conn, BoxError> {
+    async fn connect(&self, key: &Key, http1_only: bool, own: bool) -> Result<Conn, BoxError> {
         let (node, name) = key;
         let tcp = TcpStream::connect(node).await?;
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.inner.tls else {
             let h2 = self.inner.protocol == UpstreamProtocol::H2c && !http1_only;
+            if own && !h2 {
+                return Ok(Conn::Own(h1_client::Conn::new(h1_client::Stream::Tcp(tcp))));
+            }
             return self.handshake(key, TokioIo::new(tcp), h2).await;
         };
         let connector = if http1_only { &tls.http1 } else { &tls.main };
@@ -522,6 +690,11 @@ impl UpstreamClient {
                 UpstreamProtocol::Https1 => false,
                 _ => stream.get_ref().1.alpn_protocol() == Some(ALPN_H2),
             };
+        if own && !h2 {
+            return Ok(Conn::Own(h1_client::Conn::new(h1_client::Stream::Tls(
+                Box::new(stream),
+            ))));
+        }
         self.handshake(key, TokioIo::new(stream), h2).await
     }
 
@@ -820,7 +993,7 @@ mod tests {
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
-    async fn get(client: &UpstreamClient, node: SocketAddr, path: &str) -> Response<Incoming> {
+    async fn get(client: &UpstreamClient, node: SocketAddr, path: &str) -> Response<UpstreamBody> {
         let req = Request::get(path)
             .header("host", "backend")
             .body(
@@ -945,7 +1118,7 @@ mod tests {
                 );
                 // The next round starts on a connection of its own.
                 expected += 1;
-                drop(client.inner.conns.lock().unwrap().drain());
+                client.close_idle();
             }
         }
     }

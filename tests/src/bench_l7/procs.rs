@@ -314,6 +314,69 @@ pub fn tree_cpu_seconds(pid: u32) -> anyhow::Result<CpuSplit> {
     })
 }
 
+/// Process `pid` and its descendants, from /proc.
+pub fn tree_pids(pid: u32) -> Vec<u32> {
+    let mut procs = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(st) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| parse_stat(&s))
+            {
+                procs.push((p, st.ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let cur = tree[i];
+        for &(p, ppid) in &procs {
+            if ppid == cur && !tree.contains(&p) {
+                tree.push(p);
+            }
+        }
+        i += 1;
+    }
+    tree
+}
+
+/// System calls entered and context switches of the processes `pids`
+/// (all their threads) over `window`, counted by `perf stat` on the
+/// `raw_syscalls:sys_enter` tracepoint and the `context-switches`
+/// software event. The counting itself adds a little kernel work per
+/// system call, so the bench runs it outside the window it times.
+pub fn kernel_events(pids: &[u32], window: std::time::Duration) -> anyhow::Result<(u64, u64)> {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let out = std::process::Command::new("perf")
+        .args([
+            "stat",
+            "-x",
+            ",",
+            "-e",
+            "raw_syscalls:sys_enter,context-switches",
+        ])
+        .args(["-p", &list.join(",")])
+        .args(["--", "sleep", &format!("{:.3}", window.as_secs_f64())])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .context("running perf stat")?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "perf stat failed: {text}");
+    let count = |event: &str| -> anyhow::Result<u64> {
+        text.lines()
+            .find(|l| l.split(',').nth(2) == Some(event))
+            .and_then(|l| l.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+            .with_context(|| format!("no count of {event} in perf's output: {text}"))
+    };
+    Ok((count("raw_syscalls:sys_enter")?, count("context-switches")?))
+}
+
 /// The fields of a /proc/PID/stat line the bench uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stat {

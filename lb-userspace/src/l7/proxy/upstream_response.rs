@@ -9,7 +9,6 @@ use std::{
 };
 
 use http::{header, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::{
     super::{
@@ -17,6 +16,7 @@ use super::{
         error::{respond, ErrorKind},
         forward::{self, empty_body, response_body, response_head, ProxyBody},
         upgrade,
+        upstream_client::{self, UpstreamBody},
     },
     context::RequestCtx,
     pool::Pool,
@@ -31,7 +31,7 @@ pub(super) struct Answered {
     pub flight: InFlight,
     /// When the attempt was sent.
     pub started: Instant,
-    pub resp: Response<Incoming>,
+    pub resp: Response<UpstreamBody>,
 }
 
 /// Turns a node's response into the client's (without the response
@@ -86,7 +86,7 @@ pub(super) fn accept(ctx: &RequestCtx, out: &mut Outgoing, a: Answered) -> Respo
         }
     };
     let upgraded = match (&out.on_upgrade, status) {
-        (Some(_), StatusCode::SWITCHING_PROTOCOLS) => Some(hyper::upgrade::on(&mut resp)),
+        (Some(_), StatusCode::SWITCHING_PROTOCOLS) => Some(upstream_client::upgraded(&mut resp)),
         _ => None,
     };
     let idle: Duration = ctx.opts().timeouts.idle;

@@ -1,0 +1,120 @@
+//! Parsing a response head (RFC 9112 §4) with `httparse` out of the
+//! connection's read buffer. The head's bytes are split off the buffer and
+//! frozen once, and every field value is a slice of them (no copy per
+//! field); the field-index array lives on the stack.
+//!
+//! Limits are hyper's client defaults, so that the two clients refuse the
+//! same heads (the differential test in `super::differential` checks it):
+//! 100 fields and a head of at most 8 KiB + 100 × 4 KiB. httparse's default
+//! configuration refuses obs-fold, spaces before the colon and bare CRs.
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+use super::error::H1Error;
+
+/// The most fields a head may have (hyper's `DEFAULT_MAX_HEADERS`).
+pub const MAX_FIELDS: usize = 100;
+
+/// The most bytes a head may take (hyper's `DEFAULT_MAX_BUFFER_SIZE`).
+pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// Parses one head at the start of `buf`: `Ok(None)` when more bytes are
+/// needed; on success the head's bytes are removed from `buf`.
+pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let (len, code, version, spans) = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let base = buf.as_ptr() as usize;
+            // Offsets rather than borrowed slices, so that the head can be
+            // split off `buf` and shared by the values.
+            let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
+            let n = resp.headers.len();
+            for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                *span = (name, name + h.name.len(), value, value + h.value.len());
+            }
+            let version = match resp.version {
+                Some(1) => Version::HTTP_11,
+                _ => Version::HTTP_10,
+            };
+            (len, resp.code.unwrap_or(0), version, (spans, n))
+        }
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD_BYTES {
+                return Err(H1Error::HeadTooLarge(MAX_HEAD_BYTES));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(H1Error::Head(e)),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(H1Error::HeadTooLarge(MAX_HEAD_BYTES));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head(httparse::Error::Status))?;
+    let head: Bytes = buf.split_to(len).freeze();
+    let (spans, n) = spans;
+    let mut headers = HeaderMap::with_capacity(n);
+    for &(ns, ne, vs, ve) in &spans[..n] {
+        let name = HeaderName::from_bytes(&head[ns..ne])
+            .map_err(|_| H1Error::Head(httparse::Error::HeaderName))?;
+        // httparse has checked the value's bytes (no CTL but HTAB), which
+        // is what `HeaderValue` asks.
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| H1Error::Head(httparse::Error::HeaderValue))?;
+        headers.append(name, value);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Option<ResponseHead>, H1Error> {
+        parse(&mut BytesMut::from(s.as_bytes()))
+    }
+
+    #[test]
+    fn a_head_is_split_off_and_its_fields_kept_in_order() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: 1\r\nb: 2\r\na: 3\r\n\r\nbody"[..]);
+        let head = parse(&mut buf).unwrap().unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.version, Version::HTTP_11);
+        let a: Vec<_> = head.headers.get_all("a").iter().collect();
+        assert_eq!(a, ["1", "3"]);
+        assert_eq!(&buf[..], b"body");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_bad_ones_are_refused() {
+        assert!(parse_str("HTTP/1.1 200 OK\r\nA: 1\r\n").unwrap().is_none());
+        for bad in [
+            "HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nA : 1\r\n\r\n",
+            "HTTP/2.0 200 OK\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nA\r\n\r\n",
+        ] {
+            assert!(parse_str(bad).is_err(), "{bad:?}");
+        }
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("f{i}: x\r\n")).collect();
+        assert!(parse_str(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")).is_err());
+        let long = format!("HTTP/1.1 200 OK\r\nA: {}\r\n", "x".repeat(MAX_HEAD_BYTES));
+        assert!(matches!(parse_str(&long), Err(H1Error::HeadTooLarge(_))));
+    }
+}
