@@ -104,6 +104,11 @@ pub enum ErrorKind {
     SourceForbidden,
     /// `forward-auth`'s service could not be asked.
     AuthUnavailable,
+    /// Lazy routing: the lookup of a host not in memory was over the miss
+    /// cap (concurrency or rate).
+    RouteLookupShed,
+    /// Lazy routing: the store holding the routes did not answer.
+    RouteStoreUnavailable,
 }
 
 impl ErrorKind {
@@ -140,6 +145,8 @@ impl ErrorKind {
         ErrorKind::Unauthorized,
         ErrorKind::SourceForbidden,
         ErrorKind::AuthUnavailable,
+        ErrorKind::RouteLookupShed,
+        ErrorKind::RouteStoreUnavailable,
     ];
 
     /// The `x-xlb-error` value.
@@ -212,6 +219,8 @@ impl ErrorKind {
             K::Unauthorized => ("unauthorized", 401, Client, "an auth plugin (key-auth, basic-auth, jwt-auth) found no valid credentials; WWW-Authenticate says which"),
             K::SourceForbidden => ("source-forbidden", 403, Client, "ip-restriction: the source is denied or not allowed"),
             K::AuthUnavailable => ("auth-unavailable", 503, Internal, "forward-auth could not get an answer from its auth service (the request is refused, never let through)"),
+            K::RouteLookupShed => ("route-lookup-shed", 503, Internal, "routes: lazy — too many lookups of hosts not in memory at once or per second (the miss cap); cached hosts are unaffected; Retry-After says when to come back"),
+            K::RouteStoreUnavailable => ("route-store-unavailable", 503, Internal, "routes: lazy — the host is not in memory and the config store did not answer; Retry-After says when to come back"),
         }
     }
 

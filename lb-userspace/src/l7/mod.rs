@@ -12,6 +12,7 @@ pub mod dynamic;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod lazy;
 pub mod listeners;
 pub mod options;
 pub mod plan;
