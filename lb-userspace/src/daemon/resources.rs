@@ -52,6 +52,7 @@ pub(super) async fn start(
     let layout = Layout::new(&config.config_store.prefix);
     let node = Context::of_node(config);
     let mut tasks = Vec::new();
+    let mut lazy_hosts = None;
     let applied = match l7 {
         Some(svc) => {
             let lazy = (config.config_store.routes == RouteLoading::Lazy)
@@ -68,6 +69,7 @@ pub(super) async fn start(
                     dynamic.clone(),
                 );
                 hosts.set_source(Arc::new(SharedSlots(Arc::new(slots))));
+                lazy_hosts = Some(hosts.clone());
                 applier = applier.with_lazy(hosts);
             }
             if kind == StoreKind::Etcd {
@@ -136,6 +138,7 @@ pub(super) async fn start(
             },
             applied,
             token,
+            lazy: lazy_hosts,
         });
         tasks.push(tokio::spawn(admin::serve(listener, admin)));
     }
