@@ -74,9 +74,13 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     by_id: HashMap<Box<str>, usize>,
-    exact_hosts: HashMap<Box<str>, HostGroup>,
+    /// Groups are boxed: a hash map keeps room for a few entries even with
+    /// one, and a group is some 250 bytes, so inline groups made a
+    /// one-host table (the common case of per-host tables) about 1 KB
+    /// larger.
+    exact_hosts: HashMap<Box<str>, Box<HostGroup>>,
     /// Keyed by the suffix after `*.`.
-    wildcard_hosts: HashMap<Box<str>, HostGroup>,
+    wildcard_hosts: HashMap<Box<str>, Box<HostGroup>>,
     any_host: Option<HostGroup>,
 }
 
@@ -291,10 +295,10 @@ impl RouteTable {
             };
             match key {
                 HostKey::Exact(host) => {
-                    exact_hosts.insert(host, group);
+                    exact_hosts.insert(host, Box::new(group));
                 }
                 HostKey::Wildcard(suffix) => {
-                    wildcard_hosts.insert(suffix, group);
+                    wildcard_hosts.insert(suffix, Box::new(group));
                 }
                 HostKey::Any => any_host = Some(group),
             }
