@@ -7,12 +7,24 @@
 //! in the same run: nginx with N server blocks, a block appended and
 //! `nginx -s reload` run, until the first 2xx for the new host.
 //!
-//! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `100,10000,100000`), trials per
+//! Lazy routing (`routes: lazy`): the same propagation with 10² and 10⁶
+//! routes in the store (`XLB_BENCH_CONFIG_LAZY_SIZES`, default
+//! `100,1000000`), the node's resident memory with the store full and
+//! after a hot set of 1 000 hosts was asked for, and in-process lookup
+//! costs (`config_lookup`). HAProxy's runtime `add map` is measured beside
+//! nginx (`config_haproxy`). `change_under_load`: request p99 while 50
+//! route changes per second are written, ÷ without, at the largest size.
+//!
+//! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `10,1000,100000`), trials per
 //! size: `XLB_BENCH_CONFIG_TRIALS` (default 20); nginx up to
 //! `XLB_BENCH_CONFIG_PEER_MAX` routes (default 10 000: beyond, one reload
 //! takes tens of seconds). Writes target/bench/config.json.
 #[path = "../../lb-userspace/tests/store_bed/mod.rs"]
 mod store_bed;
+#[path = "config_haproxy.rs"]
+mod config_haproxy;
+#[path = "config_lookup.rs"]
+mod config_lookup;
 
 use std::{
     io::Write as _,
@@ -279,7 +291,7 @@ fn case(
 }
 
 fn main() -> anyhow::Result<()> {
-    let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "100,10000,100000");
+    let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "10,1000,100000");
     let trials = env_list("XLB_BENCH_CONFIG_TRIALS", "20")
         .first()
         .copied()
@@ -291,6 +303,8 @@ fn main() -> anyhow::Result<()> {
     let mut rows: Vec<(String, usize, Result1)> = Vec::new();
     // (routes, bytes of resident memory per route) of the durable node.
     let mut memory: Vec<(usize, f64)> = Vec::new();
+    // (routes, p99 without changes, p99 with 50 changes/s), ms.
+    let mut under_load: Option<(usize, (f64, f64))> = None;
     for (mode, durable) in [("durable", true), ("memory", false)] {
         let node = Node::start(StoreAt::Embedded { durable }, TOKEN);
         let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
@@ -323,8 +337,12 @@ fn main() -> anyhow::Result<()> {
                 let r = measure(trials, |t| trial(&node, &format!("newup-{n}-{t}"), true))?;
                 rows.push((format!("xlb {mode} +upstream"), n, r));
             }
+            if durable && Some(&n) == sizes.last() {
+                under_load = Some((n, change_under_load(&node, n)?));
+            }
         }
     }
+    let lazy = lazy_section(&upstream, trials)?;
     // propagation_fleet: three nodes on one etcd; PUT through node 0,
     // time until nodes 1 and 2 both answer 2xx for the new host.
     let mut fleet: Option<(Result1, Result1)> = None;
@@ -392,6 +410,27 @@ fn main() -> anyhow::Result<()> {
     } else {
         eprintln!("bench config: nginx is not installed; no peer measured");
     }
+    if Command::new("haproxy")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        for &n in &sizes {
+            let hp = config_haproxy::Haproxy::start(n, backend.addr)?;
+            let r = measure(trials, |t| hp.trial(&format!("hp-{n}-{t}")))?;
+            rows.push(("haproxy add map".into(), n, r));
+        }
+    } else {
+        eprintln!("bench config: haproxy is not installed; not measured");
+    }
+    let lookup_max = env_list("XLB_BENCH_CONFIG_LOOKUP_MAX", "1000000")
+        .first()
+        .copied()
+        .unwrap_or(1_000_000);
+    let (lookup_small, _) = config_lookup::route_lookup(100);
+    let (lookup_big, table_bytes) = config_lookup::route_lookup(lookup_max);
+    let lazy_hit_ns = config_lookup::lazy_hit(10_000)?;
     let fsync = fsync_cost(200)?;
     if let Some((l, r)) = &fleet {
         rows.push(("etcd fleet, PUT's node".into(), 1, *l));
@@ -409,6 +448,20 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("one fsync (4 KiB write, p50): {fsync:.3} ms");
+    for l in &lazy.rows {
+        println!(
+            "{:<24} {:>9} {:>10.3} {:>10.3} {:>8}/{}",
+            "xlb lazy durable", l.0, l.1.p50, l.1.p99, l.1.first_try, l.1.trials
+        );
+    }
+    for (n, empty, full, hot) in &lazy.memory {
+        println!("lazy node RSS with {n} routes in the store: {:.1} MiB at start, {:.1} MiB after preload, {:.1} MiB after 1000 hot hosts", mib(*empty), mib(*full), mib(*hot));
+    }
+    println!("route lookup (per-host tables, in-process): {lookup_small:.0} ns at 100 hosts, {lookup_big:.0} ns at {lookup_max} ({table_bytes:.0} bytes per one-route host table)");
+    println!("lazy cache hit (in-process, 10000 hot hosts): {lazy_hit_ns:.0} ns");
+    if let Some((n, (quiet, busy))) = under_load {
+        println!("change_under_load at {n} routes: request p99 {quiet:.3} ms without changes, {busy:.3} ms with 50 changes/s");
+    }
     for (n, b) in &memory {
         println!("resident memory per route at {n} routes (durable node, growth from empty): {b:.0} bytes");
     }
@@ -521,6 +574,111 @@ fn main() -> anyhow::Result<()> {
         c["unit"] = serde_json::json!("bytes");
         cases.push(c);
     }
+    for &n in &sizes {
+        let Some(hp) = find("haproxy add map", n) else {
+            continue;
+        };
+        for mode in ["durable", "memory"] {
+            if let Some(x) = find(&format!("xlb {mode}"), n) {
+                for (metric, a, b) in [("p50", x.p50, hp.p50), ("p99", x.p99, hp.p99)] {
+                    cases.push(case(
+                        &format!("propagation_local {mode} N={n} vs haproxy"),
+                        metric,
+                        a,
+                        "haproxy runtime add map (in memory, existing backend)",
+                        b,
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(m) = find("xlb memory +upstream", sizes[0]) {
+        if let Some(hp) = find("haproxy add map", sizes[0]) {
+            cases.push(case(
+                &format!("propagation_local memory route+upstream N={} vs haproxy", sizes[0]),
+                "p50",
+                m.p50,
+                "haproxy runtime add map (route only)",
+                hp.p50,
+            ));
+        }
+    }
+    for (n, r) in &lazy.rows {
+        for (metric, v) in [("p50", r.p50), ("p99", r.p99)] {
+            cases.push(case(
+                &format!("propagation_local lazy durable N={n}"),
+                metric,
+                v,
+                "target p99 2 ms",
+                2.0,
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (lazy.rows.first(), lazy.rows.last()) {
+        cases.push(case(
+            &format!("propagation_local lazy flatness N={} vs N={}", b.0, a.0),
+            "p99",
+            b.1.p99,
+            &format!("N={}", a.0),
+            a.1.p99,
+        ));
+    }
+    for (n, empty, full, hot) in &lazy.memory {
+        let mut c = case(
+            &format!("lazy RSS with N={n} routes in the store, after 1000 hot hosts"),
+            "resident bytes",
+            *hot,
+            "same node at start",
+            *empty,
+        );
+        c["unit"] = serde_json::json!("bytes");
+        cases.push(c);
+        let mut c = case(
+            &format!("lazy RSS with N={n} routes in the store, before any request"),
+            "resident bytes",
+            *full,
+            "same node at start",
+            *empty,
+        );
+        c["unit"] = serde_json::json!("bytes");
+        cases.push(c);
+    }
+    let mut c = case(
+        &format!("route_lookup N={lookup_max} vs N=100 (per-host tables)"),
+        "ns per lookup",
+        lookup_big,
+        "N=100",
+        lookup_small,
+    );
+    c["unit"] = serde_json::json!("ns");
+    cases.push(c);
+    let mut c = case(
+        "lazy cache hit (10 000 hot hosts)",
+        "ns per lookup",
+        lazy_hit_ns,
+        "target 1 µs",
+        1000.0,
+    );
+    c["unit"] = serde_json::json!("ns");
+    cases.push(c);
+    let mut c = case(
+        &format!("route_table_memory N={lookup_max} (in-process, tables only)"),
+        "bytes per route",
+        table_bytes,
+        "target 1 KiB",
+        1024.0,
+    );
+    c["unit"] = serde_json::json!("bytes");
+    cases.push(c);
+    if let Some((n, (quiet, busy))) = under_load {
+        cases.push(case(
+            &format!("change_under_load N={n} (request p99 with 50 changes/s)"),
+            "p99",
+            busy,
+            "no changes",
+            quiet,
+        ));
+    }
     cases.push(case(
         "fsync 4KiB",
         "p50",
@@ -536,6 +694,115 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+fn mib(b: f64) -> f64 {
+    b / (1024.0 * 1024.0)
+}
+
+/// Request p99 (ms) over `secs` seconds of back-to-back GETs of existing
+/// hosts, without and then with 50 route changes per second (each change
+/// rewrites one existing route).
+fn change_under_load(node: &Node, n: usize) -> anyhow::Result<(f64, f64)> {
+    let secs = env_list("XLB_BENCH_CONFIG_LOAD_SECS", "5")
+        .first()
+        .copied()
+        .unwrap_or(5) as u64;
+    let run = |changes: bool| -> anyhow::Result<f64> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = changes.then(|| {
+            let stop = stop.clone();
+            let admin = node.admin;
+            let token = node.token.clone();
+            std::thread::spawn(move || {
+                let mut k = 0usize;
+                let t0 = Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = (k * 7919) % n;
+                    let body = format!(r#"{{"hosts":["pre-{id}.bench"],"upstream":"u","priority":{}}}"#, k % 2);
+                    let _ = store_bed::http(
+                        &admin,
+                        "PUT",
+                        &format!("/xlb/v1/routes/pre-{id}"),
+                        &[("X-API-KEY", &token)],
+                        Some(&body),
+                    );
+                    k += 1;
+                    // 50 per second, on a fixed schedule.
+                    let next = t0 + Duration::from_millis(20 * k as u64);
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                }
+                k
+            })
+        });
+        let mut v = Vec::new();
+        let t0 = Instant::now();
+        let mut k = 0usize;
+        while t0.elapsed() < Duration::from_secs(secs) {
+            let host = format!("pre-{}.bench", (k * 104_729) % n);
+            let t = Instant::now();
+            anyhow::ensure!(node.get(&host) == 200, "{host} not served under load");
+            v.push(ms(t.elapsed()));
+            k += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(w) = writer {
+            let made = w.join().unwrap_or(0);
+            eprintln!("bench config: change_under_load: {made} changes in {secs} s");
+        }
+        Ok(pct(&mut v, 0.99))
+    };
+    let quiet = run(false)?;
+    let busy = run(true)?;
+    Ok((quiet, busy))
+}
+
+/// What the lazy node measured.
+struct LazyResult {
+    rows: Vec<(usize, Result1)>,
+    /// (routes in the store, RSS at start, after preload, after the hot set)
+    memory: Vec<(usize, f64, f64, f64)>,
+}
+
+/// A durable embedded node with `routes: lazy`, preloaded to each size.
+fn lazy_section(upstream: &str, trials: usize) -> anyhow::Result<LazyResult> {
+    let sizes = env_list("XLB_BENCH_CONFIG_LAZY_SIZES", "100,1000000");
+    let node = Node::start_with(
+        StoreAt::Embedded { durable: true },
+        TOKEN,
+        "  routes: lazy\n",
+    );
+    let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(upstream));
+    anyhow::ensure!(s == 200, "{s} {body}");
+    let rss0 = node.rss() as f64;
+    let mut out = LazyResult {
+        rows: Vec::new(),
+        memory: Vec::new(),
+    };
+    let mut loaded = 0;
+    for &n in &sizes {
+        let t = Instant::now();
+        preload(&node, loaded, n)?;
+        eprintln!(
+            "bench config: lazy: {n} routes in the store ({} added in {:.1} s)",
+            n - loaded,
+            t.elapsed().as_secs_f64()
+        );
+        loaded = n;
+        let full = node.rss() as f64;
+        let r = measure(trials, |t| trial(&node, &format!("lz-{n}-{t}"), false))?;
+        out.rows.push((n, r));
+        for k in 0..1000.min(n) {
+            anyhow::ensure!(
+                node.get(&format!("pre-{}.bench", (k * 7919) % n)) == 200,
+                "lazy: a preloaded host was not served"
+            );
+        }
+        out.memory.push((n, rss0, full, node.rss() as f64));
+    }
+    Ok(out)
 }
 
 fn machine() -> String {

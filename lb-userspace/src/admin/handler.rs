@@ -77,17 +77,29 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
 async fn status(admin: &Admin) -> Response<Body> {
     let applied = *admin.applied.borrow();
     let healthy = admin.resources.store.healthy().await;
-    reply::json(
-        StatusCode::OK,
-        &json!({
-            "applied_revision": applied.revision,
-            "store": {
-                "kind": admin.resources.store.kind(),
-                "healthy": healthy,
-                "watch_connected": applied.connected,
-            },
-        }),
-    )
+    let mut body = json!({
+        "applied_revision": applied.revision,
+        "store": {
+            "kind": admin.resources.store.kind(),
+            "healthy": healthy,
+            "watch_connected": applied.connected,
+        },
+        "routes": if admin.lazy.is_some() { "lazy" } else { "eager" },
+    });
+    if let Some(lazy) = &admin.lazy {
+        let s = lazy.stats();
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        body["lazy"] = json!({
+            "cached_slots": lazy.entries(),
+            "hits": n(&s.hits),
+            "loads": n(&s.loads),
+            "joined": n(&s.joined),
+            "shed": n(&s.shed),
+            "store_errors": n(&s.store_errors),
+            "raced": n(&s.raced),
+        });
+    }
+    reply::json(StatusCode::OK, &body)
 }
 
 async fn get(admin: &Admin, kind: Kind, id: &str) -> Response<Body> {

@@ -33,6 +33,9 @@ pub struct Admin {
     pub resources: Resources,
     pub applied: watch::Receiver<Applied>,
     pub token: Option<Token>,
+    /// Lazy routing's cache, when routes are lazy (its counters are shown
+    /// by `GET /xlb/v1/status`).
+    pub lazy: Option<Arc<crate::l7::lazy::LazyHosts>>,
 }
 
 impl std::fmt::Debug for Admin {

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::l7::lazy::LazySettings;
+use crate::units::Dur;
+
 /// Where routes, upstreams, certificates, rate-limit rules and VIPs live.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +38,67 @@ pub struct ConfigStoreYaml {
     /// one etcd). Default `/xlb`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// `eager` (default): every route is loaded at start and kept.
+    /// `lazy`: only routes without a host are loaded; a host's routes are
+    /// read from the store on its first request and kept in a bounded
+    /// cache (see `lazy`).
+    #[serde(default)]
+    pub routes: RouteLoading,
+    /// Limits of `routes: lazy`.
+    #[serde(default)]
+    pub lazy: LazyYaml,
+}
+
+/// How a node holds the routes of a store.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteLoading {
+    #[default]
+    Eager,
+    Lazy,
+}
+
+/// `config_store.lazy`: the cache and the miss caps of lazy routing.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LazyYaml {
+    /// Host entries kept (exact names, wildcards and "no such host").
+    /// Default 100000.
+    pub cache_entries: u64,
+    /// An entry is read again after this long even without a change
+    /// (a safety net: changes invalidate entries at once). Default 10m.
+    pub ttl: Dur,
+    /// Store reads for missing hosts at once; more misses get 503.
+    /// Default 64.
+    pub max_concurrent_misses: usize,
+    /// Store reads for missing hosts per second; more misses get 503.
+    /// Default 5000.
+    pub misses_per_second: u32,
+}
+
+impl Default for LazyYaml {
+    fn default() -> Self {
+        let d = LazySettings::default();
+        LazyYaml {
+            cache_entries: d.cache_entries,
+            ttl: Dur(d.ttl),
+            max_concurrent_misses: d.max_concurrent_misses,
+            misses_per_second: d.misses_per_second,
+        }
+    }
+}
+
+impl LazyYaml {
+    /// The proxy's settings.
+    pub fn settings(&self) -> LazySettings {
+        LazySettings {
+            cache_entries: self.cache_entries,
+            ttl: self.ttl.0,
+            max_concurrent_misses: self.max_concurrent_misses,
+            misses_per_second: self.misses_per_second,
+            ..LazySettings::default()
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -69,6 +133,13 @@ pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
         })
     };
     if kind == StoreKind::File {
+        if config.config_store.routes == RouteLoading::Lazy {
+            issue(
+                "config_store.routes",
+                "`lazy` reads routes from a store: use config_store kind `embedded` or `etcd`"
+                    .into(),
+            );
+        }
         if config.admin.is_some() {
             issue(
                 "config_store.kind",
@@ -97,6 +168,19 @@ pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
             "config_store.endpoints",
             "etcd needs at least one endpoint, e.g. http://127.0.0.1:2379".into(),
         );
+    }
+    let lazy = &config.config_store.lazy;
+    if lazy.cache_entries == 0 {
+        issue("config_store.lazy.cache_entries", "at least 1".into());
+    }
+    if lazy.max_concurrent_misses == 0 {
+        issue("config_store.lazy.max_concurrent_misses", "at least 1".into());
+    }
+    if lazy.misses_per_second == 0 {
+        issue("config_store.lazy.misses_per_second", "at least 1".into());
+    }
+    if lazy.ttl.0.is_zero() {
+        issue("config_store.lazy.ttl", "a positive duration such as 10m".into());
     }
     if !config.config_store.prefix.starts_with('/') || config.config_store.prefix.len() < 2 {
         issue("config_store.prefix", "a key prefix such as /xlb".into());

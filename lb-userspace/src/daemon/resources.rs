@@ -5,11 +5,16 @@ use std::sync::Arc;
 
 use crate::{
     admin::{self, Admin, Token},
-    config::{node::StoreKind, resource::Context, Config},
+    config::{
+        node::{RouteLoading, StoreKind},
+        resource::Context,
+        Config,
+    },
     l7::service::L7Service,
     store::{
         apply::{Applied, Applier},
         keys::Layout,
+        lazy::{SharedSlots, StoreSlots},
         resources::Resources,
         Store,
     },
@@ -47,10 +52,26 @@ pub(super) async fn start(
     let layout = Layout::new(&config.config_store.prefix);
     let node = Context::of_node(config);
     let mut tasks = Vec::new();
+    let mut lazy_hosts = None;
     let applied = match l7 {
         Some(svc) => {
+            let lazy = (config.config_store.routes == RouteLoading::Lazy)
+                .then(|| config.config_store.lazy.settings());
+            let dynamic = svc.dynamic_with(lazy);
             let (mut applier, rx) =
-                Applier::new(store.clone(), layout.clone(), node.clone(), svc.dynamic());
+                Applier::new(store.clone(), layout.clone(), node.clone(), dynamic.clone());
+            if let Some(hosts) = dynamic.lazy() {
+                let slots = StoreSlots::new(
+                    store.clone(),
+                    layout.clone(),
+                    node.clone(),
+                    applier.catalog(),
+                    dynamic.clone(),
+                );
+                hosts.set_source(Arc::new(SharedSlots(Arc::new(slots))));
+                lazy_hosts = Some(hosts.clone());
+                applier = applier.with_lazy(hosts);
+            }
             if kind == StoreKind::Etcd {
                 let path = config.config_store.snapshot.clone().unwrap_or_else(|| {
                     format!(
@@ -117,6 +138,7 @@ pub(super) async fn start(
             },
             applied,
             token,
+            lazy: lazy_hosts,
         });
         tasks.push(tokio::spawn(admin::serve(listener, admin)));
     }

@@ -25,7 +25,8 @@ use super::{
     proxy::{Pool, Proxy},
     ratelimit::{EscalationSink, Rule, RuleConfig},
     resolve,
-    router::{HostSlot, HostTables, RouteError, RouteSpec, RouteTable},
+    lazy::{LazyHosts, LazyResolver, SlotTables},
+    router::{HostSlot, HostTables, Resolver, RouteError, RouteSpec, RouteTable},
 };
 use crate::health::HealthEvent;
 use crate::net::Prefix;
@@ -48,6 +49,9 @@ pub(super) struct Shared {
     pub(super) health_events: mpsc::UnboundedSender<HealthEvent>,
     /// The node's consumers (`l7.consumers`), for routes' auth plugins.
     pub(super) consumers: Arc<Consumers>,
+    /// Lazy routing: host tables live in this cache, not in `listeners`'
+    /// `tables` (which then hold only the any-host routes).
+    pub(super) lazy: Option<Arc<LazyHosts>>,
 }
 
 /// Why a host slot's routes could not be swapped in.
@@ -102,34 +106,24 @@ impl DynamicRoutes {
         per_listener: &[(String, Vec<RouteSpec>)],
     ) -> Result<(), SlotError> {
         let shared = self.lock();
-        let mut built = Vec::with_capacity(shared.listeners.len());
-        for l in &shared.listeners {
-            let mine = per_listener
-                .iter()
-                .find(|(name, _)| *name == l.name)
-                .map(|(_, specs)| specs.clone())
-                .unwrap_or_default();
-            let table = if mine.is_empty() {
-                None
-            } else {
-                let specs = attach_route_options(
-                    mine,
-                    &shared.rules,
-                    &shared.sink,
-                    shared.cache.as_ref(),
-                    &shared.consumers,
-                    &|u| shared.pools.contains_key(u),
-                )
-                .map_err(SlotError::Options)?;
-                Some(RouteTable::build(specs).map_err(SlotError::from)?)
-            };
-            built.push(table);
-        }
-        for (l, table) in shared.listeners.iter().zip(built) {
-            l.tables.set(slot, table);
+        let built = shared.build(per_listener)?;
+        for (l, table) in shared.listeners.iter().zip(built.iter()) {
+            l.tables.set_shared(slot, table.clone());
         }
         Ok(())
     }
+
+    /// Builds one slot's tables, by listener index, without installing
+    /// them (lazy routing caches them itself).
+    pub fn build_slot(&self, per_listener: &[(String, Vec<RouteSpec>)]) -> Result<SlotTables, SlotError> {
+        self.lock().build(per_listener).map(Into::into)
+    }
+
+    /// The lazy routing cache, when routes are lazy.
+    pub fn lazy(&self) -> Option<Arc<LazyHosts>> {
+        self.lock().lazy.clone()
+    }
+
 
     /// Creates or replaces (`Some`) or removes (`None`) upstream `id`.
     /// Resolves the nodes' names first, outside the lock.
@@ -180,13 +174,50 @@ impl DynamicRoutes {
 }
 
 impl Shared {
-    /// Gives every listener a proxy over its host tables and the current
-    /// pools.
+    /// Gives every listener a proxy over its host tables (or its view of
+    /// the lazy cache) and the current pools.
     fn publish(&self) {
-        for l in &self.listeners {
-            let proxy = Proxy::new(l.tables.clone(), self.pools.clone())
-                .with_trusted_proxies(self.trusted.clone());
+        for (i, l) in self.listeners.iter().enumerate() {
+            let routes: Arc<dyn Resolver> = match &self.lazy {
+                Some(lazy) => Arc::new(LazyResolver::new(lazy.clone(), i, l.tables.clone())),
+                None => l.tables.clone(),
+            };
+            let proxy =
+                Proxy::new(routes, self.pools.clone()).with_trusted_proxies(self.trusted.clone());
             l.proxy.store(Arc::new(proxy));
         }
+    }
+
+    /// The tables of one slot, by listener index.
+    fn build(
+        &self,
+        per_listener: &[(String, Vec<RouteSpec>)],
+    ) -> Result<Vec<Option<Arc<RouteTable>>>, SlotError> {
+        let mut built = Vec::with_capacity(self.listeners.len());
+        for l in &self.listeners {
+            let mine = per_listener
+                .iter()
+                .find(|(name, _)| *name == l.name)
+                .map(|(_, specs)| specs.clone())
+                .unwrap_or_default();
+            let table = if mine.is_empty() {
+                None
+            } else {
+                let specs = attach_route_options(
+                    mine,
+                    &self.rules,
+                    &self.sink,
+                    self.cache.as_ref(),
+                    &self.consumers,
+                    &|u| self.pools.contains_key(u),
+                )
+                .map_err(SlotError::Options)?;
+                Some(RouteTable::build(specs).map_err(SlotError::from)?)
+                    .filter(|t| !t.is_empty())
+                    .map(Arc::new)
+            };
+            built.push(table);
+        }
+        Ok(built)
     }
 }

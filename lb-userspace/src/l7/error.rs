@@ -106,6 +106,11 @@ pub enum ErrorKind {
     AuthUnavailable,
     /// `request-validation`: a header or the body breaks the route's rules.
     RequestInvalid,
+    /// Lazy routing: the lookup of a host not in memory was over the miss
+    /// cap (concurrency or rate).
+    RouteLookupShed,
+    /// Lazy routing: the store holding the routes did not answer.
+    RouteStoreUnavailable,
 }
 
 impl ErrorKind {
@@ -143,6 +148,8 @@ impl ErrorKind {
         ErrorKind::SourceForbidden,
         ErrorKind::AuthUnavailable,
         ErrorKind::RequestInvalid,
+        ErrorKind::RouteLookupShed,
+        ErrorKind::RouteStoreUnavailable,
     ];
 
     /// The `x-xlb-error` value.
@@ -216,6 +223,8 @@ impl ErrorKind {
             K::SourceForbidden => ("source-forbidden", 403, Client, "ip-restriction: the source is denied or not allowed"),
             K::AuthUnavailable => ("auth-unavailable", 503, Internal, "forward-auth could not get an answer from its auth service (the request is refused, never let through)"),
             K::RequestInvalid => ("request-invalid", 400, Client, "request-validation: a required header is missing or does not match, or the body is not JSON or breaks the route's JSON Schema; the body names the failing path"),
+            K::RouteLookupShed => ("route-lookup-shed", 503, Internal, "routes: lazy — too many lookups of hosts not in memory at once or per second (the miss cap); cached hosts are unaffected; Retry-After says when to come back"),
+            K::RouteStoreUnavailable => ("route-store-unavailable", 503, Internal, "routes: lazy — the host is not in memory and the config store did not answer; Retry-After says when to come back"),
         }
     }
 

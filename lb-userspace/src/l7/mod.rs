@@ -13,6 +13,7 @@ pub mod error;
 pub mod forward;
 pub mod h1_client;
 pub mod headers;
+pub mod lazy;
 pub mod listeners;
 pub mod options;
 pub mod plan;

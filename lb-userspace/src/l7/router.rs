@@ -123,7 +123,8 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use hosts::{HostSlot, HostTables};
+pub use host::wildcard_suffix;
+pub use hosts::{best_of, HostSlot, HostTables};
 pub use request::{path_hazard, PathHazard, RequestError, RequestInfo};
 pub use spec::{HeaderMatch, HeaderValueMatch, Match, PathMatch, Route, RouteError, RouteSpec};
-pub use table::{Resolver, RouteTable, SwappableRoutes};
+pub use table::{Lookup, Resolver, RouteTable, SwappableRoutes, Unresolved};

@@ -33,6 +33,7 @@ use super::plugins::consumers::Consumers;
 use super::{
     cache::{Cache, CacheConfig},
     dynamic::{DynamicRoutes, ListenerSlot, Shared},
+    lazy::{LazyHosts, LazySettings},
     options::SharedCache,
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, Rule, RuleConfig},
@@ -235,6 +236,12 @@ impl L7Service {
     /// call). The routes and upstreams of the plan are dropped: from now
     /// on resources come through the handle.
     pub fn dynamic(&mut self) -> Arc<DynamicRoutes> {
+        self.dynamic_with(None)
+    }
+
+    /// [`L7Service::dynamic`], with host routes kept in a lazy cache when
+    /// `lazy` is given (the first call decides).
+    pub fn dynamic_with(&mut self, lazy: Option<LazySettings>) -> Arc<DynamicRoutes> {
         if let Some(d) = &self.dynamic {
             return d.clone();
         }
@@ -255,6 +262,7 @@ impl L7Service {
             trusted: self.plan.trusted_proxies.clone(),
             health_events: self.health_events.clone(),
             consumers: self.plan.consumers.clone(),
+            lazy: lazy.map(|settings| Arc::new(LazyHosts::new(settings))),
         }));
         self.dynamic = Some(d.clone());
         d

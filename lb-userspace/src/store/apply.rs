@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::{
     keys::{KeyOf, Layout},
+    slot_plan::{plan_slot, Catalog},
     Event, KeyValue, Store, StoreError, WatchBatch,
 };
 use crate::config::{
@@ -28,7 +29,7 @@ use crate::config::{
     middleware::RateLimitYaml,
     resource::{self, Context, Kind},
 };
-use crate::l7::{dynamic::DynamicRoutes, router::HostSlot};
+use crate::l7::{dynamic::DynamicRoutes, lazy::LazyHosts, router::HostSlot};
 
 /// Wait between attempts while the store is unreachable.
 const RETRY: Duration = Duration::from_millis(500);
@@ -84,6 +85,10 @@ impl State {
 /// What one batch touched.
 #[derive(Default)]
 struct Touched {
+    /// The revision of the changes (for lazy invalidations).
+    revision: i64,
+    /// Lazy routing: every cached host must be read again.
+    all_lazy: bool,
     slots: HashSet<HostSlot>,
     upstreams: BTreeSet<String>,
     rules: BTreeSet<String>,
@@ -102,6 +107,11 @@ pub struct Applier {
     snapshot: Option<PathBuf>,
     /// Changes applied since the last snapshot.
     dirty: bool,
+    /// Lazy routing: host slots live in this cache; the applier keeps and
+    /// applies only the any-host routes and invalidates the rest.
+    lazy: Option<Arc<LazyHosts>>,
+    /// The upstreams and rules applied, for lazy loads to plan against.
+    catalog: Arc<RwLock<Catalog>>,
 }
 
 fn parse_value<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
@@ -129,9 +139,23 @@ impl Applier {
                 state: State::default(),
                 snapshot: None,
                 dirty: false,
+                lazy: None,
+                catalog: Arc::default(),
             },
             rx,
         )
+    }
+
+    /// Lazy routing through `lazy`: only routes without a host are loaded
+    /// and applied; changes to other hosts invalidate their cache entries.
+    pub fn with_lazy(mut self, lazy: Arc<LazyHosts>) -> Applier {
+        self.lazy = Some(lazy);
+        self
+    }
+
+    /// The upstreams and rules applied (kept up to date).
+    pub fn catalog(&self) -> Arc<RwLock<Catalog>> {
+        self.catalog.clone()
     }
 
     /// Keeps a snapshot of what was applied at `path`.
@@ -163,7 +187,7 @@ impl Applier {
                 })
             })
             .collect();
-        self.replace_all(kvs).await;
+        self.replace_all(kvs, rev).await;
         self.publish(rev, false);
         Ok(rev)
     }
@@ -196,20 +220,63 @@ impl Applier {
     /// Reads everything and applies it (the first load, and after a
     /// compaction gap). Returns the revision read at.
     pub async fn load(&mut self) -> Result<i64, StoreError> {
-        let (kvs, rev) = self.store.range(&self.layout.all(), None, None).await?;
-        self.replace_all(kvs).await;
+        let (kvs, rev) = match self.lazy {
+            None => self.store.range(&self.layout.all(), None, None).await?,
+            Some(_) => self.read_eager_part().await?,
+        };
+        self.replace_all(kvs, rev).await;
         self.publish_with(rev, true, true);
         self.write_snapshot();
         Ok(rev)
     }
 
+    /// Lazy routing's start: every resource but the routes with a host,
+    /// at one revision (the any-host routes through their index entries,
+    /// which carry the route).
+    async fn read_eager_part(&self) -> Result<(Vec<KeyValue>, i64), StoreError> {
+        let kinds = [Kind::Upstreams, Kind::RateLimits, Kind::Certificates, Kind::Vips];
+        let mut prefixes: Vec<String> = kinds.iter().map(|k| self.layout.kind(*k)).collect();
+        prefixes.push(self.layout.slot(&HostSlot::Any));
+        let (ranges, rev) = self.store.ranges(&prefixes).await?;
+        let mut kvs = Vec::new();
+        for (i, range) in ranges.into_iter().enumerate() {
+            if i < kinds.len() {
+                kvs.extend(range);
+                continue;
+            }
+            for e in range {
+                let key = self
+                    .layout
+                    .resource(Kind::Routes, Layout::last_segment(&e.key));
+                let value = if e.value.is_empty() {
+                    match self.store.get(&key).await? {
+                        Some(kv) => kv.value,
+                        None => continue,
+                    }
+                } else {
+                    e.value
+                };
+                kvs.push(KeyValue {
+                    key,
+                    value,
+                    mod_revision: e.mod_revision,
+                });
+            }
+        }
+        Ok((kvs, rev))
+    }
+
     /// Makes `kvs` the whole state, applying the difference.
-    async fn replace_all(&mut self, kvs: Vec<KeyValue>) {
+    async fn replace_all(&mut self, kvs: Vec<KeyValue>, revision: i64) {
         let old_slots: Vec<HostSlot> = self.state.slots.keys().cloned().collect();
         let old_upstreams: Vec<String> = self.state.upstreams.keys().cloned().collect();
         let old_rules: Vec<String> = self.state.rules.keys().cloned().collect();
         self.state = State::default();
-        let mut touched = Touched::default();
+        let mut touched = Touched {
+            revision,
+            all_lazy: true,
+            ..Touched::default()
+        };
         touched.slots.extend(old_slots);
         touched.upstreams.extend(old_upstreams);
         touched.rules.extend(old_rules);
@@ -329,7 +396,10 @@ impl Applier {
 
     /// Applies one watched transaction.
     pub async fn batch(&mut self, batch: WatchBatch) {
-        let mut touched = Touched::default();
+        let mut touched = Touched {
+            revision: batch.revision,
+            ..Touched::default()
+        };
         let resources = batch
             .events
             .iter()
@@ -344,6 +414,16 @@ impl Applier {
 
     /// Updates the state for one event and notes what it touched.
     fn event(&mut self, e: Event, t: &mut Touched) {
+        if let Some(lazy) = &self.lazy {
+            // Index entries are written with their route in one
+            // transaction, a removed one included: they name every host
+            // slot a change touches, also the ones a route left.
+            if let Some(slot) = self.layout.parse_slot(e.key()) {
+                if slot != HostSlot::Any {
+                    lazy.invalidate(&slot, t.revision);
+                }
+            }
+        }
         let KeyOf::Resource(kind, id) = self.layout.parse(e.key()) else {
             return;
         };
@@ -384,7 +464,15 @@ impl Applier {
                 let Some(route) = kv.as_ref().and_then(parse_value::<RouteConfig>) else {
                     return;
                 };
-                let slots = HostSlot::of_route(&route.hosts).unwrap_or_default();
+                let mut slots = HostSlot::of_route(&route.hosts).unwrap_or_default();
+                if self.lazy.is_some() {
+                    // Lazy: only the any-host routes are kept here.
+                    slots.retain(|s| *s == HostSlot::Any);
+                    if slots.is_empty() {
+                        s.raw.remove(&self.layout.resource(Kind::Routes, &id));
+                        return;
+                    }
+                }
                 for slot in &slots {
                     let set = s.slots.entry(slot.clone()).or_default();
                     if let Err(i) = set.binary_search(&id) {
@@ -410,9 +498,12 @@ impl Applier {
                     }
                 }
                 // Routes planned while their upstream was missing were
-                // left out of their tables: plan them again now.
+                // left out of their tables: plan them again now (lazy
+                // hosts: read them again, as their references are not
+                // kept).
                 if !was {
                     self.slots_naming(Kind::Upstreams, &id, t);
+                    t.all_lazy = true;
                 }
                 t.upstreams.insert(id);
             }
@@ -427,6 +518,7 @@ impl Applier {
                 }
                 // Route limiters hold the rule itself: rebuild them.
                 self.slots_naming(Kind::RateLimits, &id, t);
+                t.all_lazy = true;
                 t.rules.insert(id);
             }
             // Certificates and VIPs are stored and served by the admin
@@ -458,6 +550,21 @@ impl Applier {
 
     /// Applies upstreams, then rules, then the touched slots.
     async fn apply(&mut self, t: Touched) {
+        if !t.upstreams.is_empty() || !t.rules.is_empty() {
+            let mut c = self.catalog.write().unwrap_or_else(|e| e.into_inner());
+            for id in &t.upstreams {
+                match self.state.upstreams.get(id) {
+                    Some(u) => c.upstreams.insert(id.clone(), u.clone()),
+                    None => c.upstreams.remove(id),
+                };
+            }
+            for id in &t.rules {
+                match self.state.rules.get(id) {
+                    Some(r) => c.rules.insert(id.clone(), r.clone()),
+                    None => c.rules.remove(id),
+                };
+            }
+        }
         for id in &t.upstreams {
             let plan = match self.state.upstreams.get(id).map(resource::check_upstream) {
                 Some(Ok(p)) => Some(p),
@@ -487,13 +594,18 @@ impl Applier {
         for slot in &t.slots {
             self.apply_slot(slot);
         }
+        if let (Some(lazy), true) = (&self.lazy, t.all_lazy) {
+            // After the pools and rules are in place, so that a re-read
+            // plans against them.
+            lazy.invalidate_all(t.revision);
+        }
     }
 
     /// Plans the routes of `slot` and swaps its tables. A route that does
     /// not plan (its upstream is missing, say, after writes through
     /// another path) is left out and logged; the others are served.
     fn apply_slot(&self, slot: &HostSlot) {
-        let mut routes: Vec<RouteConfig> = self
+        let routes: Vec<RouteConfig> = self
             .state
             .slots
             .get(slot)
@@ -508,58 +620,11 @@ impl Applier {
                 resource::parse::<RouteConfig>(&v).ok()
             })
             .collect();
-        let mut ctx = self.node.clone();
-        let mut seen = HashSet::new();
-        for r in &routes {
-            if let Some(u) = &r.upstream {
-                if seen.insert(("u", u.clone())) {
-                    ctx.upstreams.extend(self.state.upstreams.get(u).cloned());
-                }
-            }
-            for n in &r.rate_limits {
-                if seen.insert(("r", n.clone())) {
-                    ctx.rate_limits.extend(self.state.rules.get(n).cloned());
-                }
-            }
-        }
-        for _ in 0..3 {
-            match resource::plan_routes(routes.clone(), &ctx) {
-                Ok(plan) => {
-                    let per_listener: Vec<_> = plan
-                        .listeners
-                        .into_iter()
-                        .map(|l| (l.name, l.routes))
-                        .collect();
-                    if let Err(e) = self.dynamic.set_slot(slot, &per_listener) {
-                        log::error!("config store: host {slot:?}: {e}");
-                    }
-                    return;
-                }
-                Err(issues) => {
-                    let bad: BTreeSet<usize> = issues
-                        .iter()
-                        .filter_map(|i| {
-                            let rest = i.path.strip_prefix("l7.routes[")?;
-                            rest.split(']').next()?.parse().ok()
-                        })
-                        .collect();
-                    for i in &issues {
-                        log::error!(
-                            "config store: host {slot:?}: {}: {} (route left out)",
-                            i.path,
-                            i.message
-                        );
-                    }
-                    if bad.is_empty() {
-                        return;
-                    }
-                    routes = routes
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(i, _)| !bad.contains(i))
-                        .map(|(_, r)| r)
-                        .collect();
-                }
+        if let Some(per_listener) =
+            plan_slot(slot, routes, &self.node, &self.state.upstreams, &self.state.rules)
+        {
+            if let Err(e) = self.dynamic.set_slot(slot, &per_listener) {
+                log::error!("config store: host {slot:?}: {e}");
             }
         }
     }

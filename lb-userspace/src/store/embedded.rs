@@ -209,6 +209,28 @@ impl EmbeddedStore {
         Ok((out, rev))
     }
 
+    /// See [`super::Store::ranges`]: one read transaction, so every
+    /// range sees the same revision.
+    pub fn ranges(&self, prefixes: &[String]) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
+        let r = self.inner.db.begin_read().map_err(corrupt)?;
+        let kv = r.open_table(KV).map_err(corrupt)?;
+        let meta = r.open_table(META).map_err(corrupt)?;
+        let rev = Self::revision_of(&meta)?;
+        let mut all = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let mut out = Vec::new();
+            for item in kv.range::<&str>(prefix.as_str()..).map_err(corrupt)? {
+                let (k, v) = item.map_err(corrupt)?;
+                if !k.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                out.push(decode(k.value(), v.value())?);
+            }
+            all.push(out);
+        }
+        Ok((all, rev))
+    }
+
     /// See [`super::Store::txn`].
     pub fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, StoreError> {
         let _write = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare as ECompare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions,
-    SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -109,6 +109,41 @@ impl EtcdStore {
         let rev = resp.header().map_or(0, |h| h.revision());
         let kvs = resp.kvs().iter().map(kv_of).collect::<Result<_, _>>()?;
         Ok((kvs, rev))
+    }
+
+    /// See [`super::Store::ranges`]: one transaction of range reads, one
+    /// round trip at one revision.
+    pub async fn ranges(
+        &self,
+        prefixes: &[String],
+    ) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
+        let mut kv = self.client.kv_client();
+        let reads: Vec<TxnOp> = prefixes
+            .iter()
+            .map(|p| {
+                TxnOp::get(
+                    p.as_str(),
+                    Some(
+                        GetOptions::new()
+                            .with_range(prefix_end(p))
+                            .with_sort(SortTarget::Key, SortOrder::Ascend),
+                    ),
+                )
+            })
+            .collect();
+        let resp = timed(kv.txn(Txn::new().and_then(reads))).await?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        let mut all = Vec::with_capacity(prefixes.len());
+        for op in resp.op_responses() {
+            let TxnOpResponse::Get(get) = op else {
+                return Err(StoreError::Corrupt("a read transaction answered a write".into()));
+            };
+            all.push(get.kvs().iter().map(kv_of).collect::<Result<_, _>>()?);
+        }
+        if all.len() != prefixes.len() {
+            return Err(StoreError::Corrupt("a read transaction lost a range".into()));
+        }
+        Ok((all, rev))
     }
 
     /// See [`super::Store::txn`].

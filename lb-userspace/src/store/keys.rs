@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! <prefix>/<kind>/<id>                       the resource (JSON)
-//! <prefix>/idx/host/<host>/<route>           a route on an exact host
-//! <prefix>/idx/wild/<suffix>/<route>         a route on *.<suffix>
-//! <prefix>/idx/any/<route>                   a route on any host
+//! <prefix>/idx/host/<host>/<route>           a route on an exact host (value: the route)
+//! <prefix>/idx/wild/<suffix>/<route>         a route on *.<suffix> (value: the route)
+//! <prefix>/idx/any/<route>                   a route on any host (value: the route)
 //! <prefix>/refs/upstreams/<upstream>/<route> a route naming an upstream
 //! <prefix>/refs/rate_limits/<rule>/<route>   a route naming a rule
 //! <prefix>/nodes/<node>                      a live node's applied revision (etcd, leased)
@@ -100,6 +100,18 @@ impl Layout {
         }
     }
 
+    /// The host slot of an index key (`None` for any other key).
+    pub fn parse_slot(&self, key: &str) -> Option<HostSlot> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix("/idx/")?;
+        let (kind, rest) = rest.split_once('/')?;
+        match kind {
+            "any" => Some(HostSlot::Any),
+            "host" => Some(HostSlot::Exact(rest.split_once('/')?.0.to_string())),
+            "wild" => Some(HostSlot::Wildcard(rest.split_once('/')?.0.to_string())),
+            _ => None,
+        }
+    }
+
     /// The last segment of an index or reference key: the route id.
     pub fn last_segment(key: &str) -> &str {
         key.rsplit('/').next().unwrap_or(key)
@@ -125,5 +137,16 @@ mod tests {
             "/xlb/idx/wild/example.com/r"
         );
         assert_eq!(Layout::last_segment("/xlb/refs/upstreams/u/r9"), "r9");
+        assert_eq!(
+            l.parse_slot("/xlb/idx/host/a.test/r1"),
+            Some(HostSlot::Exact("a.test".into()))
+        );
+        assert_eq!(
+            l.parse_slot("/xlb/idx/wild/x.org/r1"),
+            Some(HostSlot::Wildcard("x.org".into()))
+        );
+        assert_eq!(l.parse_slot("/xlb/idx/any/r1"), Some(HostSlot::Any));
+        assert_eq!(l.parse_slot("/xlb/routes/r1"), None);
+        assert_eq!(l.parse_slot("/xlb/refs/upstreams/u/r1"), None);
     }
 }

@@ -13,7 +13,9 @@ pub mod apply;
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
+pub mod lazy;
 pub mod resources;
+pub mod slot_plan;
 
 use std::time::Duration;
 
@@ -164,6 +166,16 @@ impl Store {
         match self {
             Store::Embedded(s) => s.range(prefix, after, limit),
             Store::Etcd(s) => s.range(prefix, after, limit).await,
+        }
+    }
+
+    /// Every key under each of `prefixes`, all read at one revision (one
+    /// read transaction: the lazy router's host lookup reads the exact and
+    /// the wildcard index of a host this way).
+    pub async fn ranges(&self, prefixes: &[String]) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
+        match self {
+            Store::Embedded(s) => s.ranges(prefixes),
+            Store::Etcd(s) => s.ranges(prefixes).await,
         }
     }
 

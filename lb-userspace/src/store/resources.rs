@@ -344,18 +344,22 @@ impl Resources {
             Write::Put { value, .. } => {
                 let value = resource::with_id(kind, id, value.clone())
                     .map_err(|i| invalid(kind, vec![i]))?;
+                let bytes =
+                    serde_json::to_vec(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 if kind == Kind::Routes {
                     let route: RouteConfig =
                         resource::parse(&value).map_err(|i| invalid(kind, vec![i]))?;
                     self.check_route(view, &route).await?;
-                    for k in route_keys(&self.layout, &route) {
-                        view.put(k, Vec::new());
+                    // A host index entry carries the route itself, so that
+                    // a lazy lookup of a host is one read (the index range)
+                    // rather than the range and then one get per route.
+                    let slots = HostSlot::of_route(&route.hosts).unwrap_or_default().len();
+                    for (i, k) in route_keys(&self.layout, &route).into_iter().enumerate() {
+                        view.put(k, if i < slots { bytes.clone() } else { Vec::new() });
                     }
                 } else {
                     resource::check_alone(kind, &value).map_err(|i| invalid(kind, i))?;
                 }
-                let bytes =
-                    serde_json::to_vec(&value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 view.put(key, bytes);
             }
         }

@@ -165,6 +165,12 @@ pub enum StoreAt<'a> {
 impl Node {
     /// Starts `xlb run` and waits for its ready line.
     pub fn start(store: StoreAt<'_>, token: &str) -> Node {
+        Node::start_with(store, token, "")
+    }
+
+    /// [`Node::start`] with more lines under `config_store:` (each
+    /// indented by two spaces), e.g. `  routes: lazy\n`.
+    pub fn start_with(store: StoreAt<'_>, token: &str, store_extra: &str) -> Node {
         let dir = tempfile::tempdir().expect("node dir");
         let store_yaml = match store {
             StoreAt::Etcd { endpoint, prefix } => format!(
@@ -177,7 +183,7 @@ impl Node {
             ),
         };
         let yaml = format!(
-            "l7:\n  workers: 1\n  listeners:\n    - name: web\n      address: 127.0.0.1:0\n{store_yaml}admin:\n  address: 127.0.0.1:0\n  token: \"{token}\"\n"
+            "l7:\n  workers: 1\n  listeners:\n    - name: web\n      address: 127.0.0.1:0\n{store_yaml}{store_extra}admin:\n  address: 127.0.0.1:0\n  token: \"{token}\"\n"
         );
         std::fs::write(dir.path().join("xlb.yaml"), yaml).expect("write node config");
         let mut node = Node {
@@ -369,6 +375,17 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    http_with_head(addr, method, path, headers, body).map(|(s, _, b)| (s, b))
+}
+
+/// [`http`], with the response head (status line and header lines) too.
+pub fn http_with_head(
+    addr: &SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let _ = s.set_nodelay(true);
@@ -397,11 +414,8 @@ pub fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((status, head.to_ascii_lowercase(), body.to_string()))
 }
 
 /// Polls `f` every 5 ms until it is true or `limit` passed; whether it

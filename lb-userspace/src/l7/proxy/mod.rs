@@ -119,9 +119,9 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let note = record::Note::of(&parts); // request record (l7::record)
                                              // request received → route resolved
-        let routed = match route::resolve(&*self.routes, &mut parts, &conn) {
+        let routed = match route::resolve(&*self.routes, &mut parts, &conn).await {
             Ok(r) => r,
-            Err(kind) => return respond(kind),
+            Err(e) => return e.into_response(),
         };
         let route = routed.route.clone();
         note.route(route.id(), route.upstream()); // request record

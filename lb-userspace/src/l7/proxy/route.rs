@@ -6,8 +6,8 @@ use std::sync::Arc;
 use http::request;
 
 use super::super::{
-    error::ErrorKind,
-    router::{path_hazard, RequestInfo, Resolver, Route},
+    error::{ErrorKind, ProxyError},
+    router::{path_hazard, RequestInfo, Resolver, Route, Unresolved},
     server::ConnInfo,
     target,
 };
@@ -22,30 +22,40 @@ pub(super) struct Routed {
 
 /// Routes the request: 400 for a target xlb does not serve or cannot
 /// read, or a path spelled to dodge a route; 404 when no route matches
-/// (421 for an absolute-form target: the authority is not ours).
-pub(super) fn resolve(
+/// (421 for an absolute-form target: the authority is not ours); 503
+/// with `Retry-After` when a lazy resolver could not look the host up.
+pub(super) async fn resolve(
     routes: &dyn Resolver,
     parts: &mut request::Parts,
     conn: &ConnInfo,
-) -> Result<Routed, ErrorKind> {
+) -> Result<Routed, ProxyError> {
     if !target::scheme_served(&parts.uri) {
-        return Err(ErrorKind::UnsupportedScheme);
+        return Err(ErrorKind::UnsupportedScheme.into());
     }
     let routed = {
         let info = RequestInfo::from_parts(parts).map_err(|e| {
             log::debug!("{}: bad request target: {e}", conn.peer);
-            ErrorKind::BadRequestTarget
+            ProxyError::from(ErrorKind::BadRequestTarget)
         })?;
         // Routing matches the raw path: a path spelled to dodge a route
         // (dot segments, encoded slashes) is refused rather than guessed.
         if path_hazard(info.path()).is_some() {
-            return Err(ErrorKind::AmbiguousPath);
+            return Err(ErrorKind::AmbiguousPath.into());
         }
-        let Some(matched) = routes.resolve(&info) else {
-            if target::is_absolute_form(parts) {
-                return Err(ErrorKind::MisdirectedRequest);
+        let found = routes.lookup(&info).wait().await.map_err(|u| match u {
+            Unresolved::Shed { retry_after_secs } => {
+                ProxyError::new(ErrorKind::RouteLookupShed).with_retry_after(retry_after_secs)
             }
-            return Err(ErrorKind::NoRoute);
+            Unresolved::StoreUnavailable { retry_after_secs } => {
+                ProxyError::new(ErrorKind::RouteStoreUnavailable)
+                    .with_retry_after(retry_after_secs)
+            }
+        })?;
+        let Some(matched) = found else {
+            if target::is_absolute_form(parts) {
+                return Err(ErrorKind::MisdirectedRequest.into());
+            }
+            return Err(ErrorKind::NoRoute.into());
         };
         Routed {
             host: info.host().map(str::to_string),

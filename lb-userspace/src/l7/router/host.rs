@@ -144,7 +144,7 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 
 /// The suffix a one-label wildcard would need to match this normalised
 /// host: `a.b.example.com` → `b.example.com`. IP literals have none.
-pub(super) fn wildcard_suffix(host: &str) -> Option<&str> {
+pub fn wildcard_suffix(host: &str) -> Option<&str> {
     if host.starts_with('[') {
         return None;
     }

@@ -83,7 +83,13 @@ impl HostTables {
     /// Replaces the table of `slot` (`None` or an empty table: the slot
     /// has no routes any more).
     pub fn set(&self, slot: &HostSlot, table: Option<RouteTable>) {
-        let table = table.filter(|t| !t.is_empty()).map(Arc::new);
+        self.set_shared(slot, table.map(Arc::new));
+    }
+
+    /// [`HostTables::set`] with a table that may be shared (by the
+    /// listeners that serve the same routes).
+    pub fn set_shared(&self, slot: &HostSlot, table: Option<Arc<RouteTable>>) {
+        let table = table.filter(|t| !t.is_empty());
         let (map, key) = match slot {
             HostSlot::Any => {
                 self.any.store(table);
@@ -121,29 +127,45 @@ impl HostTables {
     }
 }
 
+impl HostTables {
+    /// The any-host table, if any route has no host.
+    pub fn any(&self) -> Option<Arc<RouteTable>> {
+        self.any.load_full()
+    }
+}
+
 impl Resolver for HostTables {
     fn resolve(&self, req: &RequestInfo<'_>) -> Option<Match> {
-        // (priority, host rank): the first two precedence rules; the rest
-        // were decided inside each table.
-        let mut best: Option<((i32, u8), Match)> = None;
-        let mut consider = |rank: u8, table: Option<Arc<RouteTable>>| {
-            let Some(m) = table.and_then(|t| t.resolve(req)) else {
-                return;
-            };
-            let key = (m.route.priority(), rank);
-            if best.as_ref().is_none_or(|(k, _)| key > *k) {
-                best = Some((key, m));
-            }
-        };
-        if let Some(host) = req.host() {
-            consider(2, Self::get(&self.exact, host));
-            if let Some(suffix) = wildcard_suffix(host) {
-                consider(1, Self::get(&self.wildcard, suffix));
-            }
-        }
-        consider(0, self.any.load_full());
-        best.map(|(_, m)| m)
+        let host = req.host();
+        let exact = host.and_then(|h| Self::get(&self.exact, h));
+        let wild = host
+            .and_then(wildcard_suffix)
+            .and_then(|s| Self::get(&self.wildcard, s));
+        best_of(req, exact.as_deref(), wild.as_deref(), self.any.load().as_deref())
     }
+}
+
+/// The best answer of a request's three tables — its exact host's, the
+/// wildcard's that can match it, the any-host one — by the first two
+/// precedence rules (priority, then host rank); the rest were decided
+/// inside each table.
+pub fn best_of(
+    req: &RequestInfo<'_>,
+    exact: Option<&RouteTable>,
+    wild: Option<&RouteTable>,
+    any: Option<&RouteTable>,
+) -> Option<Match> {
+    let mut best: Option<((i32, u8), Match)> = None;
+    for (rank, table) in [(2u8, exact), (1, wild), (0, any)] {
+        let Some(m) = table.and_then(|t| t.resolve(req)) else {
+            continue;
+        };
+        let key = (m.route.priority(), rank);
+        if best.as_ref().is_none_or(|(k, _)| key > *k) {
+            best = Some((key, m));
+        }
+    }
+    best.map(|(_, m)| m)
 }
 
 #[cfg(test)]

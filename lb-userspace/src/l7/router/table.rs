@@ -14,14 +14,58 @@ use super::{
 /// Resolves a request to a route. The proxy depends on this trait only, so
 /// that the static [`RouteTable`] (or [`SwappableRoutes`]) can be replaced
 /// by a store-backed lazy resolver.
+///
+/// A resolver that must fetch routes first (a store-backed lazy resolver,
+/// or an embedder's own lookup) overrides [`Resolver::lookup`]: the proxy
+/// awaits it on the request's task. `resolve` is the synchronous answer
+/// from what is in memory.
 pub trait Resolver: Send + Sync {
-    /// The best route for the request, or `None` when no route matches.
+    /// The best route for the request among those in memory, or `None`
+    /// when no route matches.
     fn resolve(&self, req: &RequestInfo<'_>) -> Option<Match>;
+
+    /// The best route for the request, fetching what is not in memory.
+    /// The proxy calls this one; the default answers from
+    /// [`Resolver::resolve`] without allocating.
+    fn lookup<'a>(&'a self, req: &'a RequestInfo<'a>) -> Lookup<'a> {
+        Lookup::Ready(self.resolve(req))
+    }
+}
+
+/// Why a resolver could not answer now; the client is told to come back
+/// (503 with `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// Too many lookups of hosts not in memory at once, or per second:
+    /// this one was shed.
+    Shed { retry_after_secs: u64 },
+    /// The store holding the routes did not answer.
+    StoreUnavailable { retry_after_secs: u64 },
+}
+
+/// The answer of [`Resolver::lookup`]: at once, or after some I/O.
+pub enum Lookup<'a> {
+    Ready(Option<Match>),
+    Pending(futures_util::future::BoxFuture<'a, Result<Option<Match>, Unresolved>>),
+}
+
+impl Lookup<'_> {
+    /// Waits for the answer.
+    pub async fn wait(self) -> Result<Option<Match>, Unresolved> {
+        match self {
+            Lookup::Ready(m) => Ok(m),
+            Lookup::Pending(f) => f.await,
+        }
+    }
 }
 
 impl<R: Resolver + ?Sized> Resolver for Arc<R> {
     fn resolve(&self, req: &RequestInfo<'_>) -> Option<Match> {
         (**self).resolve(req)
+    }
+
+    fn lookup<'a>(&'a self, req: &'a RequestInfo<'a>) -> Lookup<'a> {
+        (**self).lookup(req)
     }
 }
 
@@ -30,9 +74,13 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     by_id: HashMap<Box<str>, usize>,
-    exact_hosts: HashMap<Box<str>, HostGroup>,
+    /// Groups are boxed: a hash map keeps room for a few entries even with
+    /// one, and a group is some 250 bytes, so inline groups made a
+    /// one-host table (the common case of per-host tables) about 1 KB
+    /// larger.
+    exact_hosts: HashMap<Box<str>, Box<HostGroup>>,
     /// Keyed by the suffix after `*.`.
-    wildcard_hosts: HashMap<Box<str>, HostGroup>,
+    wildcard_hosts: HashMap<Box<str>, Box<HostGroup>>,
     any_host: Option<HostGroup>,
 }
 
@@ -247,10 +295,10 @@ impl RouteTable {
             };
             match key {
                 HostKey::Exact(host) => {
-                    exact_hosts.insert(host, group);
+                    exact_hosts.insert(host, Box::new(group));
                 }
                 HostKey::Wildcard(suffix) => {
-                    wildcard_hosts.insert(suffix, group);
+                    wildcard_hosts.insert(suffix, Box::new(group));
                 }
                 HostKey::Any => any_host = Some(group),
             }
