@@ -21,9 +21,9 @@
 //! takes tens of seconds). Writes target/bench/config.json.
 #[path = "../../lb-userspace/tests/store_bed/mod.rs"]
 mod store_bed;
-#[path = "config_haproxy.rs"]
+#[path = "config/haproxy_peer.rs"]
 mod config_haproxy;
-#[path = "config_lookup.rs"]
+#[path = "config/lookup.rs"]
 mod config_lookup;
 
 use std::{
