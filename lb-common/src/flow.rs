@@ -51,15 +51,20 @@ pub struct FlowKey {
     pub dst_port: u16,
     /// IP protocol number (6 TCP, 17 UDP, ...).
     pub proto: u8,
-    _pad: [u8; 3],
+    /// The 3 bytes after `proto`, always zero, as a byte and a 16-bit word:
+    /// a `[u8; 3]` makes LLVM zero them with a call to `memset` (a byte
+    /// loop) on the eBPF side, on every packet.
+    _pad: u8,
+    _pad16: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::align_of::<FlowKey>() == 4);
 
 // SAFETY: `FlowKey` is `#[repr(C)]`, made only of integers and integer
-// arrays, has no implicit padding (the explicit `_pad` fills the 3 bytes
-// after `proto`; the size assertion above checks 16+16+2+2+1+3 == 40), and
+// arrays, has no implicit padding (the explicit `_pad` and `_pad16` fill
+// the 3 bytes after `proto`, `_pad16` 2-aligned at offset 38; the size
+// assertion above checks 16+16+2+2+1+1+2 == 40), and
 // every bit pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FlowKey {}
@@ -76,7 +81,8 @@ impl FlowKey {
             src_port,
             dst_port,
             proto,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad16: 0,
         }
     }
 
@@ -96,7 +102,8 @@ impl FlowKey {
             src_port,
             dst_port,
             proto,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad16: 0,
         }
     }
 
@@ -113,7 +120,8 @@ impl FlowKey {
             src_port: 0,
             dst_port: 0,
             proto: self.proto,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad16: 0,
         }
     }
 
@@ -139,9 +147,8 @@ impl FlowKey {
             u32::from_le(self.dst[3]),
             (u16::from_le(self.src_port) as u32) | ((u16::from_le(self.dst_port) as u32) << 16),
             (self.proto as u32)
-                | ((self._pad[0] as u32) << 8)
-                | ((self._pad[1] as u32) << 16)
-                | ((self._pad[2] as u32) << 24),
+                | ((self._pad as u32) << 8)
+                | ((u16::from_le(self._pad16) as u32) << 16),
         ]
     }
 }
@@ -428,8 +435,8 @@ mod tests {
         variants[8].src_port ^= 1;
         variants[9].dst_port ^= 1;
         variants[10].proto ^= 1;
-        variants[11]._pad[0] ^= 1;
-        variants[12]._pad[2] ^= 0x80;
+        variants[11]._pad ^= 1;
+        variants[12]._pad16 ^= 0x8000u16.to_le();
         for (i, v) in variants.iter().enumerate() {
             assert_ne!(flow_hash(v), h0, "variant {i}");
         }

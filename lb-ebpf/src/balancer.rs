@@ -391,11 +391,9 @@ fn send(
     let Some(p) = TX_PORTS.get(port) else {
         return finish(class, Reason::DropBadBackend, len, xdp_action::XDP_DROP);
     };
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+    if encap::set_src_mac(ctx, &p.mac).is_none() {
         return finish(class, Reason::DropEncapFailed, len, xdp_action::XDP_DROP);
-    };
-    // SAFETY: bounds checked by ptr_at.
-    unsafe { (*eth).src = p.mac };
+    }
     match TX_DEVMAP.redirect(port, 0) {
         Ok(action) => finish(class, reason, len, action),
         // An empty device-map slot: the daemon has not written the port.

@@ -17,29 +17,77 @@ const VLAN: usize = core::mem::size_of::<VlanHdr>();
 /// TTL / hop limit of the outer header.
 const OUTER_TTL: u8 = 64;
 
+/// A MAC address as a 4-byte and a 2-byte word, loaded as-is.
+///
+/// Every MAC copy on the datapath goes through these two words: copying
+/// `[u8; 6]` fields of one header into another makes LLVM call `memmove`
+/// (it cannot prove the fields apart), which on BPF is a byte loop.
+#[derive(Clone, Copy)]
+struct Mac(u32, u16);
+
+/// Loads the MAC at `p`.
+///
+/// # Safety
+/// `p` must point at 6 readable bytes.
+#[inline(always)]
+unsafe fn load_mac(p: *const u8) -> Mac {
+    // SAFETY: per the contract; unaligned loads are what the program is
+    // built for (allows-misaligned-mem-access, see lb-ebpf/.cargo).
+    unsafe {
+        Mac(
+            core::ptr::read_unaligned(p as *const u32),
+            core::ptr::read_unaligned(p.add(4) as *const u16),
+        )
+    }
+}
+
+/// Stores `m` at `p`.
+///
+/// # Safety
+/// `p` must point at 6 writable bytes.
+#[inline(always)]
+unsafe fn store_mac(p: *mut u8, m: Mac) {
+    // SAFETY: per the contract.
+    unsafe {
+        core::ptr::write_unaligned(p as *mut u32, m.0);
+        core::ptr::write_unaligned(p.add(4) as *mut u16, m.1);
+    }
+}
+
 /// Rewrites the MACs in place for forwarding: the new destination is
 /// `next_hop`, the new source the frame's old destination (our own MAC, as
 /// the frame was addressed to us). DSR needs nothing more.
 #[inline(always)]
 pub fn rewrite_macs(ctx: &XdpContext, next_hop: &[u8; 6]) -> Option<()> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: bounds checked by ptr_at.
+    let eth = ptr_at::<EthHdr>(ctx, 0)? as *mut u8;
+    // SAFETY: bounds checked by ptr_at (14 bytes at eth); next_hop is 6.
     unsafe {
-        (*eth).src = (*eth).dst;
-        (*eth).dst = *next_hop;
+        let own = load_mac(eth);
+        store_mac(eth.add(6), own);
+        store_mac(eth, load_mac(next_hop.as_ptr()));
     }
+    Some(())
+}
+
+/// Sets the source MAC (the interface a redirected frame leaves by).
+#[inline(always)]
+pub fn set_src_mac(ctx: &XdpContext, mac: &[u8; 6]) -> Option<()> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)? as *mut u8;
+    // SAFETY: bounds checked by ptr_at; mac is 6 bytes.
+    unsafe { store_mac(eth.add(6), load_mac(mac.as_ptr())) };
     Some(())
 }
 
 /// Swaps the MACs in place, to send a reply back where the frame came from.
 #[inline(always)]
 pub fn swap_macs(ctx: &XdpContext) -> Option<()> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0)? as *mut u8;
     // SAFETY: bounds checked by ptr_at.
     unsafe {
-        let src = (*eth).src;
-        (*eth).src = (*eth).dst;
-        (*eth).dst = src;
+        let dst = load_mac(eth);
+        let src = load_mac(eth.add(6));
+        store_mac(eth, src);
+        store_mac(eth.add(6), dst);
     }
     Some(())
 }
@@ -48,32 +96,66 @@ pub fn swap_macs(ctx: &XdpContext) -> Option<()> {
 /// bytes: 14, or 18 with an 802.1Q tag, already rewritten in place) from
 /// offset `grown` to the new start of the frame and sets its EtherType.
 /// Returns the new L3 offset (`l3_off`).
-///
-/// Copies in 4- and 2-byte words straight from packet to packet: going
-/// through byte arrays on the stack makes LLVM spill every byte to its own
-/// 8-byte slot, and BPF programs have 512 bytes of stack in all.
 #[inline(always)]
 pub fn move_l2(ctx: &XdpContext, grown: usize, l3_off: usize, ether_type: u16) -> Option<usize> {
-    let ty = ether_type.to_be_bytes();
+    let from = ptr_at::<[u8; 12]>(ctx, grown)? as *const u8;
+    // SAFETY: bounds checked by ptr_at; the old header (at `grown`)
+    // lies before the bytes being written, both 12 bytes long.
+    let (dst, src) = unsafe { (load_mac(from), load_mac(from.add(6))) };
+    forwarded_l2(ctx, grown, l3_off, dst, src, ether_type)
+}
+
+/// The encapsulating version of [`rewrite_macs`] + [`move_l2`] in one
+/// pass, after `bpf_xdp_adjust_head(-grown)`: writes `next_hop` as the
+/// destination and the old header's destination (our MAC) as the source
+/// at the new start, the VLAN tag if any, and the EtherType.
+#[inline(always)]
+pub fn encap_l2(
+    ctx: &XdpContext,
+    grown: usize,
+    l3_off: usize,
+    next_hop: &[u8; 6],
+    ether_type: u16,
+) -> Option<usize> {
+    let from = ptr_at::<[u8; 6]>(ctx, grown)? as *const u8;
+    // SAFETY: bounds checked by ptr_at; next_hop is 6 bytes.
+    let (own, nh) = unsafe { (load_mac(from), load_mac(next_hop.as_ptr())) };
+    forwarded_l2(ctx, grown, l3_off, nh, own, ether_type)
+}
+
+/// Writes the L2 header at the start of a frame grown by `grown` bytes:
+/// `dst`, `src`, the old header's VLAN tag (when `l3_off` is 18), and
+/// `ether_type`. Returns `l3_off`.
+#[inline(always)]
+fn forwarded_l2(
+    ctx: &XdpContext,
+    grown: usize,
+    l3_off: usize,
+    dst: Mac,
+    src: Mac,
+    ether_type: u16,
+) -> Option<usize> {
+    let ty = ether_type.to_be();
     if l3_off == ETH + VLAN {
-        let from = ptr_at::<[u32; 4]>(ctx, grown)?;
-        let to = ptr_at::<[u32; 4]>(ctx, 0)?;
-        let last = ptr_at::<[u8; 2]>(ctx, ETH + VLAN - 2)?;
-        // SAFETY: bounds checked by ptr_at; `grown` ≥ 20 > 18, so source
-        // and destination do not overlap.
+        let tag = ptr_at::<u32>(ctx, grown + ETH - 2)?;
+        let to = ptr_at::<[u8; ETH + VLAN]>(ctx, 0)? as *mut u8;
+        // SAFETY: bounds checked by ptr_at; `grown` ≥ 20 > 18, so the tag
+        // is read from bytes this does not write.
         unsafe {
-            core::ptr::write_unaligned(to, core::ptr::read_unaligned(from));
-            *last = ty;
+            let tag = core::ptr::read_unaligned(tag);
+            store_mac(to, dst);
+            store_mac(to.add(6), src);
+            core::ptr::write_unaligned(to.add(ETH - 2) as *mut u32, tag);
+            core::ptr::write_unaligned(to.add(ETH + VLAN - 2) as *mut u16, ty);
         }
         Some(ETH + VLAN)
     } else {
-        let from = ptr_at::<[u32; 3]>(ctx, grown)?;
-        let to = ptr_at::<[u32; 3]>(ctx, 0)?;
-        let last = ptr_at::<[u8; 2]>(ctx, ETH - 2)?;
-        // SAFETY: as above.
+        let to = ptr_at::<[u8; ETH]>(ctx, 0)? as *mut u8;
+        // SAFETY: bounds checked by ptr_at.
         unsafe {
-            core::ptr::write_unaligned(to, core::ptr::read_unaligned(from));
-            *last = ty;
+            store_mac(to, dst);
+            store_mac(to.add(6), src);
+            core::ptr::write_unaligned(to.add(ETH - 2) as *mut u16, ty);
         }
         Some(ETH)
     }
@@ -83,13 +165,14 @@ pub fn move_l2(ctx: &XdpContext, grown: usize, l3_off: usize, ether_type: u16) -
 /// bits taken from the flow hash, so a backend's RSS spreads flows over its
 /// receive queues.
 #[inline(always)]
-fn outer_src_v4(settings: &Settings, hash: u32) -> [u8; 4] {
-    let p = settings.ipip_src_v4.to_ne_bytes();
+fn outer_src_v4(settings: &Settings, hash: u32) -> u32 {
+    let p = settings.ipip_src_v4;
     if settings.flags & SETTINGS_F_IPIP_SRC_FROM_FLOW == 0 {
         return p;
     }
-    let h = hash.to_be_bytes();
-    [p[0], p[1], h[2], h[3]]
+    // Wire bytes [p0, p1, hash bits 15..8, hash bits 7..0] as loaded by
+    // this little-endian target.
+    (p & 0xffff) | ((hash as u16).to_be() as u32) << 16
 }
 
 /// The outer IPv6 source: fixed, or the configured /96 with the last 32
@@ -131,28 +214,39 @@ pub fn ipip_v4(
 ) -> Option<()> {
     // SAFETY: adjust_head only moves ctx->data; every later access is
     // bounds-checked again against the new data/data_end.
-    rewrite_macs(ctx, &backend.next_hop_mac)?;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(V4_HDR as i32)) } != 0 {
         return None;
     }
-    let l3 = move_l2(ctx, V4_HDR, l3_off, ETH_P_IPV4)?;
-    let ip = ptr_at::<Ipv4Hdr>(ctx, l3)?;
-    let total = (inner_len as usize + V4_HDR) as u16;
-    let mut hdr = [0u8; 20];
-    hdr[0] = 0x45;
-    hdr[1] = tos;
-    hdr[2..4].copy_from_slice(&total.to_be_bytes());
-    if dont_frag {
-        hdr[6..8].copy_from_slice(&IPV4_DF.to_be_bytes());
+    let l3 = encap_l2(ctx, V4_HDR, l3_off, &backend.next_hop_mac, ETH_P_IPV4)?;
+    let ip = ptr_at::<[u32; 5]>(ctx, l3)?;
+    // The header as five words in memory order (this is a little-endian
+    // target: a word's low byte is the first on the wire), and its checksum
+    // summed over the same words: the one's-complement sum of byte-swapped
+    // 16-bit words is the byte-swapped sum, so the folded result is stored
+    // as it is (RFC 1071 §2(B)).
+    let total = ((inner_len as usize + V4_HDR) as u16).to_be() as u32;
+    let w0 = 0x45 | (tos as u32) << 8 | total << 16;
+    let w1 = if dont_frag {
+        (IPV4_DF.to_be() as u32) << 16
+    } else {
+        0
+    };
+    let ttl_proto = OUTER_TTL as u32 | (IPPROTO_IPIP as u32) << 8;
+    let src = outer_src_v4(settings, hash);
+    let dst = backend.addr[0];
+    let sum = (w0 & 0xffff)
+        + (w0 >> 16)
+        + (w1 >> 16)
+        + ttl_proto
+        + (src & 0xffff)
+        + (src >> 16)
+        + (dst & 0xffff)
+        + (dst >> 16);
+    let check = csum::fold(sum) as u32;
+    // SAFETY: bounds checked by ptr_at (20 bytes at ip).
+    unsafe {
+        core::ptr::write_unaligned(ip, [w0, w1, ttl_proto | check << 16, src, dst]);
     }
-    hdr[8] = OUTER_TTL;
-    hdr[9] = IPPROTO_IPIP;
-    hdr[12..16].copy_from_slice(&outer_src_v4(settings, hash));
-    hdr[16..20].copy_from_slice(&backend.addr[0].to_ne_bytes());
-    let check = csum::fold(csum::add(0, &hdr));
-    hdr[10..12].copy_from_slice(&check.to_be_bytes());
-    // SAFETY: bounds checked by ptr_at; Ipv4Hdr is 20 bytes of u8 fields.
-    unsafe { core::ptr::write_unaligned(ip as *mut [u8; 20], hdr) };
     Some(())
 }
 
@@ -172,11 +266,10 @@ pub fn ipip_v6(
     inner_proto: u8,
 ) -> Option<()> {
     // SAFETY: see ipip_v4.
-    rewrite_macs(ctx, &backend.next_hop_mac)?;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(V6_HDR as i32)) } != 0 {
         return None;
     }
-    let l3 = move_l2(ctx, V6_HDR, l3_off, ETH_P_IPV6)?;
+    let l3 = encap_l2(ctx, V6_HDR, l3_off, &backend.next_hop_mac, ETH_P_IPV6)?;
     let ip = ptr_at::<Ipv6Hdr>(ctx, l3)?;
     let flow = hash & 0x000f_ffff;
     let vtf: u32 = (6 << 28) | ((traffic_class as u32) << 20) | flow;

@@ -13,6 +13,9 @@
 //! set to zero inserts, so every repetition misses the connection table and
 //! is placed by the Maglev table (the insert itself is not timed: one test
 //! run repeats one frame, and only its first repetition could insert).
+#[path = "l4/katran.rs"]
+mod katran;
+
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -61,6 +64,9 @@ struct Case {
     /// Cycle the IPv4 source through this many addresses from the frame's
     /// (a different flow each packet).
     vary: u32,
+    /// Katran's balancer runs the same frame in the same trials (IPIP
+    /// cases: Katran has no DSR mode).
+    katran: bool,
 }
 
 /// Flows in the large connection table.
@@ -96,6 +102,8 @@ struct Row {
     baseline_ns: f64,
     /// Program-only time (not live), where the case allows it.
     program_ns: Option<(f64, f64)>,
+    /// Katran's time for the same frame in the same trials.
+    katran_ns: Option<f64>,
 }
 
 fn measure(ifindex: u32, second: (u32, [u8; 6])) -> anyhow::Result<Vec<Row>> {
@@ -133,7 +141,8 @@ fn measure(ifindex: u32, second: (u32, [u8; 6])) -> anyhow::Result<Vec<Row>> {
         .context("attaching the sink to bench1")?;
     sink.attach("bench3", aya::programs::XdpMode::Driver)
         .context("attaching the sink to bench3")?;
-    let (cases, cold) = setup(&mut ebpf, second)?;
+    let (cases, cold, peer) = setup(&mut ebpf, second)?;
+    let mut katran = katran::Katran::load(&peer.backends, &peer.vips, peer.gateway)?;
 
     let baseline_frame = cases[0].frame.clone();
     let mut rows = Vec::new();
@@ -174,11 +183,24 @@ fn measure(ifindex: u32, second: (u32, [u8; 6])) -> anyhow::Result<Vec<Row>> {
         let mut ctrl: Array<&mut MapData, [u32; 4]> =
             Array::try_from(ebpf.map_mut("BENCH_CTRL").context("BENCH_CTRL")?)?;
         ctrl.set(0, [case.restore_64 as u32, case.vary, src, 0], 0)?;
+        if case.katran {
+            katran.set_head(&case.frame)?;
+            check_katran(&katran, case, &peer)?;
+        }
         let mut ours = Vec::new();
         let mut base = Vec::new();
+        let mut peer_ns = Vec::new();
         for _ in 0..TRIALS {
             base.push(run_live(&ebpf, "xlb_bench_swap", &baseline_frame, ifindex)?);
             ours.push(run_live(&ebpf, "xlb_bench_balancer", &case.frame, ifindex)?);
+            if case.katran {
+                peer_ns.push(run_live(
+                    katran.ebpf(),
+                    katran::PROGRAM,
+                    &case.frame,
+                    ifindex,
+                )?);
+            }
         }
         if std::env::var_os("XLB_BENCH_DEBUG").is_some() {
             let out = std::process::Command::new("ip")
@@ -213,6 +235,7 @@ fn measure(ifindex: u32, second: (u32, [u8; 6])) -> anyhow::Result<Vec<Row>> {
             ns: median(ours),
             baseline_ns: median(base),
             program_ns,
+            katran_ns: case.katran.then(|| median(peer_ns)),
         });
     }
     Ok(rows)
@@ -268,6 +291,61 @@ fn run_once(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<u32> {
     Ok(r.return_value)
 }
 
+/// Runs Katran once (not live) on the case's frame: it must transmit, to
+/// the primed backend on a hit and to one of the VIP's backends on a new
+/// flow (a peer measured on a wrong path is no peer).
+fn check_katran(k: &katran::Katran, case: &Case, peer: &Peer) -> anyhow::Result<()> {
+    let p: &Xdp = k
+        .ebpf()
+        .program(katran::PROGRAM)
+        .context("katran")?
+        .try_into()?;
+    let mut out = vec![0u8; case.frame.len() + 256];
+    let r = p.test_run(TestRunOptions {
+        data_in: Some(&case.frame),
+        data_out: Some(&mut out),
+        ..Default::default()
+    })?;
+    anyhow::ensure!(
+        r.return_value == 3,
+        "{}: Katran returned {}, expected XDP_TX",
+        case.name,
+        r.return_value
+    );
+    let inner_dst: IpAddr = match u16::from_be_bytes([case.frame[12], case.frame[13]]) {
+        0x0800 => IpAddr::from(<[u8; 4]>::try_from(&case.frame[30..34])?),
+        _ => IpAddr::from(<[u8; 16]>::try_from(&case.frame[38..54])?),
+    };
+    let outer_dst: IpAddr = match u16::from_be_bytes([out[12], out[13]]) {
+        0x0800 => IpAddr::from(<[u8; 4]>::try_from(&out[30..34])?),
+        0x86dd => IpAddr::from(<[u8; 16]>::try_from(&out[38..54])?),
+        t => anyhow::bail!("{}: Katran sent ethertype {t:#x}", case.name),
+    };
+    let vip = peer
+        .vips
+        .iter()
+        .find(|v| v.addr == inner_dst)
+        .context("Katran case without a Katran VIP")?;
+    let sport = u16::from_be_bytes(match inner_dst {
+        IpAddr::V4(_) => [case.frame[34], case.frame[35]],
+        IpAddr::V6(_) => [case.frame[54], case.frame[55]],
+    });
+    let allowed: Vec<IpAddr> = if sport == vip.hit.1 {
+        vec![peer.backends[vip.hit.2 as usize]]
+    } else {
+        vip.table
+            .iter()
+            .map(|b| peer.backends[*b as usize])
+            .collect()
+    };
+    anyhow::ensure!(
+        allowed.contains(&outer_dst),
+        "{}: Katran encapsulated towards {outer_dst}, not {allowed:?}",
+        case.name
+    );
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -321,7 +399,19 @@ fn flow_of(frame_src: IpAddr, dst: IpAddr, sport: u16) -> FlowKey {
 /// behind the second NIC, an echo entry; the connection table primed for
 /// the "hit" flows, and the flood guard at zero so other flows are always
 /// new. Returns the cases, then the cases run after the table is filled.
-fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, Vec<Case>)> {
+/// What Katran is given: the same backends (in xlb's backend-array order),
+/// the IPIP VIPs with xlb's Maglev tables and primed flows, and the next
+/// hop's MAC.
+struct Peer {
+    backends: Vec<IpAddr>,
+    vips: Vec<katran::Vip>,
+    gateway: [u8; 6],
+}
+
+fn setup(
+    ebpf: &mut Ebpf,
+    second: (u32, [u8; 6]),
+) -> anyhow::Result<(Vec<Case>, Vec<Case>, Peer)> {
     let mut settings: Array<&mut MapData, Settings> =
         Array::try_from(ebpf.map_mut(maps::SETTINGS).context("SETTINGS")?)?;
     settings.set(
@@ -423,6 +513,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             &far_backends,
         ),
     ];
+    let mut peer_vips = Vec::new();
     for (row, (addr, mode, backends)) in vips.iter().enumerate() {
         let keys: Vec<Vec<u8>> = backends
             .iter()
@@ -438,6 +529,20 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             })
             .collect();
         let table = maglev::build(&input, M)?;
+        if *mode == VIP_MODE_IPIP {
+            let client = if addr.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7))
+            } else {
+                IpAddr::V6("2001:db8:c::7".parse()?)
+            };
+            peer_vips.push(katran::Vip {
+                addr: *addr,
+                port: 80,
+                num: row as u32,
+                table: table.clone(),
+                hit: (client, 1000, index[&backends[1 % backends.len()]]),
+            });
+        }
         let mut mag: Array<&mut MapData, u32> =
             Array::try_from(ebpf.map_mut(maps::MAGLEV).context("MAGLEV")?)?;
         for (i, v) in table.iter().enumerate() {
@@ -543,6 +648,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             frame: f4(v(1), 1000),
             expect: tx,
             program_only: false,
+            katran: true,
             ..plain()
         },
         Case {
@@ -550,6 +656,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             frame: f4(v(1), 2000),
             expect: tx,
             program_only: false,
+            katran: true,
             ..plain()
         },
         Case {
@@ -571,6 +678,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             frame: f6(v(3), 1000),
             expect: tx,
             program_only: false,
+            katran: true,
             ..plain()
         },
         Case {
@@ -578,6 +686,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             frame: f6(v(3), 2000),
             expect: tx,
             program_only: false,
+            katran: true,
             ..plain()
         },
         Case {
@@ -585,6 +694,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             frame: f4(v(4), 1000),
             expect: tx,
             program_only: false,
+            katran: true,
             ..plain()
         },
         Case {
@@ -592,6 +702,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             frame: f4(v(4), 2000),
             expect: tx,
             program_only: false,
+            katran: true,
             ..plain()
         },
         Case {
@@ -608,6 +719,7 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             program_only: false,
             restore_64: true,
             vary: 0,
+            katran: false,
         },
         Case {
             name: "non-VIP pass (v4, to the stack)",
@@ -632,9 +744,19 @@ fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, 
             program_only: false,
             restore_64: false,
             vary: COLD_FLOWS,
+            katran: false,
         },
     ];
-    Ok((cases, cold))
+    let mut all: Vec<(u32, IpAddr)> = index.iter().map(|(a, i)| (*i, *a)).collect();
+    all.sort();
+    let peer = Peer {
+        backends: all.into_iter().map(|(_, a)| a).collect(),
+        vips: peer_vips,
+        // xlb sends to each backend's own next-hop MAC; Katran to one
+        // gateway: the same six bytes written either way.
+        gateway: [0x02, 0, 0, 0, 1, 0],
+    };
+    Ok((cases, cold, peer))
 }
 
 /// A case's defaults: restore 14 bytes, one flow.
@@ -646,6 +768,7 @@ fn plain() -> Case {
         program_only: false,
         restore_64: false,
         vary: 0,
+        katran: false,
     }
 }
 
@@ -739,6 +862,36 @@ fn report(rows: &[Row]) -> anyhow::Result<()> {
             "case": r.case, "metric": "packets per second", "unit": "pps",
             "value": 1e9 / r.ns, "baseline": "bare MAC-swap XDP_TX", "baseline_value": 1e9 / r.baseline_ns,
             "ratio": r.baseline_ns / r.ns,
+        }));
+    }
+    println!("\nKatran's balancer, same frames, same trials (above bare = ns/pkt - bare ns/pkt):");
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>12} {:>12} {:>10} {:>12}",
+        "case", "xlb", "katran", "bare", "xlb above", "katran above", "xlb/katran", "above ratio"
+    );
+    for r in rows {
+        let Some(k) = r.katran_ns else { continue };
+        let (xa, ka) = (r.ns - r.baseline_ns, k - r.baseline_ns);
+        println!(
+            "{:<34} {:>8.1} {:>8.1} {:>8.1} {:>12.1} {:>12.1} {:>10.2} {:>12.2}",
+            r.case,
+            r.ns,
+            k,
+            r.baseline_ns,
+            xa,
+            ka,
+            r.ns / k,
+            xa / ka
+        );
+        cases.push(serde_json::json!({
+            "case": r.case, "metric": "time per packet", "unit": "ns",
+            "value": r.ns, "baseline": "Katran balancer (same trials)", "baseline_value": k,
+            "ratio": r.ns / k,
+        }));
+        cases.push(serde_json::json!({
+            "case": r.case, "metric": "time per packet above bare MAC-swap", "unit": "ns",
+            "value": xa, "baseline": "Katran balancer above bare (same trials)", "baseline_value": ka,
+            "ratio": xa / ka,
         }));
     }
     println!("\nprogram only (BPF_PROG_TEST_RUN without live frames: no transmit):");

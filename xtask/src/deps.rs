@@ -26,12 +26,17 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "protobuf-compiler", // protoc, which etcd-client's build runs
 ];
 
-/// Debian packages `cargo xtask bench l7` compares xlb with and drives it by.
+/// Debian packages the benchmarks compare xlb with and drive it by
+/// (`bench l7`: nginx, HAProxy, load generators; `bench l4`: clang for Katran).
 pub const BENCH_PACKAGES: &[&str] = &[
     "nginx-light",    // the nginx baseline
     "haproxy",        // the HAProxy baseline
     "wrk",            // HTTP/1.1 load
     "nghttp2-client", // h2load: HTTP/2 over TLS load
+    "clang",          // bench l4 compiles Katran's XDP balancer (third_party/katran)
+    "libbpf-dev",     // BPF headers for that build
+    "linux-libc-dev", // <linux/*.h> and asm headers Katran's source includes
+    "libc6-dev",      // <string.h>, <stddef.h> Katran's source includes
 ];
 
 /// Installs whichever of `packages` are not installed yet.

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// xlb's benchmark entry point around Katran's XDP balancer
+// (katran/lib/bpf/balancer.bpf.c, unmodified, GPL-2.0 like the rest of this
+// directory). Used only by `cargo xtask bench l4`, which compiles this file
+// with clang at bench time; nothing of it is linked into xlb.
+//
+// Two things differ from Katran's own `balancer_ingress` section, both for
+// measuring it the way xlb's program is measured:
+// - `katran_bench` first restores the frame's 14-byte Ethernet header from
+//   `xlb_bench_head` (BPF_PROG_TEST_RUN's live-frames mode recycles pages
+//   without copying the input again, and IPIP encapsulation overwrites those
+//   bytes), exactly as xlb's `xlb_bench_balancer` does; Katran's program is
+//   then inlined into it.
+// - The clock Katran's new-connection rate limit reads is a constant, so the
+//   bench can hold Katran "under flood" (no connection-table insert on a new
+//   flow), which is how xlb's "new flow" case runs (zero insert budget).
+//   This removes one helper call from Katran's new-flow path (in Katran's
+//   favour); its hit path never reads the clock for TCP.
+
+#define PROG_SEC_NAME ".text"
+#define bpf_ktime_get_ns() ((__u64)0)
+#define balancer_ingress \
+  __attribute__((__always_inline__)) static inline katran_balancer_ingress
+#include "katran/lib/bpf/balancer.bpf.c"
+#undef balancer_ingress
+
+struct xlb_bench_head_value {
+  __u64 w[2];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __type(key, __u32);
+  __type(value, struct xlb_bench_head_value);
+  __uint(max_entries, 1);
+} xlb_bench_head SEC(".maps");
+
+SEC("xdp")
+int katran_bench(struct xdp_md* ctx) {
+  __u32 zero = 0;
+  struct xlb_bench_head_value* head =
+      bpf_map_lookup_elem(&xlb_bench_head, &zero);
+  void* data = (void*)(long)ctx->data;
+  void* data_end = (void*)(long)ctx->data_end;
+  if (head && data + 14 <= data_end) {
+    // 8 + 4 + 2 bytes of the stored little-endian words, as xlb's restore.
+    *(__u64*)data = head->w[0];
+    *(__u32*)(data + 8) = (__u32)head->w[1];
+    *(__u16*)(data + 12) = (__u16)(head->w[1] >> 32);
+  }
+  return katran_balancer_ingress(ctx);
+}
