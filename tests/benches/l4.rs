@@ -93,6 +93,9 @@ fn run() -> anyhow::Result<()> {
     let ifindex = ns.ifindex("bench0")?;
     let second = (ns.ifindex("bench2")?, ns.mac("bench2")?);
     let results = ns.enter(move || measure(ifindex, second))??;
+    if std::env::var_os("XLB_BENCH_XLATED").is_some() {
+        return Ok(());
+    }
     report(&results)
 }
 
@@ -143,6 +146,11 @@ fn measure(ifindex: u32, second: (u32, [u8; 6])) -> anyhow::Result<Vec<Row>> {
         .context("attaching the sink to bench3")?;
     let (cases, cold, peer) = setup(&mut ebpf, second)?;
     let mut katran = katran::Katran::load(&peer.backends, &peer.vips, peer.gateway)?;
+    print_sizes(&ebpf, &katran)?;
+    if let Some(dir) = std::env::var_os("XLB_BENCH_XLATED") {
+        dump_xlated(&ebpf, &katran, std::path::Path::new(&dir))?;
+        return Ok(Vec::new());
+    }
 
     let baseline_frame = cases[0].frame.clone();
     let mut rows = Vec::new();
@@ -239,6 +247,43 @@ fn measure(ifindex: u32, second: (u32, [u8; 6])) -> anyhow::Result<Vec<Row>> {
         });
     }
     Ok(rows)
+}
+
+/// The timed programs' sizes after the verifier's rewrites (translated
+/// instructions, 8 bytes each): what the two balancers ask the CPU to hold,
+/// printed next to the times.
+fn print_sizes(ebpf: &Ebpf, katran: &katran::Katran) -> anyhow::Result<()> {
+    for (what, e, name) in [
+        ("xlb", ebpf, "xlb_bench_balancer"),
+        ("katran", katran.ebpf(), katran::PROGRAM),
+    ] {
+        let p: &Xdp = e.program(name).context(name)?.try_into()?;
+        let bytes = p.info()?.size_translated().unwrap_or(0);
+        eprintln!("{what}: {name}: {} translated instructions", bytes / 8);
+    }
+    Ok(())
+}
+
+/// With `XLB_BENCH_XLATED=DIR`, writes `bpftool prog dump xlated` of both
+/// timed programs into DIR (`xlb.txt`, `katran.txt`) instead of measuring:
+/// for reading where each spends its instructions on a path.
+fn dump_xlated(ebpf: &Ebpf, katran: &katran::Katran, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, e, name) in [
+        ("xlb.txt", ebpf, "xlb_bench_balancer"),
+        ("katran.txt", katran.ebpf(), katran::PROGRAM),
+    ] {
+        let p: &Xdp = e.program(name).context(name)?.try_into()?;
+        let id = p.info()?.id().to_string();
+        let out = std::process::Command::new("bpftool")
+            .args(["prog", "dump", "xlated", "id", &id])
+            .output()
+            .context("running bpftool")?;
+        anyhow::ensure!(out.status.success(), "bpftool failed for {name}");
+        std::fs::write(dir.join(file), &out.stdout)?;
+    }
+    eprintln!("translated programs written to {}", dir.display());
+    Ok(())
 }
 
 /// Runs `name` on `frame` REPEAT times in live-frames mode as if received

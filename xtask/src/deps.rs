@@ -37,6 +37,7 @@ pub const BENCH_PACKAGES: &[&str] = &[
     "libbpf-dev",     // BPF headers for that build
     "linux-libc-dev", // <linux/*.h> and asm headers Katran's source includes
     "libc6-dev",      // <string.h>, <stddef.h> Katran's source includes
+    "bpftool",        // bench l4 with XLB_BENCH_XLATED: both programs' translated code
 ];
 
 /// Installs whichever of `packages` are not installed yet.
