@@ -17,7 +17,14 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::reasons::Reason;
 
 /// The XDP balancer, attached to every interface named in the config.
+///
+/// `#[inline(always)]` here and on the other XDP entry points: aya's macro
+/// wraps this function in the exported one, and without the hint LLVM keeps
+/// a function this large out of line, so every packet paid a BPF-to-BPF
+/// call (the JIT's frame setup and teardown) before any work (`cargo xtask
+/// bench l4`, docs/bench/l4.md).
 #[xdp]
+#[inline(always)]
 pub fn xlb_xdp(ctx: XdpContext) -> u32 {
     balancer::process(&ctx)
 }
@@ -26,6 +33,7 @@ pub fn xlb_xdp(ctx: XdpContext) -> u32 {
 /// the outer header of IP-in-IP packets and passes the inner packet up, as
 /// this kernel has no IPIP device.
 #[xdp]
+#[inline(always)]
 pub fn xlb_decap(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     match encap::decap(&ctx) {
@@ -66,6 +74,7 @@ pub fn xlb_bench_sink(ctx: XdpContext) -> u32 {
 /// Benchmark only (never attached by xlb): the balancer, after restoring
 /// the timed frame's Ethernet header (see `bench::restore_eth`).
 #[xdp]
+#[inline(always)]
 pub fn xlb_bench_balancer(ctx: XdpContext) -> u32 {
     bench::restore_eth(&ctx);
     balancer::process(&ctx)

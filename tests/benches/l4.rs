@@ -172,25 +172,25 @@ fn measure(ifindex: u32, second: (u32, [u8; 6])) -> anyhow::Result<Vec<Row>> {
             case.name,
             case.expect
         );
-        // The timed program restores this head before each run.
-        let mut head = [0u64; 8];
+        // The timed program restores this head before each run (see
+        // lb-ebpf/src/bench.rs: 64 bytes, then how to restore and cycle).
+        let mut head = [0u64; 10];
         for (w, chunk) in head.iter_mut().zip(case.frame.chunks(8)) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
             *w = u64::from_le_bytes(b);
         }
-        let mut hm: Array<&mut MapData, [u64; 8]> =
-            Array::try_from(ebpf.map_mut("BENCH_HEAD").context("BENCH_HEAD")?)?;
-        hm.set(0, head, 0)?;
         let src = u32::from_be_bytes([
             case.frame[26],
             case.frame[27],
             case.frame[28],
             case.frame[29],
         ]);
-        let mut ctrl: Array<&mut MapData, [u32; 4]> =
-            Array::try_from(ebpf.map_mut("BENCH_CTRL").context("BENCH_CTRL")?)?;
-        ctrl.set(0, [case.restore_64 as u32, case.vary, src, 0], 0)?;
+        head[8] = case.restore_64 as u64 | (case.vary as u64) << 32;
+        head[9] = src as u64;
+        let mut hm: Array<&mut MapData, [u64; 10]> =
+            Array::try_from(ebpf.map_mut("BENCH_HEAD").context("BENCH_HEAD")?)?;
+        hm.set(0, head, 0)?;
         if case.katran {
             katran.set_head(&case.frame)?;
             check_katran(&katran, case, &peer)?;
