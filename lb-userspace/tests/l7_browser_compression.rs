@@ -44,14 +44,17 @@ fn data() -> String {
     s
 }
 
-/// The page: a script that fetches `/data.txt` and reports, plus enough
-/// text that the page itself is compressed too.
+/// The page: a script that, once the page has loaded, fetches `/data.txt`
+/// and reports, plus enough text that the page itself is compressed too.
 fn page() -> String {
     let filler = "<p>xlb compresses pages for browsers.</p>\n".repeat(80);
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>t</title></head><body>
 <pre id="r">not run</pre>
 {filler}<script>
+// On load: the page's own sizes (Navigation Timing) are known only once its
+// last byte arrived, which a script inside the streamed page may precede.
+window.addEventListener("load", function () {{
 var x = new XMLHttpRequest();
 x.open("GET", "/data.txt", false);
 x.send();
@@ -64,6 +67,7 @@ document.getElementById("r").textContent =
   " tail=" + t.slice(t.lastIndexOf("\n") + 1) +
   " page-encoded=" + nav.encodedBodySize +
   " page-decoded=" + nav.decodedBodySize;
+}});
 </script></body></html>
 "#
     )

@@ -16,6 +16,17 @@
 //! changed (a file that no longer parses keeps the previous keys), and
 //! from a JWKS URL or an OpenID Connect issuer's discovery document,
 //! refreshed in the background (see [`super::jwks_remote`]).
+//!
+//! A token whose signature checked out is remembered (its exact text, up
+//! to [`VERIFIED_BYTES`] of tokens, for at most [`VERIFIED_FOR`]), so a
+//! client sending the same token again costs a lookup instead of a
+//! signature check: an ES256 verification took ~78 µs of CPU per request
+//! in `cargo xtask bench plugins`, the whole rest of the request ~27 µs.
+//! Only the signature is remembered: time, issuer and audience are checked
+//! on every request. An entry is used only with the very key sets it was
+//! verified with: a JWKS file or URL that changes (a key removed) makes
+//! every token be checked again. Envoy's `jwt_authn` keeps such a cache
+//! too.
 use std::{
     path::PathBuf,
     sync::Arc,
@@ -133,6 +144,29 @@ impl std::fmt::Debug for JwtKeyConfig {
     }
 }
 
+/// Bytes of token text remembered as verified, per plugin instance.
+pub const VERIFIED_BYTES: u64 = 8 << 20;
+/// How long a verified signature is remembered at most.
+pub const VERIFIED_FOR: Duration = Duration::from_secs(300);
+
+/// A token whose signature checked out, with the key sets it was checked
+/// against (held, so that the comparison by pointer cannot be fooled by a
+/// new set allocated where a freed one was).
+#[derive(Clone)]
+struct Verified {
+    claims: Arc<Value>,
+    jwks: Option<Arc<Vec<Key>>>,
+    remote: Option<Arc<Vec<Key>>>,
+}
+
+fn same_set(a: &Option<Arc<Vec<Key>>>, b: Option<&Arc<Vec<Key>>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
 /// The plugin.
 pub struct JwtAuth {
     fixed: Vec<Key>,
@@ -145,6 +179,7 @@ pub struct JwtAuth {
     cookie: Option<String>,
     hide: bool,
     now: fn() -> u64,
+    verified: moka::sync::Cache<String, Verified>,
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -332,6 +367,11 @@ impl JwtAuth {
             cookie: c.cookie.clone(),
             hide: c.hide_credentials,
             now: unix_now,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_BYTES)
+                .weigher(|token: &String, _| u32::try_from(token.len()).unwrap_or(u32::MAX))
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         })
     }
 
@@ -384,40 +424,66 @@ impl JwtAuth {
 
     /// The token's claims when it is valid now; else why not (for logs).
     /// A remote key set is used as last fetched (no fetch from here).
-    pub fn verify(&self, token: &str) -> Result<Value, String> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Value>, String> {
         let remote = self.remote.as_ref().map(|r| r.keys());
-        let remote = remote.as_ref().map_or(&[][..], |k| k.as_slice());
-        self.check(token, remote).map_err(Refusal::into_text)
+        self.check(token, remote.as_deref()).map_err(Refusal::into_text)
     }
 
     /// [`JwtAuth::verify`], fetching the remote key set when it is not
     /// there yet or lacks the token's key (rate-limited, see
     /// [`RemoteJwks::refetch`]).
-    pub async fn verify_fetching(&self, token: &str) -> Result<Value, String> {
+    pub async fn verify_fetching(&self, token: &str) -> Result<Arc<Value>, String> {
         let Some(r) = &self.remote else {
             return self.verify(token);
         };
         r.ready().await;
         let seen = Instant::now();
-        let first = self.check(token, &r.keys());
+        let first = self.check(token, Some(&*r.keys()));
         match first {
             Err(Refusal::NoKey(_)) => {
                 r.refetch(seen).await;
-                self.check(token, &r.keys()).map_err(Refusal::into_text)
+                self.check(token, Some(&*r.keys())).map_err(Refusal::into_text)
             }
             other => other.map_err(Refusal::into_text),
         }
     }
 
-    fn check(&self, token: &str, remote: &[Key]) -> Result<Value, Refusal> {
+    /// The claims of a token valid now: its signature as remembered or
+    /// checked, then the claims.
+    fn check(&self, token: &str, remote: Option<&Arc<Vec<Key>>>) -> Result<Arc<Value>, Refusal> {
+        let jwks = self.jwks_keys();
+        let dynamic = jwks.as_ref().map(|s| &s.keys);
+        let claims = match self.verified.get(token) {
+            Some(v) if same_set(&v.jwks, dynamic) && same_set(&v.remote, remote) => v.claims,
+            _ => {
+                let claims = Arc::new(self.signature(
+                    token,
+                    dynamic.map_or(&[][..], |k| k.as_slice()),
+                    remote.map_or(&[][..], |k| k.as_slice()),
+                )?);
+                self.verified.insert(
+                    token.to_string(),
+                    Verified {
+                        claims: claims.clone(),
+                        jwks: dynamic.cloned(),
+                        remote: remote.cloned(),
+                    },
+                );
+                claims
+            }
+        };
+        self.claims_hold(&claims)?;
+        Ok(claims)
+    }
+
+    /// The claims of a token signed by one of the keys for its algorithm.
+    fn signature(&self, token: &str, dynamic: &[Key], remote: &[Key]) -> Result<Value, Refusal> {
         let head = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
         let mut validation = Validation::new(head.alg);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let jwks = self.jwks_keys();
-        let dynamic = jwks.as_ref().map(|s| s.keys.as_slice()).unwrap_or(&[]);
         let mut tried = false;
         let mut claims = None;
         for k in self.fixed.iter().chain(dynamic).chain(remote) {
@@ -445,6 +511,11 @@ impl JwtAuth {
             }
             (None, true) => return Err("bad signature".to_string().into()),
         };
+        Ok(claims)
+    }
+
+    /// Time (with the skew), issuer and audience.
+    fn claims_hold(&self, claims: &Value) -> Result<(), Refusal> {
         let now = (self.now)();
         if let Some(exp) = claims.get("exp") {
             let exp = exp.as_u64().ok_or("exp is not a number")?;
@@ -473,7 +544,7 @@ impl JwtAuth {
                 return Err("wrong audience".into());
             }
         }
-        Ok(claims)
+        Ok(())
     }
 }
 
@@ -565,7 +636,11 @@ mod tests {
         "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
 
     fn hs256(issuer: Option<&str>) -> JwtAuth {
-        JwtAuth::new(&JwtAuthConfig {
+        JwtAuth::new(&hs256_config(issuer)).unwrap()
+    }
+
+    fn hs256_config(issuer: Option<&str>) -> JwtAuthConfig {
+        JwtAuthConfig {
             keys: vec![JwtKeyConfig {
                 alg: "HS256".into(),
                 kid: None,
@@ -587,8 +662,7 @@ mod tests {
             claims_to_headers: Default::default(),
             cookie: None,
             hide_credentials: true,
-        })
-        .unwrap()
+        }
     }
 
     #[test]
@@ -601,6 +675,43 @@ mod tests {
         assert_eq!(late.verify(RFC7515_TOKEN).unwrap_err(), "expired");
         let wrong_iss = hs256(Some("jane")).with_clock(|| 1_300_819_000);
         assert_eq!(wrong_iss.verify(RFC7515_TOKEN).unwrap_err(), "wrong issuer");
+    }
+
+    static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    fn test_clock() -> u64 {
+        CLOCK.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_remembered_signature_still_meets_the_clock_and_its_key_set() {
+        // The clock: a remembered token still expires.
+        CLOCK.store(1_300_819_000, std::sync::atomic::Ordering::SeqCst);
+        let jwt = hs256(None).with_clock(test_clock);
+        let first = jwt.verify(RFC7515_TOKEN).unwrap();
+        let again = jwt.verify(RFC7515_TOKEN).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second check is a lookup");
+        CLOCK.store(1_300_819_380 + 31, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(jwt.verify(RFC7515_TOKEN).unwrap_err(), "expired");
+
+        // The key set: a JWKS file that no longer holds the key.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let write = |k: &str, age: u64| {
+            let text = format!(r#"{{"keys":[{{"kty":"oct","alg":"HS256","k":"{k}"}}]}}"#);
+            std::fs::write(&path, text).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(age)).unwrap();
+        };
+        write(RFC7515_KEY, 100);
+        let mut c = hs256_config(None);
+        c.keys.clear();
+        c.jwks_file = Some(path.clone());
+        c.refresh = Some(Dur(Duration::ZERO));
+        let jwt = JwtAuth::new(&c).unwrap().with_clock(|| 1_300_819_000);
+        jwt.verify(RFC7515_TOKEN).unwrap();
+        jwt.verify(RFC7515_TOKEN).unwrap();
+        write("c2VjcmV0LW5vdC10aGUtb25lLXRoZS10b2tlbi13YXMtc2lnbmVkLXdpdGg", 50);
+        assert_eq!(jwt.verify(RFC7515_TOKEN).unwrap_err(), "bad signature");
     }
 
     #[test]
