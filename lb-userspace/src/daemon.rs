@@ -7,8 +7,9 @@
 mod ops;
 pub use ops::{anycast_status, drain_flag};
 mod resources;
+mod verdicts;
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::{
@@ -27,7 +28,6 @@ use tokio::{
 use crate::{
     // lifecycle/anycast wiring (ops owner)
     anycast::bird::Announcer,
-    config::l4::L4Config,
     config::{Config, XdpModeSetting},
     datapath::deny::{monotonic_now_ns, DenyList, Prefix},
     datapath::{
@@ -37,7 +37,7 @@ use crate::{
         state_file::InstanceState,
         Datapath,
     },
-    health::{CheckerConfig, HealthChecker, HealthEvent, HealthView, Target},
+    health::{fleet::BackendKey, CheckerConfig, HealthChecker, HealthEvent, HealthView, Target},
     l7::{plan::L7Plan, ratelimit::Escalation, service::L7Service, Inherited},
     lifecycle::{handover::Takeover, notify, successor::Origin},
 };
@@ -74,6 +74,13 @@ pub struct Daemon {
     /// The store, its applier and the admin API (`config_store` other
     /// than `file`).
     resources: Option<resources::Running>,
+    /// Shared health verdicts (`health.shared_verdicts`): this node's
+    /// votes out, the fleet's decision in.
+    verdicts: Option<crate::store::verdicts::SharedVerdicts>,
+    /// With shared verdicts, the backends left out of the tables at the
+    /// last apply (so that a fleet decision that changes nothing for this
+    /// node's tables writes nothing).
+    excluded: BTreeSet<BackendKey>,
 }
 
 /// What a started daemon serves, for the ready line.
@@ -163,7 +170,8 @@ impl Daemon {
             }
             None => None,
         };
-        let resources = resources::start(&config, l7.as_mut()).await?;
+        let mut resources = resources::start(&config, l7.as_mut()).await?;
+        let verdicts = resources.as_mut().and_then(|r| r.verdicts.take());
         let mut d = Daemon {
             l4,
             l7,
@@ -175,8 +183,12 @@ impl Daemon {
             config_path: config_path.to_path_buf(),
             generation: 1,
             resources,
+            verdicts,
+            excluded: BTreeSet::new(),
         };
         d.update_health_targets()?;
+        // Votes go out at start (every checked backend, as seen so far).
+        d.publish_local_verdicts();
         d.write_state();
         Ok(d)
     }
@@ -239,6 +251,7 @@ impl Daemon {
             ),
             ("the L4 half (on/off)", wants_l4(&new) != self.l4.is_some()),
             ("anycast", new.anycast != self.config.anycast),
+            ("health", new.health != self.config.health),
             (
                 "the L7 half (on/off)",
                 new.l7.listeners.is_empty() != self.l7.is_none(),
@@ -265,7 +278,7 @@ impl Daemon {
                 .await
                 .with_context(|| format!("{}: l7", self.config_path.display()))?;
         }
-        let effective = effective_l4(&new.l4, &self.l4_health);
+        let effective = self.effective_l4(&new.l4);
         let report = match (&mut self.l4, macs) {
             (Some(h), Some(macs)) => {
                 let report = h.tables.apply(h.dp.ebpf_mut(), &effective, &macs)?;
@@ -281,6 +294,8 @@ impl Daemon {
         if let Err(e) = self.update_health_targets() {
             log::error!("health checks not updated: {e:#}");
         }
+        self.excluded = self.excluded_now();
+        self.publish_local_verdicts();
         self.write_state();
         Ok(report)
     }
@@ -337,6 +352,20 @@ impl Daemon {
         let Some(eligible) = self.l4_health.apply(&ev) else {
             return;
         };
+        if self.verdicts.is_some() {
+            // This node's verdict is one vote; the table follows the
+            // fleet's decision (or, while etcd is unreachable, the rule
+            // of `Decision::excluded`).
+            log::info!(
+                "L4 backend {} {} as seen from this node ({}); voting",
+                ev.target,
+                if eligible { "up" } else { "down" },
+                ev.reason
+            );
+            self.publish_local_verdicts();
+            self.sync_exclusions();
+            return;
+        }
         log::info!(
             "L4 backend {} {} ({})",
             ev.target,
@@ -347,7 +376,7 @@ impl Daemon {
             },
             ev.reason
         );
-        let effective = effective_l4(&self.config.l4, &self.l4_health);
+        let effective = self.effective_l4(&self.config.l4);
         if let Some(h) = &mut self.l4 {
             match h.tables.apply(h.dp.ebpf_mut(), &effective, &h.macs) {
                 Ok(r) => log_report(&r),
@@ -403,6 +432,7 @@ impl Daemon {
             backends: h.tables.backend_names(),
             config: self.config_path.clone(),
             digests: h.tables.digests(),
+            shared_verdicts: self.verdicts_state(),
         };
         if let Err(e) = state.write(self.config.instance.as_str()) {
             log::warn!("writing the instance state file: {e}");
@@ -416,19 +446,6 @@ const ESCALATION_REASON: u32 = 1;
 /// The health-check id of backend `addr` of VIP `vip`.
 fn l4_health_id(vip: &str, addr: IpAddr) -> String {
     format!("l4/{vip}/{addr}")
-}
-
-/// `l4` with every backend that health says is down at weight 0.
-fn effective_l4(l4: &L4Config, health: &HealthView) -> L4Config {
-    let mut out = l4.clone();
-    for vip in &mut out.vips {
-        for b in &mut vip.backends {
-            if !health.is_eligible(&l4_health_id(&vip.name, b.address)) {
-                b.weight = 0;
-            }
-        }
-    }
-    out
 }
 
 fn log_report(r: &ApplyReport) {
@@ -549,6 +566,7 @@ pub async fn run(
     let mut watch = ConfigWatch::new(&daemon.config_path, daemon.config.watch);
     let mut health_rx = daemon.health_rx.take();
     let mut escalations = daemon.l7.as_mut().and_then(|s| s.take_escalations());
+    let mut decisions = daemon.verdicts.as_ref().map(|v| v.decisions.clone());
     let mut expire_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut dns_tick = daemon
         .l7
@@ -579,6 +597,12 @@ pub async fn run(
             true = watch.changed() => "config file changed",
             Some(ev) = recv_opt(&mut health_rx) => {
                 daemon.apply_health(ev).await;
+                daemon.sync_announcements(&mut announcer);
+                observe_wiring::publish(&observe, &daemon);
+                continue;
+            }
+            _ = verdicts::decision_changed(&mut decisions) => {
+                daemon.sync_exclusions();
                 daemon.sync_announcements(&mut announcer);
                 observe_wiring::publish(&observe, &daemon);
                 continue;

@@ -18,6 +18,11 @@
 //! combines them: a node is eligible when the active check says healthy (or
 //! there is none) and passive health has not ejected it.
 //!
+//! With `health: { shared_verdicts: true }` (and `config_store: etcd`),
+//! L4 backends leave the Maglev tables on the fleet's verdict rather than
+//! this node's alone: see [`fleet`] (the quorum rule) and
+//! `store::verdicts` (votes and their watch).
+//!
 //! Wiring, in the daemon:
 //!
 //! ```text
@@ -37,6 +42,7 @@
 //! }
 //! ```
 mod checker;
+pub mod fleet;
 mod passive;
 mod probe;
 mod spec;

@@ -38,7 +38,10 @@ fn entry(c: PacketCounter) -> Value {
 
 /// Everything `xlb stats` shows, as JSON:
 /// `{"classes": {..}, "reasons": {..}, "vips": {name: ..}, "backends": {addr: ..},
-/// "digests": {vip: hex}, "midflow_misses": {vip: ..}}`.
+/// "digests": {vip: hex}, "midflow_misses": {vip: ..}, "shared_verdicts":
+/// {"node", "connected", "live_nodes", "backends": {vip: {addr: {"local",
+/// "fleet", "down_votes", "voters", "in_table"}}}}}` (the last only with
+/// `health.shared_verdicts`).
 pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
     let pin_dir = instance_pin_dir(bpffs, instance);
     let totals = counters::read_pinned(&pin_dir)?;
@@ -75,6 +78,7 @@ pub fn collect(bpffs: &Path, instance: &str) -> anyhow::Result<Value> {
         "backends": backend_obj,
         "digests": state.digests,
         "midflow_misses": midflow_obj,
+        "shared_verdicts": state.shared_verdicts,
     }))
 }
 
@@ -96,4 +100,26 @@ pub fn print_table(v: &Value) {
     section("outcome", &v["reasons"], true);
     section("vip", &v["vips"], false);
     section("backend", &v["backends"], false);
+    let sv = &v["shared_verdicts"];
+    if let Some(vips) = sv["backends"].as_object() {
+        println!(
+            "shared verdicts (node {}, {} live nodes, etcd {})",
+            sv["node"].as_str().unwrap_or("?"),
+            sv["live_nodes"],
+            if sv["connected"].as_bool() == Some(true) { "connected" } else { "unreachable: last decision kept" }
+        );
+        println!("  {:<22} {:>6} {:>6} {:>10} {:>9}", "vip/backend", "local", "fleet", "down/vote", "in table");
+        for (vip, backends) in vips {
+            for (addr, b) in backends.as_object().into_iter().flatten() {
+                println!(
+                    "  {:<22} {:>6} {:>6} {:>10} {:>9}",
+                    format!("{vip}/{addr}"),
+                    b["local"].as_str().unwrap_or("?"),
+                    b["fleet"].as_str().unwrap_or("?"),
+                    format!("{}/{}", b["down_votes"], b["voters"]),
+                    b["in_table"]
+                );
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! a bad file can be reported without touching what is running.
 
 mod error;
+pub mod fleet_health;
 pub mod l4;
 pub mod l7;
 pub mod l7_plan;
@@ -30,6 +31,7 @@ impl Config {
     pub fn check(mut self) -> Result<Config, Vec<Issue>> {
         let mut issues = self.issues();
         issues.extend(node::issues(&self));
+        issues.extend(fleet_health::issues(&self));
         if let Some(o) = &self.observe {
             issues.extend(o.issues());
         }

@@ -51,6 +51,9 @@ pub struct Config {
     #[serde(default)]
     pub observe: Option<super::observe::ObserveConfig>,
     /// The L7 plan, made by `Config::check` (not part of the file).
+    /// Node settings of health checking (`shared_verdicts`).
+    #[serde(default)]
+    pub health: super::fleet_health::HealthSettings,
     #[serde(skip)]
     pub(super) planned: Planned,
 }

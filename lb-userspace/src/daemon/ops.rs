@@ -13,7 +13,7 @@ use crate::{
     },
 };
 
-use super::{effective_l4, Daemon};
+use super::Daemon;
 
 /// Where `xlb drain` leaves its flag: while it exists, the node announces
 /// nothing (it keeps serving what still reaches it).
@@ -108,7 +108,7 @@ impl Daemon {
 
     /// The prefixes this node should announce now.
     fn wanted_prefixes(&self, drained: bool) -> BTreeSet<IpAddr> {
-        let l4 = effective_l4(&self.config.l4, &self.l4_health);
+        let l4 = self.effective_l4(&self.config.l4);
         let l7: Vec<IpAddr> = self
             .l7
             .as_ref()

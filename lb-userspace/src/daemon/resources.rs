@@ -16,6 +16,7 @@ use crate::{
         keys::Layout,
         lazy::{SharedSlots, StoreSlots},
         resources::Resources,
+        verdicts::SharedVerdicts,
         Store,
     },
 };
@@ -24,6 +25,9 @@ use crate::{
 pub(super) struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub(super) admin_addr: Option<std::net::SocketAddr>,
+    /// Shared health verdicts (`health.shared_verdicts`), for the daemon
+    /// to take.
+    pub(super) verdicts: Option<SharedVerdicts>,
 }
 
 impl Drop for Running {
@@ -52,6 +56,15 @@ pub(super) async fn start(
     let layout = Layout::new(&config.config_store.prefix);
     let node = Context::of_node(config);
     let mut tasks = Vec::new();
+    // This node's id in the fleet: its key under `<prefix>/nodes/` and the
+    // last segment of its health votes. Random per run: a restarted node
+    // is a new voter, and its predecessor's votes expire with its lease.
+    let node_id = format!(
+        "{}-{:016x}",
+        config.instance.as_str(),
+        rand::random::<u64>()
+    );
+    let (lease_tx, lease_rx) = tokio::sync::watch::channel(0i64);
     let mut lazy_hosts = None;
     let applied = match l7 {
         Some(svc) => {
@@ -98,29 +111,47 @@ pub(super) async fn start(
             if let Store::Etcd(etcd) = &store {
                 // Live nodes announce their applied revision under leased
                 // keys, for writes that wait for the whole fleet.
-                let id = format!(
-                    "{}-{:016x}",
-                    config.instance.as_str(),
-                    rand::random::<u64>()
-                );
-                let key = format!("{}{id}", layout.nodes());
-                tasks.push(tokio::spawn(
-                    etcd.as_ref().clone().announce(key, rx.clone()),
-                ));
+                let key = format!("{}{node_id}", layout.nodes());
+                tasks.push(tokio::spawn(etcd.as_ref().clone().announce(
+                    key,
+                    rx.clone(),
+                    lease_tx,
+                )));
             }
             rx
         }
         None => {
             // No proxy on this node: nothing to apply; writes count as
-            // applied once committed.
+            // applied once committed (and so its announcement, if any,
+            // says it applied every revision: fleet writes never wait
+            // for it).
             let (tx, rx) = tokio::sync::watch::channel(Applied {
                 revision: i64::MAX,
                 connected: true,
-                resources: 0,
+                resources: i64::MAX,
             });
             std::mem::forget(tx);
+            if let (Store::Etcd(etcd), true) = (&store, config.health.shared_verdicts) {
+                // An L4-only node registers too when it votes: the votes
+                // are bound to its node key's lease.
+                let key = format!("{}{node_id}", layout.nodes());
+                tasks.push(tokio::spawn(etcd.as_ref().clone().announce(
+                    key,
+                    rx.clone(),
+                    lease_tx,
+                )));
+            }
             rx
         }
+    };
+    let verdicts = match (&store, config.health.shared_verdicts) {
+        (Store::Etcd(etcd), true) => Some(SharedVerdicts::start(
+            etcd.as_ref().clone(),
+            layout.clone(),
+            node_id,
+            lease_rx,
+        )),
+        _ => None,
     };
     let mut admin_addr = None;
     if let Some(a) = &config.admin {
@@ -142,5 +173,9 @@ pub(super) async fn start(
         });
         tasks.push(tokio::spawn(admin::serve(listener, admin)));
     }
-    Ok(Some(Running { tasks, admin_addr }))
+    Ok(Some(Running {
+        tasks,
+        admin_addr,
+        verdicts,
+    }))
 }

@@ -18,6 +18,37 @@ pub struct InstanceState {
     /// whose backend set agrees).
     #[serde(default)]
     pub digests: BTreeMap<String, String>,
+    /// Shared health verdicts (`health.shared_verdicts`), when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_verdicts: Option<SharedVerdictsState>,
+}
+
+/// This node's and the fleet's verdicts on the actively checked L4
+/// backends, so an operator can see where a node disagrees with its fleet.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedVerdictsState {
+    /// This node's id in the fleet (its key under `<prefix>/nodes/`).
+    pub node: String,
+    /// Whether the fleet's decision is current (etcd answers).
+    pub connected: bool,
+    /// Live nodes registered at the last read.
+    pub live_nodes: usize,
+    /// VIP name → backend → verdicts.
+    pub backends: BTreeMap<String, BTreeMap<IpAddr, BackendVerdict>>,
+}
+
+/// One backend's verdicts.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendVerdict {
+    /// This node's own check: `up` | `down`.
+    pub local: String,
+    /// The fleet's (last) decision: `up` | `down`.
+    pub fleet: String,
+    /// Live nodes voting `down`, and voting at all.
+    pub down_votes: usize,
+    pub voters: usize,
+    /// Whether the backend is in this node's table by these verdicts.
+    pub in_table: bool,
 }
 
 /// Where an instance's state file lives.

@@ -247,7 +247,16 @@ impl EtcdStore {
     /// [`NODE_TTL`] seconds after the node stops), with the revision of
     /// the resources it has applied, until the task is aborted. After an
     /// outage the lease is granted again.
-    pub async fn announce(self, key: String, mut applied: watch::Receiver<Applied>) {
+    ///
+    /// `lease` carries the id of the lease in force (0 while there is
+    /// none), so that other keys of this node (its health verdicts) can be
+    /// bound to the same lease and vanish with the node.
+    pub async fn announce(
+        self,
+        key: String,
+        mut applied: watch::Receiver<Applied>,
+        lease_out: watch::Sender<i64>,
+    ) {
         loop {
             let mut c = self.client.clone();
             let lease = match timed(c.lease_grant(NODE_TTL, None)).await {
@@ -262,6 +271,7 @@ impl EtcdStore {
             };
             let mut tick = tokio::time::interval(Duration::from_secs((NODE_TTL / 3) as u64));
             let mut last = -1;
+            let mut shared = false;
             loop {
                 let now = applied.borrow_and_update().resources;
                 if now != last {
@@ -274,6 +284,12 @@ impl EtcdStore {
                         break;
                     }
                     last = now;
+                }
+                // Only once the node key exists: a vote must never be
+                // live while its node is not.
+                if !shared {
+                    lease_out.send_replace(lease);
+                    shared = true;
                 }
                 tokio::select! {
                     r = applied.changed() => if r.is_err() { return },
@@ -288,8 +304,23 @@ impl EtcdStore {
                     }
                 }
             }
+            lease_out.send_replace(0);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Writes `value` under `key`, bound to `lease` (gone when it expires).
+    pub async fn put_leased(&self, key: &str, value: &str, lease: i64) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        timed(kv.put(key, value, Some(PutOptions::new().with_lease(lease)))).await?;
+        Ok(())
+    }
+
+    /// Deletes `key`.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        timed(kv.delete(key, None)).await?;
+        Ok(())
     }
 
     /// Whether etcd answers a status call now.

@@ -8,6 +8,8 @@
 //! <prefix>/refs/upstreams/<upstream>/<route> a route naming an upstream
 //! <prefix>/refs/rate_limits/<rule>/<route>   a route naming a rule
 //! <prefix>/nodes/<node>                      a live node's applied revision (etcd, leased)
+//! <prefix>/health/<vip>/<backend>/<node>     a node's verdict on an L4 backend, `up` | `down`
+//!                                            (etcd, leased with the node's key)
 //! ```
 //!
 //! Index and reference keys are written in the transaction that writes the
@@ -83,6 +85,33 @@ impl Layout {
         format!("{}/nodes/", self.prefix)
     }
 
+    /// The prefix of every node's verdicts on L4 backends.
+    pub fn verdicts(&self) -> String {
+        format!("{}/health/", self.prefix)
+    }
+
+    /// The key of `node`'s verdict on backend `backend` of VIP `vip`.
+    pub fn verdict(&self, vip: &str, backend: std::net::IpAddr, node: &str) -> String {
+        format!("{}{vip}/{backend}/{node}", self.verdicts())
+    }
+
+    /// `(vip, backend, node)` of a verdict key. Split from the right: node
+    /// ids and addresses hold no `/`, a VIP name might.
+    pub fn parse_verdict(&self, key: &str) -> Option<(String, std::net::IpAddr, String)> {
+        let rest = key.strip_prefix(&self.verdicts())?;
+        let (rest, node) = rest.rsplit_once('/')?;
+        let (vip, backend) = rest.rsplit_once('/')?;
+        if vip.is_empty() || node.is_empty() {
+            return None;
+        }
+        Some((vip.to_string(), backend.parse().ok()?, node.to_string()))
+    }
+
+    /// The node id of a node key.
+    pub fn parse_node<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.nodes()).filter(|n| !n.is_empty() && !n.contains('/'))
+    }
+
     /// What `key` is.
     pub fn parse(&self, key: &str) -> KeyOf {
         let Some(rest) = key
@@ -148,5 +177,22 @@ mod tests {
         assert_eq!(l.parse_slot("/xlb/idx/any/r1"), Some(HostSlot::Any));
         assert_eq!(l.parse_slot("/xlb/routes/r1"), None);
         assert_eq!(l.parse_slot("/xlb/refs/upstreams/u/r1"), None);
+    }
+
+    #[test]
+    fn verdict_keys_parse_back() {
+        let l = Layout::new("/xlb");
+        let b6: std::net::IpAddr = "2001:db8::11".parse().unwrap();
+        let k = l.verdict("dns/v6", b6, "edge1-00ff");
+        assert_eq!(k, "/xlb/health/dns/v6/2001:db8::11/edge1-00ff");
+        assert_eq!(
+            l.parse_verdict(&k),
+            Some(("dns/v6".into(), b6, "edge1-00ff".into()))
+        );
+        assert_eq!(l.parse_verdict("/xlb/health/web/not-an-ip/n"), None);
+        assert_eq!(l.parse_verdict("/xlb/nodes/n"), None);
+        assert_eq!(l.parse_node("/xlb/nodes/edge1-00ff"), Some("edge1-00ff"));
+        // A verdict key is derived data to the resource applier.
+        assert_eq!(l.parse(&k), KeyOf::Other);
     }
 }

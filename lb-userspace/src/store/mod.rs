@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lazy;
 pub mod resources;
 pub mod slot_plan;
+pub mod verdicts;
 
 use std::time::Duration;
 

@@ -57,24 +57,39 @@ pub fn etcd_binary(test: &str) -> Option<PathBuf> {
     None
 }
 
-/// A single-member etcd on loopback; killed and its data removed on drop.
+/// A single-member etcd on loopback (or on an address inside a network
+/// namespace); killed and its data removed on drop.
 pub struct Etcd {
     child: Option<Child>,
     binary: PathBuf,
     pub dir: tempfile::TempDir,
     pub client_port: u16,
     peer_port: u16,
+    /// The address it listens on.
+    host: std::net::IpAddr,
+    /// The namespace it runs in (`/run/netns/NAME`); `None`: this one.
+    netns: Option<PathBuf>,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start(binary: &Path) -> Etcd {
+        Etcd::start_at(binary, [127, 0, 0, 1].into(), None)
+    }
+
+    /// Starts etcd on `host` inside the network namespace `netns` (its
+    /// `/run/netns` file; `None`: this namespace), for xlb nodes that run
+    /// in namespaces of their own, and waits until it answers. Deleting
+    /// the namespace also kills it; drop kills it first anyway.
+    pub fn start_at(binary: &Path, host: std::net::IpAddr, netns: Option<&Path>) -> Etcd {
         let mut e = Etcd {
             child: None,
             binary: binary.to_path_buf(),
             dir: tempfile::tempdir().expect("etcd data dir"),
             client_port: free_port(),
             peer_port: free_port(),
+            host,
+            netns: netns.map(Path::to_path_buf),
         };
         e.restart();
         e
@@ -82,13 +97,40 @@ impl Etcd {
 
     /// The client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}", SocketAddr::new(self.host, self.client_port))
+    }
+
+    /// Runs `f` in etcd's namespace (on a thread that entered it).
+    fn in_netns<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let Some(ns) = &self.netns else {
+            return f();
+        };
+        let file = std::fs::File::open(ns).expect("etcd's network namespace");
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("entering etcd's network namespace");
+                f()
+            })
+            .join()
+            .expect("a thread in etcd's namespace")
+        })
     }
 
     /// Starts it again (after [`Etcd::kill`]) on the same data and ports.
     pub fn restart(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&self.binary)
+        let peer = format!("http://{}", SocketAddr::new(self.host, self.peer_port));
+        // `nsenter --net` rather than `ip netns exec`, as for every
+        // process the tests put in a namespace.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = cmd
             .arg("--name=xlb-test")
             .arg(format!(
                 "--data-dir={}",
@@ -105,14 +147,9 @@ impl Etcd {
             .expect("start etcd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
+        let health = SocketAddr::new(self.host, self.client_port);
         loop {
-            if let Ok((200, body)) = http(
-                &format!("127.0.0.1:{}", self.client_port).parse().unwrap(),
-                "GET",
-                "/health",
-                &[],
-                None,
-            ) {
+            if let Ok((200, body)) = self.in_netns(|| http(&health, "GET", "/health", &[], None)) {
                 if body.contains("true") {
                     return;
                 }
@@ -125,10 +162,11 @@ impl Etcd {
     /// Compacts the history up to `revision` (through etcd's JSON
     /// gateway), so a watch from an older revision is refused.
     pub fn compact(&self, revision: i64) {
-        let addr = format!("127.0.0.1:{}", self.client_port).parse().unwrap();
+        let addr = SocketAddr::new(self.host, self.client_port);
         let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
-        let (s, b) =
-            http(&addr, "POST", "/v3/kv/compaction", &[], Some(&body)).expect("compaction call");
+        let (s, b) = self
+            .in_netns(|| http(&addr, "POST", "/v3/kv/compaction", &[], Some(&body)))
+            .expect("compaction call");
         assert_eq!(s, 200, "compaction: {b}");
     }
 
