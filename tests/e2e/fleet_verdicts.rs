@@ -25,9 +25,14 @@
 mod store_bed;
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr, TcpListener},
     os::fd::OwnedFd,
     path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -40,6 +45,9 @@ use xlb_tests::{
 };
 
 const NODES: [&str; 3] = ["192.0.2.2", "192.0.2.3", "192.0.2.4"];
+/// The port the health checks probe on each backend's own address (the
+/// bed's line servers listen on the VIP only).
+const HEALTH_PORT: u16 = 8081;
 /// Probe every 200 ms, two failures take a backend down: a verdict
 /// changes within about half a second of the route change.
 const INTERVAL_MS: u64 = 200;
@@ -54,6 +62,7 @@ const HOLD: Duration = Duration::from_secs(3);
 /// namespaces).
 struct Fleet {
     xlbs: Vec<Xlb>,
+    _health: HealthListeners,
     etcd: store_bed::Etcd,
     _xdp_pass: Vec<OwnedFd>,
     extra_nodes: Vec<Netns>,
@@ -84,6 +93,44 @@ impl Fleet {
     }
 }
 
+/// A listener on every backend's own address at [`HEALTH_PORT`] that
+/// accepts and closes (what a TCP check needs); stopped on drop.
+struct HealthListeners {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl HealthListeners {
+    fn start(bed: &L4Bed) -> HealthListeners {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for b in &bed.backends {
+            let addr = SocketAddr::new(IpAddr::V4(b.v4), HEALTH_PORT);
+            let listener = b.ns.enter(move || TcpListener::bind(addr)).unwrap().unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => drop(conn),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }));
+        }
+        HealthListeners { stop, threads }
+    }
+}
+
+impl Drop for HealthListeners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 fn node_config(bed: &L4Bed, etcd: &str, prefix: &str, shared: bool) -> String {
     let mut y = format!(
         "interfaces:\n  - name: eth0\n    xdp_mode: native\n\
@@ -91,7 +138,7 @@ fn node_config(bed: &L4Bed, etcd: &str, prefix: &str, shared: bool) -> String {
          health: {{ shared_verdicts: {shared} }}\n\
          l4:\n  conntrack_size: 65536\n  max_vips: 4\n  max_backends: 16\n  vips:\n\
          \x20   - name: web\n      address: \"{VIP4}\"\n      port: {TCP_PORT}\n      protocol: tcp\n      mode: dsr\n\
-         \x20     health_check: {{type: tcp, interval: {INTERVAL_MS}ms, timeout: {INTERVAL_MS}ms, unhealthy_threshold: 2, healthy_threshold: 2}}\n\
+         \x20     health_check: {{type: tcp, port: {HEALTH_PORT}, interval: {INTERVAL_MS}ms, timeout: {INTERVAL_MS}ms, unhealthy_threshold: 2, healthy_threshold: 2}}\n\
          \x20     backends:\n"
     );
     for b in &bed.backends {
@@ -121,6 +168,7 @@ fn build(shared: bool) -> Option<Fleet> {
     let etcd = store_bed::Etcd::start_at(&etcd_bin, IpAddr::V4(CLIENT4), Some(&bed.client.path()));
     let mut fleet = Fleet {
         xlbs: Vec::new(),
+        _health: HealthListeners::start(&bed),
         etcd,
         _xdp_pass: xdp_pass,
         extra_nodes,
@@ -140,17 +188,17 @@ fn build(shared: bool) -> Option<Fleet> {
 /// every node computes it: same config, fixed Maglev seeds).
 fn expected_digest(bed: &L4Bed, with_backend3: bool) -> String {
     let yaml = node_config(bed, "http://127.0.0.1:1", "/x", false);
-    let config = lb_userspace::config::Config::parse(&yaml, Path::new("expected.yaml")).unwrap();
+    let config = xlb::config::Config::parse(&yaml, Path::new("expected.yaml")).unwrap();
     let mut vip = config.l4.vips[0].clone();
     if !with_backend3 {
         vip.backends[2].weight = 0;
     }
     let table =
-        lb_userspace::datapath::predict::table(&vip, lb_common::consts::DEFAULT_MAGLEV_SIZE)
+        xlb::datapath::predict::table(&vip, lb_common::consts::DEFAULT_MAGLEV_SIZE)
             .unwrap();
     format!(
         "{:016x}",
-        lb_userspace::datapath::l4_tables::table_digest(&vip, &table)
+        xlb::datapath::l4_tables::table_digest(&vip, &table)
     )
 }
 
@@ -206,7 +254,8 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     })
     .unwrap_or_else(|s| panic!("the fleet never saw three voters: {s:#?}"));
     println!("three nodes registered and voting after {t:?}");
-    assert_eq!(digests(&fleet.stats()), vec![all.clone(); 3]);
+    let s = fleet.stats();
+    assert_eq!(digests(&s), vec![all.clone(); 3], "{:#}", s[0]);
 
     // One node cannot reach backend 3.
     fleet.block_backend3(0);
