@@ -13,6 +13,11 @@
 //! - Then unreachable from two of three: a quorum (2 of 3) sees it down,
 //!   so it leaves every table (all digests equal the digest of the table
 //!   without backend 3), including the node that still reaches it.
+//! - etcd killed: every node keeps the last decision, except that a
+//!   fleet-down backend a node itself sees up comes back in on that node
+//!   (the documented outage rule: the two blocked nodes keep it out, the
+//!   third takes it back). etcd restarted: out everywhere again.
+//! - Both blocks lifted: back in every table.
 //! - Control, shared verdicts off: the one blocking node drops backend 3
 //!   alone, and its digest differs from the others' — the split that the
 //!   option prevents, and proof that the assertions can fail.
@@ -84,6 +89,14 @@ impl Fleet {
         let b3 = self.bed.backends[2].v4;
         self.node(i)
             .ip(&["route", "add", "prohibit", &format!("{b3}/32")])
+            .unwrap();
+    }
+
+    /// Undoes [`Fleet::block_backend3`].
+    fn unblock_backend3(&self, i: usize) {
+        let b3 = self.bed.backends[2].v4;
+        self.node(i)
+            .ip(&["route", "del", "prohibit", &format!("{b3}/32")])
             .unwrap();
     }
 
@@ -239,7 +252,7 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     if !privileged("fleet_verdicts") {
         return;
     }
-    let Some(fleet) = build(true) else { return };
+    let Some(mut fleet) = build(true) else { return };
     let all = expected_digest(&fleet.bed, true);
     let without3 = expected_digest(&fleet.bed, false);
     assert_ne!(all, without3);
@@ -296,6 +309,49 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     // It stays out (no flapping) while nothing changes.
     std::thread::sleep(HOLD);
     assert_eq!(digests(&fleet.stats()), vec![without3.clone(); 3]);
+
+    // etcd goes away (SIGKILL). Each node keeps the last decision, except
+    // that a fleet-down backend it sees up comes back in: nodes 1 and 2
+    // (still blocked) keep backend 3 out, node 3 takes it back.
+    let killed = Instant::now();
+    fleet.etcd.kill();
+    let want = vec![without3.clone(), without3.clone(), all.clone()];
+    let t = wait_until(&fleet, SETTLE, |s| {
+        s.iter().all(|n| n["shared_verdicts"]["connected"] == false) && digests(s) == want
+    })
+    .unwrap_or_else(|s| panic!("the outage rule did not hold (want {want:?}): {s:#?}"));
+    println!(
+        "etcd killed: every node disconnected after {t:?}; digests {:?} (blocked nodes keep backend 3 out, node 3 sees it up and takes it back)",
+        digests(&fleet.stats())
+    );
+    std::thread::sleep(HOLD);
+    assert_eq!(digests(&fleet.stats()), want, "stable during the outage");
+
+    // etcd is back: the fleet's decision holds again everywhere.
+    fleet.etcd.restart();
+    let back = Instant::now();
+    let t = wait_until(&fleet, SETTLE, |s| {
+        s.iter().all(|n| n["shared_verdicts"]["connected"] == true)
+            && digests(s) == vec![without3.clone(); 3]
+    })
+    .unwrap_or_else(|s| panic!("the fleet did not agree again after etcd came back: {s:#?}"));
+    println!(
+        "etcd back after {:?} down: every table without backend 3 again after {:?} ({t:?} of polling)",
+        back - killed,
+        back.elapsed()
+    );
+
+    // Both nodes reach backend 3 again: it is back in every table.
+    for i in [0, 1] {
+        fleet.unblock_backend3(i);
+    }
+    let unblocked = Instant::now();
+    wait_until(&fleet, SETTLE, |s| digests(s) == vec![all.clone(); 3])
+        .unwrap_or_else(|s| panic!("backend 3 did not come back everywhere: {s:#?}"));
+    println!(
+        "backend 3 reachable again: back in every table after {:?}",
+        unblocked.elapsed()
+    );
 }
 
 #[test]
