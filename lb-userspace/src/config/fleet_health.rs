@@ -43,10 +43,12 @@ mod tests {
 
     use crate::config::Config;
 
+    /// The fields `Config::parse` (which checks) complains about.
     fn issues(yaml: &str) -> Vec<String> {
-        match Config::parse(yaml, Path::new("t.yaml")).unwrap().check() {
+        match Config::parse(yaml, Path::new("t.yaml")) {
             Ok(_) => Vec::new(),
-            Err(i) => i.into_iter().map(|i| i.path).collect(),
+            Err(crate::config::ConfigError::Invalid(l)) => vec![l.field],
+            Err(e) => vec![e.to_string()],
         }
     }
 
