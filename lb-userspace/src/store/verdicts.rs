@@ -289,3 +289,35 @@ fn decide(tx: &watch::Sender<Decision>, ballots: &Ballots) {
         true
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::fleet::Tally;
+
+    #[test]
+    fn keys_become_ballots_and_other_keys_are_skipped() {
+        let l = Layout::new("/xlb");
+        let b: std::net::IpAddr = "192.0.2.13".parse().unwrap();
+        let k = ("web".to_string(), b);
+        let mut ballots = Ballots::default();
+        for n in ["a", "b", "c"] {
+            assert!(note(&mut ballots, &l, &format!("/xlb/nodes/{n}"), Some(b"7")));
+        }
+        assert!(note(&mut ballots, &l, &l.verdict("web", b, "a"), Some(b"down")));
+        assert!(note(&mut ballots, &l, &l.verdict("web", b, "b"), Some(b"down")));
+        assert!(note(&mut ballots, &l, &l.verdict("web", b, "c"), Some(b"up")));
+        assert!(!note(&mut ballots, &l, "/xlb/routes/r1", Some(b"{}")));
+        assert!(Decision::of(&ballots).fleet_down(&k));
+        // b's lease expires: its node key and vote are deleted.
+        note(&mut ballots, &l, "/xlb/nodes/b", None);
+        note(&mut ballots, &l, &l.verdict("web", b, "b"), None);
+        let d = Decision::of(&ballots);
+        assert_eq!(d.live_nodes, 2);
+        assert_eq!(d.tally[&k], Tally { down: 1, voters: 2 });
+        assert!(!d.fleet_down(&k));
+        // A value that is not a vote withdraws the node's vote.
+        note(&mut ballots, &l, &l.verdict("web", b, "a"), Some(b"maybe"));
+        assert_eq!(Decision::of(&ballots).tally[&k], Tally { down: 0, voters: 1 });
+    }
+}
