@@ -655,6 +655,8 @@ pub async fn run(
     // lifecycle: a stop withdraws the routes and waits before it drains
     // and detaches; after a handover the successor owns the routes, the
     // pins and the files, and only the draining is left.
+    // Shared verdicts: this node's votes go now, not after its lease's TTL.
+    daemon.leave_fleet().await;
     if !handed_over {
         daemon.withdraw_before_stop(&mut announcer).await;
         notify::stopping("draining");

@@ -18,6 +18,8 @@
 //!   (the documented outage rule: the two blocked nodes keep it out, the
 //!   third takes it back). etcd restarted: out everywhere again.
 //! - Both blocks lifted: back in every table.
+//! - Node 3 stopped: it revokes its lease, so the others count two voters
+//!   within seconds, not after the lease's 10 s TTL.
 //! - Control, shared verdicts off: the one blocking node drops backend 3
 //!   alone, and its digest differs from the others' — the split that the
 //!   option prevents, and proof that the assertions can fail.
@@ -351,6 +353,30 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     println!(
         "backend 3 reachable again: back in every table after {:?}",
         unblocked.elapsed()
+    );
+
+    // Node 3 stops cleanly: it revokes its lease, so the others count two
+    // live voters at once rather than after the lease's 10 s TTL.
+    let stopping = Instant::now();
+    assert!(fleet.xlbs[2].stop().unwrap().success(), "node 3 stopped cleanly");
+    let stopped = stopping.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s: Vec<Value> = fleet.xlbs[..2].iter().map(|x| x.stats().unwrap()).collect();
+        if s.iter().all(|n| {
+            n["shared_verdicts"]["live_nodes"] == 2 && verdict(n, &fleet.bed)["voters"] == 2
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3's key and votes still counted 5 s after its stop (lease TTL is 10 s): {s:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "node 3 stopped in {stopped:?}; the others counted 2 live voters {:?} after the stop began",
+        stopping.elapsed()
     );
 }
 

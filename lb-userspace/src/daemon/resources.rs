@@ -28,12 +28,44 @@ pub(super) struct Running {
     /// Shared health verdicts (`health.shared_verdicts`), for the daemon
     /// to take.
     pub(super) verdicts: Option<SharedVerdicts>,
+    /// With shared verdicts: the node's announcement task, its store and
+    /// its lease, so that a stop or handover can leave the fleet at once
+    /// ([`Running::leave_fleet`]).
+    leaving: Option<(tokio::task::JoinHandle<()>, crate::store::etcd::EtcdStore, tokio::sync::watch::Receiver<i64>)>,
+}
+
+impl Running {
+    /// Takes this node out of the fleet now (stop or handover, with shared
+    /// verdicts): ends the announcement and revokes its lease, which
+    /// deletes the node key and every vote in one revision. Without this
+    /// the votes of a node that stopped would count for the lease's TTL
+    /// (10 s), and after a handover old and new process would both vote.
+    /// The caller stops the vote publisher first.
+    pub(super) async fn leave_fleet(&mut self) {
+        let Some((announce, etcd, lease)) = self.leaving.take() else {
+            return;
+        };
+        announce.abort();
+        let id = *lease.borrow();
+        if id == 0 {
+            return;
+        }
+        match etcd.revoke(id).await {
+            Ok(()) => log::info!("shared verdicts: left the fleet (node key and votes removed)"),
+            Err(e) => log::warn!(
+                "shared verdicts: could not leave the fleet ({e}); this node's votes expire with its lease"
+            ),
+        }
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some((a, _, _)) = &self.leaving {
+            a.abort();
         }
     }
 }
@@ -65,6 +97,7 @@ pub(super) async fn start(
         rand::random::<u64>()
     );
     let (lease_tx, lease_rx) = tokio::sync::watch::channel(0i64);
+    let mut announce = None;
     let mut lazy_hosts = None;
     let applied = match l7 {
         Some(svc) => {
@@ -112,7 +145,7 @@ pub(super) async fn start(
                 // Live nodes announce their applied revision under leased
                 // keys, for writes that wait for the whole fleet.
                 let key = format!("{}{node_id}", layout.nodes());
-                tasks.push(tokio::spawn(etcd.as_ref().clone().announce(
+                announce = Some(tokio::spawn(etcd.as_ref().clone().announce(
                     key,
                     rx.clone(),
                     lease_tx,
@@ -135,7 +168,7 @@ pub(super) async fn start(
                 // An L4-only node registers too when it votes: the votes
                 // are bound to its node key's lease.
                 let key = format!("{}{node_id}", layout.nodes());
-                tasks.push(tokio::spawn(etcd.as_ref().clone().announce(
+                announce = Some(tokio::spawn(etcd.as_ref().clone().announce(
                     key,
                     rx.clone(),
                     lease_tx,
@@ -144,15 +177,24 @@ pub(super) async fn start(
             rx
         }
     };
+    let mut leaving = None;
     let verdicts = match (&store, config.health.shared_verdicts) {
-        (Store::Etcd(etcd), true) => Some(SharedVerdicts::start(
-            etcd.as_ref().clone(),
-            layout.clone(),
-            node_id,
-            lease_rx,
-        )),
+        (Store::Etcd(etcd), true) => {
+            if let Some(a) = announce.take() {
+                leaving = Some((a, etcd.as_ref().clone(), lease_rx.clone()));
+            }
+            Some(SharedVerdicts::start(
+                etcd.as_ref().clone(),
+                layout.clone(),
+                node_id,
+                lease_rx,
+            ))
+        }
         _ => None,
     };
+    // Without shared verdicts the announcement simply runs with the
+    // other tasks (its key expires with its lease).
+    tasks.extend(announce);
     let mut admin_addr = None;
     if let Some(a) = &config.admin {
         let token = a
@@ -177,5 +219,6 @@ pub(super) async fn start(
         tasks,
         admin_addr,
         verdicts,
+        leaving,
     }))
 }

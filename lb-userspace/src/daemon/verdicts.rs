@@ -101,6 +101,18 @@ impl Daemon {
         self.write_state();
     }
 
+    /// Leaves the fleet before a stop or handover: the vote publisher
+    /// stops, then the node's lease is revoked (see
+    /// `resources::Running::leave_fleet`). The tables stay as they are.
+    pub(super) async fn leave_fleet(&mut self) {
+        if self.verdicts.take().is_none() {
+            return;
+        }
+        if let Some(r) = &mut self.resources {
+            r.leave_fleet().await;
+        }
+    }
+
     /// The verdicts as `xlb stats` shows them (`None` without shared
     /// verdicts).
     pub(super) fn verdicts_state(&self) -> Option<SharedVerdictsState> {

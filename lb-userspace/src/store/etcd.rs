@@ -316,6 +316,14 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Revokes `lease`: every key bound to it is deleted at once (a node
+    /// leaving the fleet on purpose, rather than after its TTL).
+    pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        let mut c = self.client.clone();
+        timed(c.lease_revoke(lease)).await?;
+        Ok(())
+    }
+
     /// Deletes `key`.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let mut kv = self.client.kv_client();
