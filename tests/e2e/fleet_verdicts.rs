@@ -121,7 +121,10 @@ impl HealthListeners {
         let mut threads = Vec::new();
         for b in &bed.backends {
             let addr = SocketAddr::new(IpAddr::V4(b.v4), HEALTH_PORT);
-            let listener = b.ns.enter(move || TcpListener::bind(addr)).unwrap().unwrap();
+            let listener =
+                b.ns.enter(move || TcpListener::bind(addr))
+                    .unwrap()
+                    .unwrap();
             listener.set_nonblocking(true).unwrap();
             let stop = stop.clone();
             threads.push(std::thread::spawn(move || {
@@ -209,8 +212,7 @@ fn expected_digest(bed: &L4Bed, with_backend3: bool) -> String {
         vip.backends[2].weight = 0;
     }
     let table =
-        xlb::datapath::predict::table(&vip, lb_common::consts::DEFAULT_MAGLEV_SIZE)
-            .unwrap();
+        xlb::datapath::predict::table(&vip, lb_common::consts::DEFAULT_MAGLEV_SIZE).unwrap();
     format!(
         "{:016x}",
         xlb::datapath::l4_tables::table_digest(&vip, &table)
@@ -283,7 +285,11 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     let s = fleet.stats();
     let d = digests(&s);
     println!("one node of three sees backend 3 down: digests {d:?} (full table {all})");
-    assert_eq!(d, vec![all.clone(); 3], "backend 3 must stay in every table");
+    assert_eq!(
+        d,
+        vec![all.clone(); 3],
+        "backend 3 must stay in every table"
+    );
     assert_eq!(verdict(&s[0], &fleet.bed)["local"], "down");
     for n in &s {
         assert_eq!(verdict(n, &fleet.bed)["fleet"], "up", "{n:#}");
@@ -293,16 +299,19 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     // A second node cannot reach it: 2 of 3 is a quorum.
     let blocked = Instant::now();
     fleet.block_backend3(1);
-    let t = wait_until(&fleet, SETTLE, |s| digests(s) == vec![without3.clone(); 3])
-        .unwrap_or_else(|s| {
-            panic!("backend 3 did not leave every table (want {without3}): {s:#?}")
-        });
+    let t = wait_until(&fleet, SETTLE, |s| digests(s) == vec![without3.clone(); 3]).unwrap_or_else(
+        |s| panic!("backend 3 did not leave every table (want {without3}): {s:#?}"),
+    );
     println!(
         "two nodes of three see backend 3 down: every table without it after {:?} (digests {without3}); {t:?} of polling",
         blocked.elapsed()
     );
     let s = fleet.stats();
-    assert_eq!(verdict(&s[2], &fleet.bed)["local"], "up", "node 3 still reaches it");
+    assert_eq!(
+        verdict(&s[2], &fleet.bed)["local"],
+        "up",
+        "node 3 still reaches it"
+    );
     for n in &s {
         assert_eq!(verdict(n, &fleet.bed)["fleet"], "down", "{n:#}");
         assert_eq!(verdict(n, &fleet.bed)["down_votes"], 2, "{n:#}");
@@ -358,7 +367,10 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     // Node 3 stops cleanly: it revokes its lease, so the others count two
     // live voters at once rather than after the lease's 10 s TTL.
     let stopping = Instant::now();
-    assert!(fleet.xlbs[2].stop().unwrap().success(), "node 3 stopped cleanly");
+    assert!(
+        fleet.xlbs[2].stop().unwrap().success(),
+        "node 3 stopped cleanly"
+    );
     let stopped = stopping.elapsed();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -390,9 +402,8 @@ fn control_without_shared_verdicts_one_node_splits_the_tables() {
     let without3 = expected_digest(&fleet.bed, false);
     assert_eq!(digests(&fleet.stats()), vec![all.clone(); 3]);
     fleet.block_backend3(0);
-    let t = wait_until(&fleet, SETTLE, |s| digests(s)[0] == without3).unwrap_or_else(|s| {
-        panic!("node 1 never dropped backend 3 on its own verdict: {s:#?}")
-    });
+    let t = wait_until(&fleet, SETTLE, |s| digests(s)[0] == without3)
+        .unwrap_or_else(|s| panic!("node 1 never dropped backend 3 on its own verdict: {s:#?}"));
     std::thread::sleep(HOLD);
     let s = fleet.stats();
     let d = digests(&s);

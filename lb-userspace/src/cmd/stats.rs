@@ -106,9 +106,16 @@ pub fn print_table(v: &Value) {
             "shared verdicts (node {}, {} live nodes, etcd {})",
             sv["node"].as_str().unwrap_or("?"),
             sv["live_nodes"],
-            if sv["connected"].as_bool() == Some(true) { "connected" } else { "unreachable: last decision kept" }
+            if sv["connected"].as_bool() == Some(true) {
+                "connected"
+            } else {
+                "unreachable: last decision kept"
+            }
         );
-        println!("  {:<22} {:>6} {:>6} {:>10} {:>9}", "vip/backend", "local", "fleet", "down/vote", "in table");
+        println!(
+            "  {:<22} {:>6} {:>6} {:>10} {:>9}",
+            "vip/backend", "local", "fleet", "down/vote", "in table"
+        );
         for (vip, backends) in vips {
             for (addr, b) in backends.as_object().into_iter().flatten() {
                 println!(

@@ -25,9 +25,7 @@ pub struct HealthSettings {
 
 /// `health.shared_verdicts` needs etcd: the votes live there.
 pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
-    let kind = config
-        .config_store
-        .effective_kind(config.admin.is_some());
+    let kind = config.config_store.effective_kind(config.admin.is_some());
     if config.health.shared_verdicts && kind != StoreKind::Etcd {
         return vec![super::Issue {
             path: "health.shared_verdicts".into(),

@@ -31,7 +31,11 @@ pub(super) struct Running {
     /// With shared verdicts: the node's announcement task, its store and
     /// its lease, so that a stop or handover can leave the fleet at once
     /// ([`Running::leave_fleet`]).
-    leaving: Option<(tokio::task::JoinHandle<()>, crate::store::etcd::EtcdStore, tokio::sync::watch::Receiver<i64>)>,
+    leaving: Option<(
+        tokio::task::JoinHandle<()>,
+        crate::store::etcd::EtcdStore,
+        tokio::sync::watch::Receiver<i64>,
+    )>,
 }
 
 impl Running {

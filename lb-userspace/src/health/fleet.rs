@@ -206,14 +206,20 @@ mod tests {
         let d = Decision::of(&one);
         assert_eq!(d.tally[&key(11)], Tally { down: 1, voters: 3 });
         assert!(!d.fleet_down(&key(11)));
-        assert!(!d.excluded(&key(11), true), "the one node that sees it down keeps it");
+        assert!(
+            !d.excluded(&key(11), true),
+            "the one node that sees it down keeps it"
+        );
         let two = ballots(
             &["a", "b", "c"],
             &[("a", 11, Down), ("b", 11, Down), ("c", 11, Up)],
         );
         let d = Decision::of(&two);
         assert!(d.fleet_down(&key(11)));
-        assert!(d.excluded(&key(11), false), "the node that sees it up drops it too");
+        assert!(
+            d.excluded(&key(11), false),
+            "the node that sees it up drops it too"
+        );
     }
 
     #[test]
@@ -256,8 +262,14 @@ mod tests {
         );
         let mut d = Decision::of(&b);
         d.connected = false;
-        assert!(d.excluded(&key(11), true), "fleet-down and still down here: out");
-        assert!(!d.excluded(&key(11), false), "fleet-down but recovered here: in");
+        assert!(
+            d.excluded(&key(11), true),
+            "fleet-down and still down here: out"
+        );
+        assert!(
+            !d.excluded(&key(11), false),
+            "fleet-down but recovered here: in"
+        );
         assert!(!d.excluded(&key(12), true), "fleet-up, down only here: in");
         assert!(!Decision::default().excluded(&key(11), true));
     }

@@ -109,7 +109,8 @@ impl Layout {
 
     /// The node id of a node key.
     pub fn parse_node<'k>(&self, key: &'k str) -> Option<&'k str> {
-        key.strip_prefix(&self.nodes()).filter(|n| !n.is_empty() && !n.contains('/'))
+        key.strip_prefix(&self.nodes())
+            .filter(|n| !n.is_empty() && !n.contains('/'))
     }
 
     /// What `key` is.

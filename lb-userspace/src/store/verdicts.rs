@@ -25,7 +25,7 @@ use std::{collections::BTreeMap, convert::Infallible, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{etcd::EtcdStore, keys::Layout, Event, StoreError};
-use crate::health::fleet::{Ballots, BackendKey, Decision, Vote};
+use crate::health::fleet::{BackendKey, Ballots, Decision, Vote};
 
 /// This node's verdicts: backend → seen down here.
 pub type LocalVerdicts = BTreeMap<BackendKey, bool>;
@@ -302,11 +302,31 @@ mod tests {
         let k = ("web".to_string(), b);
         let mut ballots = Ballots::default();
         for n in ["a", "b", "c"] {
-            assert!(note(&mut ballots, &l, &format!("/xlb/nodes/{n}"), Some(b"7")));
+            assert!(note(
+                &mut ballots,
+                &l,
+                &format!("/xlb/nodes/{n}"),
+                Some(b"7")
+            ));
         }
-        assert!(note(&mut ballots, &l, &l.verdict("web", b, "a"), Some(b"down")));
-        assert!(note(&mut ballots, &l, &l.verdict("web", b, "b"), Some(b"down")));
-        assert!(note(&mut ballots, &l, &l.verdict("web", b, "c"), Some(b"up")));
+        assert!(note(
+            &mut ballots,
+            &l,
+            &l.verdict("web", b, "a"),
+            Some(b"down")
+        ));
+        assert!(note(
+            &mut ballots,
+            &l,
+            &l.verdict("web", b, "b"),
+            Some(b"down")
+        ));
+        assert!(note(
+            &mut ballots,
+            &l,
+            &l.verdict("web", b, "c"),
+            Some(b"up")
+        ));
         assert!(!note(&mut ballots, &l, "/xlb/routes/r1", Some(b"{}")));
         assert!(Decision::of(&ballots).fleet_down(&k));
         // b's lease expires: its node key and vote are deleted.
@@ -318,6 +338,9 @@ mod tests {
         assert!(!d.fleet_down(&k));
         // A value that is not a vote withdraws the node's vote.
         note(&mut ballots, &l, &l.verdict("web", b, "a"), Some(b"maybe"));
-        assert_eq!(Decision::of(&ballots).tally[&k], Tally { down: 0, voters: 1 });
+        assert_eq!(
+            Decision::of(&ballots).tally[&k],
+            Tally { down: 0, voters: 1 }
+        );
     }
 }

@@ -125,7 +125,9 @@ impl Etcd {
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display())).arg("--").arg(&self.binary);
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(&self.binary);
                 c
             }
             None => Command::new(&self.binary),
