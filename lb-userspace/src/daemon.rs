@@ -129,6 +129,12 @@ impl Daemon {
         inherited: &mut Inherited,
     ) -> anyhow::Result<Daemon> {
         let l7_plan = plan_l7(&config)?;
+        // Shared verdicts: the fleet's decision shapes the first tables.
+        let first_decision = verdicts::first_decision(&config).await?;
+        let (first_l4, excluded) = match &first_decision {
+            Some(d) => verdicts::without_fleet_down(&config.l4, d),
+            None => (config.l4.clone(), BTreeSet::new()),
+        };
         let l4 = if wants_l4(&config) {
             let mut dp = Datapath::load(&config)?;
             let refill = FloodRefill::new(dp.ebpf_mut(), config.l4.new_flows_per_cpu_sec)?;
@@ -142,7 +148,7 @@ impl Daemon {
             } else {
                 L4Tables::new(&config.l4)
             };
-            let report = tables.apply(dp.ebpf_mut(), &config.l4, &macs)?;
+            let report = tables.apply(dp.ebpf_mut(), &first_l4, &macs)?;
             log_report(&report);
             dp.attach(&config, mode_override)?;
             let deny = match DenyList::open(dp.pin_dir()) {
@@ -170,7 +176,7 @@ impl Daemon {
             }
             None => None,
         };
-        let mut resources = resources::start(&config, l7.as_mut()).await?;
+        let mut resources = resources::start(&config, l7.as_mut(), first_decision).await?;
         let verdicts = resources.as_mut().and_then(|r| r.verdicts.take());
         let mut d = Daemon {
             l4,
@@ -184,7 +190,7 @@ impl Daemon {
             generation: 1,
             resources,
             verdicts,
-            excluded: BTreeSet::new(),
+            excluded,
         };
         d.update_health_targets()?;
         // Votes go out at start (every checked backend, as seen so far).

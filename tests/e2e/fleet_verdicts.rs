@@ -13,6 +13,8 @@
 //! - Then unreachable from two of three: a quorum (2 of 3) sees it down,
 //!   so it leaves every table (all digests equal the digest of the table
 //!   without backend 3), including the node that still reaches it.
+//! - Node 3 replaced by a new process: its first table is already
+//!   without backend 3 (it reads the fleet's decision before writing).
 //! - etcd killed: every node keeps the last decision, except that a
 //!   fleet-down backend a node itself sees up comes back in on that node
 //!   (the documented outage rule: the two blocked nodes keep it out, the
@@ -69,6 +71,8 @@ const HOLD: Duration = Duration::from_secs(3);
 /// namespaces).
 struct Fleet {
     xlbs: Vec<Xlb>,
+    /// Each node's config (for a restart).
+    configs: Vec<String>,
     _health: HealthListeners,
     etcd: store_bed::Etcd,
     _xdp_pass: Vec<OwnedFd>,
@@ -186,6 +190,7 @@ fn build(shared: bool) -> Option<Fleet> {
     let etcd = store_bed::Etcd::start_at(&etcd_bin, IpAddr::V4(CLIENT4), Some(&bed.client.path()));
     let mut fleet = Fleet {
         xlbs: Vec::new(),
+        configs: Vec::new(),
         _health: HealthListeners::start(&bed),
         etcd,
         _xdp_pass: xdp_pass,
@@ -198,6 +203,7 @@ fn build(shared: bool) -> Option<Fleet> {
         let yaml = node_config(&fleet.bed, &fleet.etcd.endpoint(), &prefix, shared);
         let x = Xlb::start(fleet.node(i), &yaml).expect("xlb on a node");
         fleet.xlbs.push(x);
+        fleet.configs.push(yaml);
     }
     Some(fleet)
 }
@@ -320,6 +326,31 @@ fn a_quorum_decides_and_every_table_stays_equal() {
     // It stays out (no flapping) while nothing changes.
     std::thread::sleep(HOLD);
     assert_eq!(digests(&fleet.stats()), vec![without3.clone(); 3]);
+
+    // Node 3 (which reaches backend 3) is replaced by a new process: it
+    // reads the fleet's decision before its first table write, so backend
+    // 3 is never in its table, not even until its watch is up.
+    assert!(fleet.xlbs[2].stop().unwrap().success());
+    let restarted = Instant::now();
+    fleet.xlbs[2] = Xlb::start(fleet.node(2), &fleet.configs[2]).expect("node 3 again");
+    let first = fleet.xlbs[2].stats().unwrap();
+    println!(
+        "node 3 restarted in {:?}: first digest {}",
+        restarted.elapsed(),
+        digests(std::slice::from_ref(&first))[0]
+    );
+    assert_eq!(digests(&[first])[0], without3, "node 3's first table");
+    wait_until(&fleet, SETTLE, |s| {
+        s.iter().all(|n| verdict(n, &fleet.bed)["voters"] == 3)
+    })
+    .unwrap_or_else(|s| panic!("the restarted node 3 never voted: {s:#?}"));
+    assert_eq!(digests(&fleet.stats()), vec![without3.clone(); 3]);
+    let log = fleet.xlbs[2].stderr();
+    let b3 = fleet.bed.backends[2].v4;
+    assert!(
+        !log.contains(&format!("{b3} of VIP web out of its table")),
+        "backend 3 was in node 3's first table and taken out afterwards:\n{log}"
+    );
 
     // etcd goes away (SIGKILL). Each node keeps the last decision, except
     // that a fleet-down backend it sees up comes back in: nodes 1 and 2

@@ -80,6 +80,7 @@ impl Drop for Running {
 pub(super) async fn start(
     config: &Config,
     l7: Option<&mut L7Service>,
+    first_decision: Option<crate::health::fleet::Decision>,
 ) -> anyhow::Result<Option<Running>> {
     let kind = config.config_store.effective_kind(config.admin.is_some());
     if kind == StoreKind::File {
@@ -192,6 +193,7 @@ pub(super) async fn start(
                 layout.clone(),
                 node_id,
                 lease_rx,
+                first_decision.unwrap_or_default(),
             ))
         }
         _ => None,

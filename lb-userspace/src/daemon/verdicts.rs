@@ -7,11 +7,60 @@ use tokio::sync::watch;
 
 use super::{l4_health_id, log_report, Daemon};
 use crate::{
-    config::l4::L4Config,
+    config::{l4::L4Config, node::StoreKind, Config},
     datapath::state_file::{BackendVerdict, SharedVerdictsState},
     health::fleet::{BackendKey, Decision},
-    store::verdicts::LocalVerdicts,
+    store::{etcd::EtcdStore, keys::Layout, verdicts::LocalVerdicts},
 };
+
+/// With shared verdicts, the fleet's decision before the first table
+/// write (see `store::verdicts::first_decision`); `None` without them.
+/// A failed read starts from no decision (every backend in, as when etcd
+/// is unreachable with nothing seen yet) and says so.
+pub(super) async fn first_decision(config: &Config) -> anyhow::Result<Option<Decision>> {
+    let kind = config.config_store.effective_kind(config.admin.is_some());
+    if !config.health.shared_verdicts || kind != StoreKind::Etcd {
+        return Ok(None);
+    }
+    let etcd = EtcdStore::connect(&config.config_store.endpoints).await?;
+    let layout = Layout::new(&config.config_store.prefix);
+    Ok(Some(
+        match crate::store::verdicts::first_decision(&etcd, &layout).await {
+            Ok(d) => {
+                let out = d.tally.values().filter(|t| t.fleet_down()).count();
+                log::info!(
+                    "shared verdicts: {} live nodes, {out} backends fleet-down before the first table write",
+                    d.live_nodes
+                );
+                d
+            }
+            Err(e) => {
+                log::warn!("shared verdicts: no fleet decision before the first table write ({e}); starting with every backend in");
+                Decision::default()
+            }
+        },
+    ))
+}
+
+/// `l4` without the backends `decision` has fleet-down (at weight 0), and
+/// those backends: a node's first tables, before any local verdict.
+pub(super) fn without_fleet_down(
+    l4: &L4Config,
+    decision: &Decision,
+) -> (L4Config, BTreeSet<BackendKey>) {
+    let mut out = l4.clone();
+    let mut excluded = BTreeSet::new();
+    for vip in &mut out.vips {
+        for b in &mut vip.backends {
+            let key = (vip.name.clone(), b.address);
+            if decision.excluded(&key, false) {
+                b.weight = 0;
+                excluded.insert(key);
+            }
+        }
+    }
+    (out, excluded)
+}
 
 impl Daemon {
     /// Whether this node's own check sees backend `addr` of `vip` down.

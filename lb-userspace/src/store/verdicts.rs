@@ -52,14 +52,17 @@ impl Drop for SharedVerdicts {
 impl SharedVerdicts {
     /// Starts publishing this node's votes under `lease` (the node key's
     /// lease, 0 while there is none) and following the fleet's votes.
+    /// `initial` is the decision the node's first tables were written
+    /// with ([`first_decision`]).
     pub fn start(
         etcd: EtcdStore,
         layout: Layout,
         node: String,
         lease: watch::Receiver<i64>,
+        initial: Decision,
     ) -> SharedVerdicts {
         let (local, local_rx) = watch::channel(LocalVerdicts::new());
-        let (decision_tx, decisions) = watch::channel(Decision::default());
+        let (decision_tx, decisions) = watch::channel(initial);
         let tasks = vec![
             tokio::spawn(publish(
                 etcd.clone(),
@@ -188,16 +191,7 @@ async fn follow_once(
     layout: &Layout,
     tx: &watch::Sender<Decision>,
 ) -> Result<Infallible, StoreError> {
-    let (mut read, rev) = etcd.ranges(&[layout.nodes(), layout.verdicts()]).await?;
-    let votes = read.pop().unwrap_or_default();
-    let nodes = read.pop().unwrap_or_default();
-    let mut ballots = Ballots::default();
-    for kv in &nodes {
-        note(&mut ballots, layout, &kv.key, Some(&kv.value));
-    }
-    for kv in &votes {
-        note(&mut ballots, layout, &kv.key, Some(&kv.value));
-    }
+    let (mut ballots, rev) = read_ballots(etcd, layout).await?;
     let was_connected = tx.borrow().connected;
     decide(tx, &ballots);
     if !was_connected {
@@ -223,6 +217,29 @@ async fn follow_once(
             decide(tx, &ballots);
         }
     }
+}
+
+/// The node keys and votes at one revision, and that revision.
+async fn read_ballots(etcd: &EtcdStore, layout: &Layout) -> Result<(Ballots, i64), StoreError> {
+    let (mut read, rev) = etcd
+        .ranges(&[layout.nodes(), layout.verdicts()])
+        .await?;
+    let votes = read.pop().unwrap_or_default();
+    let nodes = read.pop().unwrap_or_default();
+    let mut ballots = Ballots::default();
+    for kv in nodes.iter().chain(&votes) {
+        note(&mut ballots, layout, &kv.key, Some(&kv.value));
+    }
+    Ok((ballots, rev))
+}
+
+/// The fleet's decision now: read before a node writes its first tables,
+/// so that a node that starts, restarts or takes over never puts a
+/// fleet-down backend back into its table, not even for the moment until
+/// its watch is up (flows that arrived then would stay on that backend
+/// through the connection table).
+pub async fn first_decision(etcd: &EtcdStore, layout: &Layout) -> Result<Decision, StoreError> {
+    Ok(Decision::of(&read_ballots(etcd, layout).await?.0))
 }
 
 /// Applies one key's new value (`None`: deleted) to `ballots`; whether
