@@ -221,9 +221,7 @@ async fn follow_once(
 
 /// The node keys and votes at one revision, and that revision.
 async fn read_ballots(etcd: &EtcdStore, layout: &Layout) -> Result<(Ballots, i64), StoreError> {
-    let (mut read, rev) = etcd
-        .ranges(&[layout.nodes(), layout.verdicts()])
-        .await?;
+    let (mut read, rev) = etcd.ranges(&[layout.nodes(), layout.verdicts()]).await?;
     let votes = read.pop().unwrap_or_default();
     let nodes = read.pop().unwrap_or_default();
     let mut ballots = Ballots::default();
