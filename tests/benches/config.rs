@@ -21,8 +21,8 @@
 //! route changes per second are written, ÷ without, at the largest size.
 //!
 //! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `10,1000,10000,100000`; the
-//! peers run up to 10⁴), trials per size: `XLB_BENCH_CONFIG_TRIALS` (default 20); nginx up to
-//! `XLB_BENCH_CONFIG_PEER_MAX` routes (default 10 000: beyond, one reload
+//! peers run up to 10⁴), trials per size: `XLB_BENCH_CONFIG_TRIALS`
+//! (default 20); nginx up to `XLB_BENCH_CONFIG_PEER_MAX` routes (default 10 000: beyond, one reload
 //! takes tens of seconds), and so Traefik; Caddy up to
 //! `XLB_BENCH_CONFIG_CADDY_MAX` (default the same; at 10⁵ routes one admin
 //! call takes 8–10 s here and Caddy's RSS grows by gigabytes over 20
