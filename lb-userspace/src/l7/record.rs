@@ -241,11 +241,12 @@ impl Note {
         }
     }
 
-    /// The route matched and its upstream.
-    pub fn route(&self, route: &str, upstream: &str) {
+    /// The route matched and its upstream (shared strings: a clone is a
+    /// reference count, see `Route::labels`).
+    pub fn route(&self, route: &Arc<str>, upstream: &Arc<str>) {
         self.with(|f| {
-            f.route = Some(route.into());
-            f.upstream = Some(upstream.into());
+            f.route = Some(route.clone());
+            f.upstream = Some(upstream.clone());
         });
     }
 

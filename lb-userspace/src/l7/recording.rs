@@ -58,16 +58,23 @@ fn valid_traceparent(v: &HeaderValue) -> bool {
         && lower_hex(&b[53..55])
 }
 
-/// A random, non-zero id of `hex` hexadecimal digits (32 or 16).
-fn random_hex(hex: usize) -> String {
+/// A random, non-zero id of `N` lowercase hexadecimal digits (32 or 16),
+/// as bytes: written into a stack buffer, not formatted through `fmt`
+/// (this runs for most requests).
+fn random_hex<const N: usize>() -> [u8; N] {
     let v = loop {
         let v: u128 = rand::random();
-        let v = if hex >= 32 { v } else { v >> (128 - 4 * hex) };
+        let v = if N >= 32 { v } else { v >> (128 - 4 * N) };
         if v != 0 {
             break v;
         }
     };
-    format!("{v:0hex$x}")
+    let mut out = [0u8; N];
+    for (i, d) in out.iter_mut().enumerate() {
+        let nibble = (v >> (4 * (N - 1 - i))) as u8 & 0xf;
+        *d = b"0123456789abcdef"[usize::from(nibble)];
+    }
+    out
 }
 
 /// Makes sure the request carries a request id and a `traceparent`; returns
@@ -83,12 +90,18 @@ pub fn ensure_ids(headers: &mut HeaderMap) -> HeaderValue {
 fn ensure_ids_made(headers: &mut HeaderMap) -> (HeaderValue, MadeIds) {
     // Header values share their bytes: the id made here is allocated once
     // and referenced by the request, the response and the record.
-    let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
+    let value = |b: &[u8]| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(b)).ok();
     let trace = match headers.get(&TRACEPARENT) {
         Some(v) if valid_traceparent(v) => None,
         _ => {
-            let trace_id = random_hex(32);
-            if let Some(v) = value(format!("00-{trace_id}-{}-00", random_hex(16))) {
+            let trace_id = random_hex::<32>();
+            let mut tp = [0u8; 55];
+            tp[..3].copy_from_slice(b"00-");
+            tp[3..35].copy_from_slice(&trace_id);
+            tp[35] = b'-';
+            tp[36..52].copy_from_slice(&random_hex::<16>());
+            tp[52..].copy_from_slice(b"-00");
+            if let Some(v) = value(&tp) {
                 headers.insert(TRACEPARENT, v);
             }
             Some(trace_id)
@@ -101,7 +114,7 @@ fn ensure_ids_made(headers: &mut HeaderMap) -> (HeaderValue, MadeIds) {
                 request_id: true,
                 trace_is_request_id: trace.is_some(),
             };
-            let id = value(trace.unwrap_or_else(|| random_hex(32)))
+            let id = value(&trace.unwrap_or_else(random_hex::<32>))
                 .unwrap_or_else(|| HeaderValue::from_static("-"));
             headers.insert(REQUEST_ID, id.clone());
             (id, made)

@@ -126,5 +126,7 @@ mod tests;
 pub use host::wildcard_suffix;
 pub use hosts::{best_of, HostSlot, HostTables};
 pub use request::{path_hazard, PathHazard, RequestError, RequestInfo};
-pub use spec::{HeaderMatch, HeaderValueMatch, Match, PathMatch, Route, RouteError, RouteSpec};
+pub use spec::{
+    HeaderMatch, HeaderValueMatch, Match, PathMatch, Route, RouteError, RouteLabels, RouteSpec,
+};
 pub use table::{Lookup, Resolver, RouteTable, SwappableRoutes, Unresolved};

@@ -19,84 +19,16 @@ use std::{
 };
 
 use prometheus_client::metrics::counter::Counter;
-use serde::Serialize;
 
+use super::log_line::LineWriter;
 use crate::l7::record::RequestRecord;
-
-/// Milliseconds with microsecond precision.
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// The line's fields, in the order they are written (serialized straight
-/// from the record's fields, without an intermediate JSON tree).
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    request_id: &'a str,
-    client: String,
-    listener: &'a str,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    protocol: &'a str,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_ms: f64,
-    connect_ms: Option<f64>,
-    first_byte_ms: Option<f64>,
-    route: Option<&'a str>,
-    upstream: Option<&'a str>,
-    node: Option<String>,
-    retries: usize,
-    retry_reasons: &'a [&'static str],
-    cache: Option<&'a str>,
-    rate_limit: &'a str,
-    error: Option<&'a str>,
-    tls_version: Option<&'a str>,
-    sni: Option<&'a str>,
-    complete: bool,
-}
-
-impl<'a> Line<'a> {
-    fn of(r: &'a RequestRecord) -> Line<'a> {
-        let time = jiff::Timestamp::try_from(r.time)
-            .map(|t| format!("{t:.3}"))
-            .unwrap_or_default();
-        Line {
-            time,
-            request_id: r.request_id_str(),
-            client: r.client.to_string(),
-            listener: &r.listener,
-            method: r.method.as_str(),
-            host: r.host_str(),
-            path: r.path(),
-            protocol: r.protocol,
-            status: r.status,
-            bytes_in: r.bytes_in,
-            bytes_out: r.bytes_out,
-            duration_ms: ms(r.total),
-            connect_ms: r.connect.map(ms),
-            first_byte_ms: r.first_byte.map(ms),
-            route: r.route.as_deref(),
-            upstream: r.upstream.as_deref(),
-            node: r.node.map(|n| n.to_string()),
-            retries: r.retries.len(),
-            retry_reasons: &r.retries,
-            cache: r.cache,
-            rate_limit: r.rate_limit.name(),
-            error: r.error.as_deref(),
-            tls_version: r.tls_version,
-            sni: r.sni.as_deref(),
-            complete: r.complete,
-        }
-    }
-}
 
 /// One access-log line (without the newline).
 pub fn line(r: &RequestRecord) -> String {
-    serde_json::to_string(&Line::of(r)).unwrap_or_default()
+    let mut out = Vec::with_capacity(512);
+    LineWriter::default().write(r, &mut out);
+    // Every byte written is ASCII or comes from a `&str`.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Where lines go.
@@ -211,6 +143,7 @@ fn write_loop(
     counters: LogCounters,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut lines_out = LineWriter::default();
     let mut open = true;
     while open {
         std::thread::sleep(DRAIN_EVERY);
@@ -220,11 +153,10 @@ fn write_loop(
         loop {
             match rx.try_recv() {
                 Ok(record) => {
-                    // Serialized straight into the batch buffer.
-                    if serde_json::to_writer(&mut buf, &Line::of(&record)).is_ok() {
-                        buf.push(b'\n');
-                        lines += 1;
-                    }
+                    // Formatted straight into the batch buffer.
+                    lines_out.write(&record, &mut buf);
+                    buf.push(b'\n');
+                    lines += 1;
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {

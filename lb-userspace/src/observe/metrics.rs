@@ -14,6 +14,10 @@ use prometheus_client::{
 };
 use std::sync::atomic::AtomicI64;
 
+use super::{
+    series_cache::{self, Key, Series},
+    status::{is_error, Key as LiveKey, Live},
+};
 use crate::l7::record::RequestRecord;
 
 /// A socket address as a label value (encoded only when scraped, so a
@@ -120,6 +124,8 @@ fn latency() -> Histogram {
 /// Every metric xlb updates itself (the XDP ones are read at scrape time).
 #[derive(Debug)]
 pub struct Metrics {
+    /// This instance's key in [`series_cache`].
+    id: u64,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<ListenerLabel, Histogram, fn() -> Histogram>,
     pub connect_duration: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
@@ -150,15 +156,19 @@ pub fn code_class(status: u16) -> &'static str {
 }
 
 /// The empty label value (no route matched), shared.
-fn empty() -> Arc<str> {
+fn empty_ref() -> &'static Arc<str> {
     static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Arc::from("")).clone()
+    EMPTY.get_or_init(|| Arc::from(""))
 }
+
+/// Tells metrics instances apart in the per-thread [`series_cache`].
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Metrics {
     /// The metrics, registered in `registry` (names documented in docs/metrics.md).
     pub fn new(registry: &mut Registry) -> Metrics {
         let m = Metrics {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency),
             connect_duration: Family::new_with_constructor(latency),
@@ -313,51 +323,105 @@ impl Metrics {
         m
     }
 
-    /// Counts one finished request.
-    pub fn request(&self, r: &RequestRecord) {
-        let route = r.route.clone().unwrap_or_else(empty);
-        let upstream = r.upstream.clone().unwrap_or_else(empty);
+    /// Counts one finished request (through this thread's
+    /// [`series_cache`] for the series every request touches).
+    /// `live` gets the status page's counts of the route and the node.
+    pub fn request(&self, r: &RequestRecord, live: &Live) {
+        let empty = empty_ref();
+        let route = r.route.as_ref().unwrap_or(empty);
+        let upstream = r.upstream.as_ref().unwrap_or(empty);
+        let class = usize::from((r.status / 100).clamp(1, 5) - 1);
         let code = code_class(r.status);
-        self.requests
-            .get_or_create(&RequestLabels {
-                listener: r.listener.clone(),
-                route: route.clone(),
-                upstream: upstream.clone(),
-                code,
-            })
-            .inc();
-        let l = ListenerLabel {
-            listener: r.listener.clone(),
+        let node = r.node;
+        let key = Key {
+            metrics: self.id,
+            listener: Key::addr(&r.listener),
+            route: Key::addr(route),
+            upstream: Key::addr(upstream),
+            node,
         };
-        self.request_duration
-            .get_or_create(&l)
-            .observe(r.total.as_secs_f64());
-        if r.bytes_in > 0 {
-            self.request_bytes.get_or_create(&l).inc_by(r.bytes_in);
-        }
-        self.response_bytes.get_or_create(&l).inc_by(r.bytes_out);
-        if let (Some(first), Some(node)) = (r.first_byte, r.node) {
-            let u = UpstreamLabel {
-                upstream: upstream.clone(),
+        let make = || {
+            let l = ListenerLabel {
+                listener: r.listener.clone(),
             };
-            self.first_byte_duration
-                .get_or_create(&u)
-                .observe(first.as_secs_f64());
-            if let Some(c) = r.connect {
-                self.connect_duration
-                    .get_or_create(&u)
-                    .observe(c.as_secs_f64());
+            Series {
+                _strings: [r.listener.clone(), route.clone(), upstream.clone()],
+                requests: Default::default(),
+                request_duration: self.request_duration.get_or_create(&l).clone(),
+                response_bytes: self.response_bytes.get_or_create(&l).clone(),
+                request_bytes: None,
+                first_byte: None,
+                connect: None,
+                node_responses: Default::default(),
+                live_route: None,
+                live_node: None,
             }
-            if r.error.is_none() {
-                self.node_responses
-                    .get_or_create(&NodeLabels {
-                        upstream: upstream.clone(),
-                        node: Addr(node),
-                        code,
+        };
+        series_cache::with(key, make, |s| {
+            s.requests[class]
+                .get_or_insert_with(|| {
+                    self.requests
+                        .get_or_create(&RequestLabels {
+                            listener: r.listener.clone(),
+                            route: route.clone(),
+                            upstream: upstream.clone(),
+                            code,
+                        })
+                        .clone()
+                })
+                .inc();
+            s.request_duration.observe(r.total.as_secs_f64());
+            if r.bytes_in > 0 {
+                s.request_bytes
+                    .get_or_insert_with(|| {
+                        self.request_bytes
+                            .get_or_create(&ListenerLabel {
+                                listener: r.listener.clone(),
+                            })
+                            .clone()
                     })
-                    .inc();
+                    .inc_by(r.bytes_in);
             }
-        }
+            s.response_bytes.inc_by(r.bytes_out);
+            let error = is_error(r);
+            if r.route.is_some() {
+                s.live_route
+                    .get_or_insert_with(|| live.count(LiveKey::Route(route.clone())))
+                    .add(error);
+            }
+            if let (Some(_), Some(node)) = (&r.upstream, node) {
+                s.live_node
+                    .get_or_insert_with(|| live.count(LiveKey::Node(upstream.clone(), node)))
+                    .add(error);
+            }
+            if let (Some(first), Some(node)) = (r.first_byte, node) {
+                let u = || UpstreamLabel {
+                    upstream: upstream.clone(),
+                };
+                s.first_byte
+                    .get_or_insert_with(|| self.first_byte_duration.get_or_create(&u()).clone())
+                    .observe(first.as_secs_f64());
+                if let Some(c) = r.connect {
+                    s.connect
+                        .get_or_insert_with(|| self.connect_duration.get_or_create(&u()).clone())
+                        .observe(c.as_secs_f64());
+                }
+                if r.error.is_none() {
+                    s.node_responses[class]
+                        .get_or_insert_with(|| {
+                            self.node_responses
+                                .get_or_create(&NodeLabels {
+                                    upstream: upstream.clone(),
+                                    node: Addr(node),
+                                    code,
+                                })
+                                .clone()
+                        })
+                        .inc();
+                }
+            }
+        });
+        // Rarer, or only on routes that have them: straight to the family.
         if let Some(e) = &r.error {
             self.errors
                 .get_or_create(&ReasonLabel {
@@ -382,7 +446,10 @@ impl Metrics {
                 .inc();
         }
         if let Some(status) = r.cache {
-            let labels = CacheLabels { route, status };
+            let labels = CacheLabels {
+                route: route.clone(),
+                status,
+            };
             self.cache.get_or_create(&labels).inc();
             self.cache_bytes.get_or_create(&labels).inc_by(r.bytes_out);
         }

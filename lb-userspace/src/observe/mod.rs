@@ -8,7 +8,9 @@
 //! health, denied sources) at start, after reloads and on health changes.
 pub mod access_log;
 pub mod exposition;
+pub mod log_line;
 pub mod metrics;
+mod series_cache;
 pub mod server;
 pub mod status;
 pub mod status_page;
@@ -231,7 +233,7 @@ impl Observe {
 
 impl RecordSink for Observe {
     fn request(&self, record: RequestRecord) {
-        self.metrics.request(&record);
+        self.metrics.request(&record, &self.live);
         self.live.request(&record);
         if let Some(log) = &self.log {
             // Errors are always logged; the rest by the sample rate.

@@ -4,7 +4,10 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Instant, SystemTime},
 };
 
@@ -119,19 +122,38 @@ const WINDOW: usize = 10;
 
 /// What the rates are kept for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
+pub(super) enum Key {
     Route(Arc<str>),
     Node(Arc<str>, SocketAddr),
 }
 
-/// Requests and errors per key (keys share the record's strings: counting
-/// a request allocates nothing once its keys exist).
+/// Requests and errors per key, as read at one moment.
 type Counts = HashMap<Key, (u64, u64)>;
+
+/// The live requests and errors of one key. A request adds to it through
+/// a handle cached per thread (`series_cache`), so counting takes no lock;
+/// the lock below is taken only to make a key's first handle and once a
+/// second for the snapshot.
+#[derive(Debug, Default)]
+pub(super) struct LiveCount {
+    requests: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl LiveCount {
+    /// Counts one request.
+    pub(super) fn add(&self, error: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// The live part: counts, their snapshots and the recent errors.
 pub struct Live {
     started: Instant,
-    counts: Mutex<Counts>,
+    counts: Mutex<HashMap<Key, Arc<LiveCount>>>,
     snapshots: Mutex<VecDeque<(Instant, Counts)>>,
     errors: Mutex<VecDeque<RecentError>>,
 }
@@ -154,22 +176,36 @@ pub fn is_error(r: &RequestRecord) -> bool {
 }
 
 impl Live {
-    /// Counts one request.
+    /// The counter of `key`, made on first use.
+    pub(super) fn count(&self, key: Key) -> Arc<LiveCount> {
+        match self.counts.lock() {
+            Ok(mut c) => c.entry(key).or_default().clone(),
+            // A poisoned map: count into a detached counter rather than
+            // fail the request.
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// The counts now.
+    fn read(&self) -> Counts {
+        let Ok(c) = self.counts.lock() else {
+            return Counts::new();
+        };
+        c.iter()
+            .map(|(k, v)| {
+                let n = (
+                    v.requests.load(Ordering::Relaxed),
+                    v.errors.load(Ordering::Relaxed),
+                );
+                (k.clone(), n)
+            })
+            .collect()
+    }
+
+    /// Keeps one request's error for the page (its counts go through
+    /// [`Live::count`]'s handles).
     pub fn request(&self, r: &RequestRecord) {
         let error = is_error(r);
-        if let Ok(mut c) = self.counts.lock() {
-            let mut bump = |key: Key| {
-                let e = c.entry(key).or_default();
-                e.0 += 1;
-                e.1 += u64::from(error);
-            };
-            if let Some(route) = &r.route {
-                bump(Key::Route(route.clone()));
-            }
-            if let (Some(up), Some(node)) = (&r.upstream, r.node) {
-                bump(Key::Node(up.clone(), node));
-            }
-        }
         if error {
             let time = jiff::Timestamp::try_from(r.time)
                 .map(|t| format!("{t:.3}"))
@@ -195,7 +231,7 @@ impl Live {
 
     /// Takes a snapshot for the rates (called every second).
     pub fn tick(&self) {
-        let now = self.counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let now = self.read();
         if let Ok(mut s) = self.snapshots.lock() {
             s.push_back((Instant::now(), now));
             while s.len() > WINDOW {
@@ -206,7 +242,7 @@ impl Live {
 
     /// The status of `topology` with the rates and errors filled in.
     pub fn status(&self, topology: &Topology) -> Status {
-        let now = self.counts.lock().map(|c| c.clone()).unwrap_or_default();
+        let now = self.read();
         let (window, base) = match self.snapshots.lock().ok().and_then(|s| s.front().cloned()) {
             Some((at, base)) => (at.elapsed().as_secs_f64(), base),
             None => (0.0, Counts::new()),

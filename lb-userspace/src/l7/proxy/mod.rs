@@ -124,7 +124,8 @@ impl Proxy {
             Err(e) => return e.into_response(),
         };
         let route = routed.route.clone();
-        note.route(route.id(), route.upstream()); // request record
+        let labels = route.labels();
+        note.route(&labels.id, &labels.upstream); // request record
         let opts = &route.spec().options;
         // A cold-start hold's deadline counts from here (plugins and a
         // rate-limit delay included); the clock is read only for routes
@@ -174,7 +175,8 @@ impl Proxy {
         };
         let upstream = chosen.as_deref().unwrap_or(route.upstream());
         if chosen.is_some() {
-            note.route(route.id(), upstream); // request record: a plugin's choice
+            // request record: a plugin's choice (rare: a string made here)
+            note.route(&route.labels().id, &Arc::from(upstream));
         }
         let Some(pool) = self.pools.get(upstream) else {
             return after.apply(respond(ErrorKind::NoUpstream), false);

@@ -112,6 +112,18 @@ pub struct Route {
     spec: RouteSpec,
     index: usize,
     constraints: u32,
+    /// The id and upstream as shared strings for the request record and
+    /// the metrics' labels, made on the first request (so that routes no
+    /// request reaches cost no memory for them) and then only cloned: a
+    /// request allocates no label strings.
+    labels: std::sync::OnceLock<RouteLabels>,
+}
+
+/// A route's id and upstream as shared strings (see [`Route::labels`]).
+#[derive(Debug, Clone)]
+pub struct RouteLabels {
+    pub id: std::sync::Arc<str>,
+    pub upstream: std::sync::Arc<str>,
 }
 
 impl Route {
@@ -122,7 +134,16 @@ impl Route {
             spec,
             index,
             constraints,
+            labels: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The id and upstream as shared strings (made once per route).
+    pub fn labels(&self) -> &RouteLabels {
+        self.labels.get_or_init(|| RouteLabels {
+            id: self.spec.id.as_str().into(),
+            upstream: self.spec.upstream.as_str().into(),
+        })
     }
 
     /// The route's id.
