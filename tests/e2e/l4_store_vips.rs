@@ -362,5 +362,60 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
         .unwrap()
         .expect("udp4 still answers");
     println!("udp4 still answered by {dns}");
+
+    // A crash and a restart: the stored VIP keeps its pinned row (its
+    // counter goes on) and is forwarded while no xlb runs.
+    let udp4_before = counter(&xlb.stats().expect("stats"), "vips", "udp4");
+    let instance = xlb.instance().to_string();
+    let reports_before_kill = reports(&xlb, 0).len();
+    let mut xlb = xlb;
+    xlb.kill9();
+    let dns = bed
+        .client
+        .enter(|| {
+            let s = l4bed::udp_from(
+                SocketAddr::new(CLIENT4.into(), 40002),
+                SocketAddr::new(VIP4.into(), UDP_PORT),
+                TIMEOUT,
+            )?;
+            anyhow::Ok(l4bed::ask_udp(&s, 3)?)
+        })
+        .unwrap()
+        .expect("udp4 forwarded by the pinned tables while no xlb runs");
+    println!("xlb killed: udp4 still answered by {dns}");
+    let xlb = Xlb::start_named(&bed.lb, &instance, &config(dir.path(), &bed), "info", &[])
+        .expect("xlb started again");
+    let restarted = xlb.stats().expect("stats");
+    let udp4_after = counter(&restarted, "vips", "udp4");
+    assert!(
+        udp4_after > udp4_before,
+        "udp4's counter went from {udp4_before} to {udp4_after}: its row was not adopted"
+    );
+    assert_eq!(
+        restarted["digests"]["udp4"].as_str(),
+        Some(udp4_digest.as_str())
+    );
+    let (status, body) = api(&bed, "GET", "/xlb/v1/vips/tcp4", None);
+    assert_eq!(status, 404, "tcp4 came back: {body}");
+    let after_restart = reports(&xlb, reports_before_kill);
+    // Listed in the report as `+vips [..] ~vips [..] -vips [..]`.
+    let list = |r: &str, which: &str| -> String {
+        r.split(&format!("{which} ["))
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    for r in &after_restart {
+        assert!(!list(r, "+vips").contains("udp4"), "udp4 added anew: {r}");
+        assert!(!list(r, "-vips").contains("udp4"), "udp4 removed: {r}");
+    }
+    println!(
+        "restarted: udp4 counter {udp4_before} -> {udp4_after} (row adopted); applies: {:?}",
+        after_restart
+            .iter()
+            .map(|l| l.split("L4 tables: ").nth(1).unwrap_or(""))
+            .collect::<Vec<_>>()
+    );
     drop(xlb);
 }

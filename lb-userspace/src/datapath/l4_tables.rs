@@ -838,6 +838,39 @@ mod apply_tests {
     }
 
     #[test]
+    fn a_change_to_one_vip_writes_that_vips_table_and_nothing_else() {
+        let cfg = l4(&[("192.0.2.11", 1), ("192.0.2.12", 1)], 1);
+        let mut t = L4Tables::new(&cfg);
+        let mut maps = FakeMaps::default();
+        t.apply(&mut maps, &cfg, &macs(&cfg)).unwrap();
+        let x0 = t.vips["x0"].clone();
+        let x0_meta = maps.vips[&x0.key];
+        let x0_slots: Vec<Option<u32>> = (0..2 * M)
+            .map(|i| maps.maglev.get(&(x0.row * 2 * M + i)).copied())
+            .collect();
+        let x0_digest = t.digests()["x0"].clone();
+        // `web` alone drops a backend's weight to 0.
+        let mut changed = cfg.clone();
+        changed.vips[0].backends[1].weight = 0;
+        let writes = maps.writes;
+        let r = t.apply(&mut maps, &changed, &macs(&changed)).unwrap();
+        assert_eq!(r.vips_changed, ["web"]);
+        assert!(r.slots_written > 0 && r.slots_written <= M as usize);
+        // Settings, web's entry and its two aliases, and web's slots.
+        assert_eq!(maps.writes - writes, 1 + 3 + r.slots_written);
+        assert_eq!(maps.vips[&x0.key], x0_meta);
+        let after: Vec<Option<u32>> = (0..2 * M)
+            .map(|i| maps.maglev.get(&(x0.row * 2 * M + i)).copied())
+            .collect();
+        assert_eq!(after, x0_slots, "x0's table was written");
+        assert_eq!(t.digests()["x0"], x0_digest);
+        // An unchanged VIP's table is not built again: the same allocation.
+        let before = Arc::as_ptr(&t.built["x0"].positions);
+        t.apply(&mut maps, &changed, &macs(&changed)).unwrap();
+        assert_eq!(Arc::as_ptr(&t.built["x0"].positions), before);
+    }
+
+    #[test]
     fn a_removed_backend_is_deactivated_and_its_slot_reused_last() {
         let cfg = l4(&[("192.0.2.11", 1), ("192.0.2.12", 1)], 0);
         let mut t = L4Tables::new(&cfg);
