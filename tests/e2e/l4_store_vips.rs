@@ -31,16 +31,16 @@ use xlb_tests::{
 const ADMIN: &str = "127.0.0.1:9180";
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The node's file: the admin API over an embedded store, and one VIP of
-/// its own (`file6`: VIPs may stay in the file beside the store's).
-fn config(dir: &std::path::Path, bed: &L4Bed) -> String {
+/// The node's file: the admin API over `store` (a `config_store:` value),
+/// and one VIP of its own (`file6`: VIPs may stay in the file beside the
+/// store's).
+fn config(store: &str, bed: &L4Bed) -> String {
     format!(
         "interfaces:\n  - name: eth0\n    xdp_mode: native\n\
          admin:\n  address: {ADMIN}\n\
-         config_store:\n  kind: embedded\n  path: {}\n\
+         config_store: {store}\n\
          l4:\n  conntrack_size: 65536\n  max_vips: 8\n  max_backends: 16\n  vips:\n\
          \x20   - {{name: file6, address: \"{VIP6}\", port: {TCP_PORT}, protocol: tcp, mode: dsr, backends: [{{address: \"{}\"}}]}}\n",
-        dir.join("store.redb").display(),
         bed.backends[0].v6
     )
 }
@@ -85,18 +85,49 @@ fn reports(xlb: &Xlb, skip: usize) -> Vec<String> {
 }
 
 #[test]
-fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
+fn embedded_store_vips_are_forwarded_changed_alone_and_deleted() {
     if !privileged("l4_store_vips") {
         return;
     }
     let bed = L4Bed::new().expect("testbed");
-    let b: Vec<IpAddr> = bed.backends.iter().map(|b| IpAddr::V4(b.v4)).collect();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let xlb = Xlb::start(&bed.lb, &config(dir.path(), &bed)).expect("xlb with the admin API");
+    let store = format!(
+        "{{ kind: embedded, path: \"{}\" }}",
+        dir.path().join("store.redb").display()
+    );
+    run(&bed, &store);
+}
+
+#[test]
+fn etcd_store_vips_are_forwarded_changed_alone_and_deleted() {
+    if !privileged("l4_store_vips (etcd)") {
+        return;
+    }
+    let Some(etcd_bin) = store_bed::etcd_binary("l4_store_vips (etcd)") else {
+        return;
+    };
+    let bed = L4Bed::new().expect("testbed");
+    // etcd in the client's namespace, reached over the bed's link.
+    let etcd = store_bed::Etcd::start_at(&etcd_bin, IpAddr::V4(CLIENT4), Some(&bed.client.path()));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let prefix = format!("/xlb-{}", std::process::id());
+    let store = format!(
+        "{{ kind: etcd, endpoints: [\"{}\"], prefix: \"{prefix}\", snapshot: \"{}\" }}",
+        etcd.endpoint(),
+        dir.path().join("snapshot.json").display()
+    );
+    run(&bed, &store);
+    drop(etcd);
+}
+
+/// The whole sequence over the store `store` names.
+fn run(bed: &L4Bed, store: &str) {
+    let b: Vec<IpAddr> = bed.backends.iter().map(|b| IpAddr::V4(b.v4)).collect();
+    let xlb = Xlb::start(&bed.lb, &config(store, bed)).expect("xlb with the admin API");
 
     // A UDP VIP first: the one that must stay untouched later.
     let (status, body) = api(
-        &bed,
+        bed,
         "PUT",
         "/xlb/v1/vips/udp4",
         Some(&vip(UDP_PORT, "udp", &b)),
@@ -122,7 +153,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
     let reports_before = reports(&xlb, 0).len();
     let put_at = Instant::now();
     let (status, body) = api(
-        &bed,
+        bed,
         "PUT",
         "/xlb/v1/vips/tcp4",
         Some(&vip(TCP_PORT, "tcp", &b[..2])),
@@ -181,7 +212,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
     // A third backend for tcp4: only tcp4's table is rewritten.
     let reports_before = reports(&xlb, 0).len();
     let (status, body) = api(
-        &bed,
+        bed,
         "PUT",
         "/xlb/v1/vips/tcp4",
         Some(&vip(TCP_PORT, "tcp", &b)),
@@ -229,7 +260,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
     let put_one = |backends: &[IpAddr], what: &str| -> usize {
         let before = reports(&xlb, 0).len();
         let (status, body) = api(
-            &bed,
+            bed,
             "PUT",
             "/xlb/v1/vips/tcp4",
             Some(&vip(TCP_PORT, "tcp", backends)),
@@ -271,7 +302,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
     // A malformed body: 400 naming the field, nothing changed.
     let bad = vip(TCP_PORT, "tcp", &b[..1]).replace("\"port\":80", "\"port\":\"eighty\"");
     assert!(bad.contains("eighty"), "{bad}");
-    let (status, body) = api(&bed, "PUT", "/xlb/v1/vips/tcp4", Some(&bad));
+    let (status, body) = api(bed, "PUT", "/xlb/v1/vips/tcp4", Some(&bad));
     assert_eq!(status, 400, "{body}");
     let issues: Value = serde_json::from_str(&body).expect("JSON error");
     assert!(
@@ -283,7 +314,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
         "the 400 does not name `port`: {body}"
     );
     let mixed = vip(TCP_PORT, "tcp", &b[..1]).replace("192.0.2.11", "2001:db8::11");
-    let (status, body) = api(&bed, "PUT", "/xlb/v1/vips/tcp4", Some(&mixed));
+    let (status, body) = api(bed, "PUT", "/xlb/v1/vips/tcp4", Some(&mixed));
     assert_eq!(status, 400, "an IPv6 backend on an IPv4 VIP: {body}");
     let issues: Value = serde_json::from_str(&body).expect("JSON error");
     assert!(
@@ -303,7 +334,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
         unchanged["digests"], changed["digests"],
         "a refused body changed the tables"
     );
-    let (status, body) = api(&bed, "GET", "/xlb/v1/vips/tcp4", None);
+    let (status, body) = api(bed, "GET", "/xlb/v1/vips/tcp4", None);
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("192.0.2.13") && !body.contains("2001:db8::11"),
@@ -313,7 +344,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
     // DELETE: the VIP leaves the maps; its packets go to the kernel.
     let before = xlb.stats().expect("stats");
     let passed_before = counter(&before, "reasons", "pass_not_vip");
-    let (status, body) = api(&bed, "DELETE", "/xlb/v1/vips/tcp4", None);
+    let (status, body) = api(bed, "DELETE", "/xlb/v1/vips/tcp4", None);
     assert_eq!(status, 200, "DELETE tcp4: {body}");
     let refused = bed
         .client
@@ -383,7 +414,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
         .unwrap()
         .expect("udp4 forwarded by the pinned tables while no xlb runs");
     println!("xlb killed: udp4 still answered by {dns}");
-    let xlb = Xlb::start_named(&bed.lb, &instance, &config(dir.path(), &bed), "info", &[])
+    let xlb = Xlb::start_named(&bed.lb, &instance, &config(store, bed), "info", &[])
         .expect("xlb started again");
     let restarted = xlb.stats().expect("stats");
     let udp4_after = counter(&restarted, "vips", "udp4");
@@ -395,7 +426,7 @@ fn vips_put_through_the_admin_api_are_forwarded_changed_alone_and_deleted() {
         restarted["digests"]["udp4"].as_str(),
         Some(udp4_digest.as_str())
     );
-    let (status, body) = api(&bed, "GET", "/xlb/v1/vips/tcp4", None);
+    let (status, body) = api(bed, "GET", "/xlb/v1/vips/tcp4", None);
     assert_eq!(status, 404, "tcp4 came back: {body}");
     let after_restart = reports(&xlb, reports_before_kill);
     // Listed in the report as `+vips [..] ~vips [..] -vips [..]`.
