@@ -448,5 +448,21 @@ fn run(bed: &L4Bed, store: &str) {
             .map(|l| l.split("L4 tables: ").nth(1).unwrap_or(""))
             .collect::<Vec<_>>()
     );
+
+    // A reload of the file (SIGHUP) keeps the store's VIPs.
+    let line = xlb.reload(&config(store, bed)).expect("reload");
+    assert!(line.starts_with("xlb reloaded"), "{line}");
+    let reloaded = xlb.stats().expect("stats");
+    assert_eq!(
+        reloaded["digests"]["udp4"].as_str(),
+        Some(udp4_digest.as_str()),
+        "the reload dropped the stored VIP: {}",
+        reloaded["digests"]
+    );
+    assert_eq!(
+        reloaded["digests"]["file6"].as_str(),
+        Some(file6_digest.as_str())
+    );
+
     drop(xlb);
 }
