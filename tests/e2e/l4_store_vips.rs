@@ -70,6 +70,18 @@ fn api(bed: &L4Bed, method: &str, path: &str, body: Option<&str>) -> (u16, Strin
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// Asks udp4 once from the client's source port `port`: who answered.
+fn ask_udp4(bed: &L4Bed, port: u16) -> anyhow::Result<String> {
+    bed.client.enter(|| {
+        let s = l4bed::udp_from(
+            SocketAddr::new(CLIENT4.into(), port),
+            SocketAddr::new(VIP4.into(), UDP_PORT),
+            TIMEOUT,
+        )?;
+        anyhow::Ok(l4bed::ask_udp(&s, 3)?)
+    })?
+}
+
 fn counter(stats: &Value, section: &str, name: &str) -> u64 {
     stats[section][name]["packets"].as_u64().unwrap_or(0)
 }
@@ -133,18 +145,7 @@ fn run(bed: &L4Bed, store: &str) {
         Some(&vip(UDP_PORT, "udp", &b)),
     );
     assert_eq!(status, 200, "PUT udp4: {body}");
-    let dns = bed
-        .client
-        .enter(|| {
-            let s = l4bed::udp_from(
-                SocketAddr::new(CLIENT4.into(), 40000),
-                SocketAddr::new(VIP4.into(), UDP_PORT),
-                TIMEOUT,
-            )?;
-            anyhow::Ok(l4bed::ask_udp(&s, 3)?)
-        })
-        .unwrap()
-        .expect("udp4 answered after its PUT");
+    let dns = ask_udp4(bed, 40000).expect("udp4 answered after its PUT");
     println!("udp4 answered by {dns}");
 
     // The TCP VIP with two backends: the next connection is forwarded.
@@ -302,29 +303,25 @@ fn run(bed: &L4Bed, store: &str) {
     // A malformed body: 400 naming the field, nothing changed.
     let bad = vip(TCP_PORT, "tcp", &b[..1]).replace("\"port\":80", "\"port\":\"eighty\"");
     assert!(bad.contains("eighty"), "{bad}");
-    let (status, body) = api(bed, "PUT", "/xlb/v1/vips/tcp4", Some(&bad));
-    assert_eq!(status, 400, "{body}");
-    let issues: Value = serde_json::from_str(&body).expect("JSON error");
-    assert!(
-        issues["issues"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|i| i["field"] == "port"),
-        "the 400 does not name `port`: {body}"
-    );
+    // Each refused with 400 and an issue on its field.
+    let refused = |body: &str, field: &str| -> Value {
+        let (status, answer) = api(bed, "PUT", "/xlb/v1/vips/tcp4", Some(body));
+        assert_eq!(status, 400, "{body}: {answer}");
+        let v: Value = serde_json::from_str(&answer).expect("JSON error");
+        assert!(
+            v["issues"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|i| i["field"] == field),
+            "the 400 does not name `{field}`: {answer}"
+        );
+        v
+    };
+    refused(&bad, "port");
+    // An IPv6 backend on an IPv4 VIP (the checks of `xlb check`).
     let mixed = vip(TCP_PORT, "tcp", &b[..1]).replace("192.0.2.11", "2001:db8::11");
-    let (status, body) = api(bed, "PUT", "/xlb/v1/vips/tcp4", Some(&mixed));
-    assert_eq!(status, 400, "an IPv6 backend on an IPv4 VIP: {body}");
-    let issues: Value = serde_json::from_str(&body).expect("JSON error");
-    assert!(
-        issues["issues"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|i| i["field"] == "backends[0].address"),
-        "the 400 does not name `backends[0].address`: {body}"
-    );
+    let issues = refused(&mixed, "backends[0].address");
     println!(
         "bad bodies: 400 on `port` (not a number) and on `backends[0].address` ({})",
         issues["error"]
@@ -380,18 +377,7 @@ fn run(bed: &L4Bed, store: &str) {
     );
     println!("after DELETE tcp4: the next connection was not answered ({}); {passed} packets passed to the kernel as pass_not_vip", refused.unwrap_err());
     // udp4 still serves.
-    let dns = bed
-        .client
-        .enter(|| {
-            let s = l4bed::udp_from(
-                SocketAddr::new(CLIENT4.into(), 40001),
-                SocketAddr::new(VIP4.into(), UDP_PORT),
-                TIMEOUT,
-            )?;
-            anyhow::Ok(l4bed::ask_udp(&s, 3)?)
-        })
-        .unwrap()
-        .expect("udp4 still answers");
+    let dns = ask_udp4(bed, 40001).expect("udp4 still answers");
     println!("udp4 still answered by {dns}");
 
     // A crash and a restart: the stored VIP keeps its pinned row (its
@@ -401,18 +387,7 @@ fn run(bed: &L4Bed, store: &str) {
     let reports_before_kill = reports(&xlb, 0).len();
     let mut xlb = xlb;
     xlb.kill9();
-    let dns = bed
-        .client
-        .enter(|| {
-            let s = l4bed::udp_from(
-                SocketAddr::new(CLIENT4.into(), 40002),
-                SocketAddr::new(VIP4.into(), UDP_PORT),
-                TIMEOUT,
-            )?;
-            anyhow::Ok(l4bed::ask_udp(&s, 3)?)
-        })
-        .unwrap()
-        .expect("udp4 forwarded by the pinned tables while no xlb runs");
+    let dns = ask_udp4(bed, 40002).expect("udp4 forwarded by the pinned tables while no xlb runs");
     println!("xlb killed: udp4 still answered by {dns}");
     let xlb = Xlb::start_named(&bed.lb, &instance, &config(store, bed), "info", &[])
         .expect("xlb started again");

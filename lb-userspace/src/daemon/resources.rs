@@ -158,16 +158,9 @@ pub(super) async fn start(
                 }
             }
             tasks.push(tokio::spawn(applier.run_from_loaded()));
-            if let Store::Etcd(etcd) = &store {
-                // Live nodes announce their applied revision under leased
-                // keys, for writes that wait for the whole fleet.
-                let key = format!("{}{node_id}", layout.nodes());
-                announce = Some(tokio::spawn(etcd.as_ref().clone().announce(
-                    key,
-                    rx.clone(),
-                    lease_tx,
-                )));
-            }
+            // Live nodes announce their applied revision under leased
+            // keys, for writes that wait for the whole fleet.
+            announce = announce_task(&store, &layout, &node_id, &rx, lease_tx);
             rx
         }
         None if vips.is_some() => {
@@ -184,15 +177,8 @@ pub(super) async fn start(
                 );
             }
             tasks.push(tokio::spawn(applier.run_from_loaded()));
-            if let Store::Etcd(etcd) = &store {
-                // It applies VIPs: fleet-wide writes wait for it.
-                let key = format!("{}{node_id}", layout.nodes());
-                announce = Some(tokio::spawn(etcd.as_ref().clone().announce(
-                    key,
-                    rx.clone(),
-                    lease_tx,
-                )));
-            }
+            // It applies VIPs: fleet-wide writes wait for it.
+            announce = announce_task(&store, &layout, &node_id, &rx, lease_tx);
             rx
         }
         None => {
@@ -206,15 +192,10 @@ pub(super) async fn start(
                 resources: i64::MAX,
             });
             std::mem::forget(tx);
-            if let (Store::Etcd(etcd), true) = (&store, config.health.shared_verdicts) {
-                // An L4-only node registers too when it votes: the votes
-                // are bound to its node key's lease.
-                let key = format!("{}{node_id}", layout.nodes());
-                announce = Some(tokio::spawn(etcd.as_ref().clone().announce(
-                    key,
-                    rx.clone(),
-                    lease_tx,
-                )));
+            if config.health.shared_verdicts {
+                // A node without a proxy registers too when it votes: the
+                // votes are bound to its node key's lease.
+                announce = announce_task(&store, &layout, &node_id, &rx, lease_tx);
             }
             rx
         }
@@ -264,4 +245,24 @@ pub(super) async fn start(
         verdicts,
         leaving,
     }))
+}
+
+/// With etcd, the task that announces this node's applied revision under
+/// its leased node key (and hands out the lease for its votes).
+fn announce_task(
+    store: &Store,
+    layout: &Layout,
+    node_id: &str,
+    applied: &tokio::sync::watch::Receiver<Applied>,
+    lease: tokio::sync::watch::Sender<i64>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Store::Etcd(etcd) = store else {
+        return None;
+    };
+    let key = format!("{}{node_id}", layout.nodes());
+    Some(tokio::spawn(etcd.as_ref().clone().announce(
+        key,
+        applied.clone(),
+        lease,
+    )))
 }

@@ -164,24 +164,7 @@ impl Applier {
         node: Context,
         dynamic: Arc<DynamicRoutes>,
     ) -> (Applier, watch::Receiver<Applied>) {
-        let (applied, rx) = watch::channel(Applied::default());
-        (
-            Applier {
-                store,
-                layout,
-                node,
-                dynamic: Some(dynamic),
-                applied,
-                state: State::default(),
-                snapshot: None,
-                dirty: false,
-                lazy: None,
-                catalog: Arc::default(),
-                vip_sink: None,
-                vip_wait: false,
-            },
-            rx,
-        )
+        Applier::with(store, layout, node, Some(dynamic))
     }
 
     /// An applier for a node without a proxy: only VIPs are applied
@@ -192,20 +175,30 @@ impl Applier {
         node: Context,
         sink: VipSink,
     ) -> (Applier, watch::Receiver<Applied>) {
+        let (applier, rx) = Applier::with(store, layout, node, None);
+        (applier.with_vips(sink), rx)
+    }
+
+    fn with(
+        store: Store,
+        layout: Layout,
+        node: Context,
+        dynamic: Option<Arc<DynamicRoutes>>,
+    ) -> (Applier, watch::Receiver<Applied>) {
         let (applied, rx) = watch::channel(Applied::default());
         (
             Applier {
                 store,
                 layout,
                 node,
-                dynamic: None,
+                dynamic,
                 applied,
                 state: State::default(),
                 snapshot: None,
                 dirty: false,
                 lazy: None,
                 catalog: Arc::default(),
-                vip_sink: Some(sink),
+                vip_sink: None,
                 vip_wait: false,
             },
             rx,
