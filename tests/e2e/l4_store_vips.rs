@@ -380,6 +380,43 @@ fn run(bed: &L4Bed, store: &str) {
     let dns = ask_udp4(bed, 40001).expect("udp4 still answers");
     println!("udp4 still answered by {dns}");
 
+    // Health checks apply to stored VIPs: nothing listens on port 8081 of
+    // the backends, so both leave the table of a VIP checked there.
+    let mut checked: Value = serde_json::from_str(&vip(TCP_PORT, "tcp", &b[..2])).unwrap();
+    checked["health_check"] = serde_json::json!({
+        "type": "tcp", "port": 8081, "interval": "100ms", "timeout": "100ms",
+        "unhealthy_threshold": 2, "healthy_threshold": 1,
+    });
+    let (status, body) = api(bed, "PUT", "/xlb/v1/vips/hc4", Some(&checked.to_string()));
+    assert_eq!(status, 200, "PUT hc4: {body}");
+    let reports_before = reports(&xlb, 0).len();
+    let t = Instant::now();
+    let both_out = store_bed::eventually(Duration::from_secs(10), || {
+        let log = xlb.stderr();
+        b[..2]
+            .iter()
+            .all(|a| log.contains(&format!("L4 backend l4/hc4/{a} out of its VIP's table")))
+    });
+    assert!(
+        both_out,
+        "hc4's backends did not leave its table: {}",
+        xlb.stderr()
+    );
+    // The health verdicts re-applied hc4's table, and only hc4's.
+    let applies = reports(&xlb, reports_before);
+    assert!(
+        applies
+            .iter()
+            .any(|l| l.contains("+vips [] ~vips [\"hc4\"] -vips []")),
+        "no apply of hc4 alone after its health verdicts: {applies:?}"
+    );
+    println!(
+        "hc4 (health-checked, stored): both backends out of its table {:?} after the PUT",
+        t.elapsed()
+    );
+    let (status, body) = api(bed, "DELETE", "/xlb/v1/vips/hc4", None);
+    assert_eq!(status, 200, "DELETE hc4: {body}");
+
     // A crash and a restart: the stored VIP keeps its pinned row (its
     // counter goes on) and is forwarded while no xlb runs.
     let udp4_before = counter(&xlb.stats().expect("stats"), "vips", "udp4");
