@@ -7,6 +7,7 @@
 mod ops;
 pub use ops::{anycast_status, drain_flag};
 mod resources;
+mod store_vips;
 mod verdicts;
 use std::{
     collections::{BTreeSet, HashMap},
@@ -81,6 +82,17 @@ pub struct Daemon {
     /// last apply (so that a fleet decision that changes nothing for this
     /// node's tables writes nothing).
     excluded: BTreeSet<BackendKey>,
+    /// Whether VIPs come from the store too (with a store and an XDP
+    /// datapath): `config.l4.vips` is then `file_vips` and `store_vips`
+    /// merged (`store_vips::merged`).
+    stored_vips: bool,
+    /// The file's VIPs.
+    file_vips: Vec<crate::config::l4::VipConfig>,
+    /// The store's VIPs, by name, as applied.
+    store_vips: std::collections::BTreeMap<String, crate::config::l4::VipConfig>,
+    /// Stored VIP changes for the XDP tables (with a store and an XDP
+    /// datapath; the run loop takes it).
+    vip_rx: Option<mpsc::UnboundedReceiver<crate::store::apply::VipChange>>,
 }
 
 /// What a started daemon serves, for the ready line.
@@ -123,19 +135,39 @@ impl Daemon {
     /// L4 tables and attaches; binds the proxy's listeners and starts its
     /// workers.
     pub async fn start(
-        config: Config,
+        mut config: Config,
         config_path: &Path,
         mode_override: Option<XdpModeSetting>,
         inherited: &mut Inherited,
     ) -> anyhow::Result<Daemon> {
         let l7_plan = plan_l7(&config)?;
+        let l4_on = wants_l4(&config);
+        // With a store, its VIPs join the file's (which has none) before
+        // the first table write: a restarted daemon adopts their pinned
+        // rows, and shared verdicts shape their first tables too.
+        let store = resources::open(&config).await?;
+        let stored_vips = l4_on && store.is_some();
+        let file_vips = config.l4.vips.clone();
+        let mut store_vips = Default::default();
+        if let (true, Some(store)) = (stored_vips, &store) {
+            match store_vips::stored_vips(store, &config).await {
+                Ok(vips) => {
+                    log::info!("config store: {} L4 VIPs", vips.len());
+                    config.l4.vips = store_vips::merged(&file_vips, &vips);
+                    store_vips = vips;
+                }
+                Err(e) => log::warn!(
+                    "config store: VIPs not read before the first table write ({e:#}); they follow with the store's first read"
+                ),
+            }
+        }
         // Shared verdicts: the fleet's decision shapes the first tables.
         let first_decision = verdicts::first_decision(&config).await?;
         let (first_l4, excluded) = match &first_decision {
             Some(d) => verdicts::without_fleet_down(&config.l4, d),
             None => (config.l4.clone(), BTreeSet::new()),
         };
-        let l4 = if wants_l4(&config) {
+        let l4 = if l4_on {
             let mut dp = Datapath::load(&config)?;
             let refill = FloodRefill::new(dp.ebpf_mut(), config.l4.new_flows_per_cpu_sec)?;
             let flood_rate = refill.rate();
@@ -176,7 +208,15 @@ impl Daemon {
             }
             None => None,
         };
-        let mut resources = resources::start(&config, l7.as_mut(), first_decision).await?;
+        let (vip_tx, vip_rx) = match (&l4, stored_vips) {
+            (Some(_), true) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
+        let mut resources =
+            resources::start(&config, l7.as_mut(), first_decision, store, vip_tx).await?;
         let verdicts = resources.as_mut().and_then(|r| r.verdicts.take());
         let mut d = Daemon {
             l4,
@@ -191,7 +231,19 @@ impl Daemon {
             resources,
             verdicts,
             excluded,
+            stored_vips,
+            file_vips,
+            store_vips,
+            vip_rx: None,
         };
+        // The store's first read, before ready (its VIPs were read above
+        // already: normally this writes nothing).
+        if let Some(mut rx) = vip_rx {
+            while let Ok(change) = rx.try_recv() {
+                d.apply_vip_change(change).await;
+            }
+            d.vip_rx = Some(rx);
+        }
         d.update_health_targets()?;
         // Votes go out at start (every checked backend, as seen so far).
         d.publish_local_verdicts();
@@ -236,7 +288,7 @@ impl Daemon {
     /// swapped before the L4 tables, whose writes do not fail short of a
     /// kernel error.
     pub async fn reload(&mut self) -> anyhow::Result<ApplyReport> {
-        let new = Config::load(&self.config_path)?;
+        let mut new = Config::load(&self.config_path)?;
         let restart_only = [
             ("instance", new.instance != self.config.instance),
             ("bpffs", new.bpffs != self.config.bpffs),
@@ -275,6 +327,11 @@ impl Daemon {
                 changed.join(", ")
             );
         }
+        let file_vips = new.l4.vips.clone();
+        if self.stored_vips {
+            // The file's VIPs and the store's.
+            new.l4.vips = store_vips::merged(&file_vips, &self.store_vips);
+        }
         let macs = match &self.l4 {
             Some(_) => Some(next_hops::resolve_all(&new.l4).await?),
             None => None,
@@ -296,6 +353,7 @@ impl Daemon {
             _ => ApplyReport::default(),
         };
         self.config = new;
+        self.file_vips = file_vips;
         self.generation += 1;
         if let Err(e) = self.update_health_targets() {
             log::error!("health checks not updated: {e:#}");
@@ -571,6 +629,7 @@ pub async fn run(
 
     let mut watch = ConfigWatch::new(&daemon.config_path, daemon.config.watch);
     let mut health_rx = daemon.health_rx.take();
+    let mut vip_rx = daemon.vip_rx.take();
     let mut escalations = daemon.l7.as_mut().and_then(|s| s.take_escalations());
     let mut decisions = daemon.verdicts.as_ref().map(|v| v.decisions.clone());
     let mut expire_tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -601,6 +660,12 @@ pub async fn run(
                 continue;
             }
             true = watch.changed() => "config file changed",
+            Some(change) = recv_opt(&mut vip_rx) => {
+                daemon.apply_vip_change(change).await;
+                daemon.sync_announcements(&mut announcer);
+                observe_wiring::publish(&observe, &daemon);
+                continue;
+            }
             Some(ev) = recv_opt(&mut health_rx) => {
                 daemon.apply_health(ev).await;
                 daemon.sync_announcements(&mut announcer);

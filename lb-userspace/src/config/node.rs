@@ -153,11 +153,10 @@ pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
     } else {
         "embedded"
     };
-    // `l4.vips` stay allowed in the file: the store holds VIPs for the
-    // admin API, but the XDP tables are written from the file's VIPs only
-    // (applying stored VIPs to XDP is not wired: `store::apply`), so an
-    // L4 node with a store — e.g. one sharing health verdicts through
-    // etcd — keeps its VIPs here.
+    // `l4.vips` stay allowed in the file beside the store's VIPs (both
+    // reach the XDP tables; on a clash the file's wins, see
+    // `daemon/store_vips.rs`): an L4 node with a store — e.g. one sharing
+    // health verdicts through etcd — may keep its VIPs here.
     for (path, n) in [
         ("l7.routes", config.l7.routes.len()),
         ("l7.upstreams", config.l7.upstreams.len()),

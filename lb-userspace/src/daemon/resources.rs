@@ -12,7 +12,7 @@ use crate::{
     },
     l7::service::L7Service,
     store::{
-        apply::{Applied, Applier},
+        apply::{Applied, Applier, VipSink},
         keys::Layout,
         lazy::{SharedSlots, StoreSlots},
         resources::Resources,
@@ -74,20 +74,29 @@ impl Drop for Running {
     }
 }
 
-/// Starts the store side of `config` (nothing for `config_store: file`).
-/// Returns once the store's content is applied, so that "ready" means the
-/// routes in the store are served.
-pub(super) async fn start(
-    config: &Config,
-    l7: Option<&mut L7Service>,
-    first_decision: Option<crate::health::fleet::Decision>,
-) -> anyhow::Result<Option<Running>> {
+/// Opens the store `config` names (`None` for `config_store: file`).
+pub(super) async fn open(config: &Config) -> anyhow::Result<Option<Store>> {
     let kind = config.config_store.effective_kind(config.admin.is_some());
     if kind == StoreKind::File {
         return Ok(None);
     }
-    let Some(store) = Store::open(&config.config_store, kind, config.instance.as_str()).await?
-    else {
+    Store::open(&config.config_store, kind, config.instance.as_str()).await
+}
+
+/// Starts the store side of `config` over `store` (from [`open`]; nothing
+/// without one). Returns once the store's content is applied, so that
+/// "ready" means the routes in the store are served. With `vips`, stored
+/// VIP changes go there (the daemon's XDP tables) and count as applied
+/// once written.
+pub(super) async fn start(
+    config: &Config,
+    l7: Option<&mut L7Service>,
+    first_decision: Option<crate::health::fleet::Decision>,
+    store: Option<Store>,
+    vips: Option<VipSink>,
+) -> anyhow::Result<Option<Running>> {
+    let kind = config.config_store.effective_kind(config.admin.is_some());
+    let Some(store) = store else {
         return Ok(None);
     };
     let layout = Layout::new(&config.config_store.prefix);
@@ -111,6 +120,9 @@ pub(super) async fn start(
             let dynamic = svc.dynamic_with(lazy);
             let (mut applier, rx) =
                 Applier::new(store.clone(), layout.clone(), node.clone(), dynamic.clone());
+            if let Some(sink) = vips {
+                applier = applier.with_vips(sink);
+            }
             if let Some(hosts) = dynamic.lazy() {
                 let slots = StoreSlots::new(
                     store.clone(),
@@ -146,16 +158,27 @@ pub(super) async fn start(
                 }
             }
             tasks.push(tokio::spawn(applier.run_from_loaded()));
-            if let Store::Etcd(etcd) = &store {
-                // Live nodes announce their applied revision under leased
-                // keys, for writes that wait for the whole fleet.
-                let key = format!("{}{node_id}", layout.nodes());
-                announce = Some(tokio::spawn(etcd.as_ref().clone().announce(
-                    key,
-                    rx.clone(),
-                    lease_tx,
-                )));
+            // Live nodes announce their applied revision under leased
+            // keys, for writes that wait for the whole fleet.
+            announce = announce_task(&store, &layout, &node_id, &rx, lease_tx);
+            rx
+        }
+        None if vips.is_some() => {
+            // No proxy, but XDP: the store's VIPs are applied (routes and
+            // upstreams are followed, not served).
+            let sink = vips.expect("matched");
+            let (mut applier, rx) =
+                Applier::vips_only(store.clone(), layout.clone(), node.clone(), sink);
+            if let Err(e) = applier.load().await {
+                // The VIPs read before the first table write (if any)
+                // keep serving; the watch catches up once the store answers.
+                log::warn!(
+                    "config store: first read failed ({e}); following the store once it answers"
+                );
             }
+            tasks.push(tokio::spawn(applier.run_from_loaded()));
+            // It applies VIPs: fleet-wide writes wait for it.
+            announce = announce_task(&store, &layout, &node_id, &rx, lease_tx);
             rx
         }
         None => {
@@ -169,15 +192,10 @@ pub(super) async fn start(
                 resources: i64::MAX,
             });
             std::mem::forget(tx);
-            if let (Store::Etcd(etcd), true) = (&store, config.health.shared_verdicts) {
-                // An L4-only node registers too when it votes: the votes
-                // are bound to its node key's lease.
-                let key = format!("{}{node_id}", layout.nodes());
-                announce = Some(tokio::spawn(etcd.as_ref().clone().announce(
-                    key,
-                    rx.clone(),
-                    lease_tx,
-                )));
+            if config.health.shared_verdicts {
+                // A node without a proxy registers too when it votes: the
+                // votes are bound to its node key's lease.
+                announce = announce_task(&store, &layout, &node_id, &rx, lease_tx);
             }
             rx
         }
@@ -227,4 +245,24 @@ pub(super) async fn start(
         verdicts,
         leaving,
     }))
+}
+
+/// With etcd, the task that announces this node's applied revision under
+/// its leased node key (and hands out the lease for its votes).
+fn announce_task(
+    store: &Store,
+    layout: &Layout,
+    node_id: &str,
+    applied: &tokio::sync::watch::Receiver<Applied>,
+    lease: tokio::sync::watch::Sender<i64>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Store::Etcd(etcd) = store else {
+        return None;
+    };
+    let key = format!("{}{node_id}", layout.nodes());
+    Some(tokio::spawn(etcd.as_ref().clone().announce(
+        key,
+        applied.clone(),
+        lease,
+    )))
 }

@@ -8,8 +8,9 @@
 //! connection-table entry left by a removed backend cannot point at a new
 //! backend that happened to take the same index soon after.
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::IpAddr,
+    sync::Arc,
 };
 
 use anyhow::{bail, Context as _};
@@ -66,6 +67,18 @@ pub struct L4Tables {
     tx_ports: tx_ports::TxPorts,
     /// Per VIP, the digest of its live table (see [`table_digest`]).
     digests: BTreeMap<String, u64>,
+    /// Per VIP, the config its table was last built from, the table (as
+    /// backend positions) and its digest: a VIP whose config did not
+    /// change is neither rebuilt nor compared slot by slot, so a change to
+    /// one VIP costs one Maglev build, whatever the number of VIPs.
+    built: HashMap<String, Built>,
+}
+
+#[derive(Debug)]
+struct Built {
+    config: VipConfig,
+    positions: Arc<Vec<u32>>,
+    digest: u64,
 }
 
 /// What one `apply` changed, for the log and the admin reply.
@@ -192,6 +205,7 @@ impl L4Tables {
             echo_aliases: HashMap::new(),
             tx_ports: tx_ports::TxPorts::new(),
             digests: BTreeMap::new(),
+            built: HashMap::new(),
         }
     }
 
@@ -308,12 +322,24 @@ impl L4Tables {
         }
         let mut report = ApplyReport::default();
 
-        // 1. Plan without side effects.
-        let mut tables = Vec::with_capacity(l4.vips.len());
+        // 1. Plan without side effects. A VIP whose config is the one its
+        // table was built from keeps that table (`unchanged`).
+        let mut tables: Vec<Arc<Vec<u32>>> = Vec::with_capacity(l4.vips.len());
+        let mut unchanged = Vec::with_capacity(l4.vips.len());
         for v in &l4.vips {
-            let t = predict::table(v, self.m)
-                .with_context(|| format!("building the Maglev table of VIP `{}`", v.name))?;
-            tables.push(t);
+            match self.built.get(&v.name) {
+                Some(b) if b.config == *v => {
+                    tables.push(b.positions.clone());
+                    unchanged.push(true);
+                }
+                _ => {
+                    let t = predict::table(v, self.m).with_context(|| {
+                        format!("building the Maglev table of VIP `{}`", v.name)
+                    })?;
+                    tables.push(Arc::new(t));
+                    unchanged.push(false);
+                }
+            }
         }
         let new_vips = l4
             .vips
@@ -403,17 +429,47 @@ impl L4Tables {
             self.backends.insert(*a, slot);
         }
 
-        self.digests = l4
-            .vips
-            .iter()
-            .zip(&tables)
-            .map(|(v, t)| (v.name.clone(), table_digest(v, t)))
-            .collect();
+        let mut built = HashMap::with_capacity(l4.vips.len());
+        for ((v, t), same) in l4.vips.iter().zip(&tables).zip(&unchanged) {
+            let digest = match (same, self.built.get(&v.name)) {
+                (true, Some(b)) => b.digest,
+                _ => table_digest(v, t),
+            };
+            built.insert(
+                v.name.clone(),
+                Built {
+                    config: v.clone(),
+                    positions: t.clone(),
+                    digest,
+                },
+            );
+        }
+        self.digests = built.iter().map(|(n, b)| (n.clone(), b.digest)).collect();
+        // A VIP's table in slot indices changes only with its positions
+        // or when one of its backends got a new slot (never: a backend
+        // keeps its slot while any VIP names it), so an unchanged VIP
+        // whose halves are known is skipped below without a comparison.
 
         // 3. VIPs: write the idle half, then flip.
         // (key, Some(meta)) to write, (key, None) to remove.
         let mut pending_meta: Vec<(VipKey, Option<VipMeta>)> = Vec::new();
-        for (v, positions) in l4.vips.iter().zip(&tables) {
+        for ((v, positions), same) in l4.vips.iter().zip(&tables).zip(&unchanged) {
+            let key = vip_key(v);
+            let mode = match v.mode {
+                ForwardMode::Dsr => VIP_MODE_DSR,
+                ForwardMode::Ipip => VIP_MODE_IPIP,
+            };
+            let flags = vip_flags(v, l4);
+            if let (true, Some(row)) = (*same, self.vips.get(&v.name)) {
+                let live = (row.meta.table & 1) as usize;
+                if !row.halves[live].is_empty()
+                    && row.meta.mode == mode
+                    && row.meta.flags == flags
+                    && row.key == key
+                {
+                    continue;
+                }
+            }
             let table: Vec<u32> = positions
                 .iter()
                 .map(|&p| match p {
@@ -421,12 +477,6 @@ impl L4Tables {
                     p => self.backends[&v.backends[p as usize].address].index,
                 })
                 .collect();
-            let key = vip_key(v);
-            let mode = match v.mode {
-                ForwardMode::Dsr => VIP_MODE_DSR,
-                ForwardMode::Ipip => VIP_MODE_IPIP,
-            };
-            let flags = vip_flags(v, l4);
             match self.vips.get_mut(&v.name) {
                 Some(row) => {
                     let live = (row.meta.table & 1) as usize;
@@ -514,7 +564,17 @@ impl L4Tables {
             k.family |= FAMILY_FRAGMENTS;
             aliases.entry(k).or_insert_with(|| v.name.clone());
         }
+        // Alias entries are written when new, moved to another VIP, or
+        // when their VIP's entry changed: nothing for untouched VIPs.
+        let touched: HashSet<&String> = report
+            .vips_added
+            .iter()
+            .chain(&report.vips_changed)
+            .collect();
         for (k, name) in &aliases {
+            if self.fragment_aliases.get(k) == Some(name) && !touched.contains(name) {
+                continue;
+            }
             let meta = self.vips[name].meta;
             ebpf.vip_insert(*k, meta)?;
         }
@@ -534,6 +594,9 @@ impl L4Tables {
             echo.entry(k).or_insert_with(|| v.name.clone());
         }
         for (k, name) in &echo {
+            if self.echo_aliases.get(k) == Some(name) && !touched.contains(name) {
+                continue;
+            }
             let meta = self.vips[name].meta;
             ebpf.vip_insert(*k, meta)?;
         }
@@ -557,6 +620,7 @@ impl L4Tables {
             self.free_backends.push_back(slot.index);
             report.backends_removed.push(a);
         }
+        self.built = built;
         Ok(report)
     }
 
@@ -771,6 +835,39 @@ mod apply_tests {
         // Settings and the alias entries are rewritten each time, nothing
         // else.
         assert!(maps.writes - writes <= 3, "{} writes", maps.writes - writes);
+    }
+
+    #[test]
+    fn a_change_to_one_vip_writes_that_vips_table_and_nothing_else() {
+        let cfg = l4(&[("192.0.2.11", 1), ("192.0.2.12", 1)], 1);
+        let mut t = L4Tables::new(&cfg);
+        let mut maps = FakeMaps::default();
+        t.apply(&mut maps, &cfg, &macs(&cfg)).unwrap();
+        let x0 = t.vips["x0"].clone();
+        let x0_meta = maps.vips[&x0.key];
+        let x0_slots: Vec<Option<u32>> = (0..2 * M)
+            .map(|i| maps.maglev.get(&(x0.row * 2 * M + i)).copied())
+            .collect();
+        let x0_digest = t.digests()["x0"].clone();
+        // `web` alone drops a backend's weight to 0.
+        let mut changed = cfg.clone();
+        changed.vips[0].backends[1].weight = 0;
+        let writes = maps.writes;
+        let r = t.apply(&mut maps, &changed, &macs(&changed)).unwrap();
+        assert_eq!(r.vips_changed, ["web"]);
+        assert!(r.slots_written > 0 && r.slots_written <= M as usize);
+        // Settings, web's entry and its two aliases, and web's slots.
+        assert_eq!(maps.writes - writes, 1 + 3 + r.slots_written);
+        assert_eq!(maps.vips[&x0.key], x0_meta);
+        let after: Vec<Option<u32>> = (0..2 * M)
+            .map(|i| maps.maglev.get(&(x0.row * 2 * M + i)).copied())
+            .collect();
+        assert_eq!(after, x0_slots, "x0's table was written");
+        assert_eq!(t.digests()["x0"], x0_digest);
+        // An unchanged VIP's table is not built again: the same allocation.
+        let before = Arc::as_ptr(&t.built["x0"].positions);
+        t.apply(&mut maps, &changed, &macs(&changed)).unwrap();
+        assert_eq!(Arc::as_ptr(&t.built["x0"].positions), before);
     }
 
     #[test]

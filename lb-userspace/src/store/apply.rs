@@ -3,8 +3,10 @@
 //! from the next revision. A route change re-plans the host slots the
 //! route was and is in — only the routes of those slots — and swaps their
 //! tables; an upstream change rebuilds that pool; nothing else is touched.
-//! Each batch is applied before the applied revision advances, which is
-//! what read-your-writes waits for.
+//! An L4 VIP change goes to the daemon, which rewrites that VIP's Maglev
+//! table in the XDP maps ([`VipChange`]). Each batch is applied — VIPs
+//! included — before the applied revision advances, which is what
+//! read-your-writes waits for.
 //!
 //! While the store is unreachable nothing is removed: the proxy keeps
 //! serving what it last applied, and the watch is resumed from the last
@@ -17,7 +19,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     keys::{KeyOf, Layout},
@@ -25,6 +27,7 @@ use super::{
     Event, KeyValue, Store, StoreError, WatchBatch,
 };
 use crate::config::{
+    l4::VipConfig,
     l7::{RouteConfig, UpstreamYaml},
     middleware::RateLimitYaml,
     resource::{self, Context, Kind},
@@ -50,6 +53,26 @@ pub struct Applied {
     pub resources: i64,
 }
 
+/// L4 VIPs the store changed, for the daemon to write into the XDP
+/// tables; the applier waits for `done` before its applied revision
+/// advances (read-your-writes).
+#[derive(Debug)]
+pub struct VipChange {
+    /// The store revision of the change.
+    pub revision: i64,
+    /// `true`: `vips` is every stored VIP (a first read, a re-read after a
+    /// compaction); `false`: only the VIPs that changed.
+    pub full: bool,
+    /// By name: `Some` created or replaced, `None` deleted.
+    pub vips: BTreeMap<String, Option<VipConfig>>,
+    /// Answered once the tables say what `vips` says (or the write was
+    /// refused and logged).
+    pub done: oneshot::Sender<()>,
+}
+
+/// Where the applier sends VIP changes (the daemon's L4 half).
+pub type VipSink = mpsc::UnboundedSender<VipChange>;
+
 /// The resources this node has applied, and where each route sits.
 #[derive(Default)]
 struct State {
@@ -68,6 +91,8 @@ struct State {
     refs: HashMap<(Kind, String), BTreeSet<String>>,
     /// The resources as stored, for the snapshot.
     raw: BTreeMap<String, Vec<u8>>,
+    /// The L4 VIPs applied, by name.
+    vips: BTreeMap<String, VipConfig>,
 }
 
 impl State {
@@ -92,6 +117,9 @@ struct Touched {
     slots: HashSet<HostSlot>,
     upstreams: BTreeSet<String>,
     rules: BTreeSet<String>,
+    /// VIPs changed (`None`: deleted), and whether the whole set is new.
+    vips: BTreeMap<String, Option<VipConfig>>,
+    all_vips: bool,
 }
 
 /// Feeds the store into the proxy.
@@ -99,7 +127,8 @@ pub struct Applier {
     store: Store,
     layout: Layout,
     node: Context,
-    dynamic: Arc<DynamicRoutes>,
+    /// The proxy's routes (`None`: no proxy on this node, only VIPs).
+    dynamic: Option<Arc<DynamicRoutes>>,
     applied: watch::Sender<Applied>,
     state: State,
     /// Where what was applied is kept for a restart while the store is
@@ -112,6 +141,13 @@ pub struct Applier {
     lazy: Option<Arc<LazyHosts>>,
     /// The upstreams and rules applied, for lazy loads to plan against.
     catalog: Arc<RwLock<Catalog>>,
+    /// Where VIP changes go (`None`: no XDP datapath here; VIPs are
+    /// stored and listed only).
+    vip_sink: Option<VipSink>,
+    /// Whether to wait for the daemon to write each VIP change (not
+    /// during the first read: the daemon applies that one itself before
+    /// it reports ready, as its loop does not run yet).
+    vip_wait: bool,
 }
 
 fn parse_value<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
@@ -128,6 +164,27 @@ impl Applier {
         node: Context,
         dynamic: Arc<DynamicRoutes>,
     ) -> (Applier, watch::Receiver<Applied>) {
+        Applier::with(store, layout, node, Some(dynamic))
+    }
+
+    /// An applier for a node without a proxy: only VIPs are applied
+    /// (through `sink`); routes and upstreams are followed but not served.
+    pub fn vips_only(
+        store: Store,
+        layout: Layout,
+        node: Context,
+        sink: VipSink,
+    ) -> (Applier, watch::Receiver<Applied>) {
+        let (applier, rx) = Applier::with(store, layout, node, None);
+        (applier.with_vips(sink), rx)
+    }
+
+    fn with(
+        store: Store,
+        layout: Layout,
+        node: Context,
+        dynamic: Option<Arc<DynamicRoutes>>,
+    ) -> (Applier, watch::Receiver<Applied>) {
         let (applied, rx) = watch::channel(Applied::default());
         (
             Applier {
@@ -141,9 +198,18 @@ impl Applier {
                 dirty: false,
                 lazy: None,
                 catalog: Arc::default(),
+                vip_sink: None,
+                vip_wait: false,
             },
             rx,
         )
+    }
+
+    /// Sends VIP changes to `sink` (the daemon's L4 half), which writes
+    /// them into the XDP tables.
+    pub fn with_vips(mut self, sink: VipSink) -> Applier {
+        self.vip_sink = Some(sink);
+        self
     }
 
     /// Lazy routing through `lazy`: only routes without a host are loaded
@@ -234,7 +300,12 @@ impl Applier {
     /// at one revision (the any-host routes through their index entries,
     /// which carry the route).
     async fn read_eager_part(&self) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        let kinds = [Kind::Upstreams, Kind::RateLimits, Kind::Certificates, Kind::Vips];
+        let kinds = [
+            Kind::Upstreams,
+            Kind::RateLimits,
+            Kind::Certificates,
+            Kind::Vips,
+        ];
         let mut prefixes: Vec<String> = kinds.iter().map(|k| self.layout.kind(*k)).collect();
         prefixes.push(self.layout.slot(&HostSlot::Any));
         let (ranges, rev) = self.store.ranges(&prefixes).await?;
@@ -275,6 +346,7 @@ impl Applier {
         let mut touched = Touched {
             revision,
             all_lazy: true,
+            all_vips: true,
             ..Touched::default()
         };
         touched.slots.extend(old_slots);
@@ -311,6 +383,8 @@ impl Applier {
     /// Follows the watch for ever after a [`Applier::load`], reconnecting
     /// after outages.
     pub async fn run_from_loaded(mut self) {
+        // From now on the daemon's loop answers VIP changes.
+        self.vip_wait = true;
         let mut next = self.applied.borrow().revision + 1;
         // One warning per outage, not one per retry.
         let mut down_since: Option<std::time::Instant> = None;
@@ -521,10 +595,38 @@ impl Applier {
                 t.all_lazy = true;
                 t.rules.insert(id);
             }
-            // Certificates and VIPs are stored and served by the admin
-            // API; applying them to listeners and the XDP tables is not
-            // wired yet.
-            Kind::Certificates | Kind::Vips => {}
+            Kind::Vips => {
+                let vip = match kv.as_ref().map(parse_value::<VipConfig>) {
+                    Some(Some(v)) => match resource::check_vip(&v) {
+                        Ok(()) => Some(v),
+                        Err(issues) => {
+                            // Written through another path: keep what runs.
+                            log::error!(
+                                "config store: VIP {id} is invalid, not applied: {issues:?}"
+                            );
+                            return;
+                        }
+                    },
+                    Some(None) => {
+                        log::error!("config store: VIP {id} does not parse, not applied");
+                        return;
+                    }
+                    None => None,
+                };
+                // The store's id is the VIP's name (the admin API fills it).
+                let vip = vip.map(|mut v| {
+                    v.name = id.clone();
+                    v
+                });
+                match &vip {
+                    Some(v) => s.vips.insert(id.clone(), v.clone()),
+                    None => s.vips.remove(&id),
+                };
+                t.vips.insert(id, vip);
+            }
+            // Certificates are stored and served by the admin API;
+            // applying them to listeners is not wired yet.
+            Kind::Certificates => {}
         }
     }
 
@@ -548,8 +650,36 @@ impl Applier {
         }
     }
 
-    /// Applies upstreams, then rules, then the touched slots.
+    /// Applies VIPs (waiting for the daemon to write them), upstreams,
+    /// then rules, then the touched slots.
     async fn apply(&mut self, t: Touched) {
+        if let Some(sink) = &self.vip_sink {
+            if t.all_vips || !t.vips.is_empty() {
+                let vips = if t.all_vips {
+                    self.state
+                        .vips
+                        .iter()
+                        .map(|(n, v)| (n.clone(), Some(v.clone())))
+                        .collect()
+                } else {
+                    t.vips.clone()
+                };
+                let (done, written) = oneshot::channel();
+                let change = VipChange {
+                    revision: t.revision,
+                    full: t.all_vips,
+                    vips,
+                    done,
+                };
+                if sink.send(change).is_ok() && self.vip_wait {
+                    // An error: the daemon is stopping.
+                    let _ = written.await;
+                }
+            }
+        }
+        let Some(dynamic) = self.dynamic.clone() else {
+            return;
+        };
         if !t.upstreams.is_empty() || !t.rules.is_empty() {
             let mut c = self.catalog.write().unwrap_or_else(|e| e.into_inner());
             for id in &t.upstreams {
@@ -574,7 +704,7 @@ impl Applier {
                 }
                 None => None,
             };
-            if let Err(e) = self.dynamic.set_upstream(id, plan.as_ref()).await {
+            if let Err(e) = dynamic.set_upstream(id, plan.as_ref()).await {
                 log::error!("config store: upstream {id}: {e:#}");
             }
         }
@@ -587,12 +717,12 @@ impl Applier {
                 }
                 None => None,
             };
-            if let Err(e) = self.dynamic.set_rate_rule(name, cfg) {
+            if let Err(e) = dynamic.set_rate_rule(name, cfg) {
                 log::error!("config store: rate limit {name}: {e:#}");
             }
         }
         for slot in &t.slots {
-            self.apply_slot(slot);
+            self.apply_slot(&dynamic, slot);
         }
         if let (Some(lazy), true) = (&self.lazy, t.all_lazy) {
             // After the pools and rules are in place, so that a re-read
@@ -604,7 +734,7 @@ impl Applier {
     /// Plans the routes of `slot` and swaps its tables. A route that does
     /// not plan (its upstream is missing, say, after writes through
     /// another path) is left out and logged; the others are served.
-    fn apply_slot(&self, slot: &HostSlot) {
+    fn apply_slot(&self, dynamic: &DynamicRoutes, slot: &HostSlot) {
         let routes: Vec<RouteConfig> = self
             .state
             .slots
@@ -620,10 +750,14 @@ impl Applier {
                 resource::parse::<RouteConfig>(&v).ok()
             })
             .collect();
-        if let Some(per_listener) =
-            plan_slot(slot, routes, &self.node, &self.state.upstreams, &self.state.rules)
-        {
-            if let Err(e) = self.dynamic.set_slot(slot, &per_listener) {
+        if let Some(per_listener) = plan_slot(
+            slot,
+            routes,
+            &self.node,
+            &self.state.upstreams,
+            &self.state.rules,
+        ) {
+            if let Err(e) = dynamic.set_slot(slot, &per_listener) {
                 log::error!("config store: host {slot:?}: {e}");
             }
         }
