@@ -241,7 +241,7 @@ impl RecordSink for Observe {
                 || status::is_error(&record)
                 || rand::random::<f64>() < self.sample
             {
-                log.push(record);
+                log.push(&record);
             } else {
                 self.metrics.log_sampled_out.inc();
             }
