@@ -227,7 +227,11 @@ fn write_loop(
 
 #[cfg(test)]
 mod tests {
-    use std::{net::SocketAddr, sync::Mutex, time::SystemTime};
+    use std::{
+        net::SocketAddr,
+        sync::{mpsc, Mutex},
+        time::SystemTime,
+    };
 
     use serde_json::Value;
 
