@@ -207,7 +207,13 @@ mod tests {
 
     #[test]
     fn strings_round_trip_through_a_json_parser() {
-        for s in ["plain", "q\"uote", "back\\slash", "nl\n\tx\u{1}\u{7f}", "ünï"] {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "nl\n\tx\u{1}\u{7f}",
+            "ünï",
+        ] {
             let back: String = serde_json::from_str(&json(s)).unwrap();
             assert_eq!(back, s);
         }
@@ -215,7 +221,13 @@ mod tests {
 
     #[test]
     fn millis_are_written_like_the_f64_they_stand_for() {
-        for (us, text) in [(1500, "1.5"), (900, "0.9"), (12_000, "12.0"), (1, "0.001"), (1230, "1.23")] {
+        for (us, text) in [
+            (1500, "1.5"),
+            (900, "0.9"),
+            (12_000, "12.0"),
+            (1, "0.001"),
+            (1230, "1.23"),
+        ] {
             let mut out = Vec::new();
             millis(&mut out, Duration::from_micros(us));
             assert_eq!(String::from_utf8(out).unwrap(), text);
