@@ -204,7 +204,8 @@ impl Daemon {
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let mut l7 = match l7_plan {
             Some(plan) => {
-                Some(L7Service::start_inheriting(plan, health_tx.clone(), inherited).await?)
+                // Held until the store's resources are applied (below).
+                Some(L7Service::start_held(plan, health_tx.clone(), inherited).await?)
             }
             None => None,
         };
@@ -219,6 +220,9 @@ impl Daemon {
             resources::start(&config, l7.as_mut(), first_decision, store, vip_tx, inherited)
                 .await?;
         let verdicts = resources.as_mut().and_then(|r| r.verdicts.take());
+        if let Some(svc) = &l7 {
+            svc.open();
+        }
         let mut d = Daemon {
             l4,
             l7,
