@@ -23,6 +23,8 @@
 use std::{
     convert::Infallible,
     fs::File,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -41,7 +43,6 @@ use nix::sched::{setns, CloneFlags};
 use xlb_tests::{privilege::privileged, xlb::Xlb, Netns};
 
 #[path = "../../lb-userspace/tests/store_bed/mod.rs"]
-#[allow(dead_code)]
 mod store_bed;
 
 const PROXY: &str = "127.0.0.1:18280";
@@ -137,6 +138,41 @@ fn proxied(host: &str) -> std::io::Result<(u16, String)> {
     store_bed::http(&addr(PROXY), "GET", "/", &[("Host", host)], None)
 }
 
+/// One request on a keep-alive connection to the admin API: status,
+/// lower-cased head; `None` when the connection was closed before an
+/// answer (the caller reconnects).
+fn keepalive_get(conn: &mut BufReader<TcpStream>, path: &str) -> std::io::Result<(u16, String)> {
+    conn.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())?;
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {head:?}"),
+            ));
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body)?;
+    Ok((status, head))
+}
+
 /// What the loops saw.
 #[derive(Default)]
 struct Seen {
@@ -151,6 +187,12 @@ struct Seen {
     acked: Mutex<Vec<String>>,
     /// Distinct pids seen answering `GET /xlb/v1/status`, in order.
     status_pids: Mutex<Vec<u64>>,
+    /// Keep-alive admin client: answers, 503s (with `Retry-After` and
+    /// `Connection: close`), connections opened, failures.
+    keepalive_ok: AtomicU64,
+    keepalive_503: AtomicU64,
+    keepalive_conns: AtomicU64,
+    keepalive_failed: AtomicU64,
 }
 
 impl Seen {
@@ -284,6 +326,54 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
         })
     };
 
+    // Admin reads on keep-alive connections: a connection to a process
+    // that hands over must get an answer (the documented 503) and be
+    // closed, never be dropped unanswered.
+    let keepalive_loop = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        spawn_in(&ns, move || {
+            let mut conn: Option<BufReader<TcpStream>> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => match TcpStream::connect_timeout(&addr(ADMIN), Duration::from_secs(5)) {
+                        Ok(t) => {
+                            let _ = t.set_read_timeout(Some(Duration::from_secs(10)));
+                            seen.keepalive_conns.fetch_add(1, Ordering::Relaxed);
+                            conn.insert(BufReader::new(t))
+                        }
+                        Err(e) => {
+                            seen.keepalive_failed.fetch_add(1, Ordering::Relaxed);
+                            seen.error(format!("keep-alive connect: {e}"));
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                    },
+                };
+                match keepalive_get(c, "/xlb/v1/routes/base") {
+                    Ok((200, head)) => {
+                        seen.keepalive_ok.fetch_add(1, Ordering::Relaxed);
+                        if head.contains("connection: close") {
+                            conn = None;
+                        }
+                    }
+                    Ok((503, head))
+                        if head.contains("retry-after:") && head.contains("connection: close") =>
+                    {
+                        seen.keepalive_503.fetch_add(1, Ordering::Relaxed);
+                        conn = None;
+                    }
+                    other => {
+                        seen.keepalive_failed.fetch_add(1, Ordering::Relaxed);
+                        seen.error(format!("keep-alive GET: {other:?}"));
+                        conn = None;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
     let mut pids = vec![first];
     let mut result: Result<(), String> = Ok(());
     for i in 0..HANDOVERS {
@@ -326,6 +416,7 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
     stop.store(true, Ordering::Relaxed);
     let _ = proxy_loop.join();
     let _ = admin_loop.join();
+    let _ = keepalive_loop.join();
 
     let proxied_ok = seen.proxied_ok.load(Ordering::Relaxed);
     let proxied_failed = seen.proxied_failed.load(Ordering::Relaxed);
@@ -334,6 +425,14 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
     let admin_failed = seen.admin_failed.load(Ordering::Relaxed);
     let acked = seen.acked.lock().unwrap().clone();
     let status_pids = seen.status_pids.lock().unwrap().clone();
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    println!(
+        "keep-alive admin client: {} answered 200, {} answered 503+Retry-After+close, {} connections, {} failed",
+        n(&seen.keepalive_ok),
+        n(&seen.keepalive_503),
+        n(&seen.keepalive_conns),
+        n(&seen.keepalive_failed)
+    );
     println!(
         "pids {pids:?}; status answered by {status_pids:?}; proxied ok {proxied_ok} failed {proxied_failed}; \
          admin ok {admin_ok}, 503+Retry-After {admin_503}, failed {admin_failed}; acknowledged PUTs {}",
@@ -345,6 +444,11 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
     let errors = seen.errors.lock().unwrap().clone();
     assert_eq!(proxied_failed, 0, "failed proxied requests: {errors:?}");
     assert_eq!(admin_failed, 0, "admin requests not answered: {errors:?}");
+    assert_eq!(
+        n(&seen.keepalive_failed),
+        0,
+        "keep-alive admin requests not answered: {errors:?}"
+    );
     assert!(proxied_ok > 100 && acked.len() > 20, "too little load to mean anything");
 
     // The last successor serves; every acknowledged route is there.
