@@ -602,6 +602,40 @@ mod tests {
         );
     }
 
+    /// A handover: released, the file opens in another handle (the
+    /// successor) while calls here answer `Unavailable`; a waiting open
+    /// gives up with a clear error while the file is held; after a failed
+    /// handover the store reopens and its watchers get what the other
+    /// handle wrote meanwhile.
+    #[tokio::test]
+    async fn release_lets_another_open_and_reopen_replays_its_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let s = EmbeddedStore::open(&path, true).unwrap();
+        let r1 = s.txn(&[], &[put("/w/a", "1")]).unwrap().revision;
+        let mut w = s.watch("/w/", r1 + 1).unwrap();
+        let held = EmbeddedStore::open_waiting(&path, true, std::time::Duration::from_millis(100))
+            .unwrap_err();
+        assert!(format!("{held:#}").contains("still held"), "{held:#}");
+        assert_eq!(s.release().unwrap(), r1);
+        assert!(s.is_released());
+        assert!(matches!(s.get("/w/a"), Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            s.txn(&[], &[put("/w/b", "2")]),
+            Err(StoreError::Unavailable(_))
+        ));
+        let other = EmbeddedStore::open_waiting(&path, true, std::time::Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(other.get("/w/a").unwrap().unwrap().value, b"1");
+        let r2 = other.txn(&[], &[put("/w/c", "3")]).unwrap().revision;
+        drop(other);
+        s.reopen(r1, std::time::Duration::from_secs(1)).unwrap();
+        assert!(!s.is_released());
+        let b = w.recv().await.unwrap().unwrap();
+        assert_eq!(b.revision, r2);
+        assert_eq!(s.get("/w/c").unwrap().unwrap().value, b"3");
+    }
+
     #[tokio::test]
     async fn a_watch_replays_from_its_revision_then_follows() {
         let dir = tempfile::tempdir().unwrap();
