@@ -216,9 +216,15 @@ impl Daemon {
             }
             _ => (None, None),
         };
-        let mut resources =
-            resources::start(&config, l7.as_mut(), first_decision, store, vip_tx, inherited)
-                .await?;
+        let mut resources = resources::start(
+            &config,
+            l7.as_mut(),
+            first_decision,
+            store,
+            vip_tx,
+            inherited,
+        )
+        .await?;
         let verdicts = resources.as_mut().and_then(|r| r.verdicts.take());
         if let Some(svc) = &l7 {
             svc.open();

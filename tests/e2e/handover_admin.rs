@@ -24,8 +24,8 @@ use std::{
     convert::Infallible,
     fs::File,
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
     net::SocketAddr,
+    net::TcpStream,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -336,19 +336,21 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 let c = match &mut conn {
                     Some(c) => c,
-                    None => match TcpStream::connect_timeout(&addr(ADMIN), Duration::from_secs(5)) {
-                        Ok(t) => {
-                            let _ = t.set_read_timeout(Some(Duration::from_secs(10)));
-                            seen.keepalive_conns.fetch_add(1, Ordering::Relaxed);
-                            conn.insert(BufReader::new(t))
+                    None => {
+                        match TcpStream::connect_timeout(&addr(ADMIN), Duration::from_secs(5)) {
+                            Ok(t) => {
+                                let _ = t.set_read_timeout(Some(Duration::from_secs(10)));
+                                seen.keepalive_conns.fetch_add(1, Ordering::Relaxed);
+                                conn.insert(BufReader::new(t))
+                            }
+                            Err(e) => {
+                                seen.keepalive_failed.fetch_add(1, Ordering::Relaxed);
+                                seen.error(format!("keep-alive connect: {e}"));
+                                std::thread::sleep(Duration::from_millis(20));
+                                continue;
+                            }
                         }
-                        Err(e) => {
-                            seen.keepalive_failed.fetch_add(1, Ordering::Relaxed);
-                            seen.error(format!("keep-alive connect: {e}"));
-                            std::thread::sleep(Duration::from_millis(20));
-                            continue;
-                        }
-                    },
+                    }
                 };
                 match keepalive_get(c, "/xlb/v1/routes/base") {
                     Ok((200, head)) => {
@@ -449,7 +451,10 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
         0,
         "keep-alive admin requests not answered: {errors:?}"
     );
-    assert!(proxied_ok > 100 && acked.len() > 20, "too little load to mean anything");
+    assert!(
+        proxied_ok > 100 && acked.len() > 20,
+        "too little load to mean anything"
+    );
 
     // The last successor serves; every acknowledged route is there.
     let last = xlb.pid();
@@ -482,11 +487,21 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
         Some(u64::from(last)),
         "the last successor answers the admin API: {body}"
     );
-    assert!(missing_api.is_empty(), "acknowledged, not read back: {missing_api:?}");
-    assert!(missing_proxy.is_empty(), "acknowledged, not served: {missing_proxy:?}");
+    assert!(
+        missing_api.is_empty(),
+        "acknowledged, not read back: {missing_api:?}"
+    );
+    assert!(
+        missing_proxy.is_empty(),
+        "acknowledged, not served: {missing_proxy:?}"
+    );
     let (code, text) = metrics.expect("/metrics after the handovers");
     assert_eq!(code, 200);
-    assert!(text.contains("xlb_"), "metrics: {}", &text[..text.len().min(300)]);
+    assert!(
+        text.contains("xlb_"),
+        "metrics: {}",
+        &text[..text.len().min(300)]
+    );
     for p in &pids[..HANDOVERS] {
         assert!(!running(*p) || *p == first, "process {p} still runs");
     }
@@ -499,4 +514,110 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
     xlb.stop().expect("stop");
     stop_backend.store(true, Ordering::Relaxed);
     let _ = backend_thread.join();
+}
+
+/// A successor that fails after it opened the released store (its config
+/// names a listener address it cannot bind): the old process reopens the
+/// store, its admin API answers again (writes included, by its own pid),
+/// and a good successor then takes over with everything written.
+#[test]
+fn a_failed_successor_gives_the_store_back() {
+    if !privileged("handover_admin failed successor") {
+        return;
+    }
+    const PROXY2: &str = "127.0.0.1:18281";
+    const ADMIN2: &str = "127.0.0.1:19281";
+    let ns = Netns::new("hoafail").expect("namespace");
+    let dir = tempfile::tempdir().unwrap();
+    let good = format!(
+        "admin:\n  address: \"{ADMIN2}\"\nconfig_store:\n  kind: embedded\n  path: \"{}\"\nlifecycle:\n  takeover_timeout: 20s\nl7:\n  listeners:\n    - name: web\n      address: \"{PROXY2}\"\n",
+        dir.path().join("store.redb").display()
+    );
+    let mut xlb = Xlb::start_l7(&ns, &good).expect("xlb starts");
+    let _files = RunFiles(xlb.instance().to_string());
+    let first = xlb.pid();
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        ns.enter(|| store_bed::http(&addr(ADMIN2), method, path, &[], body))
+            .unwrap()
+            .unwrap_or_else(|e| (0, format!("error: {e}")))
+    };
+    let get = |host: &str| {
+        ns.enter(|| store_bed::http(&addr(PROXY2), "GET", "/", &[("Host", host)], None))
+            .unwrap()
+            .unwrap_or_else(|e| (0, format!("error: {e}")))
+    };
+    let upstream = format!(r#"{{"nodes":[{{"address":"{BACKEND}"}}]}}"#);
+    assert_eq!(
+        call("PUT", "/xlb/v1/upstreams/node", Some(&upstream)).0,
+        200
+    );
+    let route = |h: &str| format!(r#"{{"hosts":["{h}"],"upstream":"node"}}"#);
+    assert_eq!(
+        call("PUT", "/xlb/v1/routes/a", Some(&route("a.test"))).0,
+        200
+    );
+
+    // The successor's config adds a listener on an address no interface
+    // has: it opens the store, then fails binding and exits.
+    let path = xlb.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}    - name: bad\n      address: \"192.0.2.99:8080\"\n"),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !xlb.stderr().contains("reopened after the failed handover") {
+        assert!(
+            Instant::now() < deadline,
+            "the store was not reopened:\n{}",
+            xlb.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        xlb.stderr().contains("embedded store released"),
+        "the store was released for the successor:\n{}",
+        xlb.stderr()
+    );
+    // The old process answers, writes included.
+    let (s, body) = call("GET", "/xlb/v1/status", None);
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(first)), "{body}");
+    assert_eq!(
+        call("PUT", "/xlb/v1/routes/b", Some(&route("b.test"))).0,
+        200
+    );
+    // (No backend runs here: a route that exists answers 502 or 503, an
+    // unknown host 404.)
+    let routed = |host: &str| matches!(get(host).0, 502 | 503);
+    assert!(
+        routed("b.test"),
+        "the route written after the failure is served"
+    );
+    assert_eq!(get("nope.test").0, 404, "control: an unknown host");
+
+    // A good successor takes over with both routes.
+    std::fs::write(&path, &text).unwrap();
+    let second = xlb.hand_over().expect("a good successor takes over");
+    assert_ne!(second, first);
+    let (s, body) = call("GET", "/xlb/v1/status", None);
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(second)), "{body}");
+    for id in ["a", "b"] {
+        assert_eq!(
+            call("GET", &format!("/xlb/v1/routes/{id}"), None).0,
+            200,
+            "route {id}"
+        );
+        assert!(routed(&format!("{id}.test")), "route {id} served");
+    }
+    xlb.stop().expect("stop");
 }

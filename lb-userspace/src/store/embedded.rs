@@ -624,8 +624,8 @@ mod tests {
             s.txn(&[], &[put("/w/b", "2")]),
             Err(StoreError::Unavailable(_))
         ));
-        let other = EmbeddedStore::open_waiting(&path, true, std::time::Duration::from_secs(1))
-            .unwrap();
+        let other =
+            EmbeddedStore::open_waiting(&path, true, std::time::Duration::from_secs(1)).unwrap();
         assert_eq!(other.get("/w/a").unwrap().unwrap().value, b"1");
         let r2 = other.txn(&[], &[put("/w/c", "3")]).unwrap().revision;
         drop(other);
