@@ -772,6 +772,10 @@ pub async fn run(
     if let Some(svc) = daemon.l7.take() {
         svc.shutdown().await;
     }
+    // Admin requests this process took get their answers before it exits.
+    if let Some(r) = &daemon.resources {
+        r.drain_admin().await;
+    }
     if let Some(t) = observe_tasks {
         t.stop().await;
     }

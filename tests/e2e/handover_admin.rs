@@ -51,14 +51,13 @@ const OBSERVE: &str = "127.0.0.1:19290";
 const BACKEND: &str = "127.0.0.1:18981";
 const HANDOVERS: usize = 3;
 
-fn config(store: &std::path::Path) -> String {
+/// The node's file over `store` (the `config_store:` section's lines).
+fn config(store: &str) -> String {
     format!(
         "admin:
   address: \"{ADMIN}\"
 config_store:
-  kind: embedded
-  path: \"{}\"
-observe:
+{store}observe:
   listen: \"{OBSERVE}\"
 lifecycle:
   takeover_timeout: 30s
@@ -67,8 +66,7 @@ l7:
   listeners:
     - name: web
       address: \"{PROXY}\"
-",
-        store.display()
+"
     )
 }
 
@@ -248,9 +246,40 @@ fn handovers_with_admin_api_embedded_store_and_observe_lose_nothing() {
     }
     let ns = Netns::new("hoadm").expect("namespace");
     let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "  kind: embedded\n  path: \"{}\"\n",
+        dir.path().join("store.redb").display()
+    );
+    handovers_under_load(&ns, &store);
+}
+
+/// The same with etcd (no store release: both processes may use it; the
+/// admin and observe sockets still go over).
+#[test]
+fn handovers_with_admin_api_etcd_store_and_observe_lose_nothing() {
+    if !privileged("handover_admin (etcd)") {
+        return;
+    }
+    let Some(bin) = store_bed::etcd_binary("handover_admin (etcd)") else {
+        return;
+    };
+    let ns = Netns::new("hoaetcd").expect("namespace");
+    let etcd = store_bed::Etcd::start_at(&bin, [127, 0, 0, 1].into(), Some(&ns.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "  kind: etcd\n  endpoints: [\"{}\"]\n  snapshot: \"{}\"\n",
+        etcd.endpoint(),
+        dir.path().join("snapshot.json").display()
+    );
+    handovers_under_load(&ns, &store);
+    drop(etcd);
+}
+
+/// xlb over `store` in `ns`, handed over [`HANDOVERS`] times under load.
+fn handovers_under_load(ns: &Netns, store: &str) {
     let stop_backend = Arc::new(AtomicBool::new(false));
-    let backend_thread = backend(&ns, stop_backend.clone());
-    let mut xlb = Xlb::start_l7(&ns, &config(&dir.path().join("store.redb"))).expect("xlb starts");
+    let backend_thread = backend(ns, stop_backend.clone());
+    let mut xlb = Xlb::start_l7(ns, &config(store)).expect("xlb starts");
     let _files = RunFiles(xlb.instance().to_string());
     let first = xlb.pid();
 

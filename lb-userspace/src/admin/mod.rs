@@ -40,6 +40,25 @@ pub struct Admin {
     /// it accepts no connection, and a request on a connection it already
     /// has gets 503 with `Retry-After: 1` and `Connection: close`.
     pub paused: watch::Receiver<bool>,
+    /// Requests being answered now (a process that hands over or stops
+    /// waits for them before it exits).
+    pub inflight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts one request in flight while it lives.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Admin {
@@ -115,7 +134,12 @@ pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<Admin>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler::handle(&admin, req).await) }
+                let counted = InFlight::new(&admin.inflight);
+                async move {
+                    let r = handler::handle(&admin, req).await;
+                    drop(counted);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -44,6 +44,8 @@ pub(super) struct Running {
     admin_socket: Option<(SocketAddr, SocketAddr, std::net::TcpListener)>,
     /// Pauses the admin API (handover).
     admin_paused: tokio::sync::watch::Sender<bool>,
+    /// Admin requests being answered.
+    admin_inflight: Arc<std::sync::atomic::AtomicUsize>,
     /// The store (a handover releases an embedded one).
     store: Store,
 }
@@ -84,6 +86,24 @@ impl Running {
     /// connection, and requests on open ones get 503 + `Retry-After`.
     pub(super) fn pause_admin(&self, paused: bool) {
         self.admin_paused.send_replace(paused);
+    }
+
+    /// Before this process exits (handed over, or stopped): pauses the
+    /// admin API and waits (bounded) until the requests it is answering
+    /// have their answers, so that no request it took is dropped
+    /// unanswered. A connection accepted just before the pause gets a
+    /// moment to send its request (answered 503, `Retry-After`).
+    pub(super) async fn drain_admin(&self) {
+        use std::sync::atomic::Ordering;
+        self.pause_admin(true);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let deadline =
+            tokio::time::Instant::now() + admin::APPLY_WAIT + std::time::Duration::from_secs(1);
+        while self.admin_inflight.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Handover with an embedded store: pauses the admin API, waits for
@@ -307,6 +327,7 @@ pub(super) async fn start(
     let mut admin_addr = None;
     let mut admin_socket = None;
     let (admin_paused, paused) = tokio::sync::watch::channel(false);
+    let admin_inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     if let Some(a) = &config.admin {
         let token = a
             .token()
@@ -335,6 +356,7 @@ pub(super) async fn start(
             token,
             lazy: lazy_hosts,
             paused,
+            inflight: admin_inflight.clone(),
         });
         tasks.push(tokio::spawn(admin::serve(listener, admin)));
     }
@@ -345,6 +367,7 @@ pub(super) async fn start(
         leaving,
         admin_socket,
         admin_paused,
+        admin_inflight,
         store,
     }))
 }
