@@ -309,7 +309,7 @@ fn handovers_under_load(ns: &Netns, store: &str) {
     // Proxied requests, each on a new connection.
     let proxy_loop = {
         let (seen, stop) = (seen.clone(), stop.clone());
-        spawn_in(&ns, move || {
+        spawn_in(ns, move || {
             while !stop.load(Ordering::Relaxed) {
                 match proxied("base.test") {
                     Ok((200, _)) => {
@@ -327,7 +327,7 @@ fn handovers_under_load(ns: &Netns, store: &str) {
     // Admin: a new route per round, and the status.
     let admin_loop = {
         let (seen, stop) = (seen.clone(), stop.clone());
-        spawn_in(&ns, move || {
+        spawn_in(ns, move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
@@ -360,7 +360,7 @@ fn handovers_under_load(ns: &Netns, store: &str) {
     // closed, never be dropped unanswered.
     let keepalive_loop = {
         let (seen, stop) = (seen.clone(), stop.clone());
-        spawn_in(&ns, move || {
+        spawn_in(ns, move || {
             let mut conn: Option<BufReader<TcpStream>> = None;
             while !stop.load(Ordering::Relaxed) {
                 let c = match &mut conn {
