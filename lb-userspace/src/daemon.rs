@@ -145,7 +145,7 @@ impl Daemon {
         // With a store, its VIPs join the file's (which has none) before
         // the first table write: a restarted daemon adopts their pinned
         // rows, and shared verdicts shape their first tables too.
-        let store = resources::open(&config).await?;
+        let store = resources::open(&config, inherited.takeover.then_some(&*inherited)).await?;
         let stored_vips = l4_on && store.is_some();
         let file_vips = config.l4.vips.clone();
         let mut store_vips = Default::default();
@@ -204,7 +204,8 @@ impl Daemon {
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let mut l7 = match l7_plan {
             Some(plan) => {
-                Some(L7Service::start_inheriting(plan, health_tx.clone(), inherited).await?)
+                // Held until the store's resources are applied (below).
+                Some(L7Service::start_held(plan, health_tx.clone(), inherited).await?)
             }
             None => None,
         };
@@ -215,9 +216,19 @@ impl Daemon {
             }
             _ => (None, None),
         };
-        let mut resources =
-            resources::start(&config, l7.as_mut(), first_decision, store, vip_tx).await?;
+        let mut resources = resources::start(
+            &config,
+            l7.as_mut(),
+            first_decision,
+            store,
+            vip_tx,
+            inherited,
+        )
+        .await?;
         let verdicts = resources.as_mut().and_then(|r| r.verdicts.take());
+        if let Some(svc) = &l7 {
+            svc.open();
+        }
         let mut d = Daemon {
             l4,
             l7,
@@ -504,6 +515,9 @@ impl Daemon {
     }
 }
 
+/// The handover kind of the observe listener's socket.
+const OBSERVE: &str = "observe";
+
 /// The `deny` reason recorded for rate-limit escalations.
 const ESCALATION_REASON: u32 = 1;
 
@@ -568,6 +582,13 @@ pub async fn run(
     } else {
         None
     };
+    // The observe socket of the same address is adopted by its bind.
+    if let Some(listen) = config.observe.as_ref().map(|o| o.listen) {
+        if let Some(socket) = inherited.take_single(OBSERVE, listen) {
+            let local = socket.local_addr().unwrap_or(listen);
+            crate::observe::server::inherit(listen, local, socket);
+        }
+    }
     let mut daemon = Daemon::start(config, config_path, mode_override, &mut inherited).await?;
     if !inherited.is_empty() {
         log::info!(
@@ -736,8 +757,24 @@ pub async fn run(
         t.abort();
         let _ = t.await;
     }
+    let mut observe_tasks = observe_tasks;
+    if handed_over {
+        // The successor serves /metrics and the admin API on the same
+        // sockets: this process stops accepting there now, not after the
+        // drain.
+        if let Some(t) = observe_tasks.take() {
+            t.stop().await;
+        }
+        if let Some(r) = &daemon.resources {
+            r.pause_admin(true);
+        }
+    }
     if let Some(svc) = daemon.l7.take() {
         svc.shutdown().await;
+    }
+    // Admin requests this process took get their answers before it exits.
+    if let Some(r) = &daemon.resources {
+        r.drain_admin().await;
     }
     if let Some(t) = observe_tasks {
         t.stop().await;

@@ -17,6 +17,23 @@ const MAX_PAGE: usize = 1000;
 
 /// Answers one admin request.
 pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
+    if *admin.paused.borrow() {
+        // A handover: the successor answers on a new connection.
+        let mut r = reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process is handing over to a successor; retry (a new connection reaches it)",
+        );
+        let h = r.headers_mut();
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return r;
+    }
     if let Some(t) = &admin.token {
         if !t.admits(req.headers()) {
             let mut r = reply::error(
@@ -78,6 +95,7 @@ async fn status(admin: &Admin) -> Response<Body> {
     let applied = *admin.applied.borrow();
     let healthy = admin.resources.store.healthy().await;
     let mut body = json!({
+        "pid": std::process::id(),
         "applied_revision": applied.revision,
         "store": {
             "kind": admin.resources.store.kind(),

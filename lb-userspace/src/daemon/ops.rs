@@ -64,10 +64,50 @@ impl Daemon {
             Some(svc) => handover::send_groups(&conn, &svc.handover_sockets()),
             None => Ok(()),
         };
+        // The node's own listeners: the admin API and /metrics.
+        let sent = sent.and_then(|()| {
+            if let Some((c, l, s)) = self.resources.as_ref().and_then(|r| r.admin_socket()) {
+                handover::send_single(&conn, super::resources::ADMIN, c, l, s)?;
+            }
+            if let Some((c, l, s)) = crate::observe::server::handover_socket() {
+                handover::send_single(&conn, super::OBSERVE, c, l, &s)?;
+            }
+            Ok(())
+        });
         if let Err(e) = sent {
             log::error!("handover: sending the listeners failed, going on: {e}");
             notify::resumed();
             return false;
+        }
+        // An embedded store's file can be open in one process only: this
+        // one stops its admin API (new connections wait in the socket's
+        // queue for the successor) and closes the database; a write in
+        // progress commits first, so nothing acknowledged is lost.
+        let mut released_at = None;
+        if let Some(r) = &self.resources {
+            match r.release_store().await {
+                None => {}
+                Some(Ok(rev)) => {
+                    log::info!("handover: embedded store released at revision {rev}");
+                    released_at = Some(rev);
+                }
+                Some(Err(e)) => {
+                    log::error!("handover: releasing the embedded store failed, going on: {e:#}");
+                    r.pause_admin(false);
+                    notify::resumed();
+                    return false;
+                }
+            }
+        }
+        if released_at.is_some() {
+            if let Err(e) = handover::send_store_released(&conn) {
+                log::error!("handover: telling the successor failed, going on: {e}");
+                if let (Some(r), Some(rev)) = (&self.resources, released_at) {
+                    r.reopen_store(rev).await;
+                }
+                notify::resumed();
+                return false;
+            }
         }
         if let Some(h) = &mut self.l4 {
             h.dp.release_lock();
@@ -87,6 +127,9 @@ impl Daemon {
             Err(e) => {
                 log::error!("handover failed ({e}); this process goes on serving");
                 self.take_instance_back().await;
+                if let (Some(r), Some(rev)) = (&self.resources, released_at) {
+                    r.reopen_store(rev).await;
+                }
                 notify::resumed();
                 false
             }

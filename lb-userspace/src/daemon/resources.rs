@@ -1,7 +1,7 @@
 //! The daemon's resource side when a store holds them: open the store,
 //! switch the proxy to per-host tables, load and follow the store, and
 //! serve the admin API.
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use crate::{
     admin::{self, Admin, Token},
@@ -10,7 +10,7 @@ use crate::{
         resource::Context,
         Config,
     },
-    l7::service::L7Service,
+    l7::{service::L7Service, Inherited},
     store::{
         apply::{Applied, Applier, VipSink},
         keys::Layout,
@@ -20,6 +20,9 @@ use crate::{
         Store,
     },
 };
+
+/// The handover kind of the admin API's socket.
+pub(super) const ADMIN: &str = "admin";
 
 /// The tasks that keep resources applied and the admin API served.
 pub(super) struct Running {
@@ -36,6 +39,15 @@ pub(super) struct Running {
         crate::store::etcd::EtcdStore,
         tokio::sync::watch::Receiver<i64>,
     )>,
+    /// The admin API's socket (a second handle, for a handover):
+    /// configured address, bound address, socket.
+    admin_socket: Option<(SocketAddr, SocketAddr, std::net::TcpListener)>,
+    /// Pauses the admin API (handover).
+    admin_paused: tokio::sync::watch::Sender<bool>,
+    /// Admin requests being answered.
+    admin_inflight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The store (a handover releases an embedded one).
+    store: Store,
 }
 
 impl Running {
@@ -63,6 +75,75 @@ impl Running {
     }
 }
 
+impl Running {
+    /// The admin API's socket for a successor: configured address, bound
+    /// address, socket.
+    pub(super) fn admin_socket(&self) -> Option<(SocketAddr, SocketAddr, &std::net::TcpListener)> {
+        self.admin_socket.as_ref().map(|(c, l, s)| (*c, *l, s))
+    }
+
+    /// Stops (`true`) or resumes the admin API: paused, it accepts no
+    /// connection, and requests on open ones get 503 + `Retry-After`.
+    pub(super) fn pause_admin(&self, paused: bool) {
+        self.admin_paused.send_replace(paused);
+    }
+
+    /// Before this process exits (handed over, or stopped): pauses the
+    /// admin API and waits (bounded) until the requests it is answering
+    /// have their answers, so that no request it took is dropped
+    /// unanswered. A connection accepted just before the pause gets a
+    /// moment to send its request (answered 503, `Retry-After`).
+    pub(super) async fn drain_admin(&self) {
+        use std::sync::atomic::Ordering;
+        self.pause_admin(true);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let deadline =
+            tokio::time::Instant::now() + admin::APPLY_WAIT + std::time::Duration::from_secs(1);
+        while self.admin_inflight.load(Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Handover with an embedded store: pauses the admin API, waits for
+    /// the write in progress (if any) to commit, and closes the database
+    /// file so that the successor can open it. Returns the revision at
+    /// release; `None` for etcd (nothing to release: both processes may
+    /// use it).
+    pub(super) async fn release_store(&self) -> Option<anyhow::Result<i64>> {
+        let Store::Embedded(s) = &self.store else {
+            return None;
+        };
+        self.pause_admin(true);
+        let s = s.clone();
+        Some(
+            tokio::task::spawn_blocking(move || s.release())
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r.map_err(anyhow::Error::from)),
+        )
+    }
+
+    /// A failed handover after [`Running::release_store`]: opens the file
+    /// again (waiting for the failed successor to let go of it) and
+    /// resumes the admin API.
+    pub(super) async fn reopen_store(&self, released_at: i64) {
+        if let Store::Embedded(s) = &self.store {
+            let s = s.clone();
+            let wait = std::time::Duration::from_secs(30);
+            match tokio::task::spawn_blocking(move || s.reopen(released_at, wait)).await {
+                Ok(Ok(())) => log::info!("config store: reopened after the failed handover"),
+                Ok(Err(e)) => log::error!(
+                    "config store: cannot reopen after the failed handover ({e:#}); the admin API answers 503 until xlb restarts"
+                ),
+                Err(e) => log::error!("config store: reopening: {e}"),
+            }
+        }
+        self.pause_admin(false);
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -74,13 +155,36 @@ impl Drop for Running {
     }
 }
 
-/// Opens the store `config` names (`None` for `config_store: file`).
-pub(super) async fn open(config: &Config) -> anyhow::Result<Option<Store>> {
+/// How long a successor waits for the embedded store file when its
+/// predecessor said it released it (normally it opens at once) ...
+const STORE_RELEASED_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// ... and when the predecessor did not say so (an older xlb, or none).
+const STORE_UNRELEASED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the store `config` names (`None` for `config_store: file`). A
+/// successor (`takeover`) waits a bounded time for its predecessor to
+/// release an embedded store's file.
+pub(super) async fn open(
+    config: &Config,
+    takeover: Option<&Inherited>,
+) -> anyhow::Result<Option<Store>> {
     let kind = config.config_store.effective_kind(config.admin.is_some());
     if kind == StoreKind::File {
         return Ok(None);
     }
-    Store::open(&config.config_store, kind, config.instance.as_str()).await
+    let wait = match takeover {
+        None => std::time::Duration::ZERO,
+        Some(i) if i.store_released => STORE_RELEASED_WAIT,
+        Some(_) => STORE_UNRELEASED_WAIT,
+    };
+    let opened =
+        Store::open_waiting(&config.config_store, kind, config.instance.as_str(), wait).await;
+    match (opened, takeover) {
+        (Err(e), Some(i)) if kind == StoreKind::Embedded && !i.store_released => Err(e.context(
+            "the running xlb did not release the embedded store (an xlb from before store handover?): stop it and start this one, or upgrade from a stop",
+        )),
+        (other, _) => other,
+    }
 }
 
 /// Starts the store side of `config` over `store` (from [`open`]; nothing
@@ -94,6 +198,7 @@ pub(super) async fn start(
     first_decision: Option<crate::health::fleet::Decision>,
     store: Option<Store>,
     vips: Option<VipSink>,
+    inherited: &mut Inherited,
 ) -> anyhow::Result<Option<Running>> {
     let kind = config.config_store.effective_kind(config.admin.is_some());
     let Some(store) = store else {
@@ -220,22 +325,38 @@ pub(super) async fn start(
     // other tasks (its key expires with its lease).
     tasks.extend(announce);
     let mut admin_addr = None;
+    let mut admin_socket = None;
+    let (admin_paused, paused) = tokio::sync::watch::channel(false);
+    let admin_inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     if let Some(a) = &config.admin {
         let token = a
             .token()
             .map_err(|e| anyhow::anyhow!("admin.token_file: {e}"))?
             .and_then(Token::new);
-        let listener = admin::bind(&a.address, token.as_ref()).await?;
-        admin_addr = listener.local_addr().ok();
+        let configured = admin::address(&a.address, token.as_ref())?;
+        // A successor adopts its predecessor's socket for the same address.
+        let adopted = inherited.take_single(ADMIN, configured);
+        if adopted.is_some() {
+            log::info!("admin API: the previous process's socket for {configured} adopted");
+        }
+        let listener = admin::bind_or_adopt(&a.address, token.as_ref(), adopted).await?;
+        let local = listener.local_addr()?;
+        admin_addr = Some(local);
+        // A second handle for a successor (close-on-exec, like every socket
+        // here: a successor gets it only over the handover socket).
+        let handle = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
+        admin_socket = Some((configured, local, std::net::TcpListener::from(handle)));
         let admin = Arc::new(Admin {
             resources: Resources {
-                store,
+                store: store.clone(),
                 layout,
                 node,
             },
             applied,
             token,
             lazy: lazy_hosts,
+            paused,
+            inflight: admin_inflight.clone(),
         });
         tasks.push(tokio::spawn(admin::serve(listener, admin)));
     }
@@ -244,6 +365,10 @@ pub(super) async fn start(
         admin_addr,
         verdicts,
         leaving,
+        admin_socket,
+        admin_paused,
+        admin_inflight,
+        store,
     }))
 }
 

@@ -47,6 +47,14 @@ pub struct Listeners {
 #[derive(Debug, Default)]
 pub struct Inherited {
     groups: Vec<(SocketAddr, SocketAddr, Vec<TcpListener>)>,
+    /// Single sockets of the node's own listeners (the admin API,
+    /// `observe.listen`), by kind: `(kind, configured, local, socket)`.
+    singles: Vec<(String, SocketAddr, SocketAddr, TcpListener)>,
+    /// The predecessor closed its embedded store for this process
+    /// (handover line `S`).
+    pub store_released: bool,
+    /// These came from a predecessor (`--takeover` found one).
+    pub takeover: bool,
 }
 
 impl Inherited {
@@ -67,15 +75,39 @@ impl Inherited {
         Some((local, sockets))
     }
 
-    /// How many groups were received and not taken (listeners the new
-    /// config dropped: their sockets close when this is dropped).
-    pub fn len(&self) -> usize {
-        self.groups.len()
+    /// Adds the socket of the node listener `kind` (`admin`, `observe`).
+    pub fn add_single(
+        &mut self,
+        kind: &str,
+        configured: SocketAddr,
+        local: SocketAddr,
+        socket: TcpListener,
+    ) {
+        self.singles
+            .push((kind.to_string(), configured, local, socket));
     }
 
-    /// No groups left.
+    /// Takes the `kind` socket if it was configured on (or bound to)
+    /// `addr`; a listener whose address changed is bound afresh (the
+    /// inherited socket closes when this is dropped).
+    pub fn take_single(&mut self, kind: &str, addr: SocketAddr) -> Option<TcpListener> {
+        let i = self
+            .singles
+            .iter()
+            .position(|(k, c, l, _)| k == kind && (*c == addr || *l == addr))?;
+        Some(self.singles.remove(i).3)
+    }
+
+    /// How many groups and node sockets were received and not taken
+    /// (listeners the new config dropped or moved: their sockets close
+    /// when this is dropped).
+    pub fn len(&self) -> usize {
+        self.groups.len() + self.singles.len()
+    }
+
+    /// Nothing left.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.groups.is_empty() && self.singles.is_empty()
     }
 }
 

@@ -71,6 +71,8 @@ pub struct L7Service {
     /// changed anything.
     resolved: HashMap<String, Vec<(SocketAddr, u32)>>,
     shutdown: watch::Sender<bool>,
+    /// Workers accept once this is true ([`L7Service::start_held`]).
+    open: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     /// Rate-limit rules by name with the config they were built from: a
     /// rule whose config did not change keeps its buckets across reloads.
@@ -117,6 +119,21 @@ impl L7Service {
     /// handed over (`inherited`) instead of binding new ones where the
     /// addresses match.
     pub async fn start_inheriting(
+        plan: L7Plan,
+        health_events: mpsc::UnboundedSender<HealthEvent>,
+        inherited: &mut Inherited,
+    ) -> anyhow::Result<L7Service> {
+        let svc = L7Service::start_held(plan, health_events, inherited).await?;
+        svc.open();
+        Ok(svc)
+    }
+
+    /// As [`L7Service::start_inheriting`], but the workers accept nothing
+    /// until [`L7Service::open`]: a daemon whose routes come from a store
+    /// loads them first, so that a successor in a handover never answers
+    /// from an empty table (connections wait in the listeners' queues,
+    /// which the predecessor still serves meanwhile).
+    pub async fn start_held(
         plan: L7Plan,
         health_events: mpsc::UnboundedSender<HealthEvent>,
         inherited: &mut Inherited,
@@ -196,6 +213,7 @@ impl L7Service {
             });
         }
         let (shutdown, _) = watch::channel(false);
+        let (open, _) = watch::channel(false);
         let mut workers = Vec::with_capacity(plan.workers);
         for w in 0..plan.workers {
             let mine: Vec<_> = sockets
@@ -208,9 +226,10 @@ impl L7Service {
                 .collect();
             let limits = plan.limits.clone();
             let rx = shutdown.subscribe();
+            let opened = open.subscribe();
             let handle = std::thread::Builder::new()
                 .name(format!("xlb-worker-{w}"))
-                .spawn(move || worker(w, mine, limits, rx))
+                .spawn(move || worker(w, mine, limits, rx, opened))
                 .context("starting a worker thread")?;
             workers.push(handle);
         }
@@ -220,6 +239,7 @@ impl L7Service {
             pools,
             resolved,
             shutdown,
+            open,
             workers,
             rules,
             escalation_sink,
@@ -532,6 +552,12 @@ impl L7Service {
             .collect()
     }
 
+    /// Lets the workers accept (after [`L7Service::start_held`]; a no-op
+    /// once open).
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the drain
     /// timeout) and joins the workers.
     pub async fn shutdown(mut self) {
@@ -576,6 +602,7 @@ fn worker(
     sockets: Vec<WorkerSocket>,
     limits: super::server::ServerLimits,
     shutdown: watch::Receiver<bool>,
+    mut open: watch::Receiver<bool>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -589,6 +616,12 @@ fn worker(
     };
     let limits_drain = limits.drain_timeout;
     rt.block_on(async move {
+        // Held until the daemon opens the service (or stops it first).
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            r = open.wait_for(|o| *o) => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
         let mut serving = Vec::new();
         for (sock, acceptor, proxy, name) in sockets {
             let listener = match tokio::net::TcpListener::from_std(sock) {

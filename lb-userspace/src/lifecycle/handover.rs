@@ -9,9 +9,17 @@
 //! ```text
 //! old → new   G <configured addr> <bound addr>   + SCM_RIGHTS: the group's sockets
 //!             … one G per L7 listener group …
+//! old → new   N <kind> <configured addr> <bound addr>  + SCM_RIGHTS: one socket
+//!             … one N per node listener: `admin` (the admin API), `observe` …
+//! old → new   S          (embedded store only: old stopped its admin API and
+//!                         closed the database file; new may open it)
 //! old → new   R          (old stopped writing the maps and let go of the instance lock)
 //! new → old   OK <pid>   (new serves everything: old stops accepting, drains, exits)
 //! ```
+//!
+//! The successor adopts each socket whose configured (or bound) address
+//! its own config names, and binds afresh a listener whose address
+//! changed.
 //!
 //! If the successor closes the connection (or stays silent past the
 //! timeout) without `OK`, the old process takes the instance lock back
@@ -138,6 +146,27 @@ pub fn send_groups(
     Ok(())
 }
 
+/// The old process's side: sends the socket of a node listener (`admin`,
+/// `observe`).
+pub fn send_single(
+    conn: &OwnedFd,
+    kind: &str,
+    configured: SocketAddr,
+    local: SocketAddr,
+    socket: &TcpListener,
+) -> Result<(), HandoverError> {
+    send(
+        conn,
+        &format!("N {kind} {configured} {local}"),
+        &[socket.as_raw_fd()],
+    )
+}
+
+/// The old process's side: says the embedded store's file is closed.
+pub fn send_store_released(conn: &OwnedFd) -> Result<(), HandoverError> {
+    send(conn, "S", &[])
+}
+
 /// The old process's side, part two: says the maps and lock are released.
 pub fn send_released(conn: &OwnedFd) -> Result<(), HandoverError> {
     send(conn, "R", &[])
@@ -189,11 +218,24 @@ impl Takeover {
         }
         setsockopt(&fd, sockopt::ReceiveTimeout, &timeval(timeout)).map_err(sys("SO_RCVTIMEO"))?;
         let mut inherited = Inherited::default();
+        inherited.takeover = true;
         loop {
             let (line, fds) = recv(&fd)?;
             let mut words = line.split_whitespace();
             match words.next() {
                 Some("R") => break,
+                Some("S") => inherited.store_released = true,
+                Some("N") => {
+                    let bad = || HandoverError::Protocol(format!("bad node line `{line}`"));
+                    let kind = words.next().ok_or_else(bad)?.to_string();
+                    let mut addr = || -> Result<SocketAddr, HandoverError> {
+                        words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)
+                    };
+                    let configured = addr()?;
+                    let local = addr()?;
+                    let socket = fds.into_iter().next().ok_or_else(bad)?;
+                    inherited.add_single(&kind, configured, local, TcpListener::from(socket));
+                }
                 Some("G") => {
                     let mut addr = || -> Result<SocketAddr, HandoverError> {
                         words.next().and_then(|w| w.parse().ok()).ok_or_else(|| {

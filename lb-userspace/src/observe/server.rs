@@ -73,11 +73,61 @@ fn answer(obs: &Observe, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-/// Binds `addr` (an error names it), then serves until `shutdown` turns true.
+/// The observe socket across a handover: the one received from the
+/// predecessor (taken by [`bind`] when the address matches) and a second
+/// handle on the one bound (sent to a successor). One daemon per process,
+/// as for the request-record sink.
+#[derive(Default)]
+struct Handover {
+    /// `(configured, bound, socket)` received from the predecessor.
+    inherited: Option<(SocketAddr, SocketAddr, std::net::TcpListener)>,
+    /// `(configured, bound, socket)` this process serves.
+    bound: Option<(SocketAddr, SocketAddr, std::net::TcpListener)>,
+}
+
+static HANDOVER: std::sync::Mutex<Handover> = std::sync::Mutex::new(Handover {
+    inherited: None,
+    bound: None,
+});
+
+fn handover() -> std::sync::MutexGuard<'static, Handover> {
+    HANDOVER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Gives [`bind`] the predecessor's observe socket, configured on
+/// `configured` and bound to `local`: a `bind` of either address adopts
+/// it; another address is bound afresh (and this socket closed).
+pub fn inherit(configured: SocketAddr, local: SocketAddr, socket: std::net::TcpListener) {
+    handover().inherited = Some((configured, local, socket));
+}
+
+/// The observe socket for a successor: configured address, bound
+/// address, and a second handle on the socket.
+pub fn handover_socket() -> Option<(SocketAddr, SocketAddr, std::net::TcpListener)> {
+    let h = handover();
+    let (c, l, s) = h.bound.as_ref()?;
+    Some((*c, *l, s.try_clone().ok()?))
+}
+
+/// Binds `addr` (an error names it), or adopts the socket a predecessor
+/// handed over for it ([`inherit`]).
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("observe.listen {addr}: {e}"))
+    let err = |e: std::io::Error| anyhow::anyhow!("observe.listen {addr}: {e}");
+    let inherited = handover().inherited.take();
+    let listener = match inherited {
+        Some((c, l, socket)) if c == addr || l == addr => {
+            log::info!("observe: the previous process's socket for {addr} adopted");
+            socket.set_nonblocking(true).map_err(err)?;
+            TcpListener::from_std(socket).map_err(err)?
+        }
+        _ => TcpListener::bind(addr).await.map_err(err)?,
+    };
+    let local = listener.local_addr().map_err(err)?;
+    let second = std::os::fd::AsFd::as_fd(&listener)
+        .try_clone_to_owned()
+        .map_err(err)?;
+    handover().bound = Some((addr, local, std::net::TcpListener::from(second)));
+    Ok(listener)
 }
 
 /// Serves `listener` until `shutdown` turns true.

@@ -9,8 +9,8 @@
 //! resume; live changes reach watchers through a broadcast channel sent
 //! while the write lock is held, so they arrive in revision order.
 use std::{
-    path::Path,
-    sync::{Arc, Mutex},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock, RwLockReadGuard},
 };
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
@@ -36,7 +36,11 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
-    db: Database,
+    /// `None` while released to a successor process during a handover
+    /// ([`EmbeddedStore::release`]): redb locks the file, so one process
+    /// at a time can have it open.
+    db: RwLock<Option<Database>>,
+    path: PathBuf,
     durable: bool,
     /// Held across commit and broadcast, so that watchers see revisions in
     /// order.
@@ -52,8 +56,38 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// What a call on a released store answers (the admin API: 503 with
+/// `Retry-After`).
+const RELEASED: &str =
+    "the embedded store was released to a successor process (handover); retry in a moment";
+
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
+}
+
+/// Marks an open error caused by another process holding the file.
+#[derive(Debug)]
+struct Held;
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the database file is open in another process")
+    }
+}
+
+fn is_held(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Held>().is_some()
+}
+
+/// A read lock on the open database.
+struct DbGuard<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        // `db()` checked that it is open, and the guard keeps it so.
+        self.0.as_ref().expect("checked open")
+    }
 }
 
 /// `[mod_revision: i64 LE][value]`.
@@ -136,12 +170,58 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("config store directory {}: {e}", dir.display()))?;
         }
+        let db = Self::open_db(path)?;
+        let (changes, _) = broadcast::channel(4096);
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                db: RwLock::new(Some(db)),
+                path: path.to_path_buf(),
+                durable,
+                write: Mutex::new(()),
+                changes,
+            }),
+        })
+    }
+
+    /// Opens the database file, waiting up to `wait` while another process
+    /// holds it (a predecessor that is releasing it in a handover).
+    pub fn open_waiting(
+        path: &Path,
+        durable: bool,
+        wait: std::time::Duration,
+    ) -> anyhow::Result<EmbeddedStore> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::open(path, durable) {
+                Err(e) if is_held(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) if is_held(&e) => {
+                    return Err(e.context(format!(
+                        "config store {}: still held by another process after {wait:?}",
+                        path.display()
+                    )))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_db(path: &Path) -> anyhow::Result<Database> {
         // redb's default page cache is 1 GiB; the resources are read
         // once at start and then only by key, so a small cache does.
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(path)
-            .map_err(|e| anyhow::anyhow!("config store {}: {e}", path.display()))?;
+            .map_err(|e| {
+                let held = matches!(e, redb::DatabaseError::DatabaseAlreadyOpen);
+                let e = anyhow::anyhow!("config store {}: {e}", path.display());
+                if held {
+                    e.context(Held)
+                } else {
+                    e
+                }
+            })?;
         let txn = db.begin_write()?;
         {
             txn.open_table(KV)?;
@@ -152,15 +232,69 @@ impl EmbeddedStore {
             }
         }
         txn.commit()?;
-        let (changes, _) = broadcast::channel(4096);
-        Ok(EmbeddedStore {
-            inner: Arc::new(Inner {
-                db,
-                durable,
-                write: Mutex::new(()),
-                changes,
-            }),
-        })
+        Ok(db)
+    }
+
+    /// Closes the database so that a successor process can open the file
+    /// (handover). Waits for a write in progress to commit and its watch
+    /// event to go out; afterwards every call answers
+    /// `Unavailable` until [`EmbeddedStore::reopen`]. Returns the
+    /// revision at release. Blocking.
+    pub fn release(&self) -> Result<i64, StoreError> {
+        let _write = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut db = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
+        let rev = match db.as_ref() {
+            Some(d) => {
+                let r = d.begin_read().map_err(corrupt)?;
+                let meta = r.open_table(META).map_err(corrupt)?;
+                Self::revision_of(&meta)?
+            }
+            None => return Err(StoreError::Unavailable(RELEASED.into())),
+        };
+        // Dropping the database closes the file and its lock.
+        *db = None;
+        Ok(rev)
+    }
+
+    /// Opens the file again after [`EmbeddedStore::release`] (a handover
+    /// that failed), waiting up to `wait` for the failed successor to let
+    /// go of it. Changes it committed after revision `released_at` reach
+    /// this process's watchers as if written here. Blocking.
+    pub fn reopen(&self, released_at: i64, wait: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + wait;
+        let opened = loop {
+            match Self::open_db(&self.inner.path) {
+                Err(e) if is_held(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
+        let _write = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
+        *self.inner.db.write().unwrap_or_else(|e| e.into_inner()) = Some(opened);
+        let (batches, _) = self.replay("", released_at + 1)?;
+        for b in batches {
+            let _ = self.inner.changes.send(Arc::new(b));
+        }
+        Ok(())
+    }
+
+    /// Whether the database is closed for a successor ([`Self::release`]).
+    pub fn is_released(&self) -> bool {
+        self.inner
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
+    /// The open database, or `Unavailable` while released.
+    fn db(&self) -> Result<DbGuard<'_>, StoreError> {
+        let g = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            return Err(StoreError::Unavailable(RELEASED.into()));
+        }
+        Ok(DbGuard(g))
     }
 
     fn revision_of(meta: &impl ReadableTable<&'static str, i64>) -> Result<i64, StoreError> {
@@ -173,7 +307,8 @@ impl EmbeddedStore {
 
     /// See [`super::Store::get`].
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let r = self.inner.db.begin_read().map_err(corrupt)?;
+        let db = self.db()?;
+        let r = db.begin_read().map_err(corrupt)?;
         let kv = r.open_table(KV).map_err(corrupt)?;
         let got = kv.get(key).map_err(corrupt)?;
         got.map(|v| decode(key, v.value())).transpose()
@@ -186,7 +321,8 @@ impl EmbeddedStore {
         after: Option<&str>,
         limit: Option<usize>,
     ) -> Result<(Vec<KeyValue>, i64), StoreError> {
-        let r = self.inner.db.begin_read().map_err(corrupt)?;
+        let db = self.db()?;
+        let r = db.begin_read().map_err(corrupt)?;
         let kv = r.open_table(KV).map_err(corrupt)?;
         let meta = r.open_table(META).map_err(corrupt)?;
         let rev = Self::revision_of(&meta)?;
@@ -212,7 +348,8 @@ impl EmbeddedStore {
     /// See [`super::Store::ranges`]: one read transaction, so every
     /// range sees the same revision.
     pub fn ranges(&self, prefixes: &[String]) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
-        let r = self.inner.db.begin_read().map_err(corrupt)?;
+        let db = self.db()?;
+        let r = db.begin_read().map_err(corrupt)?;
         let kv = r.open_table(KV).map_err(corrupt)?;
         let meta = r.open_table(META).map_err(corrupt)?;
         let rev = Self::revision_of(&meta)?;
@@ -234,7 +371,8 @@ impl EmbeddedStore {
     /// See [`super::Store::txn`].
     pub fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<TxnOutcome, StoreError> {
         let _write = self.inner.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut txn = self.inner.db.begin_write().map_err(corrupt)?;
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(corrupt)?;
         txn.set_durability(if self.inner.durable {
             Durability::Immediate
         } else {
@@ -320,7 +458,8 @@ impl EmbeddedStore {
     /// the last revision logged; `Compacted` when `from` is older than the
     /// log.
     fn replay(&self, prefix: &str, from: i64) -> Result<(Vec<WatchBatch>, i64), StoreError> {
-        let r = self.inner.db.begin_read().map_err(corrupt)?;
+        let db = self.db()?;
+        let r = db.begin_read().map_err(corrupt)?;
         let log = r.open_table(LOG).map_err(corrupt)?;
         let meta = r.open_table(META).map_err(corrupt)?;
         let rev = Self::revision_of(&meta)?;
@@ -461,6 +600,40 @@ mod tests {
                 .unwrap()
                 .succeeded
         );
+    }
+
+    /// A handover: released, the file opens in another handle (the
+    /// successor) while calls here answer `Unavailable`; a waiting open
+    /// gives up with a clear error while the file is held; after a failed
+    /// handover the store reopens and its watchers get what the other
+    /// handle wrote meanwhile.
+    #[tokio::test]
+    async fn release_lets_another_open_and_reopen_replays_its_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let s = EmbeddedStore::open(&path, true).unwrap();
+        let r1 = s.txn(&[], &[put("/w/a", "1")]).unwrap().revision;
+        let mut w = s.watch("/w/", r1 + 1).unwrap();
+        let held = EmbeddedStore::open_waiting(&path, true, std::time::Duration::from_millis(100))
+            .unwrap_err();
+        assert!(format!("{held:#}").contains("still held"), "{held:#}");
+        assert_eq!(s.release().unwrap(), r1);
+        assert!(s.is_released());
+        assert!(matches!(s.get("/w/a"), Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            s.txn(&[], &[put("/w/b", "2")]),
+            Err(StoreError::Unavailable(_))
+        ));
+        let other =
+            EmbeddedStore::open_waiting(&path, true, std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(other.get("/w/a").unwrap().unwrap().value, b"1");
+        let r2 = other.txn(&[], &[put("/w/c", "3")]).unwrap().revision;
+        drop(other);
+        s.reopen(r1, std::time::Duration::from_secs(1)).unwrap();
+        assert!(!s.is_released());
+        let b = w.recv().await.unwrap().unwrap();
+        assert_eq!(b.revision, r2);
+        assert_eq!(s.get("/w/c").unwrap().unwrap().value, b"3");
     }
 
     #[tokio::test]

@@ -122,16 +122,30 @@ impl Store {
         kind: StoreKind,
         instance: &str,
     ) -> anyhow::Result<Option<Store>> {
+        Store::open_waiting(settings, kind, instance, Duration::ZERO).await
+    }
+
+    /// As [`Store::open`], but an embedded database file that another
+    /// process holds is tried again for up to `wait` (a successor whose
+    /// predecessor is releasing it).
+    pub async fn open_waiting(
+        settings: &ConfigStoreYaml,
+        kind: StoreKind,
+        instance: &str,
+        wait: Duration,
+    ) -> anyhow::Result<Option<Store>> {
         Ok(match kind {
             StoreKind::File => None,
             StoreKind::Embedded => {
                 let path = settings.path.clone().unwrap_or_else(|| {
                     std::path::PathBuf::from(format!("/var/lib/xlb/{instance}/store.redb"))
                 });
-                Some(Store::Embedded(embedded::EmbeddedStore::open(
-                    &path,
-                    settings.durable,
-                )?))
+                let durable = settings.durable;
+                let opened = tokio::task::spawn_blocking(move || {
+                    embedded::EmbeddedStore::open_waiting(&path, durable, wait)
+                })
+                .await??;
+                Some(Store::Embedded(opened))
             }
             StoreKind::Etcd => Some(Store::Etcd(Box::new(
                 etcd::EtcdStore::connect(&settings.endpoints).await?,
@@ -203,7 +217,7 @@ impl Store {
     /// Whether the store answers now.
     pub async fn healthy(&self) -> bool {
         match self {
-            Store::Embedded(_) => true,
+            Store::Embedded(s) => !s.is_released(),
             Store::Etcd(s) => s.healthy().await,
         }
     }
