@@ -15,7 +15,7 @@ use crate::{
     },
 };
 
-use super::{l4_health_id, wants_l4, Daemon};
+use super::{wants_l4, Daemon};
 
 /// Builds the metrics and the access log of `config.observe` and installs
 /// them as the proxy's record sink; `None` without an `observe:` section.
@@ -73,7 +73,10 @@ fn topology(d: &Daemon) -> Topology {
                     .map(|b| NodeView {
                         address: b.address.to_string(),
                         weight: b.weight,
-                        healthy: d.l4_health.is_eligible(&l4_health_id(&v.name, b.address)),
+                        // In the table: this node's check, or with
+                        // `health.shared_verdicts` the fleet's decision,
+                        // which is what the node forwards by.
+                        healthy: !d.backend_excluded(&v.name, b.address),
                         ..NodeView::default()
                     })
                     .collect(),
