@@ -31,13 +31,18 @@ fn lazy_stats(node: &Node) -> Value {
 }
 
 fn counter(node: &Node, name: &str) -> u64 {
-    lazy_stats(node)[name].as_u64().unwrap_or_else(|| panic!("no counter {name}"))
+    lazy_stats(node)[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name}"))
 }
 
 /// Status, head (lowercased) and body of `GET /` for `host`.
 fn get_full(node: &Node, host: &str) -> (u16, String, String) {
-    http_with_head(&node.web, "GET", "/", &[("Host", host)], None)
-        .unwrap_or((0, String::new(), String::new()))
+    http_with_head(&node.web, "GET", "/", &[("Host", host)], None).unwrap_or((
+        0,
+        String::new(),
+        String::new(),
+    ))
 }
 
 #[test]
@@ -56,14 +61,22 @@ fn lazy_hosts_load_on_first_request_cache_absence_and_follow_every_change() {
         "/xlb/v1/routes/r1",
         r#"{"hosts":["a.test"],"upstream":"ua"}"#,
     );
-    assert_eq!(counter(&node, "cached_slots"), 0, "nothing loaded before a request");
+    assert_eq!(
+        counter(&node, "cached_slots"),
+        0,
+        "nothing loaded before a request"
+    );
 
     // First request: one load, then served from the cache.
     assert_eq!(node.get_body("a.test"), (200, "backend-a".into()));
     let loads = counter(&node, "loads");
     assert_eq!(loads, 1);
     assert_eq!(node.get_body("a.test"), (200, "backend-a".into()));
-    assert_eq!(counter(&node, "loads"), loads, "a cached host is not read again");
+    assert_eq!(
+        counter(&node, "loads"),
+        loads,
+        "a cached host is not read again"
+    );
     assert!(counter(&node, "hits") >= 1);
 
     // "No such host" is cached too.
@@ -121,7 +134,11 @@ fn lazy_hosts_load_on_first_request_cache_absence_and_follow_every_change() {
     // Deleting: gone at once.
     let (s, body) = node.api("DELETE", "/xlb/v1/routes/r2", None);
     assert_eq!(s, 200, "{body}");
-    assert_eq!(node.get_body("nobody.test"), (200, "backend-a".into()), "now the fallback");
+    assert_eq!(
+        node.get_body("nobody.test"),
+        (200, "backend-a".into()),
+        "now the fallback"
+    );
 }
 
 #[test]
@@ -212,12 +229,18 @@ fn a_random_host_flood_is_shed_over_the_cap_while_a_cached_host_serves() {
     let mut shed = 0;
     for t in flood {
         let (s, other) = t.join().unwrap();
-        assert!(other.is_empty(), "only 404 or 503 for unknown hosts: {other:?}");
+        assert!(
+            other.is_empty(),
+            "only 404 or 503 for unknown hosts: {other:?}"
+        );
         shed += s;
     }
     let elapsed = started.elapsed().as_secs_f64();
     assert_eq!(hot_failures, 0, "a cached host is never shed");
-    assert!(shed > 0, "400 random hosts at 20 misses/s: some must be shed");
+    assert!(
+        shed > 0,
+        "400 random hosts at 20 misses/s: some must be shed"
+    );
     let stats = lazy_stats(&node);
     assert_eq!(stats["shed"].as_u64().unwrap(), shed, "{stats}");
     // The store saw at most the bucket's burst plus its refill.
@@ -266,7 +289,10 @@ fn with_etcd_down_cached_hosts_serve_and_a_lazy_miss_gets_503_with_retry_after()
     }
     let (s, head, _) = get_full(&node, "later.test");
     assert_eq!(s, 503, "{head}");
-    assert!(head.contains("x-xlb-error: route-store-unavailable"), "{head}");
+    assert!(
+        head.contains("x-xlb-error: route-store-unavailable"),
+        "{head}"
+    );
     assert!(head.contains("retry-after: 1"), "{head}");
     assert!(counter(&node, "store_errors") >= 1);
 

@@ -453,10 +453,7 @@ struct Peer {
     gateway: [u8; 6],
 }
 
-fn setup(
-    ebpf: &mut Ebpf,
-    second: (u32, [u8; 6]),
-) -> anyhow::Result<(Vec<Case>, Vec<Case>, Peer)> {
+fn setup(ebpf: &mut Ebpf, second: (u32, [u8; 6])) -> anyhow::Result<(Vec<Case>, Vec<Case>, Peer)> {
     let mut settings: Array<&mut MapData, Settings> =
         Array::try_from(ebpf.map_mut(maps::SETTINGS).context("SETTINGS")?)?;
     settings.set(

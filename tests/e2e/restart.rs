@@ -555,8 +555,7 @@ fn control_a_plain_stop_and_start_loses_traffic() {
     let lost = load.udp_sent.load(Ordering::Relaxed) - load.udp_received.load(Ordering::Relaxed);
     // Either protocol's loop may be the one that meets the gap (a loop
     // waiting on a request when the stop comes can miss it): both count.
-    let refused =
-        load.http_failed.load(Ordering::Relaxed) + load.h2_failed.load(Ordering::Relaxed);
+    let refused = load.http_failed.load(Ordering::Relaxed) + load.h2_failed.load(Ordering::Relaxed);
     assert!(
         lost > 0 && refused > 0,
         "a plain stop/start should lose datagrams and refuse requests (lost {lost}, refused {refused})"

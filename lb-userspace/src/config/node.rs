@@ -177,13 +177,19 @@ pub(super) fn issues(config: &super::Config) -> Vec<super::Issue> {
         issue("config_store.lazy.cache_entries", "at least 1".into());
     }
     if lazy.max_concurrent_misses == 0 {
-        issue("config_store.lazy.max_concurrent_misses", "at least 1".into());
+        issue(
+            "config_store.lazy.max_concurrent_misses",
+            "at least 1".into(),
+        );
     }
     if lazy.misses_per_second == 0 {
         issue("config_store.lazy.misses_per_second", "at least 1".into());
     }
     if lazy.ttl.0.is_zero() {
-        issue("config_store.lazy.ttl", "a positive duration such as 10m".into());
+        issue(
+            "config_store.lazy.ttl",
+            "a positive duration such as 10m".into(),
+        );
     }
     if !config.config_store.prefix.starts_with('/') || config.config_store.prefix.len() < 2 {
         issue("config_store.prefix", "a key prefix such as /xlb".into());

@@ -19,13 +19,13 @@ use tokio::sync::mpsc;
 
 use super::{
     assemble::{attach_route_options, build_pool},
+    lazy::{LazyHosts, LazyResolver, SlotTables},
     options::SharedCache,
     plan::UpstreamPlan,
     plugins::consumers::Consumers,
     proxy::{Pool, Proxy},
     ratelimit::{EscalationSink, Rule, RuleConfig},
     resolve,
-    lazy::{LazyHosts, LazyResolver, SlotTables},
     router::{HostSlot, HostTables, Resolver, RouteError, RouteSpec, RouteTable},
 };
 use crate::health::HealthEvent;
@@ -115,7 +115,10 @@ impl DynamicRoutes {
 
     /// Builds one slot's tables, by listener index, without installing
     /// them (lazy routing caches them itself).
-    pub fn build_slot(&self, per_listener: &[(String, Vec<RouteSpec>)]) -> Result<SlotTables, SlotError> {
+    pub fn build_slot(
+        &self,
+        per_listener: &[(String, Vec<RouteSpec>)],
+    ) -> Result<SlotTables, SlotError> {
         self.lock().build(per_listener).map(Into::into)
     }
 
@@ -123,7 +126,6 @@ impl DynamicRoutes {
     pub fn lazy(&self) -> Option<Arc<LazyHosts>> {
         self.lock().lazy.clone()
     }
-
 
     /// Creates or replaces (`Some`) or removes (`None`) upstream `id`.
     /// Resolves the nodes' names first, outside the lock.

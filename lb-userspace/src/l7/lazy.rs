@@ -314,7 +314,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn of(tables: Option<&SlotTables>, listener: usize) -> Option<&RouteTable> {
-    tables.and_then(|t| t.get(listener)).and_then(|t| t.as_deref())
+    tables
+        .and_then(|t| t.get(listener))
+        .and_then(|t| t.as_deref())
 }
 
 /// One listener's view of the lazy cache, plus its any-host table (routes

@@ -136,12 +136,16 @@ impl EtcdStore {
         let mut all = Vec::with_capacity(prefixes.len());
         for op in resp.op_responses() {
             let TxnOpResponse::Get(get) = op else {
-                return Err(StoreError::Corrupt("a read transaction answered a write".into()));
+                return Err(StoreError::Corrupt(
+                    "a read transaction answered a write".into(),
+                ));
             };
             all.push(get.kvs().iter().map(kv_of).collect::<Result<_, _>>()?);
         }
         if all.len() != prefixes.len() {
-            return Err(StoreError::Corrupt("a read transaction lost a range".into()));
+            return Err(StoreError::Corrupt(
+                "a read transaction lost a range".into(),
+            ));
         }
         Ok((all, rev))
     }

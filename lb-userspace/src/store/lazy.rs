@@ -60,7 +60,11 @@ impl StoreSlots {
         for e in entries {
             let raw = if e.value.is_empty() {
                 let id = Layout::last_segment(&e.key);
-                match self.store.get(&self.layout.resource(Kind::Routes, id)).await {
+                match self
+                    .store
+                    .get(&self.layout.resource(Kind::Routes, id))
+                    .await
+                {
                     Ok(Some(kv)) => kv.value,
                     Ok(None) => continue,
                     Err(err) => return Err(SourceUnavailable(err.to_string())),

@@ -187,7 +187,10 @@ impl Store {
     /// Every key under each of `prefixes`, all read at one revision (one
     /// read transaction: the lazy router's host lookup reads the exact and
     /// the wildcard index of a host this way).
-    pub async fn ranges(&self, prefixes: &[String]) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
+    pub async fn ranges(
+        &self,
+        prefixes: &[String],
+    ) -> Result<(Vec<Vec<KeyValue>>, i64), StoreError> {
         match self {
             Store::Embedded(s) => s.ranges(prefixes),
             Store::Etcd(s) => s.ranges(prefixes).await,

@@ -18,16 +18,12 @@
 //! `lru_mapping` (array of per-CPU LRU hash maps: flow → real number),
 //! `ctl_array` (index 0: the next hop's MAC), `stats` (per-CPU counters,
 //! among them the new-connection rate limit's state).
-use std::{
-    net::IpAddr,
-    process::Command,
-};
+use std::{net::IpAddr, process::Command};
 
 use anyhow::Context as _;
 use aya::{
     maps::{
-        of_maps::ArrayOfMaps, Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray,
-        PerCpuValues,
+        of_maps::ArrayOfMaps, Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuValues,
     },
     programs::Xdp,
     Ebpf, EbpfLoader, Pod,
@@ -165,7 +161,10 @@ fn compile() -> anyhow::Result<Vec<u8>> {
         .arg(&out)
         .status()
         .context("running clang (cargo xtask bench installs it)")?;
-    anyhow::ensure!(status.success(), "clang failed to compile Katran's balancer");
+    anyhow::ensure!(
+        status.success(),
+        "clang failed to compile Katran's balancer"
+    );
     let bytes = std::fs::read(&out)?;
     let _ = std::fs::remove_file(&out);
     Ok(bytes)
@@ -297,8 +296,11 @@ impl Katran {
             u64::from_le_bytes(b[..8].try_into()?),
             u64::from_le_bytes(b[8..].try_into()?),
         ];
-        let mut head: Array<&mut MapData, [u64; 2]> =
-            Array::try_from(self.ebpf.map_mut("xlb_bench_head").context("xlb_bench_head")?)?;
+        let mut head: Array<&mut MapData, [u64; 2]> = Array::try_from(
+            self.ebpf
+                .map_mut("xlb_bench_head")
+                .context("xlb_bench_head")?,
+        )?;
         head.set(0, w, 0)?;
         Ok(())
     }

@@ -426,7 +426,8 @@ impl JwtAuth {
     /// A remote key set is used as last fetched (no fetch from here).
     pub fn verify(&self, token: &str) -> Result<Arc<Value>, String> {
         let remote = self.remote.as_ref().map(|r| r.keys());
-        self.check(token, remote.as_deref()).map_err(Refusal::into_text)
+        self.check(token, remote.as_deref())
+            .map_err(Refusal::into_text)
     }
 
     /// [`JwtAuth::verify`], fetching the remote key set when it is not
@@ -442,7 +443,8 @@ impl JwtAuth {
         match first {
             Err(Refusal::NoKey(_)) => {
                 r.refetch(seen).await;
-                self.check(token, Some(&*r.keys())).map_err(Refusal::into_text)
+                self.check(token, Some(&*r.keys()))
+                    .map_err(Refusal::into_text)
             }
             other => other.map_err(Refusal::into_text),
         }
@@ -700,7 +702,8 @@ mod tests {
             let text = format!(r#"{{"keys":[{{"kty":"oct","alg":"HS256","k":"{k}"}}]}}"#);
             std::fs::write(&path, text).unwrap();
             let f = std::fs::File::options().write(true).open(&path).unwrap();
-            f.set_modified(SystemTime::now() - Duration::from_secs(age)).unwrap();
+            f.set_modified(SystemTime::now() - Duration::from_secs(age))
+                .unwrap();
         };
         write(RFC7515_KEY, 100);
         let mut c = hs256_config(None);
@@ -710,7 +713,10 @@ mod tests {
         let jwt = JwtAuth::new(&c).unwrap().with_clock(|| 1_300_819_000);
         jwt.verify(RFC7515_TOKEN).unwrap();
         jwt.verify(RFC7515_TOKEN).unwrap();
-        write("c2VjcmV0LW5vdC10aGUtb25lLXRoZS10b2tlbi13YXMtc2lnbmVkLXdpdGg", 50);
+        write(
+            "c2VjcmV0LW5vdC10aGUtb25lLXRoZS10b2tlbi13YXMtc2lnbmVkLXdpdGg",
+            50,
+        );
         assert_eq!(jwt.verify(RFC7515_TOKEN).unwrap_err(), "bad signature");
     }
 

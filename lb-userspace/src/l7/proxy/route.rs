@@ -47,8 +47,7 @@ pub(super) async fn resolve(
                 ProxyError::new(ErrorKind::RouteLookupShed).with_retry_after(retry_after_secs)
             }
             Unresolved::StoreUnavailable { retry_after_secs } => {
-                ProxyError::new(ErrorKind::RouteStoreUnavailable)
-                    .with_retry_after(retry_after_secs)
+                ProxyError::new(ErrorKind::RouteStoreUnavailable).with_retry_after(retry_after_secs)
             }
         })?;
         let Some(matched) = found else {

@@ -141,7 +141,12 @@ impl Resolver for HostTables {
         let wild = host
             .and_then(wildcard_suffix)
             .and_then(|s| Self::get(&self.wildcard, s));
-        best_of(req, exact.as_deref(), wild.as_deref(), self.any.load().as_deref())
+        best_of(
+            req,
+            exact.as_deref(),
+            wild.as_deref(),
+            self.any.load().as_deref(),
+        )
     }
 }
 
