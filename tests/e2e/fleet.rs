@@ -112,18 +112,7 @@ fn wait_next_hops(router: &Netns, n: usize) {
 fn build(lb3_backends: &[usize]) -> Fleet {
     let bed = L4Bed::new().expect("testbed");
     let sw = &bed.switch;
-    let mut xdp_pass = Vec::new();
-    let mut extra_nodes = Vec::new();
-    for (i, addr) in NODES.iter().enumerate().skip(1) {
-        let ns = Netns::new(&format!("fllb{}", i + 1)).unwrap();
-        let port = format!("p-lb{}", i + 1);
-        netns::veth(sw, &port, &ns, "eth0").unwrap();
-        sw.ip(&["link", "set", &port, "master", "br0"]).unwrap();
-        // XDP_TX out of the node's eth0 lands on this port (see l4bed).
-        xdp_pass.push(l4bed::attach_xdp_pass(sw, &port).unwrap());
-        ns.addr("eth0", &format!("{addr}/24")).unwrap();
-        extra_nodes.push(ns);
-    }
+    let (extra_nodes, xdp_pass) = l4bed::extra_lb_nodes(&bed, "fllb", &NODES[1..], 2).unwrap();
     let router = Netns::new("flr").unwrap();
     netns::veth(sw, "p-r", &router, "eth0").unwrap();
     sw.ip(&["link", "set", "p-r", "master", "br0"]).unwrap();

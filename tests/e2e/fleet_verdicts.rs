@@ -48,7 +48,7 @@ use std::{
 use serde_json::Value;
 use xlb_tests::{
     l4bed::{self, L4Bed, CLIENT4, TCP_PORT, VIP4},
-    netns::{self, Netns},
+    netns::Netns,
     privilege::privileged,
     xlb::Xlb,
 };
@@ -174,19 +174,7 @@ fn node_config(bed: &L4Bed, etcd: &str, prefix: &str, shared: bool) -> String {
 fn build(shared: bool) -> Option<Fleet> {
     let etcd_bin = store_bed::etcd_binary("fleet_verdicts")?;
     let bed = L4Bed::new().expect("testbed");
-    let sw = &bed.switch;
-    let mut xdp_pass = Vec::new();
-    let mut extra_nodes = Vec::new();
-    for (i, addr) in NODES.iter().enumerate().skip(1) {
-        let ns = Netns::new(&format!("fvlb{}", i + 1)).unwrap();
-        let port = format!("p-lb{}", i + 1);
-        netns::veth(sw, &port, &ns, "eth0").unwrap();
-        sw.ip(&["link", "set", &port, "master", "br0"]).unwrap();
-        // XDP_TX out of the node's eth0 lands on this port (see l4bed).
-        xdp_pass.push(l4bed::attach_xdp_pass(sw, &port).unwrap());
-        ns.addr("eth0", &format!("{addr}/24")).unwrap();
-        extra_nodes.push(ns);
-    }
+    let (extra_nodes, xdp_pass) = l4bed::extra_lb_nodes(&bed, "fvlb", &NODES[1..], 2).unwrap();
     let etcd = store_bed::Etcd::start_at(&etcd_bin, IpAddr::V4(CLIENT4), Some(&bed.client.path()));
     let mut fleet = Fleet {
         xlbs: Vec::new(),

@@ -22,7 +22,6 @@
 //! a network namespace of its own.
 use std::{
     convert::Infallible,
-    fs::File,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::SocketAddr,
     net::TcpStream,
@@ -39,7 +38,6 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use nix::sched::{setns, CloneFlags};
 use xlb_tests::{privilege::privileged, xlb::Xlb, Netns};
 
 #[path = "../../lb-userspace/tests/store_bed/mod.rs"]
@@ -70,21 +68,9 @@ l7:
     )
 }
 
-/// Runs `f` on a new thread inside `ns`.
-fn spawn_in<F>(ns: &Netns, f: F) -> JoinHandle<()>
-where
-    F: FnOnce() + Send + 'static,
-{
-    let file = File::open(ns.path()).expect("open the namespace");
-    std::thread::spawn(move || {
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
 /// The backend: 200 `backend` to everything, until `stop`.
 fn backend(ns: &Netns, stop: Arc<AtomicBool>) -> JoinHandle<()> {
-    spawn_in(ns, move || {
+    ns.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -309,7 +295,7 @@ fn handovers_under_load(ns: &Netns, store: &str) {
     // Proxied requests, each on a new connection.
     let proxy_loop = {
         let (seen, stop) = (seen.clone(), stop.clone());
-        spawn_in(ns, move || {
+        ns.spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match proxied("base.test") {
                     Ok((200, _)) => {
@@ -327,7 +313,7 @@ fn handovers_under_load(ns: &Netns, store: &str) {
     // Admin: a new route per round, and the status.
     let admin_loop = {
         let (seen, stop) = (seen.clone(), stop.clone());
-        spawn_in(ns, move || {
+        ns.spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
@@ -360,7 +346,7 @@ fn handovers_under_load(ns: &Netns, store: &str) {
     // closed, never be dropped unanswered.
     let keepalive_loop = {
         let (seen, stop) = (seen.clone(), stop.clone());
-        spawn_in(ns, move || {
+        ns.spawn(move || {
             let mut conn: Option<BufReader<TcpStream>> = None;
             while !stop.load(Ordering::Relaxed) {
                 let c = match &mut conn {

@@ -7,7 +7,6 @@
 //! config must be the one serving.
 use std::{
     convert::Infallible,
-    fs::File,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -22,25 +21,12 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use nix::sched::{setns, CloneFlags};
 use xlb_tests::{privilege::privileged, xlb::Xlb, Netns};
 
 const PROXY: &str = "127.0.0.1:18080";
 const BACKENDS: [&str; 3] = ["127.0.0.1:19001", "127.0.0.1:19002", "127.0.0.1:19003"];
 const CLIENTS: usize = 6;
 const RELOADS: usize = 20;
-
-/// Runs `f` on a new thread inside `ns` (sockets it creates belong there).
-fn spawn_in<F>(ns: &Netns, f: F) -> JoinHandle<()>
-where
-    F: FnOnce() + Send + 'static,
-{
-    let file = File::open(ns.path()).expect("open the namespace");
-    std::thread::spawn(move || {
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
 
 /// A backend answering `name` (and echoing the POST body's length), and
 /// the `x-edit` header it received, so a test sees header edits applied.
@@ -50,7 +36,7 @@ fn backend(
     name: &'static str,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
-    spawn_in(ns, move || {
+    ns.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -148,7 +134,7 @@ impl Tally {
 /// One client: alternates keep-alive and fresh connections, GET and POST
 /// (with a 4 KiB body), until `stop`.
 fn client(ns: &Netns, id: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> JoinHandle<()> {
-    spawn_in(ns, move || {
+    ns.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -36,7 +36,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use nix::sched::{setns, CloneFlags};
 use xlb::datapath::deny::{DenyList, Prefix};
 use xlb_tests::{names, netns::veth, privilege::privileged, xlb::Xlb, ChildGuard, Netns};
 
@@ -99,22 +98,10 @@ l7:
     )
 }
 
-/// Runs `f` on a new thread inside `ns`.
-fn spawn_in<F>(ns: &Netns, f: F) -> JoinHandle<()>
-where
-    F: FnOnce() + Send + 'static,
-{
-    let file = File::open(ns.path()).expect("open the namespace");
-    std::thread::spawn(move || {
-        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
 /// A backend: `/cached` is cacheable for a minute, `/fail` is a 503, the
 /// rest a 200 naming the backend. Stops (closing its port) on `stop`.
 fn backend(ns: &Netns, addr: &'static str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
-    spawn_in(ns, move || {
+    ns.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -177,7 +164,7 @@ type Log = Arc<Mutex<HashMap<String, Seen>>>;
 
 /// Sends `paths` in order on one keep-alive connection, each with its own `X-Request-Id` `<prefix>-<n>`.
 fn client(ns: &Netns, prefix: String, paths: Vec<String>, seen: Log) -> JoinHandle<()> {
-    spawn_in(ns, move || {
+    ns.spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -347,6 +347,31 @@ pub fn set_offload(ns: &Netns, dev: &str, what: Offload, on: bool) -> anyhow::Re
     .with_context(|| format!("in namespace {}", ns.name()))
 }
 
+/// More LB nodes on `bed`'s switch, one per address (`<role><n>`
+/// namespaces, `eth0` with the address in the bed's /24, its switch port
+/// `p-lb<n>` with an `XDP_PASS` program so that `XDP_TX` out of the node
+/// lands there, see [`attach_xdp_pass`]). `first` numbers the first node.
+pub fn extra_lb_nodes(
+    bed: &L4Bed,
+    role: &str,
+    addrs: &[&str],
+    first: usize,
+) -> anyhow::Result<(Vec<Netns>, Vec<OwnedFd>)> {
+    let sw = &bed.switch;
+    let (mut nodes, mut passes) = (Vec::new(), Vec::new());
+    for (i, addr) in addrs.iter().enumerate() {
+        let n = first + i;
+        let ns = Netns::new(&format!("{role}{n}"))?;
+        let port = format!("p-lb{n}");
+        veth(sw, &port, &ns, "eth0")?;
+        sw.ip(&["link", "set", &port, "master", "br0"])?;
+        passes.push(attach_xdp_pass(sw, &port)?);
+        ns.addr("eth0", &format!("{addr}/24"))?;
+        nodes.push(ns);
+    }
+    Ok((nodes, passes))
+}
+
 /// Loads a two-instruction program that returns `XDP_PASS` and attaches it
 /// in native mode to `dev` in `ns` through a bpf_link (raw `bpf(2)`: this
 /// library does not depend on aya). Closing the returned fd detaches it.

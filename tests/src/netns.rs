@@ -69,6 +69,19 @@ impl Netns {
         })
     }
 
+    /// Starts `f` on a detached thread that has entered this namespace
+    /// (for servers and load loops that run while the test goes on).
+    pub fn spawn<F>(&self, f: F) -> std::thread::JoinHandle<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let file = File::open(self.path()).expect("open the namespace");
+        std::thread::spawn(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+
     /// Sets a sysctl inside this namespace (`net.*` keys are per namespace).
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
         run(self
