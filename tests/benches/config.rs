@@ -927,7 +927,7 @@ fn peers_caddy_traefik(
 }
 
 /// Resident memory of process `pid`, bytes (`VmRSS`; 0 if it is gone).
-fn proc_rss(pid: u32) -> u64 {
+pub(crate) fn proc_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -941,19 +941,7 @@ fn proc_rss(pid: u32) -> u64 {
 
 /// SIGTERM, up to 10 s to exit, then SIGKILL; reaped either way.
 fn stop_child(child: &mut Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    store_bed::stop_child(child, Duration::from_secs(10));
 }
 
 fn mib(b: f64) -> f64 {

@@ -17,6 +17,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// SIGTERM, up to `grace` to exit, then SIGKILL; reaped either way.
+pub fn stop_child(child: &mut std::process::Child, grace: Duration) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The `xlb` to run: `XLB_BIN` (what `cargo xtask bench` builds), else
 /// the binary cargo built for these tests.
 pub fn xlb_binary() -> PathBuf {
@@ -278,19 +295,7 @@ impl Node {
 
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            stop_child(&mut c, Duration::from_secs(5));
         }
     }
 

@@ -33,15 +33,7 @@ fn parts(host: &str) -> http::request::Parts {
 
 /// Resident memory of this process, bytes.
 fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    super::proc_rss(std::process::id())
 }
 
 /// Times `rounds` passes over `infos` through `f`; ns per call.
