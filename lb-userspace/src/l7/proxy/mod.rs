@@ -174,9 +174,9 @@ impl Proxy {
             false => opts.plugins.upstream(&parts, cx),
         };
         let upstream = chosen.as_deref().unwrap_or(route.upstream());
-        if chosen.is_some() {
-            // request record: a plugin's choice (rare: a string made here)
-            note.route(&route.labels().id, &Arc::from(upstream));
+        if let Some(chosen) = &chosen {
+            // request record: a plugin's choice (its shared string)
+            note.route(&route.labels().id, chosen);
         }
         let Some(pool) = self.pools.get(upstream) else {
             return after.apply(respond(ErrorKind::NoUpstream), false);
