@@ -19,11 +19,13 @@ pub const TEST_PACKAGES: &[&str] = &[
     "systemd",            // systemd-analyze verify of scripts/xlb.service
     "etcd-server",        // the fleet config store in the admin API tests
     "protobuf-compiler",  // protoc, which etcd-client's build needs
+    "libprotobuf-dev",    // google/protobuf/*.proto, which that build imports
 ];
 
 /// Debian packages building `xlb` needs.
 pub const BUILD_PACKAGES: &[&str] = &[
     "protobuf-compiler", // protoc, which etcd-client's build runs
+    "libprotobuf-dev",   // google/protobuf/*.proto it imports (only a Recommends)
 ];
 
 /// Debian packages the benchmarks compare xlb with and drive it by

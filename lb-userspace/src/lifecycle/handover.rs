@@ -58,6 +58,12 @@ pub enum HandoverError {
         #[source]
         source: nix::Error,
     },
+    #[error("{step}: {source}")]
+    Io {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("handover protocol: {0}")]
     Protocol(String),
     #[error("no running instance to take over at {path}", path = path.display())]
@@ -78,17 +84,31 @@ pub fn socket_path(instance: &str) -> PathBuf {
 pub struct HandoverListener {
     fd: OwnedFd,
     path: PathBuf,
+    /// The socket file's (device, inode) when this process put it there,
+    /// so that a stop removes its own file and never a newer process's.
+    file: (u64, u64),
 }
 
 impl HandoverListener {
-    /// Binds the instance's handover socket (replacing a stale one: the
-    /// caller holds the instance lock, so no live process owns it).
+    /// Binds the instance's handover socket and puts it at the instance's
+    /// path, replacing what is there (a stale file, or the socket of the
+    /// process this one takes over from).
+    ///
+    /// The socket is bound under a name of its own (with the pid) and then
+    /// renamed into place: rename(2) replaces atomically, so two processes
+    /// starting at once never fail with EADDRINUSE between one's unlink
+    /// and the other's bind, and the path always names a live socket.
     pub fn bind(instance: &str) -> Result<HandoverListener, HandoverError> {
-        let path = socket_path(instance);
+        HandoverListener::bind_at(socket_path(instance))
+    }
+
+    fn bind_at(path: PathBuf) -> Result<HandoverListener, HandoverError> {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let _ = std::fs::remove_file(&path);
+        let staged = path.with_extension(format!("handover.{}", std::process::id()));
+        let _ = std::fs::remove_file(&staged);
         let fd = socket(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -96,13 +116,21 @@ impl HandoverListener {
             None,
         )
         .map_err(sys("socket"))?;
-        let addr = UnixAddr::new(&path).map_err(sys("socket path"))?;
+        let addr = UnixAddr::new(&staged).map_err(sys("socket path"))?;
         bind(fd.as_raw_fd(), &addr).map_err(sys("bind"))?;
         listen(&fd, Backlog::new(4).map_err(sys("backlog"))?).map_err(sys("listen"))?;
         // Only root (the daemon's user) may take the instance over.
-        use std::os::unix::fs::PermissionsExt as _;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        Ok(HandoverListener { fd, path })
+        let _ = std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600));
+        let placed = std::fs::metadata(&staged)
+            .and_then(|m| std::fs::rename(&staged, &path).map(|()| (m.dev(), m.ino())));
+        let file = placed.map_err(|source| {
+            let _ = std::fs::remove_file(&staged);
+            HandoverError::Io {
+                step: "placing the handover socket",
+                source,
+            }
+        })?;
+        Ok(HandoverListener { fd, path, file })
     }
 
     /// A second handle on the same socket (for the accepting thread).
@@ -110,6 +138,7 @@ impl HandoverListener {
         Ok(HandoverListener {
             fd: self.fd.try_clone()?,
             path: self.path.clone(),
+            file: self.file,
         })
     }
 
@@ -125,10 +154,17 @@ impl HandoverListener {
         &self.path
     }
 
-    /// Removes the socket file (a stop; after a handover the successor
-    /// owns the path).
+    /// Removes the socket file on a stop, if it is still this process's:
+    /// after a handover (or when another run of the same instance name
+    /// started later) the path names another process's socket.
     pub fn remove(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.file => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -317,6 +353,50 @@ mod tests {
 
     /// The whole exchange over a socketpair, with real listening sockets:
     /// a connection queued before the handover is accepted after it.
+    #[test]
+    fn a_later_run_replaces_the_socket_and_an_earlier_stop_leaves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.handover");
+        // Many binds at once: none fails, and the path names a live socket.
+        let listeners: Vec<HandoverListener> = std::thread::scope(|s| {
+            let joins: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| HandoverListener::bind_at(path.clone())))
+                .collect();
+            joins
+                .into_iter()
+                .map(|j| j.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every concurrent bind succeeds");
+        let first = HandoverListener::bind_at(path.clone()).unwrap();
+        let later = HandoverListener::bind_at(path.clone()).unwrap();
+        first.remove();
+        for l in &listeners {
+            l.remove();
+        }
+        assert!(
+            path.exists(),
+            "an earlier run's stop removed a later run's socket"
+        );
+        let probe = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(probe.as_raw_fd(), &UnixAddr::new(&path).unwrap()).expect("later socket answers");
+        later
+            .accept()
+            .expect("the later run accepts the connection");
+        later.remove();
+        assert!(!path.exists(), "a run's stop removes its own socket");
+        let staged: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(staged.is_empty(), "staged socket files left: {staged:?}");
+    }
+
     #[test]
     fn groups_and_ready_cross_a_socketpair() {
         let (a, b) = nix::sys::socket::socketpair(

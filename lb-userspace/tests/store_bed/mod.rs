@@ -239,8 +239,13 @@ impl Node {
                 dir.path().join("store.redb").display()
             ),
         };
+        // An instance name of its own (kept across restarts): tests run in
+        // parallel, and runs of one name share /run/xlb paths.
+        static NODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let instance = format!("store-bed-{}-{n}", std::process::id());
         let yaml = format!(
-            "l7:\n  workers: 1\n  listeners:\n    - name: web\n      address: 127.0.0.1:0\n{store_yaml}{store_extra}admin:\n  address: 127.0.0.1:0\n  token: \"{token}\"\n"
+            "instance: {instance}\nl7:\n  workers: 1\n  listeners:\n    - name: web\n      address: 127.0.0.1:0\n{store_yaml}{store_extra}admin:\n  address: 127.0.0.1:0\n  token: \"{token}\"\n"
         );
         std::fs::write(dir.path().join("xlb.yaml"), yaml).expect("write node config");
         let mut node = Node {
