@@ -218,8 +218,9 @@ impl Planner {
         // Each part was checked on its own: the merge only fails where the
         // global list already reported.
         if let Some(chain) = self.check_plugins(&path, &r.id, &effective, consumers, upstreams) {
-            spec.options.plugins = chain;
-            spec.options.plugins_config = Some(Arc::new(effective));
+            let options = Arc::make_mut(&mut spec.options);
+            options.plugins = chain;
+            options.plugins_config = Some(Arc::new(effective));
         }
     }
 
@@ -464,10 +465,10 @@ impl Planner {
                 // redirect, whatever the routes say.
                 Some(port) => {
                     let mut spec = RouteSpec::new(format!("{}:redirect-https", l.name), "");
-                    spec.options = RouteOptions {
+                    spec.options = Arc::new(RouteOptions {
                         redirect_https: Some(port),
                         ..RouteOptions::default()
-                    };
+                    });
                     vec![spec]
                 }
                 None => routes
@@ -595,7 +596,7 @@ impl Planner {
             };
             spec.headers.push(HeaderMatch { name, value });
         }
-        spec.options = self.route_options(&path, r, default_body);
+        spec.options = Arc::new(self.route_options(&path, r, default_body));
         spec
     }
 

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::{
     balance::{self, Node, Upstream, UpstreamConfig},
-    options::{SharedCache, SharedLimiter},
+    options::{RouteOptions, SharedCache, SharedLimiter},
     plan::UpstreamPlan,
     plugins::{self, consumers::Consumers, PluginEnv},
     proxy::Pool,
@@ -88,15 +88,15 @@ pub(super) fn attach_route_options(
     upstream_exists: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<Vec<RouteSpec>> {
     for spec in &mut routes {
-        let options = &mut spec.options;
         // The plan's chain cannot reach the XDP deny list (planning has no
         // datapath); a route whose ip-restriction pushes denials there gets
         // its chain again, with the sink.
-        if let Some(pc) = &options.plugins_config {
-            if pc
-                .ip_restriction
-                .as_ref()
-                .is_some_and(|r| r.xdp_deny_for.is_some())
+        let rebuilt = match &spec.options.plugins_config {
+            Some(pc)
+                if pc
+                    .ip_restriction
+                    .as_ref()
+                    .is_some_and(|r| r.xdp_deny_for.is_some()) =>
             {
                 let env = PluginEnv {
                     route: &spec.id,
@@ -104,22 +104,39 @@ pub(super) fn attach_route_options(
                     upstream_exists,
                     deny_sink: Some(sink.clone()),
                 };
-                options.plugins = plugins::build(pc, &env)
-                    .map_err(|e| anyhow::anyhow!("route {}: plugins: {e:?}", spec.id))?;
+                Some(
+                    plugins::build(pc, &env)
+                        .map_err(|e| anyhow::anyhow!("route {}: plugins: {e:?}", spec.id))?,
+                )
             }
-        }
-        if !options.rate_limit_rules.is_empty() {
-            let mine: Vec<Arc<Rule>> = options
+            _ => None,
+        };
+        let limiter = (!spec.options.rate_limit_rules.is_empty()).then(|| {
+            let mine: Vec<Arc<Rule>> = spec
+                .options
                 .rate_limit_rules
                 .iter()
                 .filter_map(|n| rules.get(n).map(|(_, r)| r.clone()))
                 .collect();
-            let limiter = RateLimiter::new(mine).with_escalation_sink(sink.clone());
-            options.rate_limit = Some(SharedLimiter(Arc::new(limiter)));
+            SharedLimiter(Arc::new(
+                RateLimiter::new(mine).with_escalation_sink(sink.clone()),
+            ))
+        });
+        let cache = spec.options.cached.then(|| cache.cloned()).flatten();
+        // Options are shared: copied only when this route's differ.
+        if rebuilt.is_some() || limiter.is_some() || cache.is_some() {
+            let options = Arc::make_mut(&mut spec.options);
+            if let Some(chain) = rebuilt {
+                options.plugins = chain;
+            }
+            if limiter.is_some() {
+                options.rate_limit = limiter;
+            }
+            if cache.is_some() {
+                options.cache = cache;
+            }
         }
-        if options.cached {
-            options.cache = cache.cloned();
-        }
+        spec.options = RouteOptions::dedup(spec.options.clone());
     }
     Ok(routes)
 }

@@ -153,6 +153,47 @@ pub struct RouteOptions {
     pub plugins: super::plugin::PluginChain,
 }
 
+impl RouteOptions {
+    /// One process-wide copy of the defaults (what a [`RouteSpec`] starts
+    /// with).
+    ///
+    /// [`RouteSpec`]: super::router::RouteSpec
+    pub fn shared_default() -> Arc<RouteOptions> {
+        static DEFAULT: std::sync::OnceLock<Arc<RouteOptions>> = std::sync::OnceLock::new();
+        DEFAULT
+            .get_or_init(|| Arc::new(RouteOptions::default()))
+            .clone()
+    }
+
+    /// `options`, or an equal copy already in use by another route. Routes
+    /// created in bulk (through the admin API, by a platform) nearly all
+    /// say the same; without this each held its own ~500 bytes. The few
+    /// most recent distinct option sets are remembered (weakly: a set no
+    /// route uses any more is not kept alive), which is what catches bulk
+    /// creation; an unlucky mix only costs the copy it would have had.
+    pub fn dedup(options: Arc<RouteOptions>) -> Arc<RouteOptions> {
+        use std::sync::{Mutex, Weak};
+        const RECENT: usize = 8;
+        static SEEN: Mutex<Vec<Weak<RouteOptions>>> = Mutex::new(Vec::new());
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|w| w.strong_count() > 0);
+        for (i, w) in seen.iter().enumerate() {
+            let Some(known) = w.upgrade() else { continue };
+            if Arc::ptr_eq(&known, &options) || *known == *options {
+                // Most recently used last.
+                let w = seen.remove(i);
+                seen.push(w);
+                return known;
+            }
+        }
+        if seen.len() == RECENT {
+            seen.remove(0);
+        }
+        seen.push(Arc::downgrade(&options));
+        options
+    }
+}
+
 /// A route's rate limiter, shared (compared by identity: two routes naming
 /// the same rules share one limiter and its buckets).
 #[derive(Clone)]
@@ -342,5 +383,34 @@ impl Default for UpstreamOptions {
             sticky_cookie: None,
             retry_budget: RetryBudgetConfig::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_options_share_one_copy_and_unused_ones_are_not_kept() {
+        let a = RouteOptions::dedup(Arc::new(RouteOptions {
+            max_body_bytes: Some(7),
+            ..RouteOptions::default()
+        }));
+        let b = RouteOptions::dedup(Arc::new(RouteOptions {
+            max_body_bytes: Some(7),
+            ..RouteOptions::default()
+        }));
+        assert!(Arc::ptr_eq(&a, &b), "equal options are one copy");
+        let c = RouteOptions::dedup(Arc::new(RouteOptions {
+            max_body_bytes: Some(8),
+            ..RouteOptions::default()
+        }));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.max_body_bytes, Some(8), "different options stay different");
+        let weak = Arc::downgrade(&c);
+        drop(c);
+        assert!(weak.upgrade().is_none(), "a set no route uses is freed");
+        let d = RouteOptions::dedup(Arc::new(RouteOptions::default()));
+        assert!(d.plugins.is_empty() && *d == RouteOptions::default());
     }
 }

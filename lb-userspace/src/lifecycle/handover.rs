@@ -94,7 +94,7 @@ impl HandoverListener {
     /// path, replacing what is there (a stale file, or the socket of the
     /// process this one takes over from).
     ///
-    /// The socket is bound under a name of its own (with the pid) and then
+    /// The socket is bound under a name of its own (pid and a counter), then
     /// renamed into place: rename(2) replaces atomically, so two processes
     /// starting at once never fail with EADDRINUSE between one's unlink
     /// and the other's bind, and the path always names a live socket.
@@ -107,7 +107,9 @@ impl HandoverListener {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let staged = path.with_extension(format!("handover.{}", std::process::id()));
+        static STAGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staged = path.with_extension(format!("handover.{}.{n}", std::process::id()));
         let _ = std::fs::remove_file(&staged);
         let fd = socket(
             AddressFamily::Unix,

@@ -29,7 +29,10 @@ pub struct RouteSpec {
     /// header edits, rate limits, cache, ...); the router carries it,
     /// untouched, to the [`Match`]. A typed field rather than a type-map:
     /// a route cannot lose a piece of its settings to a missing entry.
-    pub options: RouteOptions,
+    /// Shared: most routes say the same (some 500 bytes), and the runtime
+    /// makes routes with equal options share one copy
+    /// ([`RouteOptions::dedup`]).
+    pub options: Arc<RouteOptions>,
 }
 
 impl RouteSpec {
@@ -44,7 +47,7 @@ impl RouteSpec {
             methods: Vec::new(),
             headers: Vec::new(),
             upstream: upstream.into(),
-            options: RouteOptions::default(),
+            options: RouteOptions::shared_default(),
         }
     }
 }

@@ -72,12 +72,33 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
 /// Routes compiled for lookup: see the module docs for matching and
 /// precedence.
 pub struct RouteTable {
+    repr: Repr,
+}
+
+/// How a table is held. A store-fed node keeps one table per host and
+/// most hosts have one route, so one route without path patterns is held
+/// as itself (about 60 bytes besides the route) instead of as a full table
+/// (about 1 KB of maps and groups), and matched directly by the same rules.
+enum Repr {
+    Empty,
+    One(OneRoute),
+    Full(Box<FullTable>),
+}
+
+/// One route whose paths are exact or prefixes (or none).
+struct OneRoute {
+    route: Arc<Route>,
+    /// The route's host entries, normalised and distinct.
+    hosts: Box<[HostKey]>,
+}
+
+/// Any number of routes, grouped by host.
+struct FullTable {
     routes: Vec<Arc<Route>>,
     by_id: HashMap<Box<str>, usize>,
     /// Groups are boxed: a hash map keeps room for a few entries even with
     /// one, and a group is some 250 bytes, so inline groups made a
-    /// one-host table (the common case of per-host tables) about 1 KB
-    /// larger.
+    /// one-host table about 1 KB larger.
     exact_hosts: HashMap<Box<str>, Box<HostGroup>>,
     /// Keyed by the suffix after `*.`.
     wildcard_hosts: HashMap<Box<str>, Box<HostGroup>>,
@@ -86,11 +107,27 @@ pub struct RouteTable {
 
 impl fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (exact, wildcard, any) = match &self.repr {
+            Repr::Empty => (0, 0, false),
+            Repr::One(one) => {
+                let count = |f: fn(&HostKey) -> bool| one.hosts.iter().filter(|k| f(k)).count();
+                (
+                    count(|k| matches!(k, HostKey::Exact(_))),
+                    count(|k| matches!(k, HostKey::Wildcard(_))),
+                    one.hosts.contains(&HostKey::Any),
+                )
+            }
+            Repr::Full(t) => (
+                t.exact_hosts.len(),
+                t.wildcard_hosts.len(),
+                t.any_host.is_some(),
+            ),
+        };
         f.debug_struct("RouteTable")
-            .field("routes", &self.routes.len())
-            .field("exact_hosts", &self.exact_hosts.len())
-            .field("wildcard_hosts", &self.wildcard_hosts.len())
-            .field("any_host", &self.any_host.is_some())
+            .field("routes", &self.len())
+            .field("exact_hosts", &exact)
+            .field("wildcard_hosts", &wildcard)
+            .field("any_host", &any)
             .finish()
     }
 }
@@ -191,13 +228,7 @@ impl<'t> Candidate<'t, '_> {
 impl RouteTable {
     /// A table without routes: every lookup answers `None`.
     pub fn empty() -> Self {
-        Self {
-            routes: Vec::new(),
-            by_id: HashMap::new(),
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
-            any_host: None,
-        }
+        Self { repr: Repr::Empty }
     }
 
     /// Compiles `specs` (in configuration order, which breaks ties), or
@@ -274,6 +305,24 @@ impl RouteTable {
             .map(|(index, spec)| Arc::new(Route::new(spec, index)))
             .collect();
 
+        if errors.is_empty() && routes.len() == 1 {
+            let route = &routes[0];
+            if !route
+                .spec()
+                .paths
+                .iter()
+                .any(|p| matches!(p, PathMatch::Pattern(_)))
+            {
+                let hosts = hosts_of.pop().unwrap_or_default().into_boxed_slice();
+                return Ok(Self {
+                    repr: Repr::One(OneRoute {
+                        route: Arc::clone(route),
+                        hosts,
+                    }),
+                });
+            }
+        }
+
         let mut groups: Vec<(HostKey, GroupBuilder)> = Vec::new();
         let mut group_of: HashMap<HostKey, usize> = HashMap::new();
         for (route, (keys, paths)) in routes.iter().zip(hosts_of.into_iter().zip(&paths_of)) {
@@ -308,18 +357,109 @@ impl RouteTable {
             errors.sort_by_key(RouteError::index);
             return Err(errors);
         }
+        if routes.is_empty() {
+            return Ok(Self::empty());
+        }
         Ok(Self {
-            routes,
-            by_id,
-            exact_hosts,
-            wildcard_hosts,
-            any_host,
+            repr: Repr::Full(Box::new(FullTable {
+                routes,
+                by_id,
+                exact_hosts,
+                wildcard_hosts,
+                any_host,
+            })),
         })
     }
 
     /// The best route for the request (see the module docs), with the path
     /// parameters.
     pub fn resolve(&self, req: &RequestInfo<'_>) -> Option<Match> {
+        match &self.repr {
+            Repr::Empty => None,
+            Repr::One(one) => one.resolve(req),
+            Repr::Full(t) => t.resolve(req),
+        }
+    }
+
+    /// The routes, in configuration order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        match &self.repr {
+            Repr::Empty => &[],
+            Repr::One(one) => std::slice::from_ref(&one.route),
+            Repr::Full(t) => &t.routes,
+        }
+    }
+
+    /// The route with this id.
+    pub fn route(&self, id: &str) -> Option<&Arc<Route>> {
+        match &self.repr {
+            Repr::Empty => None,
+            Repr::One(one) => (one.route.id() == id).then_some(&one.route),
+            Repr::Full(t) => t.by_id.get(id).map(|&i| &t.routes[i]),
+        }
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.routes().len()
+    }
+
+    /// Whether the table has no route.
+    pub fn is_empty(&self) -> bool {
+        self.routes().is_empty()
+    }
+
+    /// Whether the table holds its route as one route (see [`Repr`]).
+    #[cfg(test)]
+    pub(super) fn is_one(&self) -> bool {
+        matches!(self.repr, Repr::One(_))
+    }
+}
+
+impl OneRoute {
+    /// The module's rules for one route: a host entry must match; among
+    /// the route's paths the most specific matching one is reported (exact
+    /// beats prefix, a longer prefix a shorter one, the first of equals).
+    fn resolve(&self, req: &RequestInfo<'_>) -> Option<Match> {
+        let host = req.host();
+        let host_matches = self.hosts.iter().any(|key| match key {
+            HostKey::Any => true,
+            HostKey::Exact(h) => host == Some(&**h),
+            HostKey::Wildcard(s) => host.and_then(wildcard_suffix) == Some(&**s),
+        });
+        if !host_matches || !self.route.accepts(req) {
+            return None;
+        }
+        let paths = &self.route.spec().paths;
+        let path_index = if paths.is_empty() {
+            None
+        } else {
+            let path = req.path();
+            let mut best: Option<(PathRank<'_>, usize)> = None;
+            for (i, p) in paths.iter().enumerate() {
+                let rank = match p {
+                    PathMatch::Exact(e) if path == e => PathRank::Exact,
+                    PathMatch::Prefix(pre) if path.starts_with(pre.as_str()) => {
+                        PathRank::Prefix(pre.len())
+                    }
+                    _ => continue,
+                };
+                if best.as_ref().is_none_or(|(b, _)| rank > *b) {
+                    best = Some((rank, i));
+                }
+            }
+            Some(best?.1)
+        };
+        Some(Match {
+            route: Arc::clone(&self.route),
+            params: Vec::new(),
+            path_index,
+        })
+    }
+}
+
+impl FullTable {
+    fn resolve(&self, req: &RequestInfo<'_>) -> Option<Match> {
         let path = req.path();
         let mut best: Option<Candidate<'_, '_>> = None;
         // Groups in decreasing host specificity: a later group only wins
@@ -338,26 +478,6 @@ impl RouteTable {
             group.collect(req, path, HostRank::Any, &mut best);
         }
         best.map(Candidate::into_match)
-    }
-
-    /// The routes, in configuration order.
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.routes
-    }
-
-    /// The route with this id.
-    pub fn route(&self, id: &str) -> Option<&Arc<Route>> {
-        self.by_id.get(id).map(|&i| &self.routes[i])
-    }
-
-    /// Number of routes.
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    /// Whether the table has no route.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
     }
 }
 

@@ -1046,7 +1046,7 @@ fn every_problem_is_reported_with_its_route() {
 #[test]
 fn options_and_lookups_by_id() {
     let mut s = spec("r");
-    s.options.max_body_bytes = Some(30);
+    Arc::make_mut(&mut s.options).max_body_bytes = Some(30);
     let t = table(vec![s]);
     let m = find_match(&t, None, "/");
     assert_eq!(m.route.spec().options.max_body_bytes, Some(30));
@@ -1358,4 +1358,82 @@ fn pattern_layers_find_every_match() {
             layers.len()
         );
     }
+}
+
+
+// ------------------------------------------------------- one-route tables
+
+/// A table of one route without patterns is held as that route alone; it
+/// must answer every request exactly as the general table does (compared
+/// here with a table holding the same route and a decoy no request
+/// reaches).
+#[test]
+fn a_one_route_table_answers_like_the_general_table() {
+    use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+    let mut rng = StdRng::seed_from_u64(0x0e_7ab1e);
+    let hosts = ["a.test", "b.a.test", "*.a.test", "*", "A.Test.", "[::1]"];
+    let paths = ["/", "/x", "/x/", "/x/y", "/xy", "*", "/y"];
+    let req_hosts = [
+        Some("a.test"),
+        Some("b.a.test"),
+        Some("c.a.test"),
+        Some("c.b.a.test"),
+        Some("other.test"),
+        Some("[::1]"),
+        None,
+    ];
+    let methods = [Method::GET, Method::POST, Method::OPTIONS];
+    let mut ones = 0;
+    for round in 0..3_000 {
+        let mut s = spec("r");
+        for _ in 0..rng.random_range(0..3) {
+            s.hosts.push(hosts[rng.random_range(0..hosts.len())].to_owned());
+        }
+        for _ in 0..rng.random_range(0..4) {
+            let p = paths[rng.random_range(0..paths.len())];
+            s.paths.push(if rng.random_bool(0.5) && p != "*" {
+                prefix(p)
+            } else {
+                exact(p)
+            });
+        }
+        if rng.random_bool(0.3) {
+            s.methods = vec![Method::GET];
+        }
+        if rng.random_bool(0.3) {
+            s.headers = vec![header("x-a", HeaderValueMatch::Prefix("v".into()))];
+        }
+        s.priority = rng.random_range(-1..2);
+        let one = table(vec![s.clone()]);
+        assert!(one.is_one(), "round {round}: {s:?} was not held as one route");
+        ones += 1;
+        let mut decoy = spec("decoy");
+        decoy.hosts = strs(&["decoy.invalid"]);
+        let full = table(vec![s.clone(), decoy]);
+        assert!(!full.is_one());
+        for _ in 0..20 {
+            let host = req_hosts[rng.random_range(0..req_hosts.len())];
+            let method = methods[rng.random_range(0..methods.len())].clone();
+            let path = if method == Method::OPTIONS && rng.random_bool(0.3) {
+                "*"
+            } else {
+                ["/", "/x", "/x/", "/x/y", "/xy", "/y", "/z"][rng.random_range(0..7)]
+            };
+            let mut headers = HeaderMap::new();
+            if rng.random_bool(0.5) {
+                headers.insert("x-a", HeaderValue::from_static("v1"));
+            }
+            let req = RequestInfo::new(host, path, &method, &headers);
+            let a = one.resolve(&req).map(|m| (m.route.id().to_owned(), m.path_index));
+            let b = full.resolve(&req).map(|m| (m.route.id().to_owned(), m.path_index));
+            assert_eq!(a, b, "round {round}: {s:?}, request {host:?} {method} {path}");
+        }
+        assert_eq!(one.len(), 1);
+        assert!(one.route("r").is_some() && one.route("decoy").is_none());
+    }
+    assert_eq!(ones, 3_000);
+    // A route with a pattern keeps the general form (params, layers).
+    let mut p = spec("p");
+    p.paths = vec![pat("/u/{id}")];
+    assert!(!table(vec![p]).is_one());
 }
