@@ -605,3 +605,59 @@ fn no_response_comes_from_before_the_last_acknowledged_write() {
         }
     }
 }
+
+/// A route that moves to another host leaves the old one; an upstream
+/// replaced in place reaches the routes naming it; a deleted route stops
+/// serving. (The node keeps no per-route index of slots or references:
+/// it reads them again from the route as stored, so this holds the
+/// undo of each change to what was applied.)
+#[test]
+fn a_route_moved_to_another_host_and_a_replaced_upstream_are_followed() {
+    let Some(bin) =
+        etcd_binary("a_route_moved_to_another_host_and_a_replaced_upstream_are_followed")
+    else {
+        return;
+    };
+    let etcd = Etcd::start(&bin);
+    let ep = etcd.endpoint();
+    let node = Node::start(
+        StoreAt::Etcd {
+            endpoint: &ep,
+            prefix: "/move",
+        },
+        TOKEN,
+    );
+    let (blue, green) = (Backend::start("blue"), Backend::start("green"));
+    let put = |path: &str, body: &str| {
+        let (s, b) = node.api("PUT", path, Some(body));
+        assert_eq!(s, 200, "PUT {path}: {b}");
+    };
+    put("/xlb/v1/upstreams/u", &upstream(&blue));
+    put(
+        "/xlb/v1/routes/r",
+        r#"{"hosts":["a.move","b.move"],"upstream":"u"}"#,
+    );
+    put(
+        "/xlb/v1/routes/other",
+        r#"{"hosts":["b.move"],"paths":["/o*"],"upstream":"u"}"#,
+    );
+    assert_eq!(node.get_body("a.move"), (200, "blue".into()));
+    assert_eq!(node.get_body("b.move"), (200, "blue".into()));
+    put("/xlb/v1/routes/r", r#"{"hosts":["c.move"],"upstream":"u"}"#);
+    assert_eq!(node.get("a.move"), 404, "the route left a.move");
+    assert_eq!(
+        node.get("b.move"),
+        404,
+        "the route left b.move (the other route there is for /o)"
+    );
+    assert_eq!(node.get_body("c.move"), (200, "blue".into()));
+    put("/xlb/v1/upstreams/u", &upstream(&green));
+    assert_eq!(
+        node.get_body("c.move"),
+        (200, "green".into()),
+        "the replaced upstream serves"
+    );
+    let (s, b) = node.api("DELETE", "/xlb/v1/routes/r", None);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(node.get("c.move"), 404);
+}

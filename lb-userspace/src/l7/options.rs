@@ -406,7 +406,11 @@ mod tests {
             ..RouteOptions::default()
         }));
         assert!(!Arc::ptr_eq(&a, &c));
-        assert_eq!(c.max_body_bytes, Some(8), "different options stay different");
+        assert_eq!(
+            c.max_body_bytes,
+            Some(8),
+            "different options stay different"
+        );
         let weak = Arc::downgrade(&c);
         drop(c);
         assert!(weak.upgrade().is_none(), "a set no route uses is freed");

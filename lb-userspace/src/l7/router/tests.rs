@@ -1360,7 +1360,6 @@ fn pattern_layers_find_every_match() {
     }
 }
 
-
 // ------------------------------------------------------- one-route tables
 
 /// A table of one route without patterns is held as that route alone; it
@@ -1387,7 +1386,8 @@ fn a_one_route_table_answers_like_the_general_table() {
     for round in 0..3_000 {
         let mut s = spec("r");
         for _ in 0..rng.random_range(0..3) {
-            s.hosts.push(hosts[rng.random_range(0..hosts.len())].to_owned());
+            s.hosts
+                .push(hosts[rng.random_range(0..hosts.len())].to_owned());
         }
         for _ in 0..rng.random_range(0..4) {
             let p = paths[rng.random_range(0..paths.len())];
@@ -1405,7 +1405,10 @@ fn a_one_route_table_answers_like_the_general_table() {
         }
         s.priority = rng.random_range(-1..2);
         let one = table(vec![s.clone()]);
-        assert!(one.is_one(), "round {round}: {s:?} was not held as one route");
+        assert!(
+            one.is_one(),
+            "round {round}: {s:?} was not held as one route"
+        );
         ones += 1;
         let mut decoy = spec("decoy");
         decoy.hosts = strs(&["decoy.invalid"]);
@@ -1424,9 +1427,16 @@ fn a_one_route_table_answers_like_the_general_table() {
                 headers.insert("x-a", HeaderValue::from_static("v1"));
             }
             let req = RequestInfo::new(host, path, &method, &headers);
-            let a = one.resolve(&req).map(|m| (m.route.id().to_owned(), m.path_index));
-            let b = full.resolve(&req).map(|m| (m.route.id().to_owned(), m.path_index));
-            assert_eq!(a, b, "round {round}: {s:?}, request {host:?} {method} {path}");
+            let a = one
+                .resolve(&req)
+                .map(|m| (m.route.id().to_owned(), m.path_index));
+            let b = full
+                .resolve(&req)
+                .map(|m| (m.route.id().to_owned(), m.path_index));
+            assert_eq!(
+                a, b,
+                "round {round}: {s:?}, request {host:?} {method} {path}"
+            );
         }
         assert_eq!(one.len(), 1);
         assert!(one.route("r").is_some() && one.route("decoy").is_none());
