@@ -11,6 +11,7 @@
 //! While the store is unreachable nothing is removed: the proxy keeps
 //! serving what it last applied, and the watch is resumed from the last
 //! applied revision once the store answers again.
+use smallvec::SmallVec;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
@@ -78,12 +79,13 @@ pub type VipSink = mpsc::UnboundedSender<VipChange>;
 struct State {
     upstreams: HashMap<String, UpstreamYaml>,
     rules: HashMap<String, RateLimitYaml>,
-    /// Route ids of each host slot, sorted (a sorted `Vec`: most hosts
-    /// have one route, and a one-entry B-tree node costs ~300 bytes).
-    slots: HashMap<HostSlot, Vec<String>>,
+    /// Route ids of each host slot, sorted (most hosts have one route:
+    /// it is held inline, where a `Vec` costs an allocation and a
+    /// one-entry B-tree node ~300 bytes).
+    slots: HashMap<HostSlot, SmallVec<[Box<str>; 1]>>,
     /// Routes by the upstream or rule they name, so that a change to one
     /// finds its routes without a scan.
-    refs: HashMap<(Kind, String), BTreeSet<String>>,
+    refs: HashMap<(Kind, String), BTreeSet<Box<str>>>,
     /// The resources as stored, for the snapshot. The only copy of a
     /// route kept here: its slots and references are parsed again from it
     /// when it changes, and it is parsed again when its host is planned
@@ -523,7 +525,7 @@ impl Applier {
                 if let Some(was) = was {
                     for slot in HostSlot::of_route(&was.hosts).unwrap_or_default() {
                         if let Some(set) = s.slots.get_mut(&slot) {
-                            if let Ok(i) = set.binary_search(&id) {
+                            if let Ok(i) = set.binary_search_by(|x| (**x).cmp(id.as_str())) {
                                 set.remove(i);
                             }
                             if set.is_empty() {
@@ -534,7 +536,7 @@ impl Applier {
                     }
                     for key in State::route_refs(&was) {
                         if let Some(set) = s.refs.get_mut(&key) {
-                            set.remove(&id);
+                            set.remove(id.as_str());
                             if set.is_empty() {
                                 s.refs.remove(&key);
                             }
@@ -555,13 +557,13 @@ impl Applier {
                 }
                 for slot in &slots {
                     let set = s.slots.entry(slot.clone()).or_default();
-                    if let Err(i) = set.binary_search(&id) {
-                        set.insert(i, id.clone());
+                    if let Err(i) = set.binary_search_by(|x| (**x).cmp(id.as_str())) {
+                        set.insert(i, id.as_str().into());
                     }
                     t.slots.insert(slot.clone());
                 }
                 for key in State::route_refs(&route) {
-                    s.refs.entry(key).or_default().insert(id.clone());
+                    s.refs.entry(key).or_default().insert(id.as_str().into());
                 }
             }
             Kind::Upstreams => {

@@ -88,8 +88,17 @@ enum Repr {
 /// One route whose paths are exact or prefixes (or none).
 struct OneRoute {
     route: Arc<Route>,
+    hosts: OneHosts,
+}
+
+/// The host entries of a [`OneRoute`].
+enum OneHosts {
+    /// Every entry of the spec's `hosts` is an exact name already written
+    /// in normal form (the usual case, and what the admin API stores), so
+    /// the spec's own strings are compared: no second copy.
+    AsWritten,
     /// The route's host entries, normalised and distinct.
-    hosts: Box<[HostKey]>,
+    Keys(Box<[HostKey]>),
 }
 
 /// Any number of routes, grouped by host.
@@ -109,14 +118,17 @@ impl fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (exact, wildcard, any) = match &self.repr {
             Repr::Empty => (0, 0, false),
-            Repr::One(one) => {
-                let count = |f: fn(&HostKey) -> bool| one.hosts.iter().filter(|k| f(k)).count();
-                (
-                    count(|k| matches!(k, HostKey::Exact(_))),
-                    count(|k| matches!(k, HostKey::Wildcard(_))),
-                    one.hosts.contains(&HostKey::Any),
-                )
-            }
+            Repr::One(one) => match &one.hosts {
+                OneHosts::AsWritten => (one.route.spec().hosts.len(), 0, false),
+                OneHosts::Keys(keys) => {
+                    let count = |f: fn(&HostKey) -> bool| keys.iter().filter(|k| f(k)).count();
+                    (
+                        count(|k| matches!(k, HostKey::Exact(_))),
+                        count(|k| matches!(k, HostKey::Wildcard(_))),
+                        keys.contains(&HostKey::Any),
+                    )
+                }
+            },
             Repr::Full(t) => (
                 t.exact_hosts.len(),
                 t.wildcard_hosts.len(),
@@ -313,7 +325,18 @@ impl RouteTable {
                 .iter()
                 .any(|p| matches!(p, PathMatch::Pattern(_)))
             {
-                let hosts = hosts_of.pop().unwrap_or_default().into_boxed_slice();
+                let keys = hosts_of.pop().unwrap_or_default();
+                let written = &route.spec().hosts;
+                let as_written = keys.len() == written.len()
+                    && keys
+                        .iter()
+                        .zip(written)
+                        .all(|(k, w)| matches!(k, HostKey::Exact(h) if **h == **w));
+                let hosts = if as_written {
+                    OneHosts::AsWritten
+                } else {
+                    OneHosts::Keys(keys.into_boxed_slice())
+                };
                 return Ok(Self {
                     repr: Repr::One(OneRoute {
                         route: Arc::clone(route),
@@ -422,11 +445,16 @@ impl OneRoute {
     /// beats prefix, a longer prefix a shorter one, the first of equals).
     fn resolve(&self, req: &RequestInfo<'_>) -> Option<Match> {
         let host = req.host();
-        let host_matches = self.hosts.iter().any(|key| match key {
-            HostKey::Any => true,
-            HostKey::Exact(h) => host == Some(&**h),
-            HostKey::Wildcard(s) => host.and_then(wildcard_suffix) == Some(&**s),
-        });
+        let host_matches = match &self.hosts {
+            OneHosts::AsWritten => {
+                host.is_some_and(|h| self.route.spec().hosts.iter().any(|w| w == h))
+            }
+            OneHosts::Keys(keys) => keys.iter().any(|key| match key {
+                HostKey::Any => true,
+                HostKey::Exact(h) => host == Some(&**h),
+                HostKey::Wildcard(s) => host.and_then(wildcard_suffix) == Some(&**s),
+            }),
+        };
         if !host_matches || !self.route.accepts(req) {
             return None;
         }
