@@ -26,7 +26,10 @@
 //! takes tens of seconds), and so Traefik; Caddy up to
 //! `XLB_BENCH_CONFIG_CADDY_MAX` (default the same; at 10⁵ routes one admin
 //! call takes 8–10 s here and Caddy's RSS grows by gigabytes over 20
-//! trials). Writes target/bench/config.json.
+//! trials). `route_memory`: resident memory growth per route of a durable
+//! node at each size, and of a fresh one loaded eagerly with
+//! `XLB_BENCH_CONFIG_MEMORY_MAX` routes (default 10⁶). Writes
+//! target/bench/config.json.
 #[path = "config/caddy_peer.rs"]
 mod config_caddy;
 #[path = "config/haproxy_peer.rs"]
@@ -364,6 +367,32 @@ fn main() -> anyhow::Result<()> {
                 under_load = Some((n, change_under_load(&node, n)?));
             }
         }
+    }
+    // route_memory at a size beyond the propagation sizes: a fresh durable
+    // node loaded eagerly with XLB_BENCH_CONFIG_MEMORY_MAX routes.
+    let memory_max = env_list("XLB_BENCH_CONFIG_MEMORY_MAX", "1000000")
+        .first()
+        .copied()
+        .unwrap_or(0);
+    if memory_max > *sizes.last().unwrap_or(&0) {
+        let node = Node::start(StoreAt::Embedded { durable: true }, TOKEN);
+        let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
+        anyhow::ensure!(s == 200, "{s} {body}");
+        let rss0 = node.rss();
+        let t = Instant::now();
+        preload(&node, 0, memory_max)?;
+        memory.push((
+            memory_max,
+            (node.rss().saturating_sub(rss0)) as f64 / memory_max as f64,
+        ));
+        eprintln!(
+            "bench config: memory: {memory_max} routes loaded eagerly in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        anyhow::ensure!(
+            node.get(&format!("pre-{}.bench", memory_max - 1)) == 200,
+            "the last preloaded route does not serve"
+        );
     }
     let lazy = lazy_section(&upstream, trials)?;
     // propagation_fleet: three nodes on one etcd; PUT through node 0,
