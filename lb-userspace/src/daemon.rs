@@ -92,7 +92,7 @@ pub struct Daemon {
     store_vips: std::collections::BTreeMap<String, crate::config::l4::VipConfig>,
     /// Stored VIP changes for the XDP tables (with a store and an XDP
     /// datapath; the run loop takes it).
-    vip_rx: Option<mpsc::UnboundedReceiver<crate::store::apply::VipChange>>,
+    vip_rx: Option<mpsc::UnboundedReceiver<crate::store::apply::VipRequest>>,
 }
 
 /// What a started daemon serves, for the ready line.
@@ -250,8 +250,8 @@ impl Daemon {
         // The store's first read, before ready (its VIPs were read above
         // already: normally this writes nothing).
         if let Some(mut rx) = vip_rx {
-            while let Ok(change) = rx.try_recv() {
-                d.apply_vip_change(change).await;
+            while let Ok(request) = rx.try_recv() {
+                d.vip_request(request).await;
             }
             d.vip_rx = Some(rx);
         }
@@ -681,8 +681,8 @@ pub async fn run(
                 continue;
             }
             true = watch.changed() => "config file changed",
-            Some(change) = recv_opt(&mut vip_rx) => {
-                daemon.apply_vip_change(change).await;
+            Some(request) = recv_opt(&mut vip_rx) => {
+                daemon.vip_request(request).await;
                 daemon.sync_announcements(&mut announcer);
                 observe_wiring::publish(&observe, &daemon);
                 continue;

@@ -338,6 +338,40 @@ fn run(bed: &L4Bed, store: &str) {
         "the stored VIP changed: {body}"
     );
 
+    // Valid bodies this node cannot serve: 422 naming the reason, nothing
+    // stored, the tables unchanged. (Before the datapath was asked first,
+    // each was stored, answered 200, and only logged as not applied.)
+    let cannot = |id: &str, body: &str, reason: &str| {
+        let at = Instant::now();
+        let (status, answer) = api(bed, "PUT", &format!("/xlb/v1/vips/{id}"), Some(body));
+        assert_eq!(status, 422, "PUT {id}: {answer}");
+        assert!(
+            answer.contains(reason),
+            "PUT {id}: the 422 does not say `{reason}`: {answer}"
+        );
+        let (status, stored) = api(bed, "GET", &format!("/xlb/v1/vips/{id}"), None);
+        assert_eq!(status, 404, "{id} was stored anyway: {stored}");
+        println!(
+            "PUT {id} refused in {:.0} ms: {answer}",
+            at.elapsed().as_secs_f64() * 1e3
+        );
+    };
+    // A backend on the link that no neighbour answers for.
+    let gone: IpAddr = "192.0.2.99".parse().unwrap();
+    cannot("ghost", &vip(8080, "tcp", &[gone]), "192.0.2.99");
+    // The address, port and protocol of the file's VIP, under another id.
+    let file_clash = serde_json::json!({
+        "address": VIP6.to_string(), "port": TCP_PORT, "protocol": "tcp", "mode": "dsr",
+        "backends": [{"address": bed.backends[0].v6.to_string()}],
+    })
+    .to_string();
+    cannot("clash6", &file_clash, "file6");
+    assert_eq!(
+        xlb.stats().expect("stats")["digests"],
+        changed["digests"],
+        "a refused VIP changed the tables"
+    );
+
     // DELETE: the VIP leaves the maps; its packets go to the kernel.
     let before = xlb.stats().expect("stats");
     let passed_before = counter(&before, "reasons", "pass_not_vip");

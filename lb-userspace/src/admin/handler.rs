@@ -315,6 +315,9 @@ async fn txn(admin: &Admin, req: Request<Incoming>) -> Response<Body> {
 /// Commits `writes`, then waits until this node (with `fleet`, every
 /// live node) has applied them.
 async fn write(admin: &Admin, writes: &[Write], fleet: bool) -> Response<Body> {
+    if let Err(r) = check_vips(admin, writes).await {
+        return r;
+    }
     let revision = match admin.resources.write(writes).await {
         Ok(r) => r,
         Err(e) => {
@@ -350,6 +353,71 @@ async fn write(admin: &Admin, writes: &[Write], fleet: bool) -> Response<Body> {
         }
     }
     r
+}
+
+/// How long the datapath may take to answer a VIP check (it resolves
+/// the backends' next hops, up to 3 s each, concurrently).
+const VIP_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks this node's XDP datapath whether it can serve each VIP the writes
+/// create or replace; 422 naming the write when it cannot, and nothing is
+/// stored. (Stored first, such a VIP was acknowledged and then only
+/// logged as not applied.) A VIP that does not parse or validate is left
+/// to the store's write, which names the field. Each VIP of a batch is
+/// checked against what the node serves now, not against the others.
+async fn check_vips(admin: &Admin, writes: &[Write]) -> Result<(), Response<Body>> {
+    let Some(sink) = &admin.vips else {
+        return Ok(());
+    };
+    let many = writes.len() > 1;
+    for (i, w) in writes.iter().enumerate() {
+        let Write::Put {
+            kind: Kind::Vips,
+            id,
+            value,
+            ..
+        } = w
+        else {
+            continue;
+        };
+        use crate::config::{l4::VipConfig, resource};
+        let parsed = resource::with_id(Kind::Vips, id, value.clone())
+            .and_then(|v| resource::parse::<VipConfig>(&v));
+        let Ok(vip) = parsed else { continue };
+        if resource::check_vip(&vip).is_err() {
+            continue;
+        }
+        let (answer, verdict) = tokio::sync::oneshot::channel();
+        let asked = sink.send(crate::store::apply::VipRequest::Check(
+            crate::store::apply::VipCheck { vip, answer },
+        ));
+        let field = if many {
+            format!("writes[{i}].value")
+        } else {
+            "value".to_string()
+        };
+        let reason = match asked {
+            Err(_) => Some("the datapath is not running".to_string()),
+            Ok(()) => match tokio::time::timeout(VIP_CHECK_WAIT, verdict).await {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(reason))) => Some(reason),
+                Ok(Err(_)) => Some("the datapath did not answer".to_string()),
+                Err(_) => Some(format!(
+                    "the datapath did not answer within {VIP_CHECK_WAIT:?}"
+                )),
+            },
+        };
+        if let Some(reason) = reason {
+            return Err(reply::json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({
+                    "error": format!("vips/{id}: this node cannot serve it, not stored: {reason}"),
+                    "issues": [{"field": field, "message": reason}],
+                }),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Waits until every node announced under `<prefix>/nodes/` has applied

@@ -43,6 +43,10 @@ pub struct Admin {
     /// Requests being answered now (a process that hands over or stops
     /// waits for them before it exits).
     pub inflight: Arc<std::sync::atomic::AtomicUsize>,
+    /// This node's XDP datapath, asked whether it can serve a VIP before
+    /// the VIP is stored (`None`: the node runs none, and VIPs are only
+    /// checked as `xlb check` checks them).
+    pub vips: Option<crate::store::apply::VipSink>,
 }
 
 /// Counts one request in flight while it lives.

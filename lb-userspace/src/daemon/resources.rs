@@ -207,6 +207,7 @@ pub(super) async fn start(
     let layout = Layout::new(&config.config_store.prefix);
     let node = Context::of_node(config);
     let mut tasks = Vec::new();
+    let vip_checks = vips.clone();
     // This node's id in the fleet: its key under `<prefix>/nodes/` and the
     // last segment of its health votes. Random per run: a restarted node
     // is a new voter, and its predecessor's votes expire with its lease.
@@ -357,6 +358,7 @@ pub(super) async fn start(
             lazy: lazy_hosts,
             paused,
             inflight: admin_inflight.clone(),
+            vips: vip_checks,
         });
         tasks.push(tokio::spawn(admin::serve(listener, admin)));
     }

@@ -10,7 +10,11 @@ use super::{log_report, Daemon};
 use crate::{
     config::{l4::VipConfig, resource, Config},
     datapath::next_hops,
-    store::{apply::VipChange, keys::Layout, Store},
+    store::{
+        apply::{VipChange, VipCheck, VipRequest},
+        keys::Layout,
+        Store,
+    },
 };
 
 /// The VIPs the tables serve: the file's, then the stored ones that do
@@ -74,8 +78,54 @@ pub(super) async fn stored_vips(
 }
 
 impl Daemon {
+    /// Answers what the applier or the admin API asks of the L4 half.
+    pub(super) async fn vip_request(&mut self, request: VipRequest) {
+        match request {
+            VipRequest::Change(change) => self.apply_vip_change(change).await,
+            VipRequest::Check(VipCheck { vip, answer }) => {
+                let verdict = self.check_stored_vip(&vip).await;
+                if let Err(e) = &verdict {
+                    log::info!("admin API: VIP {} refused: {e}", vip.name);
+                }
+                let _ = answer.send(verdict);
+            }
+        }
+    }
+
+    /// Whether the tables could take `vip` as a stored VIP (created or
+    /// replaced), without writing anything: the same merge, next-hop
+    /// resolution and table plan as [`Daemon::write_stored_vips`].
+    async fn check_stored_vip(&self, vip: &VipConfig) -> Result<(), String> {
+        let Some(h) = &self.l4 else {
+            return Ok(());
+        };
+        if let Some(f) = self.file_vips.iter().find(|f| {
+            f.name == vip.name
+                || (f.address == vip.address && f.port == vip.port && f.protocol == vip.protocol)
+        }) {
+            return Err(format!(
+                "this node's file already has VIP `{}` at that name or address, port and protocol",
+                f.name
+            ));
+        }
+        let mut stored = self.store_vips.clone();
+        stored.insert(vip.name.clone(), vip.clone());
+        let mut new_l4 = self.config.l4.clone();
+        new_l4.vips = merged(&self.file_vips, &stored);
+        let mut macs = h.macs.clone();
+        let mut ask = self.config.l4.clone();
+        ask.vips = vec![vip.clone()];
+        let resolved = next_hops::resolve_all(&ask)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        macs.extend(resolved);
+        h.tables
+            .check(&self.effective_l4(&new_l4), &macs)
+            .map_err(|e| format!("{e:#}"))
+    }
+
     /// Writes a stored VIP change into the XDP tables, then answers it.
-    pub(super) async fn apply_vip_change(&mut self, change: VipChange) {
+    async fn apply_vip_change(&mut self, change: VipChange) {
         let VipChange {
             revision,
             full,

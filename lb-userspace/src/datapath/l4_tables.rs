@@ -51,6 +51,18 @@ struct BackendSlot {
     tx: Option<u8>,
 }
 
+/// What [`L4Tables::apply`] decided before writing anything.
+struct Plan {
+    /// Each VIP's Maglev positions, in `l4.vips` order.
+    tables: Vec<Arc<Vec<u32>>>,
+    /// Whether each VIP keeps the table it has.
+    unchanged: Vec<bool>,
+    /// Every backend address named, once.
+    wanted: Vec<IpAddr>,
+    ports: tx_ports::TxPorts,
+    backend_tx: HashMap<IpAddr, Option<u8>>,
+}
+
 /// The userspace mirror of the L4 maps.
 #[derive(Debug)]
 pub struct L4Tables {
@@ -301,18 +313,16 @@ impl L4Tables {
         self.vips.iter().map(|(n, r)| (r.row, n.clone())).collect()
     }
 
-    /// Makes the maps say what `l4` says. `macs` holds the next-hop MAC of
-    /// every backend address in `l4` (resolved by the caller).
-    ///
-    /// Everything that can fail without touching the maps (table builds,
-    /// capacity) is checked first, so an error leaves the running state
-    /// unchanged.
-    pub fn apply<W: MapWriter>(
-        &mut self,
-        ebpf: &mut W,
-        l4: &L4Config,
-        macs: &HashMap<IpAddr, [u8; 6]>,
-    ) -> anyhow::Result<ApplyReport> {
+    /// Whether [`L4Tables::apply`] of `l4` would succeed, without writing
+    /// anything (a VIP written through the admin API is checked with this
+    /// before it is stored).
+    pub fn check(&self, l4: &L4Config, macs: &HashMap<IpAddr, [u8; 6]>) -> anyhow::Result<()> {
+        self.plan(l4, macs).map(|_| ())
+    }
+
+    /// Step 1 of [`L4Tables::apply`]: everything that can fail without
+    /// touching the maps (table builds, capacity, next hops, ports).
+    fn plan(&self, l4: &L4Config, macs: &HashMap<IpAddr, [u8; 6]>) -> anyhow::Result<Plan> {
         if l4.maglev_table_size != self.m {
             bail!(
                 "maglev_table_size changed from {} to {}: the maps are sized at start, restart xlb to change it",
@@ -320,8 +330,6 @@ impl L4Tables {
                 l4.maglev_table_size
             );
         }
-        let mut report = ApplyReport::default();
-
         // 1. Plan without side effects. A VIP whose config is the one its
         // table was built from keeps that table (`unchanged`).
         let mut tables: Vec<Arc<Vec<u32>>> = Vec::with_capacity(l4.vips.len());
@@ -388,6 +396,36 @@ impl L4Tables {
                 self.free_backends.len()
             );
         }
+
+        Ok(Plan {
+            tables,
+            unchanged,
+            wanted,
+            ports,
+            backend_tx,
+        })
+    }
+
+    /// Makes the maps say what `l4` says. `macs` holds the next-hop MAC of
+    /// every backend address in `l4` (resolved by the caller).
+    ///
+    /// Everything that can fail without touching the maps (table builds,
+    /// capacity) is checked first, so an error leaves the running state
+    /// unchanged.
+    pub fn apply<W: MapWriter>(
+        &mut self,
+        ebpf: &mut W,
+        l4: &L4Config,
+        macs: &HashMap<IpAddr, [u8; 6]>,
+    ) -> anyhow::Result<ApplyReport> {
+        let Plan {
+            tables,
+            unchanged,
+            wanted,
+            ports,
+            backend_tx,
+        } = self.plan(l4, macs)?;
+        let mut report = ApplyReport::default();
 
         // 2. Egress ports before any backend names them, then settings,
         // then backends that are new or whose MAC or port changed.

@@ -71,8 +71,27 @@ pub struct VipChange {
     pub done: oneshot::Sender<()>,
 }
 
-/// Where the applier sends VIP changes (the daemon's L4 half).
-pub type VipSink = mpsc::UnboundedSender<VipChange>;
+/// A VIP about to be written through the admin API, for the daemon to
+/// check against its datapath (next hops of the backends, free VIP rows
+/// and backend slots, a clash with the file's VIPs) before it is stored:
+/// a VIP this node cannot serve is refused instead of stored and logged.
+#[derive(Debug)]
+pub struct VipCheck {
+    pub vip: VipConfig,
+    /// `Err`: why this node cannot serve it.
+    pub answer: oneshot::Sender<Result<(), String>>,
+}
+
+/// What the daemon's L4 half is asked through a [`VipSink`].
+#[derive(Debug)]
+pub enum VipRequest {
+    Change(VipChange),
+    Check(VipCheck),
+}
+
+/// Where the applier sends VIP changes and the admin API VIP checks (the
+/// daemon's L4 half).
+pub type VipSink = mpsc::UnboundedSender<VipRequest>;
 
 /// The resources this node has applied, and where each route sits.
 #[derive(Default)]
@@ -683,7 +702,7 @@ impl Applier {
                     vips,
                     done,
                 };
-                if sink.send(change).is_ok() && self.vip_wait {
+                if sink.send(VipRequest::Change(change)).is_ok() && self.vip_wait {
                     // An error: the daemon is stopping.
                     let _ = written.await;
                 }
