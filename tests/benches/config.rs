@@ -26,7 +26,8 @@
 //! takes tens of seconds), and so Traefik; Caddy up to
 //! `XLB_BENCH_CONFIG_CADDY_MAX` (default the same; at 10⁵ routes one admin
 //! call takes 8–10 s here and Caddy's RSS grows by gigabytes over 20
-//! trials). `route_memory`: resident memory growth per route of a durable
+//! trials). `XLB_BENCH_CONFIG_UNDER_LOAD_ONLY=1` runs `change_under_load`
+//! alone, five times (no JSON). `route_memory`: resident memory growth per route of a durable
 //! node at each size, and of a fresh one loaded eagerly with
 //! `XLB_BENCH_CONFIG_MEMORY_MAX` routes (default 10⁶). Writes
 //! target/bench/config.json.
@@ -315,6 +316,23 @@ fn main() -> anyhow::Result<()> {
     let backend = Backend::start("bench");
     let _ = UPSTREAM_ADDR.set(backend.addr);
     let upstream = format!(r#"{{"nodes":[{{"address":"{}"}}]}}"#, backend.addr);
+    if std::env::var_os("XLB_BENCH_CONFIG_UNDER_LOAD_ONLY").is_some() {
+        // change_under_load alone (for trying changes to the write path):
+        // a durable node with the largest size, nothing else, no JSON.
+        let n = *sizes.last().unwrap_or(&100_000);
+        let node = Node::start(StoreAt::Embedded { durable: true }, TOKEN);
+        let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
+        anyhow::ensure!(s == 200, "{s} {body}");
+        preload(&node, 0, n)?;
+        for _ in 0..trials.min(5) {
+            let (quiet, busy) = change_under_load(&node, n)?;
+            println!(
+                "change_under_load at {n} routes: request p99 {quiet:.3} ms without changes, {busy:.3} ms with 50 changes/s ({:+.0} %)",
+                (busy / quiet - 1.0) * 100.0
+            );
+        }
+        return Ok(());
+    }
     let mut rows: Vec<(String, usize, Result1)> = Vec::new();
     // (routes, bytes of resident memory per route) of the durable node.
     let mut memory: Vec<(usize, f64)> = Vec::new();

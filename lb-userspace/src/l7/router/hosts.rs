@@ -81,7 +81,9 @@ impl HostTables {
     }
 
     /// Replaces the table of `slot` (`None` or an empty table: the slot
-    /// has no routes any more).
+    /// has no routes any more). Every route of `table` has the slot among
+    /// its hosts ([`HostSlot::of_route`]): a lookup that reaches the slot
+    /// by the request's host takes the host as matched.
     pub fn set(&self, slot: &HostSlot, table: Option<RouteTable>) {
         self.set_shared(slot, table.map(Arc::new));
     }
@@ -151,7 +153,8 @@ impl Resolver for HostTables {
 }
 
 /// The best answer of a request's three tables — its exact host's, the
-/// wildcard's that can match it, the any-host one — by the first two
+/// wildcard's that can match it, the any-host one (each holding only
+/// routes with that host entry, as [`HostTables`] does) — by the first two
 /// precedence rules (priority, then host rank); the rest were decided
 /// inside each table.
 pub fn best_of(
@@ -162,7 +165,12 @@ pub fn best_of(
 ) -> Option<Match> {
     let mut best: Option<((i32, u8), Match)> = None;
     for (rank, table) in [(2u8, exact), (1, wild), (0, any)] {
-        let Some(m) = table.and_then(|t| t.resolve(req)) else {
+        // The exact and wildcard tables were found by the request's host.
+        let found = match rank {
+            0 => table.and_then(|t| t.resolve(req)),
+            _ => table.and_then(|t| t.resolve_in_host_slot(req)),
+        };
+        let Some(m) = found else {
             continue;
         };
         let key = (m.route.priority(), rank);

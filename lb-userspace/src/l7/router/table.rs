@@ -404,6 +404,18 @@ impl RouteTable {
         }
     }
 
+    /// [`RouteTable::resolve`] for a table found under the request's own
+    /// host slot (its exact name, or the wildcard suffix that matches it),
+    /// whose routes all have that host entry: a one-route table skips its
+    /// host check, which the slot already made (two fewer memory reads,
+    /// which matter with 10⁶ hosts, where every read misses the cache).
+    pub(super) fn resolve_in_host_slot(&self, req: &RequestInfo<'_>) -> Option<Match> {
+        match &self.repr {
+            Repr::One(one) => one.resolve_host_matched(req),
+            _ => self.resolve(req),
+        }
+    }
+
     /// The routes, in configuration order.
     pub fn routes(&self) -> &[Arc<Route>] {
         match &self.repr {
@@ -455,7 +467,15 @@ impl OneRoute {
                 HostKey::Wildcard(s) => host.and_then(wildcard_suffix) == Some(&**s),
             }),
         };
-        if !host_matches || !self.route.accepts(req) {
+        if !host_matches {
+            return None;
+        }
+        self.resolve_host_matched(req)
+    }
+
+    /// [`OneRoute::resolve`] once the host is known to match.
+    fn resolve_host_matched(&self, req: &RequestInfo<'_>) -> Option<Match> {
+        if !self.route.accepts(req) {
             return None;
         }
         let paths = &self.route.spec().paths;

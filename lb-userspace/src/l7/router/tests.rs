@@ -1383,6 +1383,7 @@ fn a_one_route_table_answers_like_the_general_table() {
     ];
     let methods = [Method::GET, Method::POST, Method::OPTIONS];
     let mut ones = 0;
+    let mut slot_hits = 0;
     for round in 0..3_000 {
         let mut s = spec("r");
         for _ in 0..rng.random_range(0..3) {
@@ -1437,11 +1438,30 @@ fn a_one_route_table_answers_like_the_general_table() {
                 a, b,
                 "round {round}: {s:?}, request {host:?} {method} {path}"
             );
+            // Reached through the request's own host slot, the host check
+            // is skipped; the answer must not change.
+            let slots = HostSlot::of_route(&s.hosts).unwrap_or_default();
+            let in_slot = host.is_some_and(|h| {
+                slots.contains(&HostSlot::Exact(h.to_owned()))
+                    || wildcard_suffix(h)
+                        .is_some_and(|w| slots.contains(&HostSlot::Wildcard(w.to_owned())))
+            });
+            if in_slot {
+                let c = one
+                    .resolve_in_host_slot(&req)
+                    .map(|m| (m.route.id().to_owned(), m.path_index));
+                assert_eq!(
+                    c, b,
+                    "round {round}: {s:?}, in its slot: {host:?} {method} {path}"
+                );
+                slot_hits += 1;
+            }
         }
         assert_eq!(one.len(), 1);
         assert!(one.route("r").is_some() && one.route("decoy").is_none());
     }
     assert_eq!(ones, 3_000);
+    assert!(slot_hits > 1_000, "only {slot_hits} requests in their slot");
     // A route with a pattern keeps the general form (params, layers).
     let mut p = spec("p");
     p.paths = vec![pat("/u/{id}")];
