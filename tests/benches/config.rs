@@ -27,7 +27,7 @@
 //! `XLB_BENCH_CONFIG_CADDY_MAX` (default the same; at 10⁵ routes one admin
 //! call takes 8–10 s here and Caddy's RSS grows by gigabytes over 20
 //! trials). `XLB_BENCH_CONFIG_UNDER_LOAD_ONLY=1` runs `change_under_load`
-//! alone, five times (no JSON). `route_memory`: resident memory growth per route of a durable
+//! alone, five times (no JSON; `=memory`: with in-memory writes). `route_memory`: resident memory growth per route of a durable
 //! node at each size, and of a fresh one loaded eagerly with
 //! `XLB_BENCH_CONFIG_MEMORY_MAX` routes (default 10⁶). Writes
 //! target/bench/config.json.
@@ -316,11 +316,13 @@ fn main() -> anyhow::Result<()> {
     let backend = Backend::start("bench");
     let _ = UPSTREAM_ADDR.set(backend.addr);
     let upstream = format!(r#"{{"nodes":[{{"address":"{}"}}]}}"#, backend.addr);
-    if std::env::var_os("XLB_BENCH_CONFIG_UNDER_LOAD_ONLY").is_some() {
+    if let Ok(only) = std::env::var("XLB_BENCH_CONFIG_UNDER_LOAD_ONLY") {
         // change_under_load alone (for trying changes to the write path):
-        // a durable node with the largest size, nothing else, no JSON.
+        // a durable node (`memory`: in-memory writes) with the largest
+        // size, nothing else, no JSON.
         let n = *sizes.last().unwrap_or(&100_000);
-        let node = Node::start(StoreAt::Embedded { durable: true }, TOKEN);
+        let durable = only != "memory";
+        let node = Node::start(StoreAt::Embedded { durable }, TOKEN);
         let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
         anyhow::ensure!(s == 200, "{s} {body}");
         preload(&node, 0, n)?;
