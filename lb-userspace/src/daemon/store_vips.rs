@@ -23,11 +23,7 @@ use crate::{
 pub(super) fn merged(file: &[VipConfig], stored: &BTreeMap<String, VipConfig>) -> Vec<VipConfig> {
     let mut out = file.to_vec();
     for v in stored.values() {
-        let clash = file.iter().find(|f| {
-            f.name == v.name
-                || (f.address == v.address && f.port == v.port && f.protocol == v.protocol)
-        });
-        match clash {
+        match file_clash(file, v) {
             Some(f) => log::error!(
                 "config store: VIP {} not applied: it clashes with l4.vips `{}` of the file",
                 v.name,
@@ -37,6 +33,14 @@ pub(super) fn merged(file: &[VipConfig], stored: &BTreeMap<String, VipConfig>) -
         }
     }
     out
+}
+
+/// The file's VIP that stored VIP `v` clashes with: the same name, or the
+/// same address, port and protocol.
+fn file_clash<'f>(file: &'f [VipConfig], v: &VipConfig) -> Option<&'f VipConfig> {
+    file.iter().find(|f| {
+        f.name == v.name || (f.address == v.address && f.port == v.port && f.protocol == v.protocol)
+    })
 }
 
 /// The VIPs stored under `config`'s prefix, checked as `xlb check` checks
@@ -99,10 +103,7 @@ impl Daemon {
         let Some(h) = &self.l4 else {
             return Ok(());
         };
-        if let Some(f) = self.file_vips.iter().find(|f| {
-            f.name == vip.name
-                || (f.address == vip.address && f.port == vip.port && f.protocol == vip.protocol)
-        }) {
+        if let Some(f) = file_clash(&self.file_vips, vip) {
             return Err(format!(
                 "this node's file already has VIP `{}` at that name or address, port and protocol",
                 f.name
