@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .map_err(|(field, msg)| anyhow::anyhow!("cors.{field}: {msg}"))?;
     let mut route = RouteSpec::new("all", "app");
-    route.options = RouteOptions {
+    route.options = std::sync::Arc::new(RouteOptions {
         plugins: PluginChain::new(vec![
             Arc::new(TenantGate {
                 needs: [http::HeaderName::from_static("x-tenant")],
@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(cors),
         ]),
         ..RouteOptions::default()
-    };
+    });
     let upstream = Arc::new(Upstream::new(
         vec![Node {
             id: 0,

@@ -212,10 +212,10 @@ async fn start(backend: SocketAddr, purge_from: Vec<Prefix>) -> Bed {
     });
     let mut cached = RouteSpec::new("cached", "u");
     cached.paths = vec![PathMatch::Prefix("/c/".into())];
-    cached.options = RouteOptions {
+    cached.options = std::sync::Arc::new(RouteOptions {
         cache: Some(SharedCache::new(cache.clone(), purge_from)),
         ..RouteOptions::default()
-    };
+    });
     let mut plain = RouteSpec::new("plain", "u");
     plain.paths = vec![PathMatch::Prefix("/p/".into())];
     let table = RouteTable::build(vec![cached, plain]).unwrap();

@@ -166,7 +166,7 @@ fn rr(addrs: &[SocketAddr]) -> Arc<Pool> {
 fn route(prefix: &str, upstream: &str, options: RouteOptions) -> RouteSpec {
     let mut r = RouteSpec::new(format!("r{prefix}"), upstream);
     r.paths = vec![PathMatch::Prefix(prefix.into())];
-    r.options = options;
+    r.options = std::sync::Arc::new(options);
     r
 }
 

@@ -178,10 +178,10 @@ async fn xlb(yaml: &str, node: SocketAddr) -> (SocketAddr, tokio::sync::watch::S
     .expect("plugins build");
     let mut route = RouteSpec::new("r", "u");
     route.paths = vec![PathMatch::Prefix("/".into())];
-    route.options = RouteOptions {
+    route.options = std::sync::Arc::new(RouteOptions {
         plugins: chain,
         ..RouteOptions::default()
-    };
+    });
     let upstream = Arc::new(
         Upstream::new(
             vec![Node {

@@ -156,7 +156,7 @@ struct Bed {
 async fn start(pool: Arc<Pool>, options: RouteOptions) -> Bed {
     let mut route = RouteSpec::new("r", "u");
     route.paths = vec![PathMatch::Prefix("/".into())];
-    route.options = options;
+    route.options = std::sync::Arc::new(options);
     let table = RouteTable::build(vec![route]).unwrap();
     let pools: HashMap<String, Arc<Pool>> = [("u".to_string(), pool)].into_iter().collect();
     let (addr, tx) = support::serve_proxy(Proxy::new(Arc::new(table), pools)).await;

@@ -119,10 +119,10 @@ async fn xlb(
 ) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     let mut route = RouteSpec::new("r", "u");
     route.paths = vec![PathMatch::Prefix("/".into())];
-    route.options = RouteOptions {
+    route.options = std::sync::Arc::new(RouteOptions {
         plugins: chain,
         ..RouteOptions::default()
-    };
+    });
     let table = RouteTable::build(vec![route]).unwrap();
     let pools: HashMap<String, Arc<Pool>> =
         pools.into_iter().map(|(k, p)| (k.to_string(), p)).collect();

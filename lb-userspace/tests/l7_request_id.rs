@@ -132,10 +132,10 @@ async fn xlb(
         .expect("plugins build");
         let mut route = RouteSpec::new(&format!("r{i}"), "u");
         route.paths = vec![PathMatch::Prefix((*prefix).into())];
-        route.options = RouteOptions {
+        route.options = std::sync::Arc::new(RouteOptions {
             plugins: chain,
             ..RouteOptions::default()
-        };
+        });
         specs.push(route);
     }
     let upstream = Arc::new(
