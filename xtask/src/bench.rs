@@ -4,7 +4,7 @@
 use crate::{build, deps, exec};
 
 /// Benchmarks that exist.
-pub const NAMES: &[&str] = &["l4", "l7", "config", "plugins"];
+pub const NAMES: &[&str] = &["l4", "l7", "config", "plugins", "uring"];
 
 pub fn run(name: &str) -> anyhow::Result<()> {
     if !NAMES.contains(&name) {
