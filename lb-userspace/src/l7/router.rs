@@ -113,6 +113,11 @@
 //! prefix length, longest first. Routes sharing a (host, path) entry are kept in precedence order
 //! and scanned until the first whose method and headers match. Nothing
 //! scans all routes.
+//!
+//! A table of exactly one route without path patterns (what a store-fed
+//! node keeps per host, see [`HostTables`]) is held as that route alone
+//! and matched directly by the same rules: about 60 bytes beside the route
+//! instead of a kilobyte of maps, and fewer memory reads per lookup.
 
 mod host;
 mod hosts;
