@@ -329,15 +329,31 @@ async fn write(admin: &Admin, writes: &[Write], fleet: bool) -> Response<Body> {
     };
     let mut applied = admin.applied.clone();
     // The borrow `wait_for` returns is not `Send`: keep only the verdict.
-    let applied_here = matches!(
-        tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| a.revision >= revision)).await,
-        Ok(Ok(_))
-    );
-    if !applied_here {
-        return reply::json(
-            StatusCode::GATEWAY_TIMEOUT,
-            &json!({"error": format!("committed at revision {revision}, but this node has not applied it within {APPLY_WAIT:?}"), "revision": revision}),
-        );
+    let applied_here = match tokio::time::timeout(
+        APPLY_WAIT,
+        applied.wait_for(|a| a.revision >= revision),
+    )
+    .await
+    {
+        Ok(Ok(a)) => Some(a.vip_failed == Some(revision)),
+        _ => None,
+    };
+    match applied_here {
+        None => {
+            return reply::json(
+                StatusCode::GATEWAY_TIMEOUT,
+                &json!({"error": format!("committed at revision {revision}, but this node has not applied it within {APPLY_WAIT:?}"), "revision": revision}),
+            )
+        }
+        // Checked before it was stored, and still refused when written
+        // (the neighbour went away, another write took the last row).
+        Some(true) => {
+            return reply::json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"error": format!("committed at revision {revision}, but this node's datapath could not write its VIPs (the tables are unchanged; the reason is in its log)"), "revision": revision}),
+            )
+        }
+        Some(false) => {}
     }
     let mut answer = json!({"revision": revision});
     if fleet {

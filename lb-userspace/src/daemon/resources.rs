@@ -296,6 +296,7 @@ pub(super) async fn start(
                 revision: i64::MAX,
                 connected: true,
                 resources: i64::MAX,
+                vip_failed: None,
             });
             std::mem::forget(tx);
             if config.health.shared_verdicts {

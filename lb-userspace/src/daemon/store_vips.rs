@@ -133,24 +133,24 @@ impl Daemon {
             vips,
             done,
         } = change;
-        self.write_stored_vips(revision, full, vips).await;
-        let _ = done.send(());
+        let written = self.write_stored_vips(revision, full, vips).await;
+        let _ = done.send(written);
     }
 
     /// Makes the running VIP set say what `changes` says (all of it when
     /// `full`). Only the tables of the VIPs that differ are rebuilt and
     /// written (see `L4Tables::apply`); a change that cannot be applied
-    /// (a backend without a next hop, the maps full) is logged and leaves
-    /// the tables as they were.
+    /// (a backend without a next hop, the maps full) is logged, leaves
+    /// the tables as they were and is returned.
     async fn write_stored_vips(
         &mut self,
         revision: i64,
         full: bool,
         changes: BTreeMap<String, Option<VipConfig>>,
-    ) {
+    ) -> Result<(), String> {
         let Some(h) = &self.l4 else {
             log::warn!("config store: VIPs at revision {revision} not applied: this node runs no XDP datapath");
-            return;
+            return Ok(());
         };
         let mut stored = if full {
             BTreeMap::new()
@@ -183,12 +183,14 @@ impl Daemon {
                 Ok(m) => macs.extend(m),
                 Err(e) => {
                     log::error!("config store: VIPs at revision {revision} not applied: {e:#}");
-                    return;
+                    return Err(format!("{e:#}"));
                 }
             }
         }
         let effective = self.effective_l4(&new_l4);
-        let Some(h) = &mut self.l4 else { return };
+        let Some(h) = &mut self.l4 else {
+            return Ok(());
+        };
         match h.tables.apply(h.dp.ebpf_mut(), &effective, &macs) {
             Ok(r) => {
                 log::info!("config store: VIPs at revision {revision} written");
@@ -197,7 +199,7 @@ impl Daemon {
             }
             Err(e) => {
                 log::error!("config store: VIPs at revision {revision} not applied, the tables are unchanged: {e:#}");
-                return;
+                return Err(format!("{e:#}"));
             }
         }
         self.config.l4 = new_l4;
@@ -208,5 +210,6 @@ impl Daemon {
         self.excluded = self.excluded_now();
         self.publish_local_verdicts();
         self.write_state();
+        Ok(())
     }
 }

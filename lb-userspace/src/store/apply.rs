@@ -52,6 +52,10 @@ pub struct Applied {
     /// node announces to its fleet; changes to node keys alone do not move
     /// it, so announcements do not answer each other for ever).
     pub resources: i64,
+    /// The last revision whose VIPs this node's datapath could not write
+    /// (the tables stayed as they were; the reason is in the log): the
+    /// admin API answers that write with an error instead of 200.
+    pub vip_failed: Option<i64>,
 }
 
 /// L4 VIPs the store changed, for the daemon to write into the XDP
@@ -66,9 +70,9 @@ pub struct VipChange {
     pub full: bool,
     /// By name: `Some` created or replaced, `None` deleted.
     pub vips: BTreeMap<String, Option<VipConfig>>,
-    /// Answered once the tables say what `vips` says (or the write was
-    /// refused and logged).
-    pub done: oneshot::Sender<()>,
+    /// Answered once the tables say what `vips` says, or with why they
+    /// could not (then they are unchanged).
+    pub done: oneshot::Sender<Result<(), String>>,
 }
 
 /// A VIP about to be written through the admin API, for the daemon to
@@ -168,6 +172,8 @@ pub struct Applier {
     /// during the first read: the daemon applies that one itself before
     /// it reports ready, as its loop does not run yet).
     vip_wait: bool,
+    /// See [`Applied::vip_failed`].
+    vip_failed: Option<i64>,
 }
 
 fn parse_value<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
@@ -224,6 +230,7 @@ impl Applier {
                 catalog: Arc::default(),
                 vip_sink: None,
                 vip_wait: false,
+                vip_failed: None,
             },
             rx,
         )
@@ -397,6 +404,7 @@ impl Applier {
                 } else {
                     a.resources
                 },
+                vip_failed: self.vip_failed,
             };
             let changed = *a != new;
             *a = new;
@@ -703,8 +711,10 @@ impl Applier {
                     done,
                 };
                 if sink.send(VipRequest::Change(change)).is_ok() && self.vip_wait {
-                    // An error: the daemon is stopping.
-                    let _ = written.await;
+                    // A closed channel: the daemon is stopping.
+                    if let Ok(Err(_)) = written.await {
+                        self.vip_failed = Some(t.revision);
+                    }
                 }
             }
         }
