@@ -61,6 +61,15 @@ struct Planner {
     issues: Vec<Issue>,
 }
 
+/// The CPUs this process may use (the default worker count), read once:
+/// `available_parallelism` reads cgroup files and asks for the affinity
+/// mask on every call (some 30 syscalls), and a store-fed node plans on
+/// every route change.
+fn usable_cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 impl Planner {
     fn issue(&mut self, path: String, message: impl Into<String>) {
         self.issues.push(Issue {
@@ -70,7 +79,6 @@ impl Planner {
     }
 
     fn plan(&mut self, l7: &L7Config) -> L7Plan {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max_workers = lb_common::reuseport::MAX_WORKERS as usize;
         let workers = match l7.workers {
             Some(0) => {
@@ -82,7 +90,7 @@ impl Planner {
                 1
             }
             Some(n) => n,
-            None => cpus.min(max_workers),
+            None => usable_cpus().min(max_workers),
         };
         let limits = self.limits(l7);
         let rate_rules = self.rate_rules(l7);
