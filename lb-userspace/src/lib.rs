@@ -13,6 +13,7 @@ pub mod l7;
 pub mod lifecycle;
 pub mod net;
 pub mod observe;
+pub mod sched;
 pub mod store;
 pub mod tls_util;
 pub mod units;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use xlb::{
     cmd,
     config::{l4::L4Protocol, Config, XdpModeSetting},
+    sched::ControlPlanePriority,
 };
 
 #[derive(Parser)]
@@ -160,6 +161,37 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The daemon's runtime. With `control_plane_priority: idle` its threads,
+/// and the main thread, which runs the daemon's own future, are the
+/// control plane (`xlb::sched`); the proxy workers set themselves back to
+/// the normal policy. The main thread's policy is set either way: a
+/// handover's successor inherits its predecessor's.
+fn daemon_runtime(priority: ControlPlanePriority) -> anyhow::Result<tokio::runtime::Runtime> {
+    let idle = priority == ControlPlanePriority::Idle && {
+        let can = xlb::sched::can_restore_normal();
+        if !can {
+            log::warn!(
+                "control_plane_priority: idle needs root or CAP_SYS_NICE (the proxy workers \
+                 could not leave the idle policy); the control plane keeps the normal one"
+            );
+        }
+        can
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if idle {
+        xlb::sched::control_plane_thread()?;
+        builder.on_thread_start(|| {
+            if let Err(e) = xlb::sched::control_plane_thread() {
+                log::warn!("a control-plane thread keeps the normal CPU policy: {e}");
+            }
+        });
+    } else if let Err(e) = xlb::sched::normal_thread() {
+        log::warn!("the main thread keeps its inherited CPU policy: {e}");
+    }
+    Ok(builder.build()?)
+}
+
 /// Prints one line on stdout and flushes it: scripts and tests wait for
 /// these lines.
 fn announce(line: String) {
@@ -175,7 +207,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             takeover,
         } => {
             let cfg = Config::load(&config)?;
-            runtime()?.block_on(xlb::daemon::run(
+            daemon_runtime(cfg.control_plane_priority())?.block_on(xlb::daemon::run(
                 cfg,
                 &config,
                 xdp_mode,

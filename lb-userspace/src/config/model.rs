@@ -54,6 +54,12 @@ pub struct Config {
     /// Node settings of health checking (`shared_verdicts`).
     #[serde(default)]
     pub health: super::fleet_health::HealthSettings,
+    /// CPU priority of the control plane (admin API, store, applier,
+    /// health checks, metrics and status) against the proxy workers:
+    /// `idle` or `normal` (`crate::sched`). Default: `idle` when the node
+    /// has L7 listeners, else `normal`. Read at start.
+    #[serde(default)]
+    pub control_plane_priority: Option<crate::sched::ControlPlanePriority>,
     #[serde(skip)]
     pub(super) planned: Planned,
 }

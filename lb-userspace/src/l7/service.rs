@@ -604,6 +604,8 @@ fn worker(
     shutdown: watch::Receiver<bool>,
     mut open: watch::Receiver<bool>,
 ) {
+    // Started by a control-plane thread, whose policy it inherited.
+    crate::sched::data_plane_thread();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

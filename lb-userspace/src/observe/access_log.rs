@@ -123,7 +123,12 @@ impl AccessLog {
         let c = counters.clone();
         let writer = std::thread::Builder::new()
             .name("xlb-access-log".into())
-            .spawn(move || write_loop(target, out, &s, &c))
+            .spawn(move || {
+                // Drains the workers' lines: a data-plane thread, whose
+                // falling behind would drop lines under load.
+                crate::sched::data_plane_thread();
+                write_loop(target, out, &s, &c)
+            })
             .ok();
         AccessLog {
             shared,
