@@ -259,6 +259,11 @@ impl Node {
         node
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the process (SIGTERM) and starts it again on the same
     /// config and files; the addresses are new.
     pub fn restart(&mut self) {
