@@ -207,7 +207,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             takeover,
         } => {
             let cfg = Config::load(&config)?;
-            daemon_runtime(cfg.control_plane_priority())?.block_on(xlb::daemon::run(
+            daemon_runtime(cfg.control_plane_priority)?.block_on(xlb::daemon::run(
                 cfg,
                 &config,
                 xdp_mode,

@@ -14,7 +14,8 @@
 //! An idle-policy thread still runs whenever a CPU has nothing better to
 //! do and keeps a small share (weight 3 against 1024) of a saturated CPU,
 //! so it is never starved outright; on a saturated node admin calls,
-//! health probes and scrapes take longer instead of the requests.
+//! health probes and scrapes take longer instead of the requests. Opt-in
+//! (`control_plane_priority: idle`), see [`ControlPlanePriority::Normal`].
 //!
 //! Threads inherit their creator's policy, so the control plane's threads
 //! are set at their start (the main runtime's `on_thread_start`) and each
@@ -25,26 +26,22 @@
 use serde::Deserialize;
 
 /// `control_plane_priority:` in the config.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlPlanePriority {
     /// `SCHED_IDLE`: the proxy workers preempt the control plane.
     Idle,
-    /// The normal policy for every thread (xlb before this setting).
+    /// The normal policy for every thread (the default).
+    ///
+    /// Why not `idle` by default: an idle-policy thread gets 3/1027 of a
+    /// CPU that a normal thread keeps busy, and that normal thread may be
+    /// any process of the host, not only xlb's workers (unless xlb runs in
+    /// a cgroup of its own, as a systemd service with CPU accounting
+    /// does). On a shared or saturated host the admin API, health probes
+    /// and handovers would crawl; an operator who dedicates the host (or
+    /// the cgroup) to xlb turns it on.
+    #[default]
     Normal,
-}
-
-impl ControlPlanePriority {
-    /// The default: `idle` when the node runs proxy workers (whose
-    /// latency it protects), `normal` on an L4-only node, where nothing of
-    /// xlb's competes with the control plane (XDP runs in softirq).
-    pub fn default_for(has_l7_workers: bool) -> ControlPlanePriority {
-        if has_l7_workers {
-            ControlPlanePriority::Idle
-        } else {
-            ControlPlanePriority::Normal
-        }
-    }
 }
 
 /// `struct sched_attr` (include/uapi/linux/sched/types.h), first version.
@@ -73,14 +70,7 @@ fn set_policy(policy: u32) -> std::io::Result<()> {
     // SAFETY: `attr` is a valid, fully initialised `sched_attr` whose
     // `size` field says how much of it the kernel may read; pid 0 is the
     // calling thread; no flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sched_setattr,
-            0,
-            &attr as *const SchedAttr,
-            0u32,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
     if r == 0 {
         Ok(())
     } else {

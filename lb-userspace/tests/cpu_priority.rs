@@ -1,9 +1,9 @@
-//! `control_plane_priority`: on a node with proxy workers the control
-//! plane's threads (the main runtime that runs the admin API, the store
-//! and the applier) are `SCHED_IDLE` and the proxy workers keep the normal
-//! policy, as `ps -eLo comm,cls` shows an operator; the control plane
-//! still applies a route the moment its PUT returns. The control run,
-//! `control_plane_priority: normal`, leaves every thread normal.
+//! `control_plane_priority: idle`: the control plane's threads (the main
+//! runtime that runs the admin API, the store and the applier) are
+//! `SCHED_IDLE` and the proxy workers keep the normal policy, as `ps -eLo
+//! comm,cls` shows an operator; the control plane still applies a route
+//! the moment its PUT returns. The control run, the default (`normal`),
+//! leaves every thread normal.
 mod store_bed;
 
 use store_bed::{Backend, Node, StoreAt};
@@ -78,7 +78,11 @@ fn proxy_workers_stay_normal_and_the_control_plane_goes_idle() {
         return;
     }
     let backend = Backend::start("b");
-    let node = Node::start(StoreAt::Embedded { durable: false }, TOKEN);
+    let node = Node::start_with(
+        StoreAt::Embedded { durable: false },
+        TOKEN,
+        "control_plane_priority: idle\n",
+    );
     serves_a_new_route(&node, &backend);
     let all = threads(node.pid().expect("running"));
     let workers = policies(&all, "xlb-worker-");
@@ -99,16 +103,9 @@ fn proxy_workers_stay_normal_and_the_control_plane_goes_idle() {
 }
 
 #[test]
-fn control_run_normal_priority_leaves_every_thread_normal() {
-    if !privileged("control_run_normal_priority_leaves_every_thread_normal") {
-        return;
-    }
+fn control_run_the_default_leaves_every_thread_normal() {
     let backend = Backend::start("b");
-    let node = Node::start_with(
-        StoreAt::Embedded { durable: false },
-        TOKEN,
-        "control_plane_priority: normal\n",
-    );
+    let node = Node::start(StoreAt::Embedded { durable: false }, TOKEN);
     serves_a_new_route(&node, &backend);
     let all = threads(node.pid().expect("running"));
     assert!(all.len() >= 3, "{all:?}");

@@ -27,7 +27,10 @@
 //! `XLB_BENCH_CONFIG_CADDY_MAX` (default the same; at 10⁵ routes one admin
 //! call takes 8–10 s here and Caddy's RSS grows by gigabytes over 20
 //! trials). `XLB_BENCH_CONFIG_UNDER_LOAD_ONLY=1` runs `change_under_load`
-//! alone, five times (no JSON; `=memory`: with in-memory writes). `route_memory`: resident memory growth per route of a durable
+//! alone, five times (no JSON; `=memory`: with in-memory writes;
+//! `XLB_BENCH_CONFIG_CONTROL_PLANE=idle`: with `control_plane_priority:
+//! idle`). The full run measures it on the default node and again on one
+//! with `control_plane_priority: idle`. `route_memory`: resident memory growth per route of a durable
 //! node at each size, and of a fresh one loaded eagerly with
 //! `XLB_BENCH_CONFIG_MEMORY_MAX` routes (default 10⁶). Writes
 //! target/bench/config.json.
@@ -52,6 +55,8 @@ use std::{
 use store_bed::{Backend, Node, StoreAt};
 
 const TOKEN: &str = "bench-token";
+/// The config line that puts a node's control plane under `SCHED_IDLE`.
+const IDLE_CONTROL_PLANE: &str = "control_plane_priority: idle\n";
 /// Routes per preload transaction.
 const BATCH: usize = 500;
 
@@ -322,7 +327,12 @@ fn main() -> anyhow::Result<()> {
         // size, nothing else, no JSON.
         let n = *sizes.last().unwrap_or(&100_000);
         let durable = only != "memory";
-        let node = Node::start(StoreAt::Embedded { durable }, TOKEN);
+        let idle = std::env::var("XLB_BENCH_CONFIG_CONTROL_PLANE").is_ok_and(|v| v == "idle");
+        let node = Node::start_with(
+            StoreAt::Embedded { durable },
+            TOKEN,
+            if idle { IDLE_CONTROL_PLANE } else { "" },
+        );
         let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
         anyhow::ensure!(s == 200, "{s} {body}");
         preload(&node, 0, n)?;
@@ -388,6 +398,22 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // change_under_load again on a durable node whose control plane is
+    // SCHED_IDLE (`control_plane_priority: idle`, not the default).
+    let under_load_idle = match under_load {
+        Some((n, _)) => {
+            let node = Node::start_with(
+                StoreAt::Embedded { durable: true },
+                TOKEN,
+                IDLE_CONTROL_PLANE,
+            );
+            let (s, body) = node.api("PUT", "/xlb/v1/upstreams/u", Some(&upstream));
+            anyhow::ensure!(s == 200, "{s} {body}");
+            preload(&node, 0, n)?;
+            Some((n, change_under_load(&node, n)?))
+        }
+        None => None,
+    };
     // route_memory at a size beyond the propagation sizes: a fresh durable
     // node loaded eagerly with XLB_BENCH_CONFIG_MEMORY_MAX routes.
     let memory_max = env_list("XLB_BENCH_CONFIG_MEMORY_MAX", "1000000")
@@ -541,6 +567,9 @@ fn main() -> anyhow::Result<()> {
     println!("lazy cache hit (in-process, 10000 hot hosts): {lazy_hit_ns:.0} ns");
     if let Some((n, (quiet, busy))) = under_load {
         println!("change_under_load at {n} routes: request p99 {quiet:.3} ms without changes, {busy:.3} ms with 50 changes/s");
+    }
+    if let Some((n, (quiet, busy))) = under_load_idle {
+        println!("change_under_load at {n} routes, control_plane_priority: idle: request p99 {quiet:.3} ms without changes, {busy:.3} ms with 50 changes/s");
     }
     for (n, b) in &memory {
         println!("resident memory per route at {n} routes (durable node, growth from empty): {b:.0} bytes");
@@ -799,6 +828,17 @@ fn main() -> anyhow::Result<()> {
     if let Some((n, (quiet, busy))) = under_load {
         cases.push(case(
             &format!("change_under_load N={n} (request p99 with 50 changes/s)"),
+            "p99",
+            busy,
+            "no changes",
+            quiet,
+        ));
+    }
+    if let Some((n, (quiet, busy))) = under_load_idle {
+        cases.push(case(
+            &format!(
+                "change_under_load N={n} control_plane_priority: idle (request p99 with 50 changes/s)"
+            ),
             "p99",
             busy,
             "no changes",

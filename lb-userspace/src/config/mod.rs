@@ -52,13 +52,6 @@ impl Config {
         self.planned.0.as_ref().filter(|p| !p.is_empty())
     }
 
-    /// `control_plane_priority`, or its default for this node.
-    pub fn control_plane_priority(&self) -> crate::sched::ControlPlanePriority {
-        self.control_plane_priority.unwrap_or_else(|| {
-            crate::sched::ControlPlanePriority::default_for(!self.l7.listeners.is_empty())
-        })
-    }
-
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

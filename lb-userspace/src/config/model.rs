@@ -56,10 +56,9 @@ pub struct Config {
     pub health: super::fleet_health::HealthSettings,
     /// CPU priority of the control plane (admin API, store, applier,
     /// health checks, metrics and status) against the proxy workers:
-    /// `idle` or `normal` (`crate::sched`). Default: `idle` when the node
-    /// has L7 listeners, else `normal`. Read at start.
+    /// `normal` (default) or `idle` (`crate::sched`). Read at start.
     #[serde(default)]
-    pub control_plane_priority: Option<crate::sched::ControlPlanePriority>,
+    pub control_plane_priority: crate::sched::ControlPlanePriority,
     #[serde(skip)]
     pub(super) planned: Planned,
 }
