@@ -74,6 +74,8 @@ enum Kind {
     XlbObserve,
     /// nginx with `proxy_cache` (HTTP/1.1 on the cached path only).
     NginxCache,
+    /// nginx with a JSON access log and the request id (HTTP/1.1 only).
+    NginxLogged,
 }
 
 impl Kind {
@@ -89,6 +91,7 @@ impl Kind {
             Kind::XlbCache => "xlb-cache",
             Kind::XlbObserve => "xlb-observe",
             Kind::NginxCache => "nginx-cache",
+            Kind::NginxLogged => "nginx-log",
         }
     }
 }
@@ -234,6 +237,8 @@ struct Extras {
     limited: Option<Running>,
     /// xlb with metrics and the access log (None: xlb is not measured).
     observed: Option<Running>,
+    /// nginx with its JSON access log (None: nginx is not measured).
+    nginx_logged: Option<Running>,
     /// xlb and nginx with their caches, or why the pair is skipped.
     cache: Result<(Running, Running), String>,
 }
@@ -249,6 +254,10 @@ struct ExtraSamples {
     /// xlb without `observe:` (paired runs of the main instance), with it.
     unobserved: Vec<Sample>,
     observed: Vec<Sample>,
+    /// nginx without its access log (paired runs of the main instance),
+    /// with it.
+    nginx_unlogged: Vec<Sample>,
+    nginx_logged: Vec<Sample>,
 }
 
 fn main() {
@@ -579,6 +588,24 @@ fn start_extras(
     } else {
         None
     };
+    let nginx_logged = if has(Kind::Nginx) {
+        let l = listen()?;
+        let proc = start_nginx_conf(
+            dir,
+            Kind::NginxLogged.name(),
+            &configs::nginx_logged(dir, l, cert, backend),
+            l.plain,
+            s.proxy_cpu,
+        )
+        .context("nginx with its access log could not start")?;
+        Some(Running {
+            kind: Kind::NginxLogged,
+            listen: l,
+            proc,
+        })
+    } else {
+        None
+    };
     let cache = if has(Kind::Xlb) && has(Kind::Nginx) {
         start_cache_pair(s, dir, (listen()?, listen()?), cert, backend)?
     } else {
@@ -590,6 +617,7 @@ fn start_extras(
     Ok(Extras {
         limited,
         observed,
+        nginx_logged,
         cache,
     })
 }
@@ -779,6 +807,28 @@ fn measure_extras(
             };
             let x = measure_h1(s, dir, r, strict)
                 .with_context(|| format!("{} (observe), round {}", r.kind.name(), round + 1))?;
+            print(r.kind.name(), "http/1.1 GET /", &x);
+            v.push(x);
+        }
+    }
+    if let Some(logged) = extras.nginx_logged.as_mut() {
+        let nginx = running
+            .iter_mut()
+            .find(|r| r.kind == Kind::Nginx)
+            .context("no nginx")?;
+        let strict = H1Load {
+            label: "-log-pair",
+            no_errors: true,
+            ..H1_ROOT
+        };
+        for on in [flip, !flip] {
+            let (r, v) = if on {
+                (&mut *logged, &mut out.nginx_logged)
+            } else {
+                (&mut *nginx, &mut out.nginx_unlogged)
+            };
+            let x = measure_h1(s, dir, r, strict)
+                .with_context(|| format!("{} (access log), round {}", r.kind.name(), round + 1))?;
             print(r.kind.name(), "http/1.1 GET /", &x);
             v.push(x);
         }
@@ -1667,12 +1717,36 @@ fn report_observe(extra: &ExtraSamples) -> Vec<serde_json::Value> {
         on.p50 / off.p50,
         on.p99 / off.p99
     );
-    json_cases(
+    let mut cases = json_cases(
         "http/1.1 (wrk) xlb with metrics and access log vs without",
         "xlb without observe",
         &on,
         &off,
-    )
+    );
+    if !extra.nginx_logged.is_empty() {
+        let n_off = medians(&extra.nginx_unlogged);
+        let n_on = medians(&extra.nginx_logged);
+        println!(
+            "the peer, same rounds: nginx with a JSON access log and $request_id (no metrics, \
+             no traceparent) against the same nginx with `access_log off`"
+        );
+        print_med_header("nginx", "");
+        print_med("access log off", &n_off, "");
+        print_med("access log on", &n_on, "");
+        println!(
+            "nginx on / off: rps {:.3}, CPU µs/req {:.3}; xlb's on ÷ nginx's on: rps {:.3}",
+            n_on.rps / n_off.rps,
+            n_on.cpu_us_per_req / n_off.cpu_us_per_req,
+            on.rps / n_on.rps
+        );
+        cases.extend(json_cases(
+            "http/1.1 (wrk) nginx with JSON access log vs without",
+            "nginx without access log",
+            &n_on,
+            &n_off,
+        ));
+    }
+    cases
 }
 
 /// Cache hits: xlb's cache ÷ nginx's proxy_cache.

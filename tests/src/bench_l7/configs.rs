@@ -84,7 +84,19 @@ pub const CACHED_LOG: &str = "backend-cached.log";
 /// client keep-alive without a request limit (nginx's default closes a
 /// client connection after 1000 requests; xlb and HAProxy have no limit).
 pub fn nginx_proxy(dir: &Path, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
-    nginx_conf(dir, "nginx", listen, cert, backend, false)
+    nginx_conf(dir, "nginx", listen, cert, backend, false, false)
+}
+
+/// [`nginx_proxy`] with what xlb's `observe:` case turns on that nginx
+/// has (files prefixed `nginx-log`): a JSON access log line per request
+/// to a file (`log_format escape=json` with the fields xlb's log has:
+/// time, client, method, host, path, protocol, status, bytes both ways,
+/// durations, upstream address, request id, TLS version and SNI) and the
+/// request id (`$request_id`) sent to the backend and to the client.
+/// nginx has no `traceparent` and no metrics beyond `stub_status` without
+/// modules, so this is the part of xlb's case that nginx can do.
+pub fn nginx_logged(dir: &Path, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
+    nginx_conf(dir, "nginx-log", listen, cert, backend, false, true)
 }
 
 /// [`nginx_proxy`] with `proxy_cache` (the cache measurement's baseline,
@@ -94,7 +106,7 @@ pub fn nginx_proxy(dir: &Path, listen: Listen, cert: Cert<'_>, backend: u16) -> 
 /// per key, as xlb coalesces), and `X-Cache-Status` on every response (as
 /// xlb's `X-Cache`), so that hits can be checked.
 pub fn nginx_cache(dir: &Path, listen: Listen, cert: Cert<'_>, backend: u16) -> String {
-    nginx_conf(dir, "nginx-cache", listen, cert, backend, true)
+    nginx_conf(dir, "nginx-cache", listen, cert, backend, true, false)
 }
 
 fn nginx_conf(
@@ -104,8 +116,28 @@ fn nginx_conf(
     cert: Cert<'_>,
     backend: u16,
     cache: bool,
+    logged: bool,
 ) -> String {
     let d = dir.display();
+    let (log, request_id) = if logged {
+        (
+            format!(
+                "log_format xlbjson escape=json '{{\"time\":\"$time_iso8601\",\
+                 \"client\":\"$remote_addr:$remote_port\",\"method\":\"$request_method\",\
+                 \"host\":\"$host\",\"path\":\"$request_uri\",\"protocol\":\"$server_protocol\",\
+                 \"status\":$status,\"bytes_in\":$request_length,\"bytes_out\":$bytes_sent,\
+                 \"duration_ms\":$request_time,\"upstream_connect_ms\":\"$upstream_connect_time\",\
+                 \"upstream_ms\":\"$upstream_response_time\",\"upstream\":\"$upstream_addr\",\
+                 \"request_id\":\"$request_id\",\"tls\":\"$ssl_protocol\",\"sni\":\"$ssl_server_name\"}}';
+    access_log {d}/{name}-access.log xlbjson;"
+            ),
+            "proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id;
+            ",
+        )
+    } else {
+        ("access_log off;".to_string(), "")
+    };
     let (zone, use_zone) = if cache {
         (
             format!(
@@ -129,7 +161,7 @@ error_log {d}/{name}-error.log warn;
 worker_rlimit_nofile 16384;
 events {{ worker_connections 8000; }}
 http {{
-    access_log off;
+    {log}
     client_body_temp_path {d}/{name}-body;
     proxy_temp_path {d}/{name}-proxy;
     keepalive_requests 100000000;
@@ -155,7 +187,7 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host $host;
             proxy_set_header Via \"1.1 nginx\";
-        }}
+            {request_id}}}
     }}
 }}
 ",
