@@ -205,6 +205,14 @@ fn unknown_top_level_field() {
 }
 
 #[test]
+fn unknown_control_plane_priority() {
+    let f = write("xlb.yaml", "instance: edge1\ncontrol_plane_priority: low\n");
+    let seen = malformed(&f);
+    assert_located(&seen, 2, 25, "control_plane_priority");
+    assert_message_contains(&seen, "unknown variant `low`, expected `idle` or `normal`");
+}
+
+#[test]
 fn unknown_field_in_second_interface() {
     let f = write(
         "xlb.yaml",

@@ -99,7 +99,12 @@ fn proxy_workers_stay_normal_and_the_control_plane_goes_idle() {
         .filter(|(n, _)| n == "xlb")
         .map(|(_, p)| *p)
         .collect();
-    assert_eq!(main, vec![SCHED_IDLE], "main thread: {all:?}");
+    // (Unnamed threads it starts carry its name too: all of them idle.)
+    assert!(!main.is_empty(), "{all:?}");
+    assert!(
+        main.iter().all(|p| *p == SCHED_IDLE),
+        "main thread: {all:?}"
+    );
 }
 
 #[test]
