@@ -61,10 +61,18 @@ struct SchedAttr {
 const SCHED_OTHER: u32 = 0;
 const SCHED_IDLE: u32 = 5;
 
+/// Sets the calling thread's policy, keeping its nice value (which an
+/// idle thread keeps too, and which the operator may have set: `nice`,
+/// systemd's `Nice=`, the L7 bench's nice −20).
 fn set_policy(policy: u32) -> std::io::Result<()> {
+    // SAFETY: no pointers; on Linux PRIO_PROCESS with 0 is the calling
+    // thread. -1 is also a valid nice value; an error cannot happen here
+    // (the target is this thread), so it is not told apart.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
         policy,
+        nice,
         ..SchedAttr::default()
     };
     // SAFETY: `attr` is a valid, fully initialised `sched_attr` whose
@@ -83,9 +91,9 @@ pub fn control_plane_thread() -> std::io::Result<()> {
     set_policy(SCHED_IDLE)
 }
 
-/// Puts the calling thread under the normal policy, nice 0, whatever it
-/// inherited (a process started by an idle thread, as a handover's
-/// successor is, inherits idle too).
+/// Puts the calling thread under the normal policy, with the nice value
+/// it has, whatever policy it inherited (a process started by an idle
+/// thread, as a handover's successor is, inherits idle too).
 pub fn normal_thread() -> std::io::Result<()> {
     set_policy(SCHED_OTHER)
 }
@@ -145,6 +153,17 @@ mod tests {
             .join()
             .unwrap();
             assert_eq!(reset, SCHED_OTHER as i32);
+            // The nice value survives the trip (an operator's `nice`).
+            let nice = std::thread::spawn(|| {
+                // SAFETY: plain calls on the calling thread.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 7) };
+                control_plane_thread().unwrap();
+                data_plane_thread();
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+            })
+            .join()
+            .unwrap();
+            assert_eq!(nice, 7);
         })
         .join()
         .unwrap();
