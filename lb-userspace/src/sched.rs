@@ -119,7 +119,8 @@ pub fn can_restore_normal() -> bool {
 }
 
 /// The calling thread's policy number (`SCHED_OTHER` 0, `SCHED_IDLE` 5).
-pub fn current_policy() -> i32 {
+#[cfg(test)]
+fn current_policy() -> i32 {
     // SAFETY: no arguments besides the pid; 0 is the calling thread.
     unsafe { libc::sched_getscheduler(0) }
 }

@@ -767,71 +767,74 @@ fn measure_extras(
             x.load.errors,
         );
     };
-    if let Some(limited) = extras.limited.as_mut() {
-        let xlb = running
+    // A paired measurement: the main instance of `base` and its variant,
+    // the variant first when `variant_first`, both over HTTP/1.1 with no
+    // failed request allowed.
+    let mut pair = |base: Kind,
+                    variant: &mut Running,
+                    label: &'static str,
+                    what: &str,
+                    variant_first: bool,
+                    base_out: &mut Vec<Sample>,
+                    variant_out: &mut Vec<Sample>|
+     -> anyhow::Result<()> {
+        let main = running
             .iter_mut()
-            .find(|r| r.kind == Kind::Xlb)
-            .context("no xlb")?;
+            .find(|r| r.kind == base)
+            .with_context(|| format!("no {}", base.name()))?;
         let strict = H1Load {
-            label: "-pair",
+            label,
             no_errors: true,
             ..H1_ROOT
         };
-        for lim in [flip, !flip] {
-            let (r, v) = if lim {
-                (&mut *limited, &mut out.limited)
+        for on in [variant_first, !variant_first] {
+            let (r, v) = if on {
+                (&mut *variant, &mut *variant_out)
             } else {
-                (&mut *xlb, &mut out.unlimited)
+                (&mut *main, &mut *base_out)
             };
             let x = measure_h1(s, dir, r, strict)
-                .with_context(|| format!("{} (rate limits), round {}", r.kind.name(), round + 1))?;
+                .with_context(|| format!("{} ({what}), round {}", r.kind.name(), round + 1))?;
             print(r.kind.name(), "http/1.1 GET /", &x);
             v.push(x);
         }
+        Ok(())
+    };
+    if let Some(limited) = extras.limited.as_mut() {
+        let (base, variant) = (&mut out.unlimited, &mut out.limited);
+        pair(
+            Kind::Xlb,
+            limited,
+            "-pair",
+            "rate limits",
+            flip,
+            base,
+            variant,
+        )?;
     }
     if let Some(observed) = extras.observed.as_mut() {
-        let xlb = running
-            .iter_mut()
-            .find(|r| r.kind == Kind::Xlb)
-            .context("no xlb")?;
-        let strict = H1Load {
-            label: "-obs-pair",
-            no_errors: true,
-            ..H1_ROOT
-        };
-        for on in [!flip, flip] {
-            let (r, v) = if on {
-                (&mut *observed, &mut out.observed)
-            } else {
-                (&mut *xlb, &mut out.unobserved)
-            };
-            let x = measure_h1(s, dir, r, strict)
-                .with_context(|| format!("{} (observe), round {}", r.kind.name(), round + 1))?;
-            print(r.kind.name(), "http/1.1 GET /", &x);
-            v.push(x);
-        }
+        let (base, variant) = (&mut out.unobserved, &mut out.observed);
+        pair(
+            Kind::Xlb,
+            observed,
+            "-obs-pair",
+            "observe",
+            !flip,
+            base,
+            variant,
+        )?;
     }
     if let Some(logged) = extras.nginx_logged.as_mut() {
-        let nginx = running
-            .iter_mut()
-            .find(|r| r.kind == Kind::Nginx)
-            .context("no nginx")?;
-        let strict = H1Load {
-            label: "-log-pair",
-            no_errors: true,
-            ..H1_ROOT
-        };
-        for on in [flip, !flip] {
-            let (r, v) = if on {
-                (&mut *logged, &mut out.nginx_logged)
-            } else {
-                (&mut *nginx, &mut out.nginx_unlogged)
-            };
-            let x = measure_h1(s, dir, r, strict)
-                .with_context(|| format!("{} (access log), round {}", r.kind.name(), round + 1))?;
-            print(r.kind.name(), "http/1.1 GET /", &x);
-            v.push(x);
-        }
+        let (base, variant) = (&mut out.nginx_unlogged, &mut out.nginx_logged);
+        pair(
+            Kind::Nginx,
+            logged,
+            "-log-pair",
+            "access log",
+            flip,
+            base,
+            variant,
+        )?;
     }
     if let Ok((x, n)) = extras.cache.as_mut() {
         let load = H1Load {
