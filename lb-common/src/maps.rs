@@ -10,8 +10,13 @@ pub const VIPS: &str = "VIPS";
 pub const MAGLEV: &str = "MAGLEV";
 /// Array of [`crate::backend::BackendMeta`].
 pub const BACKENDS: &str = "BACKENDS";
-/// LRU hash map `flow::FlowKey` → [`crate::conntrack::ConnValue`].
+/// LRU hash map `flow::FlowKey` → [`crate::conntrack::ConnValue`]: the
+/// IPv6 flows' connection table (named before IPv4 got its own table, and
+/// kept so that pins of earlier versions are adopted).
 pub const CONNTRACK: &str = "CONNTRACK";
+/// LRU hash map [`crate::conntrack::FlowKeyV4`] →
+/// [`crate::conntrack::ConnValue`]: the IPv4 flows' connection table.
+pub const CONNTRACK_V4: &str = "CONNTRACK_V4";
 /// LRU hash map [`crate::conntrack::FragKey`] →
 /// [`crate::conntrack::FragValue`]: the backend of each fragmented
 /// datagram's first fragment.
@@ -54,6 +59,7 @@ pub const PINNED: &[&str] = &[
     MAGLEV,
     BACKENDS,
     CONNTRACK,
+    CONNTRACK_V4,
     SETTINGS,
     FLOOD_GUARD,
     VIP_STATS,

@@ -17,6 +17,7 @@ unsafe impl aya::Pod for VipKey {}
 unsafe impl aya::Pod for VipMeta {}
 unsafe impl aya::Pod for BackendMeta {}
 unsafe impl aya::Pod for ConnValue {}
+unsafe impl aya::Pod for crate::conntrack::FlowKeyV4 {}
 unsafe impl aya::Pod for crate::conntrack::FragKey {}
 unsafe impl aya::Pod for crate::conntrack::FragValue {}
 unsafe impl aya::Pod for crate::backend::TxPort {}

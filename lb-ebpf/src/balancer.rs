@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     backend::{BackendMeta, BACKEND_F_ACTIVE, BACKEND_F_REDIRECT, BACKEND_F_V6},
-    conntrack::{ConnValue, FragKey, FragValue},
+    conntrack::{ConnValue, FlowKeyV4, FragKey, FragValue},
     consts::NO_BACKEND,
     counters::ProtoClass,
     flow::{flow_hash, slot, FlowKey},
@@ -20,7 +20,7 @@ use crate::{
     hdr::*,
     icmp,
     maps::{
-        self, BACKENDS, CONNTRACK, FLOOD_GUARD, FRAGMENTS, MAGLEV, SETTINGS, TX_DEVMAP, TX_PORTS,
+        self, BACKENDS, CONNTRACK, CONNTRACK_V4, FLOOD_GUARD, FRAGMENTS, MAGLEV, SETTINGS, TX_DEVMAP, TX_PORTS,
         VIPS,
     },
     parse::{self, ptr_at, Parsed, Pkt},
@@ -130,7 +130,7 @@ pub fn process(ctx: &XdpContext) -> u32 {
     // first fragment is a packet of its flow like any other.
     let use_conntrack = kind != Kind::Fragment && vip.flags & VIP_F_NO_CONNTRACK == 0;
     let may_insert = use_conntrack && (kind == Kind::Flow || kind == Kind::FirstFragment);
-    let mut sel = match select(&key, &vip, settings, use_conntrack, may_insert) {
+    let mut sel = match select(&key, pkt.v6, &vip, settings, use_conntrack, may_insert) {
         Ok(s) => s,
         Err(r) => return finish(class, r, len, xdp_action::XDP_DROP),
     };
@@ -291,13 +291,19 @@ fn lookup_vip(flow: &FlowKey, v6: bool, fragment: bool, wildcards: bool) -> Opti
 #[inline(always)]
 fn select(
     key: &FlowKey,
+    v6: bool,
     vip: &VipMeta,
     settings: &Settings,
     use_conntrack: bool,
     may_insert: bool,
 ) -> Result<Selected, Reason> {
     if use_conntrack {
-        if let Some(c) = CONNTRACK.get_ptr(key) {
+        let found = if v6 {
+            CONNTRACK.get_ptr(key)
+        } else {
+            CONNTRACK_V4.get_ptr(&FlowKeyV4::of(key))
+        };
+        if let Some(c) = found {
             // SAFETY: copied out immediately; a concurrent LRU eviction can
             // at worst hand us a stale value, which the checks below reject.
             let c: ConnValue = unsafe { *c };
@@ -350,7 +356,11 @@ fn select(
         vip: vip.index,
         hash,
     };
-    let _ = CONNTRACK.insert(key, &value, 0);
+    let _ = if v6 {
+        CONNTRACK.insert(key, &value, 0)
+    } else {
+        CONNTRACK_V4.insert(&FlowKeyV4::of(key), &value, 0)
+    };
     Ok(placed(Reason::TxNewFlow))
 }
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     backend::{BackendMeta, TxPort, MAX_TX_PORTS},
-    conntrack::{ConnValue, FragKey, FragValue},
+    conntrack::{ConnValue, FlowKeyV4, FragKey, FragValue},
     consts::{CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FRAGMENTS_SIZE, MAX_BACKENDS, MAX_VIPS},
     counters::{GlobalCounters, PacketCounter, ProtoClass},
     deny::{DenyValue, DENY_MAX_ENTRIES},
@@ -52,7 +52,13 @@ pub static MAGLEV: Array<u32> = Array::with_max_entries(MAX_VIPS * 2 * DEFAULT_M
 #[map(name = "BACKENDS")]
 pub static BACKENDS: Array<BackendMeta> = Array::with_max_entries(MAX_BACKENDS, 0);
 
-/// Established flows → backend.
+/// Established IPv4 flows → backend (16-byte key: see
+/// `lb_common::conntrack`).
+#[map(name = "CONNTRACK_V4")]
+pub static CONNTRACK_V4: LruHashMap<FlowKeyV4, ConnValue> =
+    LruHashMap::with_max_entries(CONNTRACK_SIZE, 0);
+
+/// Established IPv6 flows → backend.
 #[map(name = "CONNTRACK")]
 pub static CONNTRACK: LruHashMap<FlowKey, ConnValue> =
     LruHashMap::with_max_entries(CONNTRACK_SIZE, 0);

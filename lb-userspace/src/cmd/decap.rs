@@ -24,6 +24,7 @@ pub async fn run(iface: &str, mode: XdpModeSetting, ready: impl FnOnce()) -> any
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::MAGLEV, 1)
         .map_max_entries(maps::CONNTRACK, 1)
+        .map_max_entries(maps::CONNTRACK_V4, 1)
         .map_max_entries(maps::VIPS, 1)
         .map_max_entries(maps::BACKENDS, 1)
         .map_max_entries(maps::VIP_STATS, 1)

@@ -4,7 +4,11 @@
 use std::{net::SocketAddr, path::Path};
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use lb_common::{conntrack::ConnValue, flow::FlowKey, maps};
+use lb_common::{
+    conntrack::{is_v4_shaped, ConnValue, FlowKeyV4},
+    flow::FlowKey,
+    maps,
+};
 use serde_json::{json, Value};
 
 use crate::{
@@ -47,11 +51,18 @@ pub fn query(
 
 /// The backend the running instance's connection table holds for `key`.
 fn conntrack_backend(bpffs: &Path, instance: &str, key: &FlowKey) -> Option<std::net::IpAddr> {
-    let path = instance_pin_dir(bpffs, instance).join(maps::CONNTRACK);
-    let data = MapData::from_pin(path).ok()?;
-    let map: BpfHashMap<MapData, FlowKey, ConnValue> =
-        BpfHashMap::try_from(Map::LruHashMap(data)).ok()?;
-    let value = map.get(key, 0).ok()?;
+    let dir = instance_pin_dir(bpffs, instance);
+    let value = if is_v4_shaped(key) {
+        let data = MapData::from_pin(dir.join(maps::CONNTRACK_V4)).ok()?;
+        let map: BpfHashMap<MapData, FlowKeyV4, ConnValue> =
+            BpfHashMap::try_from(Map::LruHashMap(data)).ok()?;
+        map.get(&FlowKeyV4::of(key), 0).ok()?
+    } else {
+        let data = MapData::from_pin(dir.join(maps::CONNTRACK)).ok()?;
+        let map: BpfHashMap<MapData, FlowKey, ConnValue> =
+            BpfHashMap::try_from(Map::LruHashMap(data)).ok()?;
+        map.get(key, 0).ok()?
+    };
     InstanceState::read(instance)?
         .backends
         .get(&value.backend)

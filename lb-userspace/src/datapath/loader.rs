@@ -23,7 +23,7 @@ use lb_common::maps;
 use crate::config::{Config, XdpModeSetting};
 
 use super::{
-    ensure_bpffs,
+    conntrack_split, ensure_bpffs,
     instance_lock::InstanceLock,
     instance_pin_dir,
     pins::{self, ShapeMismatch},
@@ -76,6 +76,12 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("{what}: {source}")]
+    Migrate {
+        what: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("reading the eBPF object's map definitions: {0}")]
     Object(#[from] aya_obj::ParseError),
     #[error(transparent)]
@@ -100,6 +106,9 @@ pub struct Datapath {
     links: Vec<PinnedLink>,
     /// Whether maps pinned by an earlier run were adopted.
     adopted: bool,
+    /// The adopted `CONNTRACK` came from a version that kept IPv4 flows in
+    /// it: moved again once the new program runs (`conntrack_split`).
+    move_v4_after_attach: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -138,8 +147,12 @@ impl Datapath {
             (maps::BACKENDS, l4.max_backends),
             (maps::BACKEND_STATS, l4.max_backends),
             (maps::CONNTRACK, l4.conntrack_size),
+            (maps::CONNTRACK_V4, l4.conntrack_size),
         ];
         let adopted = check_pins(&pin_dir, instance, &sizes)?;
+        let split_conntrack = adopted
+            && pin_dir.join(maps::CONNTRACK).exists()
+            && !pin_dir.join(maps::CONNTRACK_V4).exists();
         let mut loader = EbpfLoader::new();
         loader.override_global(aya_log::LEVEL, &level, false);
         for (name, entries) in sizes {
@@ -155,6 +168,9 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        if split_conntrack {
+            move_v4_flows(&mut ebpf, "before the program swap")?;
+        }
         if adopted {
             log::info!(
                 "adopted the pinned maps in {} (connection table, counters and deny list kept)",
@@ -180,6 +196,7 @@ impl Datapath {
             attached: Vec::new(),
             links: Vec::new(),
             adopted,
+            move_v4_after_attach: split_conntrack,
         };
         dp.load_program(maps::XDP_PROGRAM)?;
         Ok(dp)
@@ -279,6 +296,9 @@ impl Datapath {
         }
         self.attached.extend(done);
         self.links.extend(new_links);
+        if std::mem::take(&mut self.move_v4_after_attach) {
+            move_v4_flows(&mut self.ebpf, "after the program swap")?;
+        }
         Ok(())
     }
 
@@ -302,6 +322,19 @@ impl Datapath {
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+}
+
+/// Moves the IPv4 flows of an adopted one-table `CONNTRACK` to
+/// `CONNTRACK_V4`, saying how many.
+fn move_v4_flows(ebpf: &mut Ebpf, when: &str) -> Result<(), DatapathError> {
+    let n = conntrack_split::move_v4_flows(ebpf).map_err(|source| DatapathError::Migrate {
+        what: "moving IPv4 flows from CONNTRACK to CONNTRACK_V4",
+        source,
+    })?;
+    log::info!(
+        "connection table from an earlier version: {n} IPv4 flows moved to CONNTRACK_V4 {when}"
+    );
+    Ok(())
 }
 
 /// Checks every pinned map in `pin_dir` against the object's declaration

@@ -2,6 +2,7 @@
 //! its maps, and reading or writing those maps.
 
 mod bpffs;
+mod conntrack_split;
 pub mod counters;
 pub mod deny;
 pub mod flood_refill;

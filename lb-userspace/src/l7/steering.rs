@@ -143,13 +143,14 @@ impl std::fmt::Debug for Steering {
 
 /// Maps of the L4 datapath that the same object declares: created small,
 /// since this copy of the object only runs the reuseport program.
-const L4_MAPS: [&str; 6] = [
+const L4_MAPS: [&str; 7] = [
     maps::MAGLEV,
     maps::VIPS,
     maps::VIP_STATS,
     maps::BACKENDS,
     maps::BACKEND_STATS,
     maps::CONNTRACK,
+    maps::CONNTRACK_V4,
 ];
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> SteeringError {

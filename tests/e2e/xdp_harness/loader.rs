@@ -12,7 +12,7 @@ use aya::{
 };
 use lb_common::{
     backend::{BackendMeta, TxPort},
-    conntrack::{ConnValue, FragKey, FragValue},
+    conntrack::{is_v4_shaped, ConnValue, FlowKeyV4, FragKey, FragValue},
     consts::{MAX_VIPS, NO_BACKEND},
     counters::{GlobalCounters, PacketCounter},
     flow::{flow_hash, FlowKey},
@@ -121,6 +121,7 @@ impl Harness {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::MAGLEV, MAX_VIPS * 2 * m)
             .map_max_entries(names::CONNTRACK, conntrack)
+            .map_max_entries(names::CONNTRACK_V4, conntrack)
             .map_max_entries(names::FRAGMENTS, conntrack)
             .load(xlb::datapath::EBPF_OBJECT)
             .context("loading the eBPF object")?;
@@ -320,38 +321,69 @@ impl Harness {
         t[lb_common::flow::slot(flow_hash(key), self.m) as usize]
     }
 
-    fn conntrack(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, ConnValue>> {
-        Ok(HashMap::try_from(
-            self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?,
-        )?)
-    }
-
-    /// Inserts a connection-table entry.
+    /// Inserts a connection-table entry (into the IPv4 or the IPv6 table,
+    /// by the key's shape: `lb_common::conntrack::is_v4_shaped`).
     pub fn ct_insert(&mut self, key: FlowKey, value: ConnValue) -> anyhow::Result<()> {
-        self.conntrack()?.insert(key, value, 0)?;
+        if is_v4_shaped(&key) {
+            let mut m: HashMap<&mut MapData, FlowKeyV4, ConnValue> = HashMap::try_from(
+                self.ebpf
+                    .map_mut(names::CONNTRACK_V4)
+                    .context("CONNTRACK_V4")?,
+            )?;
+            m.insert(FlowKeyV4::of(&key), value, 0)?;
+        } else {
+            let mut m: HashMap<&mut MapData, FlowKey, ConnValue> =
+                HashMap::try_from(self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?)?;
+            m.insert(key, value, 0)?;
+        }
         Ok(())
     }
 
     /// Looks a connection-table entry up.
     pub fn ct_get(&self, key: &FlowKey) -> Option<ConnValue> {
-        let map: HashMap<&MapData, FlowKey, ConnValue> =
-            HashMap::try_from(self.ebpf.map(names::CONNTRACK)?).ok()?;
-        map.get(key, 0).ok()
+        if is_v4_shaped(key) {
+            let m: HashMap<&MapData, FlowKeyV4, ConnValue> =
+                HashMap::try_from(self.ebpf.map(names::CONNTRACK_V4)?).ok()?;
+            m.get(&FlowKeyV4::of(key), 0).ok()
+        } else {
+            let m: HashMap<&MapData, FlowKey, ConnValue> =
+                HashMap::try_from(self.ebpf.map(names::CONNTRACK)?).ok()?;
+            m.get(key, 0).ok()
+        }
     }
 
-    /// Every connection-table entry.
+    /// Every connection-table entry of both tables, IPv4 keys widened.
     pub fn ct_dump(&self) -> anyhow::Result<Vec<(FlowKey, ConnValue)>> {
-        let map: HashMap<&MapData, FlowKey, ConnValue> =
+        let v4: HashMap<&MapData, FlowKeyV4, ConnValue> =
+            HashMap::try_from(self.ebpf.map(names::CONNTRACK_V4).context("CONNTRACK_V4")?)?;
+        let v6: HashMap<&MapData, FlowKey, ConnValue> =
             HashMap::try_from(self.ebpf.map(names::CONNTRACK).context("CONNTRACK")?)?;
-        Ok(map.iter().collect::<Result<Vec<_>, _>>()?)
+        let mut all: Vec<(FlowKey, ConnValue)> = v4
+            .iter()
+            .map(|e| e.map(|(k, v)| (k.widen(), v)))
+            .collect::<Result<_, _>>()?;
+        for e in v6.iter() {
+            all.push(e?);
+        }
+        Ok(all)
     }
 
-    /// Empties the connection table.
+    /// Empties both connection tables.
     pub fn ct_clear(&mut self) -> anyhow::Result<()> {
         let keys: Vec<FlowKey> = self.ct_dump()?.into_iter().map(|(k, _)| k).collect();
-        let mut map = self.conntrack()?;
         for k in keys {
-            map.remove(&k)?;
+            if is_v4_shaped(&k) {
+                let mut m: HashMap<&mut MapData, FlowKeyV4, ConnValue> = HashMap::try_from(
+                    self.ebpf
+                        .map_mut(names::CONNTRACK_V4)
+                        .context("CONNTRACK_V4")?,
+                )?;
+                m.remove(&FlowKeyV4::of(&k))?;
+            } else {
+                let mut m: HashMap<&mut MapData, FlowKey, ConnValue> =
+                    HashMap::try_from(self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?)?;
+                m.remove(&k)?;
+            }
         }
         Ok(())
     }
