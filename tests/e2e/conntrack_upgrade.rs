@@ -49,7 +49,11 @@ fn v4_flows() -> Vec<(FlowKey, ConnValue)> {
     (0..40u32)
         .map(|i| {
             let key = FlowKey::v4(0x0a00_0001 + i, 0xcb00_710a, 20_000 + i as u16, 80, 6);
-            let value = ConnValue { backend: i % 5, vip: 1, hash: 0x1000 + i };
+            let value = ConnValue {
+                backend: i % 5,
+                vip: 1,
+                hash: 0x1000 + i,
+            };
             (key, value)
         })
         .collect()
@@ -58,8 +62,18 @@ fn v4_flows() -> Vec<(FlowKey, ConnValue)> {
 fn v6_flows() -> Vec<(FlowKey, ConnValue)> {
     (0..10u32)
         .map(|i| {
-            let key = FlowKey::v6([0x2001_0db8, 0, 0, 1 + i], [0x2001_0db8, 0, 0, 0x100], 30_000 + i as u16, 443, 6);
-            let value = ConnValue { backend: 7, vip: 2, hash: 0x2000 + i };
+            let key = FlowKey::v6(
+                [0x2001_0db8, 0, 0, 1 + i],
+                [0x2001_0db8, 0, 0, 0x100],
+                30_000 + i as u16,
+                443,
+                6,
+            );
+            let value = ConnValue {
+                backend: 7,
+                vip: 2,
+                hash: 0x2000 + i,
+            };
             (key, value)
         })
         .collect()
@@ -68,7 +82,10 @@ fn v6_flows() -> Vec<(FlowKey, ConnValue)> {
 /// Loads once to pin every map, writes the old-version flows into
 /// `CONNTRACK`, optionally unpins `CONNTRACK_V4`, loads again; returns the
 /// pin directory's two tables as read after the second load.
-fn upgrade(instance: &str, old_layout: bool) -> (Vec<(FlowKey, ConnValue)>, Vec<(FlowKeyV4, ConnValue)>) {
+fn upgrade(
+    instance: &str,
+    old_layout: bool,
+) -> (Vec<(FlowKey, ConnValue)>, Vec<(FlowKeyV4, ConnValue)>) {
     let cfg = config(instance);
     let pin_dir: PathBuf = {
         let dp = Datapath::load(&cfg).expect("first load");
@@ -89,7 +106,10 @@ fn upgrade(instance: &str, old_layout: bool) -> (Vec<(FlowKey, ConnValue)>, Vec<
     let ct = open::<FlowKey, ConnValue>(&pin_dir.join(maps::CONNTRACK));
     let ct4 = open::<FlowKeyV4, ConnValue>(&pin_dir.join(maps::CONNTRACK_V4));
     let mut old: Vec<_> = ct.iter().map(|r| r.expect("reading CONNTRACK")).collect();
-    let mut new: Vec<_> = ct4.iter().map(|r| r.expect("reading CONNTRACK_V4")).collect();
+    let mut new: Vec<_> = ct4
+        .iter()
+        .map(|r| r.expect("reading CONNTRACK_V4"))
+        .collect();
     old.sort_by_key(|(k, _)| k.words());
     new.sort_by_key(|(k, _)| (k.src, k.src_port));
     drop(dp);
@@ -104,12 +124,17 @@ fn ipv4_flows_of_an_old_connection_table_move_to_their_own_table() {
     let instance = Instance(format!("ctup{}", std::process::id()));
     let (ct, ct4) = upgrade(&instance.0, true);
 
-    let mut want_v4: Vec<(FlowKeyV4, ConnValue)> =
-        v4_flows().iter().map(|(k, v)| (FlowKeyV4::of(k), *v)).collect();
+    let mut want_v4: Vec<(FlowKeyV4, ConnValue)> = v4_flows()
+        .iter()
+        .map(|(k, v)| (FlowKeyV4::of(k), *v))
+        .collect();
     want_v4.sort_by_key(|(k, _)| (k.src, k.src_port));
     let mut want_v6 = v6_flows();
     want_v6.sort_by_key(|(k, _)| k.words());
-    assert_eq!(ct4, want_v4, "every IPv4 flow, with its backend, in CONNTRACK_V4");
+    assert_eq!(
+        ct4, want_v4,
+        "every IPv4 flow, with its backend, in CONNTRACK_V4"
+    );
     assert_eq!(ct, want_v6, "only the IPv6 flows left in CONNTRACK");
 }
 
@@ -120,6 +145,10 @@ fn control_a_new_layout_directory_moves_nothing() {
     }
     let instance = Instance(format!("ctupc{}", std::process::id()));
     let (ct, ct4) = upgrade(&instance.0, false);
-    assert!(ct4.is_empty(), "nothing moved into CONNTRACK_V4: {} entries", ct4.len());
+    assert!(
+        ct4.is_empty(),
+        "nothing moved into CONNTRACK_V4: {} entries",
+        ct4.len()
+    );
     assert_eq!(ct.len(), 50, "CONNTRACK kept all it held");
 }
