@@ -59,6 +59,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(connection_specific) {
         return;
     }
+    // The next most usual case: `Connection: keep-alive` (or `close`) and
+    // no other connection-specific field (every response of an nginx
+    // node, most HTTP/1.1 clients): one removal. Neither token names a
+    // field present here (`Keep-Alive` would have failed the test).
+    let only_connection = headers
+        .keys()
+        .all(|name| name == header::CONNECTION || !connection_specific(name));
+    if only_connection
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .all(|v| names_no_field(v.as_bytes()))
+    {
+        headers.remove(header::CONNECTION);
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -91,6 +107,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a `Connection` value holds only `keep-alive` and `close`
+/// tokens (options that name no other field to remove).
+fn names_no_field(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+    })
+}
+
 /// What the proxy knows about the downstream leg of a request.
 #[derive(Debug, Clone)]
 pub struct Downstream<'a> {
@@ -109,7 +134,14 @@ pub struct Downstream<'a> {
 
 /// Forwarding claims only a trusted proxy may pass on: a client could
 /// otherwise pick the address a backend takes for its own.
-const CLIENT_CLAIMS: [&str; 2] = ["forwarded", "x-real-ip"];
+const CLIENT_CLAIMS: [HeaderName; 2] = [header::FORWARDED, X_REAL_IP];
+
+/// Names as constants: a `&str` key is parsed and hashed into a
+/// `HeaderName` on every map call, which showed in profiles.
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The pseudonym this proxy uses in `Via` (RFC 9110 §7.6.3 allows one
 /// instead of a host name, which would leak internal names).
@@ -128,7 +160,7 @@ pub const VIA_NAME: &str = "xlb";
 pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
     let prior: Vec<&str> = match down.trusted {
         true => headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect(),
@@ -149,17 +181,19 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
             joined.as_str()
         }
     };
+    let xff = HeaderValue::from_str(xff);
     if !down.trusted {
         for name in CLIENT_CLAIMS {
             headers.remove(name);
         }
     }
-    headers.remove("x-forwarded-for");
-    if let Ok(v) = HeaderValue::from_str(xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    let keep_proto = down.trusted && headers.contains_key("x-forwarded-proto");
-    let keep_host = down.trusted && headers.contains_key("x-forwarded-host");
+    // `insert` replaces every earlier value of the name.
+    match xff {
+        Ok(v) => headers.insert(X_FORWARDED_FOR, v),
+        Err(_) => headers.remove(X_FORWARDED_FOR),
+    };
+    let keep_proto = down.trusted && headers.contains_key(X_FORWARDED_PROTO);
+    let keep_host = down.trusted && headers.contains_key(X_FORWARDED_HOST);
     if !keep_proto {
         let proto = match down.proto {
             "http" => Ok(HeaderValue::from_static("http")),
@@ -167,14 +201,14 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
             other => HeaderValue::from_str(other),
         };
         if let Ok(v) = proto {
-            headers.insert("x-forwarded-proto", v);
+            headers.insert(X_FORWARDED_PROTO, v);
         }
     }
     if !keep_host {
-        headers.remove("x-forwarded-host");
-        if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert("x-forwarded-host", host);
-        }
+        match down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
     }
     append_via(headers, down.version);
 }

@@ -37,6 +37,7 @@ pub mod tls;
 pub mod upgrade;
 pub mod upstream_client;
 pub mod upstream_keepalive;
+pub mod wake_gate;
 
 pub use listeners::{Inherited, ListenError, Listeners};
 pub use steering::{FallbackKind, FallbackReason, Steering, SteeringError};

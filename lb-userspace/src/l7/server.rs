@@ -67,6 +67,7 @@ use super::{
     preface::{self, Allowed, Rewind, Verdict, PREFACE},
     record,
     source_cap::SourceCap,
+    wake_gate::{Either, Gate},
 };
 
 /// Limits every connection gets; the defaults are the edge-safe ones.
@@ -467,15 +468,28 @@ async fn serve_connection<I, H, F>(
     // Shutdown came before the first request began: close once it has
     // begun (then it is answered first) or at this deadline.
     let mut close_by: Option<tokio::time::Instant> = None;
+    // The watchdog's branches are polled only when one of them woke the
+    // task, not on every wake-up of the connection (see `wake_gate`).
+    let gate = Gate::default();
     loop {
-        tokio::select! {
-            done = conn.as_mut() => {
+        let watchdog = pin!(watchdog_event(
+            &activity,
+            policy,
+            &mut shutdown,
+            closing,
+            close_by
+        ));
+        let event = match gate.run(conn.as_mut(), watchdog).await {
+            Either::Busy(done) => {
                 if let Err(e) = done {
                     log::debug!("connection from {}: {e}", peer);
                 }
                 return;
             }
-            _ = activity.abused.notified() => {
+            Either::Rare(event) => event,
+        };
+        match event {
+            Watch::Abused => {
                 log::info!(
                     "connection from {}: {} requests cancelled by the client, dropped",
                     peer,
@@ -483,7 +497,7 @@ async fn serve_connection<I, H, F>(
                 );
                 return;
             }
-            _ = shutdown_requested(&mut shutdown), if !closing && close_by.is_none() => {
+            Watch::Shutdown => {
                 if activity.requests.load(Ordering::SeqCst) == 0
                     && !activity.http2.load(Ordering::SeqCst)
                 {
@@ -493,14 +507,14 @@ async fn serve_connection<I, H, F>(
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            _ = tokio::time::sleep(FIRST_REQUEST_POLL), if !closing && close_by.is_some() => {
+            Watch::FirstRequestPoll => {
                 let begun = activity.requests.load(Ordering::SeqCst) > 0;
                 if begun || close_by.is_some_and(|t| tokio::time::Instant::now() >= t) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            why = activity.expired(policy), if !closing => {
+            Watch::Expired(why) => {
                 log::debug!("connection from {}: {why}, closing", peer);
                 if why == HEAD_TIMEOUT || !activity.http2.load(Ordering::SeqCst) {
                     // HTTP/1.1 (or not known yet) with nothing in flight,
@@ -514,11 +528,46 @@ async fn serve_connection<I, H, F>(
                 // still sniffing the protocol: close.
                 conn.as_mut().graceful_shutdown();
             }
-            _ = activity.quiet_for(CLOSE_GRACE), if closing => {
+            Watch::Stalled => {
                 log::debug!("connection from {}: graceful close stalled, dropped", peer);
                 return;
             }
         }
+    }
+}
+
+/// What woke a connection's watchdog.
+enum Watch {
+    /// The client cancelled too many requests.
+    Abused,
+    /// Shutdown began.
+    Shutdown,
+    /// Time to look whether the first request has begun (shutdown came
+    /// before it).
+    FirstRequestPoll,
+    /// The connection overstayed (`Activity::expired`).
+    Expired(&'static str),
+    /// A graceful close made no progress for `CLOSE_GRACE`.
+    Stalled,
+}
+
+/// The watchdog's branches for the connection's state (`closing`,
+/// `close_by`); resolves with the first event.
+async fn watchdog_event(
+    activity: &Activity,
+    policy: Policy,
+    shutdown: &mut watch::Receiver<bool>,
+    closing: bool,
+    close_by: Option<tokio::time::Instant>,
+) -> Watch {
+    tokio::select! {
+        _ = activity.abused.notified() => Watch::Abused,
+        _ = shutdown_requested(shutdown), if !closing && close_by.is_none() => Watch::Shutdown,
+        _ = tokio::time::sleep(FIRST_REQUEST_POLL), if !closing && close_by.is_some() => {
+            Watch::FirstRequestPoll
+        }
+        why = activity.expired(policy), if !closing => Watch::Expired(why),
+        _ = activity.quiet_for(CLOSE_GRACE), if closing => Watch::Stalled,
     }
 }
 
