@@ -1,7 +1,7 @@
 //! Parsing a response head (RFC 9112 §4) with `httparse` out of the
 //! connection's read buffer. The head's bytes are split off the buffer and
 //! frozen once, and every field value is a slice of them (no copy per
-//! field); the field-index array lives on the stack.
+//! field).
 //!
 //! Limits are hyper's client defaults, so that the two clients refuse the
 //! same heads (the differential test in `super::differential` checks it):
@@ -18,6 +18,10 @@ pub const MAX_FIELDS: usize = 100;
 /// The most bytes a head may take (hyper's `DEFAULT_MAX_BUFFER_SIZE`).
 pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
+/// Where a field's name and value are in the head: name start, name end,
+/// value start, value end.
+type Span = (usize, usize, usize, usize);
+
 /// A parsed response head.
 #[derive(Debug)]
 pub struct ResponseHead {
@@ -29,25 +33,37 @@ pub struct ResponseHead {
 /// Parses one head at the start of `buf`: `Ok(None)` when more bytes are
 /// needed; on success the head's bytes are removed from `buf`.
 pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let (len, code, version, spans) = match resp.parse(buf) {
+    // Left uninitialised: zeroing 100 fields (3.2 KiB) and as many spans
+    // for every head was 7 % of a proxied request's instructions
+    // (callgrind, docs/bench/l7.md); httparse writes the fields it
+    // parses and only those are read.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let (len, code, version, spans) = match parsed {
         Ok(httparse::Status::Complete(len)) => {
             let base = buf.as_ptr() as usize;
             // Offsets rather than borrowed slices, so that the head can be
             // split off `buf` and shared by the values.
-            let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_FIELDS];
-            let n = resp.headers.len();
-            for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                *span = (name, name + h.name.len(), value, value + h.value.len());
-            }
+            let spans: Vec<Span> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    let name = h.name.as_ptr() as usize - base;
+                    let value = h.value.as_ptr() as usize - base;
+                    (name, name + h.name.len(), value, value + h.value.len())
+                })
+                .collect();
             let version = match resp.version {
                 Some(1) => Version::HTTP_11,
                 _ => Version::HTTP_10,
             };
-            (len, resp.code.unwrap_or(0), version, (spans, n))
+            (len, resp.code.unwrap_or(0), version, spans)
         }
         Ok(httparse::Status::Partial) => {
             if buf.len() > MAX_HEAD_BYTES {
@@ -62,9 +78,10 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
     }
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head(httparse::Error::Status))?;
     let head: Bytes = buf.split_to(len).freeze();
-    let (spans, n) = spans;
-    let mut headers = HeaderMap::with_capacity(n);
-    for &(ns, ne, vs, ve) in &spans[..n] {
+    // Room for what the proxy adds to a response (`Via`, a sticky cookie,
+    // a route's edits) without growing the map, which copies it.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    for &(ns, ne, vs, ve) in &spans {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| H1Error::Head(httparse::Error::HeaderName))?;
         // httparse has checked the value's bytes (no CTL but HTAB), which

@@ -33,7 +33,9 @@ struct IdleConn {
 
 #[derive(Default)]
 struct ThreadPool {
-    idle: HashMap<PoolKey, Vec<IdleConn>>,
+    /// Looked up at every checkout and checkin: foldhash, not SipHash
+    /// (the keys come from the config).
+    idle: HashMap<PoolKey, Vec<IdleConn>, foldhash::fast::RandomState>,
     sweeping: bool,
 }
 

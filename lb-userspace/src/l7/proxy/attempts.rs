@@ -26,6 +26,7 @@ use std::{
 };
 
 use http::{request, Request, Response};
+use smallvec::SmallVec;
 
 use super::{
     super::{
@@ -86,8 +87,9 @@ struct Attempts {
     body: Option<UpBody>,
     /// Progress of the body being sent (the send timeout's clock).
     watch: Arc<BodyWatch>,
-    /// Nodes tried (not picked again).
-    tried: Vec<usize>,
+    /// Nodes tried (not picked again). Inline: most requests try one node,
+    /// and a heap allocation per request showed in profiles.
+    tried: SmallVec<[usize; 4]>,
     /// Nodes at `max_requests_per_node` since the last wait.
     busy: Vec<usize>,
     /// Nodes that refused the connection since the last wait.
@@ -114,7 +116,7 @@ impl Attempts {
         Attempts {
             body: Some(body),
             watch,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             busy: Vec::new(),
             refused: Vec::new(),
             admitted: Vec::new(),
@@ -127,7 +129,7 @@ impl Attempts {
         }
     }
 
-    fn excluded(&self) -> Vec<usize> {
+    fn excluded(&self) -> SmallVec<[usize; 8]> {
         self.tried
             .iter()
             .chain(&self.busy)

@@ -88,7 +88,9 @@ pub use pool::Pool;
 /// The routing table and the upstreams, as one handler.
 pub struct Proxy {
     routes: Arc<dyn Resolver>,
-    pools: HashMap<String, Arc<Pool>>,
+    /// Looked up once per request: foldhash, not SipHash (the names come
+    /// from the config).
+    pools: HashMap<String, Arc<Pool>, foldhash::fast::RandomState>,
     /// Sources whose forwarding headers are kept (see
     /// [`super::headers::add_forwarded`]).
     trusted_proxies: Vec<Prefix>,
@@ -100,7 +102,7 @@ impl Proxy {
     pub fn new(routes: Arc<dyn Resolver>, pools: HashMap<String, Arc<Pool>>) -> Proxy {
         Proxy {
             routes,
-            pools,
+            pools: pools.into_iter().collect(),
             trusted_proxies: Vec::new(),
         }
     }
