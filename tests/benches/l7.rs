@@ -13,6 +13,9 @@
 //! time, and xlb's kernel time per request gives a "kernel floor" against
 //! nginx (HTTP/1.1) and HAProxy (HTTP/2): the most xlb's req/s could be
 //! relative to theirs with no user time at all.
+//! Last, with the proxies stopped, xlb's user-space instructions per
+//! proxied request are counted under callgrind (`instructions`), a figure
+//! that does not move with the machine's load.
 //! See docs/bench/l7.md for the reasoning and the numbers.
 //!
 //! Two further measurements in the same run, over HTTP/1.1 with wrk, each
@@ -44,6 +47,9 @@ use xlb_tests::bench_l7::{
     parse::{self, LoadResult},
     procs::{self, CpuTimes, Ports, Proc},
 };
+
+#[path = "l7/instructions.rs"]
+mod instructions;
 
 /// wrk's connections (one thread): requests in flight over HTTP/1.1.
 const H1_CONNECTIONS: u32 = 64;
@@ -391,9 +397,16 @@ fn run() -> anyhow::Result<()> {
     let fixed = measure_fixed_rate(&s, &dir, &mut running, &samples)?;
     let kinds: Vec<Kind> = running.iter().map(|r| r.kind).collect();
     let cache_skipped = extras.cache.as_ref().err().cloned();
-    // Stop the proxies and the backend before reporting.
+    // Stop the proxies and the backend before reporting; xlb's count of
+    // instructions runs alone with the backend.
     drop(extras);
     drop(running);
+    let counted = match kinds.contains(&Kind::Xlb) {
+        true => instructions::measure(&dir, &mut ports, cert, backend_port, s.proxy_cpu)
+            .map_err(|e| println!("instructions per request: not counted: {e:#}"))
+            .ok(),
+        false => None,
+    };
     drop(backend);
     report(
         &s,
@@ -402,6 +415,7 @@ fn run() -> anyhow::Result<()> {
         &extra_samples,
         cache_skipped.as_deref(),
         fixed.as_ref(),
+        counted.as_ref(),
     )
 }
 
@@ -1084,6 +1098,19 @@ fn start_xlb(
     listen: Listen,
     cpu: Option<usize>,
 ) -> anyhow::Result<Proc> {
+    start_xlb_under(dir, name, config, listen, cpu, None)
+}
+
+/// [`start_xlb`], with `xlb` run by `wrapper` (a program and its
+/// arguments, before xlb's path) when one is given.
+fn start_xlb_under(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    listen: Listen,
+    cpu: Option<usize>,
+    wrapper: Option<&[String]>,
+) -> anyhow::Result<Proc> {
     let bin = xlb_binary();
     if !bin.is_file() {
         bail!(
@@ -1095,7 +1122,15 @@ fn start_xlb(
     std::fs::write(&path, config)?;
     let log = dir.join(format!("{name}-stderr.log"));
     let stderr = std::fs::File::create(&log)?;
-    let child = procs::pinned(cpu, &bin)
+    let mut cmd = match wrapper {
+        Some([program, args @ ..]) => {
+            let mut c = procs::pinned(cpu, program);
+            c.args(args).arg(&bin);
+            c
+        }
+        _ => procs::pinned(cpu, &bin),
+    };
+    let child = cmd
         .arg("run")
         .arg("-c")
         .arg(&path)
@@ -1416,6 +1451,7 @@ fn report(
     extra: &ExtraSamples,
     cache_skipped: Option<&str>,
     fixed: Option<&FixedRate>,
+    counted: Option<&instructions::PerRequest>,
 ) -> anyhow::Result<()> {
     println!(
         "\nmedians of {} round(s) of {} s; {} wrk connections; {} h2load connections × {} \
@@ -1532,6 +1568,21 @@ fn report(
     cases.extend(report_rate_limits(extra));
     cases.extend(report_observe(extra));
     cases.extend(report_cache(extra, cache_skipped));
+    if let Some(c) = counted {
+        println!(
+            "\nxlb's instructions per proxied request (callgrind, one worker): \
+             http/1.1 {:.0}, h2+tls {:.0}",
+            c.h1, c.h2
+        );
+        for (proto, value) in [(Proto::H1, c.h1), (Proto::H2, c.h2)] {
+            cases.push(serde_json::json!({
+                "case": format!("{} xlb instructions", proto.name()),
+                "metric": "instructions per request",
+                "unit": "instructions",
+                "value": value,
+            }));
+        }
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let out = serde_json::json!({"machine": machine(), "cases": cases});

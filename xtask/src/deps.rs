@@ -35,6 +35,7 @@ pub const BENCH_PACKAGES: &[&str] = &[
     "haproxy",        // the HAProxy baseline
     "wrk",            // HTTP/1.1 load
     "nghttp2-client", // h2load: HTTP/2 over TLS load
+    "valgrind",       // bench l7 counts xlb's instructions per request (callgrind)
     "clang",          // bench l4 compiles Katran's XDP balancer (third_party/katran)
     "libbpf-dev",     // BPF headers for that build
     "linux-libc-dev", // <linux/*.h> and asm headers Katran's source includes
