@@ -345,6 +345,37 @@ mod tests {
     }
 
     #[test]
+    fn connection_with_only_keep_alive_or_close_takes_the_short_path_and_the_rest_does_not() {
+        // The short path: every `Connection` field removed, nothing else.
+        let mut h = map(&[
+            ("connection", "Keep-Alive"),
+            ("connection", " close ,keep-alive"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+        // A named field after `close` still goes, with the usual ones.
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+        // `Connection: keep-alive` beside a `Keep-Alive` field: both go.
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
     fn te_trailers_survives_alone() {
         let mut h = map(&[("te", "gzip, trailers;q=1"), ("te", "deflate")]);
         // "trailers;q=1" is not the bare token: dropped like the rest.
