@@ -20,26 +20,34 @@ use super::{
     },
     attempts,
     context::RequestCtx,
+    response_filters::ServedBy,
 };
 
 /// Answers from the cache or through the upstream phases; the flag says
-/// whether the response came through the cache.
+/// whether the response came through the cache, and the node that served
+/// it is given when it is known here (else it is in the response's
+/// extensions, see `attempts::forward`).
 pub(super) async fn run(
     ctx: RequestCtx,
     parts: request::Parts,
     body: ClientBody,
-) -> (Response<ProxyBody>, bool) {
+) -> (Response<ProxyBody>, bool, Option<ServedBy>) {
     // Boxed, here and below: an async fn's future is as large as its
     // largest state, and a caller that holds one inline is larger still
     // (and copied whole when it moves). Each level boxed once keeps every
     // request's futures at a few KiB (measured: 23 KiB for `handle`
     // before).
     let Some(shared) = ctx.opts().cache.clone() else {
-        return (Box::pin(attempts::forward(ctx, parts, body)).await, false);
+        let (resp, served) = Box::pin(attempts::forward_served(ctx, parts, body)).await;
+        return (resp, false, served);
     };
     let rc = &shared.0;
     if parts.method.as_str() == "PURGE" {
-        return (purge(rc, ctx.route.id(), &parts, ctx.conn.peer.ip()), false);
+        return (
+            purge(rc, ctx.route.id(), &parts, ctx.conn.peer.ip()),
+            false,
+            None,
+        );
     }
     if matches!(
         upgrade::offer(&parts.headers, parts.version, &ctx.opts().upgrades),
@@ -49,7 +57,7 @@ pub(super) async fn run(
         let mut resp = Box::pin(attempts::forward(ctx, parts, body)).await;
         resp.headers_mut()
             .insert(X_CACHE, HeaderValue::from_static(x_cache::BYPASS));
-        return (resp, false);
+        return (resp, false, None);
     }
     // The key and the cache's view are the request as the client sent it
     // (before any rewrite); the owned parts go to `fetch`.
@@ -65,7 +73,7 @@ pub(super) async fn run(
         },
     ))
     .await;
-    (resp, true)
+    (resp, true, None)
 }
 
 /// A copy of the request head without its extensions (what the cache

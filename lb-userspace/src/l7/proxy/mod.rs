@@ -200,8 +200,8 @@ impl Proxy {
         };
         after.upstream_selected(&ctx);
         // cache lookup, then the upstream phases (or a stored response)
-        let (resp, through_cache) = cache_lookup::run(ctx, parts, body).await;
+        let (resp, through_cache, served) = cache_lookup::run(ctx, parts, body).await;
         // response filters
-        after.apply(resp, through_cache)
+        after.apply_served(resp, through_cache, served)
     }
 }

@@ -19,8 +19,9 @@ use super::{
     pool::Pool,
 };
 
-/// The node a response came from: set by the upstream response phase on a
-/// node's response, carried through the cache with it, taken off here.
+/// The node a response came from: handed from the upstream phases to the
+/// response filters beside the response, or, through the cache, in the
+/// response's extensions (taken off here).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ServedBy(pub usize);
 
@@ -54,8 +55,20 @@ impl After {
 
     /// Applies the filters; `through_cache`: the response came through
     /// the route's cache (a stored response carries no [`ServedBy`]).
-    pub fn apply(self, mut resp: Response<ProxyBody>, through_cache: bool) -> Response<ProxyBody> {
-        let node = resp.extensions_mut().remove::<ServedBy>();
+    pub fn apply(self, resp: Response<ProxyBody>, through_cache: bool) -> Response<ProxyBody> {
+        self.apply_served(resp, through_cache, None)
+    }
+
+    /// [`After::apply`], told which node served the response when the
+    /// caller knows; else the node is looked for in the response's
+    /// extensions (a response that came back through the cache).
+    pub fn apply_served(
+        self,
+        mut resp: Response<ProxyBody>,
+        through_cache: bool,
+        served: Option<ServedBy>,
+    ) -> Response<ProxyBody> {
+        let node = served.or_else(|| resp.extensions_mut().remove::<ServedBy>());
         let content =
             node.is_some() || (through_cache && !resp.headers().contains_key(ERROR_HEADER));
         if content {

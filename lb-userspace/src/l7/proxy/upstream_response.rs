@@ -20,7 +20,6 @@ use super::{
     },
     context::RequestCtx,
     pool::Pool,
-    response_filters::ServedBy,
     upstream_request::Outgoing,
 };
 use crate::health::{FailureKind, Outcome};
@@ -104,7 +103,6 @@ pub(super) fn accept(ctx: &RequestCtx, out: &mut Outgoing, a: Answered) -> Respo
         }
         _ => response_body(incoming, idle, (flight, deferred)),
     };
-    parts.extensions.insert(ServedBy(node));
     Response::from_parts(parts, body)
 }
 
