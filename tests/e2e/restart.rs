@@ -164,21 +164,38 @@ fn ws_open() -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Reads one unmasked text frame (the server's), payload under 64 KiB.
+/// Reads the server's next unmasked text frame (payload under 64 KiB),
+/// answering its pings on the way: the peer (Python `websockets`) pings
+/// every 20 s and closes a connection that does not answer, and the
+/// handovers can take longer than that on a busy machine.
 fn ws_read(s: &mut TcpStream) -> std::io::Result<String> {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h)?;
-    let len = match h[1] & 0x7f {
-        126 => {
-            let mut l = [0u8; 2];
-            s.read_exact(&mut l)?;
-            u16::from_be_bytes(l) as usize
+    loop {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h)?;
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l)?;
+                u16::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload)?;
+        match h[0] & 0x0f {
+            // Ping: a masked pong with the same payload (under 126 bytes).
+            0x9 => {
+                let mask = [0x21u8, 0x43, 0x65, 0x87];
+                let mut pong = vec![0x8a, 0x80 | payload.len() as u8];
+                pong.extend_from_slice(&mask);
+                pong.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+                s.write_all(&pong)?;
+            }
+            // Pong: nothing to do.
+            0xa => {}
+            _ => return Ok(String::from_utf8_lossy(&payload).into_owned()),
         }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload)?;
-    Ok(String::from_utf8_lossy(&payload).into_owned())
+    }
 }
 
 /// Sends `text` in a masked text frame (a client must mask) and returns
