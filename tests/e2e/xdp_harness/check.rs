@@ -55,6 +55,14 @@ fn verify_ip(p: &[u8]) -> Result<(), String> {
                 ));
             }
             let end = (h.total_len as usize).min(p.len());
+            if end < h.header_len() {
+                // A mutated frame of the differential run can say so.
+                return Err(format!(
+                    "IPv4 total length {} shorter than its header ({} bytes)",
+                    h.total_len,
+                    h.header_len()
+                ));
+            }
             let payload = &p[h.header_len()..end];
             if h.is_fragmenting_payload() {
                 return Ok(());
