@@ -20,8 +20,8 @@ use crate::{
     hdr::*,
     icmp,
     maps::{
-        self, BACKENDS, CONNTRACK, CONNTRACK_V4, FLOOD_GUARD, FRAGMENTS, MAGLEV, SETTINGS, TX_DEVMAP, TX_PORTS,
-        VIPS,
+        self, BACKENDS, CONNTRACK, CONNTRACK_V4, FLOOD_GUARD, FRAGMENTS, MAGLEV, SETTINGS,
+        TX_DEVMAP, TX_PORTS, VIPS,
     },
     parse::{self, ptr_at, Parsed, Pkt},
 };

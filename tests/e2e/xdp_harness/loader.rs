@@ -321,20 +321,27 @@ impl Harness {
         t[lb_common::flow::slot(flow_hash(key), self.m) as usize]
     }
 
+    /// The IPv4 connection table, writable.
+    fn ct4_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKeyV4, ConnValue>> {
+        let map = self
+            .ebpf
+            .map_mut(names::CONNTRACK_V4)
+            .context("CONNTRACK_V4")?;
+        Ok(HashMap::try_from(map)?)
+    }
+
+    /// The IPv6 connection table, writable.
+    fn ct6_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, ConnValue>> {
+        let map = self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?;
+        Ok(HashMap::try_from(map)?)
+    }
+
     /// Inserts a connection-table entry (into the IPv4 or the IPv6 table,
     /// by the key's shape: `lb_common::conntrack::is_v4_shaped`).
     pub fn ct_insert(&mut self, key: FlowKey, value: ConnValue) -> anyhow::Result<()> {
-        if is_v4_shaped(&key) {
-            let mut m: HashMap<&mut MapData, FlowKeyV4, ConnValue> = HashMap::try_from(
-                self.ebpf
-                    .map_mut(names::CONNTRACK_V4)
-                    .context("CONNTRACK_V4")?,
-            )?;
-            m.insert(FlowKeyV4::of(&key), value, 0)?;
-        } else {
-            let mut m: HashMap<&mut MapData, FlowKey, ConnValue> =
-                HashMap::try_from(self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?)?;
-            m.insert(key, value, 0)?;
+        match is_v4_shaped(&key) {
+            true => self.ct4_mut()?.insert(FlowKeyV4::of(&key), value, 0)?,
+            false => self.ct6_mut()?.insert(key, value, 0)?,
         }
         Ok(())
     }
@@ -372,17 +379,9 @@ impl Harness {
     pub fn ct_clear(&mut self) -> anyhow::Result<()> {
         let keys: Vec<FlowKey> = self.ct_dump()?.into_iter().map(|(k, _)| k).collect();
         for k in keys {
-            if is_v4_shaped(&k) {
-                let mut m: HashMap<&mut MapData, FlowKeyV4, ConnValue> = HashMap::try_from(
-                    self.ebpf
-                        .map_mut(names::CONNTRACK_V4)
-                        .context("CONNTRACK_V4")?,
-                )?;
-                m.remove(&FlowKeyV4::of(&k))?;
-            } else {
-                let mut m: HashMap<&mut MapData, FlowKey, ConnValue> =
-                    HashMap::try_from(self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?)?;
-                m.remove(&k)?;
+            match is_v4_shaped(&k) {
+                true => self.ct4_mut()?.remove(&FlowKeyV4::of(&k))?,
+                false => self.ct6_mut()?.remove(&k)?,
             }
         }
         Ok(())
