@@ -251,9 +251,10 @@ impl BodyWatch {
         }
     }
 
-    fn stamp(&self) {
+    fn stamp(&self) -> u64 {
         let n = self.base.elapsed().as_nanos() as u64;
         self.last.fetch_max(n, Ordering::Relaxed);
+        n
     }
 
     fn last(&self) -> Instant {
@@ -263,9 +264,9 @@ impl BodyWatch {
     /// Starts the clocks: the request is about to be written (the connect
     /// before it has its own timeout).
     fn start(&self) {
-        self.stamp();
-        self.sending
-            .store(self.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // One clock read for both (a read per request showed in profiles).
+        let now = self.stamp();
+        self.sending.store(now, Ordering::Relaxed);
         self.armed.store(true, Ordering::Release);
         self.arm.notify_one();
     }

@@ -324,13 +324,16 @@ impl Attempts {
         .await;
         let (e, back) = match sent {
             Ok(resp) => {
-                let (connect, first_byte) = (self.watch.connect_time(started), started.elapsed());
+                let at = Instant::now();
+                let first_byte = at.saturating_duration_since(started);
+                let connect = self.watch.connect_time(started);
                 ctx.note
                     .response_head(Some(connect), first_byte, self.watch.bytes()); // request record
                 let answered = Answered {
                     node,
                     flight,
-                    started,
+                    latency: first_byte,
+                    at,
                     resp,
                 };
                 self.served = Some(node);

@@ -28,8 +28,11 @@ use crate::health::{FailureKind, Outcome};
 pub(super) struct Answered {
     pub node: usize,
     pub flight: InFlight,
-    /// When the attempt was sent.
-    pub started: Instant,
+    /// The attempt's latency: from when it was sent to its response head.
+    pub latency: Duration,
+    /// When the response head came (one clock read for the record, the
+    /// balancer and passive health).
+    pub at: Instant,
     pub resp: Response<UpstreamBody>,
 }
 
@@ -39,7 +42,8 @@ pub(super) fn accept(ctx: &RequestCtx, out: &mut Outgoing, a: Answered) -> Respo
     let Answered {
         node,
         flight,
-        started,
+        latency,
+        at,
         mut resp,
     } = a;
     let pool = &*ctx.pool;
@@ -62,13 +66,8 @@ pub(super) fn accept(ctx: &RequestCtx, out: &mut Outgoing, a: Answered) -> Respo
             return respond(ErrorKind::UnexpectedUpgrade);
         }
     }
-    let now = Instant::now();
-    pool.upstream.observe(
-        node,
-        now.saturating_duration_since(started),
-        !status.is_server_error(),
-        now,
-    );
+    pool.upstream
+        .observe(node, latency, !status.is_server_error(), at);
     let outcome = response_outcome(status);
     // A success is recorded when the body is done (or the client leaves),
     // so that a node failing mid-body counts as one failure, not a success
