@@ -6,6 +6,7 @@
 mod assemble;
 pub mod balance;
 pub mod body;
+mod box_in_place;
 pub mod cache;
 pub mod cold_start;
 pub mod dynamic;

@@ -174,6 +174,9 @@ impl Default for ServerLimits {
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP address as a header value (for X-Forwarded-For),
+    /// made once per connection ([`super::headers::address_value`]).
+    pub peer_ip: http::HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
     /// The negotiated TLS version (`TLSv1.3`), for the request record.
@@ -283,6 +286,7 @@ pub async fn serve<H, F>(
             let _alive = alive;
             let mut info = ConnInfo {
                 peer,
+                peer_ip: super::headers::address_value(peer.ip()),
                 tls: tls.is_some(),
                 tls_version: None,
                 sni: None,

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::net::Prefix;
 
+use super::box_in_place::box_in_place;
 use super::plan::{CachePlan, L7Plan, ListenerPlan};
 use super::plugins::consumers::Consumers;
 use super::{
@@ -639,12 +640,9 @@ fn worker(
                 // its dispatcher, or a task per HTTP/2 stream); a pointer
                 // moves cheaper than the future itself.
                 let name = name.clone();
-                Box::pin(recording::observe(
-                    name,
-                    req,
-                    conn,
-                    move |r, c| async move { p.handle(r, c).await },
-                ))
+                box_in_place(move || {
+                    recording::observe(name, req, conn, move |r, c| p.handle(r, c))
+                })
             };
             serving.push(tokio::spawn(serve(
                 listener,

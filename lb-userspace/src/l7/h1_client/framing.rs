@@ -66,8 +66,10 @@ pub fn framing(
             false => Framing::Close,
         }));
     }
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        return content_length(headers)
+    // One hashed lookup for both "is there one" and "what does it say".
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    if lengths.iter().next().is_some() {
+        return agreed_length(lengths)
             .map(|n| Disposition::Final(Framing::Length(n)))
             .ok_or(H1Error::BadContentLength);
     }
@@ -87,8 +89,13 @@ fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
 
 /// The one length every `Content-Length` line and list element agrees on.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    agreed_length(headers.get_all(header::CONTENT_LENGTH))
+}
+
+/// [`content_length`] of the `Content-Length` lines `lines`.
+fn agreed_length(lines: http::header::GetAll<'_, http::HeaderValue>) -> Option<u64> {
     let mut found: Option<u64> = None;
-    for line in headers.get_all(header::CONTENT_LENGTH) {
+    for line in lines {
         for item in line.to_str().ok()?.split(',') {
             let n = decimal(item.trim().as_bytes())?;
             match found {

@@ -20,7 +20,7 @@ use super::{
 /// The request as every attempt sends it, and what the attempts need to
 /// know about it.
 pub(super) struct Outgoing {
-    /// The rewritten head, without `Host` (set per node).
+    /// The rewritten head; its `Host` is the client's until set per node.
     head: request::Parts,
     /// The `Upgrade` protocols offered to the node (only allowed ones).
     pub upgrade: Option<HeaderValue>,
@@ -88,7 +88,7 @@ impl Outgoing {
             .or_else(|| parts.uri.path_and_query().cloned())
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let down = Downstream {
-            client_ip: ctx.conn.peer.ip(),
+            client: &ctx.conn.peer_ip,
             proto: if ctx.conn.tls { "https" } else { "http" },
             host: ctx.host.as_deref(),
             version: parts.version,
@@ -98,7 +98,8 @@ impl Outgoing {
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::add_forwarded(&mut parts.headers, &down);
         headers::apply_edits(&mut parts.headers, &opts.request_headers);
-        parts.headers.remove(header::HOST);
+        // `Host` stays: each attempt replaces it (or removes it) in its
+        // copy of the head, one hashed operation instead of two.
         parts.extensions = http::Extensions::new();
         parts.version = http::Version::HTTP_11;
         Outgoing {
@@ -114,11 +115,10 @@ impl Outgoing {
     /// The head for one attempt on the node at `addr`.
     pub fn head_for(&self, ctx: &RequestCtx, addr: SocketAddr) -> request::Parts {
         let mut head = self.head.clone();
-        if let Some(h) =
-            rewrite::upstream_host(&ctx.opts().pass_host, self.client_host.as_ref(), addr)
-        {
-            head.headers.insert(header::HOST, h);
-        }
+        match rewrite::upstream_host(&ctx.opts().pass_host, self.client_host.as_ref(), addr) {
+            Some(h) => head.headers.insert(header::HOST, h),
+            None => head.headers.remove(header::HOST),
+        };
         if let Some(protocol) = &self.upgrade {
             upgrade::restore(&mut head.headers, protocol.clone());
         }

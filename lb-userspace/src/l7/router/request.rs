@@ -192,9 +192,7 @@ fn plain_host_port(text: &[u8]) -> bool {
     }
     match &text[name_end..] {
         [] => true,
-        [b':', port @ ..] => {
-            (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit)
-        }
+        [b':', port @ ..] => (1..=5).contains(&port.len()) && port.iter().all(u8::is_ascii_digit),
         _ => false,
     }
 }
@@ -301,7 +299,12 @@ mod tests {
         }
         // The shortcut must also take the usual hosts.
         assert!(accepted > 1000, "{accepted}");
-        for usual in ["example.com", "127.0.0.1:18080", "a-b.c:1", "xn--bcher-kva.ch:443"] {
+        for usual in [
+            "example.com",
+            "127.0.0.1:18080",
+            "a-b.c:1",
+            "xn--bcher-kva.ch:443",
+        ] {
             assert!(plain_host_port(usual.as_bytes()), "{usual}");
         }
         for other in [":80", "a:", "a:123456", "[::1]:80", "a b", "a@b", "a:1:2"] {
