@@ -422,8 +422,9 @@ mod tests {
     }
 
     fn from(trusted: bool) -> Downstream<'static> {
+        static CLIENT: HeaderValue = HeaderValue::from_static("203.0.113.9");
         Downstream {
-            client: &address_value("203.0.113.9".parse().unwrap()),
+            client: &CLIENT,
             proto: "http",
             host: Some("www.example.com"),
             version: http::Version::HTTP_2,
