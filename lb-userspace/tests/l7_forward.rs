@@ -69,7 +69,7 @@ async fn proxy(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
                     .map(str::to_string)
                     .or_else(|| req.uri().authority().map(|a| a.to_string()));
                 let down = Downstream {
-                    client_ip: info.peer.ip(),
+                    client: &info.peer_ip,
                     proto: "http",
                     host: host.as_deref(),
                     version: req.version(),

@@ -73,7 +73,7 @@ async fn proxy_to(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
             let forwarder = forwarder.clone();
             async move {
                 let down = Downstream {
-                    client_ip: info.peer.ip(),
+                    client: &info.peer_ip,
                     proto: "http",
                     host: Some("x"),
                     version: req.version(),

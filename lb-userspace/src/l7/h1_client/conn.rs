@@ -119,8 +119,9 @@ impl Exchange {
     ) -> (Exchange, bool) {
         let headers = &mut parts.headers;
         let mut has_body = !body.is_end_stream();
+        // A bodiless request's `Transfer-Encoding` is left out while the
+        // head is encoded (no hashed removal for the usual request).
         let encoding = if !has_body {
-            headers.remove(header::TRANSFER_ENCODING);
             Encoding::Length(0)
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
             headers.remove(header::CONTENT_LENGTH);
@@ -166,13 +167,7 @@ impl Exchange {
                 .collect(),
             Encoding::Length(_) => Vec::new(),
         };
-        let close_requested = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("close"));
-        encode_head(&mut conn.out, parts);
+        let close_requested = encode_head(&mut conn.out, parts, !has_body);
         let exchange = Exchange {
             conn,
             pos: 0,
@@ -537,8 +532,11 @@ fn keep_alive(head: &ResponseHead) -> bool {
     }
 }
 
-/// `METHOD target HTTP/1.1`, the fields, the blank line.
-fn encode_head(out: &mut Vec<u8>, parts: &request::Parts) {
+/// `METHOD target HTTP/1.1`, the fields (without `Transfer-Encoding` when
+/// `bodiless`), the blank line. Returns whether `Connection` asks to close
+/// (found on the way: one pass over the fields instead of a lookup).
+fn encode_head(out: &mut Vec<u8>, parts: &request::Parts, bodiless: bool) -> bool {
+    let mut close = false;
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -548,10 +546,20 @@ fn encode_head(out: &mut Vec<u8>, parts: &request::Parts) {
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING && bodiless {
+            continue;
+        }
+        if name == header::CONNECTION {
+            close |= value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    close
 }
