@@ -23,7 +23,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
+use http::{header, request, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::{sync::Notify, time::Sleep};
@@ -495,17 +495,18 @@ impl<G: OnBodyFailure + Unpin> Body for ResponseBody<G> {
     }
 }
 
-/// A failed attempt: why, and the request when it can be sent again as is
-/// (it never left, body included).
-pub type Failed = (ForwardError, Option<Request<UpBody>>);
+/// A failed attempt: why, and the body when the request can be sent again
+/// as is (it never left; the head stays with the caller).
+pub type Failed = (ForwardError, Option<UpBody>);
 
-/// Sends `req` (origin-form target, final headers) to `node` over
-/// `client`, within `timeouts`; `watch` is the one [`request_body`] gave
-/// for its body.
+/// Sends the request of `head` (origin-form target, final headers) and
+/// `body` to `node` over `client`, within `timeouts`; `watch` is the one
+/// [`request_body`] gave for the body.
 pub async fn send(
     client: &UpstreamClient,
     node: SocketAddr,
-    req: Request<UpBody>,
+    head: &request::Parts,
+    body: UpBody,
     upgrade: bool,
     timeouts: &Timeouts,
     watch: &BodyWatch,
@@ -513,8 +514,11 @@ pub async fn send(
     watch.reset();
     // Pinned in place: `select!` on a future held by value would keep a
     // second copy of it in this future's state.
-    let sending =
-        std::pin::pin!(client.send(node, req, upgrade, timeouts.connect, || { watch.start() }));
+    let sending = std::pin::pin!(
+        client.send(node, head, body, upgrade, timeouts.connect, || {
+            watch.start()
+        })
+    );
     tokio::select! {
         // The send first: it arms the watch (`on_send`) before the
         // timeouts are looked at, so no wake-up is needed to start them.
@@ -530,7 +534,7 @@ pub async fn send(
 fn classify(node: SocketAddr, e: SendError) -> Failed {
     match e {
         SendError::Connect {
-            request,
+            body,
             timed_out,
             error,
         } => {
@@ -542,10 +546,10 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
                     tls,
                     source: error,
                 },
-                Some(request),
+                Some(body),
             )
         }
-        SendError::NotSent { request, error } => (
+        SendError::NotSent { body, error } => (
             ForwardError::Upstream {
                 node,
                 sent: false,
@@ -554,11 +558,9 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
                 reused: false,
                 source: error.into(),
             },
-            Some(request),
+            Some(body),
         ),
-        SendError::Unsupported { request, reason } => {
-            (ForwardError::Unsupported(reason), Some(request))
-        }
+        SendError::Unsupported { body, reason } => (ForwardError::Unsupported(reason), Some(body)),
         SendError::Sent { error, reused } => {
             let err = match body_error(&*error) {
                 Some(RequestBodyError::TooLarge(limit)) => ForwardError::BodyTooLarge(*limit),
@@ -700,10 +702,17 @@ impl Forwarder {
         headers::add_forwarded(&mut parts.headers, down);
         parts.extensions = http::Extensions::new();
         let (body, watch) = request_body(body, None);
-        let req = Request::from_parts(parts, body);
-        let resp = send(&self.client, node, req, false, &self.timeouts, &watch)
-            .await
-            .map_err(|(e, _)| e)?;
+        let resp = send(
+            &self.client,
+            node,
+            &parts,
+            body,
+            false,
+            &self.timeouts,
+            &watch,
+        )
+        .await
+        .map_err(|(e, _)| e)?;
         let (mut parts, body) = resp.into_parts();
         response_head(&mut parts);
         Ok(Response::from_parts(

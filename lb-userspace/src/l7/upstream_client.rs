@@ -41,7 +41,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use http::{header, uri::PathAndQuery, HeaderValue, Request, Response, Uri};
+use http::{header, request, uri::PathAndQuery, HeaderValue, Request, Response, Uri};
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
@@ -100,17 +100,15 @@ pub enum ClientError {
 #[derive(Debug)]
 pub enum SendError {
     /// TCP connect, TLS or the HTTP/2 handshake failed: nothing was sent,
-    /// and the request is given back.
+    /// and the body is given back (the head was only borrowed).
     Connect {
-        request: Request<UpBody>,
+        body: UpBody,
         timed_out: bool,
         error: BoxError,
     },
-    /// The connection failed before the request was written; given back.
-    NotSent {
-        request: Request<UpBody>,
-        error: BoxError,
-    },
+    /// The connection failed before the request was written; the body is
+    /// given back.
+    NotSent { body: UpBody, error: BoxError },
     /// The connection failed after the request was (maybe partly) written.
     Sent {
         error: BoxError,
@@ -119,10 +117,7 @@ pub enum SendError {
         reused: bool,
     },
     /// This upstream cannot carry the request (an upgrade over HTTP/2).
-    Unsupported {
-        request: Request<UpBody>,
-        reason: ErrorKind,
-    },
+    Unsupported { body: UpBody, reason: ErrorKind },
 }
 
 enum Conn {
@@ -366,16 +361,20 @@ impl UpstreamClient {
             .or_else(|| Some(ServerName::IpAddress(node.ip().into())))
     }
 
-    /// Sends `req` (origin-form target, `Host` header) to `node`; an
-    /// upgrade request goes over HTTP/1.1 with upgrades enabled. The request
-    /// is converted to the form the connection needs (absolute target and
-    /// no `Host` for HTTP/2). `on_send` is called when a connection is in
-    /// hand and the request is about to be written (the request timeouts
-    /// start there; the connect has its own).
+    /// Sends the request of `head` (origin-form target, `Host` header) and
+    /// `body` to `node`; an upgrade request goes over HTTP/1.1 with
+    /// upgrades enabled. xlb's HTTP/1.1 client writes from the borrowed
+    /// head; hyper's connections get a copy converted to the form they
+    /// need (absolute target and no `Host` for HTTP/2). Borrowed, because
+    /// a retry sends the same head again: a copy per attempt was ~1 000
+    /// instructions per request. `on_send` is called when a connection is
+    /// in hand and the request is about to be written (the request
+    /// timeouts start there; the connect has its own).
     pub async fn send(
         &self,
         node: SocketAddr,
-        mut req: Request<UpBody>,
+        head: &request::Parts,
+        mut body: UpBody,
         upgrade: bool,
         connect_timeout: Duration,
         on_send: impl Fn(),
@@ -387,7 +386,7 @@ impl UpstreamClient {
             )
         {
             return Err(SendError::Unsupported {
-                request: req,
+                body,
                 reason: ErrorKind::UpgradeUnsupported,
             });
         }
@@ -395,10 +394,7 @@ impl UpstreamClient {
         // otherwise.
         let name = match self.inner.tls.is_some() {
             true => {
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok());
+                let host = head.headers.get(header::HOST).and_then(|h| h.to_str().ok());
                 self.server_name(node, host)
             }
             false => None,
@@ -437,11 +433,14 @@ impl UpstreamClient {
             })
         {
             on_send();
-            match self.try_send(&key, conn, req, true, checkin.as_ref()).await {
+            match self
+                .try_send(&key, conn, head, body, true, checkin.as_ref())
+                .await
+            {
                 Ok(resp) => return Ok(resp),
-                Err(SendError::NotSent { request, error }) => {
+                Err(SendError::NotSent { body: back, error }) => {
                     log::debug!("{node}: pooled connection unusable ({error}); reconnecting");
-                    req = request;
+                    body = back;
                 }
                 Err(e) => return Err(e),
             }
@@ -457,21 +456,21 @@ impl UpstreamClient {
             Ok(Ok(c)) => c,
             Ok(Err(error)) => {
                 return Err(SendError::Connect {
-                    request: req,
+                    body,
                     timed_out: false,
                     error,
                 })
             }
             Err(_) => {
                 return Err(SendError::Connect {
-                    request: req,
+                    body,
                     timed_out: true,
                     error: format!("connect timed out after {connect_timeout:?}").into(),
                 })
             }
         };
         on_send();
-        self.try_send(&key, conn, req, false, checkin.as_ref())
+        self.try_send(&key, conn, head, body, false, checkin.as_ref())
             .await
     }
 
@@ -479,31 +478,29 @@ impl UpstreamClient {
         &self,
         key: &Key,
         conn: Conn,
-        req: Request<UpBody>,
+        head: &request::Parts,
+        body: UpBody,
         reused: bool,
         checkin: Option<&Checkin>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let tls = self.inner.tls.is_some();
         match conn {
-            Conn::Own(c) => {
-                let req = to_http1(req, key.0);
-                match h1_client::send(c, req, checkin.cloned()).await {
-                    Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
-                    Err(h1_client::Failed {
-                        error,
-                        request: Some(request),
-                    }) => Err(SendError::NotSent {
-                        request,
-                        error: error.into(),
-                    }),
-                    Err(h1_client::Failed { error, .. }) => Err(SendError::Sent {
-                        error: error.into(),
-                        reused,
-                    }),
-                }
-            }
+            Conn::Own(c) => match h1_client::send(c, head, body, key.0, checkin.cloned()).await {
+                Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
+                Err(h1_client::Failed {
+                    error,
+                    body: Some(body),
+                }) => Err(SendError::NotSent {
+                    body,
+                    error: error.into(),
+                }),
+                Err(h1_client::Failed { error, .. }) => Err(SendError::Sent {
+                    error: error.into(),
+                    reused,
+                }),
+            },
             Conn::H1(mut s) => {
-                let req = to_http1(req, key.0);
+                let req = to_http1(Request::from_parts(head.clone(), body), key.0);
                 match s.try_send_request(req).await {
                     Ok(resp) => {
                         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -518,7 +515,7 @@ impl UpstreamClient {
                     }
                     Err(mut e) => match e.take_message() {
                         Some(request) => Err(SendError::NotSent {
-                            request,
+                            body: request.into_body(),
                             error: e.into_error().into(),
                         }),
                         None => Err(SendError::Sent {
@@ -529,11 +526,11 @@ impl UpstreamClient {
                 }
             }
             Conn::H2(mut s) => {
-                let req = match to_http2(req, key.0, tls) {
+                let req = match to_http2(Request::from_parts(head.clone(), body), key.0, tls) {
                     Ok(r) => r,
                     Err(request) => {
                         return Err(SendError::Unsupported {
-                            request,
+                            body: request.into_body(),
                             reason: ErrorKind::BadTarget,
                         })
                     }
@@ -542,7 +539,7 @@ impl UpstreamClient {
                     Ok(resp) => Ok(resp.map(UpstreamBody::Hyper)),
                     Err(mut e) => match e.take_message() {
                         Some(request) => Err(SendError::NotSent {
-                            request,
+                            body: request.into_body(),
                             error: e.into_error().into(),
                         }),
                         None => Err(SendError::Sent {
@@ -1001,9 +998,10 @@ mod tests {
                     .map_err(|n| match n {})
                     .boxed(),
             )
-            .unwrap();
+            .unwrap()
+            .into_parts();
         match client
-            .send(node, req, false, Duration::from_secs(2), || ())
+            .send(node, &req.0, req.1, false, Duration::from_secs(2), || ())
             .await
         {
             Ok(r) => r,

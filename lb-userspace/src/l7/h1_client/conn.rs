@@ -97,11 +97,12 @@ pub struct Exchange {
     yielded: bool,
 }
 
-/// Why an exchange did not produce a response head; the request comes
-/// back when not one byte of it was written.
+/// Why an exchange did not produce a response head; the body comes back
+/// when not one byte of the request was written (the head was only
+/// borrowed).
 pub struct Failed {
     pub error: H1Error,
-    pub request: Option<http::Request<UpBody>>,
+    pub body: Option<UpBody>,
 }
 
 impl Exchange {
@@ -111,50 +112,56 @@ impl Exchange {
     /// → chunked, ending in `chunked`, without `Content-Length`; else the
     /// given `Content-Length`; else a known size as `Content-Length`; else
     /// chunked, except for GET/HEAD/CONNECT, which get no body.
+    ///
+    /// The head is borrowed and left as it is (another attempt may send it
+    /// again): the framing's edits are made while it is encoded. `node`
+    /// is the `Host` of a head without one (as hyper's client does).
     pub fn start(
         mut conn: Conn,
-        parts: &mut request::Parts,
+        parts: &request::Parts,
         body: &UpBody,
+        node: std::net::SocketAddr,
         checkin: Option<Checkin>,
     ) -> (Exchange, bool) {
-        let headers = &mut parts.headers;
+        let headers = &parts.headers;
         let mut has_body = !body.is_end_stream();
+        let mut edits = FramingEdits::default();
         // A bodiless request's `Transfer-Encoding` is left out while the
-        // head is encoded (no hashed removal for the usual request).
+        // head is encoded (no lookup for the usual request).
         let encoding = if !has_body {
+            edits.drop_transfer_encoding = true;
             Encoding::Length(0)
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            headers.remove(header::CONTENT_LENGTH);
-            let last = headers
+            edits.drop_content_length = true;
+            let chunked_last = headers
                 .get_all(header::TRANSFER_ENCODING)
                 .iter()
                 .next_back()
-                .cloned();
-            let chunked_last = last
-                .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.rsplit(',').next())
                 .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
             if !chunked_last {
-                headers.append(
+                edits.add = Some((
                     header::TRANSFER_ENCODING,
                     HeaderValue::from_static("chunked"),
-                );
+                ));
             }
             Encoding::Chunked
         } else if let Some(n) = framing::content_length(headers) {
             Encoding::Length(n)
         } else if let Some(n) = body.size_hint().exact() {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            // Replaces any unusable `Content-Length`.
+            edits.drop_content_length = true;
+            edits.add = Some((header::CONTENT_LENGTH, HeaderValue::from(n)));
             Encoding::Length(n)
         } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
             has_body = false;
             Encoding::Length(0)
         } else {
-            headers.insert(
+            edits.add = Some((
                 header::TRANSFER_ENCODING,
                 HeaderValue::from_static("chunked"),
-            );
+            ));
             Encoding::Chunked
         };
         let trailer_names = match encoding {
@@ -167,7 +174,7 @@ impl Exchange {
                 .collect(),
             Encoding::Length(_) => Vec::new(),
         };
-        let close_requested = encode_head(&mut conn.out, parts, !has_body);
+        let close_requested = encode_head(&mut conn.out, parts, &edits, node);
         let exchange = Exchange {
             conn,
             pos: 0,
@@ -532,11 +539,29 @@ fn keep_alive(head: &ResponseHead) -> bool {
     }
 }
 
-/// `METHOD target HTTP/1.1`, the fields (without `Transfer-Encoding` when
-/// `bodiless`), the blank line. Returns whether `Connection` asks to close
-/// (found on the way: one pass over the fields instead of a lookup).
-fn encode_head(out: &mut Vec<u8>, parts: &request::Parts, bodiless: bool) -> bool {
+/// What the body's framing changes in a request head as it is encoded.
+#[derive(Default)]
+struct FramingEdits {
+    /// Leave out the `Transfer-Encoding` lines (a bodiless request).
+    drop_transfer_encoding: bool,
+    /// Leave out the `Content-Length` lines.
+    drop_content_length: bool,
+    /// A field line written after the head's own.
+    add: Option<(header::HeaderName, HeaderValue)>,
+}
+
+/// `METHOD target HTTP/1.1`, the fields with the framing's `edits`, a
+/// `Host` of `node` when the head has none, the blank line. Returns
+/// whether `Connection` asks to close (found on the way: one pass over the
+/// fields instead of lookups).
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &request::Parts,
+    edits: &FramingEdits,
+    node: std::net::SocketAddr,
+) -> bool {
     let mut close = false;
+    let mut host = false;
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -545,20 +570,36 @@ fn encode_head(out: &mut Vec<u8>, parts: &request::Parts, bodiless: bool) -> boo
         None => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut line = |name: &header::HeaderName, value: &[u8]| {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
     for (name, value) in &parts.headers {
-        if name == header::TRANSFER_ENCODING && bodiless {
+        if (edits.drop_transfer_encoding && name == header::TRANSFER_ENCODING)
+            || (edits.drop_content_length && name == header::CONTENT_LENGTH)
+        {
             continue;
         }
+        host |= name == header::HOST;
         if name == header::CONNECTION {
             close |= value
                 .as_bytes()
                 .split(|b| *b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        line(name, value.as_bytes());
+    }
+    if let Some((name, value)) = &edits.add {
+        line(name, value.as_bytes());
+    }
+    if !host {
+        let value = match parts.uri.authority() {
+            Some(a) => a.as_str().to_string(),
+            None => node.to_string(),
+        };
+        line(&header::HOST, value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     close

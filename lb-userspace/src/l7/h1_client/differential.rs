@@ -160,7 +160,8 @@ async fn own_side(stream: &[u8], method: &Method, second: bool, client: u64) -> 
         idle_timeout: Duration::from_secs(30),
     };
     let conn = Conn::new(Stream::Tcp(tcp));
-    let outcome = match send(conn, request(method), Some(checkin.clone())).await {
+    let (head, body) = request(method).into_parts();
+    let outcome = match send(conn, &head, body, addr, Some(checkin.clone())).await {
         Err(_) => Outcome::HeadRefused,
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -177,7 +178,8 @@ async fn own_side(stream: &[u8], method: &Method, second: bool, client: u64) -> 
     let mut next = false;
     if second && idle_count(client) == 1 {
         if let Some(conn) = checkout(&key) {
-            if let Ok(resp) = send(conn, request(&Method::GET), Some(checkin)).await {
+            let (head, body) = request(&Method::GET).into_parts();
+            if let Ok(resp) = send(conn, &head, body, addr, Some(checkin)).await {
                 let status = resp.status().as_u16();
                 let body = resp.into_body().collect().await.map(|c| c.to_bytes());
                 next = status == 299 && body.is_ok_and(|b| b == Bytes::from_static(b"NEXT"));

@@ -33,12 +33,13 @@ mod pool_key;
 mod stream;
 
 use std::{
+    net::SocketAddr,
     pin::Pin,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 
 use self::conn::Exchange;
@@ -51,16 +52,19 @@ pub use self::{
 };
 use super::body::UpBody;
 
-/// Sends `req` (origin-form target, `Host` set) on `conn` and reads the
-/// response head. The connection goes back to the pool named by
-/// `checkin` when the response body is complete and the node keeps it.
+/// Sends the request of `head` (its path is the target; without a `Host`,
+/// `node` is) and `body` on `conn` and reads the response head. The head
+/// is only read: a retry sends it again without a copy. The connection
+/// goes back to the pool named by `checkin` when the response body is
+/// complete and the node keeps it.
 pub async fn send(
     conn: Conn,
-    req: Request<UpBody>,
+    head: &request::Parts,
+    body: UpBody,
+    node: SocketAddr,
     checkin: Option<Checkin>,
 ) -> Result<Response<ResponseBody>, Failed> {
-    let (mut parts, body) = req.into_parts();
-    let (mut ex, has_body) = Exchange::start(conn, &mut parts, &body, checkin);
+    let (mut ex, has_body) = Exchange::start(conn, head, &body, node, checkin);
     // Without a body to send the body is left here, so that a request
     // that never left can be given back whole.
     let mut kept = None;
@@ -76,8 +80,7 @@ pub async fn send(
                 true => None,
                 false => kept.or_else(|| ex.take_body()),
             };
-            let request = body.map(|b| Request::from_parts(parts, b));
-            return Err(Failed { error, request });
+            return Err(Failed { error, body });
         }
     };
     let body = if head.status == http::StatusCode::SWITCHING_PROTOCOLS {

@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use http::{request, Request, Response};
+use http::{request, Response};
 use smallvec::SmallVec;
 
 use super::{
@@ -305,7 +305,6 @@ impl Attempts {
         }
         self.tried.push(node);
         ctx.note.attempt(addr); // request record
-        let head = out.head_for(ctx, addr);
         let attempt_body = match &self.replay {
             Some(r) => {
                 let (b, w) = request_body(r.body(), None);
@@ -314,13 +313,22 @@ impl Attempts {
             }
             None => self.body.take().unwrap_or_else(empty_up_body),
         };
-        let req = Request::from_parts(head, attempt_body);
         let started = Instant::now();
         let upgrade = out.upgrade.is_some();
         let watch = &self.watch;
-        let sent =
-            box_in_place(|| forward::send(&pool.client, addr, req, upgrade, &opts.timeouts, watch))
-                .await;
+        let head = out.head_for(ctx, addr);
+        let sent = box_in_place(|| {
+            forward::send(
+                &pool.client,
+                addr,
+                head,
+                attempt_body,
+                upgrade,
+                &opts.timeouts,
+                watch,
+            )
+        })
+        .await;
         let (e, back) = match sent {
             Ok(resp) => {
                 let at = Instant::now();
@@ -365,7 +373,7 @@ impl Attempts {
                 self.tried.pop();
                 self.refused.push(node);
                 if self.replay.is_none() {
-                    self.body = back.map(Request::into_body);
+                    self.body = back;
                 }
                 self.refusal = Some(e);
             }
@@ -390,7 +398,7 @@ impl Attempts {
                 }
                 self.retries += 1;
                 if self.replay.is_none() {
-                    self.body = back.map(Request::into_body);
+                    self.body = back;
                 }
                 self.last_error = Some(e);
             }

@@ -112,9 +112,12 @@ impl Outgoing {
         }
     }
 
-    /// The head for one attempt on the node at `addr`.
-    pub fn head_for(&self, ctx: &RequestCtx, addr: SocketAddr) -> request::Parts {
-        let mut head = self.head.clone();
+    /// The head for one attempt on the node at `addr`: the same head,
+    /// lent to the attempt (the upstream client only reads it), with this
+    /// node's `Host` and the offered `Upgrade`. Not a copy per attempt:
+    /// cloning and dropping it was ~1 000 instructions per request.
+    pub fn head_for(&mut self, ctx: &RequestCtx, addr: SocketAddr) -> &request::Parts {
+        let head = &mut self.head;
         match rewrite::upstream_host(&ctx.opts().pass_host, self.client_host.as_ref(), addr) {
             Some(h) => head.headers.insert(header::HOST, h),
             None => head.headers.remove(header::HOST),
