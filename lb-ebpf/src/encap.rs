@@ -264,9 +264,8 @@ pub fn ipip_v6(
     // The header as ten words in memory order (little-endian target, as in
     // ipip_v4): one store each instead of forty byte stores for the
     // addresses, which is what byte arrays compiled to.
-    let w1 = ((inner_len as u16).to_be() as u32)
-        | (inner_proto as u32) << 16
-        | (OUTER_TTL as u32) << 24;
+    let w1 =
+        ((inner_len as u16).to_be() as u32) | (inner_proto as u32) << 16 | (OUTER_TTL as u32) << 24;
     let src = outer_src_v6(settings, hash);
     let dst = backend.addr;
     // SAFETY: bounds checked by ptr_at (40 bytes at ip).

@@ -556,7 +556,7 @@ fn classify(node: SocketAddr, e: SendError) -> Failed {
                 // Pooled connections that fail unsent are replaced inside
                 // the client; one that comes back here was fresh.
                 reused: false,
-                source: error.into(),
+                source: error,
             },
             Some(body),
         ),
