@@ -22,13 +22,16 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
-/// `Keep-Alive` and `Proxy-Connection` have no constants in `http`.
-const KEEP_ALIVE: &str = "keep-alive";
-const PROXY_CONNECTION: &str = "proxy-connection";
+/// `Keep-Alive` and `Proxy-Connection` have no constants in `http`. Names,
+/// not strings: comparing a standard name with one of these is a tag
+/// check, where `as_str() ==` looked the name's text up for every field of
+/// every message.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// The settings of an `h2c` upgrade (RFC 7540 §3.2.1): connection-specific,
 /// and meaningless once the upgrade is dropped (xlb never forwards `h2c`,
 /// see `upgrade`), so removed even when `Connection` does not name it.
-const HTTP2_SETTINGS: &str = "http2-settings";
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// Whether `s` is an HTTP token (RFC 9110 §5.6.2): a field name, a
 /// protocol or cookie name.
@@ -42,9 +45,9 @@ pub fn is_token(s: &str) -> bool {
 fn connection_specific(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
         || name == header::TE
-        || name.as_str() == KEEP_ALIVE
-        || name.as_str() == PROXY_CONNECTION
-        || name.as_str() == HTTP2_SETTINGS
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == HTTP2_SETTINGS
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection`
