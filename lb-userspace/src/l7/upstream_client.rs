@@ -739,12 +739,7 @@ impl Idle {
 fn to_http1(req: Request<UpBody>, node: SocketAddr) -> Request<UpBody> {
     let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(header::HOST) {
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_else(|| node.to_string());
-        if let Ok(v) = HeaderValue::from_str(&host) {
+        if let Ok(v) = HeaderValue::from_str(&h1_client::default_host(&parts.uri, node)) {
             parts.headers.insert(header::HOST, v);
         }
     }

@@ -133,14 +133,7 @@ impl Exchange {
             Encoding::Length(0)
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
             edits.drop_content_length = true;
-            let chunked_last = headers
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .and_then(|s| s.rsplit(',').next())
-                .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-            if !chunked_last {
+            if !framing::last_coding_is_chunked(headers) {
                 edits.add = Some((
                     header::TRANSFER_ENCODING,
                     HeaderValue::from_static("chunked"),
@@ -539,6 +532,15 @@ fn keep_alive(head: &ResponseHead) -> bool {
     }
 }
 
+/// The `Host` of a request without one (as hyper's client makes it): the
+/// target's authority, else the node's address.
+pub fn default_host(uri: &http::Uri, node: std::net::SocketAddr) -> String {
+    match uri.authority() {
+        Some(a) => a.as_str().to_string(),
+        None => node.to_string(),
+    }
+}
+
 /// What the body's framing changes in a request head as it is encoded.
 #[derive(Default)]
 struct FramingEdits {
@@ -595,11 +597,7 @@ fn encode_head(
         line(name, value.as_bytes());
     }
     if !host {
-        let value = match parts.uri.authority() {
-            Some(a) => a.as_str().to_string(),
-            None => node.to_string(),
-        };
-        line(&header::HOST, value.as_bytes());
+        line(&header::HOST, default_host(&parts.uri, node).as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     close

@@ -77,7 +77,7 @@ pub fn framing(
 }
 
 /// Whether the last transfer coding (of the last field line) is `chunked`.
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+pub fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()

@@ -44,7 +44,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use self::conn::Exchange;
 pub use self::{
-    conn::{Conn, Failed},
+    conn::{default_host, Conn, Failed},
     error::H1Error,
     pool::{checkout, clear, idle_count},
     pool_key::{Checkin, PoolKey},

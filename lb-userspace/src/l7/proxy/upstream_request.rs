@@ -98,8 +98,8 @@ impl Outgoing {
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::add_forwarded(&mut parts.headers, &down);
         headers::apply_edits(&mut parts.headers, &opts.request_headers);
-        // `Host` stays: each attempt replaces it (or removes it) in its
-        // copy of the head, one hashed operation instead of two.
+        // `Host` stays: each attempt replaces it (or removes it) in the
+        // head it is lent, one hashed operation instead of two.
         parts.extensions = http::Extensions::new();
         parts.version = http::Version::HTTP_11;
         Outgoing {
