@@ -108,6 +108,10 @@ async fn short_keepalive_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                     let Some(length) = read_request(&mut s, &mut buf).await else {
                         return;
                     };
+                    // Counted when the request is in, not after the answer
+                    // is written: the client can read the answer and the
+                    // test count before this task runs again.
+                    count.fetch_add(1, Ordering::SeqCst);
                     let body = format!("got {length}");
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nkeep-alive: timeout={}\r\n\r\n{body}",
@@ -117,7 +121,6 @@ async fn short_keepalive_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                     if s.write_all(resp.as_bytes()).await.is_err() {
                         return;
                     }
-                    count.fetch_add(1, Ordering::SeqCst);
                     deadline = Instant::now() + KEEP_ALIVE;
                 }
             });
