@@ -2,6 +2,7 @@
 //! the end-to-end tests drive the same code.
 
 pub mod admin;
+pub mod allocator;
 pub mod anycast;
 pub mod cmd;
 pub mod config;

@@ -2,9 +2,10 @@
 /// The proxy allocates and frees a few buffers per request from worker
 /// threads; glibc's malloc spent ~12 % of a worker's time in
 /// consolidation and chunk unlinking under load, mimalloc's thread-local
-/// free lists do not.
+/// free lists do not. `xlb::allocator` enters it without the aligned
+/// allocation path for the usual alignments.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: xlb::allocator::Allocator = xlb::allocator::Allocator;
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode};
 
