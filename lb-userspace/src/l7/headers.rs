@@ -26,7 +26,7 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// not strings: comparing a standard name with one of these is a tag
 /// check, where `as_str() ==` looked the name's text up for every field of
 /// every message.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// The settings of an `h2c` upgrade (RFC 7540 §3.2.1): connection-specific,
 /// and meaningless once the upgrade is dropped (xlb never forwards `h2c`,

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
+use super::headers::KEEP_ALIVE;
+
 /// Default idle time of a pooled upstream connection: 4 s.
 ///
 /// Below the shortest idle timeout that common backends apply without
@@ -39,7 +41,7 @@ const MAX_MARGIN: Duration = Duration::from_secs(1);
 /// `None` when there is no header or no valid `timeout`.
 pub fn announced_timeout(headers: &HeaderMap) -> Option<Duration> {
     headers
-        .get_all("keep-alive")
+        .get_all(KEEP_ALIVE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

@@ -398,7 +398,10 @@ impl Exchange {
                         Disposition::Final(f) => {
                             self.decoder = BodyDecoder::new(f);
                             self.keep_alive = keep_alive(&head) && !self.close_requested;
-                            self.keep = announced_timeout(&head.headers).map(reuse_limit);
+                            self.keep = match head.present.keep_alive {
+                                true => announced_timeout(&head.headers).map(reuse_limit),
+                                false => None,
+                            };
                             if self.keep.is_some_and(|k| k.is_zero()) {
                                 self.keep_alive = false;
                             }
@@ -519,7 +522,11 @@ impl Exchange {
 fn keep_alive(head: &ResponseHead) -> bool {
     let mut close = false;
     let mut keep = false;
-    for v in head.headers.get_all(header::CONNECTION) {
+    let connection = match head.present.connection {
+        true => head.headers.get_all(header::CONNECTION),
+        false => return head.version == Version::HTTP_11,
+    };
+    for v in connection {
         for t in v.to_str().unwrap_or("").split(',') {
             let t = t.trim();
             close |= t.eq_ignore_ascii_case("close");

@@ -8,9 +8,10 @@
 //! 100 fields and a head of at most 8 KiB + 100 × 4 KiB. httparse's default
 //! configuration refuses obs-fold, spaces before the colon and bare CRs.
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::H1Error;
+use crate::l7::headers::KEEP_ALIVE;
 
 /// The most fields a head may have (hyper's `DEFAULT_MAX_HEADERS`).
 pub const MAX_FIELDS: usize = 100;
@@ -28,6 +29,18 @@ pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
+    /// Connection-level fields seen while parsing.
+    pub present: Present,
+}
+
+/// Which connection-level fields a head has, noted while its fields are
+/// parsed (a compare of each name) so that the keep-alive decision needs
+/// no hashed lookup for absent ones (~150 instructions per lookup, and
+/// `Keep-Alive` is in almost no response).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Present {
+    pub connection: bool,
+    pub keep_alive: bool,
 }
 
 /// Parses one head at the start of `buf`: `Ok(None)` when more bytes are
@@ -45,25 +58,22 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         buf,
         &mut fields,
     );
-    let (len, code, version, spans) = match parsed {
+    // Offsets rather than borrowed slices, so that the head can be split
+    // off `buf` and shared by the values; on the stack like the fields.
+    let mut spans = [const { std::mem::MaybeUninit::<Span>::uninit() }; MAX_FIELDS];
+    let (len, code, version, count) = match parsed {
         Ok(httparse::Status::Complete(len)) => {
             let base = buf.as_ptr() as usize;
-            // Offsets rather than borrowed slices, so that the head can be
-            // split off `buf` and shared by the values.
-            let spans: Vec<Span> = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    let name = h.name.as_ptr() as usize - base;
-                    let value = h.value.as_ptr() as usize - base;
-                    (name, name + h.name.len(), value, value + h.value.len())
-                })
-                .collect();
+            for (slot, h) in spans.iter_mut().zip(resp.headers.iter()) {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                slot.write((name, name + h.name.len(), value, value + h.value.len()));
+            }
             let version = match resp.version {
                 Some(1) => Version::HTTP_11,
                 _ => Version::HTTP_10,
             };
-            (len, resp.code.unwrap_or(0), version, spans)
+            (len, resp.code.unwrap_or(0), version, resp.headers.len())
         }
         Ok(httparse::Status::Partial) => {
             if buf.len() > MAX_HEAD_BYTES {
@@ -80,10 +90,16 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
     let head: Bytes = buf.split_to(len).freeze();
     // Room for what the proxy adds to a response (`Via`, a sticky cookie,
     // a route's edits) without growing the map, which copies it.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
-    for &(ns, ne, vs, ve) in &spans {
+    let mut headers = HeaderMap::with_capacity(count + 4);
+    let mut present = Present::default();
+    for span in &spans[..count] {
+        // SAFETY: the first `count` spans were written above (`count` is
+        // the number of fields httparse parsed, at most `MAX_FIELDS`).
+        let (ns, ne, vs, ve) = unsafe { span.assume_init() };
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| H1Error::Head(httparse::Error::HeaderName))?;
+        present.connection |= name == header::CONNECTION;
+        present.keep_alive |= name == KEEP_ALIVE;
         // httparse has checked the value's bytes (no CTL but HTAB), which
         // is what `HeaderValue` asks.
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
@@ -94,6 +110,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         status,
         version,
         headers,
+        present,
     }))
 }
 
