@@ -34,6 +34,7 @@ use super::{
     error::{respond, ErrorKind},
     headers::{self, Downstream},
     options::{Timeouts, UpstreamOptions},
+    reused_timer::Deadline,
     upstream_client::{SendError, UpstreamBody, UpstreamClient},
 };
 use crate::health::FailureKind;
@@ -292,6 +293,9 @@ impl BodyWatch {
         while !self.armed.load(Ordering::Acquire) {
             self.arm.notified().await;
         }
+        // One timer for the attempt, reused from earlier requests (see
+        // `reused_timer`), moved as the body makes progress.
+        let mut timer: Option<Deadline> = None;
         loop {
             let (phase, timeout) = match self.done.load(Ordering::Acquire) {
                 true => (Phase::Read, t.read),
@@ -305,7 +309,14 @@ impl BodyWatch {
                     timeout,
                 );
             }
-            tokio::time::sleep_until(deadline.into()).await;
+            let t = match timer.as_mut() {
+                Some(t) => {
+                    t.reset(deadline.into());
+                    t
+                }
+                None => timer.insert(Deadline::at(deadline.into())),
+            };
+            t.await;
         }
     }
 }

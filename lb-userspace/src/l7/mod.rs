@@ -27,6 +27,7 @@ pub mod record;
 pub mod recording;
 pub mod resolve;
 pub mod retry_budget;
+pub mod reused_timer;
 pub mod rewrite;
 pub mod router;
 pub mod server;
