@@ -4,7 +4,8 @@
 //! an upgrade request bypasses the cache; every other request goes through
 //! [`cache::Cache::serve_keyed`], keyed by [`route_key`] on the request as
 //! received, with the upstream phases ([`attempts::forward`]) as its
-//! `fetch`. A route without a cache goes straight to the upstream phases.
+//! `fetch`. A route without a cache goes straight to the upstream phases
+//! (`Proxy::handle` calls them itself).
 use std::net::IpAddr;
 
 use http::{header, request, HeaderMap, HeaderValue, Request, Response};
@@ -15,39 +16,29 @@ use super::{
         cache::{self, x_cache, X_CACHE},
         error::{respond, ErrorKind},
         forward::{text_body, ProxyBody},
-        options::RouteCache,
+        options::{RouteCache, SharedCache},
         upgrade,
     },
     attempts,
     context::RequestCtx,
-    response_filters::ServedBy,
 };
 
-/// Answers from the cache or through the upstream phases; the flag says
-/// whether the response came through the cache, and the node that served
-/// it is given when it is known here (else it is in the response's
-/// extensions, see `attempts::forward`).
+/// Answers from the route's `cache` or through the upstream phases; the
+/// flag says whether the response came through the cache.
 pub(super) async fn run(
+    shared: SharedCache,
     ctx: RequestCtx,
     parts: request::Parts,
     body: ClientBody,
-) -> (Response<ProxyBody>, bool, Option<ServedBy>) {
+) -> (Response<ProxyBody>, bool) {
     // Boxed, here and below: an async fn's future is as large as its
     // largest state, and a caller that holds one inline is larger still
     // (and copied whole when it moves). Each level boxed once keeps every
     // request's futures at a few KiB (measured: 23 KiB for `handle`
     // before).
-    let Some(shared) = ctx.opts().cache.clone() else {
-        let (resp, served) = Box::pin(attempts::forward_served(ctx, parts, body)).await;
-        return (resp, false, served);
-    };
     let rc = &shared.0;
     if parts.method.as_str() == "PURGE" {
-        return (
-            purge(rc, ctx.route.id(), &parts, ctx.conn.peer.ip()),
-            false,
-            None,
-        );
+        return (purge(rc, ctx.route.id(), &parts, ctx.conn.peer.ip()), false);
     }
     if matches!(
         upgrade::offer(&parts.headers, parts.version, &ctx.opts().upgrades),
@@ -57,7 +48,7 @@ pub(super) async fn run(
         let mut resp = Box::pin(attempts::forward(ctx, parts, body)).await;
         resp.headers_mut()
             .insert(X_CACHE, HeaderValue::from_static(x_cache::BYPASS));
-        return (resp, false, None);
+        return (resp, false);
     }
     // The key and the cache's view are the request as the client sent it
     // (before any rewrite); the owned parts go to `fetch`.
@@ -73,7 +64,7 @@ pub(super) async fn run(
         },
     ))
     .await;
-    (resp, true, None)
+    (resp, true)
 }
 
 /// A copy of the request head without its extensions (what the cache

@@ -74,6 +74,7 @@ use crate::net::Prefix;
 
 use super::{
     body::ClientBody,
+    box_in_place::box_in_place,
     error::{respond, ErrorKind},
     forward::ProxyBody,
     plugin::{read_body, RequestCx, Verdict},
@@ -208,7 +209,19 @@ impl Proxy {
         };
         after.upstream_selected(&ctx);
         // cache lookup, then the upstream phases (or a stored response)
-        let (resp, through_cache, served) = cache_lookup::run(ctx, parts, body).await;
+        let (resp, through_cache, served) = match ctx.opts().cache.clone() {
+            Some(cache) => {
+                let (resp, through_cache) = cache_lookup::run(cache, ctx, parts, body).await;
+                (resp, through_cache, None)
+            }
+            // Built in its box (see `box_in_place`): through the cache
+            // phase's future the request was moved in and out once more.
+            None => {
+                let (resp, served) =
+                    box_in_place(|| attempts::forward_served(ctx, parts, body)).await;
+                (resp, false, served)
+            }
+        };
         // response filters
         after.apply_served(resp, through_cache, served)
     }
