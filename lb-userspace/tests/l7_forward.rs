@@ -12,6 +12,7 @@ use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{net::TcpListener, sync::watch};
 use xlb::l7::{
+    body::ClientBody,
     forward::{Forwarder, ForwarderConfig, ERROR_HEADER},
     headers::Downstream,
     server::{serve, ConnInfo, ServerLimits},
@@ -59,7 +60,7 @@ async fn proxy(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
         listener,
         None,
         ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
+        move |req: Request<ClientBody>, info: ConnInfo| {
             let forwarder = forwarder.clone();
             async move {
                 let host = req

@@ -39,6 +39,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use xlb::l7::{
     balance::{self, Algorithm, Node, Upstream, UpstreamConfig},
+    body::ClientBody,
     options::UpstreamOptions,
     proxy::{Pool, Proxy},
     router::{PathMatch, RouteSpec, RouteTable},
@@ -218,7 +219,7 @@ async fn serve_proxy(
         listener,
         tls,
         limits,
-        move |req: Request<Incoming>, info: ConnInfo| {
+        move |req: Request<ClientBody>, info: ConnInfo| {
             let proxy = proxy.clone();
             async move { proxy.handle(req, info).await }
         },

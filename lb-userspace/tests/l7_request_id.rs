@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use xlb::l7::{
     balance::{self, Algorithm, Node, Upstream, UpstreamConfig},
+    body::ClientBody,
     options::{RouteOptions, UpstreamOptions},
     plugin::PluginChain,
     plugins::{self, consumers::Consumers, PluginEnv, PluginsConfig},
@@ -165,7 +166,7 @@ async fn xlb(
         listener,
         None,
         ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
+        move |req: Request<ClientBody>, info: ConnInfo| {
             let proxy = proxy.clone();
             let name = name.clone();
             Box::pin(recording::observe(

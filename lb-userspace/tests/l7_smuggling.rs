@@ -22,6 +22,7 @@ use tokio::{
     sync::watch,
 };
 use xlb::l7::{
+    body::ClientBody,
     forward::{Forwarder, ForwarderConfig},
     headers::Downstream,
     server::{serve, ConnInfo, ServerLimits},
@@ -69,7 +70,7 @@ async fn proxy_to(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
         listener,
         None,
         ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
+        move |req: Request<ClientBody>, info: ConnInfo| {
             let forwarder = forwarder.clone();
             async move {
                 let down = Downstream {

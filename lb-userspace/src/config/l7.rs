@@ -98,6 +98,9 @@ pub struct LimitsConfig {
     pub max_pending_reset_streams: usize,
     pub tls_handshake_timeout: Dur,
     pub drain_timeout: Dur,
+    /// Serve plain HTTP/1.1 requests on xlb's own path (see
+    /// `ServerLimits::own_http1`); false: hyper serves every request.
+    pub own_http1: bool,
 }
 
 impl Default for LimitsConfig {
@@ -114,6 +117,7 @@ impl Default for LimitsConfig {
             max_pending_reset_streams: 20,
             tls_handshake_timeout: Dur(Duration::from_secs(10)),
             drain_timeout: Dur(Duration::from_secs(30)),
+            own_http1: true,
         }
     }
 }

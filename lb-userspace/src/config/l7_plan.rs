@@ -347,6 +347,7 @@ impl Planner {
             idle_timeout: l.idle_timeout.0,
             max_connections: l.max_connections,
             max_connections_per_source: l.max_connections_per_source,
+            own_http1: l.own_http1,
             ..ServerLimits::default()
         }
     }

@@ -29,9 +29,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{request, HeaderMap, Method, Response};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
-use super::{body::ProxyBody, error::ErrorKind};
+use super::{
+    body::{ClientBody, ProxyBody},
+    error::ErrorKind,
+};
 
 /// A boxed future, as the request phase returns (a plugin may need I/O:
 /// an auth service).
@@ -217,7 +220,7 @@ impl PluginChain {
 /// length says so), no more than `stall` between two pieces (408
 /// `request-body-timeout`), and a broken body is 400 `bad-request-body`.
 /// Trailers are not kept.
-pub async fn read_body(body: Incoming, limit: u64, stall: Duration) -> Result<Bytes, ErrorKind> {
+pub async fn read_body(body: ClientBody, limit: u64, stall: Duration) -> Result<Bytes, ErrorKind> {
     if body.size_hint().lower() > limit {
         return Err(ErrorKind::BodyTooLarge);
     }

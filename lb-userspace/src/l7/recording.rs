@@ -15,10 +15,10 @@ use std::{
 use bytes::Bytes;
 use http::{header::HeaderName, HeaderMap, HeaderValue, Request, Response, Version};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
 use super::{
-    body::ProxyBody,
+    body::{ClientBody, ProxyBody},
     cache::{x_cache, X_CACHE},
     error::ERROR_HEADER,
     record::{sink, Facts, MadeIds, Note, RateLimitVerdict, RecordSink, RequestRecord},
@@ -150,12 +150,12 @@ fn cache_status(v: Option<&HeaderValue>) -> Option<&'static str> {
 /// (see the module comment); without one, just runs it.
 pub async fn observe<F, Fut>(
     listener: Arc<str>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     conn: ConnInfo,
     handle: F,
 ) -> Response<ProxyBody>
 where
-    F: FnOnce(Request<Incoming>, ConnInfo) -> Fut,
+    F: FnOnce(Request<ClientBody>, ConnInfo) -> Fut,
     Fut: Future<Output = Response<ProxyBody>>,
 {
     let Some(sink) = sink() else {

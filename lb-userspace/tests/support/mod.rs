@@ -2,9 +2,10 @@
 //! with `mod support;`): the proxy served on a loopback port.
 use std::{net::SocketAddr, sync::Arc};
 
-use hyper::{body::Incoming, Request};
+use hyper::Request;
 use tokio::{net::TcpListener, sync::watch};
 use xlb::l7::{
+    body::ClientBody,
     proxy::Proxy,
     server::{serve, ConnInfo, ServerLimits},
 };
@@ -21,7 +22,7 @@ pub async fn serve_proxy(proxy: Proxy) -> (SocketAddr, watch::Sender<bool>) {
         listener,
         None,
         ServerLimits::default(),
-        move |req: Request<Incoming>, info: ConnInfo| {
+        move |req: Request<ClientBody>, info: ConnInfo| {
             let proxy = proxy.clone();
             async move { proxy.handle(req, info).await }
         },

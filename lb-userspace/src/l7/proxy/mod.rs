@@ -68,7 +68,6 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::net::Prefix;
 
@@ -124,7 +123,7 @@ impl Proxy {
     /// more move of this ~3 KiB future per request).
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: ConnInfo,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
@@ -163,7 +162,7 @@ impl Proxy {
         }
         // body phase: only on routes whose plugins read bodies
         let body = match opts.plugins.body_limit() {
-            None => ClientBody::Streaming(body),
+            None => body,
             Some(limit) => {
                 let whole = match read_body(body, limit, opts.timeouts.send).await {
                     Ok(b) => b,

@@ -37,19 +37,14 @@ use std::{
     net::SocketAddr,
     pin::{pin, Pin},
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use bytes::Bytes;
 use http::{Request, Response};
-use hyper::{
-    body::{Body, Frame, Incoming, SizeHint},
-    service::service_fn,
-};
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -57,13 +52,16 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
-    sync::{mpsc, watch, Notify, Semaphore},
-    time::Instant,
+    sync::{mpsc, watch, Semaphore},
 };
 use tokio_rustls::TlsAcceptor;
 
+mod activity;
+mod h1;
+
+use self::activity::{Activity, HeadClock, Policy, TrackedBody, HEAD_TIMEOUT};
 use super::{
-    body::ProxyBody,
+    body::{ClientBody, ProxyBody},
     preface::{self, Allowed, Rewind, Verdict, PREFACE},
     record,
     source_cap::SourceCap,
@@ -145,6 +143,11 @@ pub struct ServerLimits {
     pub tls_handshake_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// Serve plain HTTP/1.1 requests on the own path ([`h1`]), leaving
+    /// the rest to hyper. Default on; off serves every request with hyper
+    /// (for comparison, and as a way back should the own path misbehave).
+    /// A `max_headers` above [`h1::MAX_FIELDS`] also turns it off.
+    pub own_http1: bool,
 }
 
 impl Default for ServerLimits {
@@ -165,6 +168,7 @@ impl Default for ServerLimits {
             h2_keepalive_timeout: Duration::from_secs(20),
             tls_handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            own_http1: true,
         }
     }
 }
@@ -201,10 +205,6 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// whether the request began.
 const FIRST_REQUEST_POLL: Duration = Duration::from_millis(10);
 
-/// The shortest pause between two looks at a busy connection's idle
-/// clock (`Activity::expired`), for very short idle timeouts.
-const BUSY_RECHECK_MIN: Duration = Duration::from_millis(10);
-
 /// Serves `listener` until `shutdown` turns true (or its sender is
 /// dropped), then drains: in-flight requests get `drain_timeout`, after
 /// which the connections still open are dropped.
@@ -215,7 +215,7 @@ pub async fn serve<H, F>(
     handler: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
+    H: Fn(Request<ClientBody>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -225,6 +225,10 @@ pub async fn serve<H, F>(
         idle: limits.idle_timeout,
         max_cancelled: limits.max_cancelled_requests,
     };
+    let own_h1 = (limits.own_http1 && limits.max_headers <= h1::MAX_FIELDS).then_some(h1::Limits {
+        max_fields: limits.max_headers,
+        max_head_bytes: limits.max_header_bytes,
+    });
     // Taken before `accept`: at the cap, new connections stay in the
     // kernel's accept queue (and beyond its backlog, SYNs go unanswered
     // and are retried by the client) instead of being accepted and dropped.
@@ -297,8 +301,10 @@ pub async fn serve<H, F>(
                 match tls {
                     None => {
                         let allowed = Allowed::Either;
-                        serve_connection(stream, info, allowed, &builder, handler, policy, shutdown)
-                            .await
+                        serve_connection(
+                            stream, info, allowed, &builder, handler, policy, own_h1, shutdown,
+                        )
+                        .await
                     }
                     Some(acceptor) => {
                         let stream =
@@ -322,8 +328,10 @@ pub async fn serve<H, F>(
                         info.sni = session.server_name().map(Arc::from);
                         record::tls_handshake(local, Ok(info.tls_version.unwrap_or("other")));
                         let allowed = Allowed::for_alpn(stream.get_ref().1.alpn_protocol());
-                        serve_connection(stream, info, allowed, &builder, handler, policy, shutdown)
-                            .await
+                        serve_connection(
+                            stream, info, allowed, &builder, handler, policy, own_h1, shutdown,
+                        )
+                        .await
                     }
                 }
             };
@@ -378,21 +386,10 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// When the watchdog closes a connection.
-#[derive(Debug, Clone, Copy)]
-struct Policy {
-    /// The first request must start within this of the connection's start.
-    first_request: Duration,
-    /// Longest time with no request in flight, after the first.
-    idle: Duration,
-    /// Cancelled-request budget (see `ServerLimits::max_cancelled_requests`).
-    max_cancelled: usize,
-}
-
-/// Serves one connection until it ends: closes it gracefully when
-/// shutdown begins or it overstays (no first request in time, idle too
-/// long), drops it when a graceful close stalls with nothing in flight, or
-/// at once when its client cancels too many requests.
+/// Serves one connection until it ends, under the watchdog
+/// ([`supervise`]): HTTP/1.1 on the own path ([`h1`]) while its requests
+/// are plain, else (HTTP/2, or from the first request that is not plain)
+/// on hyper.
 async fn serve_connection<I, H, F>(
     mut io: I,
     info: ConnInfo,
@@ -400,10 +397,11 @@ async fn serve_connection<I, H, F>(
     builder: &auto::Builder<TokioExecutor>,
     handler: Arc<H>,
     policy: Policy,
+    own_http1: Option<h1::Limits>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
+    H: Fn(Request<ClientBody>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let activity = Arc::new(Activity::new(policy.max_cancelled));
@@ -452,14 +450,28 @@ async fn serve_connection<I, H, F>(
         }
         Ok(Ok(Some(verdict))) => verdict == Verdict::Http2,
     };
+    let (io, first) = match own_http1 {
+        Some(h1_limits) if !http2 => {
+            let closing = AtomicBool::new(false);
+            let own = pin!(h1::serve(
+                io, first, &info, &*handler, &activity, &closing, h1_limits
+            ));
+            let graceful = |_: Pin<&mut _>| closing.store(true, Ordering::Relaxed);
+            match supervise(own, graceful, &activity, policy, &mut shutdown, info.peer).await {
+                None | Some(h1::Outcome::Done) => return,
+                Some(h1::Outcome::HandOff { io, read }) => (io, read),
+            }
+        }
+        _ => (io, first),
+    };
     let act = activity.clone();
     let peer = info.peer;
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
         let mut in_flight = act.begin();
         let info = info.clone();
         async move {
-            let resp = handler(req, info).await;
+            let resp = handler(req.map(ClientBody::Streaming), info).await;
             in_flight.answered = true;
             Ok::<_, Infallible>(resp.map(|body| TrackedBody {
                 body,
@@ -468,7 +480,34 @@ async fn serve_connection<I, H, F>(
         }
     });
     let io = HeadClock::new(Rewind::new(first, io), activity.clone(), http2);
-    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let ended = supervise(
+        conn,
+        |c| c.graceful_shutdown(),
+        &activity,
+        policy,
+        &mut shutdown,
+        peer,
+    )
+    .await;
+    if let Some(Err(e)) = ended {
+        log::debug!("connection from {}: {e}", peer);
+    }
+}
+
+/// Runs `conn` under the connection's watchdog until it ends (its output)
+/// or the watchdog drops it (`None`): closes it gracefully (`graceful`)
+/// when shutdown begins or it overstays (no first request in time, idle
+/// too long), drops it when a graceful close stalls with nothing in
+/// flight, or at once when its client cancels too many requests.
+async fn supervise<C: Future>(
+    mut conn: Pin<&mut C>,
+    mut graceful: impl FnMut(Pin<&mut C>),
+    activity: &Activity,
+    policy: Policy,
+    shutdown: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+) -> Option<C::Output> {
     let mut closing = false;
     // Shutdown came before the first request began: close once it has
     // begun (then it is answered first) or at this deadline.
@@ -478,19 +517,10 @@ async fn serve_connection<I, H, F>(
     let gate = Gate::default();
     loop {
         let watchdog = pin!(watchdog_event(
-            &activity,
-            policy,
-            &mut shutdown,
-            closing,
-            close_by
+            activity, policy, shutdown, closing, close_by
         ));
         let event = match gate.run(conn.as_mut(), watchdog).await {
-            Either::Busy(done) => {
-                if let Err(e) = done {
-                    log::debug!("connection from {}: {e}", peer);
-                }
-                return;
-            }
+            Either::Busy(done) => return Some(done),
             Either::Rare(event) => event,
         };
         match event {
@@ -500,7 +530,7 @@ async fn serve_connection<I, H, F>(
                     peer,
                     activity.cancelled.load(Ordering::SeqCst)
                 );
-                return;
+                return None;
             }
             Watch::Shutdown => {
                 if activity.requests.load(Ordering::SeqCst) == 0
@@ -509,14 +539,14 @@ async fn serve_connection<I, H, F>(
                     close_by = Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
                 } else {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                 }
             }
             Watch::FirstRequestPoll => {
                 let begun = activity.requests.load(Ordering::SeqCst) > 0;
                 if begun || close_by.is_some_and(|t| tokio::time::Instant::now() >= t) {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                 }
             }
             Watch::Expired(why) => {
@@ -525,17 +555,15 @@ async fn serve_connection<I, H, F>(
                     // HTTP/1.1 (or not known yet) with nothing in flight,
                     // maybe half a head: nothing to finish, and hyper's
                     // graceful close would wait for the head.
-                    return;
+                    return None;
                 }
                 closing = true;
-                // HTTP/1.1: closes at once (nothing is in flight);
-                // HTTP/2: GOAWAY, then close when open streams finish;
-                // still sniffing the protocol: close.
-                conn.as_mut().graceful_shutdown();
+                // HTTP/2: GOAWAY, then close when open streams finish.
+                graceful(conn.as_mut());
             }
             Watch::Stalled => {
                 log::debug!("connection from {}: graceful close stalled, dropped", peer);
-                return;
+                return None;
             }
         }
     }
@@ -573,260 +601,5 @@ async fn watchdog_event(
         }
         why = activity.expired(policy), if !closing => Watch::Expired(why),
         _ = activity.quiet_for(CLOSE_GRACE), if closing => Watch::Stalled,
-    }
-}
-
-/// What one connection is doing, for its watchdog.
-#[derive(Debug)]
-struct Activity {
-    opened: Instant,
-    /// Requests started.
-    requests: AtomicUsize,
-    /// Requests whose handler was dropped before it answered: the client
-    /// reset the stream (or went away).
-    cancelled: AtomicUsize,
-    /// 0: no cancelled-request budget.
-    max_cancelled: usize,
-    /// Requests whose response body has not been fully sent (or dropped).
-    in_flight: AtomicUsize,
-    /// When `in_flight` last fell to zero, in nanoseconds since `opened`.
-    idle_since: AtomicU64,
-    /// When the first byte of an HTTP/1.1 request head arrived with
-    /// nothing in flight, in nanoseconds since `opened` plus one; 0: no
-    /// head is being read (set by [`HeadClock`], cleared by `begin`).
-    head_since: AtomicU64,
-    /// The connection speaks HTTP/2 (set by [`HeadClock`]).
-    http2: AtomicBool,
-    /// Wakes the watchdog: the first request started. Going idle does not
-    /// wake it (that would cost a wake-up and a new timer per request):
-    /// a busy connection's watchdog looks again every quarter of the idle
-    /// timeout, so an idle connection is closed within 1.25 × `idle`.
-    changed: Notify,
-    /// Wakes the connection: the cancelled-request budget is spent.
-    abused: Notify,
-}
-
-impl Activity {
-    fn new(max_cancelled: usize) -> Activity {
-        Activity {
-            opened: Instant::now(),
-            requests: AtomicUsize::new(0),
-            cancelled: AtomicUsize::new(0),
-            max_cancelled,
-            in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
-            head_since: AtomicU64::new(0),
-            http2: AtomicBool::new(false),
-            changed: Notify::new(),
-            abused: Notify::new(),
-        }
-    }
-
-    /// A request starts; it ends when the guard drops.
-    fn begin(self: &Arc<Self>) -> InFlight {
-        if self.requests.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.changed.notify_one();
-        }
-        self.head_since.store(0, Ordering::SeqCst);
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight {
-            activity: self.clone(),
-            answered: false,
-        }
-    }
-
-    /// An HTTP/1.1 head's first byte arrived while nothing was in flight:
-    /// its clock starts (once per head). The watchdog is not woken (a
-    /// wake-up and a new timer per request showed in profiles); it looks
-    /// on its own within half the header timeout (see `expired`).
-    fn head_started(&self) {
-        if self.requests.load(Ordering::Relaxed) == 0
-            || self.in_flight.load(Ordering::SeqCst) > 0
-            || self.head_since.load(Ordering::SeqCst) != 0
-        {
-            // The first request has its own deadline; bytes read while a
-            // request is in flight are its body or a pipelined head.
-            return;
-        }
-        let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
-        self.head_since.store(since + 1, Ordering::SeqCst);
-    }
-
-    /// Resolves when the connection has overstayed: no first request in
-    /// time, a later HTTP/1.1 head not complete in time, or idle too long
-    /// since the last request.
-    async fn expired(&self, policy: Policy) -> &'static str {
-        loop {
-            let now = Instant::now();
-            let head = self.head_since.load(Ordering::SeqCst);
-            let (deadline, why) = if self.requests.load(Ordering::SeqCst) == 0 {
-                (self.opened + policy.first_request, "no request in time")
-            } else if self.in_flight.load(Ordering::SeqCst) > 0 {
-                // Busy: look again later (see `changed`).
-                (now + (policy.idle / 4).max(BUSY_RECHECK_MIN), "idle")
-            } else if head != 0 {
-                let since = Duration::from_nanos(head - 1);
-                (self.opened + since + policy.first_request, HEAD_TIMEOUT)
-            } else {
-                let since = Duration::from_nanos(self.idle_since.load(Ordering::SeqCst));
-                let idle_at = self.opened + since + policy.idle;
-                if idle_at <= now {
-                    return "idle";
-                }
-                // A head may start at any moment without waking this
-                // watchdog (see `head_started`): look again within half
-                // the header timeout, so a slow head is cut within
-                // 1.5 × `header_read_timeout` of its first byte.
-                let recheck = now + (policy.first_request / 2).max(BUSY_RECHECK_MIN);
-                (idle_at.min(recheck), "idle")
-            };
-            if deadline <= now {
-                return why;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = self.changed.notified() => {}
-            }
-        }
-    }
-
-    /// Resolves once nothing has been in flight for `grace` (checked every
-    /// `grace`).
-    async fn quiet_for(&self, grace: Duration) {
-        loop {
-            tokio::time::sleep(grace).await;
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-        }
-    }
-}
-
-/// One request in flight, from the handler's call until its response body
-/// is done or dropped (the client reset the stream, or went away).
-#[derive(Debug)]
-struct InFlight {
-    activity: Arc<Activity>,
-    /// Whether the handler produced a response.
-    answered: bool,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let a = &self.activity;
-        if !self.answered {
-            let cancelled = a.cancelled.fetch_add(1, Ordering::SeqCst) + 1;
-            if a.max_cancelled > 0
-                && cancelled >= a.max_cancelled
-                && cancelled * 2 > a.requests.load(Ordering::SeqCst)
-            {
-                a.abused.notify_one();
-            }
-        }
-        // The idle clock is set before the count falls, so a watchdog that
-        // sees zero also sees when.
-        let since = u64::try_from(a.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        a.idle_since.store(since, Ordering::SeqCst);
-        a.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Why the watchdog cut a connection whose request head was not complete
-/// within `header_read_timeout` of its first byte.
-const HEAD_TIMEOUT: &str = "request head not complete in time";
-
-/// The connection's reads, watched for the first byte of each HTTP/1.1
-/// request head after the first (whose deadline counts from the accept):
-/// that starts the head's clock in [`Activity`]. An HTTP/2 connection is
-/// not watched: its frames between requests (PING, SETTINGS) are no
-/// request heads, and its idle close is the watchdog's.
-struct HeadClock<I> {
-    inner: I,
-    activity: Arc<Activity>,
-    /// The connection speaks HTTP/2: reads are passed through unwatched.
-    http2: bool,
-}
-
-impl<I> HeadClock<I> {
-    fn new(inner: I, activity: Arc<Activity>, http2: bool) -> HeadClock<I> {
-        activity.http2.store(http2, Ordering::SeqCst);
-        HeadClock {
-            inner,
-            activity,
-            http2,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for HeadClock<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if !this.http2 && buf.filled().len() > before {
-            this.activity.head_started();
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for HeadClock<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// A response body that keeps its request counted as in flight until it
-/// has been sent.
-struct TrackedBody {
-    body: ProxyBody,
-    _in_flight: InFlight,
-}
-
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

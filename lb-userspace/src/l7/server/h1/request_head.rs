@@ -1,0 +1,269 @@
+//! A client's HTTP/1.1 request head, read for the own path: parsed once
+//! with `httparse`, its fields kept as slices of the read buffer (no copy
+//! of a value), and sorted into what the own path serves and what it
+//! leaves to hyper.
+//!
+//! The own path serves the request a proxy sees most: HTTP/1.1, no body
+//! (no `Content-Length` other than 0, no `Transfer-Encoding`), no
+//! `Upgrade`, no `Expect`, no `TE`, not `CONNECT`. Everything else, and
+//! every head hyper would refuse (a syntax error, too many fields, too
+//! large, a target `http::Uri` does not take), is [`Head::Unusual`]: the
+//! connection goes to hyper with its bytes unread, so the answer (the
+//! request served, or the 400/431) is hyper's, exactly as before the own
+//! path existed. The smuggling table's cases all carry a body or a broken
+//! head, so they all stay with hyper.
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::{header::HeaderName, request, HeaderMap, HeaderValue, Method, Request, Uri, Version};
+
+/// Most fields the own path parses (their slots are on the stack); a
+/// listener whose `max_headers` is higher is served by hyper alone.
+pub const MAX_FIELDS: usize = 128;
+
+/// What the buffered bytes hold.
+pub enum Head {
+    /// The head is not complete yet: read more.
+    Partial,
+    /// A request the own path serves; its bytes are gone from the buffer.
+    Plain(Plain),
+    /// A request (or an error) for hyper; nothing was taken from the
+    /// buffer.
+    Unusual,
+}
+
+/// A request head the own path serves.
+pub struct Plain {
+    /// Method, target, version and fields; the values share the head's
+    /// bytes.
+    pub parts: request::Parts,
+    /// The client asked to close after this response (`Connection: close`).
+    pub close: bool,
+}
+
+/// Where a field's name and value sit in the head.
+#[derive(Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Reads the head at the start of `buf` (`max_fields` ≤ [`MAX_FIELDS`]
+/// fields, `max_bytes` in all). A complete plain head is split off the
+/// buffer; anything else leaves the buffer as it was.
+pub fn parse(buf: &mut BytesMut, max_fields: usize, max_bytes: usize) -> Head {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut spans = [Span {
+        name: (0, 0),
+        value: (0, 0),
+    }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let base = buf.as_ptr() as usize;
+    let len = match req.parse_with_uninit_headers(buf, &mut slots[..max_fields.min(MAX_FIELDS)]) {
+        Ok(httparse::Status::Complete(len)) if len <= max_bytes => len,
+        Ok(httparse::Status::Partial) if buf.len() < max_bytes => return Head::Partial,
+        _ => return Head::Unusual,
+    };
+    if req.version != Some(1) {
+        return Head::Unusual;
+    }
+    let method = match req.method.map(str::as_bytes).map(Method::from_bytes) {
+        Some(Ok(m)) if m != Method::CONNECT => m,
+        _ => return Head::Unusual,
+    };
+    let Some(path) = req.path else {
+        return Head::Unusual;
+    };
+    let offset = |s: &[u8]| {
+        let at = s.as_ptr() as usize - base;
+        (at, at + s.len())
+    };
+    let target = offset(path.as_bytes());
+    let mut close = false;
+    let mut fields = 0;
+    let mut length_seen = false;
+    for field in req.headers.iter() {
+        let name = field.name.as_bytes();
+        match classify(name, field.value) {
+            Field::Ordinary => {}
+            Field::Close => close = true,
+            // A repeated `Content-Length: 0` is kept once, as hyper does.
+            Field::ZeroLength if length_seen => continue,
+            Field::ZeroLength => length_seen = true,
+            Field::Unusual => return Head::Unusual,
+        }
+        spans[fields] = Span {
+            name: offset(name),
+            value: offset(field.value),
+        };
+        fields += 1;
+    }
+    let head: Bytes = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+        unsplit(buf, head);
+        return Head::Unusual;
+    };
+    let mut headers = HeaderMap::with_capacity(fields);
+    for span in &spans[..fields] {
+        // `httparse` takes the tokens `http` does; a refusal here (a name
+        // over 64 KiB) is rare enough to put the head back.
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]);
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1));
+        match (name, value) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => {
+                unsplit(buf, head);
+                return Head::Unusual;
+            }
+        }
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Head::Plain(Plain { parts, close })
+}
+
+/// Puts a head that turned out unusual back in front of the buffer (rare:
+/// a target or value `http` refuses after `httparse` took it).
+fn unsplit(buf: &mut BytesMut, head: Bytes) {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(&head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+}
+
+/// What one field means for the own path.
+enum Field {
+    Ordinary,
+    /// `Connection` with the `close` option.
+    Close,
+    /// `Content-Length: 0`.
+    ZeroLength,
+    /// A field that makes the request hyper's.
+    Unusual,
+}
+
+fn classify(name: &[u8], value: &[u8]) -> Field {
+    // Only the names the own path cares about are compared (by length
+    // first, so most fields cost one comparison).
+    let is = |n: &str| name.len() == n.len() && name.eq_ignore_ascii_case(n.as_bytes());
+    match name.len() {
+        2 if is("te") => Field::Unusual,
+        6 if is("expect") => Field::Unusual,
+        7 if is("upgrade") => Field::Unusual,
+        10 if is("connection") => connection(value),
+        14 if is("content-length") => match value.trim_ascii() {
+            b"0" => Field::ZeroLength,
+            _ => Field::Unusual,
+        },
+        17 if is("transfer-encoding") => Field::Unusual,
+        _ => Field::Ordinary,
+    }
+}
+
+/// `Connection`'s options: `close` noted, `upgrade` for hyper. A value
+/// with other than visible ASCII has no options (hyper reads it as text).
+fn connection(value: &[u8]) -> Field {
+    if !is_text(value) {
+        return Field::Ordinary;
+    }
+    let mut close = false;
+    for option in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        if option.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if option.eq_ignore_ascii_case(b"upgrade") {
+            return Field::Unusual;
+        }
+    }
+    if close {
+        Field::Close
+    } else {
+        Field::Ordinary
+    }
+}
+
+/// Visible ASCII and tabs only (`HeaderValue::to_str`'s rule).
+pub fn is_text(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(text: &str) -> (Plain, BytesMut) {
+        let mut buf = BytesMut::from(text);
+        match parse(&mut buf, 100, 65536) {
+            Head::Plain(p) => (p, buf),
+            _ => panic!("{text:?} is not plain"),
+        }
+    }
+
+    fn unusual(text: &str) {
+        let mut buf = BytesMut::from(text);
+        assert!(
+            matches!(parse(&mut buf, 100, 65536), Head::Unusual),
+            "{text:?} should be hyper's"
+        );
+        assert_eq!(
+            &buf[..],
+            text.as_bytes(),
+            "an unusual head stays in the buffer"
+        );
+    }
+
+    #[test]
+    fn a_get_is_split_off_with_its_fields_and_the_next_head_stays() {
+        let (p, rest) = plain(
+            "GET /a?b=1 HTTP/1.1\r\nHost: x.test\r\nAccept: */*\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next",
+        );
+        assert_eq!(p.parts.method, Method::GET);
+        assert_eq!(p.parts.uri, "/a?b=1");
+        assert_eq!(p.parts.headers["host"], "x.test");
+        let two: Vec<_> = p.parts.headers.get_all("x-two").iter().collect();
+        assert_eq!(two, ["1", "2"]);
+        assert!(!p.close);
+        assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn connection_close_and_a_zero_length_are_plain() {
+        let (p, _) =
+            plain("HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
+        assert!(p.close);
+        assert_eq!(p.parts.method, Method::HEAD);
+    }
+
+    #[test]
+    fn bodies_upgrades_old_versions_and_errors_are_hyper_s() {
+        unusual("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+        unusual("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        unusual("GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n");
+        unusual("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        unusual("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        unusual("GET / HTTP/1.1\r\nTE: trailers\r\n\r\n");
+        unusual("GET / HTTP/1.0\r\n\r\n");
+        unusual("CONNECT x.test:443 HTTP/1.1\r\n\r\n");
+        unusual("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n");
+        unusual("GET /\x7f HTTP/1.1\r\n\r\n");
+        unusual("GET http://[::1 HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_a_large_or_crowded_one_is_hyper_s() {
+        let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: x");
+        assert!(matches!(parse(&mut buf, 100, 65536), Head::Partial));
+        assert!(matches!(parse(&mut buf, 100, 20), Head::Unusual));
+        let crowded = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(5));
+        let mut buf = BytesMut::from(crowded.as_str());
+        assert!(matches!(parse(&mut buf, 4, 65536), Head::Unusual));
+        let mut buf = BytesMut::from(crowded.as_str());
+        assert!(matches!(parse(&mut buf, 5, 65536), Head::Plain(_)));
+    }
+}
