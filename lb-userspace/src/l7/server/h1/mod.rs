@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 pub use self::request_head::MAX_FIELDS;
 use self::{
-    request_head::Head,
+    request_head::{Head, Spans},
     response_head::{Asked, Framing},
 };
 use super::{activity::Activity, ConnInfo};
@@ -92,9 +92,15 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK.max(first.len()));
     buf.extend_from_slice(&first);
     let mut out = Vec::with_capacity(READ_CHUNK);
+    let mut spans = Spans::default();
     loop {
         let plain = loop {
-            match request_head::parse(&mut buf, limits.max_fields, limits.max_head_bytes) {
+            match request_head::parse(
+                &mut buf,
+                limits.max_fields,
+                limits.max_head_bytes,
+                &mut spans,
+            ) {
                 Head::Plain(p) => break p,
                 Head::Unusual => {
                     return Outcome::HandOff {
