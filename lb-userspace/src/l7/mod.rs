@@ -11,7 +11,6 @@ pub mod cache;
 pub mod cold_start;
 pub mod dynamic;
 pub mod error;
-mod field_name;
 pub mod forward;
 pub mod h1_client;
 pub mod headers;

@@ -8,10 +8,10 @@
 //! 100 fields and a head of at most 8 KiB + 100 × 4 KiB. httparse's default
 //! configuration refuses obs-fold, spaces before the colon and bare CRs.
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue, StatusCode, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::H1Error;
-use crate::l7::{field_name, headers::KEEP_ALIVE};
+use crate::l7::headers::KEEP_ALIVE;
 
 /// The most fields a head may have (hyper's `DEFAULT_MAX_HEADERS`).
 pub const MAX_FIELDS: usize = 100;
@@ -96,7 +96,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         // SAFETY: the first `count` spans were written above (`count` is
         // the number of fields httparse parsed, at most `MAX_FIELDS`).
         let (ns, ne, vs, ve) = unsafe { span.assume_init() };
-        let name = field_name::parse(&head[ns..ne])
+        let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| H1Error::Head(httparse::Error::HeaderName))?;
         present.connection |= name == header::CONNECTION;
         present.keep_alive |= name == KEEP_ALIVE;

@@ -15,9 +15,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::{request, HeaderMap, HeaderValue, Method, Request, Uri, Version};
-
-use crate::l7::field_name;
+use http::{header::HeaderName, request, HeaderMap, HeaderValue, Method, Request, Uri, Version};
 
 /// Most fields the own path parses (their slots are on the stack); a
 /// listener whose `max_headers` is higher is served by hyper alone.
@@ -120,7 +118,7 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize, max_bytes: usize, spans: &mu
     for span in spans.iter() {
         // `httparse` takes the tokens `http` does; a refusal here (a name
         // over 64 KiB) is rare enough to put the head back.
-        let name = field_name::parse(&head[span.name.0..span.name.1]);
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]);
         let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1));
         match (name, value) {
             (Ok(name), Ok(value)) => {
