@@ -302,7 +302,10 @@ impl BodyWatch {
                 false => (Phase::Send, t.send),
             };
             let deadline = self.last() + timeout;
-            if Instant::now() >= deadline {
+            // Before the timer's first wait the deadline cannot have
+            // passed (progress was stamped as the attempt started): the
+            // clock is read only once a timer fired (a read per request).
+            if timer.is_some() && Instant::now() >= deadline {
                 return (
                     phase,
                     self.waiting_on_client.load(Ordering::Relaxed),

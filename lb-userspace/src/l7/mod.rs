@@ -8,6 +8,7 @@ pub mod balance;
 pub mod body;
 mod box_in_place;
 pub mod cache;
+mod coarse_clock;
 pub mod cold_start;
 pub mod dynamic;
 pub mod error;

@@ -20,7 +20,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::l7::body::ProxyBody;
+use crate::l7::{body::ProxyBody, coarse_clock};
 
 /// The shortest pause between two looks at a busy connection's idle
 /// clock (`Activity::expired`), for very short idle timeouts.
@@ -41,6 +41,9 @@ pub(super) struct Policy {
 #[derive(Debug)]
 pub(super) struct Activity {
     opened: Instant,
+    /// `opened` on the coarse clock: the idle and head clocks are read per
+    /// request, to milliseconds (see `coarse_clock`).
+    opened_coarse: u64,
     /// Requests started.
     pub(super) requests: AtomicUsize,
     /// Requests whose handler was dropped before it answered: the client
@@ -71,6 +74,7 @@ impl Activity {
     pub(super) fn new(max_cancelled: usize) -> Activity {
         Activity {
             opened: Instant::now(),
+            opened_coarse: coarse_clock::monotonic_ns(),
             requests: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             max_cancelled,
@@ -81,6 +85,11 @@ impl Activity {
             changed: Notify::new(),
             abused: Notify::new(),
         }
+    }
+
+    /// Nanoseconds since the connection opened, to the last tick.
+    fn since_opened(&self) -> u64 {
+        coarse_clock::monotonic_ns().saturating_sub(self.opened_coarse)
     }
 
     /// A request starts; it ends when the guard drops.
@@ -109,7 +118,7 @@ impl Activity {
             // request is in flight are its body or a pipelined head.
             return;
         }
-        let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        let since = self.since_opened().min(u64::MAX - 1);
         self.head_since.store(since + 1, Ordering::SeqCst);
     }
 
@@ -186,7 +195,7 @@ impl Drop for InFlight {
         }
         // The idle clock is set before the count falls, so a watchdog that
         // sees zero also sees when.
-        let since = u64::try_from(a.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let since = a.since_opened();
         a.idle_since.store(since, Ordering::SeqCst);
         a.in_flight.fetch_sub(1, Ordering::SeqCst);
     }

@@ -1,7 +1,12 @@
 //! The `Date` field of the own path's responses (RFC 9110 §6.6.1: an
 //! origin with a clock sends one; hyper adds it to every response, and the
 //! own path answers as hyper did). Formatted once per second per thread.
-use std::{cell::RefCell, time::SystemTime};
+use std::{
+    cell::RefCell,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use crate::l7::coarse_clock;
 
 thread_local! {
     /// The second last formatted and its text.
@@ -10,13 +15,11 @@ thread_local! {
 
 /// Appends `date: <IMF-fixdate>\r\n` for now.
 pub fn append(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    // The coarse clock: a second is all `Date` tells (see `coarse_clock`).
+    let second = coarse_clock::unix_seconds();
     CACHED.with_borrow_mut(|(at, text)| {
         if *at != second {
-            let formatted = httpdate::fmt_http_date(now);
+            let formatted = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
             // IMF-fixdate is always 29 bytes.
             if let Some(bytes) = formatted.as_bytes().get(..29) {
                 text.copy_from_slice(bytes);
