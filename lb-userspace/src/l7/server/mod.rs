@@ -219,16 +219,20 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let builder = Arc::new(builder(&limits));
+    let servers = Arc::new(Servers {
+        hyper: builder(&limits),
+        own_http1: (limits.own_http1 && limits.max_headers <= h1::MAX_FIELDS).then_some(
+            h1::Limits {
+                max_fields: limits.max_headers,
+                max_head_bytes: limits.max_header_bytes,
+            },
+        ),
+    });
     let policy = Policy {
         first_request: limits.header_read_timeout,
         idle: limits.idle_timeout,
         max_cancelled: limits.max_cancelled_requests,
     };
-    let own_h1 = (limits.own_http1 && limits.max_headers <= h1::MAX_FIELDS).then_some(h1::Limits {
-        max_fields: limits.max_headers,
-        max_head_bytes: limits.max_header_bytes,
-    });
     // Taken before `accept`: at the cap, new connections stay in the
     // kernel's accept queue (and beyond its backlog, SYNs go unanswered
     // and are retried by the client) instead of being accepted and dropped.
@@ -278,7 +282,7 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let builder = builder.clone();
+        let servers = servers.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         let alive = alive.clone();
@@ -301,10 +305,8 @@ pub async fn serve<H, F>(
                 match tls {
                     None => {
                         let allowed = Allowed::Either;
-                        serve_connection(
-                            stream, info, allowed, &builder, handler, policy, own_h1, shutdown,
-                        )
-                        .await
+                        serve_connection(stream, info, allowed, &servers, handler, policy, shutdown)
+                            .await
                     }
                     Some(acceptor) => {
                         let stream =
@@ -328,10 +330,8 @@ pub async fn serve<H, F>(
                         info.sni = session.server_name().map(Arc::from);
                         record::tls_handshake(local, Ok(info.tls_version.unwrap_or("other")));
                         let allowed = Allowed::for_alpn(stream.get_ref().1.alpn_protocol());
-                        serve_connection(
-                            stream, info, allowed, &builder, handler, policy, own_h1, shutdown,
-                        )
-                        .await
+                        serve_connection(stream, info, allowed, &servers, handler, policy, shutdown)
+                            .await
                     }
                 }
             };
@@ -353,6 +353,14 @@ pub async fn serve<H, F>(
             force.send_replace(true);
         }
     }
+}
+
+/// What serves a listener's connections.
+struct Servers {
+    /// hyper's, for HTTP/2 and for what the own path hands over.
+    hyper: auto::Builder<TokioExecutor>,
+    /// The own HTTP/1.1 path's limits; `None`: off.
+    own_http1: Option<h1::Limits>,
 }
 
 /// hyper's builder with every protocol limit applied.
@@ -394,10 +402,9 @@ async fn serve_connection<I, H, F>(
     mut io: I,
     info: ConnInfo,
     allowed: Allowed,
-    builder: &auto::Builder<TokioExecutor>,
+    servers: &Servers,
     handler: Arc<H>,
     policy: Policy,
-    own_http1: Option<h1::Limits>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -450,7 +457,7 @@ async fn serve_connection<I, H, F>(
         }
         Ok(Ok(Some(verdict))) => verdict == Verdict::Http2,
     };
-    let (io, first) = match own_http1 {
+    let (io, first) = match servers.own_http1 {
         Some(h1_limits) if !http2 => {
             let closing = AtomicBool::new(false);
             let own = pin!(h1::serve(
@@ -480,7 +487,9 @@ async fn serve_connection<I, H, F>(
         }
     });
     let io = HeadClock::new(Rewind::new(first, io), activity.clone(), http2);
-    let conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    let conn = pin!(servers
+        .hyper
+        .serve_connection_with_upgrades(TokioIo::new(io), service));
     let ended = supervise(
         conn,
         |c| c.graceful_shutdown(),
