@@ -1,6 +1,6 @@
 //! The own HTTP/1.1 server path: a connection's plain requests (see
-//! [`request_head`]) read, handed to the handler and answered by this
-//! loop, with no dispatcher, no buffered-I/O layer and no per-request
+//! [`request_head`]: no body or a small `Content-Length` one, read whole)
+//! read, handed to the handler and answered by this loop, with no dispatcher, no buffered-I/O layer and no per-request
 //! allocation of its own. The first request that is not plain hands the
 //! connection, with every byte read and not yet served, to hyper, which
 //! serves it from there on exactly as it served every request before this
@@ -33,7 +33,7 @@ use std::{
     task::Poll,
 };
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, BytesMut};
 use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Body as _;
@@ -95,7 +95,7 @@ where
     let mut spans = Spans::default();
     loop {
         let plain = loop {
-            match request_head::parse(
+            let awaiting_body = match request_head::parse(
                 &mut buf,
                 limits.max_fields,
                 limits.max_head_bytes,
@@ -108,8 +108,12 @@ where
                         read: buf.to_vec(),
                     }
                 }
-                Head::Partial => {}
-            }
+                Head::Partial => false,
+                Head::Body(whole) => {
+                    buf.reserve(whole - buf.len());
+                    true
+                }
+            };
             let read = poll_fn(|cx| {
                 if buf.is_empty() && closing.load(Ordering::Relaxed) {
                     // Between requests: a graceful close ends here.
@@ -119,6 +123,14 @@ where
             })
             .await;
             match read {
+                // A body cut short: hyper answers it, as it did before the
+                // own path read bodies (it reads the same end).
+                Ok(0) if awaiting_body => {
+                    return Outcome::HandOff {
+                        io,
+                        read: buf.to_vec(),
+                    }
+                }
                 Ok(0) => return Outcome::Done,
                 Ok(_) => activity.head_started(),
                 Err(e) => {
@@ -128,7 +140,7 @@ where
             }
         };
         let method = plain.parts.method.clone();
-        let req = Request::from_parts(plain.parts, ClientBody::Buffered(Full::new(Bytes::new())));
+        let req = Request::from_parts(plain.parts, ClientBody::Buffered(Full::new(plain.body)));
         let mut in_flight = activity.begin();
         let resp = {
             let mut answer = pin!(handler(req, info.clone()));

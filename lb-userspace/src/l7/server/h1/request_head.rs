@@ -3,15 +3,18 @@
 //! of a value), and sorted into what the own path serves and what it
 //! leaves to hyper.
 //!
-//! The own path serves the request a proxy sees most: HTTP/1.1, no body
-//! (no `Content-Length` other than 0, no `Transfer-Encoding`), no
-//! `Upgrade`, no `Expect`, no `TE`, not `CONNECT`. Everything else, and
-//! every head hyper would refuse (a syntax error, too many fields, too
-//! large, a target `http::Uri` does not take), is [`Head::Unusual`]: the
-//! connection goes to hyper with its bytes unread, so the answer (the
-//! request served, or the 400/431) is hyper's, exactly as before the own
-//! path existed. The smuggling table's cases all carry a body or a broken
-//! head, so they all stay with hyper.
+//! The own path serves the requests a proxy sees most: HTTP/1.1, no body
+//! or a `Content-Length` body of at most [`MAX_BODY`] bytes (read whole
+//! before the handler runs), no `Transfer-Encoding`, no `Upgrade`, no
+//! `Expect`, no `TE`, not `CONNECT`. Everything else, and every head hyper
+//! would refuse (a syntax error, too many fields, too large, a target
+//! `http::Uri` does not take, a `Content-Length` hyper does not take or
+//! two that disagree), is [`Head::Unusual`]: the connection goes to hyper
+//! with its bytes unread, so the answer (the request served, or the
+//! 400/431) is hyper's, exactly as before the own path existed. The
+//! smuggling table's cases all carry `Transfer-Encoding`, a broken or
+//! doubled `Content-Length`, or a broken head, so they all stay with
+//! hyper.
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
@@ -24,6 +27,14 @@ pub const MAX_FIELDS: usize = 128;
 /// Fields the proxy may add to a request on its way upstream.
 const FORWARDING_ROOM: usize = 8;
 
+/// Largest `Content-Length` body the own path reads whole before the
+/// handler runs (the request is then forwarded with its length known, as
+/// nginx's request buffering does). A larger one is hyper's, streamed as
+/// it arrives, so the own path never holds more than this per connection
+/// beyond the head. 64 KiB covers the JSON and form bodies of API
+/// traffic; a body this size arrives in a few reads.
+pub const MAX_BODY: u64 = 64 * 1024;
+
 /// What the buffered bytes hold.
 // `Plain` is large, and not boxed: it is made once per request and taken
 // apart at once; a box would be an allocation per request.
@@ -31,6 +42,10 @@ const FORWARDING_ROOM: usize = 8;
 pub enum Head {
     /// The head is not complete yet: read more.
     Partial,
+    /// The head is complete and plain, its body is not all here yet: read
+    /// until the buffer holds this many bytes (head and body). If the
+    /// client stops before, the request is hyper's after all.
+    Body(usize),
     /// A request the own path serves; its bytes are gone from the buffer.
     Plain(Plain),
     /// A request (or an error) for hyper; nothing was taken from the
@@ -45,6 +60,8 @@ pub struct Plain {
     pub parts: request::Parts,
     /// The client asked to close after this response (`Connection: close`).
     pub close: bool,
+    /// The body (`Content-Length` bytes; empty without one).
+    pub body: Bytes,
 }
 
 /// Where a field's name and value sit in the head.
@@ -94,21 +111,34 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize, max_bytes: usize, spans: &mu
     };
     let target = offset(path.as_bytes());
     let mut close = false;
-    let mut length_seen = false;
+    let mut length = None;
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
         match classify(name, field.value) {
             Field::Ordinary => {}
             Field::Close => close = true,
-            // A repeated `Content-Length: 0` is kept once, as hyper does.
-            Field::ZeroLength if length_seen => continue,
-            Field::ZeroLength => length_seen = true,
+            // A repeated `Content-Length` of the same value is kept once,
+            // as hyper does; two values are hyper's (its 400).
+            Field::Length(n) => match length {
+                Some(seen) if seen == n => continue,
+                Some(_) => return Head::Unusual,
+                None => length = Some(n),
+            },
             Field::Unusual => return Head::Unusual,
         }
         spans.push(Span {
             name: offset(name),
             value: offset(field.value),
         });
+    }
+    let body_len = match length {
+        Some(n) if n > MAX_BODY => return Head::Unusual,
+        // At most `MAX_BODY`: fits.
+        Some(n) => n as usize,
+        None => 0,
+    };
+    if buf.len() < len + body_len {
+        return Head::Body(len + body_len);
     }
     let head: Bytes = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
@@ -138,7 +168,8 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize, max_bytes: usize, spans: &mu
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.headers = headers;
-    Head::Plain(Plain { parts, close })
+    let body = buf.split_to(body_len).freeze();
+    Head::Plain(Plain { parts, close, body })
 }
 
 /// Puts a head that turned out unusual back in front of the buffer (rare:
@@ -155,8 +186,8 @@ enum Field {
     Ordinary,
     /// `Connection` with the `close` option.
     Close,
-    /// `Content-Length: 0`.
-    ZeroLength,
+    /// `Content-Length` with this value.
+    Length(u64),
     /// A field that makes the request hyper's.
     Unusual,
 }
@@ -170,9 +201,9 @@ fn classify(name: &[u8], value: &[u8]) -> Field {
         6 if is("expect") => Field::Unusual,
         7 if is("upgrade") => Field::Unusual,
         10 if is("connection") => connection(value),
-        14 if is("content-length") => match value.trim_ascii() {
-            b"0" => Field::ZeroLength,
-            _ => Field::Unusual,
+        14 if is("content-length") => match digits(value.trim_ascii()) {
+            Some(n) => Field::Length(n),
+            None => Field::Unusual,
         },
         17 if is("transfer-encoding") => Field::Unusual,
         _ => Field::Ordinary,
@@ -198,6 +229,20 @@ fn connection(value: &[u8]) -> Field {
     } else {
         Field::Ordinary
     }
+}
+
+/// A `Content-Length` value as hyper reads it: decimal digits only (no
+/// sign, no list), not overflowing.
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// Visible ASCII and tabs only (`HeaderValue::to_str`'s rule).
@@ -258,10 +303,39 @@ mod tests {
     }
 
     #[test]
+    fn a_length_body_is_split_off_with_its_head_once_it_is_all_here() {
+        let text = "POST /p HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 05\r\n\r\nhello";
+        let mut buf = BytesMut::from(&text[..text.len() - 2]);
+        let want = text.len();
+        assert!(matches!(
+            parse(&mut buf, 100, 65536, &mut Spans::default()),
+            Head::Body(n) if n == want
+        ));
+        assert_eq!(
+            buf.len(),
+            text.len() - 2,
+            "nothing taken while the body is partial"
+        );
+        let (p, rest) = plain(&format!("{text}GET /next"));
+        assert_eq!(&p.body[..], b"hello");
+        let lengths: Vec<_> = p.parts.headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["5"], "a repeated equal length is kept once");
+        assert_eq!(&rest[..], b"GET /next");
+        let (p, _) = plain("GET / HTTP/1.1\r\n\r\n");
+        assert!(p.body.is_empty());
+    }
+
+    #[test]
     fn bodies_upgrades_old_versions_and_errors_are_hyper_s() {
-        unusual("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
         unusual("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
         unusual("GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n");
+        unusual("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello");
+        unusual("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello");
+        unusual("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n");
+        unusual(&format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        ));
         unusual("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
         unusual("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
         unusual("GET / HTTP/1.1\r\nTE: trailers\r\n\r\n");
