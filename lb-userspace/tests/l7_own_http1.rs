@@ -464,3 +464,57 @@ async fn a_client_that_goes_away_cancels_its_request() {
     }
     assert_eq!(dropped.load(Ordering::SeqCst), 1, "the handler still runs");
 }
+
+/// A body the own path reads whole must arrive within the head's
+/// deadline (`header_read_timeout`, as HAProxy's `http-buffer-request`
+/// waits within `timeout http-request`): a client trickling it is closed
+/// and the request never reaches the handler. The control: hyper streams
+/// the same body, so its handler starts at once.
+#[tokio::test]
+async fn a_body_read_whole_must_arrive_within_the_head_deadline() {
+    for own_http1 in [true, false] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let started = Arc::new(AtomicUsize::new(0));
+        let s = started.clone();
+        let limits = ServerLimits {
+            own_http1,
+            header_read_timeout: Duration::from_millis(400),
+            ..ServerLimits::default()
+        };
+        tokio::spawn(serve(
+            listener,
+            None,
+            limits,
+            move |req: Request<ClientBody>, _: ConnInfo| {
+                s.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let _ = req.into_body().collect().await;
+                    Response::new(empty_body())
+                }
+            },
+            rx,
+        ));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"POST /slow HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {}
+                }
+            }
+        });
+        if own_http1 {
+            assert!(closed.await.unwrap_or(false), "a trickled body is closed");
+            assert_eq!(started.load(Ordering::SeqCst), 0, "the handler never ran");
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(started.load(Ordering::SeqCst), 1, "hyper streams the body");
+        }
+    }
+}

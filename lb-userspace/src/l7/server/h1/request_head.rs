@@ -32,7 +32,11 @@ const FORWARDING_ROOM: usize = 8;
 /// nginx's request buffering does). A larger one is hyper's, streamed as
 /// it arrives, so the own path never holds more than this per connection
 /// beyond the head. 64 KiB covers the JSON and form bodies of API
-/// traffic; a body this size arrives in a few reads.
+/// traffic; a body this size arrives in a few reads. It must arrive with
+/// its head, within `header_read_timeout` (HAProxy's `http-buffer-request`
+/// waits within `timeout http-request` the same way): a client trickling
+/// it is closed before the request starts, where a streamed body would
+/// have held an upstream connection for as long.
 pub const MAX_BODY: u64 = 64 * 1024;
 
 /// What the buffered bytes hold.
