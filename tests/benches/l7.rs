@@ -18,6 +18,10 @@
 //! that does not move with the machine's load.
 //! See docs/bench/l7.md for the reasoning and the numbers.
 //!
+//! HTTP/1.1 POST: every proxy again with wrk, each request carrying the
+//! same 475-byte JSON body (`POST_BODY`), the shape of API traffic; the
+//! proxies alternate order every round, as in the main matrix.
+//!
 //! Two further measurements in the same run, over HTTP/1.1 with wrk, each
 //! as a pair alternated every round: the rate limiter's cost (xlb with a
 //! route carrying three rules at rates nothing reaches, against the same
@@ -227,6 +231,8 @@ struct H1Load<'a> {
     backend_log: Option<&'a Path>,
     /// Any non-2xx response (or socket error) fails the run.
     no_errors: bool,
+    /// A wrk Lua script (the POST case's body).
+    script: Option<&'a Path>,
 }
 
 const H1_ROOT: H1Load<'static> = H1Load {
@@ -234,7 +240,24 @@ const H1_ROOT: H1Load<'static> = H1Load {
     label: "",
     backend_log: None,
     no_errors: false,
+    script: None,
 };
+
+/// The POST case's body: a small JSON document, as API requests carry.
+fn post_body() -> String {
+    r#"{"k":"v","n":12345}"#.repeat(25)
+}
+
+/// The wrk script that sends every request as a POST of [`post_body`].
+fn write_post_script(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("post.lua");
+    let script = format!(
+        "wrk.method = \"POST\"\nwrk.body = '{}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+        post_body()
+    );
+    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
 
 /// The instances of the two further measurements, started next to the
 /// main proxies.
@@ -264,6 +287,8 @@ struct ExtraSamples {
     /// with it.
     nginx_unlogged: Vec<Sample>,
     nginx_logged: Vec<Sample>,
+    /// The POST case, per proxy of the main matrix.
+    post: Vec<(Kind, Vec<Sample>)>,
 }
 
 fn main() {
@@ -348,6 +373,7 @@ fn run() -> anyhow::Result<()> {
     // samples[kind][proto] over rounds.
     let mut samples: Vec<[Vec<Sample>; 2]> = running.iter().map(|_| [vec![], vec![]]).collect();
     let mut extra_samples = ExtraSamples::default();
+    let post_script = write_post_script(&dir)?;
     for round in 0..s.rounds {
         let mut order: Vec<usize> = (0..running.len()).collect();
         if round % 2 == 1 {
@@ -384,6 +410,14 @@ fn run() -> anyhow::Result<()> {
                 samples[i][proto as usize].push(sample);
             }
         }
+        measure_post(
+            &s,
+            &dir,
+            round,
+            &mut running,
+            &post_script,
+            &mut extra_samples,
+        )?;
         measure_extras(
             &s,
             &dir,
@@ -749,6 +783,51 @@ fn check_cache_hit(dir: &Path, r: &mut Running, header: &str) -> anyhow::Result<
 /// One round of the two further measurements: [xlb, xlb with rules] and
 /// [xlb with cache, nginx with cache], HTTP/1.1, each pair's order
 /// reversed every other round.
+/// The POST case: each proxy of the main matrix, in the round's order.
+fn measure_post(
+    s: &Settings,
+    dir: &Path,
+    round: usize,
+    running: &mut [Running],
+    script: &Path,
+    out: &mut ExtraSamples,
+) -> anyhow::Result<()> {
+    let load = H1Load {
+        label: "-post",
+        no_errors: true,
+        script: Some(script),
+        ..H1_ROOT
+    };
+    let mut order: Vec<usize> = (0..running.len()).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    for i in order {
+        let r = &mut running[i];
+        let x = measure_h1(s, dir, r, load)
+            .with_context(|| format!("{} (POST), round {}", r.kind.name(), round + 1))?;
+        println!(
+            "  round {} {:<8} {:<16} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  \
+             proxy {:>3.0}% of a CPU, {:>5.1} µs/req ({:.1} user, {:.1} kernel)",
+            round + 1,
+            r.kind.name(),
+            "http/1.1 POST",
+            x.load.rps,
+            x.load.p50_us / 1e3,
+            x.load.p99_us / 1e3,
+            x.proxy_share * 100.0,
+            x.cpu_us_per_req,
+            x.cpu_user_us_per_req,
+            x.cpu_kernel_us_per_req,
+        );
+        match out.post.iter_mut().find(|(k, _)| *k == r.kind) {
+            Some((_, v)) => v.push(x),
+            None => out.post.push((r.kind, vec![x])),
+        }
+    }
+    Ok(())
+}
+
 fn measure_extras(
     s: &Settings,
     dir: &Path,
@@ -856,6 +935,7 @@ fn measure_extras(
             label: "-cached",
             backend_log: Some(backend_log),
             no_errors: false,
+            script: None,
         };
         for nginx in [flip, !flip] {
             let (r, v) = if nginx {
@@ -1251,9 +1331,14 @@ fn measure_load(
         Proto::H1 => {
             let url = format!("http://127.0.0.1:{}{}", r.listen.plain, h1.path);
             // wrk has no warm-up option: a separate run first.
+            let script: Vec<String> = match h1.script {
+                Some(p) => vec!["-s".into(), p.display().to_string()],
+                None => Vec::new(),
+            };
             procs::run_tool(
                 Command::new("wrk")
                     .args(wrk_args(H1_CONNECTIONS, s.warmup))
+                    .args(&script)
                     .arg(&url),
                 &dir.join(format!("{tag}-warmup.txt")),
                 limit,
@@ -1261,6 +1346,7 @@ fn measure_load(
             .context("wrk warm-up")?;
             let mut c = Command::new("wrk");
             c.args(wrk_args(H1_CONNECTIONS, s.seconds))
+                .args(&script)
                 .arg("--latency")
                 .arg(&url);
             (c, Duration::ZERO)
@@ -1565,6 +1651,7 @@ fn report(
     }
     cases.extend(floors);
     cases.extend(fixed.map(report_fixed_rate).unwrap_or_default());
+    cases.extend(report_post(extra));
     cases.extend(report_rate_limits(extra));
     cases.extend(report_observe(extra));
     cases.extend(report_cache(extra, cache_skipped));
@@ -1711,6 +1798,48 @@ fn kernel_floor(proto: Proto, baseline: Kind, target: f64, x: &Med, b: &Med) -> 
         "value": xv, "baseline": baseline.name(), "baseline_value": bv,
         "ratio": xv / bv,
     })
+}
+
+/// The POST case: each proxy's medians, xlb ÷ each peer.
+fn report_post(extra: &ExtraSamples) -> Vec<serde_json::Value> {
+    let of = |k: Kind| {
+        extra
+            .post
+            .iter()
+            .find(|(kind, _)| *kind == k)
+            .map(|(_, v)| v)
+    };
+    let Some(xlb) = of(Kind::Xlb) else {
+        return Vec::new();
+    };
+    println!(
+        "\nhttp/1.1 POST (wrk, {H1_CONNECTIONS} conns), a {}-byte JSON body per request",
+        post_body().len()
+    );
+    print_med_header("proxy", "");
+    let x = medians(xlb);
+    print_med("xlb", &x, "");
+    let mut cases = Vec::new();
+    for peer in [Kind::Nginx, Kind::Haproxy] {
+        let Some(runs) = of(peer) else {
+            continue;
+        };
+        let b = medians(runs);
+        print_med(peer.name(), &b, "");
+        println!(
+            "xlb / {}: rps {:.3}, CPU µs/req {:.3}",
+            peer.name(),
+            x.rps / b.rps,
+            x.cpu_us_per_req / b.cpu_us_per_req
+        );
+        cases.extend(json_cases(
+            &format!("http/1.1 POST (wrk) xlb vs {}", peer.name()),
+            peer.name(),
+            &x,
+            &b,
+        ));
+    }
+    cases
 }
 
 /// The rate limiter's cost: xlb with three rules ÷ the same xlb without.
