@@ -1069,6 +1069,68 @@ async fn a_post_that_reached_a_node_is_never_replayed() {
     }
 }
 
+/// An idempotent request whose body xlb read whole (the own HTTP/1.1 path
+/// reads a `Content-Length` body of up to 64 KiB before forwarding) is
+/// sent again, body included, when a node loses it; the same PUT with a
+/// streamed (chunked) body is not (the control): its body is gone once
+/// sent.
+#[tokio::test]
+async fn a_put_whose_body_was_read_whole_is_replayed_on_another_node() {
+    let (resetter, resets) = resetting_backend(b"put-payload").await;
+    let got = Arc::new(Mutex::new(Vec::<Bytes>::new()));
+    let g = got.clone();
+    let live = backend(move |req: Request<Incoming>| {
+        let g = g.clone();
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            g.lock().unwrap().push(body);
+            Response::new(full("live"))
+        }
+    })
+    .await;
+    let bed = simple(rr(&[resetter, live]), RouteOptions::default()).await;
+    let put = |body: TBody| Request::put("/doc").header("host", "a").body(body).unwrap();
+    let mut lost = 0;
+    for _ in 0..4 {
+        let (tx, body) = chan_body();
+        let feeding = tokio::spawn(async move {
+            let _ = tx
+                .send(Frame::data(Bytes::from_static(b"put-payload")))
+                .await;
+        });
+        let (status, h, _) = send(bed.addr, put(body)).await;
+        let _ = feeding.await;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::BAD_GATEWAY => {
+                assert_eq!(reason(&h), Some("upstream-reset"));
+                lost += 1;
+            }
+            other => panic!("streamed PUT: {other}"),
+        }
+    }
+    assert!(lost >= 1, "a streamed PUT the node lost is a 502");
+    let (resets_before, live_before) = (resets.load(Ordering::SeqCst), got.lock().unwrap().len());
+    for i in 0..4 {
+        let (status, _, body) = send(bed.addr, put(full("put-payload"))).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "live"), "PUT {i}");
+    }
+    assert!(
+        resets.load(Ordering::SeqCst) > resets_before,
+        "the resetting node was tried"
+    );
+    let got = got.lock().unwrap();
+    assert_eq!(
+        got.len() - live_before,
+        4,
+        "every PUT reached the live node"
+    );
+    assert!(
+        got[live_before..].iter().all(|b| &b[..] == b"put-payload"),
+        "with its body: {got:?}"
+    );
+}
+
 #[tokio::test]
 async fn retries_hide_a_dead_node_until_the_budget_is_spent() {
     let (live, _) = named_backend("live").await;

@@ -56,6 +56,22 @@ pub enum ClientBody {
     Buffered(Full<Bytes>),
 }
 
+impl ClientBody {
+    /// The bytes of a body read whole (`Buffered`), taken out: the body is
+    /// left ended. `None` for a streaming body.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        let ClientBody::Buffered(full) = self else {
+            return None;
+        };
+        // A `Full` yields its one frame on the first poll, without I/O.
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(full).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => frame.into_data().ok(),
+            _ => Some(Bytes::new()),
+        }
+    }
+}
+
 impl Body for ClientBody {
     type Data = Bytes;
     type Error = hyper::Error;

@@ -113,6 +113,14 @@ impl Replay {
         Replay::default()
     }
 
+    /// A body already read whole.
+    pub fn whole(bytes: Bytes) -> Replay {
+        Replay {
+            chunks: vec![bytes],
+            trailers: None,
+        }
+    }
+
     /// Bytes held.
     pub fn len(&self) -> u64 {
         self.chunks.iter().map(|c| c.len() as u64).sum()

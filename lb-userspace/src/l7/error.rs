@@ -214,7 +214,7 @@ impl ErrorKind {
             K::UpstreamTls => ("upstream-tls", 502, Upstream, "the TLS handshake with the node failed (certificate, protocol)"),
             K::UpstreamConnectTimeout => ("upstream-connect-timeout", 504, Upstream, "connecting to the node took longer than timeouts.connect"),
             K::UpstreamUnreachable => ("upstream-unreachable", 502, Upstream, "the node refused or could not be reached; nothing was sent"),
-            K::UpstreamReset => ("upstream-reset", 502, Upstream, "the connection broke after the request may have reached the node (never replayed unless bodiless and idempotent)"),
+            K::UpstreamReset => ("upstream-reset", 502, Upstream, "the connection broke after the request may have reached the node (never replayed unless idempotent and bodiless or with its body held whole)"),
             K::UpstreamTimeout => ("upstream-timeout", 504, Upstream, "no response head within timeouts.read of the request being sent"),
             K::UpstreamSendTimeout => ("upstream-send-timeout", 504, Upstream, "the node stopped taking the request body for timeouts.send"),
             K::UpgradeUnsupported => ("upgrade-unsupported", 502, Internal, "an HTTP/1.1 Upgrade to an upstream that speaks HTTP/2"),

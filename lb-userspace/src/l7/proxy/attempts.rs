@@ -26,6 +26,7 @@ use std::{
 };
 
 use http::{request, Response};
+use hyper::body::Body as _;
 use smallvec::SmallVec;
 
 use super::{
@@ -70,12 +71,21 @@ pub(super) async fn forward(
 pub(super) async fn forward_served(
     ctx: RequestCtx,
     parts: request::Parts,
-    body: ClientBody,
+    mut body: ClientBody,
 ) -> (Response<ProxyBody>, Option<ServedBy>) {
     let mut out = Outgoing::prepare(&ctx, parts, &body);
+    // An idempotent request's body read whole is held for every attempt,
+    // as a cold-start hold holds it: a retry or a resend after a pooled
+    // connection closed under it sends it again. (Its length was checked
+    // against `max_body_bytes` by the request filters.)
+    let replay = match out.replayable && !body.is_end_stream() {
+        true => body.take_whole().map(Replay::whole),
+        false => None,
+    };
     let (up_body, watch) = request_body(body, ctx.opts().max_body_bytes);
     ctx.pool.budget.record_request();
     let mut run = Attempts::new(up_body, watch);
+    run.replay = replay;
     let mut step = Step::Pick;
     loop {
         step = match step {

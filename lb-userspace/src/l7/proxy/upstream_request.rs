@@ -30,9 +30,11 @@ pub(super) struct Outgoing {
     pub hash_key: Option<Vec<u8>>,
     /// What the client asked for, port included (`pass_host: pass`).
     client_host: Option<HeaderValue>,
-    /// Whether the request may be sent twice: only a bodiless idempotent
-    /// one, whose whole content is the head and whose repetition is
-    /// harmless.
+    /// Whether the request may be sent twice: an idempotent one (whose
+    /// repetition is harmless) without a body or with one read whole
+    /// before forwarding (the own HTTP/1.1 path's, a plugin's), which can
+    /// be sent again from memory, as nginx resends its buffered bodies.
+    /// A streamed body is gone once sent.
     pub replayable: bool,
 }
 
@@ -79,7 +81,8 @@ impl Outgoing {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let replayable = idempotent(&parts.method) && body.is_end_stream();
+        let replayable = idempotent(&parts.method)
+            && (body.is_end_stream() || matches!(body, ClientBody::Buffered(_)));
 
         let target = opts
             .path_rewrite
