@@ -1,7 +1,8 @@
 //! The own HTTP/1.1 server path: a connection's plain requests (see
 //! [`request_head`]: no body or a small `Content-Length` one, read whole)
-//! read, handed to the handler and answered by this loop, with no dispatcher, no buffered-I/O layer and no per-request
-//! allocation of its own. The first request that is not plain hands the
+//! read, handed to the handler and answered by this loop, with no
+//! dispatcher, no buffered-I/O layer and no per-request allocation of its
+//! own. The first request that is not plain hands the
 //! connection, with every byte read and not yet served, to hyper, which
 //! serves it from there on exactly as it served every request before this
 //! path existed (bodies, upgrades, `Expect`, HTTP/1.0, every refusal).
