@@ -6,6 +6,7 @@
 //! its own: serve pipelined requests in order, hand a connection over
 //! with its unread bytes, and cancel a request whose client went away.
 use std::{
+    future::Future,
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -77,22 +78,34 @@ async fn answer(req: Request<ClientBody>) -> Response<ProxyBody> {
     }
 }
 
-async fn server(own_http1: bool) -> (SocketAddr, watch::Sender<bool>) {
+/// A server on a free loopback port; it stops when the returned sender is
+/// dropped.
+async fn start<H, F>(limits: ServerLimits, handler: H) -> (SocketAddr, watch::Sender<bool>)
+where
+    H: Fn(Request<ClientBody>, ConnInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(false);
-    let limits = ServerLimits {
+    tokio::spawn(serve(listener, None, limits, handler, rx));
+    (addr, tx)
+}
+
+/// Default limits, with or without the own path.
+fn limits(own_http1: bool) -> ServerLimits {
+    ServerLimits {
         own_http1,
         ..ServerLimits::default()
-    };
-    tokio::spawn(serve(
-        listener,
-        None,
-        limits,
+    }
+}
+
+async fn server(own_http1: bool) -> (SocketAddr, watch::Sender<bool>) {
+    start(
+        limits(own_http1),
         |req: Request<ClientBody>, _: ConnInfo| answer(req),
-        rx,
-    ));
-    (addr, tx)
+    )
+    .await
 }
 
 /// Sends `bytes` (then nothing more) and reads until the server closes or
@@ -359,17 +372,8 @@ async fn pipelined_heads_are_answered_in_order_and_a_chunked_body_hands_over_to_
 /// Which path served each request: the own path hands the handler a body
 /// it read whole (`Buffered`), hyper a streaming one.
 async fn body_kinds(own_http1: bool, stream: &[u8]) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_tx, rx) = watch::channel(false);
-    let limits = ServerLimits {
-        own_http1,
-        ..ServerLimits::default()
-    };
-    tokio::spawn(serve(
-        listener,
-        None,
-        limits,
+    let (addr, _stop) = start(
+        limits(own_http1),
         |req: Request<ClientBody>, _: ConnInfo| async move {
             let kind = match req.body() {
                 ClientBody::Buffered(_) => "whole",
@@ -381,8 +385,8 @@ async fn body_kinds(own_http1: bool, stream: &[u8]) -> String {
             };
             Response::new(text_body(format!("{kind}:{len};")))
         },
-        rx,
-    ));
+    )
+    .await;
     let got = exchange(addr, stream).await;
     // Each body ends in ';' and follows its head.
     got.split("\r\n\r\n")
@@ -419,15 +423,10 @@ async fn a_small_length_body_is_read_whole_and_a_large_or_cut_one_is_hyper_s() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_its_request() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_tx, rx) = watch::channel(false);
     let started = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
     let (s, d) = (started.clone(), dropped.clone());
-    tokio::spawn(serve(
-        listener,
-        None,
+    let (addr, _stop) = start(
         ServerLimits::default(),
         move |_req: Request<ClientBody>, _: ConnInfo| {
             let (s, d) = (s.clone(), d.clone());
@@ -444,8 +443,8 @@ async fn a_client_that_goes_away_cancels_its_request() {
                 Response::new(empty_body())
             }
         },
-        rx,
-    ));
+    )
+    .await;
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(b"GET /slow HTTP/1.1\r\n\r\n").await.unwrap();
     for _ in 0..200 {
@@ -473,29 +472,20 @@ async fn a_client_that_goes_away_cancels_its_request() {
 #[tokio::test]
 async fn a_body_read_whole_must_arrive_within_the_head_deadline() {
     for own_http1 in [true, false] {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (_tx, rx) = watch::channel(false);
         let started = Arc::new(AtomicUsize::new(0));
         let s = started.clone();
         let limits = ServerLimits {
-            own_http1,
             header_read_timeout: Duration::from_millis(400),
-            ..ServerLimits::default()
+            ..limits(own_http1)
         };
-        tokio::spawn(serve(
-            listener,
-            None,
-            limits,
-            move |req: Request<ClientBody>, _: ConnInfo| {
-                s.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    let _ = req.into_body().collect().await;
-                    Response::new(empty_body())
-                }
-            },
-            rx,
-        ));
+        let (addr, _stop) = start(limits, move |req: Request<ClientBody>, _: ConnInfo| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _ = req.into_body().collect().await;
+                Response::new(empty_body())
+            }
+        })
+        .await;
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"POST /slow HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
             .await

@@ -375,11 +375,7 @@ fn run() -> anyhow::Result<()> {
     let mut extra_samples = ExtraSamples::default();
     let post_script = write_post_script(&dir)?;
     for round in 0..s.rounds {
-        let mut order: Vec<usize> = (0..running.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
+        for i in round_order(running.len(), round) {
             for proto in Proto::ALL {
                 let r = &mut running[i];
                 let sample = measure(&s, &dir, r, proto).with_context(|| {
@@ -484,11 +480,7 @@ fn measure_fixed_rate(
     let mut runs: Vec<(Kind, Vec<(f64, f64, f64)>)> =
         running.iter().map(|r| (r.kind, Vec::new())).collect();
     for round in 0..s.rounds {
-        let mut order: Vec<usize> = (0..running.len()).collect();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for i in order {
+        for i in round_order(running.len(), round) {
             let r = &running[i];
             let tag = format!("{}-fixed-{}", r.kind.name(), round + 1);
             let out = dir.join(format!("{tag}.txt"));
@@ -798,11 +790,7 @@ fn measure_post(
         script: Some(script),
         ..H1_ROOT
     };
-    let mut order: Vec<usize> = (0..running.len()).collect();
-    if round % 2 == 1 {
-        order.reverse();
-    }
-    for i in order {
+    for i in round_order(running.len(), round) {
         let r = &mut running[i];
         let x = measure_h1(s, dir, r, load)
             .with_context(|| format!("{} (POST), round {}", r.kind.name(), round + 1))?;
@@ -1469,6 +1457,16 @@ fn measure_load(
         syscalls_per_req: kernel.map(|(n, _)| per_counted(n)),
         switches_per_req: kernel.map(|(_, n)| per_counted(n)),
     })
+}
+
+/// The proxies' order in `round`: as started, reversed every other
+/// round, so that no proxy always runs first or last.
+fn round_order(proxies: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..proxies).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 fn wrk_args(connections: u32, seconds: u64) -> Vec<String> {
