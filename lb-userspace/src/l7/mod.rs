@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod record;
 pub mod recording;
+mod recycled_maps;
 pub mod resolve;
 pub mod retry_budget;
 pub mod reused_timer;

@@ -94,7 +94,10 @@ pub(super) async fn forward_served(
             // Not boxed: small (the node's send inside is boxed), and an
             // allocation per attempt showed in profiles.
             Step::Send { node, flight } => run.send(&ctx, &mut out, node, flight).await,
-            Step::Done(resp) => return (resp, run.served.map(ServedBy)),
+            Step::Done(resp) => {
+                out.recycle();
+                return (resp, run.served.map(ServedBy));
+            }
         };
     }
 }

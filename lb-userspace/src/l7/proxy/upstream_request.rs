@@ -12,7 +12,7 @@ use super::{
         body::ClientBody,
         headers::{self, Downstream},
         options::HashOn,
-        rewrite, upgrade,
+        recycled_maps, rewrite, upgrade,
     },
     context::RequestCtx,
 };
@@ -129,6 +129,12 @@ impl Outgoing {
             upgrade::restore(&mut head.headers, protocol.clone());
         }
         head
+    }
+
+    /// Hands the head's field map back for a later request, once no
+    /// attempt will send it again.
+    pub fn recycle(&mut self) {
+        recycled_maps::give(std::mem::take(&mut self.head.headers));
     }
 }
 
