@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::net::Prefix;
 
+use super::box_in_place::box_in_place;
 use super::plan::{CachePlan, L7Plan, ListenerPlan};
 use super::plugins::consumers::Consumers;
 use super::{
@@ -633,11 +634,15 @@ fn worker(
                     continue;
                 }
             };
-            // Not boxed here: the own HTTP/1.1 path builds the future in
-            // its connection's slot, hyper's path in a box of its own.
             let handler = move |req, conn| {
                 let p = proxy.load_full();
-                recording::observe(name.clone(), req, conn, move |r, c| p.handle(r, c))
+                // Boxed: hyper moves the service's future around (into
+                // its dispatcher, or a task per HTTP/2 stream); a pointer
+                // moves cheaper than the future itself.
+                let name = name.clone();
+                box_in_place(move || {
+                    recording::observe(name, req, conn, move |r, c| p.handle(r, c))
+                })
             };
             serving.push(tokio::spawn(serve(
                 listener,

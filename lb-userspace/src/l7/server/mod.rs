@@ -62,7 +62,6 @@ mod h1;
 use self::activity::{Activity, HeadClock, Policy, TrackedBody, HEAD_TIMEOUT};
 use super::{
     body::{ClientBody, ProxyBody},
-    box_in_place::box_in_place,
     preface::{self, Allowed, Rewind, Verdict, PREFACE},
     record,
     source_cap::SourceCap,
@@ -479,10 +478,7 @@ async fn serve_connection<I, H, F>(
         let mut in_flight = act.begin();
         let info = info.clone();
         async move {
-            // Boxed: hyper moves the service's future around (into its
-            // dispatcher, or a task per HTTP/2 stream); a pointer moves
-            // cheaper than the future itself.
-            let resp = box_in_place(|| handler(req.map(ClientBody::Streaming), info)).await;
+            let resp = handler(req.map(ClientBody::Streaming), info).await;
             in_flight.answered = true;
             Ok::<_, Infallible>(resp.map(|body| TrackedBody {
                 body,

@@ -26,7 +26,7 @@ mod response_head;
 use std::{
     future::{poll_fn, Future},
     io,
-    pin::Pin,
+    pin::{pin, Pin},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -48,7 +48,6 @@ use self::{
 use super::{activity::Activity, ConnInfo};
 use crate::l7::{
     body::{ClientBody, ProxyBody},
-    box_in_place::FutureSlot,
     recycled_maps,
 };
 
@@ -98,8 +97,6 @@ where
     buf.extend_from_slice(&first);
     let mut out = Vec::with_capacity(READ_CHUNK);
     let mut spans = Spans::default();
-    // Every request's handler future, built in one allocation.
-    let mut slot = FutureSlot::new();
     loop {
         let plain = loop {
             let awaiting_body = match request_head::parse(
@@ -150,7 +147,7 @@ where
         let req = Request::from_parts(plain.parts, ClientBody::Buffered(Full::new(plain.body)));
         let mut in_flight = activity.begin();
         let resp = {
-            let mut answer = slot.put(|| handler(req, info.clone()));
+            let mut answer = pin!(handler(req, info.clone()));
             // While the handler runs, the client's EOF (or a reset)
             // cancels the request, as hyper does; bytes of a pipelined
             // head are kept (up to the head limit, then no longer read).
@@ -177,7 +174,6 @@ where
                 }
             }
         };
-        slot.clear();
         in_flight.answered = true;
         let (head, body) = resp.into_parts();
         let asked = Asked {
