@@ -166,7 +166,9 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize, max_bytes: usize, spans: &mu
         // value, all of which `HeaderValue` takes (checked for every byte
         // by `every_value_httparse_takes_is_a_header_value`); checking
         // again cost ~2 instructions per byte of every value.
-        headers.append(name, unsafe { HeaderValue::from_maybe_shared_unchecked(value) });
+        headers.append(name, unsafe {
+            HeaderValue::from_maybe_shared_unchecked(value)
+        });
     }
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
