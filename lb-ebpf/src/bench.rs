@@ -3,6 +3,7 @@
 //! the same run.
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_xdp_adjust_head,
     macros::map,
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -25,7 +26,8 @@ pub fn mac_swap_tx(ctx: &XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
-/// What `xlb_bench_balancer` restores before each repetition, written by
+/// What `xlb_bench_balancer` (and `xlb_bench_balancer_undo`) restores
+/// before each repetition, written by
 /// the benchmark before each case: words 0..8 the first 64 bytes of the
 /// frame, word 8 `restore 64 bytes (else 14) | flows to cycle through
 /// (0: none) << 32`, word 9 the first IPv4 source as a host-order u32.
@@ -94,6 +96,35 @@ pub fn restore_eth(ctx: &XdpContext) {
         // SAFETY: bounds checked by ptr_at.
         unsafe { *src = (head[9] as u32).wrapping_add(i).to_be_bytes() };
     }
+}
+
+/// The frame's length (`data_end - data`), read by the program-only entry
+/// points on entry so that [`undo_growth`] knows what to give back.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+/// Program-only timing (BPF_PROG_TEST_RUN without live frames) runs every
+/// repetition on the previous one's buffer, data pointers included: an
+/// encapsulation's `bpf_xdp_adjust_head(-20 or -40)` would move the frame
+/// further into the headroom each time. This gives back what the balancer
+/// took (`len_before` from [`frame_len`] on entry), so the next repetition
+/// starts where the first did; [`restore_eth`] then rewrites the 14 bytes
+/// the outer header's tail left over the old Ethernet header (the outer
+/// IPv4/IPv6 header ends exactly where the inner IP header begins, so
+/// nothing behind those 14 bytes changes). Called unconditionally (with 0
+/// when nothing grew) so that every case, the bare `swap_undo` baseline
+/// included, pays the same one helper call.
+#[inline(always)]
+pub fn undo_growth(ctx: &XdpContext, len_before: usize) {
+    // Both lengths through black_box: otherwise LLVM folds the two
+    // differences into pointer arithmetic with an unbounded offset, which
+    // the verifier rejects.
+    let len_before = core::hint::black_box(len_before);
+    let grown = core::hint::black_box(frame_len(ctx)) as i32 - len_before as i32;
+    // SAFETY: moves ctx->data only; nothing reads the packet afterwards.
+    unsafe { bpf_xdp_adjust_head(ctx.ctx, grown) };
 }
 
 /// Drops every frame: attached to the receiving end of the benchmark veth,

@@ -80,6 +80,35 @@ pub fn xlb_bench_balancer(ctx: XdpContext) -> u32 {
     balancer::process(&ctx)
 }
 
+/// Benchmark only (never attached by xlb): the baseline for program-only
+/// timing, [`xlb_bench_swap`] plus the same head undo (one
+/// `bpf_xdp_adjust_head`, here by 0) that [`xlb_bench_balancer_undo`] and
+/// Katran's `katran_bench_undo` pay, so the undo's cost can be measured
+/// and taken out of both sides.
+#[xdp]
+#[inline(always)]
+pub fn xlb_bench_swap_undo(ctx: XdpContext) -> u32 {
+    let len = bench::frame_len(&ctx);
+    let v = bench::mac_swap_tx(&ctx);
+    bench::undo_growth(&ctx, len);
+    v
+}
+
+/// Benchmark only (never attached by xlb): [`xlb_bench_balancer`] for
+/// program-only timing (kernels that refuse live frames), which also gives
+/// back the head room an encapsulation took (see `bench::undo_growth`), so
+/// that each repetition processes the intended frame. A separate program
+/// so that the live-frames path stays exactly as it was.
+#[xdp]
+#[inline(always)]
+pub fn xlb_bench_balancer_undo(ctx: XdpContext) -> u32 {
+    bench::restore_eth(&ctx);
+    let len = bench::frame_len(&ctx);
+    let v = balancer::process(&ctx);
+    bench::undo_growth(&ctx, len);
+    v
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -31,6 +31,12 @@ use aya::{
 
 /// The entry point in `xlb_bench.c`.
 pub const PROGRAM: &str = "katran_bench";
+/// The entry point for program-only timing: [`PROGRAM`] plus the head
+/// undo (one `bpf_xdp_adjust_head`), as xlb's `xlb_bench_balancer_undo`.
+pub const PROGRAM_UNDO: &str = "katran_bench_undo";
+/// `stats` index of the encapsulation-failure counter (MAX_VIPS +
+/// ENCAP_FAIL_CNTR; failures count in its second word).
+const ENCAP_FAIL_KEY: u32 = MAX_VIPS + 7;
 /// VIPs the Katran object is compiled for. Its `stats` map holds
 /// 2 × MAX_VIPS counters and uses index MAX_VIPS + 21, so at least 22.
 const MAX_VIPS: u32 = 32;
@@ -182,8 +188,10 @@ impl Katran {
             .map_max_entries("server_id_map", 1)
             .load(&object)
             .context("loading Katran's balancer")?;
-        let p: &mut Xdp = ebpf.program_mut(PROGRAM).context(PROGRAM)?.try_into()?;
-        p.load().context("verifying Katran's balancer")?;
+        for name in [PROGRAM, PROGRAM_UNDO] {
+            let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
+            p.load().context("verifying Katran's balancer")?;
+        }
 
         let mut ctl: Array<&mut MapData, u64> =
             Array::try_from(ebpf.map_mut("ctl_array").context("ctl_array")?)?;
@@ -303,6 +311,18 @@ impl Katran {
         )?;
         head.set(0, w, 0)?;
         Ok(())
+    }
+
+    /// Katran's own count of packets forwarded for VIP number `vip` and of
+    /// encapsulation failures, summed over CPUs: how the bench checks that
+    /// every program-only repetition was forwarded.
+    pub fn counters(&self, vip: u32) -> anyhow::Result<(u64, u64)> {
+        let stats: PerCpuArray<&MapData, LbStats> =
+            PerCpuArray::try_from(self.ebpf.map("stats").context("stats")?)?;
+        let sum = |i, f: fn(&LbStats) -> u64| -> anyhow::Result<u64> {
+            Ok(stats.get(&i, 0)?.iter().map(f).sum())
+        };
+        Ok((sum(vip, |s| s.v1)?, sum(ENCAP_FAIL_KEY, |s| s.v2)?))
     }
 
     pub fn ebpf(&self) -> &Ebpf {
