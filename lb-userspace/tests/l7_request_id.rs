@@ -131,7 +131,7 @@ async fn xlb(
             },
         )
         .expect("plugins build");
-        let mut route = RouteSpec::new(&format!("r{i}"), "u");
+        let mut route = RouteSpec::new(format!("r{i}"), "u");
         route.paths = vec![PathMatch::Prefix((*prefix).into())];
         route.options = std::sync::Arc::new(RouteOptions {
             plugins: chain,

@@ -455,11 +455,14 @@ fn run() -> anyhow::Result<()> {
 const FIXED_RATE_SHARE: f64 = 0.7;
 
 /// The fixed-rate latency case: its rate and, per proxy of the main
-/// matrix, the (achieved req/s, p50 µs, p99 µs) of each round.
+/// matrix, its rounds.
 struct FixedRate {
     rate: f64,
-    runs: Vec<(Kind, Vec<(f64, f64, f64)>)>,
+    runs: Vec<(Kind, FixedRounds)>,
 }
+
+/// (achieved req/s, p50 µs, p99 µs) of each fixed-rate round.
+type FixedRounds = Vec<(f64, f64, f64)>;
 
 /// HTTP/1.1 at [`FIXED_RATE_SHARE`] of nginx's median saturated rate,
 /// driven by h2load (`--h1`, the same 64 connections, `--rps` per
@@ -477,8 +480,7 @@ fn measure_fixed_rate(
     let nginx_rps = medians(&samples[ni][Proto::H1 as usize]).rps;
     let rate = (nginx_rps * FIXED_RATE_SHARE).floor();
     let per_conn = rate / f64::from(H1_CONNECTIONS);
-    let mut runs: Vec<(Kind, Vec<(f64, f64, f64)>)> =
-        running.iter().map(|r| (r.kind, Vec::new())).collect();
+    let mut runs: Vec<(Kind, FixedRounds)> = running.iter().map(|r| (r.kind, Vec::new())).collect();
     for round in 0..s.rounds {
         for i in round_order(running.len(), round) {
             let r = &running[i];

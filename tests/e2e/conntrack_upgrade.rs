@@ -79,13 +79,14 @@ fn v6_flows() -> Vec<(FlowKey, ConnValue)> {
         .collect()
 }
 
+/// The pinned `CONNTRACK` (IPv6 and old-layout flows) and `CONNTRACK_V4`
+/// entries.
+type Tables = (Vec<(FlowKey, ConnValue)>, Vec<(FlowKeyV4, ConnValue)>);
+
 /// Loads once to pin every map, writes the old-version flows into
 /// `CONNTRACK`, optionally unpins `CONNTRACK_V4`, loads again; returns the
 /// pin directory's two tables as read after the second load.
-fn upgrade(
-    instance: &str,
-    old_layout: bool,
-) -> (Vec<(FlowKey, ConnValue)>, Vec<(FlowKeyV4, ConnValue)>) {
+fn upgrade(instance: &str, old_layout: bool) -> Tables {
     let cfg = config(instance);
     let pin_dir: PathBuf = {
         let dp = Datapath::load(&cfg).expect("first load");

@@ -86,7 +86,7 @@ fn config(n: usize) -> String {
             BACKENDS[0], weights.0, BACKENDS[1], weights.1, BACKENDS[2], weights.2
         )
     };
-    let extra = if n % 2 == 0 {
+    let extra = if n.is_multiple_of(2) {
         "    - id: extra\n      paths: [\"/extra\"]\n      upstream: only3\n".to_string()
     } else {
         String::new()
@@ -164,7 +164,7 @@ fn client(ns: &Netns, id: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) -> Jo
                 // Odd rounds: one request per connection; even: ten.
                 let per_conn = if round % 2 == 1 { 1 } else { 10 };
                 for k in 0..per_conn {
-                    let post = (round + k) % 3 == 0;
+                    let post = (round + k).is_multiple_of(3);
                     let req = Request::builder()
                         .method(if post { "POST" } else { "GET" })
                         .uri(format!("/r{id}/{round}/{k}"))

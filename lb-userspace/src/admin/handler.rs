@@ -404,9 +404,9 @@ async fn check_vips(admin: &Admin, writes: &[Write]) -> Result<(), Response<Body
             continue;
         }
         let (answer, verdict) = tokio::sync::oneshot::channel();
-        let asked = sink.send(crate::store::apply::VipRequest::Check(
+        let asked = sink.send(crate::store::apply::VipRequest::Check(Box::new(
             crate::store::apply::VipCheck { vip, answer },
-        ));
+        )));
         let field = if many {
             format!("writes[{i}].value")
         } else {

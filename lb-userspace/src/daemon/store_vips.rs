@@ -86,7 +86,8 @@ impl Daemon {
     pub(super) async fn vip_request(&mut self, request: VipRequest) {
         match request {
             VipRequest::Change(change) => self.apply_vip_change(change).await,
-            VipRequest::Check(VipCheck { vip, answer }) => {
+            VipRequest::Check(check) => {
+                let VipCheck { vip, answer } = *check;
                 let verdict = self.check_stored_vip(&vip).await;
                 if let Err(e) = &verdict {
                     log::info!("admin API: VIP {} refused: {e}", vip.name);

@@ -90,7 +90,9 @@ pub struct VipCheck {
 #[derive(Debug)]
 pub enum VipRequest {
     Change(VipChange),
-    Check(VipCheck),
+    /// Boxed: a whole VIP config is six times the size of a change, and
+    /// checks are rare (one per VIP written through the admin API).
+    Check(Box<VipCheck>),
 }
 
 /// Where the applier sends VIP changes and the admin API VIP checks (the

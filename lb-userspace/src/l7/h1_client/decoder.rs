@@ -318,13 +318,11 @@ fn parse_trailers(raw: &[u8], lines: usize) -> Result<HeaderMap, H1Error> {
 mod tests {
     use super::*;
 
-    /// Feeds `input` one byte at a time; the body, the trailers, and what
-    /// is left after the body (or the error).
-    fn run(
-        framing: Framing,
-        input: &[u8],
-        eof: bool,
-    ) -> Result<(Vec<u8>, Option<HeaderMap>, Vec<u8>), String> {
+    /// The body, the trailers, and what is left after the body.
+    type Run = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
+
+    /// Feeds `input` one byte at a time; what it decodes (or the error).
+    fn run(framing: Framing, input: &[u8], eof: bool) -> Result<Run, String> {
         let mut d = BodyDecoder::new(framing);
         let mut buf = BytesMut::new();
         let mut body = Vec::new();

@@ -43,9 +43,12 @@ enum Outcome {
     /// A head; then the body and trailers, or a refused body.
     Response {
         status: u16,
-        body: Result<(Vec<u8>, Vec<(String, String)>), ()>,
+        body: Result<BodyAndTrailers, ()>,
     },
 }
+
+/// A body's bytes and its trailer fields (name, value).
+type BodyAndTrailers = (Vec<u8>, Vec<(String, String)>);
 
 /// One scripted node connection: reads a request head, writes `stream`,
 /// then either closes, or waits for a second request head and answers it

@@ -144,7 +144,9 @@ mod tests {
         const V11: Version = Version::HTTP_11;
         let te = ("transfer-encoding", "chunked");
         let cl = |v: &'static str| ("content-length", v);
-        let cases: &[(u16, Version, &[(&str, &str)], Method, &str)] = &[
+        // (status, version, fields, request method, expected framing)
+        type Case<'a> = (u16, Version, &'a [(&'a str, &'a str)], Method, &'a str);
+        let cases: &[Case] = &[
             (100, V11, &[cl("5")], Method::GET, "Interim"),
             (103, V11, &[], Method::GET, "Interim"),
             (101, V11, &[cl("5")], Method::GET, "Final(Empty)"),
