@@ -54,10 +54,26 @@ fn finish(class: ProtoClass, reason: Reason, len: u64, action: u32) -> u32 {
 }
 
 /// Runs the balancer on one frame and returns the XDP action.
+///
+/// Everything after the Ethernet header is written out once per IP
+/// version ([`steer`] inlined twice, each copy with the family a
+/// constant): with one shared copy, the IPv4 path carried the IPv6
+/// address words and family tests through every step, and LLVM spilled
+/// and reloaded them around each map lookup.
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let parsed = parse::parse(ctx);
+    match parse::l3(ctx) {
+        parse::L3::V4(l3_off) => steer(ctx, parse::parse_v4(ctx, l3_off), len),
+        parse::L3::V6(l3_off) => steer(ctx, parse::parse_v6(ctx, l3_off), len),
+        parse::L3::NonIp => steer(ctx, Parsed::NonIp, len),
+        parse::L3::Malformed => steer(ctx, Parsed::Malformed, len),
+    }
+}
+
+/// The balancer's work on a parsed frame.
+#[inline(always)]
+fn steer(ctx: &XdpContext, parsed: Parsed, len: u64) -> u32 {
     let class = parse::class_of_failure(&parsed);
     let pkt = match parsed {
         Parsed::Ip(p) => p,
@@ -165,8 +181,7 @@ fn echo(ctx: &XdpContext, pkt: &Pkt, class: ProtoClass, len: u64) -> u32 {
         proto: pkt.key.proto,
         family: if pkt.v6 { FAMILY_V6 } else { FAMILY_V4 },
     };
-    // SAFETY: NO_PREALLOC map; the value is copied out at once.
-    let Some(vip) = (unsafe { VIPS.get(&key) }).copied() else {
+    let Some(vip) = vip_get(&key) else {
         return finish(class, Reason::PassNotVip, len, xdp_action::XDP_PASS);
     };
     maps::count_vip(vip.index, len);
@@ -176,16 +191,78 @@ fn echo(ctx: &XdpContext, pkt: &Pkt, class: ProtoClass, len: u64) -> u32 {
     }
 }
 
-/// The `FRAGMENTS` key of a fragment's datagram.
-#[inline(always)]
-fn frag_key(pkt: &Pkt) -> FragKey {
-    FragKey {
-        src: pkt.key.src,
-        dst: pkt.key.dst,
-        id: pkt.frag_id,
-        proto: pkt.key.proto,
-        _pad: [0; 3],
+/// A map key built on the stack one 32-bit word at a time, with volatile
+/// stores.
+///
+/// In the IPv4 copy of the balancer (see [`process`]) the upper address
+/// words of a key are known zeros, and LLVM, told that misaligned accesses
+/// are fine (lb-ebpf/.cargo), merges two such 4-byte stores into one
+/// 8-byte store at a 4-byte-aligned stack offset, which the verifier
+/// rejects ("misaligned stack access"). Volatile stores are kept as they
+/// are written.
+#[repr(C)]
+struct StackKey<K> {
+    key: core::mem::MaybeUninit<K>,
+}
+
+impl<K> StackKey<K> {
+    #[inline(always)]
+    fn uninit() -> StackKey<K> {
+        StackKey {
+            key: core::mem::MaybeUninit::uninit(),
+        }
     }
+
+    /// Writes the key in place, `words` in memory order (`N` words must be
+    /// exactly the size of `K`), and returns it. In place: a key returned
+    /// by value would be copied, and the copy's stores merged again.
+    #[inline(always)]
+    fn set<const N: usize>(&mut self, words: [u32; N]) -> &K {
+        const { assert!(core::mem::size_of::<K>() == N * 4) };
+        let w = self.key.as_mut_ptr() as *mut u32;
+        let mut i = 0;
+        while i < N {
+            // SAFETY: `w` points at N words of this key (size checked above;
+            // every key type here is 4-aligned).
+            unsafe { core::ptr::write_volatile(w.add(i), words[i]) };
+            i += 1;
+        }
+        // SAFETY: every byte written just above.
+        unsafe { self.key.assume_init_ref() }
+    }
+}
+
+/// The words of the `FRAGMENTS` key of a fragment's datagram (a
+/// `FragKey`: addresses, identification, protocol, three zero bytes), for
+/// [`StackKey::set`].
+#[inline(always)]
+fn frag_key(pkt: &Pkt) -> [u32; 10] {
+    let (s, d) = (pkt.key.src, pkt.key.dst);
+    [
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+        pkt.frag_id,
+        pkt.key.proto as u32,
+    ]
+}
+
+/// Looks `key` up in `VIPS` (through a [`StackKey`]), copying the value
+/// out.
+#[inline(always)]
+fn vip_get(key: &VipKey) -> Option<VipMeta> {
+    let a = key.addr;
+    // VipKey: the address, then port (u16), protocol, family (little-endian).
+    let last = key.port as u32 | (key.proto as u32) << 16 | (key.family as u32) << 24;
+    let mut k = StackKey::<VipKey>::uninit();
+    let k = k.set([a[0], a[1], a[2], a[3], last]);
+    // SAFETY: NO_PREALLOC map; the value is copied out at once.
+    unsafe { VIPS.get(k) }.copied()
 }
 
 /// Remembers where a first fragment went, for its datagram's others.
@@ -196,7 +273,8 @@ fn remember_first_fragment(pkt: &Pkt, vip: &VipMeta, sel: &Selected) {
         hash: sel.hash,
         vip: *vip,
     };
-    let _ = FRAGMENTS.insert(&frag_key(pkt), &value, 0);
+    let mut k = StackKey::<FragKey>::uninit();
+    let _ = FRAGMENTS.insert(k.set(frag_key(pkt)), &value, 0);
 }
 
 /// A later fragment whose first fragment was seen: sent where that one
@@ -204,7 +282,8 @@ fn remember_first_fragment(pkt: &Pkt, vip: &VipMeta, sel: &Selected) {
 /// 3-tuple).
 #[inline(always)]
 fn follow_first_fragment(ctx: &XdpContext, pkt: &Pkt, class: ProtoClass, len: u64) -> Option<u32> {
-    let f = FRAGMENTS.get_ptr(&frag_key(pkt))?;
+    let mut k = StackKey::<FragKey>::uninit();
+    let f = FRAGMENTS.get_ptr(k.set(frag_key(pkt)))?;
     // SAFETY: copied out at once; a stale value is checked below.
     let f: FragValue = unsafe { *f };
     let backend = BACKENDS.get(f.backend)?;
@@ -273,17 +352,16 @@ fn lookup_vip(flow: &FlowKey, v6: bool, fragment: bool, wildcards: bool) -> Opti
     if fragment {
         key.port = 0;
         key.family = family | FAMILY_FRAGMENTS;
-        // SAFETY: NO_PREALLOC map; the value is copied out at once.
-        return unsafe { VIPS.get(&key) }.copied();
+        return vip_get(&key);
     }
-    if let Some(v) = unsafe { VIPS.get(&key) } {
-        return Some(*v);
+    if let Some(v) = vip_get(&key) {
+        return Some(v);
     }
     if !wildcards {
         return None;
     }
     key.port = 0;
-    unsafe { VIPS.get(&key) }.copied()
+    vip_get(&key)
 }
 
 /// Picks the backend: the connection table's, if it still stands, else the

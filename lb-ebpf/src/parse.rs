@@ -84,11 +84,28 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-/// Parses the frame in `ctx`.
+/// Where the frame's IP header starts, by IP version: what the parser
+/// found before the IP header.
+pub enum L3 {
+    /// An IPv4 header at this offset (not yet checked).
+    V4(usize),
+    /// An IPv6 header at this offset (not yet checked).
+    V6(usize),
+    /// Not IP: ARP, LLDP, ...
+    NonIp,
+    /// Too short for its Ethernet or 802.1Q header.
+    Malformed,
+}
+
+/// Reads the Ethernet header (and an 802.1Q tag) of the frame in `ctx`.
+///
+/// Separate from [`parse_v4`] / [`parse_v6`] so that the balancer can run
+/// the rest of its work in one copy per IP version (see
+/// `balancer::process`).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Parsed {
+pub fn l3(ctx: &XdpContext) -> L3 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return Parsed::Malformed;
+        return L3::Malformed;
     };
     let mut l3_off = core::mem::size_of::<EthHdr>();
     // SAFETY (every dereference in this module): the pointer came from
@@ -96,20 +113,21 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     let mut ether_type = be16(unsafe { (*eth).ether_type });
     if ether_type == ETH_P_8021Q {
         let Some(vlan) = ptr_at::<VlanHdr>(ctx, l3_off) else {
-            return Parsed::Malformed;
+            return L3::Malformed;
         };
         ether_type = be16(unsafe { (*vlan).ether_type });
         l3_off += core::mem::size_of::<VlanHdr>();
     }
     match ether_type {
-        ETH_P_IPV4 => parse_v4(ctx, l3_off),
-        ETH_P_IPV6 => parse_v6(ctx, l3_off),
-        _ => Parsed::NonIp,
+        ETH_P_IPV4 => L3::V4(l3_off),
+        ETH_P_IPV6 => L3::V6(l3_off),
+        _ => L3::NonIp,
     }
 }
 
+/// Parses the IPv4 packet at `l3_off`.
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
+pub fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, l3_off) else {
         return Parsed::Malformed;
     };
@@ -170,8 +188,9 @@ fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
     })
 }
 
+/// Parses the IPv6 packet at `l3_off`.
 #[inline(always)]
-fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
+pub fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
     let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, l3_off) else {
         return Parsed::Malformed;
     };
