@@ -551,14 +551,6 @@ fn forward(
         return too_big(ctx, pkt, vip, settings, outer, kind, len, class);
     }
     let done = if pkt.v6 {
-        let tc = match ptr_at::<Ipv6Hdr>(ctx, pkt.l3_off) {
-            // SAFETY: bounds checked by ptr_at.
-            Some(ip) => unsafe {
-                let v = (*ip).version_tc_flow;
-                (v[0] << 4) | (v[1] >> 4)
-            },
-            None => 0,
-        };
         encap::ipip_v6(
             ctx,
             pkt.l3_off,
@@ -566,38 +558,31 @@ fn forward(
             settings,
             sel.hash,
             pkt.ip_len,
-            tc,
+            pkt.tos,
             IPPROTO_IPV6,
         )
+    } else if outer_v6 {
+        encap::ipip_v6(
+            ctx,
+            pkt.l3_off,
+            backend,
+            settings,
+            sel.hash,
+            pkt.ip_len,
+            pkt.tos,
+            IPPROTO_IPIP,
+        )
     } else {
-        let tos = match ptr_at::<Ipv4Hdr>(ctx, pkt.l3_off) {
-            // SAFETY: bounds checked by ptr_at.
-            Some(ip) => unsafe { (*ip).tos },
-            None => 0,
-        };
-        if outer_v6 {
-            encap::ipip_v6(
-                ctx,
-                pkt.l3_off,
-                backend,
-                settings,
-                sel.hash,
-                pkt.ip_len,
-                tos,
-                IPPROTO_IPIP,
-            )
-        } else {
-            encap::ipip_v4(
-                ctx,
-                pkt.l3_off,
-                backend,
-                settings,
-                sel.hash,
-                pkt.ip_len,
-                tos,
-                pkt.dont_frag,
-            )
-        }
+        encap::ipip_v4(
+            ctx,
+            pkt.l3_off,
+            backend,
+            settings,
+            sel.hash,
+            pkt.ip_len,
+            pkt.tos,
+            pkt.dont_frag,
+        )
     };
     match done {
         Some(()) => send(backend, class, reason, len, ctx),

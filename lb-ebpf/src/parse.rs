@@ -59,6 +59,10 @@ pub struct Pkt {
     pub dont_frag: bool,
     /// Length of the IP packet by its header (total length / 40 + payload).
     pub ip_len: u32,
+    /// The IPv4 TOS byte or the IPv6 traffic class, for an encapsulation's
+    /// outer header: taken here, where the header is loaded anyway, rather
+    /// than bounds-checked and read again before encapsulating.
+    pub tos: u8,
     /// Counter bucket.
     pub class: ProtoClass,
 }
@@ -184,6 +188,7 @@ pub fn parse_v4(ctx: &XdpContext, l3_off: usize) -> Parsed {
         frag_id: u16::from_ne_bytes(ip.id) as u32,
         dont_frag: frag & IPV4_DF != 0,
         ip_len: total_len as u32,
+        tos: ip.tos,
         class,
     })
 }
@@ -277,6 +282,7 @@ pub fn parse_v6(ctx: &XdpContext, l3_off: usize) -> Parsed {
         frag_id,
         dont_frag: true,
         ip_len: ip_len as u32,
+        tos: (ip.version_tc_flow[0] << 4) | (ip.version_tc_flow[1] >> 4),
         class: class_v6(next),
     })
 }
