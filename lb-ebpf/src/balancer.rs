@@ -550,27 +550,11 @@ fn forward(
     if pkt.ip_len + outer > settings.backend_mtu {
         return too_big(ctx, pkt, vip, settings, outer, kind, len, class);
     }
-    let done = if pkt.v6 {
+    let done = if outer_v6 {
+        // `pkt.v6` is a constant in each per-family copy of the balancer.
+        let inner = if pkt.v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
         encap::ipip_v6(
-            ctx,
-            pkt.l3_off,
-            backend,
-            settings,
-            sel.hash,
-            pkt.ip_len,
-            pkt.tos,
-            IPPROTO_IPV6,
-        )
-    } else if outer_v6 {
-        encap::ipip_v6(
-            ctx,
-            pkt.l3_off,
-            backend,
-            settings,
-            sel.hash,
-            pkt.ip_len,
-            pkt.tos,
-            IPPROTO_IPIP,
+            ctx, pkt.l3_off, backend, settings, sel.hash, pkt.ip_len, pkt.tos, inner,
         )
     } else {
         encap::ipip_v4(
