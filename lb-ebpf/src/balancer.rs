@@ -237,6 +237,10 @@ impl<K> StackKey<K> {
 /// [`StackKey::set`].
 #[inline(always)]
 fn frag_key(pkt: &Pkt) -> [u32; 10] {
+    const {
+        use core::mem::offset_of;
+        assert!(offset_of!(FragKey, id) == 32 && offset_of!(FragKey, proto) == 36);
+    };
     let (s, d) = (pkt.key.src, pkt.key.dst);
     [
         s[0],
@@ -258,6 +262,11 @@ fn frag_key(pkt: &Pkt) -> [u32; 10] {
 fn vip_get(key: &VipKey) -> Option<VipMeta> {
     let a = key.addr;
     // VipKey: the address, then port (u16), protocol, family (little-endian).
+    const {
+        use core::mem::offset_of;
+        assert!(offset_of!(VipKey, port) == 16);
+        assert!(offset_of!(VipKey, proto) == 18 && offset_of!(VipKey, family) == 19);
+    };
     let last = key.port as u32 | (key.proto as u32) << 16 | (key.family as u32) << 24;
     let mut k = StackKey::<VipKey>::uninit();
     let k = k.set([a[0], a[1], a[2], a[3], last]);

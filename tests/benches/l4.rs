@@ -562,12 +562,24 @@ struct ProgramRun {
 /// buffer (bytes and data pointers), so a rewriting program must undo its
 /// rewrite itself (the `_undo` entry points).
 fn run_program_only(ebpf: &Ebpf, name: &str, frame: &[u8]) -> anyhow::Result<ProgramRun> {
-    let p: &Xdp = ebpf.program(name).context("program")?.try_into()?;
+    test_run(ebpf, name, frame, REPEAT)
+}
+
+/// Runs `name` once (not live) on `frame`: its verdict and output frame.
+fn run_single(ebpf: &Ebpf, name: &str, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+    let r = test_run(ebpf, name, frame, 1)?;
+    Ok((r.verdict, r.out))
+}
+
+/// One BPF_PROG_TEST_RUN of `name` on `frame` without live frames,
+/// `repeat` times.
+fn test_run(ebpf: &Ebpf, name: &str, frame: &[u8], repeat: u32) -> anyhow::Result<ProgramRun> {
+    let p: &Xdp = ebpf.program(name).context(name.to_string())?.try_into()?;
     let mut out = vec![0u8; frame.len() + 256];
     let r = p.test_run(TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
-        repeat: REPEAT,
+        repeat,
         ..Default::default()
     })?;
     out.truncate(r.data_size_out as usize);
@@ -578,44 +590,17 @@ fn run_program_only(ebpf: &Ebpf, name: &str, frame: &[u8]) -> anyhow::Result<Pro
     })
 }
 
-/// Runs `name` once (not live) on `frame`: its verdict and output frame.
-fn run_single(ebpf: &Ebpf, name: &str, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
-    let p: &Xdp = ebpf.program(name).context("program")?.try_into()?;
-    let mut out = vec![0u8; frame.len() + 256];
-    let r = p.test_run(TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ..Default::default()
-    })?;
-    out.truncate(r.data_size_out as usize);
-    Ok((r.return_value, out))
-}
-
 /// Runs Katran once (not live) on the case's frame: it must transmit, to
 /// the primed backend on a hit and to one of the VIP's backends on a new
 /// flow (a peer measured on a wrong path is no peer).
 fn check_katran(k: &katran::Katran, case: &Case, peer: &Peer) -> anyhow::Result<()> {
-    let p: &Xdp = k
-        .ebpf()
-        .program(katran::PROGRAM)
-        .context("katran")?
-        .try_into()?;
-    let mut out = vec![0u8; case.frame.len() + 256];
-    let r = p.test_run(TestRunOptions {
-        data_in: Some(&case.frame),
-        data_out: Some(&mut out),
-        ..Default::default()
-    })?;
+    let (verdict, out) = run_single(k.ebpf(), katran::PROGRAM, &case.frame)?;
     anyhow::ensure!(
-        r.return_value == 3,
-        "{}: Katran returned {}, expected XDP_TX",
-        case.name,
-        r.return_value
+        verdict == 3,
+        "{}: Katran returned {verdict}, expected XDP_TX",
+        case.name
     );
-    let inner_dst: IpAddr = match u16::from_be_bytes([case.frame[12], case.frame[13]]) {
-        0x0800 => IpAddr::from(<[u8; 4]>::try_from(&case.frame[30..34])?),
-        _ => IpAddr::from(<[u8; 16]>::try_from(&case.frame[38..54])?),
-    };
+    let inner_dst = inner_dst(&case.frame)?;
     let outer_dst: IpAddr = match u16::from_be_bytes([out[12], out[13]]) {
         0x0800 => IpAddr::from(<[u8; 4]>::try_from(&out[30..34])?),
         0x86dd => IpAddr::from(<[u8; 16]>::try_from(&out[38..54])?),

@@ -37,8 +37,8 @@ struct {
   __uint(max_entries, 1);
 } xlb_bench_head SEC(".maps");
 
-SEC("xdp")
-int katran_bench(struct xdp_md* ctx) {
+// Rewrites the frame's 14-byte Ethernet header from `xlb_bench_head`.
+static __always_inline void restore_eth(struct xdp_md* ctx) {
   __u32 zero = 0;
   struct xlb_bench_head_value* head =
       bpf_map_lookup_elem(&xlb_bench_head, &zero);
@@ -50,6 +50,11 @@ int katran_bench(struct xdp_md* ctx) {
     *(__u32*)(data + 8) = (__u32)head->w[1];
     *(__u16*)(data + 12) = (__u16)(head->w[1] >> 32);
   }
+}
+
+SEC("xdp")
+int katran_bench(struct xdp_md* ctx) {
+  restore_eth(ctx);
   return katran_balancer_ingress(ctx);
 }
 
@@ -63,20 +68,11 @@ int katran_bench(struct xdp_md* ctx) {
 // unchanged.
 SEC("xdp")
 int katran_bench_undo(struct xdp_md* ctx) {
-  __u32 zero = 0;
-  struct xlb_bench_head_value* head =
-      bpf_map_lookup_elem(&xlb_bench_head, &zero);
-  void* data = (void*)(long)ctx->data;
-  void* data_end = (void*)(long)ctx->data_end;
-  if (head && data + 14 <= data_end) {
-    *(__u64*)data = head->w[0];
-    *(__u32*)(data + 8) = (__u32)head->w[1];
-    *(__u16*)(data + 12) = (__u16)(head->w[1] >> 32);
-  }
+  restore_eth(ctx);
   // Both lengths through an empty asm (libbpf's barrier_var), as xlb's
   // black_box: otherwise clang folds the two differences into a pointer
   // sum, which the verifier rejects.
-  long len = (long)data_end - (long)data;
+  long len = (long)ctx->data_end - (long)ctx->data;
   asm volatile("" : "+r"(len));
   int verdict = katran_balancer_ingress(ctx);
   long now = (long)ctx->data_end - (long)ctx->data;
