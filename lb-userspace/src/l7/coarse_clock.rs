@@ -5,7 +5,9 @@
 //! dozen times; the reads that need no better than milliseconds come
 //! here: the `Date` field (seconds) and a connection's idle and head
 //! clocks (timeouts of seconds).
-use nix::time::{clock_gettime, ClockId};
+use std::sync::OnceLock;
+
+use nix::time::{clock_getres, clock_gettime, ClockId};
 
 /// Seconds since the Unix epoch, to the last tick.
 pub fn unix_seconds() -> u64 {
@@ -20,6 +22,21 @@ pub fn monotonic_ns() -> u64 {
         let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
         let nanos = u64::try_from(t.tv_nsec()).unwrap_or(0);
         secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+    })
+}
+
+/// The coarse monotonic clock's step (one scheduler tick): a reading is
+/// behind the precise clock by less than this, so a difference of two
+/// readings can fall short of the real interval by up to it. Read once
+/// (10 ms, the longest tick, if the kernel will not say).
+pub fn tick_ns() -> u64 {
+    static TICK: OnceLock<u64> = OnceLock::new();
+    *TICK.get_or_init(|| {
+        clock_getres(ClockId::CLOCK_MONOTONIC_COARSE).map_or(10_000_000, |t| {
+            let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
+            let nanos = u64::try_from(t.tv_nsec()).unwrap_or(0);
+            secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+        })
     })
 }
 
@@ -43,5 +60,20 @@ mod tests {
             coarse.abs_diff(precise) <= Duration::from_millis(20),
             "{coarse:?} {precise:?}"
         );
+        assert!(super::tick_ns() > 0 && super::tick_ns() <= 10_000_000);
+    }
+
+    #[test]
+    fn a_difference_plus_one_tick_is_never_short_of_the_real_interval() {
+        for _ in 0..200 {
+            let (c0, t0) = (super::monotonic_ns(), Instant::now());
+            std::thread::sleep(Duration::from_micros(300));
+            let real = t0.elapsed();
+            let coarse = super::monotonic_ns() - c0 + super::tick_ns();
+            assert!(
+                Duration::from_nanos(coarse) >= real,
+                "{coarse} ns < {real:?}"
+            );
+        }
     }
 }
