@@ -119,10 +119,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether a `Connection` value holds only `keep-alive` and `close`
 /// tokens (options that name no other field to remove).
 fn names_no_field(value: &[u8]) -> bool {
-    value.split(|b| *b == b',').all(|t| {
+    connection_options(value).is_some()
+}
+
+/// The `keep-alive` and `close` options of one `Connection` field value.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    pub keep_alive: bool,
+    pub close: bool,
+}
+
+/// The options of a `Connection` value made only of `keep-alive` and
+/// `close` tokens (empty list elements allowed, RFC 9110 §5.6.1); `None`
+/// when it holds any other token (one naming a field to remove, or
+/// `upgrade`).
+pub fn connection_options(value: &[u8]) -> Option<ConnectionOptions> {
+    let mut options = ConnectionOptions::default();
+    for t in value.split(|b| *b == b',') {
         let t = t.trim_ascii();
-        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-    })
+        if t.eq_ignore_ascii_case(b"keep-alive") {
+            options.keep_alive = true;
+        } else if t.eq_ignore_ascii_case(b"close") {
+            options.close = true;
+        } else if !t.is_empty() {
+            return None;
+        }
+    }
+    Some(options)
 }
 
 /// What the proxy knows about the downstream leg of a request.

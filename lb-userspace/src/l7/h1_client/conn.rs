@@ -520,17 +520,17 @@ impl Exchange {
 /// (RFC 9112 §9.3): HTTP/1.1 unless `Connection: close`, HTTP/1.0 only
 /// with `Connection: keep-alive`.
 fn keep_alive(head: &ResponseHead) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    let connection = match head.present.connection {
-        true => head.headers.get_all(header::CONNECTION),
-        false => return head.version == Version::HTTP_11,
-    };
-    for v in connection {
-        for t in v.to_str().unwrap_or("").split(',') {
-            let t = t.trim();
-            close |= t.eq_ignore_ascii_case("close");
-            keep |= t.eq_ignore_ascii_case("keep-alive");
+    // The options of a plain `Connection: keep-alive` / `close`, read by
+    // the parser (which left that field out of the map).
+    let mut close = head.present.options.close;
+    let mut keep = head.present.options.keep_alive;
+    if head.present.connection {
+        for v in head.headers.get_all(header::CONNECTION) {
+            for t in v.to_str().unwrap_or("").split(',') {
+                let t = t.trim();
+                close |= t.eq_ignore_ascii_case("close");
+                keep |= t.eq_ignore_ascii_case("keep-alive");
+            }
         }
     }
     match head.version {

@@ -11,7 +11,10 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::H1Error;
-use crate::l7::{headers::KEEP_ALIVE, recycled_maps};
+use crate::l7::{
+    headers::{connection_options, ConnectionOptions, KEEP_ALIVE},
+    recycled_maps,
+};
 
 /// The most fields a head may have (hyper's `DEFAULT_MAX_HEADERS`).
 pub const MAX_FIELDS: usize = 100;
@@ -37,10 +40,22 @@ pub struct ResponseHead {
 /// parsed (a compare of each name) so that the keep-alive decision needs
 /// no hashed lookup for absent ones (~150 instructions per lookup, and
 /// `Keep-Alive` is in almost no response).
+///
+/// A `Connection` field whose options are only `keep-alive` and `close`
+/// (every response of an nginx node carries one) is read here and not
+/// kept in the map: it concerns this connection alone, the proxy strips it
+/// before the response goes on (RFC 9110 §7.6.1), and putting it in only to
+/// take it out again cost ~400 instructions per response. Its options are
+/// in [`Present::options`]; any other `Connection` field (`upgrade`, or
+/// naming fields to remove) stays in the map for the strip and the upgrade
+/// check, and sets [`Present::connection`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Present {
+    /// A `Connection` field is in the map.
     pub connection: bool,
     pub keep_alive: bool,
+    /// The options of the `Connection` fields read and left out.
+    pub options: ConnectionOptions,
 }
 
 /// Parses one head at the start of `buf`: `Ok(None)` when more bytes are
@@ -98,7 +113,14 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H1Error> {
         let (ns, ne, vs, ve) = unsafe { span.assume_init() };
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| H1Error::Head(httparse::Error::HeaderName))?;
-        present.connection |= name == header::CONNECTION;
+        if name == header::CONNECTION {
+            if let Some(options) = connection_options(&head[vs..ve]) {
+                present.options.close |= options.close;
+                present.options.keep_alive |= options.keep_alive;
+                continue;
+            }
+            present.connection = true;
+        }
         present.keep_alive |= name == KEEP_ALIVE;
         // SAFETY: httparse let only HTAB, SP, VCHAR and obs-text into the
         // value, all of which `HeaderValue` takes (checked for every byte
@@ -132,6 +154,25 @@ mod tests {
         let a: Vec<_> = head.headers.get_all("a").iter().collect();
         assert_eq!(a, ["1", "3"]);
         assert_eq!(&buf[..], b"body");
+    }
+
+    #[test]
+    fn a_plain_connection_field_is_read_and_left_out() {
+        let head = parse_str("HTTP/1.1 200 OK\r\nConnection: Keep-Alive, close\r\nA: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!head.headers.contains_key(header::CONNECTION));
+        assert!(!head.present.connection);
+        assert!(head.present.options.close && head.present.options.keep_alive);
+        // Options that name a field, or ask for an upgrade, stay for the
+        // hop-by-hop strip and the upgrade check.
+        for value in ["keep-alive, x-secret", "upgrade"] {
+            let text = format!("HTTP/1.1 101 Switching\r\nConnection: {value}\r\n\r\n");
+            let head = parse_str(&text).unwrap().unwrap();
+            assert_eq!(head.headers[header::CONNECTION], value);
+            assert!(head.present.connection);
+            assert!(!head.present.options.close);
+        }
     }
 
     #[test]
