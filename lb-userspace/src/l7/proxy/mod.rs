@@ -209,8 +209,13 @@ impl Proxy {
         after.upstream_selected(&ctx);
         // cache lookup, then the upstream phases (or a stored response)
         let (resp, through_cache, served) = match ctx.opts().cache.clone() {
+            // Boxed: inline, the cache phase's 1.4 KiB future made every
+            // request's future (this one) 3 KiB instead of 2, and it is
+            // moved and allocated once per request, on routes without a
+            // cache too.
             Some(cache) => {
-                let (resp, through_cache) = cache_lookup::run(cache, ctx, parts, body).await;
+                let (resp, through_cache) =
+                    Box::pin(cache_lookup::run(cache, ctx, parts, body)).await;
                 (resp, through_cache, None)
             }
             // Built in its box (see `box_in_place`): through the cache
