@@ -23,7 +23,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, request, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::{sync::Notify, time::Sleep};
@@ -36,6 +36,7 @@ use super::{
     options::{Timeouts, UpstreamOptions},
     reused_timer::Deadline,
     upstream_client::{SendError, UpstreamBody, UpstreamClient},
+    upstream_head::UpstreamHead,
 };
 use crate::health::FailureKind;
 
@@ -519,7 +520,7 @@ pub type Failed = (ForwardError, Option<UpBody>);
 pub async fn send(
     client: &UpstreamClient,
     node: SocketAddr,
-    head: &request::Parts,
+    head: UpstreamHead<'_>,
     body: UpBody,
     upgrade: bool,
     timeouts: &Timeouts,
@@ -719,7 +720,7 @@ impl Forwarder {
         let resp = send(
             &self.client,
             node,
-            &parts,
+            UpstreamHead::from(&parts),
             body,
             false,
             &self.timeouts,

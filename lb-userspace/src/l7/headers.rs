@@ -9,6 +9,8 @@ use http::{
     HeaderMap,
 };
 
+use super::upstream_head::AddedFields;
+
 /// Headers that describe one connection, not the message (RFC 9110
 /// §7.6.1, plus the non-standard but common `Proxy-Connection` and
 /// `Keep-Alive`). `TE` is handled apart: `TE: trailers` must reach gRPC
@@ -231,12 +233,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
     let keep_proto = down.trusted && headers.contains_key(X_FORWARDED_PROTO);
     let keep_host = down.trusted && headers.contains_key(X_FORWARDED_HOST);
     if !keep_proto {
-        let proto = match down.proto {
-            "http" => Ok(HeaderValue::from_static("http")),
-            "https" => Ok(HeaderValue::from_static("https")),
-            other => HeaderValue::from_str(other),
-        };
-        if let Ok(v) = proto {
+        if let Some(v) = proto_value(down.proto) {
             headers.insert(X_FORWARDED_PROTO, v);
         }
     }
@@ -249,30 +246,83 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
     append_via(headers, down.version);
 }
 
+/// What [`add_forwarded`] would add to `headers`, as fields to write after
+/// the head's own ([`super::upstream_head`]), when that is all it would do:
+/// none of the names it replaces, extends or removes (`X-Forwarded-*`,
+/// `Via`, `Forwarded`, `X-Real-IP`) is in the head, so each would be a new
+/// field at the end, in this order. `None` when one is (a chain from a
+/// proxy, a client's claim): the caller then edits the map with
+/// `add_forwarded`. One look at the names either way.
+pub fn forwarded_fields(headers: &HeaderMap, down: &Downstream<'_>) -> Option<AddedFields> {
+    if headers.keys().any(|n| FORWARDING.contains(n)) {
+        return None;
+    }
+    let mut added = AddedFields::new();
+    added.push((X_FORWARDED_FOR, down.client.clone()));
+    if let Some(proto) = proto_value(down.proto) {
+        added.push((X_FORWARDED_PROTO, proto));
+    }
+    if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        added.push((X_FORWARDED_HOST, host));
+    }
+    if let Some(via) = via_value(None, down.version) {
+        added.push((header::VIA, via));
+    }
+    Some(added)
+}
+
+/// Every name [`add_forwarded`] reads, replaces or removes.
+const FORWARDING: [HeaderName; 6] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::VIA,
+    header::FORWARDED,
+    X_REAL_IP,
+];
+
+/// `X-Forwarded-Proto`'s value for a downstream protocol.
+fn proto_value(proto: &str) -> Option<HeaderValue> {
+    match proto {
+        "http" => Some(HeaderValue::from_static("http")),
+        "https" => Some(HeaderValue::from_static("https")),
+        other => HeaderValue::from_str(other).ok(),
+    }
+}
+
 /// Appends this hop to `Via` (requests and responses alike).
 pub fn append_via(headers: &mut HeaderMap, version: http::Version) {
-    // The usual case, without formatting or copying (every proxied
-    // request and response passes here), in one hashed lookup.
+    // The usual case in one hashed lookup.
+    if let http::header::Entry::Vacant(v) = headers.entry(header::VIA) {
+        if let Some(via) = via_value(None, version) {
+            v.insert(via);
+        }
+        return;
+    }
+    let prior = headers.get(header::VIA).and_then(|v| v.to_str().ok());
+    if let Some(via) = via_value(prior, version) {
+        headers.insert(header::VIA, via);
+    }
+}
+
+/// `Via` with this hop after `prior`'s; the usual values without
+/// formatting or copying (every proxied request and response has one).
+fn via_value(prior: Option<&str>, version: http::Version) -> Option<HeaderValue> {
     let hop = match version {
         http::Version::HTTP_2 => "2 xlb",
         http::Version::HTTP_10 => "1.0 xlb",
         http::Version::HTTP_11 => "1.1 xlb",
         _ => "",
     };
-    if !hop.is_empty() {
-        if let http::header::Entry::Vacant(v) = headers.entry(header::VIA) {
-            v.insert(HeaderValue::from_static(hop));
-            return;
-        }
+    if prior.is_none() && !hop.is_empty() {
+        return Some(HeaderValue::from_static(hop));
     }
     let hop = format!("{} {VIA_NAME}", via_protocol(version));
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+    let via = match prior {
         Some(prior) => format!("{prior}, {hop}"),
         None => hop,
     };
-    if let Ok(v) = HeaderValue::from_str(&via) {
-        headers.insert(header::VIA, v);
-    }
+    HeaderValue::from_str(&via).ok()
 }
 
 fn via_protocol(v: http::Version) -> &'static str {
@@ -357,6 +407,65 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn forwarded_fields_are_what_add_forwarded_would_append() {
+        // Every field as written: the map's own, then the added ones.
+        fn written(h: &HeaderMap, added: &[(HeaderName, HeaderValue)]) -> Vec<(String, String)> {
+            h.iter()
+                .chain(added.iter().map(|(n, v)| (n, v)))
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                .collect()
+        }
+        let client = address_value("192.0.2.7".parse().unwrap());
+        let heads: [&[(&str, &str)]; 8] = [
+            &[("host", "example.com"), ("accept", "*/*")],
+            &[],
+            &[("x-forwarded-for", "10.0.0.1"), ("host", "a")],
+            &[("x-forwarded-proto", "https")],
+            &[("x-forwarded-host", "elsewhere")],
+            &[("via", "1.0 cdn")],
+            &[("forwarded", "for=10.0.0.1"), ("accept", "*/*")],
+            &[("x-real-ip", "10.0.0.1")],
+        ];
+        let mut deferred = 0;
+        for fields in heads {
+            for trusted in [false, true] {
+                for (version, proto, host) in [
+                    (http::Version::HTTP_11, "http", Some("example.com")),
+                    (http::Version::HTTP_2, "https", None),
+                    (http::Version::HTTP_3, "https", Some("b")),
+                ] {
+                    let down = Downstream {
+                        client: &client,
+                        proto,
+                        host,
+                        version,
+                        trusted,
+                    };
+                    let h = map(fields);
+                    let mut edited = h.clone();
+                    add_forwarded(&mut edited, &down);
+                    match forwarded_fields(&h, &down) {
+                        Some(added) => {
+                            deferred += 1;
+                            assert_eq!(written(&h, &added), written(&edited, &[]), "{fields:?}");
+                        }
+                        // Only a head holding one of the names is left
+                        // to `add_forwarded`.
+                        None => assert!(
+                            fields
+                                .iter()
+                                .any(|(n, _)| FORWARDING.iter().any(|f| f == n)),
+                            "{fields:?}"
+                        ),
+                    }
+                }
+            }
+        }
+        // The two heads without forwarding names, both ways, three versions.
+        assert_eq!(deferred, 12);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod target;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream_client;
+pub mod upstream_head;
 pub mod upstream_keepalive;
 pub mod wake_gate;
 

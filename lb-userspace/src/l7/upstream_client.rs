@@ -41,7 +41,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use http::{header, request, uri::PathAndQuery, HeaderValue, Request, Response, Uri};
+use http::{header, uri::PathAndQuery, HeaderValue, Request, Response, Uri};
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
@@ -60,6 +60,7 @@ use super::{
     h1_client::{self, Checkin, PoolKey},
     options::{UpstreamOptions, UpstreamProtocol, UpstreamTls},
     tls::{crypto_provider, upstream_server_name, ALPN_H2, ALPN_HTTP11},
+    upstream_head::UpstreamHead,
     upstream_keepalive::{announced_timeout, reuse_limit},
 };
 
@@ -373,7 +374,7 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         node: SocketAddr,
-        head: &request::Parts,
+        head: UpstreamHead<'_>,
         mut body: UpBody,
         upgrade: bool,
         connect_timeout: Duration,
@@ -394,7 +395,11 @@ impl UpstreamClient {
         // otherwise.
         let name = match self.inner.tls.is_some() {
             true => {
-                let host = head.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                let host = head
+                    .parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok());
                 self.server_name(node, host)
             }
             false => None,
@@ -478,7 +483,7 @@ impl UpstreamClient {
         &self,
         key: &Key,
         conn: Conn,
-        head: &request::Parts,
+        head: UpstreamHead<'_>,
         body: UpBody,
         reused: bool,
         checkin: Option<&Checkin>,
@@ -500,7 +505,7 @@ impl UpstreamClient {
                 }),
             },
             Conn::H1(mut s) => {
-                let req = to_http1(Request::from_parts(head.clone(), body), key.0);
+                let req = to_http1(Request::from_parts(head.to_parts(), body), key.0);
                 match s.try_send_request(req).await {
                     Ok(resp) => {
                         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -526,7 +531,7 @@ impl UpstreamClient {
                 }
             }
             Conn::H2(mut s) => {
-                let req = match to_http2(Request::from_parts(head.clone(), body), key.0, tls) {
+                let req = match to_http2(Request::from_parts(head.to_parts(), body), key.0, tls) {
                     Ok(r) => r,
                     Err(request) => {
                         return Err(SendError::Unsupported {
@@ -996,7 +1001,14 @@ mod tests {
             .unwrap()
             .into_parts();
         match client
-            .send(node, &req.0, req.1, false, Duration::from_secs(2), || ())
+            .send(
+                node,
+                (&req.0).into(),
+                req.1,
+                false,
+                Duration::from_secs(2),
+                || (),
+            )
             .await
         {
             Ok(r) => r,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use http::{header, request, HeaderMap, HeaderValue, Method, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Version};
 use hyper::body::{Body as _, Frame};
 use tokio::io::AsyncWrite;
 
@@ -24,7 +24,10 @@ use super::{
     pool_key::Checkin,
     stream::Stream,
 };
-use crate::l7::upstream_keepalive::{announced_timeout, reuse_limit};
+use crate::l7::{
+    upstream_head::UpstreamHead,
+    upstream_keepalive::{announced_timeout, reuse_limit},
+};
 
 /// Read-buffer growth step.
 const READ_CHUNK: usize = 8 * 1024;
@@ -118,11 +121,12 @@ impl Exchange {
     /// is the `Host` of a head without one (as hyper's client does).
     pub fn start(
         mut conn: Conn,
-        parts: &request::Parts,
+        head: UpstreamHead<'_>,
         body: &UpBody,
         node: std::net::SocketAddr,
         checkin: Option<Checkin>,
     ) -> (Exchange, bool) {
+        let parts = head.parts;
         let headers = &parts.headers;
         let mut has_body = !body.is_end_stream();
         let mut edits = FramingEdits::default();
@@ -167,7 +171,7 @@ impl Exchange {
                 .collect(),
             Encoding::Length(_) => Vec::new(),
         };
-        let close_requested = encode_head(&mut conn.out, parts, &edits, node);
+        let close_requested = encode_head(&mut conn.out, head, &edits, node);
         let exchange = Exchange {
             conn,
             pos: 0,
@@ -565,10 +569,11 @@ struct FramingEdits {
 /// fields instead of lookups).
 fn encode_head(
     out: &mut Vec<u8>,
-    parts: &request::Parts,
+    head: UpstreamHead<'_>,
     edits: &FramingEdits,
     node: std::net::SocketAddr,
 ) -> bool {
+    let parts = head.parts;
     let mut close = false;
     let mut host = false;
     out.clear();
@@ -585,7 +590,7 @@ fn encode_head(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     };
-    for (name, value) in &parts.headers {
+    for (name, value) in head.fields() {
         if (edits.drop_transfer_encoding && name == header::TRANSFER_ENCODING)
             || (edits.drop_content_length && name == header::CONTENT_LENGTH)
         {

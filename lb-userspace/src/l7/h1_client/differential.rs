@@ -164,7 +164,7 @@ async fn own_side(stream: &[u8], method: &Method, second: bool, client: u64) -> 
     };
     let conn = Conn::new(Stream::Tcp(tcp));
     let (head, body) = request(method).into_parts();
-    let outcome = match send(conn, &head, body, addr, Some(checkin.clone())).await {
+    let outcome = match send(conn, (&head).into(), body, addr, Some(checkin.clone())).await {
         Err(_) => Outcome::HeadRefused,
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -182,7 +182,7 @@ async fn own_side(stream: &[u8], method: &Method, second: bool, client: u64) -> 
     if second && idle_count(client) == 1 {
         if let Some(conn) = checkout(&key) {
             let (head, body) = request(&Method::GET).into_parts();
-            if let Ok(resp) = send(conn, &head, body, addr, Some(checkin)).await {
+            if let Ok(resp) = send(conn, (&head).into(), body, addr, Some(checkin)).await {
                 let status = resp.status().as_u16();
                 let body = resp.into_body().collect().await.map(|c| c.to_bytes());
                 next = status == 299 && body.is_ok_and(|b| b == Bytes::from_static(b"NEXT"));

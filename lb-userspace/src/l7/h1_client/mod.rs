@@ -39,7 +39,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{request, Response};
+use http::Response;
 use hyper::body::{Body, Frame, SizeHint};
 
 use self::conn::Exchange;
@@ -50,7 +50,7 @@ pub use self::{
     pool_key::{Checkin, PoolKey},
     stream::{Stream, Upgraded},
 };
-use super::body::UpBody;
+use super::{body::UpBody, upstream_head::UpstreamHead};
 
 /// Sends the request of `head` (its path is the target; without a `Host`,
 /// `node` is) and `body` on `conn` and reads the response head. The head
@@ -59,7 +59,7 @@ use super::body::UpBody;
 /// complete and the node keeps it.
 pub async fn send(
     conn: Conn,
-    head: &request::Parts,
+    head: UpstreamHead<'_>,
     body: UpBody,
     node: SocketAddr,
     checkin: Option<Checkin>,
