@@ -74,14 +74,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // The next most usual case: `Connection: keep-alive` (or `close`) and
-    // no other connection-specific field (every response of an nginx
-    // node, most HTTP/1.1 clients): one removal. Neither token names a
+    // no other connection-specific field (most HTTP/1.1 clients; a node's
+    // response through hyper's client, the own one leaves it out): one
+    // removal. Neither token names a
     // field present here (`Keep-Alive` would have been one of `others`).
     if !others
         && headers
             .get_all(header::CONNECTION)
             .iter()
-            .all(|v| names_no_field(v.as_bytes()))
+            .all(|v| connection_options(v.as_bytes()).is_some())
     {
         headers.remove(header::CONNECTION);
         return;
@@ -116,12 +117,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-}
-
-/// Whether a `Connection` value holds only `keep-alive` and `close`
-/// tokens (options that name no other field to remove).
-fn names_no_field(value: &[u8]) -> bool {
-    connection_options(value).is_some()
 }
 
 /// The `keep-alive` and `close` options of one `Connection` field value.
