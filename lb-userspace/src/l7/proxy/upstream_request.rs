@@ -110,9 +110,10 @@ impl Outgoing {
         // The forwarding fields written after the head's own when that is
         // where they would go (no route edits to apply after them, no
         // such field from the client): four hashed insertions saved.
-        let forwarded = match opts.request_headers.is_empty() {
-            true => headers::forwarded_fields(&parts.headers, &down),
-            false => None,
+        let edits = !opts.request_headers.is_empty();
+        let forwarded = match edits {
+            false => headers::forwarded_fields(&parts.headers, &down),
+            true => None,
         };
         let added = match forwarded {
             Some(added) => added,
@@ -122,10 +123,10 @@ impl Outgoing {
                 AddedFields::new()
             }
         };
-        // A route's edits may set or remove it.
-        let host_is_clients = host_in_head && opts.request_headers.is_empty();
-        // `Host` stays: each attempt replaces it (or removes it) in the
-        // head it is lent, one hashed operation instead of two.
+        // `Host` stays: an attempt replaces it (or removes it) in the head
+        // it is lent, unless it is the client's and stays so. A route's
+        // edits may have set or removed it.
+        let host_is_clients = host_in_head && !edits;
         parts.extensions = http::Extensions::new();
         parts.version = http::Version::HTTP_11;
         Outgoing {
