@@ -37,6 +37,13 @@
 //! is only written when xlb was measured), `XLB_BENCH_KEEP=1` (keep the
 //! scratch directory with every config and tool output), `XLB_BENCH_NICE=0`
 //! (do not raise the bench's priority to nice -20).
+//!
+//! `XLB_BENCH_TRAIN=1` is the training run of `cargo xtask build --release
+//! --pgo`: xlb alone (its plain, rate-limited and observed instances), one
+//! round of each case (default 3 s per run), driving an instrumented
+//! `XLB_BIN` so that its profile holds the paths this bench measures; it
+//! stops before the fixed-rate case, the instruction count and the report
+//! (nothing is written to `target/bench/`).
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -134,6 +141,8 @@ struct Settings {
     keep: bool,
     /// Run everything at nice -20 (XLB_BENCH_NICE=0: as started).
     nice: bool,
+    /// A training run for a profile-guided build (`XLB_BENCH_TRAIN=1`).
+    train: bool,
 }
 
 impl Settings {
@@ -147,9 +156,14 @@ impl Settings {
                 Err(_) => Ok(d),
             }
         };
-        let seconds = num("XLB_BENCH_SECONDS", 10)?.max(1);
-        let rounds = num("XLB_BENCH_ROUNDS", 3)?.max(1) as usize;
+        let train = std::env::var("XLB_BENCH_TRAIN").is_ok_and(|v| v.trim() == "1");
+        let seconds = num("XLB_BENCH_SECONDS", if train { 3 } else { 10 })?.max(1);
+        let rounds = match train {
+            true => 1,
+            false => num("XLB_BENCH_ROUNDS", 3)?.max(1) as usize,
+        };
         let kinds = match std::env::var("XLB_BENCH_PROXIES") {
+            _ if train => vec![Kind::Xlb],
             Ok(v) => v
                 .split(',')
                 .map(|n| {
@@ -181,6 +195,7 @@ impl Settings {
             load_cpu,
             keep: std::env::var_os("XLB_BENCH_KEEP").is_some(),
             nice: std::env::var("XLB_BENCH_NICE").map_or(true, |v| v.trim() != "0"),
+            train,
         })
     }
 }
@@ -423,6 +438,12 @@ fn run() -> anyhow::Result<()> {
             &backend_log,
             &mut extra_samples,
         )?;
+    }
+    if s.train {
+        // The proxies stop (cleanly: an instrumented xlb writes its profile
+        // on exit) as `extras` and `running` are dropped.
+        println!("bench l7: training run done");
+        return Ok(());
     }
     let fixed = measure_fixed_rate(&s, &dir, &mut running, &samples)?;
     let kinds: Vec<Kind> = running.iter().map(|r| r.kind).collect();

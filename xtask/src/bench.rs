@@ -1,7 +1,13 @@
 //! `cargo xtask bench NAME`: build, then run the named benchmark (a
 //! `harness = false` bench of the xlb-tests crate). Each prints a table and
 //! writes `target/bench/NAME.json` (see DESIGN.md for the format).
-use crate::{build, deps, exec};
+//!
+//! `l7` measures the profile-guided build (`cargo xtask build --release
+//! --pgo`), the one README.md names for production, since that is the
+//! binary users compare with nginx and HAProxy; `XLB_BENCH_PGO=0` measures
+//! the plain release build instead (one build instead of two and a
+//! training run, for iterating on the code).
+use crate::{build, deps, exec, pgo};
 
 /// Benchmarks that exist.
 pub const NAMES: &[&str] = &["l4", "l7", "config", "plugins", "uring"];
@@ -17,7 +23,11 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     } else {
         None
     };
-    let xlb = build::all(true)?;
+    let pgo = name == "l7" && std::env::var("XLB_BENCH_PGO").map_or(true, |v| v.trim() != "0");
+    let xlb = match pgo {
+        true => pgo::build()?,
+        false => build::all(true)?,
+    };
     let mut cmd = exec::cargo(None);
     cmd.current_dir(exec::workspace_root())
         .args(["bench", "--package", "xlb-tests", "--bench", name])

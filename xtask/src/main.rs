@@ -8,6 +8,7 @@ mod deps;
 mod exec;
 mod fuzz;
 mod imports;
+mod pgo;
 mod test;
 mod toolchain;
 
@@ -29,6 +30,10 @@ enum Cmd {
         /// Build userspace in release mode.
         #[arg(long)]
         release: bool,
+        /// With --release: profile-guided, trained on the l7 bench's
+        /// cases (the build for production; into target/pgo/optimized/).
+        #[arg(long, requires = "release")]
+        pgo: bool,
     },
     /// Build, then run `xlb` with the given arguments (e.g. `run -c xlb.yaml`).
     Run {
@@ -64,7 +69,8 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::BuildEbpf => build::ebpf(),
-        Cmd::Build { release } => build::all(release).map(|_| ()),
+        Cmd::Build { pgo: true, .. } => pgo::build().map(|p| println!("{}", p.display())),
+        Cmd::Build { release, .. } => build::all(release).map(|_| ()),
         Cmd::Run { args } => {
             let xlb = build::all(false)?;
             exec::run(std::process::Command::new(xlb).args(args))
