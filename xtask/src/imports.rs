@@ -87,7 +87,7 @@ pub fn check(src: &Path) -> anyhow::Result<Vec<String>> {
     }
     let mut problems = Vec::new();
     for scc in strongly_connected(&edges) {
-        let names: Vec<String> = scc.iter().map(|m| name(m)).collect();
+        let names: Vec<String> = scc.iter().map(name).collect();
         problems.push(format!("import circle: {}", names.join(" ↔ ")));
     }
     for (from, tos) in &edges {
