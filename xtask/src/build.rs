@@ -1,5 +1,5 @@
 //! Building the eBPF object and the `xlb` binary.
-use std::path::PathBuf;
+use std::{path::PathBuf, process::Command};
 
 use crate::{exec, toolchain};
 
@@ -22,6 +22,15 @@ pub fn ebpf() -> anyhow::Result<()> {
 pub fn all(release: bool) -> anyhow::Result<PathBuf> {
     crate::deps::ensure_apt(crate::deps::BUILD_PACKAGES)?;
     ebpf()?;
+    exec::run(&mut xlb_command(release))?;
+    Ok(exec::target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("xlb"))
+}
+
+/// The cargo command that builds the `xlb` binary (also the profile-guided
+/// build's two builds, which add their flags and target folder).
+pub fn xlb_command(release: bool) -> Command {
     let mut cmd = exec::cargo(None);
     cmd.current_dir(exec::workspace_root()).args([
         "build",
@@ -33,8 +42,5 @@ pub fn all(release: bool) -> anyhow::Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
-    exec::run(&mut cmd)?;
-    Ok(exec::target_dir()
-        .join(if release { "release" } else { "debug" })
-        .join("xlb"))
+    cmd
 }

@@ -87,16 +87,7 @@ pub fn build() -> anyhow::Result<PathBuf> {
 /// Builds the release `xlb` into `target_dir` with `rustflags`.
 fn xlb_build(target_dir: &Path, rustflags: &str) -> anyhow::Result<PathBuf> {
     exec::run(
-        exec::cargo(None)
-            .current_dir(exec::workspace_root())
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "lb-userspace",
-                "--bin",
-                "xlb",
-            ])
+        build::xlb_command(true)
             .env("CARGO_TARGET_DIR", target_dir)
             // The eBPF object stays where `build-ebpf` put it.
             .env(
