@@ -46,7 +46,7 @@ use std::{
 use http::{Request, Response};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::{
@@ -58,8 +58,12 @@ use tokio_rustls::TlsAcceptor;
 
 mod activity;
 mod h1;
+mod stream_executor;
 
-use self::activity::{Activity, HeadClock, Policy, TrackedBody, HEAD_TIMEOUT};
+use self::{
+    activity::{Activity, HeadClock, Policy, TrackedBody, HEAD_TIMEOUT},
+    stream_executor::StreamExecutor,
+};
 use super::{
     body::{ClientBody, ProxyBody},
     preface::{self, Allowed, Rewind, Verdict, PREFACE},
@@ -358,14 +362,14 @@ pub async fn serve<H, F>(
 /// What serves a listener's connections.
 struct Servers {
     /// hyper's, for HTTP/2 and for what the own path hands over.
-    hyper: auto::Builder<TokioExecutor>,
+    hyper: auto::Builder<StreamExecutor>,
     /// The own HTTP/1.1 path's limits; `None`: off.
     own_http1: Option<h1::Limits>,
 }
 
 /// hyper's builder with every protocol limit applied.
-fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn builder(limits: &ServerLimits) -> auto::Builder<StreamExecutor> {
+    let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
