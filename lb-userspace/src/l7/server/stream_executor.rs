@@ -12,7 +12,7 @@
 use std::future::Future;
 
 /// Spawns each future on the current tokio runtime, boxed.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct StreamExecutor;
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
