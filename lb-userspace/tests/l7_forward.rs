@@ -73,6 +73,7 @@ async fn proxy(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
                     client: &info.peer_ip,
                     proto: "http",
                     host: host.as_deref(),
+                    host_field: None,
                     version: req.version(),
                     trusted: false,
                 };

@@ -77,6 +77,7 @@ async fn proxy_to(node: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
                     client: &info.peer_ip,
                     proto: "http",
                     host: Some("x"),
+                    host_field: None,
                     version: req.version(),
                     trusted: false,
                 };

@@ -23,8 +23,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
-use http_body_util::BodyExt as _;
+use http::{header, Request, Response};
+use http_body_util::{BodyExt as _, Empty};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::{sync::Notify, time::Sleep};
 
@@ -349,7 +349,14 @@ where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let watch = Arc::new(BodyWatch::new(body.is_end_stream()));
+    let ended = body.is_end_stream();
+    let watch = Arc::new(BodyWatch::new(ended));
+    if ended {
+        // Nothing to count, cut off or stamp (the watch starts done): an
+        // empty body, whose box is zero-sized and so not allocated (a GET
+        // paid an allocation and a free for the wrapper before).
+        return (Empty::new().map_err(|never| match never {}).boxed(), watch);
+    }
     let body = RequestBody {
         inner: body,
         limit,
@@ -709,7 +716,7 @@ impl Forwarder {
         let (mut parts, body) = req.into_parts();
         // An HTTP/2 request has no Host header, only :authority.
         if !parts.headers.contains_key(header::HOST) {
-            if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            if let Some(host) = down.host_value() {
                 parts.headers.insert(header::HOST, host);
             }
         }

@@ -155,11 +155,24 @@ pub struct Downstream<'a> {
     pub proto: &'a str,
     /// The Host (or :authority) the client asked for, if any.
     pub host: Option<&'a str>,
+    /// `host` as the client's own field value, when it is that (shared
+    /// bytes: `X-Forwarded-Host` is then a reference count, not a copy).
+    pub host_field: Option<&'a HeaderValue>,
     /// The HTTP version of the downstream request, for `Via`.
     pub version: http::Version,
     /// Whether the client is a trusted proxy (`l7.trusted_proxies`),
     /// whose X-Forwarded-For chain is kept.
     pub trusted: bool,
+}
+
+impl Downstream<'_> {
+    /// `host` as a header value (`X-Forwarded-Host`).
+    pub fn host_value(&self) -> Option<HeaderValue> {
+        match self.host_field {
+            Some(v) => Some(v.clone()),
+            None => self.host.and_then(|h| HeaderValue::from_str(h).ok()),
+        }
+    }
 }
 
 /// `ip` as a header value (X-Forwarded-For's usual content). Made once per
@@ -233,7 +246,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, down: &Downstream<'_>) {
         }
     }
     if !keep_host {
-        match down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        match down.host_value() {
             Some(host) => headers.insert(X_FORWARDED_HOST, host),
             None => headers.remove(X_FORWARDED_HOST),
         };
@@ -257,7 +270,7 @@ pub fn forwarded_fields(headers: &HeaderMap, down: &Downstream<'_>) -> Option<Ad
     if let Some(proto) = proto_value(down.proto) {
         added.push((X_FORWARDED_PROTO, proto));
     }
-    if let Some(host) = down.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(host) = down.host_value() {
         added.push((X_FORWARDED_HOST, host));
     }
     if let Some(via) = via_value(None, down.version) {
@@ -436,6 +449,7 @@ mod tests {
                         client: &client,
                         proto,
                         host,
+                        host_field: None,
                         version,
                         trusted,
                     };
@@ -557,6 +571,7 @@ mod tests {
             client: &CLIENT,
             proto: "http",
             host: Some("www.example.com"),
+            host_field: None,
             version: http::Version::HTTP_2,
             trusted,
         }
@@ -600,6 +615,7 @@ mod tests {
                 client: &address_value("2001:db8::7".parse().unwrap()),
                 proto: "https",
                 host: None,
+                host_field: None,
                 version: http::Version::HTTP_11,
                 trusted: false,
             },

@@ -294,7 +294,7 @@ impl Attempts {
             if !self.admitted.contains(&node) {
                 let facts = RequestFacts::new(
                     ctx.conn.peer.ip(),
-                    ctx.host.as_deref().unwrap_or(""),
+                    ctx.host.as_ref().map_or("", |h| h.as_str()),
                     target,
                     headers,
                 )

@@ -10,6 +10,7 @@ use super::{
     super::{headers, options::RouteOptions, record::Note, router::Route, server::ConnInfo},
     pool::Pool,
     request_filters::UpstreamFacts,
+    route::RoutedHost,
 };
 
 /// One request, once its route and upstream are known.
@@ -24,7 +25,7 @@ pub(super) struct RequestCtx {
     /// kept).
     pub trusted: bool,
     /// The request's host (without port), as routed.
-    pub host: Option<String>,
+    pub host: Option<RoutedHost>,
     /// When a cold-start hold's deadline counts from (routes that hold).
     pub arrived: Option<Instant>,
     /// What upstream-side rate-limit rules key on.

@@ -144,7 +144,7 @@ impl Proxy {
         let cx = RequestCx {
             peer: conn.peer,
             route: route.id(),
-            host: routed.host.as_deref(),
+            host: routed.host.as_ref().map(|h| h.as_str()),
             tls: conn.tls,
         };
         // request filters: the route's plugins, then its rate limits,

@@ -41,7 +41,7 @@ pub(super) async fn run(
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let facts = RequestFacts::new(
             conn.peer.ip(),
-            routed.host.as_deref().unwrap_or(""),
+            routed.host.as_ref().map_or("", |h| h.as_str()),
             target,
             &parts.headers,
         );
@@ -56,7 +56,11 @@ pub(super) async fn run(
         }
     }
     if let Some(port) = opts.redirect_https {
-        return Err(redirect(routed.host.as_deref(), port, &parts.uri));
+        return Err(redirect(
+            routed.host.as_ref().map(|h| h.as_str()),
+            port,
+            &parts.uri,
+        ));
     }
     if let Some(limit) = opts.max_body_bytes {
         if body.size_hint().lower() > limit {

@@ -16,6 +16,7 @@ use super::{
         upstream_head::{AddedFields, UpstreamHead},
     },
     context::RequestCtx,
+    route::RoutedHost,
 };
 
 /// The request as every attempt sends it, and what the attempts need to
@@ -101,7 +102,8 @@ impl Outgoing {
         let down = Downstream {
             client: &ctx.conn.peer_ip,
             proto: if ctx.conn.tls { "https" } else { "http" },
-            host: ctx.host.as_deref(),
+            host: ctx.host.as_ref().map(RoutedHost::as_str),
+            host_field: ctx.host.as_ref().and_then(RoutedHost::field),
             version: parts.version,
             trusted: ctx.trusted,
         };
