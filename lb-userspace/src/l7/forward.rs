@@ -10,6 +10,7 @@
 //!
 //! [`Forwarder`] is the same path for callers with one node and no route
 //! (plain HTTP/1.1, default timeouts).
+use crate::l7::lane::{General, Lane};
 use std::{
     future::Future as _,
     net::SocketAddr,
@@ -524,7 +525,7 @@ pub type Failed = (ForwardError, Option<UpBody>);
 /// Sends the request of `head` (origin-form target, final headers) and
 /// `body` to `node` over `client`, within `timeouts`; `watch` is the one
 /// [`request_body`] gave for the body.
-pub async fn send(
+pub async fn send<L: Lane>(
     client: &UpstreamClient,
     node: SocketAddr,
     head: UpstreamHead<'_>,
@@ -536,11 +537,12 @@ pub async fn send(
     watch.reset();
     // Pinned in place: `select!` on a future held by value would keep a
     // second copy of it in this future's state.
-    let sending = std::pin::pin!(
-        client.send(node, head, body, upgrade, timeouts.connect, || {
-            watch.start()
-        })
-    );
+    let sending =
+        std::pin::pin!(
+            client.send::<L>(node, head, body, upgrade, timeouts.connect, || {
+                watch.start()
+            })
+        );
     tokio::select! {
         // The send first: it arms the watch (`on_send`) before the
         // timeouts are looked at, so no wake-up is needed to start them.
@@ -724,7 +726,7 @@ impl Forwarder {
         headers::add_forwarded(&mut parts.headers, down);
         parts.extensions = http::Extensions::new();
         let (body, watch) = request_body(body, None);
-        let resp = send(
+        let resp = send::<General>(
             &self.client,
             node,
             UpstreamHead::from(&parts),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod forward;
 pub mod h1_client;
 pub mod headers;
+pub mod lane;
 pub mod lazy;
 pub mod listeners;
 pub mod options;

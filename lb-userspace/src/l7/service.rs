@@ -15,6 +15,7 @@
 //! configuration and new ones see the new one, with no request lost.
 use std::{
     collections::HashMap,
+    future::Future,
     net::SocketAddr,
     sync::Arc,
     thread::JoinHandle,
@@ -32,15 +33,17 @@ use super::box_in_place::box_in_place;
 use super::plan::{CachePlan, L7Plan, ListenerPlan};
 use super::plugins::consumers::Consumers;
 use super::{
+    body::{ClientBody, ProxyBody},
     cache::{Cache, CacheConfig},
     dynamic::{DynamicRoutes, ListenerSlot, Shared},
+    lane::Lane,
     lazy::{LazyHosts, LazySettings},
     options::SharedCache,
     proxy::{Pool, Proxy},
     ratelimit::{self, Escalation, EscalationSink, Rule, RuleConfig},
     recording, resolve,
     router::{HostTables, RouteTable},
-    server::serve,
+    server::{serve, ConnInfo, Handler},
     tls::{self, CertStore},
     Inherited, Listeners, Steering,
 };
@@ -597,6 +600,30 @@ type WorkerSocket = (
     Arc<str>,
 );
 
+/// A listener's handler in a worker: the proxy as the configuration has
+/// it now, a copy of its request path per lane (`l7::lane`).
+struct Serving {
+    proxy: Arc<ArcSwap<Proxy>>,
+    name: Arc<str>,
+}
+
+impl Handler for Serving {
+    fn call<L: Lane>(
+        &self,
+        req: http::Request<ClientBody>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = http::Response<ProxyBody>> + Send + 'static {
+        let p = self.proxy.load_full();
+        let name = self.name.clone();
+        // Boxed: hyper moves the service's future around (into its
+        // dispatcher, or a task per HTTP/2 stream); a pointer moves
+        // cheaper than the future itself.
+        box_in_place(move || {
+            recording::observe(name, req, conn, move |r, c| p.handle_in::<L>(r, c))
+        })
+    }
+}
+
 /// One worker: its sockets of every listener, served until shutdown.
 fn worker(
     id: usize,
@@ -634,16 +661,7 @@ fn worker(
                     continue;
                 }
             };
-            let handler = move |req, conn| {
-                let p = proxy.load_full();
-                // Boxed: hyper moves the service's future around (into
-                // its dispatcher, or a task per HTTP/2 stream); a pointer
-                // moves cheaper than the future itself.
-                let name = name.clone();
-                box_in_place(move || {
-                    recording::observe(name, req, conn, move |r, c| p.handle(r, c))
-                })
-            };
+            let handler = Serving { proxy, name };
             serving.push(tokio::spawn(serve(
                 listener,
                 acceptor,

@@ -33,6 +33,7 @@
 //! [`super::h1_client`], with its per-worker pool; the hyper HTTP/1.1 path
 //! described above is kept behind `XLB_UPSTREAM_H1=hyper` (read once at
 //! start) as a fallback while the new client is young.
+use crate::l7::lane::Lane;
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -371,7 +372,7 @@ impl UpstreamClient {
     /// instructions per request. `on_send` is called when a connection is
     /// in hand and the request is about to be written (the request
     /// timeouts start there; the connect has its own).
-    pub async fn send(
+    pub async fn send<L: Lane>(
         &self,
         node: SocketAddr,
         head: UpstreamHead<'_>,
@@ -439,7 +440,7 @@ impl UpstreamClient {
         {
             on_send();
             match self
-                .try_send(&key, conn, head, body, true, checkin.as_ref())
+                .try_send::<L>(&key, conn, head, body, true, checkin.as_ref())
                 .await
             {
                 Ok(resp) => return Ok(resp),
@@ -475,11 +476,11 @@ impl UpstreamClient {
             }
         };
         on_send();
-        self.try_send(&key, conn, head, body, false, checkin.as_ref())
+        self.try_send::<L>(&key, conn, head, body, false, checkin.as_ref())
             .await
     }
 
-    async fn try_send(
+    async fn try_send<L: Lane>(
         &self,
         key: &Key,
         conn: Conn,
@@ -490,20 +491,22 @@ impl UpstreamClient {
     ) -> Result<Response<UpstreamBody>, SendError> {
         let tls = self.inner.tls.is_some();
         match conn {
-            Conn::Own(c) => match h1_client::send(c, head, body, key.0, checkin.cloned()).await {
-                Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
-                Err(h1_client::Failed {
-                    error,
-                    body: Some(body),
-                }) => Err(SendError::NotSent {
-                    body,
-                    error: error.into(),
-                }),
-                Err(h1_client::Failed { error, .. }) => Err(SendError::Sent {
-                    error: error.into(),
-                    reused,
-                }),
-            },
+            Conn::Own(c) => {
+                match h1_client::send::<L>(c, head, body, key.0, checkin.cloned()).await {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::H1)),
+                    Err(h1_client::Failed {
+                        error,
+                        body: Some(body),
+                    }) => Err(SendError::NotSent {
+                        body,
+                        error: error.into(),
+                    }),
+                    Err(h1_client::Failed { error, .. }) => Err(SendError::Sent {
+                        error: error.into(),
+                        reused,
+                    }),
+                }
+            }
             Conn::H1(mut s) => {
                 let req = to_http1(Request::from_parts(head.to_parts(), body), key.0);
                 match s.try_send_request(req).await {
@@ -932,6 +935,7 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
+    use crate::l7::lane::General;
 
     /// A backend on loopback counting the connections it accepted: `/slow`
     /// answers a head at once and its body when `release` is sent, any
@@ -1001,7 +1005,7 @@ mod tests {
             .unwrap()
             .into_parts();
         match client
-            .send(
+            .send::<General>(
                 node,
                 (&req.0).into(),
                 req.1,

@@ -27,7 +27,7 @@ use tokio::{
 };
 
 use super::{checkout, idle_count, send, Checkin, Conn, PoolKey, Stream};
-use crate::l7::body::empty_up_body;
+use crate::l7::{body::empty_up_body, lane::General};
 
 /// Streams per run.
 const CASES: usize = 400;
@@ -164,25 +164,27 @@ async fn own_side(stream: &[u8], method: &Method, second: bool, client: u64) -> 
     };
     let conn = Conn::new(Stream::Tcp(tcp));
     let (head, body) = request(method).into_parts();
-    let outcome = match send(conn, (&head).into(), body, addr, Some(checkin.clone())).await {
-        Err(_) => Outcome::HeadRefused,
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let body = match resp.into_body().collect().await {
-                Ok(c) => {
-                    let trailers = fields(c.trailers());
-                    Ok((c.to_bytes().to_vec(), trailers))
-                }
-                Err(_) => Err(()),
-            };
-            Outcome::Response { status, body }
-        }
-    };
+    let outcome =
+        match send::<General>(conn, (&head).into(), body, addr, Some(checkin.clone())).await {
+            Err(_) => Outcome::HeadRefused,
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = match resp.into_body().collect().await {
+                    Ok(c) => {
+                        let trailers = fields(c.trailers());
+                        Ok((c.to_bytes().to_vec(), trailers))
+                    }
+                    Err(_) => Err(()),
+                };
+                Outcome::Response { status, body }
+            }
+        };
     let mut next = false;
     if second && idle_count(client) == 1 {
         if let Some(conn) = checkout(&key) {
             let (head, body) = request(&Method::GET).into_parts();
-            if let Ok(resp) = send(conn, (&head).into(), body, addr, Some(checkin)).await {
+            if let Ok(resp) = send::<General>(conn, (&head).into(), body, addr, Some(checkin)).await
+            {
                 let status = resp.status().as_u16();
                 let body = resp.into_body().collect().await.map(|c| c.to_bytes());
                 next = status == 299 && body.is_ok_and(|b| b == Bytes::from_static(b"NEXT"));

@@ -32,6 +32,7 @@ mod pool;
 mod pool_key;
 mod stream;
 
+use crate::l7::lane::Lane;
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -57,7 +58,7 @@ use super::{body::UpBody, upstream_head::UpstreamHead};
 /// is only read: a retry sends it again without a copy. The connection
 /// goes back to the pool named by `checkin` when the response body is
 /// complete and the node keeps it.
-pub async fn send(
+pub async fn send<L: Lane>(
     conn: Conn,
     head: UpstreamHead<'_>,
     body: UpBody,

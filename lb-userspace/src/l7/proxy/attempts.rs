@@ -20,6 +20,7 @@
 //! jitter) within the upstream's retry budget; held connection attempts
 //! and a resend after a pooled connection closed under the request are not
 //! retries.
+use crate::l7::lane::{General, Lane};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -56,7 +57,7 @@ pub(super) async fn forward(
     parts: request::Parts,
     body: ClientBody,
 ) -> Response<ProxyBody> {
-    let (mut resp, served) = forward_served(ctx, parts, body).await;
+    let (mut resp, served) = forward_served::<General>(ctx, parts, body).await;
     if let Some(node) = served {
         resp.extensions_mut().insert(node);
     }
@@ -68,7 +69,7 @@ pub(super) async fn forward(
 /// one of xlb's errors (no node); the response filters are not applied
 /// yet. The node is returned beside the response, not in its extensions:
 /// a map created and emptied per request cost three allocations.
-pub(super) async fn forward_served(
+pub(super) async fn forward_served<L: Lane>(
     ctx: RequestCtx,
     parts: request::Parts,
     mut body: ClientBody,
@@ -93,7 +94,7 @@ pub(super) async fn forward_served(
             Step::Hold(cfg) => Box::pin(run.hold(&ctx, &out, cfg)).await,
             // Not boxed: small (the node's send inside is boxed), and an
             // allocation per attempt showed in profiles.
-            Step::Send { node, flight } => run.send(&ctx, &mut out, node, flight).await,
+            Step::Send { node, flight } => run.send::<L>(&ctx, &mut out, node, flight).await,
             Step::Done(resp) => {
                 out.recycle();
                 return (resp, run.served.map(ServedBy));
@@ -279,7 +280,7 @@ impl Attempts {
     /// Send: the upstream-side rate limit (once per node), the retry
     /// budget and backoff before a retry, the request, then the response
     /// phase or the failure's verdict.
-    async fn send(
+    async fn send<L: Lane>(
         &mut self,
         ctx: &RequestCtx,
         out: &mut Outgoing,
@@ -331,7 +332,7 @@ impl Attempts {
         let watch = &self.watch;
         let head = out.head_for(ctx, addr);
         let sent = box_in_place(|| {
-            forward::send(
+            forward::send::<L>(
                 &pool.client,
                 addr,
                 head,

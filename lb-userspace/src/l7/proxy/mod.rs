@@ -64,6 +64,9 @@ mod route;
 mod upstream_request;
 mod upstream_response;
 
+use std::future::Future;
+
+use crate::l7::lane::{General, Lane};
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use http::{Request, Response};
@@ -121,7 +124,17 @@ impl Proxy {
     /// Takes the proxy by `Arc`: the caller's future is this one, with no
     /// wrapper that would hold the `Arc` beside it (a wrapper cost one
     /// more move of this ~3 KiB future per request).
-    pub async fn handle(
+    pub fn handle(
+        self: Arc<Self>,
+        req: Request<ClientBody>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+        self.handle_in::<General>(req, conn)
+    }
+
+    /// [`Proxy::handle`] compiled for lane `L` (see `l7::lane`): the
+    /// server's handler calls this with the lane the request came by.
+    pub async fn handle_in<L: Lane>(
         self: Arc<Self>,
         req: Request<ClientBody>,
         conn: ConnInfo,
@@ -222,7 +235,7 @@ impl Proxy {
             // phase's future the request was moved in and out once more.
             None => {
                 let (resp, served) =
-                    box_in_place(|| attempts::forward_served(ctx, parts, body)).await;
+                    box_in_place(|| attempts::forward_served::<L>(ctx, parts, body)).await;
                 (resp, false, served)
             }
         };

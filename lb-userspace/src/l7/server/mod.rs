@@ -43,7 +43,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response};
+use http::Request;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -58,14 +58,18 @@ use tokio_rustls::TlsAcceptor;
 
 mod activity;
 mod h1;
+mod handler;
 mod stream_executor;
+
+pub use self::handler::Handler;
 
 use self::{
     activity::{Activity, HeadClock, Policy, TrackedBody, HEAD_TIMEOUT},
     stream_executor::StreamExecutor,
 };
 use super::{
-    body::{ClientBody, ProxyBody},
+    body::ClientBody,
+    lane::General,
     preface::{self, Allowed, Rewind, Verdict, PREFACE},
     record,
     source_cap::SourceCap,
@@ -212,16 +216,13 @@ const FIRST_REQUEST_POLL: Duration = Duration::from_millis(10);
 /// Serves `listener` until `shutdown` turns true (or its sender is
 /// dropped), then drains: in-flight requests get `drain_timeout`, after
 /// which the connections still open are dropped.
-pub async fn serve<H, F>(
+pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: ServerLimits,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
-) where
-    H: Fn(Request<ClientBody>, ConnInfo) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<ProxyBody>> + Send + 'static,
-{
+) {
     let handler = Arc::new(handler);
     let servers = Arc::new(Servers {
         hyper: builder(&limits),
@@ -402,7 +403,7 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 /// ([`supervise`]): HTTP/1.1 on the own path ([`h1`]) while its requests
 /// are plain, else (HTTP/2, or from the first request that is not plain)
 /// on hyper.
-async fn serve_connection<I, H, F>(
+async fn serve_connection<I, H>(
     mut io: I,
     info: ConnInfo,
     allowed: Allowed,
@@ -412,8 +413,7 @@ async fn serve_connection<I, H, F>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<ClientBody>, ConnInfo) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+    H: Handler,
 {
     let activity = Arc::new(Activity::new(policy.max_cancelled));
     // The protocol is chosen here, not by hyper-util's sniffing (see
@@ -482,7 +482,9 @@ async fn serve_connection<I, H, F>(
         let mut in_flight = act.begin();
         let info = info.clone();
         async move {
-            let resp = handler(req.map(ClientBody::Streaming), info).await;
+            let resp = handler
+                .call::<General>(req.map(ClientBody::Streaming), info)
+                .await;
             in_flight.answered = true;
             Ok::<_, Infallible>(resp.map(|body| TrackedBody {
                 body,

@@ -35,7 +35,7 @@ use std::{
 };
 
 use bytes::{Buf as _, BytesMut};
-use http::{Request, Response};
+use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
@@ -45,9 +45,10 @@ use self::{
     request_head::{Head, Spans},
     response_head::{Asked, Framing},
 };
-use super::{activity::Activity, ConnInfo};
+use super::{activity::Activity, handler::Handler, ConnInfo};
 use crate::l7::{
     body::{ClientBody, ProxyBody},
+    lane::Plain,
     recycled_maps,
 };
 
@@ -79,7 +80,7 @@ const COPY_BELOW: usize = 16 * 1024;
 /// closes or a request is not plain. `closing` is the graceful close: no
 /// new request is read once it is set, and the response in flight says
 /// `Connection: close`.
-pub async fn serve<I, H, F>(
+pub async fn serve<I, H>(
     mut io: I,
     first: Vec<u8>,
     info: &ConnInfo,
@@ -90,8 +91,7 @@ pub async fn serve<I, H, F>(
 ) -> Outcome<I>
 where
     I: AsyncRead + AsyncWrite + Unpin,
-    H: Fn(Request<ClientBody>, ConnInfo) -> F,
-    F: Future<Output = Response<ProxyBody>>,
+    H: Handler,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK.max(first.len()));
     buf.extend_from_slice(&first);
@@ -147,7 +147,7 @@ where
         let req = Request::from_parts(plain.parts, ClientBody::Buffered(Full::new(plain.body)));
         let mut in_flight = activity.begin();
         let resp = {
-            let mut answer = pin!(handler(req, info.clone()));
+            let mut answer = pin!(handler.call::<Plain>(req, info.clone()));
             // While the handler runs, the client's EOF (or a reset)
             // cancels the request, as hyper does; bytes of a pipelined
             // head are kept (up to the head limit, then no longer read).
