@@ -3,7 +3,7 @@
 //! authority becomes the `Host` the node sees.
 use std::sync::Arc;
 
-use http::{header, request, HeaderValue};
+use http::{request, HeaderValue};
 
 use super::super::{
     error::{ErrorKind, ProxyError},
@@ -57,9 +57,7 @@ pub(super) async fn resolve(
             return Err(ErrorKind::NoRoute.into());
         };
         Routed {
-            host: info
-                .host()
-                .map(|h| RoutedHost::new(h, parts.headers.get(header::HOST))),
+            host: info.host().map(|h| RoutedHost::new(h, info.host_field())),
             route: matched.route,
         }
     };

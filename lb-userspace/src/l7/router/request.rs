@@ -2,7 +2,7 @@
 //! spellings a guarding route cannot see through ([`path_hazard`]).
 use std::borrow::Cow;
 
-use http::{header::HOST, request::Parts, HeaderMap, Method, StatusCode, Version};
+use http::{header::HOST, request::Parts, HeaderMap, HeaderValue, Method, StatusCode, Version};
 
 use super::host::{normalize_request_host, split_port, valid_port_part};
 
@@ -11,6 +11,8 @@ use super::host::{normalize_request_host, split_port, valid_port_part};
 #[derive(Debug, Clone)]
 pub struct RequestInfo<'a> {
     host: Option<Cow<'a, str>>,
+    /// The request's `Host` field ([`RequestInfo::from_parts`] only).
+    host_field: Option<&'a HeaderValue>,
     path: &'a str,
     method: &'a Method,
     headers: &'a HeaderMap,
@@ -68,6 +70,7 @@ impl<'a> RequestInfo<'a> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         Self {
             host: host.and_then(normalize_request_host),
+            host_field: None,
             path,
             method,
             headers,
@@ -86,9 +89,10 @@ impl<'a> RequestInfo<'a> {
         } else if !path.starts_with('/') {
             return Err(RequestError::NotOriginForm(parts.uri.to_string()));
         }
-        let host = request_host(parts)?;
+        let (host, host_field) = request_host(parts)?;
         Ok(Self {
             host,
+            host_field,
             path,
             method: &parts.method,
             headers: &parts.headers,
@@ -98,6 +102,12 @@ impl<'a> RequestInfo<'a> {
     /// The normalised host, if the request named one.
     pub fn host(&self) -> Option<&str> {
         self.host.as_deref()
+    }
+
+    /// The request's `Host` field value, as received (requests made by
+    /// [`RequestInfo::from_parts`] that have one).
+    pub fn host_field(&self) -> Option<&'a HeaderValue> {
+        self.host_field
     }
 
     /// The path as received, without the query.
@@ -116,13 +126,17 @@ impl<'a> RequestInfo<'a> {
     }
 }
 
-fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, RequestError> {
+/// The normalised host, and the `Host` field line (if any).
+type HostAndField<'a> = (Option<Cow<'a, str>>, Option<&'a HeaderValue>);
+
+/// The normalised host, and the `Host` field it may have come from.
+fn request_host(parts: &Parts) -> Result<HostAndField<'_>, RequestError> {
     let mut host_lines = parts.headers.get_all(HOST).iter();
-    let header = host_lines.next();
+    let field = host_lines.next();
     if host_lines.next().is_some() {
         return Err(RequestError::MultipleHosts);
     }
-    let header = match header {
+    let header = match field {
         Some(value) => {
             let text = value.to_str().map_err(|_| {
                 RequestError::InvalidHost(String::from_utf8_lossy(value.as_bytes()).into_owned())
@@ -135,7 +149,7 @@ fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, RequestError> {
         return Err(RequestError::MissingHost);
     }
     let Some(authority) = parts.uri.authority() else {
-        return Ok(header.and_then(normalize_request_host));
+        return Ok((header.and_then(normalize_request_host), field));
     };
     let from_target = checked_host(authority.as_str(), true)?;
     let normalized = normalize_request_host(from_target);
@@ -149,7 +163,7 @@ fn request_host(parts: &Parts) -> Result<Option<Cow<'_, str>>, RequestError> {
             }
         }
     }
-    Ok(normalized)
+    Ok((normalized, field))
 }
 
 /// `text` when it is `host[:port]` (empty allowed for `Host`); userinfo is
