@@ -10,7 +10,6 @@
 //!
 //! [`Forwarder`] is the same path for callers with one node and no route
 //! (plain HTTP/1.1, default timeouts).
-use crate::l7::lane::{General, Lane};
 use std::{
     future::Future as _,
     net::SocketAddr,
@@ -34,6 +33,7 @@ pub use super::error::ERROR_HEADER;
 use super::{
     error::{respond, ErrorKind},
     headers::{self, Downstream},
+    lane::{General, Lane},
     options::{Timeouts, UpstreamOptions},
     reused_timer::Deadline,
     upstream_client::{SendError, UpstreamBody, UpstreamClient},

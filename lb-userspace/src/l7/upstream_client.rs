@@ -33,7 +33,6 @@
 //! [`super::h1_client`], with its per-worker pool; the hyper HTTP/1.1 path
 //! described above is kept behind `XLB_UPSTREAM_H1=hyper` (read once at
 //! start) as a fallback while the new client is young.
-use crate::l7::lane::Lane;
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -59,6 +58,7 @@ pub use super::body::{BoxError, UpBody};
 use super::{
     error::ErrorKind,
     h1_client::{self, Checkin, PoolKey},
+    lane::Lane,
     options::{UpstreamOptions, UpstreamProtocol, UpstreamTls},
     tls::{crypto_provider, upstream_server_name, ALPN_H2, ALPN_HTTP11},
     upstream_head::UpstreamHead,

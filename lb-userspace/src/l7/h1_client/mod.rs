@@ -32,7 +32,6 @@ mod pool;
 mod pool_key;
 mod stream;
 
-use crate::l7::lane::Lane;
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -51,7 +50,7 @@ pub use self::{
     pool_key::{Checkin, PoolKey},
     stream::{Stream, Upgraded},
 };
-use super::{body::UpBody, upstream_head::UpstreamHead};
+use super::{body::UpBody, lane::Lane, upstream_head::UpstreamHead};
 
 /// Sends the request of `head` (its path is the target; without a `Host`,
 /// `node` is) and `body` on `conn` and reads the response head. The head

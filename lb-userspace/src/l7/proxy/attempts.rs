@@ -20,7 +20,6 @@
 //! jitter) within the upstream's retry budget; held connection attempts
 //! and a resend after a pooled connection closed under the request are not
 //! retries.
-use crate::l7::lane::{General, Lane};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -38,6 +37,7 @@ use super::{
         cold_start::{self, Buffered, Hold, Replay},
         error::{ErrorKind, ProxyError},
         forward::{self, request_body, BodyWatch, ForwardError, ProxyBody},
+        lane::{General, Lane},
         options::{ColdStart, RetryPolicy},
         ratelimit::{RequestFacts, Side},
         record::RateLimitVerdict,

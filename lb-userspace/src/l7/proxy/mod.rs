@@ -64,10 +64,7 @@ mod route;
 mod upstream_request;
 mod upstream_response;
 
-use std::future::Future;
-
-use crate::l7::lane::{General, Lane};
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Instant};
 
 use http::{Request, Response};
 use http_body_util::Full;
@@ -79,6 +76,7 @@ use super::{
     box_in_place::box_in_place,
     error::{respond, ErrorKind},
     forward::ProxyBody,
+    lane::{General, Lane},
     plugin::{read_body, RequestCx, Verdict},
     record,
     router::Resolver,
