@@ -815,6 +815,15 @@ async fn pass_host_modes_choose_the_host_the_node_sees() {
         body.contains("\nx-forwarded-host: www.example.com\n"),
         "{body}"
     );
+    // The same host normalised from a field without a port (passed on as
+    // the client's own value) and from one in capitals (a lowered copy).
+    for sent in ["www.example.com", "WWW.Example.COM"] {
+        let body = send(bed.addr, get(sent, "/rewrite")).await.2;
+        assert!(
+            body.contains("\nx-forwarded-host: www.example.com\n"),
+            "Host {sent}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -13,8 +13,11 @@
 //! (`docs/bench/l7.md`). A lane type parameter on the path's async
 //! functions makes the compiler emit one copy per lane, and each copy gets
 //! its own profile: the plain HTTP/1.1 one is laid out for what plain
-//! HTTP/1.1 requests do, the general one for the rest. The cost is the
-//! second copy's code size, not speed.
+//! HTTP/1.1 requests do, the general one for the rest. Trained on the
+//! whole mix again, the GET ran 19 474 instructions and missed 830 times.
+//! The costs: the second copy's code size, and in a build without a
+//! profile ~150 instructions per GET (helpers that had one caller, inlined
+//! into it, now have one per lane and stay calls).
 
 /// A lane: a type parameter only, never a value.
 pub trait Lane: Send + Sync + 'static {}
