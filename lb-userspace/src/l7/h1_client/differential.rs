@@ -47,6 +47,21 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// A response read to its end, as either client gives it.
+    async fn of<B: hyper::body::Body>(resp: http::Response<B>) -> Outcome {
+        let status = resp.status().as_u16();
+        let body = match resp.into_body().collect().await {
+            Ok(c) => {
+                let trailers = fields(c.trailers());
+                Ok((c.to_bytes().to_vec(), trailers))
+            }
+            Err(_) => Err(()),
+        };
+        Outcome::Response { status, body }
+    }
+}
+
 /// A body's bytes and its trailer fields (name, value).
 type BodyAndTrailers = (Vec<u8>, Vec<(String, String)>);
 
@@ -115,17 +130,7 @@ async fn hyper_side(stream: &[u8], method: &Method, second: bool) -> (Outcome, b
     tokio::spawn(conn);
     let outcome = match sender.send_request(request(method)).await {
         Err(_) => Outcome::HeadRefused,
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let body = match resp.into_body().collect().await {
-                Ok(c) => {
-                    let trailers = fields(c.trailers());
-                    Ok((c.to_bytes().to_vec(), trailers))
-                }
-                Err(_) => Err(()),
-            };
-            Outcome::Response { status, body }
-        }
+        Ok(resp) => Outcome::of(resp).await,
     };
     let mut next = false;
     if second {
@@ -167,17 +172,7 @@ async fn own_side(stream: &[u8], method: &Method, second: bool, client: u64) -> 
     let outcome =
         match send::<General>(conn, (&head).into(), body, addr, Some(checkin.clone())).await {
             Err(_) => Outcome::HeadRefused,
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let body = match resp.into_body().collect().await {
-                    Ok(c) => {
-                        let trailers = fields(c.trailers());
-                        Ok((c.to_bytes().to_vec(), trailers))
-                    }
-                    Err(_) => Err(()),
-                };
-                Outcome::Response { status, body }
-            }
+            Ok(resp) => Outcome::of(resp).await,
         };
     let mut next = false;
     if second && idle_count(client) == 1 {
