@@ -153,7 +153,8 @@ pub struct Downstream<'a> {
     pub client: &'a HeaderValue,
     /// `https` when the client connection is TLS, else `http`.
     pub proto: &'a str,
-    /// The Host (or :authority) the client asked for, if any.
+    /// The host the client asked for (`Host` or the target's authority;
+    /// the proxy passes it normalised, as routed), if any.
     pub host: Option<&'a str>,
     /// `host` as the client's own field value, when it is that (shared
     /// bytes: `X-Forwarded-Host` is then a reference count, not a copy).

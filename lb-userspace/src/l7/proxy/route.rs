@@ -89,7 +89,7 @@ pub(super) async fn resolve(
 /// callgrind: the first clone of a copied `Bytes` allocates its shared
 /// header).
 #[derive(Clone, Debug)]
-pub(in crate::l7) enum RoutedHost {
+pub(super) enum RoutedHost {
     /// The request's own `Host` field, which is the normalised host.
     Field(HeaderValue),
     /// A normalised copy.
