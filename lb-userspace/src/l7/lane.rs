@@ -26,8 +26,10 @@ pub trait Lane: Send + Sync + 'static {}
 /// ones, no body or a small whole one.
 pub enum Plain {}
 
-/// Every other request: HTTP/2, HTTP/1.1 that hyper serves, the cache's
-/// refreshes, and callers of [`crate::l7::proxy::Proxy::handle`].
+/// Every other request: HTTP/2, HTTP/1.1 that hyper serves, callers of
+/// [`crate::l7::proxy::Proxy::handle`]; and, from either lane, the
+/// upstream phases of a route with a cache (the cache phase runs them on
+/// this lane, for its fills and refreshes as for its misses).
 pub enum General {}
 
 impl Lane for Plain {}

@@ -129,7 +129,9 @@ impl<'a> RequestInfo<'a> {
 /// The normalised host, and the `Host` field line (if any).
 type HostAndField<'a> = (Option<Cow<'a, str>>, Option<&'a HeaderValue>);
 
-/// The normalised host, and the `Host` field it may have come from.
+/// Checks `Host` and the target's authority (one `Host` line, required
+/// in HTTP/1.1, naming the same host as HTTP/2's `:authority`); returns
+/// the host routing uses and the `Host` field line.
 fn request_host(parts: &Parts) -> Result<HostAndField<'_>, RequestError> {
     let mut host_lines = parts.headers.get_all(HOST).iter();
     let field = host_lines.next();
